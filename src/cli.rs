@@ -1,0 +1,418 @@
+//! Command line: clap arguments → a command that runs. Parsing does no I/O.
+
+use crate::error::Error;
+use crate::inventory::Inventory;
+use crate::plan::HostPlan;
+use crate::playbook::Playbook;
+use crate::report::{self, Format, json, text};
+use crate::run::{self, HostOutcome, HostState, Mode, Observer, RunOptions};
+use crate::secret::Secret;
+use crate::ssh::PassphraseSource;
+use clap::{Args, Parser, Subcommand};
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success (nothing to change), 1 error or a host failed/unreachable,
+2 changes pending (plan) or made (apply) when --detailed-exitcode is given.
+
+Environment: CLAW_SSH_PASSPHRASE (passphrase of encrypted keys), CLAW_BECOME_PASSWORD
+(sudo password), SSH_AUTH_SOCK (ssh-agent), NO_COLOR.";
+
+#[derive(Debug, Parser)]
+#[command(name = "claw-provision", version, about = "Brings servers to a declared state over one SSH connection per host.", after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show, per host and step, what apply would change (touches nothing).
+    #[command(
+        after_help = "Examples:\n  claw-provision plan inventory/prod.toml\n  claw-provision plan inventory/prod.toml --limit 'web-*' -e release=v2\n  claw-provision plan inventory/prod.toml --detailed-exitcode   # 2 = drift"
+    )]
+    Plan(RunArgs),
+    /// Change only what differs from the declared state.
+    #[command(
+        after_help = "Examples:\n  claw-provision apply inventory/prod.toml            # shows the plan and asks\n  claw-provision apply inventory/prod.toml --yes --output json\n  CLAW_BECOME_PASSWORD=... claw-provision apply inventory/prod.toml --yes"
+    )]
+    Apply(ApplyArgs),
+    /// Check inventory, playbook and templates offline; report every error at once.
+    #[command(after_help = "Example:\n  claw-provision validate inventory/prod.toml")]
+    Validate(SelectArgs),
+    /// List the selected hosts with their resolved connection settings.
+    #[command(
+        after_help = "Examples:\n  claw-provision hosts inventory/prod.toml\n  claw-provision hosts inventory/prod.toml --limit web --output json"
+    )]
+    Hosts(SelectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Inventory file (TOML).
+    pub inventory: PathBuf,
+    /// Playbook to use instead of the one the inventory names.
+    #[arg(long, value_name = "FILE")]
+    pub playbook: Option<PathBuf>,
+    /// Hosts to act on: names, groups or globs, comma-separated; `!` excludes (e.g. `web,!web-3`).
+    #[arg(long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    /// Extra variable (highest precedence), repeatable.
+    #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE", value_parser = crate::vars::parse_extra)]
+    pub extra: Vec<(String, String)>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Hosts worked on at the same time.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pub forks: u16,
+    /// Exit 2 when changes are pending (plan) or were made (apply), 0 when none.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Ask for the sudo password (else CLAW_BECOME_PASSWORD, else passwordless sudo).
+    #[arg(short = 'K', long)]
+    pub ask_become_pass: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Apply without showing the plan and asking (required without a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+/// Runs the parsed command; returns the exit code.
+pub fn execute(cli: Cli) -> Result<i32, Error> {
+    match cli.command {
+        Command::Validate(a) => validate(&a),
+        Command::Hosts(a) => hosts(&a),
+        Command::Plan(a) => run_cmd(a, Mode::Plan, false),
+        Command::Apply(a) => run_cmd(a.run, Mode::Apply, a.yes),
+    }
+}
+
+struct Loaded {
+    inv: Inventory,
+    pb: Playbook,
+}
+
+fn load(a: &SelectArgs) -> Result<Loaded, Error> {
+    let inv = Inventory::load(&a.inventory);
+    let pb_path = match (&a.playbook, &inv) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Ok(i)) => i.playbook.clone(),
+        (None, Err(_)) => None,
+    };
+    let pb = match &pb_path {
+        Some(p) => Some(Playbook::load(p)),
+        None => None,
+    };
+    let mut errors = vec![];
+    if let Err(e) = &inv {
+        errors.extend(e.0.clone());
+    }
+    if let Some(Err(e)) = &pb {
+        errors.extend(e.0.clone());
+    }
+    if !errors.is_empty() {
+        return Err(Error::Config(crate::error::ConfigErrors(errors)));
+    }
+    let inv = inv.expect("checked above");
+    let Some(pb) = pb else {
+        return Err(Error::Usage(format!(
+            "{}: the inventory names no playbook; add `playbook = \"../playbooks/site.toml\"` to it or pass --playbook FILE",
+            a.inventory.display()
+        )));
+    };
+    Ok(Loaded {
+        inv,
+        pb: pb.expect("checked above"),
+    })
+}
+
+fn select<'a>(l: &'a Loaded, a: &SelectArgs) -> Result<Vec<&'a crate::inventory::Host>, Error> {
+    let sel = l.inv.select(&l.pb.hosts).map_err(|e| {
+        Error::Usage(format!(
+            "{}: `hosts = \"{}\"`: {e}",
+            l.pb.path.display(),
+            l.pb.hosts
+        ))
+    })?;
+    let Some(limit) = &a.limit else {
+        return Ok(sel);
+    };
+    let lim = l
+        .inv
+        .select(limit)
+        .map_err(|e| Error::Usage(format!("--limit {limit}: {e}")))?;
+    let out: Vec<_> = sel
+        .into_iter()
+        .filter(|h| lim.iter().any(|x| x.name == h.name))
+        .collect();
+    if out.is_empty() {
+        return Err(Error::Usage(format!(
+            "--limit {limit}: selects none of the playbook's hosts (`{}`)",
+            l.pb.hosts
+        )));
+    }
+    Ok(out)
+}
+
+fn validate(a: &SelectArgs) -> Result<i32, Error> {
+    let l = load(a)?;
+    let hosts = select(&l, a)?;
+    run::prepare(&l.inv, &l.pb, &hosts, &a.extra)?;
+    let steps = l.pb.steps.len();
+    match a.output {
+        Format::Text => println!(
+            "ok: {} hosts, playbook `{}` with {steps} steps and {} handlers",
+            hosts.len(),
+            l.pb.name,
+            l.pb.handlers.len()
+        ),
+        Format::Json => json::Events::default().emit(serde_json::json!({"event": "validate", "ok": true, "hosts": hosts.len(), "steps": steps})),
+    }
+    Ok(0)
+}
+
+fn hosts(a: &SelectArgs) -> Result<i32, Error> {
+    let l = load(a)?;
+    let hosts = select(&l, a)?;
+    let ev = json::Events::default();
+    for h in hosts {
+        let keys: Vec<String> = h
+            .identity_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        match a.output {
+            Format::Text => println!(
+                "{}\t{}@{}:{}\tgroups={}\tkeys={}\tknown_hosts={} ({})\tbecome={}",
+                h.name,
+                h.user,
+                h.address,
+                h.port,
+                h.groups.join(","),
+                if keys.is_empty() { "agent,~/.ssh/id_*".into() } else { keys.join(",") },
+                h.known_hosts.display(),
+                match h.host_key_policy {
+                    crate::inventory::HostKeyPolicy::Strict => "strict",
+                    crate::inventory::HostKeyPolicy::AcceptNew => "accept-new",
+                },
+                if h.become_ { format!("sudo -u {}", h.become_user) } else { "no".into() },
+            ),
+            Format::Json => ev.emit(serde_json::json!({
+                "event": "host", "host": h.name, "address": h.address, "port": h.port, "user": h.user,
+                "groups": h.groups, "identity_files": keys, "known_hosts": h.known_hosts,
+                "host_key_policy": h.host_key_policy, "become": h.become_, "become_user": h.become_user,
+                "connect_timeout_s": h.connect_timeout.as_secs(), "command_timeout_s": h.command_timeout.as_secs(),
+            })),
+        }
+    }
+    Ok(0)
+}
+
+/// Passphrases from CLAW_SSH_PASSPHRASE or a terminal prompt, asked once per key file.
+struct Passphrases {
+    cache: Mutex<HashMap<PathBuf, Option<Secret>>>,
+}
+
+impl PassphraseSource for Passphrases {
+    fn passphrase(&self, key: &Path) -> Option<Secret> {
+        // One prompt at a time; answers are reused for every host.
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = cache.get(key) {
+            return p.clone();
+        }
+        let p = match std::env::var("CLAW_SSH_PASSPHRASE") {
+            Ok(v) => Some(Secret::new(v)),
+            Err(_) if std::io::stdin().is_terminal() => {
+                rpassword::prompt_password(format!("Passphrase for {}: ", key.display()))
+                    .ok()
+                    .map(Secret::new)
+            }
+            Err(_) => None,
+        };
+        cache.insert(key.to_path_buf(), p.clone());
+        p
+    }
+}
+
+fn become_password(ask: bool) -> Result<Option<Secret>, Error> {
+    if let Ok(v) = std::env::var("CLAW_BECOME_PASSWORD") {
+        return Ok(Some(Secret::new(v)));
+    }
+    if !ask {
+        return Ok(None);
+    }
+    rpassword::prompt_password("Become (sudo) password: ")
+        .map(|p| Some(Secret::new(p)))
+        .map_err(|e| {
+            Error::Usage(format!(
+                "--ask-become-pass: cannot read the password from the terminal: {e}"
+            ))
+        })
+}
+
+fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if mode == Mode::Apply && !yes && !interactive {
+        return Err(Error::Usage(
+            "apply: no terminal to confirm on; pass --yes to apply without asking".into(),
+        ));
+    }
+    if mode == Mode::Apply && !yes && a.select.output == Format::Json {
+        return Err(Error::Usage(
+            "apply --output json needs --yes (the plan cannot be confirmed in JSON mode)".into(),
+        ));
+    }
+    let l = load(&a.select)?;
+    let hosts = select(&l, &a.select)?;
+    let prepared = run::prepare(&l.inv, &l.pb, &hosts, &a.select.extra)?;
+    let format = a.select.output;
+    let confirm = mode == Mode::Apply && !yes;
+    let opts = RunOptions {
+        mode,
+        forks: usize::from(a.forks),
+        become_password: become_password(a.ask_become_pass)?,
+        fetch_diffs: format == Format::Text && (mode == Mode::Plan || confirm),
+        passphrases: Arc::new(Passphrases {
+            cache: Mutex::new(HashMap::new()),
+        }),
+    };
+    let events = Arc::new(json::Events::default());
+    let progress = Arc::new(text::Progress::new(mode == Mode::Apply, mode == Mode::Plan));
+    let observer: Arc<dyn Observer> = match format {
+        Format::Json => Arc::new(json::JsonObserver {
+            events: events.clone(),
+            apply: mode == Mode::Apply,
+        }),
+        Format::Text => progress.clone(),
+    };
+    let order: Vec<String> = prepared.iter().map(|p| p.host.name.clone()).collect();
+    let addresses: HashMap<String, String> = prepared
+        .iter()
+        .map(|p| (p.host.name.clone(), p.host.address.clone()))
+        .collect();
+    let paint = text::Paint(report::color());
+    let start = Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
+    let mut outcomes: Vec<HostOutcome> = rt.block_on(async {
+        if !confirm {
+            return run::run(prepared, opts, observer, None).await;
+        }
+        let (gate_tx, gate_rx) = tokio::sync::watch::channel(None);
+        let (plan_tx, mut plan_rx) = tokio::sync::mpsc::unbounded_channel();
+        let n = prepared.len();
+        let handle = tokio::spawn(run::run(prepared, opts, observer, Some((gate_rx, plan_tx))));
+        let mut plans: HashMap<String, HostPlan> = HashMap::new();
+        let mut ended = std::collections::HashSet::new();
+        while plans.len() + ended.len() < n {
+            match plan_rx.recv().await {
+                Some((host, Some(plan))) => {
+                    plans.insert(host, plan);
+                }
+                Some((host, None)) => {
+                    if !plans.contains_key(&host) {
+                        ended.insert(host);
+                    }
+                }
+                None => break,
+            }
+        }
+        progress.finish();
+        let mut out = std::io::stdout().lock();
+        for h in &order {
+            if let Some(p) = plans.get(h) {
+                let _ = write!(out, "{}", text::plan(h, &addresses[h], p, paint));
+            }
+        }
+        let changes: usize = plans.values().map(HostPlan::changes).sum();
+        let go = if changes == 0 {
+            let _ = writeln!(out, "\nNothing to change.");
+            true
+        } else {
+            let _ = write!(
+                out,
+                "\nApply {changes} changes on {} hosts? [y/N] ",
+                plans.values().filter(|p| !p.is_empty()).count()
+            );
+            let _ = out.flush();
+            let mut answer = String::new();
+            let _ = std::io::stdin().read_line(&mut answer);
+            matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+        };
+        drop(out);
+        let _ = gate_tx.send(Some(go));
+        handle.await.unwrap_or_default()
+    });
+    progress.finish();
+    let by_name: HashMap<String, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i))
+        .collect();
+    outcomes.sort_by_key(|o| by_name.get(&o.name).copied().unwrap_or(usize::MAX));
+    let command = if mode == Mode::Plan { "plan" } else { "apply" };
+    match format {
+        Format::Json => {
+            if mode == Mode::Plan {
+                for o in &outcomes {
+                    if let Some(p) = &o.plan {
+                        events.emit(json::plan_event(&o.name, p));
+                    }
+                }
+            }
+            events.emit(json::summary_event(command, &outcomes, start.elapsed()));
+        }
+        Format::Text => {
+            let mut out = std::io::stdout().lock();
+            if mode == Mode::Plan {
+                for o in &outcomes {
+                    if let Some(p) = &o.plan {
+                        let _ = write!(out, "{}", text::plan(&o.name, &o.address, p, paint));
+                    }
+                }
+            }
+            let _ = write!(
+                out,
+                "{}",
+                text::summary(&outcomes, mode == Mode::Apply, paint)
+            );
+        }
+    }
+    if outcomes
+        .iter()
+        .any(|o| matches!(o.state, HostState::Failed | HostState::Unreachable))
+    {
+        return Ok(1);
+    }
+    let changed = outcomes.iter().any(|o| o.state == HostState::Changed);
+    Ok(if a.detailed_exitcode && changed { 2 } else { 0 })
+}
+
+/// The message printed for a failed command.
+pub fn render_error(e: &Error) -> String {
+    match e {
+        Error::Config(c) => c.to_string(),
+        other => format!("error: {other}"),
+    }
+}

@@ -1,0 +1,207 @@
+//! Read-only probes: each fact is a POSIX sh snippet plus a parser of its output.
+//!
+//! All probes of a host are joined into ONE script ([`ProbeScript`]) sent in one round trip.
+//! Every record a snippet prints is a line `@ID<TAB>...`, so the parser can tell which request it
+//! answers. **Invariant:** probe snippets have no side effects.
+
+pub mod guard;
+pub mod path;
+pub mod preflight;
+
+pub use guard::GuardState;
+pub use path::PathState;
+
+/// Something a step needs to know about the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Type, mode, owner, group, size and sha256 of a path.
+    Path(String),
+    /// The guards of a command step.
+    Guard {
+        creates: Option<String>,
+        unless: Option<String>,
+    },
+}
+
+/// What a probe observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    Path(PathState),
+    Guard(GuardState),
+}
+
+/// A probe output that cannot be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected probe output: {0}")]
+pub struct FactError(pub String);
+
+/// The joined probe of one host: preflight plus every request, in one script.
+#[derive(Debug, Default)]
+pub struct ProbeScript {
+    requests: Vec<Request>,
+    upload_dirs: Vec<String>,
+}
+
+impl ProbeScript {
+    /// Adds a request and returns its id (its index).
+    pub fn add(&mut self, r: Request) -> usize {
+        self.requests.push(r);
+        self.requests.len() - 1
+    }
+
+    /// Asks the preflight for the free space of the file system holding `dir`.
+    pub fn add_upload_dir(&mut self, dir: &str) {
+        if !self.upload_dirs.iter().any(|d| d == dir) {
+            self.upload_dirs.push(dir.to_string());
+        }
+    }
+
+    /// Directories whose free space the preflight reports, in order.
+    pub fn upload_dirs(&self) -> &[String] {
+        &self.upload_dirs
+    }
+
+    /// The script text.
+    pub fn script(&self) -> String {
+        let mut s = String::new();
+        s.push_str(preflight::HEADER);
+        s.push_str(path::FUNCTION);
+        for (i, d) in self.upload_dirs.iter().enumerate() {
+            s.push_str(&preflight::free_space(i, d));
+        }
+        for (id, r) in self.requests.iter().enumerate() {
+            match r {
+                Request::Path(p) => s.push_str(&path::command(id, p)),
+                Request::Guard { creates, unless } => {
+                    s.push_str(&guard::command(id, creates.as_deref(), unless.as_deref()))
+                }
+            }
+        }
+        s.push_str("echo '@end'\n");
+        s
+    }
+
+    /// Parses the script's output.
+    pub fn parse(&self, out: &str) -> Result<ProbeResult, FactError> {
+        let mut observed: Vec<Option<Observed>> = vec![None; self.requests.len()];
+        let mut pre = preflight::Preflight::default();
+        let mut ended = false;
+        for line in out.lines() {
+            let Some(rest) = line.strip_prefix('@') else {
+                continue;
+            };
+            let mut fields = rest.split('\t');
+            let tag = fields.next().unwrap_or("");
+            let fields: Vec<&str> = fields.collect();
+            if tag == "end" {
+                ended = true;
+            } else if let Some(t) = tag.strip_prefix("pre-") {
+                pre.parse_line(t, &fields, &self.upload_dirs)?;
+            } else {
+                let id: usize = tag
+                    .parse()
+                    .map_err(|_| FactError(format!("bad record `{line}`")))?;
+                let req = self
+                    .requests
+                    .get(id)
+                    .ok_or_else(|| FactError(format!("record for unknown id in `{line}`")))?;
+                observed[id] = Some(match req {
+                    Request::Path(_) => Observed::Path(path::parse(&fields)?),
+                    Request::Guard { .. } => Observed::Guard(guard::parse(&fields)?),
+                });
+            }
+        }
+        if !ended {
+            return Err(FactError(
+                "the probe did not finish (output ended early)".into(),
+            ));
+        }
+        let observed = observed
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| o.ok_or_else(|| FactError(format!("no answer for probe {i}"))))
+            .collect::<Result<_, _>>()?;
+        Ok(ProbeResult {
+            observed,
+            preflight: pre,
+        })
+    }
+}
+
+/// Parsed probe output.
+#[derive(Debug)]
+pub struct ProbeResult {
+    /// One entry per request, by id.
+    pub observed: Vec<Observed>,
+    pub preflight: preflight::Preflight,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_locally_and_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "hello\n").unwrap();
+        let mut p = ProbeScript::default();
+        let a = p.add(Request::Path(f.to_str().unwrap().into()));
+        let b = p.add(Request::Path(
+            dir.path().join("missing dir/x").to_str().unwrap().into(),
+        ));
+        let c = p.add(Request::Guard {
+            creates: Some(f.to_str().unwrap().into()),
+            unless: None,
+        });
+        let d = p.add(Request::Guard {
+            creates: None,
+            unless: Some("false".into()),
+        });
+        let e = p.add(Request::Path(dir.path().to_str().unwrap().into()));
+        p.add_upload_dir(dir.path().join("new/sub").to_str().unwrap());
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(p.script())
+            .output()
+            .unwrap();
+        let r = p.parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        match &r.observed[a] {
+            Observed::Path(PathState::File { sha256, size, .. }) => {
+                assert_eq!(
+                    sha256,
+                    "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+                );
+                assert_eq!(*size, 6);
+            }
+            o => panic!("{o:?}"),
+        }
+        assert_eq!(r.observed[b], Observed::Path(PathState::Absent));
+        assert_eq!(r.observed[c], Observed::Guard(GuardState::CreatesExists));
+        assert_eq!(r.observed[d], Observed::Guard(GuardState::MustRun));
+        assert!(matches!(
+            r.observed[e],
+            Observed::Path(PathState::Dir { .. })
+        ));
+        assert!(r.preflight.sha256sum);
+        assert!(r.preflight.free_kb[0] > 0);
+    }
+
+    #[test]
+    fn truncated_output_is_an_error() {
+        let mut p = ProbeScript::default();
+        p.add(Request::Path("/x".into()));
+        assert!(
+            p.parse("@0\tabsent\n")
+                .unwrap_err()
+                .to_string()
+                .contains("did not finish")
+        );
+        assert!(
+            p.parse("@end\n")
+                .unwrap_err()
+                .to_string()
+                .contains("no answer")
+        );
+    }
+}

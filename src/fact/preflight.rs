@@ -1,0 +1,75 @@
+//! Fact: the preflight that travels with every probe: POSIX sh, `sha256sum`, free disk space.
+
+use super::FactError;
+use crate::quote::quote;
+
+/// Start of every probe script: checks the target's requirements.
+pub const HEADER: &str = "command -v sha256sum >/dev/null 2>&1 && echo '@pre-sha256sum\tyes' || echo '@pre-sha256sum\tno'\n\
+command -v stat >/dev/null 2>&1 && echo '@pre-stat\tyes' || echo '@pre-stat\tno'\n";
+
+/// The free space (KiB) of the file system holding `dir` (or its nearest existing ancestor).
+pub fn free_space(i: usize, dir: &str) -> String {
+    format!(
+        "d={}; while [ ! -d \"$d\" ]; do d=$(dirname -- \"$d\"); done; printf '@pre-free\\t{i}\\t%s\\n' \"$(df -Pk -- \"$d\" | tail -n 1)\"\n",
+        quote(dir)
+    )
+}
+
+/// What the preflight found.
+#[derive(Debug, Default, Clone)]
+pub struct Preflight {
+    pub sha256sum: bool,
+    pub stat: bool,
+    /// Free KiB per upload directory, in the order they were added.
+    pub free_kb: Vec<u64>,
+}
+
+impl Preflight {
+    pub(super) fn parse_line(
+        &mut self,
+        tag: &str,
+        fields: &[&str],
+        dirs: &[String],
+    ) -> Result<(), FactError> {
+        match (tag, fields) {
+            ("sha256sum", [v]) => self.sha256sum = *v == "yes",
+            ("stat", [v]) => self.stat = *v == "yes",
+            ("free", [i, df]) => {
+                let i: usize = i
+                    .parse()
+                    .map_err(|_| FactError(format!("bad free-space index `{i}`")))?;
+                // df -P: Filesystem 1024-blocks Used Available Capacity Mounted-on
+                let avail = df
+                    .split_whitespace()
+                    .nth(3)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| FactError(format!("bad df output `{df}`")))?;
+                if i >= dirs.len() {
+                    return Err(FactError(format!(
+                        "free-space record for unknown directory {i}"
+                    )));
+                }
+                if self.free_kb.len() <= i {
+                    self.free_kb.resize(i + 1, 0);
+                }
+                self.free_kb[i] = avail;
+            }
+            _ => return Err(FactError(format!("bad preflight record `{tag}`"))),
+        }
+        Ok(())
+    }
+
+    /// The problems that make the host unusable, as operator messages.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = vec![];
+        if !self.sha256sum {
+            p.push(
+                "`sha256sum` is not installed on the target (coreutils is required)".to_string(),
+            );
+        }
+        if !self.stat {
+            p.push("`stat` is not installed on the target (coreutils is required)".to_string());
+        }
+        p
+    }
+}

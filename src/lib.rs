@@ -1,0 +1,18 @@
+//! claw-provision: an agentless provisioner. See ARCHITECTURE.md for the code map.
+
+pub mod cli;
+pub mod duration;
+pub mod error;
+pub mod fact;
+pub mod inventory;
+pub mod plan;
+pub mod playbook;
+pub mod quote;
+pub mod remote;
+pub mod report;
+pub mod resource;
+pub mod run;
+pub mod secret;
+pub mod ssh;
+pub mod template;
+pub mod vars;

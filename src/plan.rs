@@ -1,0 +1,191 @@
+//! Plan values: what one step would change on one host, and the commands that would do it.
+//!
+//! Built by the pure diff functions of `src/resource/`; rendered by `src/report/`; executed by
+//! `src/run.rs`. Apply never branches on the human-readable `reason` or `details`.
+
+use std::sync::Arc;
+
+/// What a step would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Already in the desired state.
+    NoOp,
+    Create,
+    Update,
+    Delete,
+    /// A command whose guard says it must run.
+    Run,
+    /// Not applied on this host (`when` is false).
+    Skip,
+}
+
+impl Action {
+    /// The word used in plans, progress and JSON (the same everywhere).
+    pub fn word(self) -> &'static str {
+        match self {
+            Action::NoOp => "ok",
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "remove",
+            Action::Run => "run",
+            Action::Skip => "skip",
+        }
+    }
+
+    /// The one-character marker of a plan line.
+    pub fn sigil(self) -> &'static str {
+        match self {
+            Action::NoOp => " ",
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Delete => "-",
+            Action::Run => "!",
+            Action::Skip => " ",
+        }
+    }
+
+    /// Whether applying this action changes the host.
+    pub fn changes(self) -> bool {
+        !matches!(self, Action::NoOp | Action::Skip)
+    }
+}
+
+/// One remote command: a POSIX sh script and the bytes fed to its stdin.
+#[derive(Clone)]
+pub struct Op {
+    pub script: String,
+    pub stdin: Arc<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // stdin may hold file contents (secrets); never print it.
+        f.debug_struct("Op")
+            .field("script", &self.script)
+            .field("stdin_len", &self.stdin.len())
+            .finish()
+    }
+}
+
+/// A content change of a file, for showing a diff.
+#[derive(Clone)]
+pub struct ContentChange {
+    pub path: String,
+    /// sha256 of the current content; None when the file does not exist.
+    pub old_sha256: Option<String>,
+    pub new: Arc<Vec<u8>>,
+    /// Hide the content in every output.
+    pub sensitive: bool,
+    /// Current content, fetched only to show a diff.
+    pub old: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ContentChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentChange")
+            .field("path", &self.path)
+            .field("old_sha256", &self.old_sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one step would do on one host.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub action: Action,
+    /// What the step manages, for display (`/opt/demo`, `command: make install`).
+    pub target: String,
+    /// Attribute changes, e.g. `mode 0644 -> 0600`, for display only.
+    pub details: Vec<String>,
+    /// Why nothing (or something) happens, for display only.
+    pub reason: String,
+    /// Content diff for files and templates.
+    pub content: Option<ContentChange>,
+    /// The command that makes the change; None for NoOp and Skip.
+    pub op: Option<Op>,
+    /// Bytes this change uploads (checked against free disk space in the preflight).
+    pub upload_bytes: u64,
+    /// Directory that receives the upload.
+    pub upload_dir: Option<String>,
+}
+
+impl Change {
+    pub fn noop(target: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            action: Action::NoOp,
+            target: target.into(),
+            details: vec![],
+            reason: reason.into(),
+            content: None,
+            op: None,
+            upload_bytes: 0,
+            upload_dir: None,
+        }
+    }
+
+    pub fn skip(target: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            action: Action::Skip,
+            ..Self::noop(target, reason)
+        }
+    }
+
+    pub fn new(
+        action: Action,
+        target: impl Into<String>,
+        reason: impl Into<String>,
+        script: String,
+    ) -> Self {
+        Self {
+            action,
+            op: Some(Op {
+                script,
+                stdin: Arc::new(vec![]),
+            }),
+            ..Self::noop(target, reason)
+        }
+    }
+}
+
+/// One step's entry in a host's plan.
+#[derive(Debug, Clone)]
+pub struct StepPlan {
+    pub name: String,
+    pub kind: String,
+    pub change: Change,
+    pub notify: Vec<String>,
+}
+
+/// Everything that would happen on one host.
+#[derive(Debug, Clone, Default)]
+pub struct HostPlan {
+    pub steps: Vec<StepPlan>,
+}
+
+impl HostPlan {
+    /// Number of steps that would change something.
+    pub fn changes(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| s.change.action.changes())
+            .count()
+    }
+
+    /// Whether nothing would change.
+    pub fn is_empty(&self) -> bool {
+        self.changes() == 0
+    }
+
+    /// Handlers that changed steps would notify, in notification order, without repeats.
+    pub fn notified(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in self.steps.iter().filter(|s| s.change.action.changes()) {
+            for n in &s.notify {
+                if !out.contains(n) {
+                    out.push(n.clone());
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,197 @@
+//! Running scripts on a host: the command line around a script (`LC_ALL=C`, a remote `timeout`,
+//! `sudo` for become) and the interpretation of the result.
+//!
+//! **Invariant:** a become password travels only on stdin (first line, consumed by `sudo -S` or,
+//! when sudo needs none, by the shell before sudo starts); never on a command line.
+
+use crate::quote::quote;
+use crate::secret::Secret;
+use crate::ssh::{ExecOutput, Session, SshError};
+use std::time::Duration;
+
+/// How to become another user.
+#[derive(Debug, Clone)]
+pub struct Become {
+    pub user: String,
+    pub password: Option<Secret>,
+}
+
+/// A failure of one remote command.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{0}")]
+    Ssh(#[from] SshError),
+    #[error("timed out after {}s (the step's timeout; raise it with `timeout = ...`)", .0.as_secs())]
+    Timeout(Duration),
+    #[error("become (sudo) failed: {0}")]
+    Become(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Prologue of every script: predictable output, a sane PATH, a known umask.
+const PROLOGUE: &str = "export LC_ALL=C PATH=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH\"; umask 022\n";
+
+/// Extra time the client waits beyond the remote timeout, so the remote side reports first.
+const CLIENT_MARGIN: Duration = Duration::from_secs(15);
+
+/// The command line that runs `script`: quoted as one `sh -c` argument, under `timeout`, and
+/// under `sudo` when becoming another user. Pure, unit-tested.
+pub fn command_line(script: &str, become_: Option<&Become>, timeout: Duration) -> String {
+    let secs = timeout.as_secs().max(1);
+    let inner = format!(
+        "timeout -k 5 {secs} sh -c {}",
+        quote(&format!("{PROLOGUE}{script}"))
+    );
+    match become_ {
+        None => format!("exec {inner}"),
+        Some(b) if b.password.is_some() => format!(
+            "if sudo -n true 2>/dev/null; then IFS= read -r _; fi; exec sudo -S -p '' -u {} -- {inner}",
+            quote(&b.user)
+        ),
+        Some(b) => format!("exec sudo -n -u {} -- {inner}", quote(&b.user)),
+    }
+}
+
+/// A host's connection plus its become settings.
+pub struct Remote {
+    pub session: Session,
+    pub become_: Option<Become>,
+}
+
+impl Remote {
+    /// Runs a script (one round trip). Non-zero exit is returned as `Ok` with its status;
+    /// timeouts and sudo failures are errors.
+    pub async fn run(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RemoteError> {
+        let cmd = command_line(script, self.become_.as_ref(), timeout);
+        let mut input: Vec<u8> = Vec::new();
+        if let Some(pw) = self.become_.as_ref().and_then(|b| b.password.as_ref()) {
+            input.extend_from_slice(pw.expose().as_bytes());
+            input.push(b'\n');
+        }
+        input.extend_from_slice(stdin);
+        let out = self
+            .session
+            .exec(
+                &cmd,
+                if input.is_empty() { None } else { Some(&input) },
+                timeout + CLIENT_MARGIN,
+            )
+            .await?;
+        if out.exit_status == Some(124) || out.exit_status == Some(137) {
+            return Err(RemoteError::Timeout(timeout));
+        }
+        if self.become_.is_some() && out.exit_status == Some(1) && out.stdout.is_empty() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if let Some(line) = err.lines().find(|l| l.starts_with("sudo: ")) {
+                let hint = if line.contains("password is required") {
+                    "; set CLAW_BECOME_PASSWORD or pass --ask-become-pass, or allow NOPASSWD sudo"
+                } else if line.contains("incorrect password")
+                    || line.contains("no password was provided")
+                {
+                    "; check the become password"
+                } else {
+                    ""
+                };
+                return Err(RemoteError::Become(format!("{}{hint}", line.trim())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs a script that must succeed; a failure carries the end of its stderr.
+    pub async fn run_ok(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RemoteError> {
+        let out = self.run(script, stdin, timeout).await?;
+        if out.success() {
+            return Ok(out);
+        }
+        Err(RemoteError::Failed(describe_failure(&out)))
+    }
+}
+
+/// "exit status 2: <last lines of stderr>".
+pub fn describe_failure(out: &ExecOutput) -> String {
+    let status = match (&out.exit_status, &out.exit_signal) {
+        (Some(s), _) => format!("exit status {s}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => "no exit status".to_string(),
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &tail[tail.len().saturating_sub(5)..];
+    if tail.is_empty() {
+        let outs = String::from_utf8_lossy(&out.stdout);
+        let o: Vec<&str> = outs.lines().collect();
+        let o = &o[o.len().saturating_sub(5)..];
+        if o.is_empty() {
+            status
+        } else {
+            format!("{status}: {}", o.join(" | "))
+        }
+    } else {
+        format!("{status}: {}", tail.join(" | "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain() {
+        let c = command_line("echo hi", None, Duration::from_secs(30));
+        assert_eq!(
+            c,
+            format!(
+                "exec timeout -k 5 30 sh -c {}",
+                quote(&format!("{PROLOGUE}echo hi"))
+            )
+        );
+    }
+
+    #[test]
+    fn become_without_password_never_reads_stdin() {
+        let b = Become {
+            user: "root".into(),
+            password: None,
+        };
+        let c = command_line("id", Some(&b), Duration::from_secs(5));
+        assert!(
+            c.starts_with("exec sudo -n -u 'root' -- timeout -k 5 5 sh -c "),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn become_password_is_not_on_the_command_line() {
+        let b = Become {
+            user: "root".into(),
+            password: Some(Secret::new("s3cret-pw")),
+        };
+        let c = command_line("id", Some(&b), Duration::from_secs(5));
+        assert!(!c.contains("s3cret-pw"));
+        assert!(c.contains("sudo -S -p '' -u 'root'"), "{c}");
+    }
+
+    #[test]
+    fn the_command_line_runs_the_script_literally() {
+        // The same layering as on a host, without sudo: the login shell runs the command line.
+        let script = "printf '%s' \"$LC_ALL\"; printf ' %s' '$(x)'";
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command_line(script, None, Duration::from_secs(5)))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "C $(x)");
+    }
+}

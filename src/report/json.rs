@@ -1,0 +1,150 @@
+//! JSON output: one event per line, each with `"schema"`, ending with a `summary` event.
+//! The event shapes are built here (DTOs), not derived from internal types.
+
+use crate::plan::{HostPlan, StepPlan};
+use crate::run::{HostOutcome, Observer, StepStatus};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::sync::Mutex;
+
+/// Version of the event format; bumped on incompatible changes.
+pub const SCHEMA: u32 = 1;
+
+/// Writes events to stdout, one per line, never interleaved.
+#[derive(Default)]
+pub struct Events {
+    lock: Mutex<()>,
+}
+
+impl Events {
+    pub fn emit(&self, mut v: Value) {
+        if let Some(m) = v.as_object_mut() {
+            m.insert("schema".into(), json!(SCHEMA));
+        }
+        let _g = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{v}");
+        let _ = out.flush();
+    }
+}
+
+fn step_json(s: &StepPlan) -> Value {
+    let c = &s.change;
+    json!({
+        "name": s.name,
+        "kind": s.kind,
+        "action": c.action.word(),
+        "target": c.target,
+        "details": c.details,
+        "reason": c.reason,
+    })
+}
+
+/// The `plan` event of a host.
+pub fn plan_event(host: &str, plan: &HostPlan) -> Value {
+    json!({
+        "event": "plan",
+        "host": host,
+        "changes": plan.changes(),
+        "steps": plan.steps.iter().map(step_json).collect::<Vec<_>>(),
+        "handlers": plan.notified(),
+    })
+}
+
+fn host_json(o: &HostOutcome, apply: bool) -> Value {
+    let (changed, ok, failed, skipped) = if apply {
+        (
+            o.count(StepStatus::Changed),
+            o.count(StepStatus::Ok),
+            o.count(StepStatus::Failed),
+            o.count(StepStatus::Skipped),
+        )
+    } else {
+        let p = o.plan.as_ref();
+        let skipped = p.map_or(0, |p| {
+            p.steps
+                .iter()
+                .filter(|s| s.change.action == crate::plan::Action::Skip)
+                .count()
+        });
+        (
+            p.map_or(0, HostPlan::changes),
+            p.map_or(0, |p| p.steps.len() - p.changes() - skipped),
+            0,
+            skipped,
+        )
+    };
+    json!({
+        "host": o.name,
+        "address": o.address,
+        "state": o.state.word(),
+        "changed": changed,
+        "ok": ok,
+        "failed": failed,
+        "skipped": skipped,
+        "handlers": o.handlers_run,
+        "error": o.error,
+        "failed_at": o.failed_at,
+        "connections": o.stats.connections,
+        "channels": o.stats.channels,
+        "round_trips": o.stats.round_trips,
+        "bytes_sent": o.stats.bytes_sent,
+        "bytes_received": o.stats.bytes_received,
+        "elapsed_ms": o.elapsed.as_millis() as u64,
+    })
+}
+
+/// The closing `summary` event.
+pub fn summary_event(
+    command: &str,
+    outcomes: &[HostOutcome],
+    elapsed: std::time::Duration,
+) -> Value {
+    let apply = command == "apply";
+    let count = |w: &str| outcomes.iter().filter(|o| o.state.word() == w).count();
+    json!({
+        "event": "summary",
+        "command": command,
+        "hosts": outcomes.iter().map(|o| host_json(o, apply)).collect::<Vec<_>>(),
+        "totals": {
+            "ok": count("ok"), "changed": count("changed"), "failed": count("failed"),
+            "unreachable": count("unreachable"), "not_started": count("not started"),
+        },
+        "elapsed_ms": elapsed.as_millis() as u64,
+    })
+}
+
+/// Streams step and host events while an apply runs.
+pub struct JsonObserver {
+    pub events: std::sync::Arc<Events>,
+    pub apply: bool,
+}
+
+impl Observer for JsonObserver {
+    fn step(&self, host: &str, step: &StepPlan, status: StepStatus, error: Option<&str>) {
+        let mut v = step_json(step);
+        let m = v.as_object_mut().expect("object");
+        m.insert("event".into(), json!("step"));
+        m.insert("host".into(), json!(host));
+        m.insert("status".into(), json!(status.word()));
+        if let Some(e) = error {
+            m.insert("error".into(), json!(e));
+        }
+        self.events.emit(v);
+    }
+
+    fn handler(&self, host: &str, name: &str, status: StepStatus, error: Option<&str>) {
+        self.events.emit(json!({"event": "handler", "host": host, "handler": name, "status": status.word(), "error": error}));
+    }
+
+    fn host_done(&self, o: &HostOutcome) {
+        let mut v = host_json(o, self.apply);
+        v.as_object_mut()
+            .expect("object")
+            .insert("event".into(), json!("host"));
+        self.events.emit(v);
+    }
+}

@@ -1,0 +1,320 @@
+//! Text output: plans with unified diffs, per-host progress lines, the summary table.
+
+use crate::plan::{Action, ContentChange, HostPlan};
+use crate::run::{HostOutcome, HostState, Observer, StepStatus};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Colours (ANSI) when enabled.
+#[derive(Clone, Copy)]
+pub struct Paint(pub bool);
+
+impl Paint {
+    fn wrap(self, code: &str, s: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    pub fn green(self, s: &str) -> String {
+        self.wrap("32", s)
+    }
+    pub fn yellow(self, s: &str) -> String {
+        self.wrap("33", s)
+    }
+    pub fn red(self, s: &str) -> String {
+        self.wrap("31", s)
+    }
+    pub fn bold(self, s: &str) -> String {
+        self.wrap("1", s)
+    }
+    fn action(self, a: Action) -> String {
+        let w = format!("{} {:<7}", a.sigil(), a.word());
+        match a {
+            Action::Create | Action::Run => self.green(&w),
+            Action::Update => self.yellow(&w),
+            Action::Delete => self.red(&w),
+            Action::NoOp | Action::Skip => w,
+        }
+    }
+}
+
+/// Longest diff shown for one file, in lines.
+const MAX_DIFF_LINES: usize = 300;
+
+fn content_diff(c: &ContentChange, host: &str, out: &mut String, paint: Paint) {
+    let indent = "      ";
+    if c.sensitive {
+        let _ = writeln!(out, "{indent}(content hidden: sensitive)");
+        return;
+    }
+    let new = String::from_utf8_lossy(&c.new);
+    let old = match (&c.old_sha256, &c.old) {
+        (None, _) => String::new(),
+        (Some(_), Some(old)) => match std::str::from_utf8(old) {
+            Ok(s) => s.to_string(),
+            Err(_) => {
+                let _ = writeln!(out, "{indent}(binary content changed)");
+                return;
+            }
+        },
+        (Some(sha), None) => {
+            let _ = writeln!(
+                out,
+                "{indent}(content changed: sha256 {} -> {}; not shown)",
+                &sha[..12],
+                &crate::resource::file::sha256_hex(&c.new)[..12]
+            );
+            return;
+        }
+    };
+    if std::str::from_utf8(&c.new).is_err() {
+        let _ = writeln!(out, "{indent}(binary content, {} bytes)", c.new.len());
+        return;
+    }
+    let diff = similar::TextDiff::from_lines(old.as_str(), new.as_ref());
+    let text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(
+            &format!("{} (on {host})", c.path),
+            &format!("{} (desired)", c.path),
+        )
+        .to_string();
+    for (n, line) in text.lines().enumerate() {
+        if n == MAX_DIFF_LINES {
+            let _ = writeln!(out, "{indent}… ({} more lines)", text.lines().count() - n);
+            break;
+        }
+        let l = if line.starts_with('+') && !line.starts_with("+++") {
+            paint.green(line)
+        } else if line.starts_with('-') && !line.starts_with("---") {
+            paint.red(line)
+        } else {
+            line.to_string()
+        };
+        let _ = writeln!(out, "{indent}{l}");
+    }
+    if !new.is_empty() && !new.ends_with('\n') {
+        let _ = writeln!(out, "{indent}\\ No newline at end of file");
+    }
+}
+
+/// The plan of one host, as shown by `plan` and before a confirmed `apply`.
+pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint) -> String {
+    let mut out = String::new();
+    let n = plan.changes();
+    let summary = if n == 0 {
+        "no changes".to_string()
+    } else {
+        format!("{n} to change")
+    };
+    let _ = writeln!(out, "{} ({address}): {summary}", paint.bold(host));
+    for s in &plan.steps {
+        let c = &s.change;
+        let what = match (c.action, c.target.is_empty()) {
+            (Action::Skip, _) => format!("{} `{}` ({})", s.kind, s.name, c.reason),
+            _ => {
+                let mut w = format!("{} {}", s.kind, c.target);
+                if !c.details.is_empty() {
+                    w.push_str(&format!(": {}", c.details.join(", ")));
+                }
+                if c.action == Action::NoOp || c.action == Action::Run {
+                    w.push_str(&format!(" ({})", c.reason));
+                }
+                w
+            }
+        };
+        let _ = writeln!(out, "  {} {what}", paint.action(c.action));
+        if c.action.changes()
+            && let Some(cc) = &c.content
+        {
+            content_diff(cc, host, &mut out, paint);
+        }
+    }
+    let notified = plan.notified();
+    if !notified.is_empty() {
+        let _ = writeln!(out, "  then handlers: {}", notified.join(", "));
+    }
+    out
+}
+
+/// One line per host: state, counts, time.
+pub fn summary(outcomes: &[HostOutcome], apply: bool, paint: Paint) -> String {
+    let mut out = String::new();
+    let width = outcomes
+        .iter()
+        .map(|o| o.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "\n{:<width$}  {:<11}  {:>7}  {:>7}  {:>6}  {:>7}",
+        "HOST", "STATE", "CHANGED", "OK", "FAILED", "TIME"
+    );
+    for o in outcomes {
+        let (changed, ok, failed) = if apply {
+            (
+                o.count(StepStatus::Changed),
+                o.count(StepStatus::Ok),
+                o.count(StepStatus::Failed),
+            )
+        } else {
+            let p = o.plan.as_ref();
+            (
+                p.map_or(0, HostPlan::changes),
+                p.map_or(0, |p| p.steps.len() - p.changes()),
+                0,
+            )
+        };
+        let state = format!("{:<11}", o.state.word());
+        let state = match o.state {
+            HostState::Ok => paint.green(&state),
+            HostState::Changed => paint.yellow(&state),
+            HostState::Failed | HostState::Unreachable => paint.red(&state),
+            HostState::NotStarted => state,
+        };
+        let _ = writeln!(
+            out,
+            "{:<width$}  {state}  {changed:>7}  {ok:>7}  {failed:>6}  {:>6.1}s",
+            o.name,
+            o.elapsed.as_secs_f64()
+        );
+    }
+    for o in outcomes {
+        if let Some(e) = &o.error {
+            let at = o
+                .failed_at
+                .as_deref()
+                .map(|a| format!(" at {a}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{} {} ({}){at}: {e}",
+                paint.red("error:"),
+                o.name,
+                o.address
+            );
+        }
+    }
+    out
+}
+
+/// Progress while a run goes: a spinner line per host on a terminal, plain lines otherwise.
+pub struct Progress {
+    multi: Option<MultiProgress>,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+    paint: Paint,
+    /// Print each changed step (apply).
+    steps: bool,
+}
+
+impl Progress {
+    pub fn new(steps: bool, quiet: bool) -> Self {
+        let tty = std::io::stderr().is_terminal() && !quiet;
+        Self {
+            multi: tty.then(MultiProgress::new),
+            bars: Mutex::new(HashMap::new()),
+            paint: Paint(crate::report::color()),
+            steps,
+        }
+    }
+
+    fn bar(&self, host: &str) -> Option<ProgressBar> {
+        let multi = self.multi.as_ref()?;
+        let mut bars = self
+            .bars
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(
+            bars.entry(host.to_string())
+                .or_insert_with(|| {
+                    let b = multi.add(ProgressBar::new_spinner());
+                    b.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
+                            .expect("valid template"),
+                    );
+                    b.set_prefix(host.to_string());
+                    b.enable_steady_tick(Duration::from_millis(120));
+                    b
+                })
+                .clone(),
+        )
+    }
+
+    fn line(&self, s: String) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(s);
+            }
+            None => eprintln!("{s}"),
+        }
+    }
+
+    /// Removes the spinner lines (before the summary is printed).
+    pub fn finish(&self) {
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn phase(&self, host: &str, phase: &str) {
+        if let Some(b) = self.bar(host) {
+            b.set_message(phase.to_string());
+        }
+    }
+
+    fn step(
+        &self,
+        host: &str,
+        step: &crate::plan::StepPlan,
+        status: StepStatus,
+        error: Option<&str>,
+    ) {
+        if !self.steps || !(status == StepStatus::Changed || status == StepStatus::Failed) {
+            return;
+        }
+        let c = &step.change;
+        let mut s = format!(
+            "{host}: {} {} {}",
+            self.paint.action(c.action),
+            step.kind,
+            c.target
+        );
+        if status == StepStatus::Failed {
+            s.push_str(&format!(
+                " {} {}",
+                self.paint.red("FAILED:"),
+                error.unwrap_or("")
+            ));
+        }
+        self.line(s);
+    }
+
+    fn handler(&self, host: &str, name: &str, status: StepStatus, error: Option<&str>) {
+        if self.steps {
+            self.line(format!(
+                "{host}: handler {name}: {}{}",
+                status.word(),
+                error.map(|e| format!(": {e}")).unwrap_or_default()
+            ));
+        }
+    }
+
+    fn host_done(&self, o: &HostOutcome) {
+        let msg = format!("{} in {:.1}s", o.state.word(), o.elapsed.as_secs_f64());
+        match self.bar(&o.name) {
+            Some(b) => b.finish_with_message(msg),
+            None if self.steps => eprintln!("{}: {msg}", o.name),
+            None => {}
+        }
+    }
+}

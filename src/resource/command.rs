@@ -1,0 +1,132 @@
+//! `command`: a shell command made idempotent by its guards. It runs when its `creates` path is
+//! absent and its `unless` check fails; with no guard it runs on every apply (the plan says so).
+
+use super::check_path;
+use crate::fact::GuardState;
+use crate::plan::{Action, Change};
+use crate::quote::quote;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    /// Shell code (POSIX sh). Quote templated values with the `shell_quote` filter.
+    pub run: String,
+    /// Skip when this path exists.
+    pub creates: Option<String>,
+    /// Skip when this read-only check succeeds.
+    pub unless: Option<String>,
+    /// Working directory (default `/`).
+    pub cwd: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub run: String,
+    pub creates: Option<String>,
+    pub unless: Option<String>,
+    pub cwd: String,
+}
+
+impl Desired {
+    pub fn from_args(a: Args) -> Result<Self, String> {
+        if a.run.trim().is_empty() {
+            return Err("`run` is empty".into());
+        }
+        if let Some(c) = &a.creates {
+            check_path(c).map_err(|e| format!("`creates`: {e}"))?;
+        }
+        let cwd = a.cwd.unwrap_or_else(|| "/".into());
+        check_path(&cwd).map_err(|e| format!("`cwd`: {e}"))?;
+        Ok(Self {
+            run: a.run,
+            creates: a.creates,
+            unless: a.unless,
+            cwd,
+        })
+    }
+
+    /// The first line of the command, for display.
+    pub fn summary(&self) -> String {
+        let first = self.run.trim().lines().next().unwrap_or("");
+        if self.run.trim().lines().count() > 1 {
+            format!("{first} …")
+        } else {
+            first.to_string()
+        }
+    }
+
+    /// The script that runs the command (also used for handlers).
+    pub fn script(&self) -> String {
+        format!("cd -- {} || exit 1\n{}\n", quote(&self.cwd), self.run)
+    }
+
+    pub fn diff(&self, g: &GuardState) -> Change {
+        match g {
+            GuardState::CreatesExists => Change::noop(
+                self.summary(),
+                format!(
+                    "`creates` path {} exists",
+                    self.creates.as_deref().unwrap_or("")
+                ),
+            ),
+            GuardState::UnlessSucceeded => Change::noop(self.summary(), "`unless` check succeeded"),
+            GuardState::MustRun => {
+                let reason = match (&self.creates, &self.unless) {
+                    (None, None) => "no creates/unless guard: runs on every apply".to_string(),
+                    (Some(c), None) => {
+                        format!("runs when its guard says so: `creates` path {c} is absent")
+                    }
+                    (None, Some(_)) => {
+                        "runs when its guard says so: `unless` check failed".to_string()
+                    }
+                    (Some(c), Some(_)) => {
+                        format!("runs when its guard says so: {c} is absent and `unless` failed")
+                    }
+                };
+                Change::new(Action::Run, self.summary(), reason, self.script())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(creates: Option<&str>) -> Desired {
+        Desired::from_args(Args {
+            run: "make install\nmake clean".into(),
+            creates: creates.map(Into::into),
+            unless: None,
+            cwd: Some("/srv/app".into()),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn guards() {
+        assert_eq!(
+            cmd(Some("/x")).diff(&GuardState::CreatesExists).action,
+            Action::NoOp
+        );
+        assert_eq!(
+            cmd(None).diff(&GuardState::UnlessSucceeded).action,
+            Action::NoOp
+        );
+        let c = cmd(Some("/x")).diff(&GuardState::MustRun);
+        assert_eq!(c.action, Action::Run);
+        assert_eq!(c.target, "make install …");
+        assert!(c.reason.contains("/x is absent"));
+        assert_eq!(
+            c.op.unwrap().script,
+            "cd -- '/srv/app' || exit 1\nmake install\nmake clean\n"
+        );
+        assert!(
+            cmd(None)
+                .diff(&GuardState::MustRun)
+                .reason
+                .contains("every apply")
+        );
+    }
+}

@@ -1,0 +1,514 @@
+//! `file` (from a local file or inline content) and `template` (rendered with Tera): a regular
+//! file with content, mode, owner and group, or its absence.
+//!
+//! Uploads are atomic: a temp file in the same directory, created by `mktemp` (0600), given its
+//! final mode and owner before the first byte is written, checked by sha256, then renamed over
+//! the target. An interrupted upload leaves the old file, never a mix.
+
+use super::{
+    State, check_account, check_path, chown_cmd, dir::kind_name, fmt_mode, parse_mode, same_owner,
+};
+use crate::fact::PathState;
+use crate::plan::{Action, Change, ContentChange, Op};
+use crate::quote::quote;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileArgs {
+    pub path: String,
+    /// Local file, relative to the playbook's directory.
+    pub src: Option<String>,
+    /// Inline content.
+    pub content: Option<String>,
+    pub mode: Option<String>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    #[serde(default)]
+    pub state: State,
+    /// Never show the content in plans or diffs.
+    #[serde(default)]
+    pub sensitive: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateArgs {
+    pub path: String,
+    /// Template file, relative to the templates directory.
+    pub src: String,
+    pub mode: Option<String>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    /// Extra variables for this template only.
+    #[serde(default)]
+    pub vars: toml::Table,
+    #[serde(default)]
+    pub sensitive: bool,
+}
+
+#[derive(Clone)]
+pub struct Desired {
+    pub path: String,
+    pub content: Arc<Vec<u8>>,
+    pub sha256: String,
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub state: State,
+    pub sensitive: bool,
+}
+
+impl std::fmt::Debug for Desired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("file::Desired")
+            .field("path", &self.path)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default mode of a file created without `mode`.
+const DEFAULT_MODE: u32 = 0o644;
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn attrs(
+    path: &str,
+    mode: Option<&str>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> Result<Option<u32>, String> {
+    check_path(path)?;
+    if let Some(o) = owner {
+        check_account("owner", o)?;
+    }
+    if let Some(g) = group {
+        check_account("group", g)?;
+    }
+    mode.map(parse_mode).transpose()
+}
+
+impl Desired {
+    pub fn from_file_args(a: FileArgs, files_dir: &Path) -> Result<Self, String> {
+        let mode = attrs(
+            &a.path,
+            a.mode.as_deref(),
+            a.owner.as_deref(),
+            a.group.as_deref(),
+        )?;
+        let content = match (a.state, a.src, a.content) {
+            (State::Absent, None, None) => vec![],
+            (State::Absent, _, _) => {
+                return Err("`state = \"absent\"` takes neither `src` nor `content`".into());
+            }
+            (State::Present, Some(_), Some(_)) => {
+                return Err("give either `src` or `content`, not both".into());
+            }
+            (State::Present, None, None) => {
+                return Err("missing `src` (a local file) or `content` (inline text)".into());
+            }
+            (State::Present, Some(src), None) => {
+                let p = files_dir.join(&src);
+                std::fs::read(&p)
+                    .map_err(|e| format!("cannot read `src` file {}: {e}", p.display()))?
+            }
+            (State::Present, None, Some(c)) => c.into_bytes(),
+        };
+        Ok(Self::new(
+            a.path,
+            content,
+            mode,
+            a.owner,
+            a.group,
+            a.state,
+            a.sensitive,
+        ))
+    }
+
+    pub fn from_template_args(
+        a: TemplateArgs,
+        templates_dir: &Path,
+        ctx: &Map<String, Value>,
+    ) -> Result<Self, String> {
+        let mode = attrs(
+            &a.path,
+            a.mode.as_deref(),
+            a.owner.as_deref(),
+            a.group.as_deref(),
+        )?;
+        let file = templates_dir.join(&a.src);
+        let source = std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read template {}: {e}", file.display()))?;
+        let mut ctx = ctx.clone();
+        for (k, v) in &a.vars {
+            ctx.insert(k.clone(), crate::vars::to_json(v));
+        }
+        let text = crate::template::render(&file, &source, &ctx).map_err(|e| e.to_string())?;
+        Ok(Self::new(
+            a.path,
+            text.into_bytes(),
+            mode,
+            a.owner,
+            a.group,
+            State::Present,
+            a.sensitive,
+        ))
+    }
+
+    fn new(
+        path: String,
+        content: Vec<u8>,
+        mode: Option<u32>,
+        owner: Option<String>,
+        group: Option<String>,
+        state: State,
+        sensitive: bool,
+    ) -> Self {
+        Self {
+            sha256: sha256_hex(&content),
+            content: Arc::new(content),
+            path,
+            mode,
+            owner,
+            group,
+            state,
+            sensitive,
+        }
+    }
+
+    /// The directory that receives the file.
+    pub fn parent(&self) -> String {
+        match self.path.rfind('/') {
+            Some(0) | None => "/".into(),
+            Some(i) => self.path[..i].to_string(),
+        }
+    }
+
+    /// The atomic upload script (content on stdin).
+    fn upload(&self, mode: u32, owner: Option<&str>, group: Option<&str>) -> String {
+        let mut s = String::new();
+        s.push_str("set -e\n");
+        s.push_str(&format!("f={}\n", quote(&self.path)));
+        s.push_str(&format!(
+            "[ -d {d} ] || {{ echo \"directory {d} does not exist (add a dir step before this one)\" >&2; exit 1; }}\n",
+            d = quote(&self.parent())
+        ));
+        s.push_str(&format!(
+            "tmp=$(mktemp -- {}/.claw-provision.XXXXXXXX)\n",
+            quote(&self.parent())
+        ));
+        s.push_str("trap 'rm -f -- \"$tmp\"' EXIT\ntrap 'exit 1' HUP INT TERM PIPE\n");
+        s.push_str(&format!("chmod {} \"$tmp\"\n", fmt_mode(mode)));
+        if let Some(c) = chown_cmd(owner, group, "\"$tmp\"") {
+            s.push_str(&c);
+            s.push('\n');
+        }
+        s.push_str("cat > \"$tmp\"\n");
+        s.push_str(&format!(
+            "sum=$(sha256sum < \"$tmp\"); sum=${{sum%% *}}\n[ \"$sum\" = {} ] || {{ echo \"upload of $f arrived damaged (sha256 mismatch); the old file is unchanged\" >&2; exit 1; }}\n",
+            self.sha256
+        ));
+        s.push_str("mv -f -- \"$tmp\" \"$f\"\ntrap - EXIT\n");
+        s
+    }
+
+    pub fn diff(&self, o: &PathState) -> Result<Change, String> {
+        let p = quote(&self.path);
+        let content = || ContentChange {
+            path: self.path.clone(),
+            old_sha256: match o {
+                PathState::File { sha256, .. } => Some(sha256.clone()),
+                _ => None,
+            },
+            new: self.content.clone(),
+            sensitive: self.sensitive,
+            old: None,
+        };
+        let with_upload = |mut c: Change, script: String| {
+            c.op = Some(Op {
+                script,
+                stdin: self.content.clone(),
+            });
+            c.upload_bytes = self.content.len() as u64;
+            c.upload_dir = Some(self.parent());
+            c.content = Some(content());
+            c
+        };
+        match (self.state, o) {
+            (State::Present, PathState::Absent) => {
+                let mode = self.mode.unwrap_or(DEFAULT_MODE);
+                let mut c = Change::new(
+                    Action::Create,
+                    &self.path,
+                    "file does not exist",
+                    String::new(),
+                );
+                c.details.push(format!("mode {}", fmt_mode(mode)));
+                c.details
+                    .extend(self.owner.iter().map(|o| format!("owner {o}")));
+                c.details
+                    .extend(self.group.iter().map(|g| format!("group {g}")));
+                Ok(with_upload(
+                    c,
+                    self.upload(mode, self.owner.as_deref(), self.group.as_deref()),
+                ))
+            }
+            (
+                State::Present,
+                PathState::File {
+                    mode,
+                    owner,
+                    group,
+                    uid,
+                    gid,
+                    sha256,
+                    ..
+                },
+            ) => {
+                let mut details = vec![];
+                let want_mode = self.mode.filter(|m| m != mode);
+                if let Some(m) = want_mode {
+                    details.push(format!("mode {} -> {}", fmt_mode(*mode), fmt_mode(m)));
+                }
+                let want_owner = self
+                    .owner
+                    .as_deref()
+                    .filter(|w| !same_owner(w, owner, *uid));
+                let want_group = self
+                    .group
+                    .as_deref()
+                    .filter(|w| !same_owner(w, group, *gid));
+                details.extend(want_owner.map(|w| format!("owner {owner} -> {w}")));
+                details.extend(want_group.map(|w| format!("group {group} -> {w}")));
+                if *sha256 != self.sha256 {
+                    // Replace the content, keeping (or setting) the attributes.
+                    let owner = self.owner.as_deref().unwrap_or(owner);
+                    let group = self.group.as_deref().unwrap_or(group);
+                    details.insert(0, "content".into());
+                    let mut c = Change::new(
+                        Action::Update,
+                        &self.path,
+                        "content differs (sha256)",
+                        String::new(),
+                    );
+                    c.details = details;
+                    return Ok(with_upload(
+                        c,
+                        self.upload(self.mode.unwrap_or(*mode), Some(owner), Some(group)),
+                    ));
+                }
+                if details.is_empty() {
+                    return Ok(Change::noop(
+                        &self.path,
+                        "file is up to date (sha256 match)",
+                    ));
+                }
+                let mut script = String::new();
+                if let Some(m) = want_mode {
+                    script.push_str(&format!("chmod {} {p}\n", fmt_mode(m)));
+                }
+                if let Some(c) = chown_cmd(want_owner, want_group, &p) {
+                    script.push_str(&c);
+                    script.push('\n');
+                }
+                let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
+                c.details = details;
+                Ok(c)
+            }
+            (State::Present, other) => Err(format!(
+                "`{}` exists but is {}, not a regular file; refusing to replace it",
+                self.path,
+                kind_name(other)
+            )),
+            (State::Absent, PathState::Absent) => Ok(Change::noop(&self.path, "file is absent")),
+            (State::Absent, PathState::File { .. }) => Ok(Change::new(
+                Action::Delete,
+                &self.path,
+                "file exists",
+                format!("rm -f -- {p}\n"),
+            )),
+            (State::Absent, other) => Err(format!(
+                "`{}` is {}, not a regular file; refusing to remove it",
+                self.path,
+                kind_name(other)
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(content: &str, mode: Option<&str>) -> Desired {
+        Desired::from_file_args(
+            FileArgs {
+                path: "/opt/demo/motd".into(),
+                src: None,
+                content: Some(content.into()),
+                mode: mode.map(Into::into),
+                owner: None,
+                group: None,
+                state: State::Present,
+                sensitive: false,
+            },
+            Path::new("."),
+        )
+        .unwrap()
+    }
+
+    fn file(content: &str, mode: u32) -> PathState {
+        PathState::File {
+            mode,
+            owner: "claw".into(),
+            group: "claw".into(),
+            uid: 1000,
+            gid: 1000,
+            size: content.len() as u64,
+            sha256: sha256_hex(content.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn create_uploads_atomically() {
+        let c = want("hi\n", Some("0600")).diff(&PathState::Absent).unwrap();
+        assert_eq!(c.action, Action::Create);
+        let op = c.op.unwrap();
+        assert_eq!(op.stdin.as_slice(), b"hi\n");
+        let s = op.script;
+        // mode set before the first byte is written; rename last
+        let chmod = s.find("chmod 0600 \"$tmp\"").unwrap();
+        let cat = s.find("cat > \"$tmp\"").unwrap();
+        let mv = s.find("mv -f -- \"$tmp\" \"$f\"").unwrap();
+        assert!(chmod < cat && cat < mv, "{s}");
+        assert_eq!(c.upload_bytes, 3);
+        assert_eq!(c.upload_dir.as_deref(), Some("/opt/demo"));
+    }
+
+    #[test]
+    fn noop_on_sha_match_even_without_mode() {
+        let c = want("hi\n", None).diff(&file("hi\n", 0o640)).unwrap();
+        assert_eq!(c.action, Action::NoOp);
+        assert_eq!(c.reason, "file is up to date (sha256 match)");
+    }
+
+    #[test]
+    fn content_change_keeps_observed_attributes() {
+        let c = want("new\n", None).diff(&file("old\n", 0o640)).unwrap();
+        assert_eq!(c.action, Action::Update);
+        let s = c.op.unwrap().script;
+        assert!(s.contains("chmod 0640 \"$tmp\""), "{s}");
+        assert!(s.contains("chown -- 'claw:claw' \"$tmp\""), "{s}");
+        assert_eq!(c.content.unwrap().old_sha256.unwrap(), sha256_hex(b"old\n"));
+    }
+
+    #[test]
+    fn mode_only_change_does_not_upload() {
+        let c = want("hi\n", Some("0600"))
+            .diff(&file("hi\n", 0o644))
+            .unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.details, ["mode 0644 -> 0600"]);
+        assert_eq!(c.op.unwrap().script, "chmod 0600 '/opt/demo/motd'\n");
+        assert_eq!(c.upload_bytes, 0);
+    }
+
+    #[test]
+    fn upload_script_works_locally() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out file");
+        let mut d = want("$(touch /tmp/claw-pwned) '; echo\n", Some("0600"));
+        d.path = path.to_str().unwrap().to_string();
+        let op = d.diff(&PathState::Absent).unwrap().op.unwrap();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&op.script)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&op.stdin).unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(std::fs::read(&path).unwrap(), op.stdin.as_slice());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        // no temp file left behind
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn damaged_upload_leaves_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "old").unwrap();
+        let mut d = want("new content\n", None);
+        d.path = path.to_str().unwrap().to_string();
+        let observed = PathState::File {
+            mode: 0o644,
+            owner: "0".into(),
+            group: "0".into(),
+            uid: 0,
+            gid: 0,
+            size: 3,
+            sha256: sha256_hex(b"old"),
+        };
+        let op = d.diff(&observed).unwrap().op.unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf 'new con' | {{ {}\n}}", op.script))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("damaged"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn absent() {
+        let mut d = want("", None);
+        d.state = State::Absent;
+        assert_eq!(d.diff(&PathState::Absent).unwrap().action, Action::NoOp);
+        let c = d.diff(&file("x", 0o644)).unwrap();
+        assert_eq!(c.action, Action::Delete);
+        assert!(
+            d.diff(&PathState::Dir {
+                mode: 0o755,
+                owner: "r".into(),
+                group: "r".into(),
+                uid: 0,
+                gid: 0
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn src_and_content_conflict() {
+        let a = FileArgs {
+            path: "/x".into(),
+            src: Some("a".into()),
+            content: Some("b".into()),
+            mode: None,
+            owner: None,
+            group: None,
+            state: State::Present,
+            sensitive: false,
+        };
+        assert!(
+            Desired::from_file_args(a, Path::new("."))
+                .unwrap_err()
+                .contains("not both")
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! Resource kinds. Each kind has the same shape: arguments (checked at load) → desired state
+//! (rendered per host) → the facts it needs → a pure diff into a [`Change`].
+//!
+//! **Invariant:** nothing here touches SSH; diff functions are pure and unit-tested.
+
+pub mod command;
+pub mod dir;
+pub mod file;
+
+use crate::fact::{Observed, ProbeScript, Request};
+use crate::plan::Change;
+use crate::quote::check_remote_path;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// Every step kind, as written in playbooks.
+pub const KINDS: &[&str] = &["dir", "file", "template", "command"];
+
+/// `state = "present" | "absent"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    #[default]
+    Present,
+    Absent,
+}
+
+/// Checks a step's arguments against its kind (unknown keys, wrong types, missing keys).
+pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> {
+    let v = toml::Value::Table(args);
+    match kind {
+        "dir" => dir::Args::deserialize(v).map(drop),
+        "file" => file::FileArgs::deserialize(v).map(drop),
+        "template" => file::TemplateArgs::deserialize(v).map(drop),
+        "command" => command::Args::deserialize(v).map(drop),
+        _ => Err(serde::de::Error::custom(format!(
+            "unknown step kind `{kind}`"
+        ))),
+    }
+}
+
+/// The desired state of one step on one host.
+#[derive(Debug, Clone)]
+pub enum Desired {
+    Dir(dir::Desired),
+    File(file::Desired),
+    Command(command::Desired),
+}
+
+/// Where a step's local inputs are found.
+pub struct Sources<'a> {
+    /// `src` of `file` steps is relative to this (the playbook's directory).
+    pub files_dir: &'a Path,
+    pub templates_dir: &'a Path,
+}
+
+/// Builds the desired state of a step for one host: renders its templated arguments (and its
+/// template file) with the host's context.
+pub fn desired(
+    kind: &str,
+    args: &toml::Table,
+    ctx: &Map<String, Value>,
+    src: &Sources<'_>,
+) -> Result<Desired, String> {
+    let rendered = crate::template::render_value(&toml::Value::Table(args.clone()), ctx)?;
+    let bad = |e: toml::de::Error| e.message().to_string();
+    let d = match kind {
+        "dir" => Desired::Dir(dir::Desired::from_args(
+            dir::Args::deserialize(rendered).map_err(bad)?,
+        )?),
+        "file" => Desired::File(file::Desired::from_file_args(
+            file::FileArgs::deserialize(rendered).map_err(bad)?,
+            src.files_dir,
+        )?),
+        "template" => {
+            // The template's own text must not be pre-rendered as an argument: use the raw `vars`.
+            let t = file::TemplateArgs::deserialize(rendered).map_err(bad)?;
+            Desired::File(file::Desired::from_template_args(
+                t,
+                src.templates_dir,
+                ctx,
+            )?)
+        }
+        "command" => Desired::Command(command::Desired::from_args(
+            command::Args::deserialize(rendered).map_err(bad)?,
+        )?),
+        _ => return Err(format!("unknown step kind `{kind}`")),
+    };
+    Ok(d)
+}
+
+impl Desired {
+    /// Registers the facts this step needs; returns the request id.
+    pub fn probe(&self, p: &mut ProbeScript) -> usize {
+        match self {
+            Desired::Dir(d) => p.add(Request::Path(d.path.clone())),
+            Desired::File(f) => {
+                if f.state == State::Present {
+                    p.add_upload_dir(&f.parent());
+                }
+                p.add(Request::Path(f.path.clone()))
+            }
+            Desired::Command(c) => p.add(Request::Guard {
+                creates: c.creates.clone(),
+                unless: c.unless.clone(),
+            }),
+        }
+    }
+
+    /// Compares with what was observed. An error means the step cannot proceed (e.g. a file
+    /// where a directory is wanted).
+    pub fn diff(&self, observed: &Observed) -> Result<Change, String> {
+        match (self, observed) {
+            (Desired::Dir(d), Observed::Path(o)) => d.diff(o),
+            (Desired::File(f), Observed::Path(o)) => f.diff(o),
+            (Desired::Command(c), Observed::Guard(g)) => Ok(c.diff(g)),
+            _ => Err("internal error: probe answer of the wrong type (bug, please report)".into()),
+        }
+    }
+}
+
+/// Parses an octal mode string such as `"0644"` or `"755"`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    if t.is_empty() || t.len() > 4 || !t.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(format!(
+            "`mode = \"{s}\"`: expected an octal mode such as \"0644\" or \"0755\""
+        ));
+    }
+    u32::from_str_radix(t, 8).map_err(|e| e.to_string())
+}
+
+/// Formats a mode as four octal digits.
+pub fn fmt_mode(m: u32) -> String {
+    format!("{m:04o}")
+}
+
+/// Whether `want` (a name or a numeric id) designates the observed owner.
+pub fn same_owner(want: &str, name: &str, id: u32) -> bool {
+    want == name || want.parse::<u32>().is_ok_and(|w| w == id)
+}
+
+/// Checks a path a step manages.
+pub fn check_path(path: &str) -> Result<(), String> {
+    check_remote_path(path)?;
+    if path.len() > 1 && path.ends_with('/') {
+        return Err(format!("path `{path}` must not end with `/`"));
+    }
+    Ok(())
+}
+
+/// Owner/group checks: names of users and groups, or numeric ids.
+pub fn check_account(what: &str, v: &str) -> Result<(), String> {
+    if v.is_empty()
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "`{what} = \"{v}\"` is not a valid user or group name"
+        ));
+    }
+    Ok(())
+}
+
+/// Ownership change commands for `path` (already quoted) from desired owner/group.
+pub fn chown_cmd(owner: Option<&str>, group: Option<&str>, quoted_path: &str) -> Option<String> {
+    use crate::quote::quote;
+    match (owner, group) {
+        (Some(o), Some(g)) => Some(format!(
+            "chown -- {} {quoted_path}",
+            quote(&format!("{o}:{g}"))
+        )),
+        (Some(o), None) => Some(format!("chown -- {} {quoted_path}", quote(o))),
+        (None, Some(g)) => Some(format!("chgrp -- {} {quoted_path}", quote(g))),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0644").unwrap(), 0o644);
+        assert_eq!(parse_mode("755").unwrap(), 0o755);
+        assert!(parse_mode("0x1").is_err());
+        assert!(parse_mode("99").is_err());
+        assert!(parse_mode("").is_err());
+        assert_eq!(fmt_mode(0o600), "0600");
+    }
+
+    #[test]
+    fn owners() {
+        assert!(same_owner("root", "root", 0));
+        assert!(same_owner("0", "root", 0));
+        assert!(!same_owner("claw", "root", 0));
+        assert!(check_account("owner", "www-data").is_ok());
+        assert!(check_account("owner", "a b").is_err());
+        assert!(check_account("owner", "$(id)").is_err());
+    }
+}

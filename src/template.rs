@@ -1,0 +1,217 @@
+//! Rendering with Tera: template files, templated step arguments and `when` expressions.
+//!
+//! Undefined variables are errors (never rendered as empty text); errors name the template
+//! file and the line where the variable is used.
+
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// A rendering problem, with the place it refers to when known.
+#[derive(Debug, Clone)]
+pub struct RenderError {
+    pub file: Option<PathBuf>,
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}", file.display())?;
+            if self.line > 0 {
+                write!(f, ":{}", self.line)?;
+            }
+            write!(f, ": ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// The innermost message of a Tera error chain, which carries the real cause.
+fn tera_message(e: &tera::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = s.to_string();
+        src = s.source();
+    }
+    msg
+}
+
+fn missing_var_line(source: &str, msg: &str) -> usize {
+    let var = msg
+        .strip_prefix("Variable `")
+        .and_then(|r| r.split('`').next());
+    var.and_then(|v| {
+        let root = v.split(['.', '[']).next().unwrap_or(v);
+        source.lines().position(|l| {
+            l.contains("{{") && l.contains(root) || l.contains("{%") && l.contains(root)
+        })
+    })
+    .map_or(0, |i| i + 1)
+}
+
+fn context(ctx: &Map<String, Value>) -> Result<tera::Context, RenderError> {
+    tera::Context::from_value(Value::Object(ctx.clone())).map_err(|e| RenderError {
+        file: None,
+        line: 0,
+        message: tera_message(&e),
+    })
+}
+
+/// `{{ value | shell_quote }}`: quotes a value as one word for POSIX sh.
+fn shell_quote_filter(
+    v: &Value,
+    _: &std::collections::HashMap<String, Value>,
+) -> tera::Result<Value> {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Ok(Value::String(crate::quote::quote(&s)))
+}
+
+/// Renders template text. `name` is used in errors.
+pub fn render(name: &Path, source: &str, ctx: &Map<String, Value>) -> Result<String, RenderError> {
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(vec![]);
+    tera.register_filter("shell_quote", shell_quote_filter);
+    let key = name.to_string_lossy();
+    let err = |e: tera::Error| {
+        let message = tera_message(&e);
+        RenderError {
+            file: Some(name.to_path_buf()),
+            line: missing_var_line(source, &message),
+            message,
+        }
+    };
+    tera.add_raw_template(&key, source).map_err(err)?;
+    tera.render(&key, &context(ctx)?).map_err(err)
+}
+
+/// Checks that template text parses (offline validation).
+pub fn check_syntax(name: &Path, source: &str) -> Result<(), RenderError> {
+    let mut tera = tera::Tera::default();
+    tera.register_filter("shell_quote", shell_quote_filter);
+    tera.add_raw_template(&name.to_string_lossy(), source)
+        .map(|_| ())
+        .map_err(|e| RenderError {
+            file: Some(name.to_path_buf()),
+            line: 0,
+            message: tera_message(&e),
+        })
+}
+
+/// Renders a templated string argument; plain strings are returned as they are.
+pub fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
+    if !s.contains("{{") && !s.contains("{%") && !s.contains("{#") {
+        return Ok(s.to_string());
+    }
+    render(Path::new("value"), s, ctx).map_err(|e| e.message)
+}
+
+/// Renders every string inside a TOML value.
+pub fn render_value(v: &toml::Value, ctx: &Map<String, Value>) -> Result<toml::Value, String> {
+    Ok(match v {
+        toml::Value::String(s) => toml::Value::String(render_str(s, ctx)?),
+        toml::Value::Array(a) => toml::Value::Array(
+            a.iter()
+                .map(|x| render_value(x, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => toml::Value::Table(
+            t.iter()
+                .map(|(k, x)| Ok((k.clone(), render_value(x, ctx)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// Evaluates a `when` expression (Tera syntax, e.g. `env == "prod" and host.name != "db-1"`).
+pub fn eval_when(expr: &str, ctx: &Map<String, Value>) -> Result<bool, String> {
+    let out = render(
+        Path::new("when"),
+        &format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}"),
+        ctx,
+    )
+    .map_err(|e| format!("`when = {expr:?}`: {}", e.message))?;
+    Ok(out == "true")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Map<String, Value> {
+        serde_json::json!({"app": "claw", "port": 8000, "env": "prod", "hosts": ["a", "b"]})
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn renders() {
+        let out = render(
+            Path::new("t"),
+            "app={{ app }}\n{% for h in hosts %}server {{ h }}:{{ port }};\n{% endfor %}",
+            &ctx(),
+        )
+        .unwrap();
+        assert_eq!(out, "app=claw\nserver a:8000;\nserver b:8000;\n");
+    }
+
+    #[test]
+    fn no_html_escaping() {
+        let c = serde_json::json!({"v": "<a & 'b'>"})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            render(Path::new("x.html"), "{{ v }}", &c).unwrap(),
+            "<a & 'b'>"
+        );
+    }
+
+    #[test]
+    fn missing_variable_names_file_and_line() {
+        let e = render(
+            Path::new("templates/app.conf.tera"),
+            "a\nb = {{ app }}\nc = {{ nope }}\n",
+            &ctx(),
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(
+            e.to_string()
+                .starts_with("templates/app.conf.tera:3: Variable `nope` not found"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn when_expressions() {
+        assert!(eval_when("env == 'prod'", &ctx()).unwrap());
+        assert!(!eval_when("env == 'dev' or port > 9000", &ctx()).unwrap());
+        assert!(eval_when("missing is defined", &ctx()).is_ok());
+        assert!(eval_when("missing == 1", &ctx()).is_err());
+    }
+
+    #[test]
+    fn shell_quote_filter_quotes() {
+        let c = serde_json::json!({"v": "$(touch /tmp/x) '; echo"})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            render_str("echo {{ v | shell_quote }}", &c).unwrap(),
+            "echo '$(touch /tmp/x) '\\''; echo'"
+        );
+    }
+
+    #[test]
+    fn render_str_leaves_plain_strings() {
+        assert_eq!(render_str("/opt/$(x)", &ctx()).unwrap(), "/opt/$(x)");
+        assert_eq!(render_str("/opt/{{ app }}", &ctx()).unwrap(), "/opt/claw");
+    }
+}

@@ -1,0 +1,154 @@
+//! Variable layering and the context that templates and `when` expressions see.
+//!
+//! Precedence, lowest to highest: inventory defaults < groups (in the host's order) < host <
+//! playbook < command line (`-e`).
+
+use crate::inventory::{Host, Inventory};
+use crate::playbook::Playbook;
+use serde_json::{Map, Value};
+
+/// Converts TOML to JSON values (dates become strings).
+pub fn to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => Value::from(*f),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(to_json).collect()),
+        toml::Value::Table(t) => Value::Object(table_to_json(t)),
+    }
+}
+
+fn table_to_json(t: &toml::Table) -> Map<String, Value> {
+    t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()
+}
+
+/// Parses `-e key=value`. Values stay strings (no guessing: `1.10` is not `1.1`).
+pub fn parse_extra(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`-e {s}`: expected key=value"))?;
+    let k = k.trim();
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "`-e {s}`: variable names may only contain letters, digits and `_`"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// The variables of one host, layered.
+pub fn host_vars(
+    inv: &Inventory,
+    host: &Host,
+    pb: &Playbook,
+    extra: &[(String, String)],
+) -> Map<String, Value> {
+    let mut m = table_to_json(&inv.default_vars);
+    for g in &host.groups {
+        if let Some(group) = inv.groups.get(g) {
+            m.extend(table_to_json(&group.vars));
+        }
+    }
+    m.extend(table_to_json(&host.vars));
+    m.extend(table_to_json(&pb.vars));
+    for (k, v) in extra {
+        m.insert(k.clone(), Value::String(v.clone()));
+    }
+    m
+}
+
+/// The full template context of a host: its variables at top level, plus `host` and `inventory`.
+pub fn context(
+    inv: &Inventory,
+    host: &Host,
+    pb: &Playbook,
+    extra: &[(String, String)],
+) -> Map<String, Value> {
+    let mut m = host_vars(inv, host, pb, extra);
+    m.insert(
+        "host".into(),
+        serde_json::json!({
+            "name": host.name,
+            "address": host.address,
+            "port": host.port,
+            "user": host.user,
+            "groups": host.groups,
+        }),
+    );
+    let hosts: Map<String, Value> = inv
+        .hosts
+        .iter()
+        .map(|h| {
+            (
+                h.name.clone(),
+                serde_json::json!({"name": h.name, "address": h.address, "port": h.port, "groups": h.groups, "vars": table_to_json(&h.vars)}),
+            )
+        })
+        .collect();
+    let mut groups: Map<String, Value> = inv
+        .groups
+        .keys()
+        .map(|g| (g.clone(), Value::from(inv.group_members(g))))
+        .collect();
+    groups.insert("all".into(), Value::from(inv.group_members("all")));
+    m.insert(
+        "inventory".into(),
+        serde_json::json!({"hosts": hosts, "groups": groups}),
+    );
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn precedence() {
+        let inv = Inventory::parse(
+            Path::new("i.toml"),
+            r#"
+[defaults]
+vars = { a = "defaults", b = "defaults", c = "defaults", d = "defaults", e = "defaults", f = "defaults" }
+[groups.g1]
+vars = { b = "g1", c = "g1", d = "g1", e = "g1", f = "g1" }
+[groups.g2]
+vars = { c = "g2", d = "g2", e = "g2", f = "g2" }
+[hosts.h]
+groups = ["g1", "g2"]
+vars = { d = "host", e = "host", f = "host" }
+"#,
+        )
+        .unwrap();
+        let pb = Playbook::parse(
+            Path::new("p.toml"),
+            "name = \"p\"\n[vars]\ne = \"playbook\"\nf = \"playbook\"\n",
+        )
+        .unwrap();
+        let extra = vec![("f".to_string(), "cli".to_string())];
+        let v = host_vars(&inv, &inv.hosts[0], &pb, &extra);
+        for (k, want) in [
+            ("a", "defaults"),
+            ("b", "g1"),
+            ("c", "g2"),
+            ("d", "host"),
+            ("e", "playbook"),
+            ("f", "cli"),
+        ] {
+            assert_eq!(v[k], want, "{k}");
+        }
+        let ctx = context(&inv, &inv.hosts[0], &pb, &extra);
+        assert_eq!(ctx["inventory"]["groups"]["g1"], serde_json::json!(["h"]));
+        assert_eq!(ctx["host"]["name"], "h");
+    }
+
+    #[test]
+    fn extra_vars() {
+        assert_eq!(parse_extra("v=1.10").unwrap(), ("v".into(), "1.10".into()));
+        assert_eq!(parse_extra("v=a=b").unwrap(), ("v".into(), "a=b".into()));
+        assert!(parse_extra("novalue").is_err());
+        assert!(parse_extra("bad-name=1").is_err());
+    }
+}
