@@ -55,7 +55,8 @@ pub struct Playbook {
     pub name: String,
     /// Host selector (default `all`).
     pub hosts: String,
-    /// Directory of templates (default `../templates` next to the playbook's directory).
+    /// Directory of templates (default: `templates/` beside the playbook if it exists, else
+    /// `../templates`, as in this repository's layout).
     pub templates_dir: PathBuf,
     pub vars: toml::Table,
     pub steps: Vec<Step>,
@@ -130,6 +131,7 @@ impl Playbook {
         }
         let templates_dir = match raw.templates {
             Some(t) => crate::inventory::resolve_path(&dir, &t),
+            None if dir.join("templates").is_dir() => dir.join("templates"),
             None => dir.join("../templates"),
         };
         Ok(Playbook {

@@ -1,0 +1,98 @@
+//! The SSH transport: one authenticated connection per host, and remote commands on it.
+//!
+//! This module is the only user of `russh` in the project. It owns:
+//! - [`ConnectSpec`] (what to connect to and how), [`PassphraseSource`] (how to unlock keys);
+//! - [`Session`]: connect (TCP, key exchange, host-key check, authentication) and
+//!   [`Session::exec`] (one command = one channel = one counted round trip);
+//! - host-key trust in [`known_hosts`] (our own OpenSSH-compatible parser and writer);
+//! - authentication (agent, then identity files) in `auth`;
+//! - the operator-facing errors in [`SshError`].
+//!
+//! Facts about russh 0.65.1 that shaped this code are in `shared/notes/russh.md`.
+
+mod auth;
+mod error;
+pub mod known_hosts;
+mod session;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+pub use error::SshError;
+pub use known_hosts::{HostKeyPolicy, HostKeyStatus, KnownHosts};
+pub use session::{ExecOutput, MAX_CHANNELS, Session, SessionStats};
+
+/// Default interval between SSH keepalives when the server is silent; the connection is
+/// declared lost after [`KEEPALIVE_MAX`] unanswered ones.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// Unanswered keepalives before the connection is declared lost.
+pub const KEEPALIVE_MAX: usize = 3;
+
+/// Everything needed to open one connection to one host.
+#[derive(Debug, Clone)]
+pub struct ConnectSpec {
+    /// Inventory name, for messages.
+    pub host: String,
+    /// IP address or DNS name to connect to; also the name looked up in `known_hosts`.
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// Private keys tried in order, after the agent.
+    pub identity_files: Vec<PathBuf>,
+    /// Try the agent at `SSH_AUTH_SOCK` first (if the variable is set).
+    pub use_agent: bool,
+    pub known_hosts: PathBuf,
+    pub policy: HostKeyPolicy,
+    /// Limit for TCP connect + key exchange + authentication together (time spent waiting
+    /// for a passphrase is not counted).
+    pub connect_timeout: Duration,
+    /// Keepalive interval (see [`DEFAULT_KEEPALIVE_INTERVAL`]).
+    pub keepalive_interval: Duration,
+}
+
+impl ConnectSpec {
+    /// `address:port` as shown in messages (`[v6addr]:port` for IPv6 addresses).
+    pub fn target(&self) -> String {
+        target(&self.address, self.port)
+    }
+}
+
+/// Supplies passphrases for encrypted private keys (from `CLAW_SSH_PASSPHRASE` or a prompt;
+/// implemented by the caller). Called at most once per key file and connection, only when the
+/// key is actually needed; may block (a terminal prompt). Returning `None` skips the key.
+pub trait PassphraseSource: Send + Sync {
+    fn passphrase(&self, key_path: &Path) -> Option<Secret>;
+}
+
+/// A [`PassphraseSource`] that never has a passphrase (encrypted keys are skipped).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPassphrase;
+
+impl PassphraseSource for NoPassphrase {
+    fn passphrase(&self, _key_path: &Path) -> Option<Secret> {
+        None
+    }
+}
+
+/// `address:port`, bracketing IPv6 addresses.
+fn target(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(target("10.0.0.2", 22), "10.0.0.2:22");
+        assert_eq!(target("::1", 2222), "[::1]:2222");
+        assert_eq!(target("web1.example.com", 22), "web1.example.com:22");
+    }
+}

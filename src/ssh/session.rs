@@ -1,0 +1,816 @@
+//! [`Session`]: one SSH connection to one host, and [`Session::exec`] on it.
+//!
+//! Connect = resolve, TCP connect (`nodelay`), key exchange with the host-key check in
+//! [`ClientHandler::check_server_key`] (refused before authentication), then `auth`. The
+//! host-key algorithms already recorded for the host are put first so that the server
+//! presents a key we can check, as OpenSSH does.
+//!
+//! Exec = one session channel per command, at most [`MAX_CHANNELS`] at once. The reader drains
+//! `wait()` until `Close`/`None` (never stopping at `ExitStatus` or `Eof`: output can follow
+//! them), while stdin is written concurrently in packet-sized chunks and closed with EOF, so
+//! neither side can stall the connection. `None` without an exit status or signal means the
+//! connection died.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use russh::client::{self, DisconnectReason, Handle};
+use russh::keys::{Algorithm, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, ChannelOpenFailure, Sig};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio::time::timeout_at;
+
+use super::known_hosts::{self, AddOutcome, HostKeyStatus, KnownHosts, Marker};
+use super::{ConnectSpec, HostKeyPolicy, KEEPALIVE_MAX, PassphraseSource, SshError, auth};
+
+/// Channels (concurrent commands) per connection; sshd's default `MaxSessions` is 10.
+pub const MAX_CHANNELS: usize = 8;
+
+/// What a remote command produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The exit code, if the command exited normally.
+    pub exit_status: Option<u32>,
+    /// The signal name (`TERM`, `KILL`, ...) if the command was killed by one.
+    pub exit_signal: Option<String>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    /// Exit status 0.
+    pub fn success(&self) -> bool {
+        self.exit_status == Some(0)
+    }
+
+    /// stdout as text (invalid UTF-8 replaced).
+    pub fn stdout_lossy(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.stdout)
+    }
+
+    /// stderr as text (invalid UTF-8 replaced).
+    pub fn stderr_lossy(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.stderr)
+    }
+}
+
+/// Counters of one session (a snapshot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// SSH connections opened (always 1 for a session).
+    pub connections: u32,
+    /// Session channels opened.
+    pub channels: u64,
+    /// Remote round trips: one per [`Session::exec`] call.
+    pub round_trips: u64,
+    /// Payload sent: command lines and stdin bytes.
+    pub bytes_sent: u64,
+    /// Payload received: stdout and stderr bytes.
+    pub bytes_received: u64,
+    /// Time from the start of connect to the end of authentication.
+    pub connect_time: Duration,
+}
+
+/// State shared between the russh handler (which runs in the connection's task) and the
+/// [`Session`].
+#[derive(Default)]
+struct Shared {
+    /// Why the host key was refused, with all details (russh itself only says "unknown key").
+    refusal: Mutex<Option<SshError>>,
+    /// Fingerprint of a host key recorded under `accept-new`.
+    learned: Mutex<Option<String>>,
+    /// Why the connection ended.
+    disconnect: Mutex<Option<String>>,
+}
+
+fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
+    m.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+fn put<T>(m: &Mutex<Option<T>>, v: T) {
+    *m.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+}
+
+/// Who we are talking to, for the host-key check and messages.
+#[derive(Clone)]
+struct Peer {
+    host: String,
+    target: String,
+    address: String,
+    port: u16,
+    known_hosts: std::path::PathBuf,
+    policy: HostKeyPolicy,
+}
+
+/// The russh client handler: host-key verification and disconnect bookkeeping.
+pub(super) struct ClientHandler {
+    peer: Peer,
+    shared: Arc<Shared>,
+}
+
+impl client::Handler for ClientHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // A host certificate is checked as its plain key (no CA support yet).
+        let key = server_key.public_key();
+        let peer = self.peer.clone();
+        let verdict = tokio::task::spawn_blocking(move || verify_host_key(&peer, &key))
+            .await
+            .map_err(|e| russh::Error::IO(std::io::Error::other(e)))?;
+        match verdict {
+            Ok(learned) => {
+                if let Some(fp) = learned {
+                    put(&self.shared.learned, fp);
+                }
+                Ok(true)
+            }
+            Err(refusal) => {
+                put(&self.shared.refusal, *refusal);
+                Ok(false)
+            }
+        }
+    }
+
+    async fn disconnected(
+        &mut self,
+        reason: DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        match reason {
+            DisconnectReason::ReceivedDisconnect(info) => {
+                let msg = if info.message.is_empty() {
+                    format!("the server disconnected ({:?})", info.reason_code)
+                } else {
+                    format!("the server disconnected: {}", info.message)
+                };
+                put(&self.shared.disconnect, msg);
+                Ok(())
+            }
+            DisconnectReason::Error(e) => {
+                put(&self.shared.disconnect, describe_connection_error(&e));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Checks (and under `accept-new` records) the presented key. Blocking (file I/O, flock).
+/// `Ok(Some(fingerprint))` when a new key was recorded.
+fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<SshError>> {
+    let read_error = |e: std::io::Error, action| {
+        Box::new(SshError::KnownHosts {
+            host: peer.host.clone(),
+            target: peer.target.clone(),
+            file: peer.known_hosts.clone(),
+            action,
+            reason: e.to_string(),
+        })
+    };
+    let kh = KnownHosts::load(&peer.known_hosts).map_err(|e| read_error(e, "read"))?;
+    let status = kh.check(&peer.address, peer.port, key);
+    match status {
+        HostKeyStatus::Known => Ok(None),
+        HostKeyStatus::Unknown if peer.policy == HostKeyPolicy::AcceptNew => {
+            match known_hosts::add_if_unknown(&peer.known_hosts, &peer.address, peer.port, key)
+                .map_err(|e| read_error(e, "update"))?
+            {
+                AddOutcome::Added => Ok(Some(known_hosts::fingerprint(key))),
+                AddOutcome::NotAdded(HostKeyStatus::Known) => Ok(None),
+                AddOutcome::NotAdded(other) => {
+                    // Someone recorded a different key meanwhile: explain from the new content.
+                    let kh =
+                        KnownHosts::load(&peer.known_hosts).map_err(|e| read_error(e, "read"))?;
+                    Err(Box::new(refusal(peer, &kh, &other, key)))
+                }
+            }
+        }
+        other => Err(Box::new(refusal(peer, &kh, &other, key))),
+    }
+}
+
+/// The error for a refused host key.
+fn refusal(peer: &Peer, kh: &KnownHosts, status: &HostKeyStatus, key: &PublicKey) -> SshError {
+    let (host, target) = (peer.host.clone(), peer.target.clone());
+    let algorithm = key.algorithm().as_str().to_string();
+    let fingerprint = known_hosts::fingerprint(key);
+    let name = known_hosts::host_port_name(&peer.address, peer.port);
+    let entries = kh.entries_for(&peer.address, peer.port);
+    match status {
+        HostKeyStatus::Revoked => {
+            let line = entries
+                .iter()
+                .find(|e| e.marker == Marker::Revoked && e.holds(key))
+                .map_or(0, |e| e.line);
+            SshError::HostKeyRevoked {
+                host,
+                target,
+                algorithm,
+                fingerprint,
+                file: kh.file().to_path_buf(),
+                line,
+            }
+        }
+        HostKeyStatus::Changed { line, file } => {
+            let shown = entries.iter().find(|e| e.line == *line);
+            let recorded = match shown.map(|e| &e.key) {
+                Some(Ok(k)) if k.algorithm() == key.algorithm() => format!(
+                    "a different {} key ({})",
+                    k.algorithm().as_str(),
+                    known_hosts::fingerprint(k)
+                ),
+                Some(Ok(_)) => {
+                    let others: Vec<String> = entries
+                        .iter()
+                        .filter(|e| e.marker == Marker::None)
+                        .filter_map(|e| e.key.as_ref().ok())
+                        .map(|k| {
+                            format!("{} {}", k.algorithm().as_str(), known_hosts::fingerprint(k))
+                        })
+                        .collect();
+                    format!(
+                        "only keys of other types ({}) and no {algorithm} key",
+                        others.join(", ")
+                    )
+                }
+                Some(Err(reason)) => format!("an entry that cannot be parsed ({reason})"),
+                None => "a different key".to_string(),
+            };
+            SshError::HostKeyChanged {
+                host,
+                target,
+                name,
+                algorithm,
+                fingerprint,
+                file: file.clone(),
+                line: *line,
+                recorded,
+            }
+        }
+        HostKeyStatus::Unknown | HostKeyStatus::Known => SshError::HostKeyUnknown {
+            host,
+            target,
+            name,
+            address: peer.address.clone(),
+            port: peer.port,
+            algorithm,
+            fingerprint,
+            file: kh.file().to_path_buf(),
+        },
+    }
+}
+
+/// Host-key algorithms in russh's default order, those of the already known keys first.
+fn order_host_key_algorithms(known: &[Algorithm], defaults: &[Algorithm]) -> Vec<Algorithm> {
+    let is_known = |a: &Algorithm| known.iter().any(|k| k == a || (is_rsa(k) && is_rsa(a)));
+    let (mut first, rest): (Vec<Algorithm>, Vec<Algorithm>) =
+        defaults.iter().cloned().partition(is_known);
+    first.extend(rest);
+    first
+}
+
+fn is_rsa(a: &Algorithm) -> bool {
+    matches!(a, Algorithm::Rsa { .. })
+}
+
+/// A russh connection-level error in words.
+fn describe_connection_error(e: &russh::Error) -> String {
+    match e {
+        russh::Error::KeepaliveTimeout => {
+            "the server stopped answering keepalives (host down, frozen, or network cut)".into()
+        }
+        russh::Error::InactivityTimeout => "no traffic for too long (inactivity timeout)".into(),
+        russh::Error::IO(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the server closed the connection".into()
+        }
+        russh::Error::IO(io) => format!("network error: {io}"),
+        russh::Error::HUP | russh::Error::Disconnect => "the server closed the connection".into(),
+        other => other.to_string(),
+    }
+}
+
+/// An established, authenticated SSH connection to one host. `Send + Sync`: share it with
+/// `Arc` to run up to [`MAX_CHANNELS`] commands concurrently.
+pub struct Session {
+    handle: Arc<Handle<ClientHandler>>,
+    shared: Arc<Shared>,
+    host: String,
+    target: String,
+    channels_limit: Semaphore,
+    channels: AtomicU64,
+    round_trips: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    connect_time: Duration,
+    authenticated_with: String,
+    learned_host_key: Option<String>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("host", &self.host)
+            .field("target", &self.target)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Connects, checks the host key against `spec.known_hosts` (per `spec.policy`) and
+    /// authenticates, all within `spec.connect_timeout` (passphrase prompts excluded).
+    pub async fn connect(
+        spec: &ConnectSpec,
+        pass: &dyn PassphraseSource,
+    ) -> Result<Session, SshError> {
+        let started = Instant::now();
+        let mut deadline = tokio::time::Instant::now() + spec.connect_timeout;
+        let target = spec.target();
+        let peer = Peer {
+            host: spec.host.clone(),
+            target: target.clone(),
+            address: spec.address.clone(),
+            port: spec.port,
+            known_hosts: spec.known_hosts.clone(),
+            policy: spec.policy,
+        };
+        let timeout = |phase| SshError::ConnectTimeout {
+            host: spec.host.clone(),
+            target: target.clone(),
+            phase,
+            timeout: spec.connect_timeout,
+        };
+
+        // Which key types do we already know for this host?
+        let known = {
+            let (path, address, port) = (spec.known_hosts.clone(), spec.address.clone(), spec.port);
+            tokio::task::spawn_blocking(move || {
+                KnownHosts::load(&path).map(|k| k.known_algorithms(&address, port))
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| SshError::KnownHosts {
+                host: spec.host.clone(),
+                target: target.clone(),
+                file: spec.known_hosts.clone(),
+                action: "read",
+                reason: e.to_string(),
+            })?
+        };
+        let mut config = client::Config {
+            nodelay: true,
+            keepalive_interval: Some(spec.keepalive_interval).filter(|d| !d.is_zero()),
+            keepalive_max: KEEPALIVE_MAX,
+            inactivity_timeout: None,
+            ..Default::default()
+        };
+        if !known.is_empty() {
+            config.preferred.key =
+                Cow::Owned(order_host_key_algorithms(&known, &config.preferred.key));
+        }
+
+        let addrs: Vec<std::net::SocketAddr> = match timeout_at(
+            deadline,
+            tokio::net::lookup_host((spec.address.as_str(), spec.port)),
+        )
+        .await
+        {
+            Err(_) => return Err(timeout("name resolution")),
+            Ok(Err(e)) => {
+                return Err(SshError::Resolve {
+                    host: spec.host.clone(),
+                    target,
+                    address: spec.address.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            Ok(Ok(a)) => a.collect(),
+        };
+        let mut last_error = None;
+        let mut stream = None;
+        for addr in &addrs {
+            match timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await {
+                Err(_) => return Err(timeout("TCP connect")),
+                Ok(Ok(s)) => {
+                    stream = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last_error = Some(e),
+            }
+        }
+        let Some(stream) = stream else {
+            let reason = match last_error {
+                None => format!("`{}` resolves to no address", spec.address),
+                Some(e) => tcp_error_reason(&e, spec.port),
+            };
+            return Err(SshError::Unreachable {
+                host: spec.host.clone(),
+                target,
+                reason,
+            });
+        };
+        let _ = stream.set_nodelay(true);
+
+        let shared = Arc::new(Shared::default());
+        let handler = ClientHandler {
+            peer,
+            shared: shared.clone(),
+        };
+        let handshake = timeout_at(
+            deadline,
+            client::connect_stream(Arc::new(config), stream, handler),
+        )
+        .await;
+        let mut handle = match handshake {
+            Err(_) => return Err(timeout("the SSH handshake")),
+            Ok(Err(e)) => {
+                if let Some(refusal) = take(&shared.refusal) {
+                    return Err(refusal);
+                }
+                return Err(handshake_error(spec, &target, e));
+            }
+            Ok(Ok(h)) => h,
+        };
+
+        let authenticated_with =
+            match auth::authenticate(&mut handle, spec, pass, &mut deadline).await {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
+                    )
+                    .await;
+                    return Err(e);
+                }
+            };
+
+        Ok(Session {
+            handle: Arc::new(handle),
+            learned_host_key: take(&shared.learned),
+            shared,
+            host: spec.host.clone(),
+            target,
+            channels_limit: Semaphore::new(MAX_CHANNELS),
+            channels: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            connect_time: started.elapsed(),
+            authenticated_with,
+        })
+    }
+
+    /// Runs `command` through the remote user's shell (it may be a whole `sh` script),
+    /// feeding `stdin` (then EOF; EOF right away without stdin). One call = one channel = one
+    /// counted round trip. `timeout` bounds the whole call (including waiting for a free
+    /// channel); on expiry the channel is closed and [`SshError::Timeout`] returned — wrap the
+    /// remote command in `timeout` too, signals are not reliable.
+    pub async fn exec(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, SshError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || SshError::Timeout {
+            host: self.host.clone(),
+            target: self.target.clone(),
+            timeout,
+        };
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let _permit = timeout_at(deadline, self.channels_limit.acquire())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|_| self.lost("before the command was sent"))?;
+        let channel = match timeout_at(deadline, self.handle.channel_open_session()).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(russh::Error::ChannelOpenFailure(f))) => {
+                return Err(SshError::ChannelOpen {
+                    host: self.host.clone(),
+                    target: self.target.clone(),
+                    reason: open_failure_reason(&f),
+                });
+            }
+            Ok(Err(_)) => return Err(self.lost("before the command was sent")),
+            Ok(Ok(c)) => c,
+        };
+        self.channels.fetch_add(1, Ordering::Relaxed);
+        let (mut rx, tx) = channel.split();
+        match timeout_at(deadline, self.run(&mut rx, &tx, command, stdin)).await {
+            Ok(r) => r,
+            Err(_) => {
+                // Best effort: ask sshd to kill the command (ignored for some accounts), and
+                // close our side. Dropping `rx` afterwards never stalls the connection.
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = tx.signal(Sig::KILL).await;
+                    let _ = tx.close().await;
+                })
+                .await;
+                Err(timed_out())
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        rx: &mut russh::ChannelReadHalf,
+        tx: &russh::ChannelWriteHalf<client::Msg>,
+        command: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<ExecOutput, SshError> {
+        tx.exec(true, command)
+            .await
+            .map_err(|_| self.lost("before the command was sent"))?;
+        self.bytes_sent
+            .fetch_add(command.len() as u64, Ordering::Relaxed);
+
+        let writer = async {
+            if let Some(data) = stdin.filter(|d| !d.is_empty()) {
+                // `write_all` on the whole buffer: the writer cuts it into packets of the
+                // channel's maximum size (not tokio's 8 KiB copy buffer), waiting for window.
+                let mut w = tx.make_writer();
+                w.write_all(data).await?;
+                w.flush().await?;
+                self.bytes_sent
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            tx.eof().await.map_err(std::io::Error::other)
+        };
+        tokio::pin!(writer);
+        let mut writer_done = false;
+        let mut out = ExecOutput::default();
+        let mut closed = false;
+        loop {
+            tokio::select! {
+                // The command may exit without reading all of stdin: then the writer stays
+                // blocked on the window and is simply dropped when the channel closes.
+                _ = &mut writer, if !writer_done => writer_done = true,
+                msg = rx.wait() => match msg {
+                    Some(ChannelMsg::Data { data }) => {
+                        self.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        out.stdout.extend_from_slice(&data);
+                    }
+                    Some(ChannelMsg::ExtendedData { data, .. }) => {
+                        self.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        out.stderr.extend_from_slice(&data);
+                    }
+                    Some(ChannelMsg::ExitStatus { exit_status }) => {
+                        out.exit_status = Some(exit_status);
+                    }
+                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                        out.exit_signal = Some(signal_text(&signal_name));
+                    }
+                    Some(ChannelMsg::Failure) => {
+                        return Err(SshError::ExecRejected {
+                            host: self.host.clone(),
+                            target: self.target.clone(),
+                        });
+                    }
+                    Some(ChannelMsg::Close) => {
+                        closed = true;
+                        break;
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+            }
+        }
+        if !closed && out.exit_status.is_none() && out.exit_signal.is_none() {
+            return Err(self.lost("while a command was running (its outcome is unknown)"));
+        }
+        Ok(out)
+    }
+
+    fn lost(&self, during: &'static str) -> SshError {
+        let reason = self
+            .shared
+            .disconnect
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "the connection closed".to_string());
+        SshError::ConnectionLost {
+            host: self.host.clone(),
+            target: self.target.clone(),
+            during,
+            reason,
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SessionStats {
+        SessionStats {
+            connections: 1,
+            channels: self.channels.load(Ordering::Relaxed),
+            round_trips: self.round_trips.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            connect_time: self.connect_time,
+        }
+    }
+
+    /// What authenticated the session: `agent key SHA256:...` or `key /path/to/id`.
+    pub fn authenticated_with(&self) -> &str {
+        &self.authenticated_with
+    }
+
+    /// The fingerprint of the host key recorded in known_hosts by this connection
+    /// (`accept-new` on a first contact), if any.
+    pub fn learned_host_key(&self) -> Option<&str> {
+        self.learned_host_key.as_deref()
+    }
+
+    /// Whether the connection is gone (exec would fail with `ConnectionLost`).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// Disconnects politely and waits (briefly) for the connection to wind down.
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.handle
+                .disconnect(russh::Disconnect::ByApplication, "", "en"),
+        )
+        .await;
+        if let Ok(handle) = Arc::try_unwrap(self.handle) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
+        }
+    }
+}
+
+fn signal_text(sig: &Sig) -> String {
+    match sig {
+        Sig::ABRT => "ABRT".into(),
+        Sig::ALRM => "ALRM".into(),
+        Sig::FPE => "FPE".into(),
+        Sig::HUP => "HUP".into(),
+        Sig::ILL => "ILL".into(),
+        Sig::INT => "INT".into(),
+        Sig::KILL => "KILL".into(),
+        Sig::PIPE => "PIPE".into(),
+        Sig::QUIT => "QUIT".into(),
+        Sig::SEGV => "SEGV".into(),
+        Sig::TERM => "TERM".into(),
+        Sig::USR1 => "USR1".into(),
+        Sig::Custom(s) => s.clone(),
+    }
+}
+
+fn open_failure_reason(f: &ChannelOpenFailure) -> String {
+    match f {
+        ChannelOpenFailure::AdministrativelyProhibited => "administratively prohibited".into(),
+        ChannelOpenFailure::ConnectFailed => "the open request was refused".into(),
+        ChannelOpenFailure::UnknownChannelType => "session channels are not supported".into(),
+        ChannelOpenFailure::ResourceShortage => "resource shortage".into(),
+        ChannelOpenFailure::Other { code, reason } => format!("{reason} (code {code})"),
+    }
+}
+
+fn tcp_error_reason(e: &std::io::Error, port: u16) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => {
+            format!("connection refused (is sshd running and listening on port {port}?)")
+        }
+        HostUnreachable => "no route to host".into(),
+        NetworkUnreachable => "network is unreachable".into(),
+        TimedOut => "TCP connect timed out".into(),
+        ConnectionReset => "connection reset".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn handshake_error(spec: &ConnectSpec, target: &str, e: russh::Error) -> SshError {
+    let (reason, unreachable) = match &e {
+        russh::Error::IO(_)
+        | russh::Error::Disconnect
+        | russh::Error::HUP
+        | russh::Error::KeepaliveTimeout => (
+            format!(
+                "{} (sshd overloaded or limiting connections, MaxStartups, or a firewall?)",
+                describe_connection_error(&e)
+            ),
+            true,
+        ),
+        russh::Error::Version => (
+            format!(
+                "no SSH server answered on port {} (invalid SSH version string)",
+                spec.port
+            ),
+            false,
+        ),
+        russh::Error::NoCommonAlgo { kind, theirs, .. } => (
+            format!(
+                "no common {kind:?} algorithm; the server offers: {}",
+                theirs.join(", ")
+            ),
+            false,
+        ),
+        other => (other.to_string(), false),
+    };
+    SshError::Handshake {
+        host: spec.host.clone(),
+        target: target.to_string(),
+        reason,
+        unreachable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use russh::keys::HashAlg;
+
+    #[test]
+    fn known_algorithms_go_first() {
+        let defaults = russh::Preferred::default().key.to_vec();
+        let rsa = Algorithm::Rsa { hash: None };
+        let ordered = order_host_key_algorithms(&[rsa], &defaults);
+        assert_eq!(ordered.len(), defaults.len());
+        assert_eq!(
+            ordered[0],
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512)
+            }
+        );
+        assert!(ordered[..3].iter().all(is_rsa));
+        assert_eq!(ordered[3], Algorithm::Ed25519);
+        let ordered = order_host_key_algorithms(&[], &defaults);
+        assert_eq!(ordered, defaults);
+    }
+
+    #[test]
+    fn refusal_messages() {
+        let peer = Peer {
+            host: "h1".into(),
+            target: "10.0.0.2:2222".into(),
+            address: "10.0.0.2".into(),
+            port: 2222,
+            known_hosts: "/kh".into(),
+            policy: HostKeyPolicy::Strict,
+        };
+        let ed = PublicKey::from_openssh(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIdkjSZ3tkrQooIjn1Lt+bneebVTmWTCmutm7dgYOU4A",
+        )
+        .unwrap();
+        let ed2 =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKIVYOFh6xBYc3WidmWEq8m5yFx8bSB7vQzvBvXnqfRY";
+        let kh = KnownHosts::parse("/kh", &format!("# x\n[10.0.0.2]:2222 {ed2}\n"));
+        let status = kh.check("10.0.0.2", 2222, &ed);
+        let m = refusal(&peer, &kh, &status, &ed).to_string();
+        assert!(m.contains("has CHANGED"), "{m}");
+        assert!(
+            m.contains("SHA256:H1Kxrpz3X9errqug9mUOONKmqfPfH+AfKQAxl1ZS0lc"),
+            "{m}"
+        );
+        assert!(
+            m.contains("/kh:2 records a different ssh-ed25519 key (SHA256:w01g"),
+            "{m}"
+        );
+        assert!(m.contains("ssh-keygen -R '[10.0.0.2]:2222' -f /kh"), "{m}");
+
+        let kh = KnownHosts::parse("/kh", "");
+        let m = refusal(&peer, &kh, &HostKeyStatus::Unknown, &ed).to_string();
+        assert!(m.contains("is not known"), "{m}");
+        assert!(
+            m.contains("ssh-keyscan -p 2222 -t ed25519 10.0.0.2 >> /kh"),
+            "{m}"
+        );
+
+        let kh = KnownHosts::parse("/kh", &format!("@revoked * {}\n", ed.to_openssh().unwrap()));
+        let m = refusal(&peer, &kh, &HostKeyStatus::Revoked, &ed).to_string();
+        assert!(m.contains("REVOKED") && m.contains("/kh:1"), "{m}");
+    }
+
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Sessions are shared across tasks, and their futures are spawned.
+    #[test]
+    fn session_and_futures_are_send() {
+        assert_send_sync::<Session>();
+        #[allow(dead_code)]
+        fn futures(s: &Session, spec: &ConnectSpec) {
+            assert_send(&s.exec("true", None, Duration::ZERO));
+            assert_send(&Session::connect(spec, &super::super::NoPassphrase));
+        }
+    }
+
+    #[test]
+    fn exec_output_success() {
+        let mut o = ExecOutput::default();
+        assert!(!o.success());
+        o.exit_status = Some(0);
+        assert!(o.success());
+        o.exit_status = Some(3);
+        assert!(!o.success());
+    }
+}

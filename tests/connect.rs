@@ -1,0 +1,136 @@
+//! Connecting: host keys (changed, unknown, accept-new) and authentication (key types, wrong key,
+//! encrypted key). A refused host runs nothing: its sshd logs no session.
+
+use crate::support::{Lab, Scratch, claw, log_len, sshd_counts};
+
+fn touch_playbook(s: &Scratch) -> std::path::PathBuf {
+    s.file(
+        "pb.toml",
+        "name = \"touch\"\n[[steps]]\nname = \"marker\"\nkind = \"file\"\npath = \"/srv/marker\"\ncontent = \"x\\n\"\n",
+    )
+}
+
+#[test]
+fn host_keys() {
+    let lab = Lab::up("t-hostkey", 2);
+    let s = Scratch::new();
+    let pb = touch_playbook(&s);
+
+    // Changed key: refused before anything runs, with the fingerprint and the remedy.
+    lab.cmd(&["rekey", "h1"]);
+    let inv = lab.write_inventory("strict.toml", &pb, &[]);
+    let mark = log_len(&lab.host("h1").sshd_log);
+    let r = claw(&["apply", inv.to_str().unwrap(), "--yes"], &[]);
+    assert_eq!(r.code, 1);
+    let err = format!("{}{}", r.stdout, r.stderr);
+    assert!(err.contains("SHA256:"), "fingerprint shown: {err}");
+    assert!(err.to_lowercase().contains("changed"), "{err}");
+    assert!(err.contains("ssh-keygen -R"), "remedy: {err}");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        sshd_counts(&lab.host("h1").sshd_log, mark),
+        (0, 0),
+        "nothing ran on the host with the changed key"
+    );
+    assert!(
+        lab.ssh_ok("h2", "ls /srv").contains("marker"),
+        "the other host was applied"
+    );
+    assert!(
+        r.stdout.contains("h1") && r.stdout.contains("failed"),
+        "{}",
+        r.stdout
+    );
+
+    // accept-new never accepts a changed key either.
+    let inv_an = lab.write_inventory(
+        "accept-new.toml",
+        &pb,
+        &[("host_key_policy", "\"accept-new\"")],
+    );
+    let r = claw(
+        &["apply", inv_an.to_str().unwrap(), "--yes", "--limit", "h1"],
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}", r.stdout);
+
+    // Unknown key under strict: refused with the hint; accept-new records it, then it is known.
+    let empty_kh = lab.dir.join("empty_known_hosts");
+    std::fs::write(&empty_kh, "").unwrap();
+    let kh = format!("{:?}", empty_kh.display().to_string());
+    let inv_unknown = lab.write_inventory("unknown.toml", &pb, &[("known_hosts", &kh)]);
+    let r = claw(
+        &[
+            "apply",
+            inv_unknown.to_str().unwrap(),
+            "--yes",
+            "--limit",
+            "h2",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 1);
+    let err = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        err.contains("accept-new") && err.contains("SHA256:"),
+        "hint: {err}"
+    );
+    let inv_learn = lab.write_inventory(
+        "learn.toml",
+        &pb,
+        &[("known_hosts", &kh), ("host_key_policy", "\"accept-new\"")],
+    );
+    let r = claw(&["apply", inv_learn.to_str().unwrap(), "--yes"], &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let learned = std::fs::read_to_string(&empty_kh).unwrap();
+    assert_eq!(
+        learned.lines().filter(|l| !l.trim().is_empty()).count(),
+        2,
+        "{learned}"
+    );
+    let r = claw(&["plan", inv_unknown.to_str().unwrap()], &[]);
+    assert_eq!(
+        r.code, 0,
+        "recorded keys are now known under strict: {}{}",
+        r.stdout, r.stderr
+    );
+}
+
+#[test]
+fn authentication() {
+    let lab = Lab::up("t-auth", 1);
+    let s = Scratch::new();
+    let pb = touch_playbook(&s);
+    for key in ["id_ecdsa", "id_rsa"] {
+        let inv = lab.write_inventory(
+            &format!("{key}.toml"),
+            &pb,
+            &[("identity_file", &format!("{key:?}"))],
+        );
+        let r = claw(&["plan", inv.to_str().unwrap()], &[]);
+        assert_eq!(r.code, 0, "{key}: {}{}", r.stdout, r.stderr);
+    }
+    // Encrypted key: passphrase from the environment.
+    let inv = lab.write_inventory("enc.toml", &pb, &[("identity_file", "\"id_ed25519_enc\"")]);
+    let r = claw(
+        &["plan", inv.to_str().unwrap()],
+        &[("CLAW_SSH_PASSPHRASE", "labphrase")],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = claw(
+        &["plan", inv.to_str().unwrap()],
+        &[("CLAW_SSH_PASSPHRASE", "wrong-phrase")],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        !format!("{}{}", r.stdout, r.stderr).contains("wrong-phrase"),
+        "the passphrase is never shown"
+    );
+    // A key the host does not accept: a clear authentication error.
+    let inv = lab.write_inventory("other.toml", &pb, &[("identity_file", "\"id_other\"")]);
+    let r = claw(&["plan", inv.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 1);
+    let err = format!("{}{}", r.stdout, r.stderr);
+    assert!(err.to_lowercase().contains("authenticat"), "{err}");
+    assert!(err.contains("id_other"), "names the key it tried: {err}");
+}

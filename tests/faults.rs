@@ -1,0 +1,102 @@
+//! Failures stay on their host: one host down, a command past its timeout.
+
+use crate::support::{Lab, Scratch, claw};
+
+#[test]
+fn one_host_down_others_applied() {
+    let lab = Lab::up("t-down", 3);
+    lab.cmd(&["stop", "h2"]);
+    let inv = lab.inventory();
+    let r = claw(
+        &["apply", inv.to_str().unwrap(), "--yes", "--output", "json"],
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.host("h2")["state"], "unreachable", "{}", r.stdout);
+    assert!(r.host("h2")["error"].as_str().unwrap().contains("h2"));
+    assert_eq!(r.host("h1")["state"], "changed");
+    assert_eq!(r.host("h3")["state"], "changed");
+    let text = claw(&["plan", inv.to_str().unwrap()], &[]);
+    assert_eq!(text.code, 1);
+    assert!(text.stdout.contains("unreachable"), "{}", text.stdout);
+    lab.cmd(&["start", "h2"]);
+    let r = claw(
+        &["apply", inv.to_str().unwrap(), "--yes", "--output", "json"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "a rerun converges: {}", r.stdout);
+    assert_eq!(r.host("h2")["state"], "changed");
+    assert_eq!(r.host("h1")["state"], "ok");
+}
+
+#[test]
+fn command_timeout_fails_that_host_cleanly() {
+    let lab = Lab::up("t-timeout", 2);
+    let s = Scratch::new();
+    let pb = s.file(
+        "pb.toml",
+        r#"name = "slow"
+[vars]
+delay = "0"
+
+[[steps]]
+name = "slow command"
+kind = "command"
+run = "sleep {{ delay }}; touch /srv/slept"
+creates = "/srv/slept"
+timeout = 2
+
+[[steps]]
+name = "after"
+kind = "file"
+path = "/srv/after"
+content = "after\n"
+"#,
+    );
+    s.file("templates/.keep", "");
+    let inv = lab.write_inventory("slow.toml", &pb, &[]);
+    // Only h1 is slow: give it the delay through a host-specific limit run.
+    let start = std::time::Instant::now();
+    let r = claw(
+        &[
+            "apply",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--output",
+            "json",
+            "--limit",
+            "h1",
+            "-e",
+            "delay=37",
+        ],
+        &[],
+    );
+    assert!(
+        start.elapsed().as_secs() < 25,
+        "the timeout must stop the command"
+    );
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let h1 = r.host("h1");
+    assert_eq!(h1["state"], "failed");
+    assert_eq!(h1["failed_at"], "slow command");
+    assert!(
+        h1["error"].as_str().unwrap().contains("timed out after 2s"),
+        "{h1}"
+    );
+    assert_eq!(
+        lab.ssh_ok("h1", "ls /srv"),
+        "",
+        "the host stopped at the failed step"
+    );
+    assert_eq!(
+        lab.ssh_ok("h1", "pgrep -f 'sleep [3]7' || true"),
+        "",
+        "the remote command was killed"
+    );
+    let r = claw(
+        &["apply", inv.to_str().unwrap(), "--yes", "--output", "json"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(lab.ssh_ok("h2", "ls /srv"), "after\nslept\n");
+}

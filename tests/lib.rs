@@ -1,0 +1,10 @@
+//! Integration tests: the `claw-provision` binary against real OpenSSH servers on light lab hosts
+//! (tests/lab/lab.sh), plus offline CLI checks. One binary, one file per feature.
+
+mod support;
+
+mod become_user;
+mod cli_errors;
+mod connect;
+mod converge;
+mod faults;

@@ -1,0 +1,266 @@
+//! Test support: starting a lab, running the binary, reading hosts over plain OpenSSH.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_claw-provision"))
+}
+
+/// A lab of light hosts, removed on drop. A lab that cannot start fails the test with the reason.
+pub struct Lab {
+    pub name: String,
+    pub dir: PathBuf,
+    pub json: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct LabHost {
+    pub name: String,
+    pub address: String,
+    pub sshd_log: PathBuf,
+}
+
+fn lab_sh(args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(repo().join("tests/lab/lab.sh"))
+        .args(args)
+        .output()
+        .expect("run tests/lab/lab.sh")
+}
+
+impl Lab {
+    pub fn up(name: &str, n: usize) -> Lab {
+        let out = lab_sh(&["up", &n.to_string(), "--name", name]);
+        assert!(
+            out.status.success(),
+            "the test lab `{name}` could not start (tests/lab/lab.sh up {n} --name {name}):\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = repo().join("target").join(name);
+        let json: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("lab.json")).expect("lab.json"))
+                .expect("lab.json parses");
+        Lab {
+            name: name.to_string(),
+            dir,
+            json,
+        }
+    }
+
+    pub fn hosts(&self) -> Vec<LabHost> {
+        self.json["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .map(|h| LabHost {
+                name: h["name"].as_str().unwrap().to_string(),
+                address: h["address"].as_str().unwrap().to_string(),
+                sshd_log: PathBuf::from(h["sshd_log"].as_str().unwrap()),
+            })
+            .collect()
+    }
+
+    pub fn host(&self, name: &str) -> LabHost {
+        self.hosts()
+            .into_iter()
+            .find(|h| h.name == name)
+            .expect("lab host")
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.dir.join("inventory.toml")
+    }
+
+    /// Writes an inventory for this lab naming `playbook`, with `[defaults]` values overridden
+    /// (`("user", "\"clawpw\"")`: TOML values as text).
+    pub fn write_inventory(
+        &self,
+        file: &str,
+        playbook: &Path,
+        overrides: &[(&str, &str)],
+    ) -> PathBuf {
+        let mut defaults: Vec<(String, String)> = [
+            ("user", "\"claw\""),
+            ("port", "22"),
+            ("identity_file", "\"id_ed25519\""),
+            ("known_hosts", "\"known_hosts\""),
+            ("host_key_policy", "\"strict\""),
+            ("connect_timeout", "10"),
+            ("become", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in overrides {
+            match defaults.iter_mut().find(|(dk, _)| dk == k) {
+                Some(d) => d.1 = v.to_string(),
+                None => defaults.push((k.to_string(), v.to_string())),
+            }
+        }
+        defaults.retain(|(_, v)| !v.is_empty());
+        let mut out = format!(
+            "playbook = {:?}\n\n[defaults]\n",
+            playbook.display().to_string()
+        );
+        for (k, v) in defaults {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+        out.push_str("\n[groups.lab]\n");
+        for h in self.hosts() {
+            out.push_str(&format!(
+                "\n[hosts.{}]\naddress = {:?}\ngroups = [\"lab\"]\n",
+                h.name, h.address
+            ));
+        }
+        let path = self.dir.join(file);
+        std::fs::write(&path, out).unwrap();
+        path
+    }
+
+    /// Runs a command on a host over plain OpenSSH (as `claw`, sudo available).
+    pub fn ssh(&self, host: &str, cmd: &str) -> Output {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(self.dir.join("ssh_config"))
+            .arg(host)
+            .arg(cmd)
+            .output()
+            .expect("ssh")
+    }
+
+    /// Like `ssh` but the command must succeed; returns stdout.
+    pub fn ssh_ok(&self, host: &str, cmd: &str) -> String {
+        let o = self.ssh(host, cmd);
+        assert!(
+            o.status.success(),
+            "ssh {host} {cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        let o = lab_sh(
+            args.iter()
+                .copied()
+                .chain(["--name", &self.name])
+                .collect::<Vec<_>>()
+                .as_slice(),
+        );
+        assert!(
+            o.status.success(),
+            "lab.sh {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = lab_sh(&["down", "--name", &self.name]);
+    }
+}
+
+/// Result of one run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// JSON events of `--output json`.
+    pub fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+            .collect()
+    }
+
+    pub fn summary(&self) -> Value {
+        self.events()
+            .into_iter()
+            .find(|e| e["event"] == "summary")
+            .unwrap_or_else(|| panic!("no summary in:\n{}\n{}", self.stdout, self.stderr))
+    }
+
+    /// The summary entry of a host.
+    pub fn host(&self, name: &str) -> Value {
+        self.summary()["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == name)
+            .cloned()
+            .expect("host in summary")
+    }
+}
+
+pub fn claw(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("CLAW_BECOME_PASSWORD")
+        .env_remove("CLAW_SSH_PASSPHRASE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().expect("run claw-provision");
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Connections and sessions (= remote round trips) the sshd log recorded since `from` bytes.
+pub fn sshd_counts(log: &Path, from: usize) -> (usize, usize) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let text = &text[from.min(text.len())..];
+    let conns = text
+        .lines()
+        .filter(|l| l.contains("Accepted publickey for"))
+        .count();
+    let sessions = text
+        .lines()
+        .filter(|l| l.contains("Starting session:"))
+        .count();
+    (conns, sessions)
+}
+
+pub fn log_len(log: &Path) -> usize {
+    std::fs::metadata(log)
+        .map(|m| m.len() as usize)
+        .unwrap_or(0)
+}
+
+/// A playbook file in a temp dir (templates beside it in `templates/`).
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn file(&self, rel: &str, content: &str) -> PathBuf {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
