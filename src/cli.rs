@@ -115,10 +115,7 @@ fn load(a: &SelectArgs) -> Result<Loaded, Error> {
         (None, Ok(i)) => i.playbook.clone(),
         (None, Err(_)) => None,
     };
-    let pb = match &pb_path {
-        Some(p) => Some(Playbook::load(p)),
-        None => None,
-    };
+    let pb = pb_path.as_deref().map(Playbook::load);
     let mut errors = vec![];
     if let Err(e) = &inv {
         errors.extend(e.0.clone());

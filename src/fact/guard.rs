@@ -16,7 +16,7 @@ pub enum GuardState {
 
 /// The probe snippet. `unless` is an operator-written read-only check; it runs with stdin closed.
 pub fn command(id: usize, creates: Option<&str>, unless: Option<&str>) -> String {
-    let mut s = format!("if false; then :\n");
+    let mut s = String::from("if false; then :\n");
     if let Some(c) = creates {
         s.push_str(&format!(
             "elif [ -e {} ]; then printf '@%s\\tcreates\\n' {id}\n",

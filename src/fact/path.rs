@@ -46,7 +46,7 @@ pub fn command(id: usize, path: &str) -> String {
     format!("claw_path {id} {}\n", quote(path))
 }
 
-fn stat_fields<'a>(s: &'a str, n: usize) -> Result<Vec<&'a str>, FactError> {
+fn stat_fields(s: &str, n: usize) -> Result<Vec<&str>, FactError> {
     let v: Vec<&str> = s.split(' ').collect();
     if v.len() == n {
         Ok(v)
@@ -55,10 +55,7 @@ fn stat_fields<'a>(s: &'a str, n: usize) -> Result<Vec<&'a str>, FactError> {
     }
 }
 
-fn num<T: std::str::FromStr>(s: &str, radix_octal: bool) -> Result<T, FactError>
-where
-    T: TryFrom<u64>,
-{
+fn num<T: TryFrom<u64>>(s: &str, radix_octal: bool) -> Result<T, FactError> {
     let n = if radix_octal {
         u64::from_str_radix(s, 8)
     } else {

@@ -514,17 +514,17 @@ SgqtDrBqdBVSn7aSG1dqzXhLilpF31UrecGcCFHMwUF1VertKcIXEUb6P09ABlcgVmkzZ5
         }
     }
 
-    fn write_key(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("claw-auth-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("id");
+    /// The encrypted key in a fresh directory (a fresh path: the key cache is per path).
+    fn write_key() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("id");
         std::fs::write(&p, ENCRYPTED).unwrap();
-        p
+        (dir, p)
     }
 
     #[tokio::test]
     async fn encrypted_key_asks_once_and_is_cached() {
-        let p = write_key("ok");
+        let (_dir, p) = write_key();
         let src = Fixed(Some("correct horse"), Default::default());
         let k1 = load_key(&p, &src).await.unwrap();
         let k2 = load_key(&p, &src).await.unwrap();
@@ -535,7 +535,7 @@ SgqtDrBqdBVSn7aSG1dqzXhLilpF31UrecGcCFHMwUF1VertKcIXEUb6P09ABlcgVmkzZ5
 
     #[tokio::test]
     async fn key_problems_are_told_apart() {
-        let p = write_key("wrong");
+        let (_dir, p) = write_key();
         let wrong = Fixed(Some("battery staple"), Default::default());
         assert!(matches!(
             load_key(&p, &wrong).await,

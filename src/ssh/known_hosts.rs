@@ -699,21 +699,10 @@ mod tests {
         assert_eq!(HostKeyPolicy::AcceptNew.to_string(), "accept-new");
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "claw-kh-{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn add_creates_appends_and_rechecks() {
-        let dir = temp_dir("add");
-        let path = dir.join("sub/known_hosts");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/known_hosts");
         assert_eq!(
             add_if_unknown(&path, "10.0.0.2", 2222, &key(ED)).unwrap(),
             AddOutcome::Added
@@ -740,18 +729,17 @@ mod tests {
         let k = KnownHosts::load(&path).unwrap();
         assert_eq!(k.check("web2", 22, &key(ECDSA)), HostKeyStatus::Known);
         assert!(
-            KnownHosts::load(&dir.join("missing"))
+            KnownHosts::load(&dir.path().join("missing"))
                 .unwrap()
                 .entries_for("*", 22)
                 .is_empty()
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn concurrent_adds_lose_nothing() {
-        let dir = temp_dir("concurrent");
-        let path = dir.join("known_hosts");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
         let keys = [ED, ED2, ECDSA, RSA];
         let threads: Vec<_> = (0..32)
             .map(|i| {
@@ -776,6 +764,5 @@ mod tests {
         for h in 0..16 {
             assert_eq!(k.entries_for(&format!("host{h}"), 22).len(), 1);
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -568,6 +568,9 @@ impl Session {
                         out.exit_signal = Some(signal_text(&signal_name));
                     }
                     Some(ChannelMsg::Failure) => {
+                        // sshd keeps a channel whose exec failed open (holding a MaxSessions
+                        // slot) until we close it.
+                        let _ = tx.close().await;
                         return Err(SshError::ExecRejected {
                             host: self.host.clone(),
                             target: self.target.clone(),

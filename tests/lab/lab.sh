@@ -112,10 +112,9 @@ netns_pids() { # NETNS...: print "PID NETNS" for every live process inside those
     [ $# -gt 0 ] || return 0
     local -A ino2ns=()
     local ns ino f
-    for ns; do
-        ino=$(stat -L -c %i "/run/netns/$ns" 2>/dev/null) || continue
-        ino2ns[$ino]=$ns
-    done
+    while read -r f ino; do
+        ino2ns[$ino]=${f#/run/netns/}
+    done < <(printf '/run/netns/%s\n' "$@" | xargs -d '\n' stat -L -c '%n %i' 2>/dev/null || true)
     [ ${#ino2ns[@]} -gt 0 ] || return 0
     # zombies have no ns/net any more, so they are not listed
     stat -L -c '%n %i' /proc/[0-9]*/ns/net 2>/dev/null | while read -r f ino; do
@@ -200,13 +199,19 @@ teardown() { # remove every trace of lab $LAB (caller holds the lab lock)
         done < <(ip netns list 2>/dev/null)
         kill_netns_procs "" "${nss[@]}"
         phase "down: processes of ${#nss[@]} hosts gone"
-        local batch=""
+        local batch="" ours=
         for n in "${nss[@]}"; do batch+="netns del $n"$'\n'; done
-        while read -r n; do
-            batch+="link del $n"$'\n'
-        done < <(ip -o link show type veth 2>/dev/null | sed -n "s/^[0-9]*: \(cl${K}h[0-9]*\)@.*/\1/p")
+        # bridge clawbrK and veths clKh*: only if the bridge is ours (or already gone)
+        a=
+        { read -r a <"/sys/class/net/$(bridge_of)/ifalias"; } 2>/dev/null || true
+        if [ ! -e "/sys/class/net/$(bridge_of)" ] || [ "$a" = "claw-lab $LD" ]; then ours=1; fi
+        if [ -n "$ours" ]; then
+            while read -r n; do
+                batch+="link del $n"$'\n'
+            done < <(ip -o link show type veth 2>/dev/null | sed -n "s/^[0-9]*: \(cl${K}h[0-9]*\)@.*/\1/p")
+        fi
         [ -n "$batch" ] && { printf '%s' "$batch" | ip -force -batch - 2>/dev/null || true; }
-        ip link del "$(bridge_of)" 2>/dev/null || true
+        [ -n "$ours" ] && { ip link del "$(bridge_of)" 2>/dev/null || true; }
         phase "down: network deleted"
     done
     # `ip netns add` made /run/netns a mount point; drop it again once no namespace at all is left
