@@ -335,7 +335,7 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
                 None => break,
             }
         }
-        progress.finish();
+        progress.pause();
         let mut out = std::io::stdout().lock();
         for h in &order {
             if let Some(p) = plans.get(h) {
@@ -347,10 +347,12 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
             let _ = writeln!(out, "\nNothing to change.");
             true
         } else {
+            let hosts = plans.values().filter(|p| !p.is_empty()).count();
             let _ = write!(
                 out,
-                "\nApply {changes} changes on {} hosts? [y/N] ",
-                plans.values().filter(|p| !p.is_empty()).count()
+                "\nApply {changes} change{} on {hosts} host{}? [y/N] ",
+                if changes == 1 { "" } else { "s" },
+                if hosts == 1 { "" } else { "s" }
             );
             let _ = out.flush();
             let mut answer = String::new();
@@ -358,6 +360,7 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
             matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
         };
         drop(out);
+        progress.resume();
         let _ = gate_tx.send(Some(go));
         handle.await.unwrap_or_default()
     });

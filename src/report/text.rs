@@ -115,6 +115,10 @@ pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint) -> String 
         format!("{n} to change")
     };
     let _ = writeln!(out, "{} ({address}): {summary}", paint.bold(host));
+    if n == 0 {
+        // Listing every `ok` step of every unchanged host buries the changes.
+        return out;
+    }
     for s in &plan.steps {
         let c = &s.change;
         let what = match (c.action, c.target.is_empty()) {
@@ -125,7 +129,7 @@ pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint) -> String 
                     w.push_str(&format!(": {}", c.details.join(", ")));
                 }
                 if c.action == Action::NoOp || c.action == Action::Run {
-                    w.push_str(&format!(" ({})", c.reason));
+                    w.push_str(&format!(": {}", c.reason));
                 }
                 w
             }
@@ -213,6 +217,8 @@ pub struct Progress {
     paint: Paint,
     /// Print each changed step (apply).
     steps: bool,
+    /// While the plan is shown and confirmed, progress is not drawn.
+    paused: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
@@ -223,10 +229,31 @@ impl Progress {
             bars: Mutex::new(HashMap::new()),
             paint: Paint(crate::report::color()),
             steps,
+            paused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
+    /// Removes every progress line and draws nothing until [`Progress::resume`].
+    pub fn pause(&self) {
+        self.paused.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut bars = self
+            .bars
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (_, b) in bars.drain() {
+            b.finish_and_clear();
+        }
+    }
+
+    pub fn resume(&self) {
+        self.paused
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn bar(&self, host: &str) -> Option<ProgressBar> {
+        if self.paused.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
         let multi = self.multi.as_ref()?;
         let mut bars = self
             .bars
@@ -313,7 +340,7 @@ impl Observer for Progress {
         let msg = format!("{} in {:.1}s", o.state.word(), o.elapsed.as_secs_f64());
         match self.bar(&o.name) {
             Some(b) => b.finish_with_message(msg),
-            None if self.steps => eprintln!("{}: {msg}", o.name),
+            None if self.steps && self.multi.is_none() => eprintln!("{}: {msg}", o.name),
             None => {}
         }
     }

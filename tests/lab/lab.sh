@@ -389,7 +389,8 @@ host_up() { # I: prepare the host dir, start namespaces and sshd (runs in parall
     ssh-keygen -q -t ed25519 -N '' -C "root@h$I" -f "$H/ssh_host_ed25519_key"
     write_sshd_config "$I" "$H"
     printf '%s\n' "link set lo up" "addr add $addr/24 dev eth0" "link set eth0 up" \
-        "neigh replace $NET.$K.1 lladdr $gwmac dev eth0 nud permanent" | ip -n "$NS" -batch -
+        "neigh replace $NET.$K.1 lladdr $gwmac dev eth0 nud permanent" |
+        nsenter --net="/run/netns/$NS" -- ip -batch -    # (`ip -n` would also copy the mount namespace)
     start_anchor
     start_sshd
     : >"$H/.up-ok"
@@ -434,7 +435,7 @@ neigh replace $(addr_of $i) lladdr $(mac_of $((i + 1))) dev $br nud permanent
     phase "host template built"
 
     # per-host work in parallel (bounded)
-    local par=$(( $(nproc) * 8 )) running=0
+    local par=${LAB_JOBS:-$(( $(nproc) * 8 ))} running=0
     for ((i = 1; i <= n; i++)); do
         ( host_up "$i" ) 2>>"$LD/up.log" &
         running=$((running + 1))
