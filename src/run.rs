@@ -348,7 +348,8 @@ async fn host_task(ctx: &Ctx, p: Prepared, gate: Option<(Gate, PlanSender)>) -> 
         };
     let remote = Remote {
         session,
-        become_: p.host.become_.then(|| Become {
+        // Logged in as the become user already (typically root): no sudo needed.
+        become_: (p.host.become_ && p.host.user != p.host.become_user).then(|| Become {
             user: p.host.become_user.clone(),
             password: ctx.opts.become_password.clone(),
         }),

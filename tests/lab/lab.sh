@@ -3,6 +3,7 @@
 # OpenSSH sshd, private /etc and /var (overlays on the machine's) and private /run /tmp /root /home /opt /srv.
 # See tests/lab/README.md. Needs root. Never changes the machine's /etc, /var, /opt, ...
 #
+#   lab.sh deps                           install the packages the lab needs (apt), if missing
 #   lab.sh up N            [--name LAB]   start hosts h1..hN (tears down an existing lab of that name first)
 #   lab.sh down            [--name LAB]   remove the lab (idempotent; also after a failed `up`)
 #   lab.sh stop HOST       [--name LAB]   kill the host's sshd and every process of the host (disk state kept)
@@ -571,6 +572,7 @@ cmd_status() {
 }
 
 case $cmd in
+deps) [ ${#args[@]} -eq 0 ] || usage; ensure_deps ;;
 up) cmd_up ;;
 down) [ ${#args[@]} -eq 0 ] || usage; cmd_down ;;
 stop) cmd_stop ;;
