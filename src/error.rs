@@ -68,6 +68,20 @@ impl From<ConfigError> for ConfigErrors {
     }
 }
 
+/// Reads an input file; `what` names it in the error ("inventory", "playbook").
+pub fn read_source(path: &Path, what: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, 0, 0, format!("cannot read {what}: {e}")))
+}
+
+/// The directory relative paths of an input file are resolved against.
+pub fn base_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// 1-based line and column of a byte offset.
 pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(src.len());

@@ -217,22 +217,14 @@ pub(crate) fn find_key(src: &str, from: usize, key: &str) -> Option<usize> {
 impl Inventory {
     /// Reads and validates an inventory file.
     pub fn load(path: &Path) -> Result<Inventory, ConfigErrors> {
-        let src = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path, 0, 0, format!("cannot read inventory: {e}")))?;
+        let src = crate::error::read_source(path, "inventory")?;
         Self::parse(path, &src)
     }
 
     /// Parses inventory text; `path` names the file in errors and anchors relative paths.
     pub fn parse(path: &Path, src: &str) -> Result<Inventory, ConfigErrors> {
         let raw: RawInventory = toml::from_str(src).map_err(|e| toml_error(path, src, &e))?;
-        let dir = path
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let dir = if dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            dir
-        };
+        let dir = crate::error::base_dir(path);
         let mut errors = Vec::new();
         let d = raw.defaults;
         let default_port = d

@@ -69,21 +69,13 @@ const COMMON_KEYS: &[&str] = &["name", "kind", "when", "notify", "tags", "timeou
 
 impl Playbook {
     pub fn load(path: &Path) -> Result<Playbook, ConfigErrors> {
-        let src = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path, 0, 0, format!("cannot read playbook: {e}")))?;
+        let src = crate::error::read_source(path, "playbook")?;
         Self::parse(path, &src)
     }
 
     pub fn parse(path: &Path, src: &str) -> Result<Playbook, ConfigErrors> {
         let raw: RawPlaybook = toml::from_str(src).map_err(|e| toml_error(path, src, &e))?;
-        let dir = path
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let dir = if dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            dir
-        };
+        let dir = crate::error::base_dir(path);
         let mut errors = Vec::new();
         let steps = parse_steps(path, src, raw.steps, "steps", &mut errors);
         let handlers = parse_steps(path, src, raw.handlers, "handlers", &mut errors);
@@ -337,7 +329,7 @@ run = "echo hi"
 
     #[test]
     fn parses_steps_and_handlers() {
-        let p = Playbook::parse(Path::new("pb.toml"), PB).unwrap();
+        let p = Playbook::parse(Path::new("/nonexistent/pb.toml"), PB).unwrap();
         assert_eq!(p.name, "demo");
         assert_eq!(p.hosts, "web");
         assert_eq!(p.steps.len(), 2);
@@ -345,7 +337,7 @@ run = "echo hi"
         assert_eq!(p.steps[1].timeout, Some(Duration::from_secs(30)));
         assert_eq!(p.steps[1].line, 13);
         assert_eq!(p.handlers[0].kind, "command");
-        assert_eq!(p.templates_dir, PathBuf::from("./../templates"));
+        assert_eq!(p.templates_dir, PathBuf::from("/nonexistent/../templates"));
     }
 
     fn errs(src: &str) -> Vec<String> {

@@ -1,6 +1,6 @@
 //! `dir`: a directory with mode, owner and group, or its absence.
 
-use super::{State, check_account, check_path, chown_cmd, fmt_mode, parse_mode, same_owner};
+use super::{AttrDiff, Attrs, State, check_account, check_path, chown_cmd, fmt_mode, parse_mode};
 use crate::fact::PathState;
 use crate::plan::{Action, Change};
 use crate::quote::quote;
@@ -94,38 +94,27 @@ impl Desired {
                     gid,
                 },
             ) => {
-                let mut script = String::new();
-                let mut details = vec![];
-                if let Some(m) = self.mode
-                    && m != *mode
-                {
-                    script.push_str(&format!("chmod {} {p}\n", fmt_mode(m)));
-                    details.push(format!("mode {} -> {}", fmt_mode(*mode), fmt_mode(m)));
-                }
-                let want_owner = self
-                    .owner
-                    .as_deref()
-                    .filter(|w| !same_owner(w, owner, *uid));
-                let want_group = self
-                    .group
-                    .as_deref()
-                    .filter(|w| !same_owner(w, group, *gid));
-                if let Some(w) = want_owner {
-                    details.push(format!("owner {owner} -> {w}"));
-                }
-                if let Some(w) = want_group {
-                    details.push(format!("group {group} -> {w}"));
-                }
-                if let Some(c) = chown_cmd(want_owner, want_group, &p) {
-                    script.push_str(&c);
-                    script.push('\n');
-                }
-                if script.is_empty() {
+                let observed = Attrs {
+                    mode: *mode,
+                    owner,
+                    group,
+                    uid: *uid,
+                    gid: *gid,
+                };
+                let d = AttrDiff::new(
+                    self.mode,
+                    self.owner.as_deref(),
+                    self.group.as_deref(),
+                    &observed,
+                );
+                if d.is_empty() {
                     return Ok(Change::noop(
                         &self.path,
                         format!("directory exists ({} {owner}:{group})", fmt_mode(*mode)),
                     ));
                 }
+                let script = d.script(&p);
+                let details = d.details;
                 let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
                 c.details = details;
                 Ok(c)

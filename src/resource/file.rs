@@ -6,7 +6,8 @@
 //! the target. An interrupted upload leaves the old file, never a mix.
 
 use super::{
-    State, check_account, check_path, chown_cmd, dir::kind_name, fmt_mode, parse_mode, same_owner,
+    AttrDiff, Attrs, State, check_account, check_path, chown_cmd, dir::kind_name, fmt_mode,
+    parse_mode,
 };
 use crate::fact::PathState;
 use crate::plan::{Action, Change, ContentChange, Op};
@@ -272,21 +273,20 @@ impl Desired {
                     ..
                 },
             ) => {
-                let mut details = vec![];
-                let want_mode = self.mode.filter(|m| m != mode);
-                if let Some(m) = want_mode {
-                    details.push(format!("mode {} -> {}", fmt_mode(*mode), fmt_mode(m)));
-                }
-                let want_owner = self
-                    .owner
-                    .as_deref()
-                    .filter(|w| !same_owner(w, owner, *uid));
-                let want_group = self
-                    .group
-                    .as_deref()
-                    .filter(|w| !same_owner(w, group, *gid));
-                details.extend(want_owner.map(|w| format!("owner {owner} -> {w}")));
-                details.extend(want_group.map(|w| format!("group {group} -> {w}")));
+                let observed = Attrs {
+                    mode: *mode,
+                    owner,
+                    group,
+                    uid: *uid,
+                    gid: *gid,
+                };
+                let d = AttrDiff::new(
+                    self.mode,
+                    self.owner.as_deref(),
+                    self.group.as_deref(),
+                    &observed,
+                );
+                let mut details = d.details.clone();
                 if *sha256 != self.sha256 {
                     // Replace the content, keeping (or setting) the attributes.
                     let owner = self.owner.as_deref().unwrap_or(owner);
@@ -310,14 +310,7 @@ impl Desired {
                         "file is up to date (sha256 match)",
                     ));
                 }
-                let mut script = String::new();
-                if let Some(m) = want_mode {
-                    script.push_str(&format!("chmod {} {p}\n", fmt_mode(m)));
-                }
-                if let Some(c) = chown_cmd(want_owner, want_group, &p) {
-                    script.push_str(&c);
-                    script.push('\n');
-                }
+                let script = d.script(&p);
                 let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
                 c.details = details;
                 Ok(c)

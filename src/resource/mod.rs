@@ -164,6 +164,69 @@ pub fn check_account(what: &str, v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The mode/owner/group changes between desired (None = not managed) and observed attributes.
+#[derive(Debug, Default)]
+pub struct AttrDiff<'a> {
+    pub mode: Option<u32>,
+    pub owner: Option<&'a str>,
+    pub group: Option<&'a str>,
+    /// `mode 0644 -> 0600`, `owner root -> claw`, for display.
+    pub details: Vec<String>,
+}
+
+/// Observed attributes of a path.
+pub struct Attrs<'a> {
+    pub mode: u32,
+    pub owner: &'a str,
+    pub group: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl<'a> AttrDiff<'a> {
+    pub fn new(
+        mode: Option<u32>,
+        owner: Option<&'a str>,
+        group: Option<&'a str>,
+        o: &Attrs<'_>,
+    ) -> Self {
+        let mut d = AttrDiff {
+            mode: mode.filter(|m| *m != o.mode),
+            owner: owner.filter(|w| !same_owner(w, o.owner, o.uid)),
+            group: group.filter(|w| !same_owner(w, o.group, o.gid)),
+            details: vec![],
+        };
+        if let Some(m) = d.mode {
+            d.details
+                .push(format!("mode {} -> {}", fmt_mode(o.mode), fmt_mode(m)));
+        }
+        if let Some(w) = d.owner {
+            d.details.push(format!("owner {} -> {w}", o.owner));
+        }
+        if let Some(w) = d.group {
+            d.details.push(format!("group {} -> {w}", o.group));
+        }
+        d
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.details.is_empty()
+    }
+
+    /// `chmod`/`chown` lines that make the change on `quoted_path`.
+    pub fn script(&self, quoted_path: &str) -> String {
+        let mut s = String::new();
+        if let Some(m) = self.mode {
+            s.push_str(&format!("chmod {} {quoted_path}\n", fmt_mode(m)));
+        }
+        if let Some(c) = chown_cmd(self.owner, self.group, quoted_path) {
+            s.push_str(&c);
+            s.push('\n');
+        }
+        s
+    }
+}
+
 /// Ownership change commands for `path` (already quoted) from desired owner/group.
 pub fn chown_cmd(owner: Option<&str>, group: Option<&str>, quoted_path: &str) -> Option<String> {
     use crate::quote::quote;
