@@ -113,7 +113,7 @@ fn load(a: &SelectArgs) -> Result<Loaded, Error> {
     let pb_path = match (&a.playbook, &inv) {
         (Some(p), _) => Some(p.clone()),
         (None, Ok(i)) => i.playbook.clone(),
-        (None, Err(_)) => None,
+        (None, Err(_)) => Inventory::playbook_hint(&a.inventory),
     };
     let pb = pb_path.as_deref().map(Playbook::load);
     let mut errors = vec![];
@@ -228,6 +228,14 @@ struct Passphrases {
 
 impl PassphraseSource for Passphrases {
     fn passphrase(&self, key: &Path) -> Option<Secret> {
+        // Called from async tasks: let the runtime move other hosts' work elsewhere while the
+        // operator types (their keepalives and timeouts keep running).
+        tokio::task::block_in_place(|| self.ask(key))
+    }
+}
+
+impl Passphrases {
+    fn ask(&self, key: &Path) -> Option<Secret> {
         // One prompt at a time; answers are reused for every host.
         let mut cache = self
             .cache
@@ -251,23 +259,29 @@ impl PassphraseSource for Passphrases {
 }
 
 fn become_password(ask: bool) -> Result<Option<Secret>, Error> {
-    if let Ok(v) = std::env::var("CLAW_BECOME_PASSWORD") {
-        return Ok(Some(Secret::new(v)));
-    }
-    if !ask {
-        return Ok(None);
-    }
-    rpassword::prompt_password("Become (sudo) password: ")
-        .map(|p| Some(Secret::new(p)))
-        .map_err(|e| {
+    let pw = if ask {
+        rpassword::prompt_password("Become (sudo) password: ").map_err(|e| {
             Error::Usage(format!(
                 "--ask-become-pass: cannot read the password from the terminal: {e}"
             ))
-        })
+        })?
+    } else if let Ok(v) = std::env::var("CLAW_BECOME_PASSWORD") {
+        v
+    } else {
+        return Ok(None);
+    };
+    // The password travels as one line on stdin: a line break would leak the rest into the script.
+    if pw.contains(['\n', '\r']) {
+        return Err(Error::Usage(
+            "the become password must not contain a line break".into(),
+        ));
+    }
+    Ok(Some(Secret::new(pw)))
 }
-
 fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
-    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let interactive = std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal()
+        && std::io::stderr().is_terminal();
     if mode == Mode::Apply && !yes && !interactive {
         return Err(Error::Usage(
             "apply: no terminal to confirm on; pass --yes to apply without asking".into(),
@@ -286,7 +300,7 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
     let opts = RunOptions {
         mode,
         forks: usize::from(a.forks),
-        become_password: become_password(a.ask_become_pass)?,
+        become_password: become_password(a.ask_become_pass && hosts.iter().any(|h| h.become_))?,
         fetch_diffs: format == Format::Text && (mode == Mode::Plan || confirm),
         passphrases: Arc::new(Passphrases {
             cache: Mutex::new(HashMap::new()),
@@ -314,7 +328,7 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
         .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
     let mut outcomes: Vec<HostOutcome> = rt.block_on(async {
         if !confirm {
-            return run::run(prepared, opts, observer, None).await;
+            return Ok(run::run(prepared, opts, observer, None).await);
         }
         let (gate_tx, gate_rx) = tokio::sync::watch::channel(None);
         let (plan_tx, mut plan_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -342,9 +356,21 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
                 let _ = write!(out, "{}", text::plan(h, &addresses[h], p, paint));
             }
         }
+        if !ended.is_empty() {
+            let mut names: Vec<&String> = ended.iter().collect();
+            names.sort_by_key(|n| order.iter().position(|o| o == *n));
+            let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "\nnot planned (failed or unreachable; see the summary): {}",
+                names.join(", ")
+            );
+        }
         let changes: usize = plans.values().map(HostPlan::changes).sum();
         let go = if changes == 0 {
-            let _ = writeln!(out, "\nNothing to change.");
+            if !plans.is_empty() {
+                let _ = writeln!(out, "\nNothing to change.");
+            }
             true
         } else {
             let hosts = plans.values().filter(|p| !p.is_empty()).count();
@@ -362,8 +388,12 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
         drop(out);
         progress.resume();
         let _ = gate_tx.send(Some(go));
-        handle.await.unwrap_or_default()
-    });
+        handle.await.map_err(|e| {
+            Error::Io(format!(
+                "internal error: the run ended abnormally: {e} (bug, please report)"
+            ))
+        })
+    })?;
     progress.finish();
     let by_name: HashMap<String, usize> = order
         .iter()

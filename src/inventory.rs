@@ -327,13 +327,13 @@ impl Inventory {
                 name,
             });
         }
-        for g in groups.keys() {
-            if hosts.iter().any(|h| &h.name == g) {
+        for h in &hosts {
+            if groups.contains_key(&h.name) {
                 errors.push(ConfigError::new(
                     path,
-                    0,
-                    0,
-                    format!("`{g}` is both a group and a host name"),
+                    h.line,
+                    1,
+                    format!("`{}` is both a group and a host name", h.name),
                 ));
             }
         }
@@ -347,6 +347,15 @@ impl Inventory {
             groups,
             hosts,
         })
+    }
+
+    /// The playbook an inventory names, read loosely from a file that may not validate (so that
+    /// `validate` can report the playbook's errors together with the inventory's).
+    pub fn playbook_hint(path: &Path) -> Option<PathBuf> {
+        let src = std::fs::read_to_string(path).ok()?;
+        let table: toml::Table = toml::from_str(&src).ok()?;
+        let p = table.get("playbook")?.as_str()?;
+        Some(resolve_path(&crate::error::base_dir(path), p))
     }
 
     /// Names of the hosts in `group` (`all` is every host).

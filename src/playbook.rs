@@ -109,6 +109,17 @@ impl Playbook {
             }
         }
         for h in &handlers {
+            if h.kind != "command" {
+                errors.push(ConfigError::new(
+                    path,
+                    h.line,
+                    1,
+                    format!(
+                        "handler `{}` must be of kind `command` (it runs when notified)",
+                        h.name
+                    ),
+                ));
+            }
             if !h.notify.is_empty() {
                 errors.push(ConfigError::new(
                     path,

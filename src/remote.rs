@@ -21,7 +21,7 @@ pub struct Become {
 pub enum RemoteError {
     #[error("{0}")]
     Ssh(#[from] SshError),
-    #[error("timed out after {}s (the step's timeout; raise it with `timeout = ...`)", .0.as_secs())]
+    #[error("timed out after {}s (raise the step's `timeout` or the inventory's `command_timeout`)", .0.as_secs())]
     Timeout(Duration),
     #[error("become (sudo) failed: {0}")]
     Become(String),
@@ -30,7 +30,7 @@ pub enum RemoteError {
 }
 
 /// Prologue of every script: predictable output, a sane PATH, a known umask.
-const PROLOGUE: &str = "export LC_ALL=C PATH=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH\"; umask 022\n";
+const PROLOGUE: &str = "export LC_ALL=C PATH=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH\"; umask 022; cd / || exit 1\n";
 
 /// Extra time the client waits beyond the remote timeout, so the remote side reports first.
 const CLIENT_MARGIN: Duration = Duration::from_secs(15);
@@ -46,8 +46,8 @@ pub fn command_line(script: &str, become_: Option<&Become>, timeout: Duration) -
     match become_ {
         None => format!("exec {inner}"),
         Some(b) if b.password.is_some() => format!(
-            "if sudo -n true 2>/dev/null; then IFS= read -r _; fi; exec sudo -S -p '' -u {} -- {inner}",
-            quote(&b.user)
+            "if sudo -n -u {u} -- true 2>/dev/null; then IFS= read -r _; fi; exec sudo -S -p '' -u {u} -- {inner}",
+            u = quote(&b.user)
         ),
         Some(b) => format!("exec sudo -n -u {} -- {inner}", quote(&b.user)),
     }
@@ -75,6 +75,7 @@ impl Remote {
             input.push(b'\n');
         }
         input.extend_from_slice(stdin);
+        let started = std::time::Instant::now();
         let out = self
             .session
             .exec(
@@ -83,7 +84,9 @@ impl Remote {
                 timeout + CLIENT_MARGIN,
             )
             .await?;
-        if out.exit_status == Some(124) || out.exit_status == Some(137) {
+        // 124: `timeout` fired; 137: killed after the grace period. A command that exits so
+        // by itself before its time is not a timeout.
+        if matches!(out.exit_status, Some(124 | 137)) && started.elapsed() >= timeout {
             return Err(RemoteError::Timeout(timeout));
         }
         if self.become_.is_some() && out.exit_status == Some(1) && out.stdout.is_empty() {

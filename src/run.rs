@@ -5,7 +5,7 @@
 //! **Invariant:** bad input fails the whole run before any connection is made.
 
 use crate::error::{ConfigError, ConfigErrors};
-use crate::fact::ProbeScript;
+use crate::fact::{ProbeError, ProbeScript};
 use crate::inventory::{Host, HostKeyPolicy, Inventory};
 use crate::plan::{Change, HostPlan, StepPlan};
 use crate::playbook::{Playbook, Step};
@@ -101,15 +101,6 @@ pub fn prepare(
         }
         let mut handlers = Vec::new();
         for h in &pb.handlers {
-            if h.kind != "command" {
-                errors.push(step_error(
-                    pb,
-                    h,
-                    host,
-                    "handlers must be of kind `command`",
-                ));
-                continue;
-            }
             match resource::desired(&h.kind, &h.args, &ctx, &sources) {
                 Ok(Desired::Command(c)) => handlers.push((h.name.clone(), h.timeout, c)),
                 Ok(_) => {}
@@ -174,6 +165,17 @@ impl StepStatus {
     }
 }
 
+/// Sends the end marker of a host to the confirmation gate when dropped.
+struct EndGuard(Option<(PlanSender, String)>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if let Some((tx, name)) = self.0.take() {
+            let _ = tx.send((name, None));
+        }
+    }
+}
+
 /// Everything known about one host after the run.
 #[derive(Debug, Clone)]
 pub struct HostOutcome {
@@ -193,6 +195,22 @@ pub struct HostOutcome {
 }
 
 impl HostOutcome {
+    /// A host that has not started.
+    pub fn new(name: String, address: String) -> Self {
+        Self {
+            name,
+            address,
+            state: HostState::NotStarted,
+            plan: None,
+            statuses: vec![],
+            handlers_run: vec![],
+            error: None,
+            failed_at: None,
+            stats: SessionStats::default(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
     pub fn count(&self, s: StepStatus) -> usize {
         self.statuses.iter().filter(|x| **x == s).count()
     }
@@ -246,36 +264,28 @@ pub async fn run(
     for p in prepared {
         let ctx = ctx.clone();
         let gate = gate.clone();
-        tasks.push(tokio::spawn(async move {
-            let name = p.host.name.clone();
-            let address = p.host.address.clone();
-            let outcome = host_task(&ctx, p, gate.clone()).await;
-            if let Some((_, tx)) = &gate {
-                let _ = tx.send((name.clone(), None));
-            }
+        let name = p.host.name.clone();
+        let address = p.host.address.clone();
+        // Tells the confirmation gate that this host ended, even if its task panicked.
+        let ended = EndGuard(gate.as_ref().map(|(_, tx)| (tx.clone(), name.clone())));
+        let task = tokio::spawn(async move {
+            let _ended = ended;
+            let outcome = host_task(&ctx, p, gate).await;
             ctx.observer.host_done(&outcome);
-            (name, address, outcome)
-        }));
+            outcome
+        });
+        tasks.push((name, address, task));
     }
+    drop(gate);
     let mut out = Vec::new();
-    for t in tasks {
-        match t.await {
-            Ok((_, _, o)) => out.push(o),
-            Err(e) => out.push(HostOutcome {
-                name: "?".into(),
-                address: String::new(),
-                state: HostState::Failed,
-                plan: None,
-                statuses: vec![],
-                handlers_run: vec![],
-                error: Some(format!(
-                    "internal error: host task ended abnormally: {e} (bug, please report)"
-                )),
-                failed_at: None,
-                stats: SessionStats::default(),
-                elapsed: Duration::ZERO,
-            }),
-        }
+    for (name, address, t) in tasks {
+        out.push(t.await.unwrap_or_else(|e| HostOutcome {
+            state: HostState::Failed,
+            error: Some(format!(
+                "internal error: the host's task ended abnormally: {e} (bug, please report)"
+            )),
+            ..HostOutcome::new(name, address)
+        }));
     }
     out
 }
@@ -316,18 +326,7 @@ fn default_identities() -> Vec<std::path::PathBuf> {
 
 async fn host_task(ctx: &Ctx, p: Prepared, gate: Option<(Gate, PlanSender)>) -> HostOutcome {
     let start = Instant::now();
-    let mut o = HostOutcome {
-        name: p.host.name.clone(),
-        address: p.host.address.clone(),
-        state: HostState::NotStarted,
-        plan: None,
-        statuses: vec![],
-        handlers_run: vec![],
-        error: None,
-        failed_at: None,
-        stats: SessionStats::default(),
-        elapsed: Duration::ZERO,
-    };
+    let mut o = HostOutcome::new(p.host.name.clone(), p.host.address.clone());
     let permit = ctx.sem.acquire().await.expect("semaphore is never closed");
     let name = p.host.name.clone();
     ctx.observer.phase(&name, "connecting");
@@ -398,10 +397,19 @@ async fn drive(
     }
     let facts = probe
         .parse(&String::from_utf8_lossy(&out.stdout))
-        .map_err(|e| ("probe".to_string(), RemoteError::Failed(e.to_string())))?;
-    if let Some(problem) = facts.preflight.problems().first() {
-        return Err(("preflight".into(), RemoteError::Failed(problem.clone())));
-    }
+        .map_err(|e| {
+            let at = match &e {
+                ProbeError::Preflight(_) => "preflight".to_string(),
+                ProbeError::Output {
+                    request: Some(r), ..
+                } => ids
+                    .iter()
+                    .position(|id| *id == Some(*r))
+                    .map_or_else(|| "probe".to_string(), |i| p.steps[i].name.clone()),
+                ProbeError::Output { request: None, .. } => "probe".to_string(),
+            };
+            (at, RemoteError::Failed(e.to_string()))
+        })?;
     // 2. Diff (pure).
     let mut plan = HostPlan::default();
     for (s, id) in p.steps.iter().zip(&ids) {

@@ -39,16 +39,23 @@ fn tera_message(e: &tera::Error) -> String {
 }
 
 fn missing_var_line(source: &str, msg: &str) -> usize {
-    let var = msg
+    let Some(var) = msg
         .strip_prefix("Variable `")
-        .and_then(|r| r.split('`').next());
-    var.and_then(|v| {
-        let root = v.split(['.', '[']).next().unwrap_or(v);
-        source.lines().position(|l| {
-            l.contains("{{") && l.contains(root) || l.contains("{%") && l.contains(root)
-        })
-    })
-    .map_or(0, |i| i + 1)
+        .and_then(|r| r.split('`').next())
+    else {
+        return 0;
+    };
+    let root = var.split(['.', '[']).next().unwrap_or(var);
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let uses = |line: &str| {
+        (line.contains("{{") || line.contains("{%"))
+            && line.match_indices(root).any(|(i, _)| {
+                let before = i.checked_sub(1).map(|j| line.as_bytes()[j]);
+                let after = line.as_bytes().get(i + root.len()).copied();
+                !before.is_some_and(is_word) && !after.is_some_and(is_word)
+            })
+    };
+    source.lines().position(uses).map_or(0, |i| i + 1)
 }
 
 fn context(ctx: &Map<String, Value>) -> Result<tera::Context, RenderError> {
@@ -177,14 +184,14 @@ mod tests {
     fn missing_variable_names_file_and_line() {
         let e = render(
             Path::new("templates/app.conf.tera"),
-            "a\nb = {{ app }}\nc = {{ nope }}\n",
+            "a\nb = {{ app }}\nc = {{ ap }}\n",
             &ctx(),
         )
         .unwrap_err();
         assert_eq!(e.line, 3);
         assert!(
             e.to_string()
-                .starts_with("templates/app.conf.tera:3: Variable `nope` not found"),
+                .starts_with("templates/app.conf.tera:3: Variable `ap` not found"),
             "{e}"
         );
     }

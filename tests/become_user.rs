@@ -20,7 +20,7 @@ mode = "0600"
 [[steps]]
 name = "who am i"
 kind = "command"
-run = "id -un > /root/whoami"
+run = "id -un > /root/whoami; cat > /root/stdin-seen"
 creates = "/root/whoami"
 "#,
     );
@@ -56,6 +56,15 @@ creates = "/root/whoami"
         "hello\n"
     );
     assert!(!r.stdout.contains("labpass") && !r.stderr.contains("labpass"));
+    // A command that reads stdin sees nothing: the password line never reaches it.
+    lab.ssh_ok("h1", "sudo rm /root/whoami");
+    let r = claw(
+        &["apply", inv.to_str().unwrap(), "--yes"],
+        &[("CLAW_BECOME_PASSWORD", "labpass")],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(lab.ssh_ok("h1", "sudo cat /root/stdin-seen"), "");
+    assert_eq!(lab.ssh_ok("h1", "sudo cat /root/whoami"), "root\n");
     let r = claw(
         &["plan", inv.to_str().unwrap()],
         &[("CLAW_BECOME_PASSWORD", "not-the-password")],

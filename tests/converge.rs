@@ -46,8 +46,22 @@ fn demo_converges_and_second_apply_changes_nothing() {
     assert_eq!(p2.code, 2, "detailed exit code with pending changes");
 
     // First apply.
-    let first = claw(&["apply", inv, "--yes", "--output", "json"], &[]);
-    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    let first = claw(
+        &[
+            "apply",
+            inv,
+            "--yes",
+            "--output",
+            "json",
+            "--detailed-exitcode",
+        ],
+        &[],
+    );
+    assert_eq!(
+        first.code, 2,
+        "changes made: {}\n{}",
+        first.stdout, first.stderr
+    );
     for h in lab.hosts() {
         let s = first.host(&h.name);
         assert_eq!(s["state"], "changed", "{s}");
@@ -68,7 +82,17 @@ fn demo_converges_and_second_apply_changes_nothing() {
     // Second apply: nothing changes, 1 connection and at most 2 round trips per host, as sshd saw it.
     let before: Vec<String> = lab.hosts().iter().map(|h| stamps(&lab, &h.name)).collect();
     let marks: Vec<usize> = lab.hosts().iter().map(|h| log_len(&h.sshd_log)).collect();
-    let second = claw(&["apply", inv, "--yes", "--output", "json"], &[]);
+    let second = claw(
+        &[
+            "apply",
+            inv,
+            "--yes",
+            "--output",
+            "json",
+            "--detailed-exitcode",
+        ],
+        &[],
+    );
     assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
     for (i, h) in lab.hosts().iter().enumerate() {
         let s = second.host(&h.name);
@@ -248,4 +272,36 @@ state = "absent"
     let r = claw(&["apply", inv2, "--yes", "--output", "json"], &[]);
     assert_eq!(r.host("h1")["changed"], 0, "{}", r.stdout);
     let _ = repo();
+}
+
+#[test]
+fn hostile_parent_directory_is_never_executed() {
+    let lab = Lab::up("t-parent", 1);
+    let s = Scratch::new();
+    let pb = s.file(
+        "pb.toml",
+        r#"name = "parent"
+[[steps]]
+name = "file in a missing, hostile directory"
+kind = "file"
+path = "/srv/$(touch pwned-parent)`touch pwned-tick`/f"
+content = "x\n"
+"#,
+    );
+    let inv = lab.write_inventory("parent.toml", &pb, &[]);
+    let r = claw(
+        &["apply", inv.to_str().unwrap(), "--yes", "--output", "json"],
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let h = r.host("h1");
+    assert!(
+        h["error"].as_str().unwrap().contains("does not exist"),
+        "{h}"
+    );
+    let found = lab.ssh_ok(
+        "h1",
+        "sudo find / -xdev -name 'pwned-*' 2>/dev/null; ls /srv",
+    );
+    assert_eq!(found, "", "nothing ran and nothing was created");
 }

@@ -5,6 +5,7 @@ mod support;
 
 mod become_user;
 mod cli_errors;
+mod confirm;
 mod connect;
 mod converge;
 mod faults;

@@ -35,6 +35,29 @@ pub enum Observed {
 #[error("unexpected probe output: {0}")]
 pub struct FactError(pub String);
 
+/// Why a probe's answer cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The target lacks something every probe needs.
+    #[error("{0}")]
+    Preflight(String),
+    /// The output of one request (by id) or of the whole script is not what was expected.
+    #[error("{error}")]
+    Output {
+        request: Option<usize>,
+        error: FactError,
+    },
+}
+
+impl From<FactError> for ProbeError {
+    fn from(error: FactError) -> Self {
+        ProbeError::Output {
+            request: None,
+            error,
+        }
+    }
+}
+
 /// The joined probe of one host: preflight plus every request, in one script.
 #[derive(Debug, Default)]
 pub struct ProbeScript {
@@ -82,9 +105,23 @@ impl ProbeScript {
     }
 
     /// Parses the script's output.
-    pub fn parse(&self, out: &str) -> Result<ProbeResult, FactError> {
+    pub fn parse(&self, out: &str) -> Result<ProbeResult, ProbeError> {
         let mut observed: Vec<Option<Observed>> = vec![None; self.requests.len()];
         let mut pre = preflight::Preflight::default();
+        if !out.lines().any(|l| l == "@end") {
+            return Err(FactError("the probe did not finish (output ended early)".into()).into());
+        }
+        // The preflight first: a missing tool explains any odd record after it.
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("@pre-") {
+                let mut fields = rest.split('\t');
+                let tag = fields.next().unwrap_or("");
+                pre.parse_line(tag, &fields.collect::<Vec<_>>(), &self.upload_dirs)?;
+            }
+        }
+        if let Some(p) = pre.problems().into_iter().next() {
+            return Err(ProbeError::Preflight(p));
+        }
         let mut ended = false;
         for line in out.lines() {
             let Some(rest) = line.strip_prefix('@') else {
@@ -95,8 +132,8 @@ impl ProbeScript {
             let fields: Vec<&str> = fields.collect();
             if tag == "end" {
                 ended = true;
-            } else if let Some(t) = tag.strip_prefix("pre-") {
-                pre.parse_line(t, &fields, &self.upload_dirs)?;
+            } else if tag.starts_with("pre-") {
+                continue;
             } else {
                 let id: usize = tag
                     .parse()
@@ -105,21 +142,28 @@ impl ProbeScript {
                     .requests
                     .get(id)
                     .ok_or_else(|| FactError(format!("record for unknown id in `{line}`")))?;
-                observed[id] = Some(match req {
-                    Request::Path(_) => Observed::Path(path::parse(&fields)?),
-                    Request::Guard { .. } => Observed::Guard(guard::parse(&fields)?),
-                });
+                let parsed = match req {
+                    Request::Path(_) => path::parse(&fields).map(Observed::Path),
+                    Request::Guard { .. } => guard::parse(&fields).map(Observed::Guard),
+                };
+                observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
+                    request: Some(id),
+                    error,
+                })?);
             }
         }
         if !ended {
-            return Err(FactError(
-                "the probe did not finish (output ended early)".into(),
-            ));
+            return Err(FactError("the probe did not finish (output ended early)".into()).into());
         }
         let observed = observed
             .into_iter()
             .enumerate()
-            .map(|(i, o)| o.ok_or_else(|| FactError(format!("no answer for probe {i}"))))
+            .map(|(i, o)| {
+                o.ok_or_else(|| ProbeError::Output {
+                    request: Some(i),
+                    error: FactError("no answer from its probe".into()),
+                })
+            })
             .collect::<Result<_, _>>()?;
         Ok(ProbeResult {
             observed,
@@ -188,6 +232,25 @@ mod tests {
     }
 
     #[test]
+    fn preflight_problems_come_first() {
+        let mut p = ProbeScript::default();
+        p.add(Request::Path("/x".into()));
+        let missing =
+            "@pre-sha256sum\tno\n@pre-stat\tyes\n@0\tfile\t644 a a 0 0 1\tunreadable\n@end\n";
+        assert!(
+            matches!(p.parse(missing), Err(ProbeError::Preflight(m)) if m.contains("sha256sum"))
+        );
+        let bad = "@pre-sha256sum\tyes\n@pre-stat\tyes\n@0\tweird\n@end\n";
+        assert!(matches!(
+            p.parse(bad),
+            Err(ProbeError::Output {
+                request: Some(0),
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn truncated_output_is_an_error() {
         let mut p = ProbeScript::default();
         p.add(Request::Path("/x".into()));
@@ -198,7 +261,7 @@ mod tests {
                 .contains("did not finish")
         );
         assert!(
-            p.parse("@end\n")
+            p.parse("@pre-sha256sum\tyes\n@pre-stat\tyes\n@end\n")
                 .unwrap_err()
                 .to_string()
                 .contains("no answer")

@@ -4,7 +4,7 @@ use super::FactError;
 use crate::quote::quote;
 
 /// Start of every probe script: checks the target's requirements.
-pub const HEADER: &str = "command -v sha256sum >/dev/null 2>&1 && echo '@pre-sha256sum\tyes' || echo '@pre-sha256sum\tno'\n\
+pub const HEADER: &str = "exec </dev/null\ncommand -v sha256sum >/dev/null 2>&1 && echo '@pre-sha256sum\tyes' || echo '@pre-sha256sum\tno'\n\
 command -v stat >/dev/null 2>&1 && echo '@pre-stat\tyes' || echo '@pre-stat\tno'\n";
 
 /// The free space (KiB) of the file system holding `dir` (or its nearest existing ancestor).

@@ -58,7 +58,12 @@ impl Desired {
 
     /// The script that runs the command (also used for handlers).
     pub fn script(&self) -> String {
-        format!("cd -- {} || exit 1\n{}\n", quote(&self.cwd), self.run)
+        // stdin is closed: nothing a command reads can come from the connection.
+        format!(
+            "exec </dev/null\ncd -- {} || exit 1\n{}\n",
+            quote(&self.cwd),
+            self.run
+        )
     }
 
     pub fn diff(&self, g: &GuardState) -> Change {
@@ -120,7 +125,7 @@ mod tests {
         assert!(c.reason.contains("/x is absent"));
         assert_eq!(
             c.op.unwrap().script,
-            "cd -- '/srv/app' || exit 1\nmake install\nmake clean\n"
+            "exec </dev/null\ncd -- '/srv/app' || exit 1\nmake install\nmake clean\n"
         );
         assert!(
             cmd(None)

@@ -1,6 +1,8 @@
 //! `dir`: a directory with mode, owner and group, or its absence.
 
-use super::{AttrDiff, Attrs, State, check_account, check_path, chown_cmd, fmt_mode, parse_mode};
+use super::{
+    AttrDiff, Attrs, State, check_account, check_path, chmod_mode, chown_cmd, fmt_mode, parse_mode,
+};
 use crate::fact::PathState;
 use crate::plan::{Action, Change};
 use crate::quote::quote;
@@ -64,11 +66,12 @@ impl Desired {
         match (self.state, o) {
             (State::Present, PathState::Absent) => {
                 let mode = self.mode.unwrap_or(DEFAULT_MODE);
-                let mut script = format!("mkdir -p -- {p}\nchmod {} {p}\n", fmt_mode(mode));
+                let mut script = format!("mkdir -p -- {p}\n");
                 if let Some(c) = chown_cmd(self.owner.as_deref(), self.group.as_deref(), &p) {
                     script.push_str(&c);
                     script.push('\n');
                 }
+                script.push_str(&format!("chmod {} {p}\n", chmod_mode(mode)));
                 let mut c = Change::new(
                     Action::Create,
                     &self.path,
@@ -186,7 +189,7 @@ mod tests {
         assert_eq!(c.action, Action::Create);
         assert_eq!(
             c.op.unwrap().script,
-            "mkdir -p -- '/opt/demo'\nchmod 0750 '/opt/demo'\nchown -- 'claw' '/opt/demo'\n"
+            "mkdir -p -- '/opt/demo'\nchown -- 'claw' '/opt/demo'\nchmod 00750 '/opt/demo'\n"
         );
     }
 
@@ -215,7 +218,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.action, Action::Update);
         assert_eq!(c.details, ["mode 0755 -> 0700"]);
-        assert_eq!(c.op.unwrap().script, "chmod 0700 '/opt/demo'\n");
+        assert_eq!(c.op.unwrap().script, "chmod 00700 '/opt/demo'\n");
     }
 
     #[test]
@@ -256,6 +259,10 @@ mod tests {
         assert!(a("/etc", State::Absent).unwrap_err().contains("refusing"));
         assert!(a("/etc", State::Present).is_ok());
         assert!(a("opt", State::Present).is_err());
+        assert!(a("//etc", State::Absent).is_err());
+        assert!(a("/./etc", State::Absent).is_err());
+        assert!(a("/opt/demo/", State::Present).is_err());
+        assert!(a("/", State::Present).is_ok());
         assert!(a("/opt/../etc", State::Present).is_err());
     }
 }

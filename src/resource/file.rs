@@ -6,8 +6,8 @@
 //! the target. An interrupted upload leaves the old file, never a mix.
 
 use super::{
-    AttrDiff, Attrs, State, check_account, check_path, chown_cmd, dir::kind_name, fmt_mode,
-    parse_mode,
+    AttrDiff, Attrs, State, check_account, check_path, chmod_mode, chown_cmd, dir::kind_name,
+    fmt_mode, parse_mode,
 };
 use crate::fact::PathState;
 use crate::plan::{Action, Change, ContentChange, Op};
@@ -196,27 +196,27 @@ impl Desired {
     fn upload(&self, mode: u32, owner: Option<&str>, group: Option<&str>) -> String {
         let mut s = String::new();
         s.push_str("set -e\n");
-        s.push_str(&format!("f={}\n", quote(&self.path)));
         s.push_str(&format!(
-            "[ -d {d} ] || {{ echo \"directory {d} does not exist (add a dir step before this one)\" >&2; exit 1; }}\n",
-            d = quote(&self.parent())
-        ));
-        s.push_str(&format!(
-            "tmp=$(mktemp -- {}/.claw-provision.XXXXXXXX)\n",
+            "f={}\nd={}\n",
+            quote(&self.path),
             quote(&self.parent())
         ));
+        s.push_str("[ -d \"$d\" ] || { printf 'directory %s does not exist (add a dir step before this one)\\n' \"$d\" >&2; exit 1; }\n");
+        s.push_str("tmp=$(mktemp -- \"$d/.claw-provision.XXXXXXXX\")\n");
         s.push_str("trap 'rm -f -- \"$tmp\"' EXIT\ntrap 'exit 1' HUP INT TERM PIPE\n");
-        s.push_str(&format!("chmod {} \"$tmp\"\n", fmt_mode(mode)));
+        // Owner before mode: chown clears setuid/setgid bits.
         if let Some(c) = chown_cmd(owner, group, "\"$tmp\"") {
             s.push_str(&c);
             s.push('\n');
         }
+        s.push_str(&format!("chmod {} \"$tmp\"\n", chmod_mode(mode)));
         s.push_str("cat > \"$tmp\"\n");
         s.push_str(&format!(
             "sum=$(sha256sum < \"$tmp\"); sum=${{sum%% *}}\n[ \"$sum\" = {} ] || {{ echo \"upload of $f arrived damaged (sha256 mismatch); the old file is unchanged\" >&2; exit 1; }}\n",
             self.sha256
         ));
-        s.push_str("mv -f -- \"$tmp\" \"$f\"\ntrap - EXIT\n");
+        // Durable before it becomes visible: a crash leaves the old file or the new one.
+        s.push_str("sync -- \"$tmp\" 2>/dev/null || true\nmv -f -- \"$tmp\" \"$f\"\ntrap - EXIT\n");
         s
     }
 
@@ -289,8 +289,9 @@ impl Desired {
                 let mut details = d.details.clone();
                 if *sha256 != self.sha256 {
                     // Replace the content, keeping (or setting) the attributes.
-                    let owner = self.owner.as_deref().unwrap_or(owner);
-                    let group = self.group.as_deref().unwrap_or(group);
+                    // Keep the observed owner by id: a name may be `UNKNOWN` to stat.
+                    let owner = self.owner.clone().unwrap_or_else(|| uid.to_string());
+                    let group = self.group.clone().unwrap_or_else(|| gid.to_string());
                     details.insert(0, "content".into());
                     let mut c = Change::new(
                         Action::Update,
@@ -301,7 +302,7 @@ impl Desired {
                     c.details = details;
                     return Ok(with_upload(
                         c,
-                        self.upload(self.mode.unwrap_or(*mode), Some(owner), Some(group)),
+                        self.upload(self.mode.unwrap_or(*mode), Some(&owner), Some(&group)),
                     ));
                 }
                 if details.is_empty() {
@@ -376,8 +377,8 @@ mod tests {
         let op = c.op.unwrap();
         assert_eq!(op.stdin.as_slice(), b"hi\n");
         let s = op.script;
-        // mode set before the first byte is written; rename last
-        let chmod = s.find("chmod 0600 \"$tmp\"").unwrap();
+        // owner, then mode, set before the first byte is written; rename last
+        let chmod = s.find("chmod 00600 \"$tmp\"").unwrap();
         let cat = s.find("cat > \"$tmp\"").unwrap();
         let mv = s.find("mv -f -- \"$tmp\" \"$f\"").unwrap();
         assert!(chmod < cat && cat < mv, "{s}");
@@ -397,8 +398,11 @@ mod tests {
         let c = want("new\n", None).diff(&file("old\n", 0o640)).unwrap();
         assert_eq!(c.action, Action::Update);
         let s = c.op.unwrap().script;
-        assert!(s.contains("chmod 0640 \"$tmp\""), "{s}");
-        assert!(s.contains("chown -- 'claw:claw' \"$tmp\""), "{s}");
+        assert!(s.contains("chmod 00640 \"$tmp\""), "{s}");
+        assert!(
+            s.contains("chown -- '1000:1000' \"$tmp\""),
+            "kept by id: {s}"
+        );
         assert_eq!(c.content.unwrap().old_sha256.unwrap(), sha256_hex(b"old\n"));
     }
 
@@ -409,7 +413,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.action, Action::Update);
         assert_eq!(c.details, ["mode 0644 -> 0600"]);
-        assert_eq!(c.op.unwrap().script, "chmod 0600 '/opt/demo/motd'\n");
+        assert_eq!(c.op.unwrap().script, "chmod 00600 '/opt/demo/motd'\n");
         assert_eq!(c.upload_bytes, 0);
     }
 

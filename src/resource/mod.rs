@@ -136,6 +136,12 @@ pub fn fmt_mode(m: u32) -> String {
     format!("{m:04o}")
 }
 
+/// The mode argument of `chmod`: five octal digits, so that GNU chmod also clears setuid/setgid
+/// bits a directory inherited (with four digits it keeps them, and the next plan shows drift).
+pub fn chmod_mode(m: u32) -> String {
+    format!("{m:05o}")
+}
+
 /// Whether `want` (a name or a numeric id) designates the observed owner.
 pub fn same_owner(want: &str, name: &str, id: u32) -> bool {
     want == name || want.parse::<u32>().is_ok_and(|w| w == id)
@@ -144,8 +150,11 @@ pub fn same_owner(want: &str, name: &str, id: u32) -> bool {
 /// Checks a path a step manages.
 pub fn check_path(path: &str) -> Result<(), String> {
     check_remote_path(path)?;
-    if path.len() > 1 && path.ends_with('/') {
-        return Err(format!("path `{path}` must not end with `/`"));
+    // One spelling per path: `//etc` or `/./etc` must not slip past checks on `/etc`.
+    if path != "/" && path[1..].split('/').any(|c| c.is_empty() || c == ".") {
+        return Err(format!(
+            "path `{path}` must be normalised (no empty or `.` components, no trailing `/`)"
+        ));
     }
     Ok(())
 }
@@ -216,12 +225,13 @@ impl<'a> AttrDiff<'a> {
     /// `chmod`/`chown` lines that make the change on `quoted_path`.
     pub fn script(&self, quoted_path: &str) -> String {
         let mut s = String::new();
-        if let Some(m) = self.mode {
-            s.push_str(&format!("chmod {} {quoted_path}\n", fmt_mode(m)));
-        }
+        // Owner before mode: chown clears setuid/setgid bits.
         if let Some(c) = chown_cmd(self.owner, self.group, quoted_path) {
             s.push_str(&c);
             s.push('\n');
+        }
+        if let Some(m) = self.mode {
+            s.push_str(&format!("chmod {} {quoted_path}\n", chmod_mode(m)));
         }
         s
     }
