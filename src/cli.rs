@@ -383,7 +383,11 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
             let _ = out.flush();
             let mut answer = String::new();
             let _ = std::io::stdin().read_line(&mut answer);
-            matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+            let yes = matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes");
+            if !yes {
+                let _ = writeln!(out, "Cancelled: nothing was changed.");
+            }
+            yes
         };
         drop(out);
         progress.resume();

@@ -42,6 +42,7 @@ fn apply_asks_before_changing() {
         "the plan is shown: {out}"
     );
     assert!(out.contains("Apply 6 changes on 1 host? [y/N]"), "{out}");
+    assert!(out.contains("Cancelled: nothing was changed."), "{out}");
     assert_eq!(lab.ssh_ok("h1", "ls /opt"), "", "declined: nothing changed");
 
     let (code, out) = on_terminal(inv, "y\n");
