@@ -9,3 +9,4 @@ mod confirm;
 mod connect;
 mod converge;
 mod faults;
+mod full_lab;

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Light test lab for claw-provision (DESIGN.md section 8): N hosts, each a network namespace with its own
-# OpenSSH sshd, private /etc and /var (overlays on the machine's) and private /run /tmp /root /home /opt /srv.
-# See tests/lab/README.md. Needs root. Never changes the machine's /etc, /var, /opt, ...
+# Test lab for claw-provision (DESIGN.md section 8). Light hosts (`up`): N network namespaces, each with its
+# own OpenSSH sshd, private /etc and /var (overlays on the machine's) and private /run /tmp /root /home /opt
+# /srv. Full hosts (`up-full`): docker containers running systemd, sshd and (once installed) Docker, with an
+# apt mirror and a git server. See tests/lab/README.md. Needs root. Never changes the machine's /etc, /var, ...
 #
 #   lab.sh deps                           install the packages the lab needs (apt), if missing
 #   lab.sh up N            [--name LAB]   start hosts h1..hN (tears down an existing lab of that name first)
-#   lab.sh down            [--name LAB]   remove the lab (idempotent; also after a failed `up`)
+#   lab.sh up-full N       [--name LAB]   full hosts h1..hN: docker containers (Debian trixie, systemd, sshd,
+#                                         Docker can run inside) + apt mirror + git server; see README.md
+#   lab.sh down            [--name LAB]   remove the lab, light or full (idempotent; also after a failed up)
 #   lab.sh stop HOST       [--name LAB]   kill the host's sshd and every process of the host (disk state kept)
 #   lab.sh start HOST      [--name LAB]   start the host's sshd again
 #   lab.sh rekey HOST      [--name LAB]   new host key + restart sshd; known_hosts is NOT updated
 #   lab.sh link HOST down|up [--name LAB] take the host's link down / up (connects then time out)
-#   lab.sh exec HOST       [--name LAB] -- CMD...   run CMD as root inside the host (net, mount, uts namespaces)
+#   lab.sh exec HOST       [--name LAB] -- CMD...   run CMD as root inside the host (net, mount, uts namespaces;
+#                                                   full lab: docker exec; HOST may also be mirror or git)
 #   lab.sh ssh HOST        [--name LAB] -- CMD...   ssh -F target/LAB/ssh_config HOST CMD...
 #   lab.sh status          [--name LAB]   one line per host: address, sshd running/stopped, link up/down
 set -euo pipefail
@@ -184,6 +188,8 @@ sshd_pid() { # -> sets SPID to the pid of the host's sshd listener, or fails
 
 # --------------------------------------------------------------------------------------------- down
 teardown() { # remove every trace of lab $LAB (caller holds the lab lock)
+    # a full lab's docker objects (`down` always looks, also after a failed up-full or a lost lab dir)
+    if is_full || [ "$cmd" = down ] || [ "$cmd" = up-full ]; then teardown_full; fi
     local ks=() k
     k=$(lab_index 2>/dev/null) && ks+=("$k")
     # a bridge may also name this lab dir even if the index file says otherwise (crash mid-up)
@@ -554,8 +560,13 @@ cmd_exec() {
 cmd_ssh() {
     [ ${#args[@]} -ge 1 ] || usage
     rest=("${args[@]:1}" "${rest[@]}") args=("${args[0]}")   # `--` is optional
-    need_lab
-    hostnum "${args[0]}" >/dev/null
+    if is_full; then
+        full_need_lab
+        [[ ${args[0]} =~ ^(h[0-9]+|git)$ ]] || die "bad host name '${args[0]}' (want hN or git)"
+    else
+        need_lab
+        hostnum "${args[0]}" >/dev/null
+    fi
     exec ssh -F "$LD/ssh_config" "${args[0]}" "${rest[@]}"
 }
 cmd_status() {
@@ -571,16 +582,344 @@ cmd_status() {
     done
 }
 
+# ------------------------------------------------------------------------------------------ full lab
+# Full hosts (DESIGN.md section 8): docker containers from tests/lab/full/image.sh (Debian trixie, systemd,
+# sshd, room for a Docker daemon inside) on a per-lab --internal docker network 10.214.K.0/24, plus the lab's
+# apt mirror (.250, tests/lab/full/mirror.sh) and git server (.251, tests/lab/full/stack.sh) when those
+# scripts exist. Every docker object carries the labels claw-lab.dir=LABDIR and claw-lab.name=LAB, which is
+# how `down` finds them (also after a failed or killed up-full). Names: claw-K-LAB-hN, claw-K-LAB-mirror,
+# claw-K-LAB-git, network claw-K-LAB (bridge clawfbK), volumes claw-K-LAB-hN-docker.
+FULL_NET=10.214
+FULL_MAX_HOSTS=248                    # hI = .(I+1); .250 mirror, .251 git
+FULL=$HERE/full
+# `--privileged` cannot be used on this machine (its capability bounding set lacks CAP_SYS_RESOURCE, so runc
+# fails with "unable to apply caps: operation not permitted"); these options give the rest of what it gives.
+# The image's boot script then remounts /sys and the cgroup hierarchies read-write.
+FULL_HOST_OPTS=(--cap-add ALL --cap-drop SYS_RESOURCE
+    --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined
+    --device-cgroup-rule 'a *:* rwm' --cgroupns private --stop-signal SIGRTMIN+3 --stop-timeout 5)
+
+is_full() { [ "$(cat "$LD/kind" 2>/dev/null)" = full ]; }
+docker_ok() { command -v docker >/dev/null && [ -S /var/run/docker.sock ]; }
+full_addr() { echo "$FULL_NET.$K.$(($1 + 1))"; }
+full_name() { echo "claw-$K-$LAB-$1"; }           # h3 / mirror / git -> container name
+
+teardown_full() { # remove every docker object labelled with this lab dir (idempotent)
+    local f="label=claw-lab.dir=$LD" ids
+    if ! docker_ok || ! ids=$(docker ps -aq --filter "$f" 2>/dev/null); then
+        # no docker here: fine for a light lab, an error for a full one
+        is_full && die "lab $LAB is a full lab but the docker daemon is not reachable"
+        return 0
+    fi
+    [ -z "$ids" ] || docker rm -f -v $ids >/dev/null || die "docker rm failed"
+    ids=$(docker volume ls -q --filter "$f") || true
+    [ -z "$ids" ] || docker volume rm -f $ids >/dev/null || die "docker volume rm failed"
+    ids=$(docker network ls -q --filter "$f") || true
+    [ -z "$ids" ] || docker network rm $ids >/dev/null || die "docker network rm failed"
+    phase "down: full-lab containers, volumes, network removed"
+}
+
+full_alloc_index() { # choose a free K (machine-wide) and create the lab's docker network; sets K
+    mkdir -p "$(dirname "$GLOBAL_LOCK")"
+    exec 8>"$GLOBAL_LOCK"
+    flock 8
+    local used k
+    used=" $({ ip -4 -o addr show | awk '{print $4}'; ip -4 route show table all | awk '{print $1}'
+               docker network ls -q | xargs -r docker network inspect --format '{{range .IPAM.Config}}{{.Subnet}} {{end}}' | tr ' ' '\n'
+             } 2>/dev/null | awk -F. -v a="${FULL_NET%%.*}" -v b="${FULL_NET#*.}" '$1 == a && $2 == b {print $3}' | tr '\n' ' ') "
+    used+=" $(cat "$TARGET"/*/full.index 2>/dev/null | tr '\n' ' ' || true) "
+    for ((k = 1; k <= 254; k++)); do
+        [[ $used == *" $k "* ]] && continue
+        [ -e "/sys/class/net/clawfb$k" ] && continue
+        K=$k
+        echo "$K" >"$LD/full.index"
+        if docker network create --internal --driver bridge --subnet "$FULL_NET.$K.0/24" --gateway "$FULL_NET.$K.1" \
+            -o com.docker.network.bridge.name="clawfb$K" --label "claw-lab.dir=$LD" --label "claw-lab.name=$LAB" \
+            "claw-$K-$LAB" >/dev/null 2>>"$LD/up.log"; then
+            exec 8>&-
+            return 0
+        fi
+    done
+    exec 8>&-
+    die "no free subnet $FULL_NET.K.0/24 for a docker network (see $LD/up.log)"
+}
+
+full_wait_tcp() { # ADDR PORT SECONDS: until something accepts a TCP connection there
+    local t end=$((SECONDS + $3))
+    while ! timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; do
+        [ $SECONDS -lt $end ] || return 1
+        sleep 0.1
+    done
+}
+
+full_host_up() { # I IMAGE: create, provision and start host hI (runs in parallel for all hosts)
+    local i=$1 image=$2 name addr H S
+    name=$(full_name "h$i") addr=$(full_addr "$i") H=$LD/hosts/h$i S=$LD/hosts/h$i/stage
+    mkdir -p "$H"
+    cp -a "$LD/template" "$S"
+    ssh-keygen -q -t ed25519 -N '' -C "root@h$i" -f "$H/ssh_host_ed25519_key"
+    install -m 0600 "$H/ssh_host_ed25519_key" "$S/etc/ssh/ssh_host_ed25519_key"
+    install -m 0644 "$H/ssh_host_ed25519_key.pub" "$S/etc/ssh/ssh_host_ed25519_key.pub"
+    docker volume create --label "claw-lab.dir=$LD" --label "claw-lab.name=$LAB" "$name-docker" >/dev/null
+    local a add=()
+    for a in "${FULL_ADD_HOSTS[@]}"; do [ "${a%%:*}" = "h$i" ] || add+=(--add-host "$a"); done
+    docker create --name "$name" --hostname "h$i" --network "claw-$K-$LAB" --ip "$addr" "${add[@]}" \
+        --label "claw-lab.dir=$LD" --label "claw-lab.name=$LAB" --label "claw-lab.host=h$i" \
+        "${FULL_HOST_OPTS[@]}" -v "$name-docker:/var/lib/docker" "$image" >/dev/null
+    # host key and authorized_keys into the container's file system before its first boot
+    tar -C "$S" --numeric-owner -cf - etc/ssh/ssh_host_ed25519_key etc/ssh/ssh_host_ed25519_key.pub \
+        root/.ssh/authorized_keys home/claw/.ssh/authorized_keys home/clawpw/.ssh/authorized_keys |
+        docker cp -a - "$name:/"
+    rm -rf "$S"
+    docker start "$name" >/dev/null
+    full_wait_tcp "$addr" 22 60 || { docker logs --tail 30 "$name" >&2 || true; die "h$i: sshd did not come up"; }
+    : >"$H/.up-ok"
+}
+
+full_template() { # authorized_keys for root, claw (uid 1000), clawpw (uid 1001), as they go into every host
+    local T=$LD/template
+    mkdir -p "$T/etc/ssh" "$T/root/.ssh" "$T/home/claw/.ssh" "$T/home/clawpw/.ssh"
+    cat "$LD/id_ed25519.pub" >"$T/root/.ssh/authorized_keys"
+    cp "$T/root/.ssh/authorized_keys" "$T/home/claw/.ssh/authorized_keys"
+    cp "$T/root/.ssh/authorized_keys" "$T/home/clawpw/.ssh/authorized_keys"
+    chmod 0600 "$T"/root/.ssh/authorized_keys "$T"/home/*/.ssh/authorized_keys
+    chown 1000:1000 "$T/home/claw/.ssh/authorized_keys"
+    chown 1001:1001 "$T/home/clawpw/.ssh/authorized_keys"
+}
+
+full_mirror_up() { # IMAGE: start the apt mirror at .250, wait until it serves the signed repository
+    local name addr=$FULL_NET.$K.250
+    name=$(full_name mirror)
+    docker run -d --name "$name" --hostname mirror --network "claw-$K-$LAB" --ip "$addr" \
+        --label "claw-lab.dir=$LD" --label "claw-lab.name=$LAB" --label claw-lab.host=mirror "$1" >/dev/null
+    bash "$FULL/mirror.sh" key "$LD/mirror.asc"
+    local end=$((SECONDS + 30))
+    until curl -sf -o /dev/null -m 2 "http://$addr/debian/dists/trixie/InRelease"; do
+        [ $SECONDS -lt $end ] || { docker logs --tail 20 "$name" >&2 || true; die "mirror did not come up"; }
+        sleep 0.1
+    done
+    : >"$LD/.mirror-ok"
+}
+
+full_git_up() { # IMAGE: start the git server at .251 with the lab's host key, wait for its sshd
+    local name addr=$FULL_NET.$K.251
+    name=$(full_name git)
+    mkdir -p "$LD/git/stage/etc/ssh"
+    ssh-keygen -q -t ed25519 -N '' -C "root@git" -f "$LD/git/ssh_host_ed25519_key"
+    install -m 0600 "$LD/git/ssh_host_ed25519_key" "$LD/git/stage/etc/ssh/ssh_host_ed25519_key"
+    install -m 0644 "$LD/git/ssh_host_ed25519_key.pub" "$LD/git/stage/etc/ssh/ssh_host_ed25519_key.pub"
+    docker create --name "$name" --hostname git --network "claw-$K-$LAB" --ip "$addr" \
+        --label "claw-lab.dir=$LD" --label "claw-lab.name=$LAB" --label claw-lab.host=git \
+        -e "AUTHORIZED_KEYS=$(cat "$LD/id_ed25519.pub" "$LD/id_deploy.pub")" "$1" >/dev/null
+    tar -C "$LD/git/stage" --numeric-owner -cf - etc/ssh/ssh_host_ed25519_key etc/ssh/ssh_host_ed25519_key.pub |
+        docker cp -a - "$name:/"
+    rm -rf "$LD/git/stage"
+    docker start "$name" >/dev/null
+    full_wait_tcp "$addr" 22 30 || { docker logs --tail 20 "$name" >&2 || true; die "git server did not come up"; }
+    : >"$LD/.git-ok"
+}
+
+full_image() { # LOGNAME SCRIPT ARGS...: print the tag an image script prints (it may build the image)
+    local log=$LD/$1.log; shift
+    bash "$@" 2>"$log" || { tail -n 30 "$log" >&2; die "$* failed (log: $log)"; }
+}
+
+cmd_up_full() {
+    [ ${#args[@]} -eq 1 ] && [[ ${args[0]} =~ ^[0-9]+$ ]] || usage
+    local n=${args[0]} i
+    { [ "$n" -ge 1 ] && [ "$n" -le $FULL_MAX_HOSTS ]; } || die "N must be 1..$FULL_MAX_HOSTS"
+    docker_ok && docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || die "docker daemon not reachable"
+    command -v ssh-keygen >/dev/null && command -v ssh >/dev/null && command -v curl >/dev/null ||
+        die "need ssh, ssh-keygen and curl on the machine (openssh-client, curl)"
+    lock_lab
+    teardown
+    phase "old lab removed"
+    mkdir -p "$LD/hosts"
+    echo full >"$LD/kind"
+
+    # images (cached; a cold build takes minutes) and client keys, in parallel
+    local with_mirror='' with_git=''
+    [ -f "$FULL/mirror.sh" ] && [ "${LAB_FULL_MIRROR:-1}" != 0 ] && with_mirror=1
+    [ -f "$FULL/stack.sh" ] && [ "${LAB_FULL_GIT:-1}" != 0 ] && with_git=1
+    full_image image.build "$FULL/image.sh" build >"$LD/host.image" &
+    local jobs_=($!)
+    [ -z "$with_mirror" ] || { full_image mirror.build "$FULL/mirror.sh" image >"$LD/mirror.image" & jobs_+=($!); }
+    [ -z "$with_git" ] || { full_image git.build "$FULL/stack.sh" gitserver-image >"$LD/git.image" & jobs_+=($!); }
+    ssh-keygen -q -t ed25519 -N '' -C "claw-lab-$LAB" -f "$LD/id_ed25519" &
+    jobs_+=($!)
+    ssh-keygen -q -t ed25519 -N '' -C "claw-lab-$LAB-other (authorized nowhere)" -f "$LD/id_other" &
+    jobs_+=($!)
+    ssh-keygen -q -t ed25519 -N '' -C "claw-lab-$LAB-deploy (authorized on the git server)" -f "$LD/id_deploy" &
+    jobs_+=($!)
+    local j rc=0
+    for j in "${jobs_[@]}"; do wait "$j" || rc=1; done
+    [ $rc = 0 ] || die "lab $LAB: images or keys failed (clean up with: lab.sh down --name $LAB)"
+    local host_image mirror_image='' git_image=''
+    host_image=$(cat "$LD/host.image")
+    [ -z "$with_mirror" ] || mirror_image=$(cat "$LD/mirror.image")
+    [ -z "$with_git" ] || git_image=$(cat "$LD/git.image")
+    phase "images ready, client keys generated"
+
+    full_alloc_index
+    phase "network claw-$K-$LAB created"
+    # every host's /etc/hosts names the mirror, the git server and all other hosts of the lab (no DNS)
+    FULL_ADD_HOSTS=("mirror:$FULL_NET.$K.250" "git:$FULL_NET.$K.251")
+    for ((i = 1; i <= n; i++)); do FULL_ADD_HOSTS+=("h$i:$(full_addr "$i")"); done
+    full_template
+
+    # hosts, mirror and git server in parallel (bounded)
+    local par=${LAB_JOBS:-$(( $(nproc) * 4 ))} running=0
+    [ -z "$mirror_image" ] || { ( full_mirror_up "$mirror_image" ) 2>>"$LD/up.log" & running=$((running + 1)); }
+    [ -z "$git_image" ] || { ( full_git_up "$git_image" ) 2>>"$LD/up.log" & running=$((running + 1)); }
+    for ((i = 1; i <= n; i++)); do
+        ( full_host_up "$i" "$host_image" ) 2>>"$LD/up.log" &
+        running=$((running + 1))
+        if [ $running -ge $par ]; then wait -n || true; running=$((running - 1)); fi
+    done
+    wait || true
+    phase "containers started, sshd listening"
+    local failed=()
+    for ((i = 1; i <= n; i++)); do [ -e "$LD/hosts/h$i/.up-ok" ] || failed+=("h$i"); done
+    [ -z "$mirror_image" ] || [ -e "$LD/.mirror-ok" ] || failed+=(mirror)
+    [ -z "$git_image" ] || [ -e "$LD/.git-ok" ] || failed+=(git)
+    if [ ${#failed[@]} -gt 0 ]; then
+        tail -n 30 "$LD/up.log" >&2 || true
+        die "lab $LAB: failed to come up: ${failed[*]} (clean up with: lab.sh down --name $LAB)"
+    fi
+    rm -rf "$LD"/hosts/h*/.up-ok "$LD/.mirror-ok" "$LD/.git-ok" "$LD/template"
+
+    full_write_client_files "$n" "$mirror_image" "$git_image"
+    # every host answers a real login with strict host key checking
+    for ((i = 1; i <= n; i++)); do
+        ssh -F "$LD/ssh_config" "h$i" true </dev/null 2>>"$LD/up.log" &
+    done
+    rc=0
+    for j in $(jobs -p); do wait "$j" || rc=1; done
+    [ $rc = 0 ] || { tail -n 10 "$LD/up.log" >&2; die "lab $LAB: ssh login failed on some host (clean up with: lab.sh down --name $LAB)"; }
+    phase "ssh logins checked"
+    echo "$n" >"$LD/hosts.count"
+    echo "lab $LAB: $n full hosts up on $FULL_NET.$K.0/24 (inventory: target/$LAB/inventory.toml)"
+}
+
+full_write_client_files() { # N MIRROR_IMAGE GIT_IMAGE
+    local n=$1 i addr kh="" inv ssh_cfg json sep="" hk
+    for ((i = 1; i <= n; i++)); do
+        read -r -a hk <"$LD/hosts/h$i/ssh_host_ed25519_key.pub"
+        kh+="$(full_addr "$i") ${hk[0]} ${hk[1]}"$'\n'
+    done
+    if [ -n "$3" ]; then
+        read -r -a hk <"$LD/git/ssh_host_ed25519_key.pub"
+        kh+="$FULL_NET.$K.251 ${hk[0]} ${hk[1]}"$'\n'
+    fi
+    printf '%s' "$kh" >"$LD/known_hosts"
+
+    inv="# generated by tests/lab/lab.sh up-full for lab $LAB
+playbook = \"../../playbooks/demo.toml\"
+
+[defaults]
+user = \"claw\"
+port = 22
+identity_file = \"id_ed25519\"
+known_hosts = \"known_hosts\"
+host_key_policy = \"strict\"
+connect_timeout = 10
+become = true
+
+[groups.lab]
+vars = { }
+"
+    for ((i = 1; i <= n; i++)); do
+        inv+="
+[hosts.h$i]
+address = \"$(full_addr "$i")\"
+groups = [\"lab\"]
+"
+    done
+    printf '%s' "$inv" >"$LD/inventory.toml"
+
+    ssh_cfg="# generated by tests/lab/lab.sh up-full for lab $LAB; use: ssh -F $LD/ssh_config h1
+"
+    local hosts=() h a u
+    for ((i = 1; i <= n; i++)); do hosts+=("h$i $(full_addr "$i") claw"); done
+    [ -z "$3" ] || hosts+=("git $FULL_NET.$K.251 git")
+    for h in "${hosts[@]}"; do
+        read -r h a u <<<"$h"
+        ssh_cfg+="
+Host $h
+  HostName $a
+  Port 22
+  User $u
+  IdentityFile $LD/id_ed25519
+  IdentitiesOnly yes
+  UserKnownHostsFile $LD/known_hosts
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  UpdateHostKeys no
+  BatchMode yes
+  ConnectTimeout 10
+  LogLevel ERROR
+"
+    done
+    printf '%s' "$ssh_cfg" >"$LD/ssh_config"
+
+    local mirror=null git=null
+    [ -z "$2" ] || mirror="{\"url\": \"http://$FULL_NET.$K.250/debian\", \"unsigned_url\": \"http://$FULL_NET.$K.250/unsigned\", \"key\": \"$LD/mirror.asc\", \"address\": \"$FULL_NET.$K.250\", \"container\": \"$(full_name mirror)\", \"image\": \"$2\"}"
+    if [ -n "$3" ]; then
+        read -r -a hk <"$LD/git/ssh_host_ed25519_key.pub"
+        git="{\"address\": \"$FULL_NET.$K.251\", \"user\": \"git\", \"repo_path\": \"/srv/git/backend.git\", \"host_key\": \"${hk[0]} ${hk[1]}\", \"deploy_key\": \"$LD/id_deploy\", \"container\": \"$(full_name git)\", \"image\": \"$3\"}"
+    fi
+    json="{\"name\": \"$LAB\", \"kind\": \"full\", \"subnet\": \"$FULL_NET.$K.0/24\", \"network\": \"claw-$K-$LAB\", \"image\": \"$(cat "$LD/host.image")\",
+ \"mirror\": $mirror,
+ \"git\": $git,
+ \"hosts\": ["
+    for ((i = 1; i <= n; i++)); do
+        json+="$sep
+  {\"name\": \"h$i\", \"address\": \"$(full_addr "$i")\", \"port\": 22, \"container\": \"$(full_name "h$i")\", \"docker_volume\": \"$(full_name "h$i")-docker\"}"
+        sep=,
+    done
+    json+="
+]}"
+    printf '%s\n' "$json" >"$LD/lab.json"
+}
+
+full_need_lab() {
+    K=$(cat "$LD/full.index" 2>/dev/null) && [ -s "$LD/hosts.count" ] ||
+        die "full lab '$LAB' is incomplete; run lab.sh down/up-full"
+}
+full_container_of() { # HOST (hN or mirror or git) -> container name
+    [[ $1 =~ ^(h[0-9]+|mirror|git)$ ]] || die "bad host name '$1' (want hN, mirror or git)"
+    local c; c=$(full_name "$1")
+    docker inspect --format '{{.Id}}' "$c" >/dev/null 2>&1 || die "lab '$LAB' has no host $1"
+    echo "$c"
+}
+cmd_full_exec() {
+    [ ${#args[@]} -ge 1 ] || usage
+    rest=("${args[@]:1}" "${rest[@]}") args=("${args[0]}")
+    full_need_lab
+    local c t=(); c=$(full_container_of "${args[0]}")
+    [ -t 0 ] && [ -t 1 ] && t=(-t)
+    [ ${#rest[@]} -gt 0 ] || rest=(/bin/bash -l)
+    exec docker exec -i "${t[@]}" "$c" "${rest[@]}"
+}
+cmd_full_status() {
+    full_need_lab
+    echo "lab $LAB (full): subnet $FULL_NET.$K.0/24, $(cat "$LD/hosts.count") hosts, dir $LD"
+    docker ps -a --filter "label=claw-lab.dir=$LD" --format '{{.Label "claw-lab.host"}} {{.Names}} {{.Status}}' | sort -V
+}
+
+full_only_light() { is_full && die "'$cmd' is not available for full lab '$LAB' (hosts are docker containers; use docker)"; return 0; }
+
 case $cmd in
 deps) [ ${#args[@]} -eq 0 ] || usage; ensure_deps ;;
 up) cmd_up ;;
+up-full) cmd_up_full ;;
 down) [ ${#args[@]} -eq 0 ] || usage; cmd_down ;;
-stop) cmd_stop ;;
-start) cmd_start ;;
-rekey) cmd_rekey ;;
-link) cmd_link ;;
-exec) cmd_exec ;;
+stop) full_only_light; cmd_stop ;;
+start) full_only_light; cmd_start ;;
+rekey) full_only_light; cmd_rekey ;;
+link) full_only_light; cmd_link ;;
+exec) if is_full; then cmd_full_exec; else cmd_exec; fi ;;
 ssh) cmd_ssh ;;
-status) cmd_status ;;
+status) if is_full; then cmd_full_status; else cmd_status; fi ;;
 *) usage ;;
 esac

@@ -1,0 +1,197 @@
+//! Full hosts (tests/lab/lab.sh up-full): Debian trixie servers in containers that behave like a
+//! fresh cloud VM. Proven here with plain ssh and apt, not yet through the provisioner: strict
+//! host keys, Docker installed from the signed lab mirror (and refused from an unsigned one), the
+//! daemon running nested, lab images loaded with `docker load`, a compose stack with a published
+//! port reachable from another host, and the backend answering `/health`.
+
+use crate::support::{Lab, repo};
+use std::process::Output;
+
+fn ok(o: Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn sources(url: &str) -> String {
+    format!(
+        "Types: deb\nURIs: {url}\nSuites: trixie\nComponents: main\nSigned-By: /etc/apt/keyrings/claw-lab.asc\n"
+    )
+}
+
+#[test]
+fn fresh_full_host_runs_docker_from_the_signed_mirror() {
+    let lab = Lab::up_full("f-docker", 2);
+    let mirror = lab.json["mirror"]["url"]
+        .as_str()
+        .expect("mirror url")
+        .to_string();
+    let key = std::fs::read(lab.json["mirror"]["key"].as_str().expect("mirror key"))
+        .expect("mirror key file");
+    let h1 = lab.host("h1");
+
+    // A server as a user meets it: strict host keys, sudo, no Docker yet.
+    assert_eq!(ok(lab.ssh("h1", "sudo -n id -un"), "sudo"), "root\n");
+    assert!(
+        !lab.ssh("h1", "command -v docker").status.success(),
+        "no Docker on a fresh host"
+    );
+
+    ok(lab.ssh_input("h1", "sudo install -d -m 0755 /etc/apt/keyrings && sudo tee /etc/apt/keyrings/claw-lab.asc >/dev/null", &key), "key");
+
+    // The same packages without a signature: apt refuses them.
+    let unsigned = mirror.replace("/debian", "/unsigned");
+    ok(
+        lab.ssh_input(
+            "h1",
+            "sudo tee /etc/apt/sources.list.d/claw-lab.sources >/dev/null",
+            sources(&unsigned).as_bytes(),
+        ),
+        "sources",
+    );
+    let upd = lab.ssh("h1", "sudo apt-get update 2>&1");
+    let text = String::from_utf8_lossy(&upd.stdout).to_string();
+    assert!(
+        !upd.status.success() || text.contains("is not signed"),
+        "an unsigned repository must be refused:\n{text}"
+    );
+    assert!(
+        text.contains("not signed") || text.contains("NO_PUBKEY") || text.contains("InRelease"),
+        "{text}"
+    );
+
+    // The signed mirror: Docker and Compose v2 install.
+    ok(
+        lab.ssh_input(
+            "h1",
+            "sudo tee /etc/apt/sources.list.d/claw-lab.sources >/dev/null",
+            sources(&mirror).as_bytes(),
+        ),
+        "sources",
+    );
+    ok(
+        lab.ssh("h1", "sudo apt-get update -q"),
+        "apt-get update (signed)",
+    );
+    ok(
+        lab.ssh(
+            "h1",
+            "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io docker-compose",
+        ),
+        "apt-get install docker.io docker-compose",
+    );
+    assert!(
+        ok(lab.ssh("h1", "docker compose version"), "compose").contains("Docker Compose version")
+    );
+
+    // The daemon starts nested (sysvinit script; real servers vary).
+    ok(
+        lab.ssh(
+            "h1",
+            "sudo service docker start || sudo /etc/init.d/docker start",
+        ),
+        "start docker",
+    );
+    ok(
+        lab.ssh("h1", "for i in $(seq 60); do sudo docker info >/dev/null 2>&1 && exit 0; sleep 0.5; done; sudo docker info"),
+        "docker info",
+    );
+
+    // Lab images arrive by `docker load`, as the provisioner will ship them.
+    let built = std::process::Command::new("bash")
+        .arg(repo().join("tests/lab/full/stack.sh"))
+        .arg("build")
+        .output()
+        .unwrap();
+    ok(built, "tests/lab/full/stack.sh build");
+    let images: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("target/lab-images/images.json"))
+            .expect("target/lab-images/images.json"),
+    )
+    .unwrap();
+    for name in ["postgres", "redis", "backend"] {
+        let tar = std::fs::read(images[name]["tar"].as_str().unwrap()).unwrap();
+        ok(
+            lab.ssh_input("h1", "sudo docker load", &tar),
+            &format!("docker load {name}"),
+        );
+    }
+
+    // compose up: backend + PostgreSQL + Redis, the backend's port published.
+    let compose = format!(
+        r#"services:
+  postgres:
+    image: {pg}
+    environment: {{ POSTGRES_USER: claw, POSTGRES_PASSWORD: labdbpass, POSTGRES_DB: claw }}
+    healthcheck: {{ test: ["CMD", "pg_isready", "-U", "claw"], interval: 1s, retries: 60 }}
+  redis:
+    image: {redis}
+  backend:
+    image: {backend}
+    environment:
+      POSTGRES_HOST: postgres
+      POSTGRES_USER: claw
+      POSTGRES_PASSWORD: labdbpass
+      POSTGRES_DB: claw
+      REDIS_HOST: redis
+    ports: ["8000:8000"]
+    depends_on: {{ postgres: {{ condition: service_healthy }}, redis: {{ condition: service_started }} }}
+"#,
+        pg = images["postgres"]["tag"].as_str().unwrap(),
+        redis = images["redis"]["tag"].as_str().unwrap(),
+        backend = images["backend"]["tag"].as_str().unwrap(),
+    );
+    ok(
+        lab.ssh_input(
+            "h1",
+            "mkdir -p ~/stack && cat > ~/stack/compose.yml",
+            compose.as_bytes(),
+        ),
+        "compose file",
+    );
+    ok(
+        lab.ssh(
+            "h1",
+            "cd ~/stack && sudo docker compose up -d --pull never --wait --wait-timeout 120",
+        ),
+        "compose up",
+    );
+
+    // Reachable from ANOTHER lab host through the published port, and healthy.
+    let url = format!("http://{}:8000/health", h1.address);
+    let health = ok(
+        lab.ssh("h2", &format!("for i in $(seq 60); do curl -fsS -m 3 {url} && exit 0; sleep 1; done; curl -sS -m 3 {url}")),
+        "health from h2",
+    );
+    assert!(
+        health.contains("\"postgres\":\"ok\"") && health.contains("\"redis\":\"ok\""),
+        "{health}"
+    );
+}
+
+#[test]
+fn down_leaves_nothing_behind() {
+    let lab = Lab::up_full("f-down", 1);
+    let name = lab.name.clone();
+    drop(lab);
+    let leftovers = |args: &[&str]| {
+        let o = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains(&name))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert!(leftovers(&["ps", "-a", "--format", "{{.Names}}"]).is_empty());
+    assert!(leftovers(&["volume", "ls", "--format", "{{.Name}}"]).is_empty());
+    assert!(leftovers(&["network", "ls", "--format", "{{.Name}}"]).is_empty());
+    assert!(!repo().join("target").join(&name).join("lab.json").exists());
+}
