@@ -74,6 +74,7 @@ ensure_deps() {
     for c in nsenter unshare setsid flock findmnt; do command -v $c >/dev/null || need[util-linux]=1; done
     for c in mount umount; do command -v $c >/dev/null || need[mount]=1; done
     command -v ps >/dev/null || need[procps]=1
+    command -v mmdebstrap >/dev/null || need[mmdebstrap]=1   # full-host lab images are built from Debian packages
     command -v crontab >/dev/null || need[cron]=1          # hosts share the machine's /usr: crontab for cron tests
     for c in useradd usermod chpasswd; do command -v $c >/dev/null || need[passwd]=1; done
     [ ${#need[@]} -eq 0 ] && return 0
