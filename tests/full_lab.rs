@@ -2,7 +2,8 @@
 //! fresh cloud VM. Proven here with plain ssh and apt, not yet through the provisioner: strict
 //! host keys, Docker installed from the signed lab mirror (and refused from an unsigned one), the
 //! daemon running nested, lab images loaded with `docker load`, a compose stack with a published
-//! port reachable from another host, and the backend answering `/health`.
+//! port reachable from another host, the backend answering `/health`, and the backend's git
+//! remote cloned from a host over SSH.
 
 use crate::support::{Lab, repo};
 use std::process::Output;
@@ -81,13 +82,41 @@ fn fresh_full_host_runs_docker_from_the_signed_mirror() {
     ok(
         lab.ssh(
             "h1",
-            "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io docker-compose",
+            "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io docker-compose git",
         ),
-        "apt-get install docker.io docker-compose",
+        "apt-get install docker.io docker-compose git",
     );
     assert!(
         ok(lab.ssh("h1", "docker compose version"), "compose").contains("Docker Compose version")
     );
+
+    // The git remote of the backend is reachable from a host over SSH, host key checked.
+    let git = &lab.json["git"];
+    let deploy_key = std::fs::read(git["deploy_key"].as_str().unwrap()).unwrap();
+    ok(
+        lab.ssh_input(
+            "h1",
+            "umask 077; mkdir -p ~/.ssh && cat > ~/.ssh/id_deploy",
+            &deploy_key,
+        ),
+        "deploy key",
+    );
+    let known = format!(
+        "{} {}\n",
+        git["address"].as_str().unwrap(),
+        git["host_key"].as_str().unwrap()
+    );
+    ok(
+        lab.ssh_input("h1", "cat > ~/.ssh/git_known_hosts", known.as_bytes()),
+        "git known_hosts",
+    );
+    let clone = format!(
+        "GIT_SSH_COMMAND='ssh -i ~/.ssh/id_deploy -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=~/.ssh/git_known_hosts' \
+         git clone -q git@{}:{} ~/backend && cd ~/backend && git tag --list",
+        git["address"].as_str().unwrap(),
+        git["repo_path"].as_str().unwrap()
+    );
+    assert_eq!(ok(lab.ssh("h1", &clone), "git clone"), "v1\nv2\n");
 
     // The daemon starts nested (sysvinit script; real servers vary).
     ok(
