@@ -83,7 +83,12 @@ impl Remote {
                 if input.is_empty() { None } else { Some(&input) },
                 timeout + CLIENT_MARGIN,
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // Report the limit the operator set, not the client's margin on top of it.
+                SshError::Timeout { .. } => RemoteError::Timeout(timeout),
+                other => RemoteError::Ssh(other),
+            })?;
         // 124: `timeout` fired; 137: killed after the grace period. A command that exits so
         // by itself before its time is not a timeout.
         if matches!(out.exit_status, Some(124 | 137)) && started.elapsed() >= timeout {

@@ -109,3 +109,33 @@ content = "after\n"
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert_eq!(lab.ssh_ok("h2", "ls /srv"), "after\nslept\n");
 }
+
+#[test]
+fn background_child_does_not_hold_the_run() {
+    let lab = Lab::up("t-bg", 1);
+    let s = Scratch::new();
+    let pb = s.file(
+        "pb.toml",
+        r#"name = "bg"
+[[steps]]
+name = "start something in the background"
+kind = "command"
+run = "sleep 29 & touch /srv/started"
+creates = "/srv/started"
+"#,
+    );
+    let inv = lab.write_inventory("bg.toml", &pb, &[]);
+    let start = std::time::Instant::now();
+    let r = claw(
+        &["apply", inv.to_str().unwrap(), "--yes", "--output", "json"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.host("h1")["changed"], 1);
+    assert!(
+        start.elapsed().as_secs() < 15,
+        "a child holding stdout open must not hold the run until it ends ({:?})",
+        start.elapsed()
+    );
+    let _ = lab.ssh("h1", "sudo pkill -f 'sleep [2]9' || true");
+}

@@ -434,21 +434,40 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
+/// Longest wait for the known_hosts lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// An exclusive `flock(2)` on a file descriptor, released when dropped (closing the file
 /// would release it too; the guard must not outlive the file).
 struct Flock(std::os::unix::io::RawFd);
 
 impl Flock {
+    /// Waits at most [`LOCK_WAIT`] for the lock: a lock held forever (a stuck process, NFS)
+    /// must not hang the run, nor its exit (a blocked thread would keep the runtime alive).
     fn exclusive(file: &File) -> io::Result<Self> {
         let fd = file.as_raw_fd();
+        let give_up = std::time::Instant::now() + LOCK_WAIT;
         loop {
             // SAFETY: flock on a valid, open file descriptor owned by `file`.
-            if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
+            if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 return Ok(Flock(fd));
             }
             let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            match err.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EWOULDBLOCK) if std::time::Instant::now() < give_up => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Some(libc::EWOULDBLOCK) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!(
+                            "another process has held its lock for over {}s",
+                            LOCK_WAIT.as_secs()
+                        ),
+                    ));
+                }
+                _ => return Err(err),
             }
         }
     }

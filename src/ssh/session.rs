@@ -29,6 +29,10 @@ use super::{ConnectSpec, HostKeyPolicy, KEEPALIVE_MAX, PassphraseSource, SshErro
 /// Channels (concurrent commands) per connection; sshd's default `MaxSessions` is 10.
 pub const MAX_CHANNELS: usize = 8;
 
+/// How long output may still arrive after a command's exit status before the channel is
+/// closed (a background child holding stdout open must not hold the run until its timeout).
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
 /// What a remote command produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecOutput {
@@ -367,7 +371,10 @@ impl Session {
             nodelay: true,
             keepalive_interval: Some(spec.keepalive_interval).filter(|d| !d.is_zero()),
             keepalive_max: KEEPALIVE_MAX,
-            inactivity_timeout: None,
+            // With keepalive alone, a peer that stops reading is never noticed (russh waits in
+            // its flush); replies to keepalives count as activity, so silent commands survive.
+            inactivity_timeout: Some(spec.keepalive_interval * (KEEPALIVE_MAX as u32 + 2))
+                .filter(|d| !d.is_zero()),
             ..Default::default()
         };
         if !known.is_empty() {
@@ -484,7 +491,6 @@ impl Session {
             target: self.target.clone(),
             timeout,
         };
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
         let _permit = timeout_at(deadline, self.channels_limit.acquire())
             .await
             .map_err(|_| timed_out())?
@@ -501,11 +507,15 @@ impl Session {
             Ok(Err(_)) => return Err(self.lost("before the command was sent")),
             Ok(Ok(c)) => c,
         };
+        // Counted once the channel exists, as sshd logs a session for it.
         self.channels.fetch_add(1, Ordering::Relaxed);
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         let (mut rx, tx) = channel.split();
         match timeout_at(deadline, self.run(&mut rx, &tx, command, stdin)).await {
             Ok(r) => r,
             Err(_) => {
+                // Unread messages must not stall the connection while we clean up.
+                drop(rx);
                 // Best effort: ask sshd to kill the command (ignored for some accounts), and
                 // close our side. Dropping `rx` afterwards never stalls the connection.
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -546,9 +556,17 @@ impl Session {
         tokio::pin!(writer);
         let mut writer_done = false;
         let mut out = ExecOutput::default();
-        let mut closed = false;
+        // After the exit status, a background child may keep the channel open (its stdout is
+        // ours): give the output a moment to drain, then stop waiting.
+        let mut after_exit: Option<tokio::time::Instant> = None;
         loop {
+            let grace = after_exit
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
             tokio::select! {
+                _ = tokio::time::sleep_until(grace), if after_exit.is_some() => {
+                    let _ = tx.close().await;
+                    break;
+                }
                 // The command may exit without reading all of stdin: then the writer stays
                 // blocked on the window and is simply dropped when the channel closes.
                 _ = &mut writer, if !writer_done => writer_done = true,
@@ -563,9 +581,11 @@ impl Session {
                     }
                     Some(ChannelMsg::ExitStatus { exit_status }) => {
                         out.exit_status = Some(exit_status);
+                        after_exit.get_or_insert(tokio::time::Instant::now() + EXIT_GRACE);
                     }
                     Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
                         out.exit_signal = Some(signal_text(&signal_name));
+                        after_exit.get_or_insert(tokio::time::Instant::now() + EXIT_GRACE);
                     }
                     Some(ChannelMsg::Failure) => {
                         // sshd keeps a channel whose exec failed open (holding a MaxSessions
@@ -576,16 +596,12 @@ impl Session {
                             target: self.target.clone(),
                         });
                     }
-                    Some(ChannelMsg::Close) => {
-                        closed = true;
-                        break;
-                    }
+                    Some(ChannelMsg::Close) | None => break,
                     Some(_) => {}
-                    None => break,
                 },
             }
         }
-        if !closed && out.exit_status.is_none() && out.exit_signal.is_none() {
+        if out.exit_status.is_none() && out.exit_signal.is_none() {
             return Err(self.lost("while a command was running (its outcome is unknown)"));
         }
         Ok(out)
