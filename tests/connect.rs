@@ -94,6 +94,32 @@ fn host_keys() {
         "recorded keys are now known under strict: {}{}",
         r.stdout, r.stderr
     );
+
+    // A host covered by a @cert-authority line is never trusted on first use (no certificate
+    // checking yet): accept-new refuses it and records nothing.
+    let ca_kh = lab.dir.join("ca_known_hosts");
+    let ca_key = std::fs::read_to_string(lab.dir.join("id_other.pub")).unwrap();
+    std::fs::write(
+        &ca_kh,
+        format!("@cert-authority {} {}", lab.host("h2").address, ca_key),
+    )
+    .unwrap();
+    let inv_ca = lab.write_inventory(
+        "ca.toml",
+        &pb,
+        &[
+            ("known_hosts", &format!("{:?}", ca_kh.display().to_string())),
+            ("host_key_policy", "\"accept-new\""),
+        ],
+    );
+    let r = claw(&["plan", inv_ca.to_str().unwrap(), "--limit", "h2"], &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("cert-authority"), "{}", r.stdout);
+    assert_eq!(
+        std::fs::read_to_string(&ca_kh).unwrap().lines().count(),
+        1,
+        "nothing recorded"
+    );
 }
 
 #[test]

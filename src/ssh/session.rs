@@ -167,20 +167,64 @@ impl client::Handler for ClientHandler {
 /// Checks (and under `accept-new` records) the presented key. Blocking (file I/O, flock).
 /// `Ok(Some(fingerprint))` when a new key was recorded.
 fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<SshError>> {
-    let read_error = |e: std::io::Error, action| {
+    let error = |file: &std::path::Path, action, reason: String| {
         Box::new(SshError::KnownHosts {
             host: peer.host.clone(),
             target: peer.target.clone(),
-            file: peer.known_hosts.clone(),
+            file: file.to_path_buf(),
             action,
-            reason: e.to_string(),
+            reason,
         })
     };
+    let read_error = |e: std::io::Error, action| error(&peer.known_hosts, action, e.to_string());
     let kh = KnownHosts::load(&peer.known_hosts).map_err(|e| read_error(e, "read"))?;
-    let status = kh.check(&peer.address, peer.port, key);
-    match status {
-        HostKeyStatus::Known => Ok(None),
-        HostKeyStatus::Unknown if peer.policy == HostKeyPolicy::AcceptNew => {
+    // The system-wide files count too, read-only, as for OpenSSH: a key revoked in any file is
+    // refused; a key recorded in any file is known; otherwise a different key anywhere is a change.
+    let mut files = vec![kh];
+    for g in GLOBAL_KNOWN_HOSTS
+        .iter()
+        .map(std::path::Path::new)
+        .filter(|p| p.exists())
+    {
+        files.push(KnownHosts::load(g).map_err(|e| error(g, "read", e.to_string()))?);
+    }
+    let statuses: Vec<HostKeyStatus> = files
+        .iter()
+        .map(|f| f.check(&peer.address, peer.port, key))
+        .collect();
+    if let Some(i) = statuses
+        .iter()
+        .position(|s| matches!(s, HostKeyStatus::Revoked))
+    {
+        return Err(Box::new(refusal(peer, &files[i], &statuses[i], key)));
+    }
+    if statuses.iter().any(|s| matches!(s, HostKeyStatus::Known)) {
+        return Ok(None);
+    }
+    if let Some(i) = statuses
+        .iter()
+        .position(|s| matches!(s, HostKeyStatus::Changed { .. }))
+    {
+        return Err(Box::new(refusal(peer, &files[i], &statuses[i], key)));
+    }
+    // A host vouched for by a certificate authority presents certificates, which we do not check
+    // yet: its plain key must not be trusted on first use behind the CA's back.
+    if let Some(f) = files.iter().find(|f| {
+        f.entries_for(&peer.address, peer.port)
+            .iter()
+            .any(|e| e.marker == Marker::CertAuthority)
+    }) {
+        return Err(error(
+            f.file(),
+            "check",
+            "a @cert-authority line covers this host, and host certificates are not supported yet; \
+             add the host's own key to the known_hosts file to connect"
+                .into(),
+        ));
+    }
+    let kh = &files[0];
+    match (&statuses[0], peer.policy) {
+        (HostKeyStatus::Unknown, HostKeyPolicy::AcceptNew) => {
             match known_hosts::add_if_unknown(&peer.known_hosts, &peer.address, peer.port, key)
                 .map_err(|e| read_error(e, "update"))?
             {
@@ -194,9 +238,12 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
                 }
             }
         }
-        other => Err(Box::new(refusal(peer, &kh, &other, key))),
+        (other, _) => Err(Box::new(refusal(peer, kh, other, key))),
     }
 }
+
+/// System-wide known_hosts files (OpenSSH's GlobalKnownHostsFile default), read, never written.
+const GLOBAL_KNOWN_HOSTS: &[&str] = &["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
 
 /// The error for a refused host key.
 fn refusal(peer: &Peer, kh: &KnownHosts, status: &HostKeyStatus, key: &PublicKey) -> SshError {
