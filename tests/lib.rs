@@ -3,6 +3,7 @@
 
 mod support;
 
+mod accounts;
 mod become_user;
 mod cli_errors;
 mod confirm;

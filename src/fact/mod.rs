@@ -4,10 +4,12 @@
 //! Every record a snippet prints is a line `@ID<TAB>...`, so the parser can tell which request it
 //! answers. **Invariant:** probe snippets have no side effects.
 
+pub mod account;
 pub mod guard;
 pub mod path;
 pub mod preflight;
 
+pub use account::{GroupState, UserInfo, UserState};
 pub use guard::GuardState;
 pub use path::PathState;
 
@@ -21,6 +23,10 @@ pub enum Request {
         creates: Option<String>,
         unless: Option<String>,
     },
+    /// A user account.
+    User(String),
+    /// A group.
+    Group(String),
 }
 
 /// What a probe observed.
@@ -28,6 +34,8 @@ pub enum Request {
 pub enum Observed {
     Path(PathState),
     Guard(GuardState),
+    User(UserState),
+    Group(GroupState),
 }
 
 /// A probe output that cannot be parsed.
@@ -98,6 +106,8 @@ impl ProbeScript {
                 Request::Guard { creates, unless } => {
                     s.push_str(&guard::command(id, creates.as_deref(), unless.as_deref()))
                 }
+                Request::User(name) => s.push_str(&account::user_command(id, name)),
+                Request::Group(name) => s.push_str(&account::group_command(id, name)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -145,6 +155,8 @@ impl ProbeScript {
                 let parsed = match req {
                     Request::Path(_) => path::parse(&fields).map(Observed::Path),
                     Request::Guard { .. } => guard::parse(&fields).map(Observed::Guard),
+                    Request::User(_) => account::parse_user(&fields).map(Observed::User),
+                    Request::Group(_) => account::parse_group(&fields).map(Observed::Group),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),

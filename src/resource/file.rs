@@ -163,6 +163,34 @@ impl Desired {
         ))
     }
 
+    /// A root-owned file with generated content (e.g. a cron entry).
+    pub fn generated(path: String, content: Vec<u8>, mode: u32) -> Result<Self, String> {
+        check_path(&path)?;
+        Ok(Self::new(
+            path,
+            content,
+            Some(mode),
+            Some("root".into()),
+            Some("root".into()),
+            State::Present,
+            false,
+        ))
+    }
+
+    /// The absence of a file.
+    pub fn absent(path: String) -> Result<Self, String> {
+        check_path(&path)?;
+        Ok(Self::new(
+            path,
+            vec![],
+            None,
+            None,
+            None,
+            State::Absent,
+            false,
+        ))
+    }
+
     fn new(
         path: String,
         content: Vec<u8>,

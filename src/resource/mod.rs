@@ -3,7 +3,9 @@
 //!
 //! **Invariant:** nothing here touches SSH; diff functions are pure and unit-tested.
 
+pub mod account;
 pub mod command;
+pub mod cron;
 pub mod dir;
 pub mod file;
 
@@ -15,7 +17,9 @@ use serde_json::{Map, Value};
 use std::path::Path;
 
 /// Every step kind, as written in playbooks.
-pub const KINDS: &[&str] = &["dir", "file", "template", "command"];
+pub const KINDS: &[&str] = &[
+    "dir", "file", "template", "command", "user", "group", "cron",
+];
 
 /// `state = "present" | "absent"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -34,6 +38,9 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "file" => file::FileArgs::deserialize(v).map(drop),
         "template" => file::TemplateArgs::deserialize(v).map(drop),
         "command" => command::Args::deserialize(v).map(drop),
+        "user" => account::UserArgs::deserialize(v).map(drop),
+        "group" => account::GroupArgs::deserialize(v).map(drop),
+        "cron" => cron::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -46,6 +53,8 @@ pub enum Desired {
     Dir(dir::Desired),
     File(file::Desired),
     Command(command::Desired),
+    User(account::User),
+    Group(account::Group),
 }
 
 /// Where a step's local inputs are found.
@@ -85,6 +94,15 @@ pub fn desired(
         "command" => Desired::Command(command::Desired::from_args(
             command::Args::deserialize(rendered).map_err(bad)?,
         )?),
+        "user" => Desired::User(account::User::from_args(
+            account::UserArgs::deserialize(rendered).map_err(bad)?,
+        )?),
+        "group" => Desired::Group(account::Group::from_args(
+            account::GroupArgs::deserialize(rendered).map_err(bad)?,
+        )?),
+        "cron" => Desired::File(cron::desired(
+            cron::Args::deserialize(rendered).map_err(bad)?,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -105,6 +123,8 @@ impl Desired {
                 creates: c.creates.clone(),
                 unless: c.unless.clone(),
             }),
+            Desired::User(u) => p.add(Request::User(u.name.clone())),
+            Desired::Group(g) => p.add(Request::Group(g.name.clone())),
         }
     }
 
@@ -115,6 +135,8 @@ impl Desired {
             (Desired::Dir(d), Observed::Path(o)) => d.diff(o),
             (Desired::File(f), Observed::Path(o)) => f.diff(o),
             (Desired::Command(c), Observed::Guard(g)) => Ok(c.diff(g)),
+            (Desired::User(u), Observed::User(o)) => u.diff(o),
+            (Desired::Group(g), Observed::Group(o)) => g.diff(o),
             _ => Err("internal error: probe answer of the wrong type (bug, please report)".into()),
         }
     }
