@@ -15,6 +15,8 @@ pub enum Action {
     Delete,
     /// A command whose guard says it must run.
     Run,
+    /// A check that runs on apply and changes nothing (`http_check`).
+    Check,
     /// Not applied on this host (`when` is false).
     Skip,
 }
@@ -28,6 +30,7 @@ impl Action {
             Action::Update => "update",
             Action::Delete => "remove",
             Action::Run => "run",
+            Action::Check => "check",
             Action::Skip => "skip",
         }
     }
@@ -40,13 +43,14 @@ impl Action {
             Action::Update => "~",
             Action::Delete => "-",
             Action::Run => "!",
+            Action::Check => "?",
             Action::Skip => " ",
         }
     }
 
     /// Whether applying this action changes the host.
     pub fn changes(self) -> bool {
-        !matches!(self, Action::NoOp | Action::Skip)
+        !matches!(self, Action::NoOp | Action::Skip | Action::Check)
     }
 }
 

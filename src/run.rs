@@ -383,7 +383,7 @@ async fn drive(
     let ids: Vec<Option<usize>> = p
         .steps
         .iter()
-        .map(|s| s.desired.as_ref().map(|d| d.probe(&mut probe)))
+        .map(|s| s.desired.as_ref().and_then(|d| d.probe(&mut probe)))
         .collect();
     let out = remote
         .run(&probe.script(), &[], default_timeout)
@@ -413,11 +413,11 @@ async fn drive(
     // 2. Diff (pure).
     let mut plan = HostPlan::default();
     for (s, id) in p.steps.iter().zip(&ids) {
-        let change = match (&s.desired, id) {
-            (Some(d), Some(id)) => d
-                .diff(&facts.observed[*id])
+        let change = match &s.desired {
+            Some(d) => d
+                .diff(id.map(|id| &facts.observed[id]))
                 .map_err(|e| (s.name.clone(), RemoteError::Failed(e)))?,
-            _ => Change::skip(String::new(), s.skip_reason.clone()),
+            None => Change::skip(String::new(), s.skip_reason.clone()),
         };
         plan.steps.push(StepPlan {
             name: s.name.clone(),
@@ -475,6 +475,8 @@ async fn drive(
                     .phase(name, &format!("{} {}", sp.change.action.word(), sp.name));
                 let timeout = ps.timeout.unwrap_or(default_timeout);
                 match remote.run_ok(&op.script, &op.stdin, timeout).await {
+                    // A passing check changes nothing.
+                    Ok(_) if sp.change.action == crate::plan::Action::Check => StepStatus::Ok,
                     Ok(_) => {
                         changed = true;
                         StepStatus::Changed

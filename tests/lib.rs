@@ -11,3 +11,4 @@ mod connect;
 mod converge;
 mod faults;
 mod full_lab;
+mod http_check;

@@ -37,6 +37,7 @@ impl Paint {
         let w = format!("{} {:<7}", a.sigil(), a.word());
         match a {
             Action::Create | Action::Run => self.green(&w),
+            Action::Check => w,
             Action::Update => self.yellow(&w),
             Action::Delete => self.red(&w),
             Action::NoOp | Action::Skip => w,
@@ -109,11 +110,22 @@ fn content_diff(c: &ContentChange, host: &str, out: &mut String, paint: Paint) {
 pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint) -> String {
     let mut out = String::new();
     let n = plan.changes();
-    let summary = if n == 0 {
+    let mut summary = if n == 0 {
         "no changes".to_string()
     } else {
         format!("{n} to change")
     };
+    let checks = plan
+        .steps
+        .iter()
+        .filter(|s| s.change.action == Action::Check)
+        .count();
+    if checks > 0 {
+        summary.push_str(&format!(
+            ", {checks} check{} on apply",
+            if checks == 1 { "" } else { "s" }
+        ));
+    }
     let _ = writeln!(out, "{} ({address}): {summary}", paint.bold(host));
     if n == 0 {
         // Listing every `ok` step of every unchanged host buries the changes.
@@ -128,7 +140,7 @@ pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint) -> String 
                 if !c.details.is_empty() {
                     w.push_str(&format!(": {}", c.details.join(", ")));
                 }
-                if c.action == Action::NoOp || c.action == Action::Run {
+                if matches!(c.action, Action::NoOp | Action::Run | Action::Check) {
                     w.push_str(&format!(": {}", c.reason));
                 }
                 w

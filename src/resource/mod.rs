@@ -8,6 +8,7 @@ pub mod command;
 pub mod cron;
 pub mod dir;
 pub mod file;
+pub mod http_check;
 
 use crate::fact::{Observed, ProbeScript, Request};
 use crate::plan::Change;
@@ -18,7 +19,14 @@ use std::path::Path;
 
 /// Every step kind, as written in playbooks.
 pub const KINDS: &[&str] = &[
-    "dir", "file", "template", "command", "user", "group", "cron",
+    "dir",
+    "file",
+    "template",
+    "command",
+    "user",
+    "group",
+    "cron",
+    "http_check",
 ];
 
 /// `state = "present" | "absent"`.
@@ -41,6 +49,7 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "user" => account::UserArgs::deserialize(v).map(drop),
         "group" => account::GroupArgs::deserialize(v).map(drop),
         "cron" => cron::Args::deserialize(v).map(drop),
+        "http_check" => http_check::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -55,6 +64,7 @@ pub enum Desired {
     Command(command::Desired),
     User(account::User),
     Group(account::Group),
+    HttpCheck(http_check::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -103,15 +113,18 @@ pub fn desired(
         "cron" => Desired::File(cron::desired(
             cron::Args::deserialize(rendered).map_err(bad)?,
         )?),
+        "http_check" => Desired::HttpCheck(http_check::Desired::from_args(
+            http_check::Args::deserialize(rendered).map_err(bad)?,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
 }
 
 impl Desired {
-    /// Registers the facts this step needs; returns the request id.
-    pub fn probe(&self, p: &mut ProbeScript) -> usize {
-        match self {
+    /// Registers the facts this step needs; returns the request id (None: it needs none).
+    pub fn probe(&self, p: &mut ProbeScript) -> Option<usize> {
+        Some(match self {
             Desired::Dir(d) => p.add(Request::Path(d.path.clone())),
             Desired::File(f) => {
                 if f.state == State::Present {
@@ -125,12 +138,21 @@ impl Desired {
             }),
             Desired::User(u) => p.add(Request::User(u.name.clone())),
             Desired::Group(g) => p.add(Request::Group(g.name.clone())),
-        }
+            Desired::HttpCheck(_) => return None,
+        })
     }
 
     /// Compares with what was observed. An error means the step cannot proceed (e.g. a file
     /// where a directory is wanted).
-    pub fn diff(&self, observed: &Observed) -> Result<Change, String> {
+    pub fn diff(&self, observed: Option<&Observed>) -> Result<Change, String> {
+        let Some(observed) = observed else {
+            return match self {
+                Desired::HttpCheck(h) => Ok(h.diff()),
+                _ => Err(
+                    "internal error: a step without its probe answer (bug, please report)".into(),
+                ),
+            };
+        };
         match (self, observed) {
             (Desired::Dir(d), Observed::Path(o)) => d.diff(o),
             (Desired::File(f), Observed::Path(o)) => f.diff(o),

@@ -162,6 +162,17 @@ addr_of() { echo "$NET.$K.$(($1 + 1))"; }          # host number -> address
 ns_of() { echo "claw-$K-$LAB-h$1"; }                # host number -> netns name
 veth_of() { echo "cl${K}h$1"; }                     # host number -> root-side veth (<= 9 chars)
 bridge_of() { echo "clawbr$K"; }
+# Hosts of one lab talk to each other across its bridge. Where the machine's iptables FORWARD
+# policy drops (Docker sets DROP, and br_netfilter hands bridged frames to iptables), allow
+# traffic from the bridge back to the same bridge only; nothing else is opened.
+bridge_forward() { # add|del BRIDGE
+    command -v iptables >/dev/null || return 0
+    if [ "$1" = add ]; then
+        iptables -C FORWARD -i "$2" -o "$2" -j ACCEPT 2>/dev/null || iptables -I FORWARD 1 -i "$2" -o "$2" -j ACCEPT 2>/dev/null || true
+    else
+        while iptables -D FORWARD -i "$2" -o "$2" -j ACCEPT 2>/dev/null; do :; done
+    fi
+}
 mac_of() { printf '02:00:0a:d5:%02x:%02x' "$K" "$1"; }  # last byte: 1 = bridge, I+1 = host hI
 in_netns() { [ /proc/"$1"/ns/net -ef "/run/netns/$NS" ]; }   # PID: is it inside host $NS?
 
@@ -219,7 +230,7 @@ teardown() { # remove every trace of lab $LAB (caller holds the lab lock)
             done < <(ip -o link show type veth 2>/dev/null | sed -n "s/^[0-9]*: \(cl${K}h[0-9]*\)@.*/\1/p")
         fi
         [ -n "$batch" ] && { printf '%s' "$batch" | ip -force -batch - 2>/dev/null || true; }
-        [ -n "$ours" ] && { ip link del "$(bridge_of)" 2>/dev/null || true; }
+        [ -n "$ours" ] && { bridge_forward del "$(bridge_of)"; ip link del "$(bridge_of)" 2>/dev/null || true; }
         phase "down: network deleted"
     done
     # `ip netns add` made /run/netns a mount point; drop it again once no namespace at all is left
@@ -276,6 +287,7 @@ alloc_index() { # choose a free K (machine-wide), create the bridge, record K in
         ip link set "$br" alias "claw-lab $LD"
         ip addr add "$NET.$K.1/24" dev "$br"
         ip link set "$br" up
+        bridge_forward add "$br"
         exec 8>&-
         return 0
     done
