@@ -37,31 +37,21 @@ fn lab_sh(args: &[&str]) -> Output {
 }
 
 impl Lab {
+    /// A lab of light hosts (network namespaces), see `lab.sh up`.
     pub fn up(name: &str, n: usize) -> Lab {
-        let out = lab_sh(&["up", &n.to_string(), "--name", name]);
-        assert!(
-            out.status.success(),
-            "the test lab `{name}` could not start (tests/lab/lab.sh up {n} --name {name}):\nstdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dir = repo().join("target").join(name);
-        let json: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("lab.json")).expect("lab.json"))
-                .expect("lab.json parses");
-        Lab {
-            name: name.to_string(),
-            dir,
-            json,
-        }
+        Self::start("up", name, n)
     }
 
     /// A lab of full hosts (containers with their own Docker), see `lab.sh up-full`.
     pub fn up_full(name: &str, n: usize) -> Lab {
-        let out = lab_sh(&["up-full", &n.to_string(), "--name", name]);
+        Self::start("up-full", name, n)
+    }
+
+    fn start(command: &str, name: &str, n: usize) -> Lab {
+        let out = lab_sh(&[command, &n.to_string(), "--name", name]);
         assert!(
             out.status.success(),
-            "the full-host lab `{name}` could not start (tests/lab/lab.sh up-full {n} --name {name}):\nstdout:\n{}\nstderr:\n{}",
+            "the test lab `{name}` could not start (tests/lab/lab.sh {command} {n} --name {name}):\nstdout:\n{}\nstderr:\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
