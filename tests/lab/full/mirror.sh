@@ -45,32 +45,8 @@ tag() {
 
 have_image() { docker image inspect --format '{{.Id}}' "$1" >/dev/null 2>&1; }
 
-# The Debian archive this machine's apt uses (first non-security, non-disabled source naming .../debian).
-debian_mirror() {
-    if [ -n "${CLAW_LAB_DEBIAN_MIRROR:-}" ]; then echo "$CLAW_LAB_DEBIAN_MIRROR"; return; fi
-    local url
-    url=$(
-        shopt -s nullglob
-        for f in /etc/apt/sources.list.d/*.sources; do
-            # deb822: one stanza per paragraph; pick URIs of stanzas whose Suites are not -security
-            awk 'BEGIN { RS = ""; FS = "\n" }
-                 { uris = ""; suites = ""; enabled = 1
-                   for (i = 1; i <= NF; i++) {
-                     if ($i ~ /^URIs:/)    { uris = $i;   sub(/^URIs:[ \t]*/, "", uris) }
-                     if ($i ~ /^Suites:/)  { suites = $i; sub(/^Suites:[ \t]*/, "", suites) }
-                     if ($i ~ /^Enabled:[ \t]*no/) enabled = 0 }
-                   if (enabled && suites !~ /-security/) { n = split(uris, u, /[ \t]+/); for (j = 1; j <= n; j++) print u[j] } }' "$f"
-        done
-        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-            [ -f "$f" ] || continue
-            sed -E -n 's/^[ \t]*deb[ \t]+(\[[^]]*\][ \t]+)?([^ \t]+)[ \t]+([^ \t]+).*/\2 \3/p' "$f" |
-                awk '$2 !~ /-security/ { print $1 }'
-        done
-    ) || true
-    url=$(printf '%s\n' "$url" | grep -E '^(https?|file)://[^ ]*/debian/?$' | head -n1 || true)
-    [ -n "$url" ] || die "no Debian mirror found in /etc/apt/sources.list{,.d/*}; set CLAW_LAB_DEBIAN_MIRROR=URL"
-    echo "${url%/}"
-}
+# shellcheck source=debian-mirror.sh
+source "$HERE/debian-mirror.sh"
 
 # Runs inside a trixie chroot (host base packages installed, apt lists fresh) made by mmdebstrap; /tmp/mirror
 # holds `packages` (one name a line). Leaves the served tree in /tmp/mirror/www, the private key in

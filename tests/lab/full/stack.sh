@@ -263,21 +263,11 @@ hook() { # STAGE NAME ROOT: called back by mmdebstrap
     esac
 }
 
-mirror_url() { # the Debian archive the machine's apt uses (deb822 .sources or one-line .list files)
+# shellcheck source=debian-mirror.sh
+source "$HERE/debian-mirror.sh"
+mirror_url() { # the Debian archive the machine's apt uses (STACK_MIRROR overrides it)
     if [ -n "${STACK_MIRROR:-}" ]; then echo "$STACK_MIRROR"; return; fi
-    local url
-    url=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '
-        /^[ \t]*$/ { if (uri != "" && suites ~ /(^| )(bookworm|trixie|forky|bullseye|sid|stable|testing|unstable)( |$)/) { print uri; exit } uri = ""; suites = ""; next }
-        tolower($1) == "uris:" { uri = $2 }
-        tolower($1) == "suites:" { $1 = ""; suites = $0 " " }
-        END { if (uri != "" && suites ~ /(^| )(bookworm|trixie|forky|bullseye|sid|stable|testing|unstable)( |$)/) print uri }' | head -n1)
-    if [ -z "$url" ]; then
-        url=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '
-            $1 == "deb" { i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
-                          if ($(i + 1) ~ /^(bookworm|trixie|forky|bullseye|sid|stable|testing|unstable)$/) { print $i; exit } }')
-    fi
-    [ -n "$url" ] || die "no Debian mirror in /etc/apt/sources.list{,.d/*}; set STACK_MIRROR"
-    echo "$url"
+    debian_mirror
 }
 
 # ------------------------------------------------------------------------------------- tags, cache
