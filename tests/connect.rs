@@ -160,3 +160,53 @@ fn authentication() {
     assert!(err.to_lowercase().contains("authenticat"), "{err}");
     assert!(err.contains("id_other"), "names the key it tried: {err}");
 }
+
+#[test]
+fn ssh_agent() {
+    let lab = Lab::up("t-agent", 1);
+    let s = Scratch::new();
+    let pb = touch_playbook(&s);
+    let sock = s.dir.path().join("agent.sock");
+    let out = std::process::Command::new("ssh-agent")
+        .arg("-a")
+        .arg(&sock)
+        .output()
+        .expect("ssh-agent");
+    assert!(
+        out.status.success(),
+        "ssh-agent: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = String::from_utf8_lossy(&out.stdout)
+        .split("SSH_AGENT_PID=")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .map(str::to_string)
+        .expect("agent pid");
+    let sock = sock.to_str().unwrap().to_string();
+    // RSA through the agent needs the rsa-sha2 signature flavour, as from a file.
+    let added = std::process::Command::new("ssh-add")
+        .arg(lab.dir.join("id_rsa"))
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "ssh-add: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    // The inventory's own key is not accepted by the host: only the agent's key can log in.
+    let inv = lab.write_inventory("agent.toml", &pb, &[("identity_file", "\"id_other\"")]);
+    let r = claw(
+        &["apply", inv.to_str().unwrap(), "--yes"],
+        &[("SSH_AUTH_SOCK", &sock)],
+    );
+    let _ = std::process::Command::new("kill").arg(&pid).status();
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(lab.ssh_ok("h1", "ls /srv").contains("marker"));
+    let r = claw(&["plan", inv.to_str().unwrap()], &[]);
+    assert_eq!(
+        r.code, 1,
+        "without the agent the same inventory cannot log in"
+    );
+}
