@@ -19,6 +19,9 @@ pub enum Action {
     Check,
     /// Not applied on this host (`when` is false).
     Skip,
+    /// Cannot be probed before an earlier step of the plan has run (a tool it needs is not
+    /// installed yet, ...): shown as "known after apply"; apply probes it again when it is reached.
+    Deferred,
 }
 
 impl Action {
@@ -32,6 +35,7 @@ impl Action {
             Action::Run => "run",
             Action::Check => "check",
             Action::Skip => "skip",
+            Action::Deferred => "known after apply",
         }
     }
 
@@ -45,6 +49,7 @@ impl Action {
             Action::Run => "!",
             Action::Check => "?",
             Action::Skip => " ",
+            Action::Deferred => "*",
         }
     }
 
@@ -111,6 +116,9 @@ pub struct Change {
     pub upload_bytes: u64,
     /// Directory that receives the upload.
     pub upload_dir: Option<String>,
+    /// Things the operator should know even when nothing changes (a certificate that expires
+    /// soon), shown in plans and apply output.
+    pub warnings: Vec<String>,
 }
 
 impl Change {
@@ -124,6 +132,15 @@ impl Change {
             op: None,
             upload_bytes: 0,
             upload_dir: None,
+            warnings: vec![],
+        }
+    }
+
+    /// A step that cannot be probed until an earlier step has run; `why` says what is missing.
+    pub fn deferred(target: impl Into<String>, why: impl Into<String>) -> Self {
+        Self {
+            action: Action::Deferred,
+            ..Self::noop(target, why)
         }
     }
 
@@ -164,15 +181,19 @@ pub struct StepPlan {
 #[derive(Debug, Clone, Default)]
 pub struct HostPlan {
     pub steps: Vec<StepPlan>,
+    /// Handlers notified by an earlier run that did not get to run them (read from the
+    /// target's journal); they run on this apply.
+    pub pending_handlers: Vec<String>,
 }
 
 impl HostPlan {
-    /// Number of steps that would change something.
+    /// Number of steps (and pending handlers) that would change something.
     pub fn changes(&self) -> usize {
         self.steps
             .iter()
             .filter(|s| s.change.action.changes())
             .count()
+            + self.pending_handlers.len()
     }
 
     /// Whether nothing would change.
@@ -182,7 +203,7 @@ impl HostPlan {
 
     /// Handlers that changed steps would notify, in notification order, without repeats.
     pub fn notified(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
+        let mut out: Vec<String> = self.pending_handlers.clone();
         for s in self.steps.iter().filter(|s| s.change.action.changes()) {
             for n in &s.notify {
                 if !out.contains(n) {

@@ -380,10 +380,15 @@ async fn drive(
     // 1. Probe: every step's facts and the preflight in one round trip.
     ctx.observer.phase(name, "probing");
     let mut probe = ProbeScript::default();
-    let ids: Vec<Option<usize>> = p
+    let ids: Vec<Vec<usize>> = p
         .steps
         .iter()
-        .map(|s| s.desired.as_ref().and_then(|d| d.probe(&mut probe)))
+        .map(|s| {
+            s.desired
+                .as_ref()
+                .map(|d| d.probe(&mut probe))
+                .unwrap_or_default()
+        })
         .collect();
     let out = remote
         .run(&probe.script(), &[], default_timeout)
@@ -404,7 +409,7 @@ async fn drive(
                     request: Some(r), ..
                 } => ids
                     .iter()
-                    .position(|id| *id == Some(*r))
+                    .position(|id| id.contains(r))
                     .map_or_else(|| "probe".to_string(), |i| p.steps[i].name.clone()),
                 ProbeError::Output { request: None, .. } => "probe".to_string(),
             };
@@ -415,7 +420,7 @@ async fn drive(
     for (s, id) in p.steps.iter().zip(&ids) {
         let change = match &s.desired {
             Some(d) => d
-                .diff(id.map(|id| &facts.observed[id]))
+                .diff(&id.iter().map(|i| &facts.observed[*i]).collect::<Vec<_>>())
                 .map_err(|e| (s.name.clone(), RemoteError::Failed(e)))?,
             None => Change::skip(String::new(), s.skip_reason.clone()),
         };

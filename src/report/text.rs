@@ -38,7 +38,7 @@ impl Paint {
         match a {
             Action::Create | Action::Run => self.green(&w),
             Action::Check => w,
-            Action::Update => self.yellow(&w),
+            Action::Update | Action::Deferred => self.yellow(&w),
             Action::Delete => self.red(&w),
             Action::NoOp | Action::Skip => w,
         }
@@ -127,8 +127,24 @@ pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint) -> String 
         ));
     }
     let _ = writeln!(out, "{} ({address}): {summary}", paint.bold(host));
+    let warnings = || {
+        let mut w = String::new();
+        for s in plan.steps.iter().filter(|s| !s.change.warnings.is_empty()) {
+            for x in &s.change.warnings {
+                let _ = writeln!(
+                    w,
+                    "  {} {} `{}`: {x}",
+                    paint.yellow("warning:"),
+                    s.kind,
+                    s.name
+                );
+            }
+        }
+        w
+    };
     if n == 0 {
         // Listing every `ok` step of every unchanged host buries the changes.
+        out.push_str(&warnings());
         return out;
     }
     for s in &plan.steps {
@@ -140,7 +156,10 @@ pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint) -> String 
                 if !c.details.is_empty() {
                     w.push_str(&format!(": {}", c.details.join(", ")));
                 }
-                if matches!(c.action, Action::NoOp | Action::Run | Action::Check) {
+                if matches!(
+                    c.action,
+                    Action::NoOp | Action::Run | Action::Check | Action::Deferred
+                ) {
                     w.push_str(&format!(": {}", c.reason));
                 }
                 w
@@ -157,6 +176,14 @@ pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint) -> String 
     if !notified.is_empty() {
         let _ = writeln!(out, "  then handlers: {}", notified.join(", "));
     }
+    if !plan.pending_handlers.is_empty() {
+        let _ = writeln!(
+            out,
+            "  (pending from an earlier run that did not finish: {})",
+            plan.pending_handlers.join(", ")
+        );
+    }
+    out.push_str(&warnings());
     out
 }
 

@@ -122,44 +122,40 @@ pub fn desired(
 }
 
 impl Desired {
-    /// Registers the facts this step needs; returns the request id (None: it needs none).
-    pub fn probe(&self, p: &mut ProbeScript) -> Option<usize> {
-        Some(match self {
-            Desired::Dir(d) => p.add(Request::Path(d.path.clone())),
+    /// Registers the facts this step needs; returns their request ids, in the order `diff`
+    /// expects the answers (empty: it needs none).
+    pub fn probe(&self, p: &mut ProbeScript) -> Vec<usize> {
+        match self {
+            Desired::Dir(d) => vec![p.add(Request::Path(d.path.clone()))],
             Desired::File(f) => {
                 if f.state == State::Present {
                     p.add_upload_dir(&f.parent());
                 }
-                p.add(Request::Path(f.path.clone()))
+                vec![p.add(Request::Path(f.path.clone()))]
             }
-            Desired::Command(c) => p.add(Request::Guard {
+            Desired::Command(c) => vec![p.add(Request::Guard {
                 creates: c.creates.clone(),
                 unless: c.unless.clone(),
-            }),
-            Desired::User(u) => p.add(Request::User(u.name.clone())),
-            Desired::Group(g) => p.add(Request::Group(g.name.clone())),
-            Desired::HttpCheck(_) => return None,
-        })
+            })],
+            Desired::User(u) => vec![p.add(Request::User(u.name.clone()))],
+            Desired::Group(g) => vec![p.add(Request::Group(g.name.clone()))],
+            Desired::HttpCheck(_) => vec![],
+        }
     }
 
-    /// Compares with what was observed. An error means the step cannot proceed (e.g. a file
-    /// where a directory is wanted).
-    pub fn diff(&self, observed: Option<&Observed>) -> Result<Change, String> {
-        let Some(observed) = observed else {
-            return match self {
-                Desired::HttpCheck(h) => Ok(h.diff()),
-                _ => Err(
-                    "internal error: a step without its probe answer (bug, please report)".into(),
-                ),
-            };
-        };
+    /// Compares with what was observed (the answers to `probe`'s requests, in order). An error
+    /// means the step cannot proceed (e.g. a file where a directory is wanted).
+    pub fn diff(&self, observed: &[&Observed]) -> Result<Change, String> {
+        let wrong =
+            || "internal error: probe answers of the wrong type (bug, please report)".into();
         match (self, observed) {
-            (Desired::Dir(d), Observed::Path(o)) => d.diff(o),
-            (Desired::File(f), Observed::Path(o)) => f.diff(o),
-            (Desired::Command(c), Observed::Guard(g)) => Ok(c.diff(g)),
-            (Desired::User(u), Observed::User(o)) => u.diff(o),
-            (Desired::Group(g), Observed::Group(o)) => g.diff(o),
-            _ => Err("internal error: probe answer of the wrong type (bug, please report)".into()),
+            (Desired::HttpCheck(h), []) => Ok(h.diff()),
+            (Desired::Dir(d), [Observed::Path(o)]) => d.diff(o),
+            (Desired::File(f), [Observed::Path(o)]) => f.diff(o),
+            (Desired::Command(c), [Observed::Guard(g)]) => Ok(c.diff(g)),
+            (Desired::User(u), [Observed::User(o)]) => u.diff(o),
+            (Desired::Group(g), [Observed::Group(o)]) => g.diff(o),
+            _ => Err(wrong()),
         }
     }
 }
