@@ -189,11 +189,15 @@ pub struct HostPlan {
 impl HostPlan {
     /// Number of steps (and pending handlers) that would change something.
     pub fn changes(&self) -> usize {
+        self.step_changes() + self.pending_handlers.len()
+    }
+
+    /// Number of steps that would change something.
+    pub fn step_changes(&self) -> usize {
         self.steps
             .iter()
             .filter(|s| s.change.action.changes())
             .count()
-            + self.pending_handlers.len()
     }
 
     /// Whether nothing would change.

@@ -7,6 +7,7 @@ use crate::duration::Secs;
 use crate::error::{ConfigError, ConfigErrors, line_col};
 use crate::inventory::{find_key, toml_error};
 use crate::resource;
+use crate::secret::Secret;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,6 +23,10 @@ struct RawPlaybook {
     templates: Option<String>,
     #[serde(default)]
     vars: toml::Table,
+    #[serde(default)]
+    operator_secrets: Vec<String>,
+    #[serde(default)]
+    operator_secrets_file: Option<String>,
     #[serde(default)]
     steps: Vec<Spanned<toml::Table>>,
     #[serde(default)]
@@ -59,6 +64,12 @@ pub struct Playbook {
     /// `../templates`, as in this repository's layout).
     pub templates_dir: PathBuf,
     pub vars: toml::Table,
+    /// Secrets the operator supplies (API keys): names, read from the environment or from
+    /// `operator_secrets_file`; available to templates as `secrets.NAME`.
+    pub operator_secrets: Vec<String>,
+    /// A local `NAME=value` file (kept out of git) read for operator secrets missing from the
+    /// environment.
+    pub operator_secrets_file: Option<PathBuf>,
     pub steps: Vec<Step>,
     pub handlers: Vec<Step>,
     /// The file text, for error positions found later (templates, variables).
@@ -129,6 +140,17 @@ impl Playbook {
                 ));
             }
         }
+        for n in &raw.operator_secrets {
+            if let Err(e) = resource::secret::check_name(n) {
+                let off = find_key(src, 0, "operator_secrets").unwrap_or(0);
+                errors.push(ConfigError::at(
+                    path,
+                    src,
+                    off,
+                    format!("operator_secrets: {e}"),
+                ));
+            }
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -137,6 +159,9 @@ impl Playbook {
             None if dir.join("templates").is_dir() => dir.join("templates"),
             None => dir.join("../templates"),
         };
+        let operator_secrets_file = raw
+            .operator_secrets_file
+            .map(|f| crate::inventory::resolve_path(&dir, &f));
         Ok(Playbook {
             path: path.to_path_buf(),
             dir,
@@ -144,16 +169,109 @@ impl Playbook {
             hosts: raw.hosts.unwrap_or_else(|| "all".into()),
             templates_dir,
             vars: raw.vars,
+            operator_secrets: raw.operator_secrets,
+            operator_secrets_file,
             steps,
             handlers,
             source: src.to_string(),
         })
     }
 
+    /// The operator's secrets, from the environment first, then from `operator_secrets_file`.
+    /// A missing one is an error naming where it was looked for (never a value).
+    pub fn load_operator_secrets(&self) -> Result<Vec<(String, Secret)>, ConfigErrors> {
+        let mut out = Vec::new();
+        let mut file: Option<Vec<(String, Secret)>> = None;
+        let mut errors = Vec::new();
+        for name in &self.operator_secrets {
+            if let Some(v) = std::env::var_os(name) {
+                match v.into_string() {
+                    Ok(v) => out.push((name.clone(), Secret::new(v))),
+                    Err(_) => errors.push(self.secret_error(format!(
+                        "operator secret `{name}`: the environment variable is not valid UTF-8"
+                    ))),
+                }
+                continue;
+            }
+            let Some(path) = &self.operator_secrets_file else {
+                errors.push(self.secret_error(format!(
+                    "operator secret `{name}` is not set: export {name}=... before running                      (or name a git-ignored file in `operator_secrets_file`)"
+                )));
+                continue;
+            };
+            if file.is_none() {
+                match read_secrets_file(path) {
+                    Ok(f) => file = Some(f),
+                    Err(e) => return Err(ConfigErrors(vec![e])),
+                }
+            }
+            match file
+                .as_ref()
+                .and_then(|f| f.iter().find(|(k, _)| k == name))
+            {
+                Some((_, v)) => out.push((name.clone(), v.clone())),
+                None => errors.push(self.secret_error(format!(
+                    "operator secret `{name}` is neither in the environment nor in {}",
+                    path.display()
+                ))),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn secret_error(&self, msg: String) -> ConfigError {
+        let off = find_key(&self.source, 0, "operator_secrets").unwrap_or(0);
+        ConfigError::at(&self.path, &self.source, off, msg)
+    }
+
     /// A step or handler by name.
     pub fn handler(&self, name: &str) -> Option<&Step> {
         self.handlers.iter().find(|h| h.name == name)
     }
+}
+
+/// Reads a `NAME=value` file (`#` comments, blank lines, optional surrounding quotes).
+/// Errors name the file and line, never a value.
+fn read_secrets_file(path: &Path) -> Result<Vec<(String, Secret)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            path,
+            0,
+            0,
+            format!("cannot read the operator secrets file: {e}"),
+        )
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let l = l.strip_prefix("export ").unwrap_or(l);
+        let Some((k, v)) = l.split_once('=') else {
+            return Err(ConfigError::new(
+                path,
+                i + 1,
+                1,
+                "expected NAME=value (the line is not shown: it may hold a secret)",
+            ));
+        };
+        let k = k.trim();
+        if resource::secret::check_name(k).is_err() {
+            return Err(ConfigError::new(path, i + 1, 1, "bad name before `=`"));
+        }
+        let v = v.trim();
+        let v = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(a, b)| v.strip_prefix(*a).and_then(|x| x.strip_suffix(*b)))
+            .unwrap_or(v);
+        out.push((k.to_string(), Secret::new(v)));
+    }
+    Ok(out)
 }
 
 /// Byte offset of the start of a 1-based line.

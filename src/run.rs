@@ -5,7 +5,7 @@
 //! **Invariant:** bad input fails the whole run before any connection is made.
 
 use crate::error::{ConfigError, ConfigErrors};
-use crate::fact::{ProbeError, ProbeScript};
+use crate::fact::{Observed, ProbeError, ProbeScript, Request, SecretState};
 use crate::inventory::{Host, HostKeyPolicy, Inventory};
 use crate::plan::{Change, HostPlan, StepPlan};
 use crate::playbook::{Playbook, Step};
@@ -27,21 +27,113 @@ pub enum Mode {
 /// One step of one host, ready to probe.
 #[derive(Debug, Clone)]
 pub struct PreparedStep {
-    pub name: String,
-    pub kind: String,
-    pub notify: Vec<String>,
-    pub timeout: Option<Duration>,
-    /// None when `when` is false on this host.
-    pub desired: Option<Desired>,
-    pub skip_reason: String,
+    /// The step as written (rendered again with the host's facts and secrets after the probe).
+    pub step: Step,
+    /// Rendered offline with stand-in facts and secrets: what the first probe asks about.
+    /// None when `when` is false with the stand-ins.
+    pub probe_desired: Option<Desired>,
 }
 
-/// A host with its steps rendered.
+/// What every host of a run shares from the playbook.
+#[derive(Debug)]
+pub struct PlaybookInfo {
+    pub path: std::path::PathBuf,
+    pub name: String,
+    pub files_dir: std::path::PathBuf,
+    pub templates_dir: std::path::PathBuf,
+    pub handlers: Vec<Step>,
+    pub operator_secrets: Vec<(String, Secret)>,
+    /// Names of the `secret` steps' secrets (for the stand-ins).
+    pub secret_names: Vec<String>,
+}
+
+/// A host with its steps checked and ready to probe.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub host: Host,
     pub steps: Vec<PreparedStep>,
-    pub handlers: Vec<(String, Option<Duration>, command::Desired)>,
+    /// The host's variables, `host` and `inventory` (without `facts` and `secrets`).
+    pub base: Map<String, Value>,
+    pub playbook: Arc<PlaybookInfo>,
+}
+
+use serde_json::{Map, Value};
+
+/// The steps and handlers of a host rendered with one context.
+struct Rendered {
+    /// Per step: the desired state, or None with the reason it is skipped.
+    steps: Vec<Result<Desired, String>>,
+    handlers: Vec<(String, Option<Duration>, command::Desired)>,
+}
+
+/// Renders a host's steps and handlers with `ctx`; errors come per step (name, message).
+fn render(
+    steps: &[PreparedStep],
+    pb: &PlaybookInfo,
+    ctx: &Map<String, Value>,
+) -> Result<Rendered, Vec<(usize, String)>> {
+    let sources = Sources {
+        files_dir: &pb.files_dir,
+        templates_dir: &pb.templates_dir,
+    };
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for (i, ps) in steps.iter().enumerate() {
+        let step = &ps.step;
+        if let Some(w) = &step.when {
+            match crate::template::eval_when(w, ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.push(Err(format!("when: {w}")));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push((i, e));
+                    out.push(Err(String::new()));
+                    continue;
+                }
+            }
+        }
+        match resource::desired(&step.kind, &step.args, ctx, &sources) {
+            Ok(d) => out.push(Ok(d)),
+            Err(e) => {
+                errors.push((i, e));
+                out.push(Err(String::new()));
+            }
+        }
+    }
+    let mut handlers = Vec::new();
+    for (j, h) in pb.handlers.iter().enumerate() {
+        match resource::desired(&h.kind, &h.args, ctx, &sources) {
+            Ok(Desired::Command(c)) => handlers.push((h.name.clone(), h.timeout, c)),
+            Ok(_) => {}
+            Err(e) => errors.push((steps.len() + j, e)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Rendered {
+            steps: out,
+            handlers,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// The template context of a host once its facts and secrets are known.
+fn full_context(
+    base: &Map<String, Value>,
+    facts: &crate::fact::HostFacts,
+    secrets: &[(String, Secret)],
+) -> Map<String, Value> {
+    let mut ctx = base.clone();
+    ctx.insert("facts".into(), facts.to_json());
+    let s: Map<String, Value> = secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.expose().to_string())))
+        .collect();
+    ctx.insert("secrets".into(), Value::Object(s));
+    ctx
 }
 
 fn step_error(pb: &Playbook, step: &Step, host: &Host, msg: &str) -> ConfigError {
@@ -54,63 +146,79 @@ fn step_error(pb: &Playbook, step: &Step, host: &Host, msg: &str) -> ConfigError
     )
 }
 
-/// Renders every step for every host. All problems are returned together.
+/// Checks every step for every host offline (with stand-in facts and secrets) and works out
+/// what the first probe asks. All problems are returned together.
 pub fn prepare(
     inv: &Inventory,
     pb: &Playbook,
     hosts: &[&Host],
     extra: &[(String, String)],
 ) -> Result<Vec<Prepared>, ConfigErrors> {
+    let operator_secrets = pb.load_operator_secrets()?;
+    let secret_names: Vec<String> = pb
+        .steps
+        .iter()
+        .filter(|s| s.kind == "secret")
+        .filter_map(|s| {
+            s.args
+                .get("name")
+                .and_then(|n| n.as_str())
+                .map(String::from)
+        })
+        .collect();
+    let info = Arc::new(PlaybookInfo {
+        path: pb.path.clone(),
+        name: pb.name.clone(),
+        files_dir: pb.dir.clone(),
+        templates_dir: pb.templates_dir.clone(),
+        handlers: pb.handlers.clone(),
+        secret_names,
+        operator_secrets,
+    });
+    let stand_in_secrets: Vec<(String, Secret)> = info
+        .secret_names
+        .iter()
+        .chain(info.operator_secrets.iter().map(|(k, _)| k))
+        .map(|k| (k.clone(), Secret::new(format!("<secret {k}>"))))
+        .collect();
     let mut errors = Vec::new();
     let mut out = Vec::new();
-    let sources = Sources {
-        files_dir: &pb.dir,
-        templates_dir: &pb.templates_dir,
-    };
     for host in hosts {
-        let ctx = crate::vars::context(inv, host, pb, extra);
-        let mut steps = Vec::new();
-        for step in &pb.steps {
-            let mut p = PreparedStep {
-                name: step.name.clone(),
-                kind: step.kind.clone(),
-                notify: step.notify.clone(),
-                timeout: step.timeout,
-                desired: None,
-                skip_reason: String::new(),
-            };
-            if let Some(w) = &step.when {
-                match crate::template::eval_when(w, &ctx) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        p.skip_reason = format!("when: {w}");
-                        steps.push(p);
-                        continue;
-                    }
-                    Err(e) => {
-                        errors.push(step_error(pb, step, host, &e));
-                        continue;
-                    }
+        let base = crate::vars::context(inv, host, pb, extra);
+        let ctx = full_context(
+            &base,
+            &crate::fact::HostFacts::placeholder(),
+            &stand_in_secrets,
+        );
+        let mut steps: Vec<PreparedStep> = pb
+            .steps
+            .iter()
+            .map(|s| PreparedStep {
+                step: s.clone(),
+                probe_desired: None,
+            })
+            .collect();
+        match render(&steps, &info, &ctx) {
+            Ok(r) => {
+                for (ps, d) in steps.iter_mut().zip(r.steps) {
+                    ps.probe_desired = d.ok();
                 }
             }
-            match resource::desired(&step.kind, &step.args, &ctx, &sources) {
-                Ok(d) => p.desired = Some(d),
-                Err(e) => errors.push(step_error(pb, step, host, &e)),
-            }
-            steps.push(p);
-        }
-        let mut handlers = Vec::new();
-        for h in &pb.handlers {
-            match resource::desired(&h.kind, &h.args, &ctx, &sources) {
-                Ok(Desired::Command(c)) => handlers.push((h.name.clone(), h.timeout, c)),
-                Ok(_) => {}
-                Err(e) => errors.push(step_error(pb, h, host, &e)),
+            Err(es) => {
+                for (i, e) in es {
+                    let s = pb
+                        .steps
+                        .get(i)
+                        .unwrap_or_else(|| &pb.handlers[i - pb.steps.len()]);
+                    errors.push(step_error(pb, s, host, &e));
+                }
             }
         }
         out.push(Prepared {
             host: (*host).clone(),
             steps,
-            handlers,
+            base,
+            playbook: info.clone(),
         });
     }
     if errors.is_empty() {
@@ -377,63 +485,149 @@ async fn drive(
 ) -> Result<(), StepErr> {
     let name = &p.host.name;
     let default_timeout = p.host.command_timeout;
-    // 1. Probe: every step's facts and the preflight in one round trip.
+    let failed = |at: &str, e: String| (at.to_string(), RemoteError::Failed(e));
+    // 1. Probe: the host's facts, the handler journal, the secrets and every step's facts
+    //    (as rendered with stand-ins) in one round trip.
     ctx.observer.phase(name, "probing");
-    let mut probe = ProbeScript::default();
+    let mut probe = ProbeScript::for_host(&p.playbook.name);
     let ids: Vec<Vec<usize>> = p
         .steps
         .iter()
         .map(|s| {
-            s.desired
+            s.probe_desired
                 .as_ref()
                 .map(|d| d.probe(&mut probe))
                 .unwrap_or_default()
         })
         .collect();
-    let out = remote
-        .run(&probe.script(), &[], default_timeout)
-        .await
-        .map_err(|e| ("probe".to_string(), e))?;
-    if !out.success() {
-        return Err((
-            "probe".into(),
-            RemoteError::Failed(crate::remote::describe_failure(&out)),
-        ));
-    }
-    let facts = probe
-        .parse(&String::from_utf8_lossy(&out.stdout))
-        .map_err(|e| {
-            let at = match &e {
-                ProbeError::Preflight(_) => "preflight".to_string(),
-                ProbeError::Output {
-                    request: Some(r), ..
-                } => ids
-                    .iter()
-                    .position(|id| id.contains(r))
-                    .map_or_else(|| "probe".to_string(), |i| p.steps[i].name.clone()),
-                ProbeError::Output { request: None, .. } => "probe".to_string(),
-            };
-            (at, RemoteError::Failed(e.to_string()))
-        })?;
-    // 2. Diff (pure).
-    let mut plan = HostPlan::default();
+    let names: Vec<&str> = p.steps.iter().map(|s| s.step.name.as_str()).collect();
+    let first = run_probe(remote, &probe, &ids, &names, default_timeout).await?;
+    let facts = first.facts.clone().unwrap_or_default();
+    facts.check_supported().map_err(|e| failed("facts", e))?;
+
+    // 2. Secrets: read back, or generated now for the ones that do not exist yet.
+    let mut secrets: Vec<(String, Secret)> = p.playbook.operator_secrets.clone();
+    let mut generated: Vec<(String, Secret)> = Vec::new();
     for (s, id) in p.steps.iter().zip(&ids) {
-        let change = match &s.desired {
-            Some(d) => d
-                .diff(&id.iter().map(|i| &facts.observed[*i]).collect::<Vec<_>>())
-                .map_err(|e| (s.name.clone(), RemoteError::Failed(e)))?,
-            None => Change::skip(String::new(), s.skip_reason.clone()),
+        if let (Some(Desired::Secret(d)), [i]) = (&s.probe_desired, id.as_slice()) {
+            match &first.observed[*i] {
+                Observed::Secret(SecretState::Present { value, .. }) => {
+                    secrets.push((d.name.clone(), value.clone()))
+                }
+                Observed::Secret(SecretState::Missing { guarded: false }) => {
+                    let v = d.generate().map_err(|e| failed(&s.step.name, e))?;
+                    secrets.push((d.name.clone(), v.clone()));
+                    generated.push((d.name.clone(), v));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mask = Mask::new(&secrets);
+
+    // 3. Render with the real facts and secrets; re-probe the steps whose questions changed.
+    let full = full_context(&p.base, &facts, &secrets);
+    let rendered = render(&p.steps, &p.playbook, &full).map_err(|es| {
+        let (i, e) = &es[0];
+        let at = names
+            .get(*i)
+            .map_or_else(|| "handlers".to_string(), |n| n.to_string());
+        (at, RemoteError::Failed(mask.text(e)))
+    })?;
+    let mut desired: Vec<Option<Desired>> = Vec::new();
+    let mut skip: Vec<String> = Vec::new();
+    for r in rendered.steps {
+        match r {
+            Ok(mut d) => {
+                if let Desired::Secret(sd) = &mut d {
+                    sd.generated = generated
+                        .iter()
+                        .find(|(n, _)| *n == sd.name)
+                        .map(|(_, v)| v.clone());
+                }
+                desired.push(Some(d));
+                skip.push(String::new());
+            }
+            Err(reason) => {
+                desired.push(None);
+                skip.push(reason);
+            }
+        }
+    }
+    let mut observed: Vec<Option<Vec<Observed>>> = vec![None; p.steps.len()];
+    let mut again = ProbeScript::default();
+    let mut again_ids: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, d) in desired.iter().enumerate() {
+        let Some(d) = d else { continue };
+        let mut mine = ProbeScript::default();
+        let want = d.probe(&mut mine);
+        let asked: Vec<&Request> = ids[i].iter().map(|x| &probe.requests()[*x]).collect();
+        let same = p.steps[i].probe_desired.is_some()
+            && asked.len() == want.len()
+            && want
+                .iter()
+                .zip(&asked)
+                .all(|(w, a)| &mine.requests()[*w] == *a);
+        if same {
+            observed[i] = Some(ids[i].iter().map(|x| first.observed[*x].clone()).collect());
+        } else {
+            again_ids.push((i, d.probe(&mut again)));
+        }
+    }
+    if !again_ids.is_empty() {
+        let flat: Vec<Vec<usize>> = (0..p.steps.len())
+            .map(|i| {
+                again_ids
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let second = run_probe(remote, &again, &flat, &names, default_timeout).await?;
+        for (i, v) in &again_ids {
+            observed[*i] = Some(v.iter().map(|x| second.observed[*x].clone()).collect());
+        }
+    }
+
+    // 4. Diff (pure).
+    let mut plan = HostPlan {
+        pending_handlers: first
+            .journal
+            .iter()
+            .filter(|j| rendered.handlers.iter().any(|(h, _, _)| h == *j))
+            .cloned()
+            .collect(),
+        ..HostPlan::default()
+    };
+    for (i, s) in p.steps.iter().enumerate() {
+        let change = match (&desired[i], &observed[i]) {
+            (Some(d), Some(obs)) => {
+                let mut c = d
+                    .diff(&obs.iter().collect::<Vec<_>>())
+                    .map_err(|e| failed(&s.step.name, mask.text(&e)))?;
+                if c.action == crate::plan::Action::Deferred
+                    && !plan.steps.iter().any(|x| x.change.action.changes())
+                {
+                    return Err(failed(
+                        &s.step.name,
+                        format!("{} (and no earlier step changes anything)", c.reason),
+                    ));
+                }
+                mask.content(&mut c);
+                c
+            }
+            _ => Change::skip(String::new(), skip[i].clone()),
         };
         plan.steps.push(StepPlan {
-            name: s.name.clone(),
-            kind: s.kind.clone(),
+            name: s.step.name.clone(),
+            kind: s.step.kind.clone(),
             change,
-            notify: s.notify.clone(),
+            notify: s.step.notify.clone(),
         });
     }
-    check_space(&probe, &facts.preflight, &plan)
-        .map_err(|e| ("preflight".to_string(), RemoteError::Failed(e)))?;
-    // 3. Current contents of changed files, only to show diffs (one more round trip).
+    check_space(&probe, &first.preflight, &plan).map_err(|e| failed("preflight", e))?;
+    // 5. Current contents of changed files, only to show diffs (one more round trip).
     if ctx.opts.fetch_diffs {
         fetch_old_contents(remote, &mut plan, default_timeout)
             .await
@@ -448,7 +642,7 @@ async fn drive(
         };
         return Ok(());
     }
-    // 4. Wait for the operator's decision when asked to.
+    // 6. Wait for the operator's decision when asked to.
     let _permit = if let Some((mut rx, tx)) = gate {
         drop(permit);
         let _ = tx.send((name.clone(), Some(plan.clone())));
@@ -468,28 +662,83 @@ async fn drive(
     } else {
         permit
     };
-    // 5. Apply only the changes, in order; stop this host at the first failure.
+    // 7. Apply only the changes, in order; stop this host at the first failure. A step that
+    //    notifies handlers first records them in the journal on the target (same command), so
+    //    a failure later in the run does not lose them.
+    let journal = crate::fact::host::journal_dir(&p.playbook.name);
     o.statuses = plan.steps.iter().map(|_| StepStatus::NotRun).collect();
     let mut changed = false;
-    for (i, (sp, ps)) in plan.steps.iter().zip(&p.steps).enumerate() {
+    let mut notified: Vec<String> = plan.pending_handlers.clone();
+    for i in 0..plan.steps.len() {
+        let mut sp = plan.steps[i].clone();
+        let timeout = p.steps[i].step.timeout.unwrap_or(default_timeout);
+        if sp.change.action == crate::plan::Action::Deferred {
+            // Known after the earlier steps ran: probe it now.
+            let d = desired[i]
+                .as_ref()
+                .expect("a deferred step has a desired state");
+            ctx.observer.phase(name, &format!("probing {}", sp.name));
+            let mut one = ProbeScript::default();
+            let rid = d.probe(&mut one);
+            let mut per = vec![Vec::new(); p.steps.len()];
+            per[i] = rid.clone();
+            let res = run_probe(remote, &one, &per, &names, timeout).await;
+            let change = res.and_then(|r| {
+                d.diff(&rid.iter().map(|x| &r.observed[*x]).collect::<Vec<_>>())
+                    .map_err(|e| failed(&sp.name, mask.text(&e)))
+            });
+            match change {
+                Ok(mut c) if c.action != crate::plan::Action::Deferred => {
+                    mask.content(&mut c);
+                    sp.change = c;
+                }
+                other => {
+                    let e = match other {
+                        Ok(c) => failed(
+                            &sp.name,
+                            format!("{} (still, after the earlier steps ran)", c.reason),
+                        ),
+                        Err(e) => e,
+                    };
+                    o.statuses[i] = StepStatus::Failed;
+                    ctx.observer
+                        .step(name, &sp, StepStatus::Failed, Some(&e.1.to_string()));
+                    o.state = HostState::Failed;
+                    return Err(e);
+                }
+            }
+            if let Some(ps) = o.plan.as_mut() {
+                ps.steps[i] = sp.clone();
+            }
+        }
         let status = match (&sp.change.op, sp.change.action) {
             (_, crate::plan::Action::Skip) => StepStatus::Skipped,
             (None, _) => StepStatus::Ok,
-            (Some(op), _) => {
+            (Some(op), action) => {
                 ctx.observer
-                    .phase(name, &format!("{} {}", sp.change.action.word(), sp.name));
-                let timeout = ps.timeout.unwrap_or(default_timeout);
-                match remote.run_ok(&op.script, &op.stdin, timeout).await {
+                    .phase(name, &format!("{} {}", action.word(), sp.name));
+                let mut script = String::new();
+                if action.changes() && !sp.notify.is_empty() {
+                    script.push_str(&journal_record(&journal, &sp.notify));
+                }
+                script.push_str(&op.script);
+                match remote.run_ok(&script, &op.stdin, timeout).await {
                     // A passing check changes nothing.
-                    Ok(_) if sp.change.action == crate::plan::Action::Check => StepStatus::Ok,
+                    Ok(_) if action == crate::plan::Action::Check => StepStatus::Ok,
                     Ok(_) => {
                         changed = true;
+                        for n in &sp.notify {
+                            if !notified.contains(n) {
+                                notified.push(n.clone());
+                            }
+                        }
                         StepStatus::Changed
                     }
                     Err(e) => {
+                        let e = mask.error(e);
                         o.statuses[i] = StepStatus::Failed;
                         ctx.observer
-                            .step(name, sp, StepStatus::Failed, Some(&e.to_string()));
+                            .step(name, &sp, StepStatus::Failed, Some(&e.to_string()));
                         o.state = HostState::Failed;
                         return Err((sp.name.clone(), e));
                     }
@@ -497,21 +746,35 @@ async fn drive(
             }
         };
         o.statuses[i] = status;
-        ctx.observer.step(name, sp, status, None);
+        ctx.observer.step(name, &sp, status, None);
     }
-    // 6. Handlers notified by changed steps, in the order they are declared.
-    let notified = plan.notified();
-    for (hname, timeout, cmd) in p.handlers.iter().filter(|(n, _, _)| notified.contains(n)) {
+    // 8. Handlers notified by changed steps (or pending from an earlier run), in the order
+    //    they are declared; each removes its journal entry when it succeeded.
+    for (hname, timeout, cmd) in rendered
+        .handlers
+        .iter()
+        .filter(|(n, _, _)| notified.contains(n))
+    {
         ctx.observer.phase(name, &format!("handler {hname}"));
+        let marker = crate::quote::quote(&format!(
+            "{journal}/{}",
+            crate::fact::host::encode_name(hname)
+        ));
+        let script = format!(
+            "( {}\n)\nrc=$?\n[ \"$rc\" -ne 0 ] || rm -f -- {marker}\nexit \"$rc\"\n",
+            cmd.script()
+        );
         match remote
-            .run_ok(&cmd.script(), &[], timeout.unwrap_or(default_timeout))
+            .run_ok(&script, &[], timeout.unwrap_or(default_timeout))
             .await
         {
             Ok(_) => {
+                changed = true;
                 o.handlers_run.push(hname.clone());
                 ctx.observer.handler(name, hname, StepStatus::Changed, None);
             }
             Err(e) => {
+                let e = mask.error(e);
                 ctx.observer
                     .handler(name, hname, StepStatus::Failed, Some(&e.to_string()));
                 return Err((format!("handler {hname}"), e));
@@ -524,6 +787,107 @@ async fn drive(
         HostState::Ok
     };
     Ok(())
+}
+
+/// The lines that record notified handlers in the journal before a step changes anything.
+fn journal_record(dir: &str, handlers: &[String]) -> String {
+    let mut s = format!("mkdir -p -m 0700 -- {} && ", crate::quote::quote(dir));
+    let files: Vec<String> = handlers
+        .iter()
+        .map(|h| crate::quote::quote(&format!("{dir}/{}", crate::fact::host::encode_name(h))))
+        .collect();
+    s.push_str(&format!("touch -- {} || exit 1\n", files.join(" ")));
+    s
+}
+
+/// Runs a probe script and parses its answer; errors name the step whose record was bad.
+async fn run_probe(
+    remote: &Remote,
+    probe: &ProbeScript,
+    ids: &[Vec<usize>],
+    names: &[&str],
+    timeout: Duration,
+) -> Result<crate::fact::ProbeResult, StepErr> {
+    let out = remote
+        .run(&probe.script(), &[], timeout)
+        .await
+        .map_err(|e| ("probe".to_string(), e))?;
+    if !out.success() {
+        return Err((
+            "probe".into(),
+            RemoteError::Failed(crate::remote::describe_failure(&out)),
+        ));
+    }
+    probe
+        .parse(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| {
+            let at = match &e {
+                ProbeError::Preflight(_) => "preflight".to_string(),
+                ProbeError::Output {
+                    request: Some(r), ..
+                } => ids
+                    .iter()
+                    .position(|id| id.contains(r))
+                    .map_or_else(|| "probe".to_string(), |i| names[i].to_string()),
+                ProbeError::Output { request: None, .. } => "probe".to_string(),
+            };
+            (at, RemoteError::Failed(e.to_string()))
+        })
+}
+
+/// Hides a host's secret values: in error messages (replaced by `********`) and in file
+/// contents (a file that holds one is shown as sensitive, never diffed).
+struct Mask {
+    values: Vec<String>,
+}
+
+impl Mask {
+    fn new(secrets: &[(String, Secret)]) -> Self {
+        let mut values: Vec<String> = secrets
+            .iter()
+            .map(|(_, v)| v.expose().to_string())
+            .filter(|v| v.len() >= 4)
+            .collect();
+        // Longest first, so a secret containing another is hidden whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        Self { values }
+    }
+
+    fn text(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for v in &self.values {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), "********");
+            }
+        }
+        out
+    }
+
+    fn error(&self, e: RemoteError) -> RemoteError {
+        match e {
+            RemoteError::Failed(m) => RemoteError::Failed(self.text(&m)),
+            RemoteError::Become(m) => RemoteError::Become(self.text(&m)),
+            other => other,
+        }
+    }
+
+    fn content(&self, c: &mut Change) {
+        if let Some(cc) = c.content.as_mut() {
+            let hit = |data: &[u8]| {
+                self.values
+                    .iter()
+                    .any(|v| data.windows(v.len()).any(|w| w == v.as_bytes()))
+            };
+            if hit(&cc.new) {
+                cc.sensitive = true;
+            }
+        }
+        for d in &mut c.details {
+            *d = self.text(d);
+        }
+        c.reason = self.text(&c.reason);
+        c.target = self.text(&c.target);
+    }
 }
 
 /// Refuses uploads that do not fit on the target's file systems.

@@ -6,12 +6,16 @@
 
 pub mod account;
 pub mod guard;
+pub mod host;
 pub mod path;
 pub mod preflight;
+pub mod secret;
 
 pub use account::{GroupState, UserInfo, UserState};
 pub use guard::GuardState;
+pub use host::HostFacts;
 pub use path::PathState;
+pub use secret::SecretState;
 
 /// Something a step needs to know about the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub enum Request {
     User(String),
     /// A group.
     Group(String),
+    /// A secret file (its value is read back) and the path of the data it protects.
+    Secret { path: String, guard: Option<String> },
 }
 
 /// What a probe observed.
@@ -36,6 +42,7 @@ pub enum Observed {
     Guard(GuardState),
     User(UserState),
     Group(GroupState),
+    Secret(SecretState),
 }
 
 /// A probe output that cannot be parsed.
@@ -71,9 +78,28 @@ impl From<FactError> for ProbeError {
 pub struct ProbeScript {
     requests: Vec<Request>,
     upload_dirs: Vec<String>,
+    /// Ask for the host's facts.
+    facts: bool,
+    /// Read the handler journal of this playbook.
+    journal: Option<String>,
 }
 
 impl ProbeScript {
+    /// The first probe of a host: its facts and the playbook's handler journal, besides the
+    /// steps' requests added later.
+    pub fn for_host(playbook: &str) -> Self {
+        Self {
+            facts: true,
+            journal: Some(playbook.to_string()),
+            ..Self::default()
+        }
+    }
+
+    /// The requests, by id.
+    pub fn requests(&self) -> &[Request] {
+        &self.requests
+    }
+
     /// Adds a request and returns its id (its index).
     pub fn add(&mut self, r: Request) -> usize {
         self.requests.push(r);
@@ -97,6 +123,12 @@ impl ProbeScript {
         let mut s = String::new();
         s.push_str(preflight::HEADER);
         s.push_str(path::FUNCTION);
+        if self.facts {
+            s.push_str(host::FACTS);
+        }
+        if let Some(pb) = &self.journal {
+            s.push_str(&host::journal_command(pb));
+        }
         for (i, d) in self.upload_dirs.iter().enumerate() {
             s.push_str(&preflight::free_space(i, d));
         }
@@ -108,6 +140,9 @@ impl ProbeScript {
                 }
                 Request::User(name) => s.push_str(&account::user_command(id, name)),
                 Request::Group(name) => s.push_str(&account::group_command(id, name)),
+                Request::Secret { path, guard } => {
+                    s.push_str(&secret::command(id, path, guard.as_deref()))
+                }
             }
         }
         s.push_str("echo '@end'\n");
@@ -133,6 +168,8 @@ impl ProbeScript {
             return Err(ProbeError::Preflight(p));
         }
         let mut ended = false;
+        let mut facts = HostFacts::default();
+        let mut journal = Vec::new();
         for line in out.lines() {
             let Some(rest) = line.strip_prefix('@') else {
                 continue;
@@ -140,23 +177,34 @@ impl ProbeScript {
             let mut fields = rest.split('\t');
             let tag = fields.next().unwrap_or("");
             let fields: Vec<&str> = fields.collect();
+            // Records are named by their tag only: a field may hold a secret.
+            let shown: String = tag.chars().take(40).collect();
             if tag == "end" {
                 ended = true;
             } else if tag.starts_with("pre-") {
                 continue;
+            } else if let Some(t) = tag.strip_prefix("fact-") {
+                facts.parse_line(t, &fields)?;
+            } else if tag == "journal" {
+                let name = fields
+                    .first()
+                    .and_then(|n| host::decode_name(n))
+                    .ok_or_else(|| FactError("bad handler journal entry".into()))?;
+                journal.push(name);
             } else {
                 let id: usize = tag
                     .parse()
-                    .map_err(|_| FactError(format!("bad record `{line}`")))?;
+                    .map_err(|_| FactError(format!("bad record `@{shown}`")))?;
                 let req = self
                     .requests
                     .get(id)
-                    .ok_or_else(|| FactError(format!("record for unknown id in `{line}`")))?;
+                    .ok_or_else(|| FactError(format!("record for unknown id `@{shown}`")))?;
                 let parsed = match req {
                     Request::Path(_) => path::parse(&fields).map(Observed::Path),
                     Request::Guard { .. } => guard::parse(&fields).map(Observed::Guard),
                     Request::User(_) => account::parse_user(&fields).map(Observed::User),
                     Request::Group(_) => account::parse_group(&fields).map(Observed::Group),
+                    Request::Secret { .. } => secret::parse(&fields).map(Observed::Secret),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),
@@ -177,9 +225,14 @@ impl ProbeScript {
                 })
             })
             .collect::<Result<_, _>>()?;
+        if self.facts && !facts.complete() {
+            return Err(FactError("the host's facts are incomplete".into()).into());
+        }
         Ok(ProbeResult {
             observed,
             preflight: pre,
+            facts: self.facts.then_some(facts),
+            journal,
         })
     }
 }
@@ -190,6 +243,10 @@ pub struct ProbeResult {
     /// One entry per request, by id.
     pub observed: Vec<Observed>,
     pub preflight: preflight::Preflight,
+    /// The host's facts, when asked for.
+    pub facts: Option<HostFacts>,
+    /// Handlers pending from an earlier run, by name.
+    pub journal: Vec<String>,
 }
 
 #[cfg(test)]

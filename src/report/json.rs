@@ -40,6 +40,7 @@ fn step_json(s: &StepPlan) -> Value {
         "target": c.target,
         "details": c.details,
         "reason": c.reason,
+        "warnings": c.warnings,
     })
 }
 
@@ -51,6 +52,7 @@ pub fn plan_event(host: &str, plan: &HostPlan) -> Value {
         "changes": plan.changes(),
         "steps": plan.steps.iter().map(step_json).collect::<Vec<_>>(),
         "handlers": plan.notified(),
+        "pending_handlers": plan.pending_handlers,
     })
 }
 
@@ -72,7 +74,7 @@ fn host_json(o: &HostOutcome, apply: bool) -> Value {
         });
         (
             p.map_or(0, HostPlan::changes),
-            p.map_or(0, |p| p.steps.len() - p.changes() - skipped),
+            p.map_or(0, |p| p.steps.len() - p.step_changes() - skipped),
             0,
             skipped,
         )

@@ -212,7 +212,7 @@ pub fn summary(outcomes: &[HostOutcome], apply: bool, paint: Paint) -> String {
             let p = o.plan.as_ref();
             (
                 p.map_or(0, HostPlan::changes),
-                p.map_or(0, |p| p.steps.len() - p.changes()),
+                p.map_or(0, |p| p.steps.len() - p.step_changes()),
                 0,
             )
         };

@@ -177,6 +177,25 @@ impl Desired {
         ))
     }
 
+    /// A file holding a secret: mode 0600 from its first byte, content never shown.
+    pub fn secret(
+        path: String,
+        content: Vec<u8>,
+        owner: Option<String>,
+        group: Option<String>,
+    ) -> Result<Self, String> {
+        check_path(&path)?;
+        Ok(Self::new(
+            path,
+            content,
+            Some(0o600),
+            owner,
+            group,
+            State::Present,
+            true,
+        ))
+    }
+
     /// The absence of a file.
     pub fn absent(path: String) -> Result<Self, String> {
         check_path(&path)?;

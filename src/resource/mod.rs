@@ -9,6 +9,7 @@ pub mod cron;
 pub mod dir;
 pub mod file;
 pub mod http_check;
+pub mod secret;
 
 use crate::fact::{Observed, ProbeScript, Request};
 use crate::plan::Change;
@@ -27,6 +28,7 @@ pub const KINDS: &[&str] = &[
     "group",
     "cron",
     "http_check",
+    "secret",
 ];
 
 /// `state = "present" | "absent"`.
@@ -50,6 +52,7 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "group" => account::GroupArgs::deserialize(v).map(drop),
         "cron" => cron::Args::deserialize(v).map(drop),
         "http_check" => http_check::Args::deserialize(v).map(drop),
+        "secret" => secret::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -65,6 +68,7 @@ pub enum Desired {
     User(account::User),
     Group(account::Group),
     HttpCheck(http_check::Desired),
+    Secret(secret::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -116,6 +120,9 @@ pub fn desired(
         "http_check" => Desired::HttpCheck(http_check::Desired::from_args(
             http_check::Args::deserialize(rendered).map_err(bad)?,
         )?),
+        "secret" => Desired::Secret(secret::Desired::from_args(
+            secret::Args::deserialize(rendered).map_err(bad)?,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -140,6 +147,10 @@ impl Desired {
             Desired::User(u) => vec![p.add(Request::User(u.name.clone()))],
             Desired::Group(g) => vec![p.add(Request::Group(g.name.clone()))],
             Desired::HttpCheck(_) => vec![],
+            Desired::Secret(s) => vec![p.add(Request::Secret {
+                path: s.path.clone(),
+                guard: s.guard.clone(),
+            })],
         }
     }
 
@@ -155,6 +166,7 @@ impl Desired {
             (Desired::Command(c), [Observed::Guard(g)]) => Ok(c.diff(g)),
             (Desired::User(u), [Observed::User(o)]) => u.diff(o),
             (Desired::Group(g), [Observed::Group(o)]) => g.diff(o),
+            (Desired::Secret(s), [Observed::Secret(o)]) => s.diff(o),
             _ => Err(wrong()),
         }
     }

@@ -1,0 +1,289 @@
+//! Host facts (OS, architecture, init system, Docker and Compose) and the handler journal,
+//! read by every probe in the same round trip as the steps' facts.
+//!
+//! The facts are available to `when` expressions and templates as `facts.*`.
+
+use super::FactError;
+use serde_json::{Value, json};
+
+/// The sh snippet that prints the host's facts: `@fact-KEY<TAB>value` lines.
+/// Docker and Compose are asked with a short timeout: a hung daemon must not hang the probe.
+pub const FACTS: &str = r#"( . /etc/os-release 2>/dev/null
+  printf '@fact-os\t%s\t%s\t%s\t%s\n' "${ID:-}" "${VERSION_ID:-}" "${VERSION_CODENAME:-}" "${ID_LIKE:-}" )
+printf '@fact-arch\t%s\t%s\n' "$(uname -m)" "$(dpkg --print-architecture 2>/dev/null)"
+if [ -d /run/systemd/system ]; then printf '@fact-init\tsystemd\n'
+else printf '@fact-init\t%s\n' "$(cat /proc/1/comm 2>/dev/null)"; fi
+printf '@fact-hostname\t%s\n' "$(uname -n)"
+if command -v docker >/dev/null 2>&1; then
+  printf '@fact-docker\tyes\t%s\n' "$(timeout 5 docker version --format '{{.Server.Version}}' 2>/dev/null | head -n 1)"
+  printf '@fact-compose\t%s\n' "$(timeout 5 docker compose version --short 2>/dev/null | head -n 1)"
+else printf '@fact-docker\tno\t\n@fact-compose\t\n'; fi
+"#;
+
+/// What the probe learned about the host itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFacts {
+    pub os_id: String,
+    pub os_version: String,
+    pub os_codename: String,
+    pub os_like: String,
+    /// `uname -m` (x86_64, aarch64).
+    pub arch: String,
+    /// Debian's name of the architecture (amd64, arm64), empty without dpkg.
+    pub deb_arch: String,
+    /// `systemd`, or the name of process 1.
+    pub init: String,
+    pub hostname: String,
+    /// The docker CLI is installed.
+    pub docker: bool,
+    /// The daemon's version; empty when it does not answer.
+    pub docker_version: String,
+    /// `docker compose` (v2 plugin) version; empty when missing.
+    pub compose_version: String,
+    seen: u8,
+}
+
+const SEEN_ALL: u8 = 0b11111;
+
+impl HostFacts {
+    /// Parses one `@fact-KEY` record (`tag` without `fact-`).
+    pub fn parse_line(&mut self, tag: &str, f: &[&str]) -> Result<(), FactError> {
+        let field = |i: usize| f.get(i).copied().unwrap_or("").trim().to_string();
+        match tag {
+            "os" => {
+                self.os_id = field(0);
+                self.os_version = field(1);
+                self.os_codename = field(2);
+                self.os_like = field(3);
+                self.seen |= 1;
+            }
+            "arch" => {
+                self.arch = field(0);
+                self.deb_arch = field(1);
+                self.seen |= 2;
+            }
+            "init" => {
+                self.init = field(0);
+                self.seen |= 4;
+            }
+            "hostname" => {
+                self.hostname = field(0);
+                self.seen |= 8;
+            }
+            "docker" => {
+                self.docker = match field(0).as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(FactError("bad docker fact".into())),
+                };
+                self.docker_version = field(1);
+                self.seen |= 16;
+            }
+            "compose" => self.compose_version = field(0),
+            _ => return Err(FactError(format!("unknown fact `{tag}`"))),
+        }
+        Ok(())
+    }
+
+    /// Whether every fact was reported.
+    pub fn complete(&self) -> bool {
+        self.seen == SEEN_ALL
+    }
+
+    /// Refuses an OS claw-provision does not manage (before any change).
+    pub fn check_supported(&self) -> Result<(), String> {
+        let debian_like = |s: &str| s.split_whitespace().any(|w| w == "debian" || w == "ubuntu");
+        if debian_like(&self.os_id) || debian_like(&self.os_like) {
+            return Ok(());
+        }
+        let what = if self.os_id.is_empty() {
+            "an unknown OS (no ID in /etc/os-release)".to_string()
+        } else {
+            format!("`{}` {}", self.os_id, self.os_version)
+        };
+        Err(format!(
+            "unsupported OS: the host runs {what}; claw-provision manages Debian and Ubuntu (and \
+             their derivatives)"
+        ))
+    }
+
+    /// The `facts` object of the template context.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "os_id": self.os_id,
+            "os_version": self.os_version,
+            "os_codename": self.os_codename,
+            "os_like": self.os_like,
+            "arch": self.arch,
+            "deb_arch": self.deb_arch,
+            "init": self.init,
+            "hostname": self.hostname,
+            "docker": self.docker,
+            "docker_version": self.docker_version,
+            "compose": !self.compose_version.is_empty(),
+            "compose_version": self.compose_version,
+        })
+    }
+
+    /// Stand-in facts used to check playbooks offline (before any host is reached): a typical
+    /// Debian 12 server with systemd and no Docker yet.
+    pub fn placeholder() -> Self {
+        HostFacts {
+            os_id: "debian".into(),
+            os_version: "12".into(),
+            os_codename: "bookworm".into(),
+            os_like: String::new(),
+            arch: "x86_64".into(),
+            deb_arch: "amd64".into(),
+            init: "systemd".into(),
+            hostname: "placeholder".into(),
+            docker: false,
+            docker_version: String::new(),
+            compose_version: String::new(),
+            seen: SEEN_ALL,
+        }
+    }
+}
+
+/// Where the handler journal of a playbook lives on the target: one empty file per pending
+/// handler, created before the step that notifies it changes anything and removed when the
+/// handler succeeded, so a notification survives a failed or interrupted run.
+pub fn journal_dir(playbook: &str) -> String {
+    format!("/var/lib/claw-provision/handlers/{}", encode_name(playbook))
+}
+
+/// A file name for any handler or playbook name: bytes outside `[A-Za-z0-9._-]` as `%XX`
+/// (and a leading `.` too, so no name is hidden or is `.`/`..`).
+pub fn encode_name(name: &str) -> String {
+    let mut s = String::new();
+    for (i, b) in name.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// The inverse of [`encode_name`]; None for a name it did not produce.
+pub fn decode_name(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The snippet that lists the journal: `@journal<TAB>encoded-name` lines.
+pub fn journal_command(playbook: &str) -> String {
+    format!(
+        "for f in {}/*; do [ -f \"$f\" ] && printf '@journal\\t%s\\n' \"${{f##*/}}\"; done\n",
+        crate::quote::quote(&journal_dir(playbook))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(out: &str) -> Result<HostFacts, FactError> {
+        let mut f = HostFacts::default();
+        for l in out.lines() {
+            let rest = l.strip_prefix("@fact-").unwrap();
+            let mut it = rest.split('\t');
+            let tag = it.next().unwrap();
+            f.parse_line(tag, &it.collect::<Vec<_>>())?;
+        }
+        Ok(f)
+    }
+
+    #[test]
+    fn runs_locally_and_parses() {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(FACTS)
+            .output()
+            .unwrap();
+        let f = parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        assert!(f.complete());
+        assert!(!f.arch.is_empty());
+        assert!(!f.init.is_empty());
+    }
+
+    #[test]
+    fn supported_systems() {
+        let cases = [
+            ("@fact-os\tdebian\t12\tbookworm\t\n", true),
+            ("@fact-os\tubuntu\t24.04\tnoble\tdebian\n", true),
+            ("@fact-os\tlinuxmint\t22\twilma\tubuntu debian\n", true),
+            ("@fact-os\tfedora\t40\t\t\n", false),
+            ("@fact-os\talpine\t3.20\t\t\n", false),
+            ("@fact-os\t\t\t\t\n", false),
+        ];
+        for (line, ok) in cases {
+            let f = parse(line).unwrap();
+            assert_eq!(f.check_supported().is_ok(), ok, "{line}");
+        }
+        let e = parse("@fact-os\tfedora\t40\t\t\n")
+            .unwrap()
+            .check_supported()
+            .unwrap_err();
+        assert!(e.contains("`fedora` 40") && e.contains("Debian"), "{e}");
+    }
+
+    #[test]
+    fn docker_facts() {
+        let f = parse(
+            "@fact-os\tdebian\t13\ttrixie\t\n@fact-arch\tx86_64\tamd64\n@fact-init\tsystemd\n\
+             @fact-hostname\th1\n@fact-docker\tyes\t26.1.5\n@fact-compose\t2.26.1\n",
+        )
+        .unwrap();
+        assert!(f.complete());
+        let j = f.to_json();
+        assert_eq!(j["docker"], true);
+        assert_eq!(j["compose"], true);
+        assert_eq!(j["init"], "systemd");
+        let g = parse("@fact-docker\tno\t\n@fact-compose\t\n").unwrap();
+        assert!(!g.complete());
+        assert_eq!(g.to_json()["compose"], false);
+        assert!(parse("@fact-docker\tmaybe\t\n").is_err());
+        assert!(parse("@fact-weird\tx\n").is_err());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for n in [
+            "reload app",
+            "nginx -t && reload",
+            ".hidden",
+            "..",
+            "日本",
+            "a%b",
+            "ok.name",
+        ] {
+            let e = encode_name(n);
+            assert!(
+                e.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-%".contains(&b)),
+                "{e}"
+            );
+            assert!(!e.starts_with('.'), "{e}");
+            assert_eq!(decode_name(&e).as_deref(), Some(n));
+        }
+        assert_eq!(decode_name("%zz"), None);
+        assert_eq!(
+            journal_dir("claw-ai"),
+            "/var/lib/claw-provision/handlers/claw-ai"
+        );
+    }
+}

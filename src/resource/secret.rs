@@ -1,0 +1,264 @@
+//! `secret`: a named secret (random hex from the OS's cryptographic RNG, like `openssl rand
+//! -hex`), kept in its own 0600 file on the target, generated once and reused on every later
+//! run. Its value is available to templates as `secrets.NAME` and masked in every output.
+//!
+//! If the file is missing while the data it protects exists (`guard`, e.g. the PostgreSQL data
+//! directory), the step stops: a new value would lock the application out of its own data.
+
+use super::{AttrDiff, Attrs, check_account, check_path, file};
+use crate::fact::SecretState;
+use crate::fact::path::PathState;
+use crate::plan::Change;
+use crate::quote::quote;
+use crate::secret::Secret;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    /// The name templates use: `secrets.NAME`.
+    pub name: String,
+    /// The file on the target that keeps the value.
+    pub path: String,
+    /// Random bytes (the value has twice as many hex digits). Default 32.
+    #[serde(default = "default_length")]
+    pub length: usize,
+    /// A path whose existence means the data this secret protects exists.
+    pub guard: Option<String>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+fn default_length() -> usize {
+    32
+}
+
+/// The desired secret of one host.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub name: String,
+    pub path: String,
+    pub length: usize,
+    pub guard: Option<String>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    /// The value generated for this run when the file is missing (set by the runner).
+    pub generated: Option<Secret>,
+}
+
+/// Checks a secret's name (also used for operator-supplied secrets).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let mut c = name.chars();
+    let ok = c
+        .next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "secret name `{name}`: use letters, digits and `_` (it is used as `secrets.{name}`)"
+        ))
+    }
+}
+
+impl Desired {
+    pub fn from_args(a: Args) -> Result<Self, String> {
+        check_name(&a.name)?;
+        check_path(&a.path)?;
+        if let Some(g) = &a.guard {
+            check_path(g)?;
+        }
+        for (what, v) in [("owner", &a.owner), ("group", &a.group)] {
+            if let Some(v) = v {
+                check_account(what, v)?;
+            }
+        }
+        if !(8..=1024).contains(&a.length) {
+            return Err(format!(
+                "`length = {}`: a secret has 8 to 1024 random bytes",
+                a.length
+            ));
+        }
+        Ok(Self {
+            name: a.name,
+            path: a.path,
+            length: a.length,
+            guard: a.guard,
+            owner: a.owner,
+            group: a.group,
+            generated: None,
+        })
+    }
+
+    /// The value a missing secret gets: `length` bytes of the OS's RNG, in hex.
+    pub fn generate(&self) -> Result<Secret, String> {
+        use rand::TryRngCore;
+        let mut buf = vec![0u8; self.length];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut buf)
+            .map_err(|e| format!("the operating system's random generator failed: {e}"))?;
+        let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+        buf.fill(0);
+        Ok(Secret::new(hex))
+    }
+
+    /// What must happen, given the probe's view of the file.
+    pub fn diff(&self, o: &SecretState) -> Result<Change, String> {
+        let target = format!("{} ({})", self.path, self.name);
+        match o {
+            SecretState::NotAFile => Err(format!(
+                "{} exists but is not a regular file; remove it or choose another path for \
+                 secret `{}`",
+                self.path, self.name
+            )),
+            SecretState::Missing { guarded: true } => Err(format!(
+                "the file of secret `{}` ({}) is missing, but {} exists: the data it protects is \
+                 there, and a new value would lock the application out of it. Restore {} from \
+                 a backup (or, to start over deliberately, remove {} yourself)",
+                self.name,
+                self.path,
+                self.guard.as_deref().unwrap_or("its data"),
+                self.path,
+                self.guard.as_deref().unwrap_or("the data"),
+            )),
+            SecretState::Missing { guarded: false } => {
+                let value = self.generated.as_ref().ok_or_else(|| {
+                    "internal error: no value generated for a missing secret (bug, please report)"
+                        .to_string()
+                })?;
+                let mut content = value.expose().as_bytes().to_vec();
+                content.push(b'\n');
+                let f = file::Desired::secret(
+                    self.path.clone(),
+                    content,
+                    self.owner.clone(),
+                    self.group.clone(),
+                )?;
+                let mut c = f.diff(&PathState::Absent)?;
+                c.target = target;
+                c.reason = format!("new random value ({} bytes, hex)", self.length);
+                Ok(c)
+            }
+            SecretState::Present {
+                mode, owner, group, ..
+            } => {
+                let attrs = Attrs {
+                    mode: *mode,
+                    owner,
+                    group,
+                    uid: u32::MAX,
+                    gid: u32::MAX,
+                };
+                let d = AttrDiff::new(
+                    Some(0o600),
+                    self.owner.as_deref(),
+                    self.group.as_deref(),
+                    &attrs,
+                );
+                if d.is_empty() {
+                    return Ok(Change::noop(target, "exists; value reused"));
+                }
+                let mut c = Change::new(
+                    crate::plan::Action::Update,
+                    target,
+                    "value kept",
+                    d.script(&quote(&self.path)),
+                );
+                c.details = d.details;
+                Ok(c)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Action;
+
+    fn desired(guard: Option<&str>) -> Desired {
+        Desired::from_args(Args {
+            name: "postgres_password".into(),
+            path: "/opt/claw-ai/.secrets/postgres_password".into(),
+            length: 32,
+            guard: guard.map(String::from),
+            owner: None,
+            group: None,
+        })
+        .unwrap()
+    }
+
+    fn present(mode: u32) -> SecretState {
+        SecretState::Present {
+            value: Secret::new("abc"),
+            mode,
+            owner: "root".into(),
+            group: "root".into(),
+        }
+    }
+
+    #[test]
+    fn generated_values_are_random_hex() {
+        let d = desired(None);
+        let a = d.generate().unwrap();
+        let b = d.generate().unwrap();
+        assert_eq!(a.expose().len(), 64);
+        assert!(a.expose().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn cases() {
+        // (observed, generated?, expected action, expected text in reason or error)
+        let mut d = desired(Some("/opt/claw-ai/data/postgres"));
+        let c = d.diff(&present(0o600)).unwrap();
+        assert_eq!(c.action, Action::NoOp);
+        assert!(c.reason.contains("reused"));
+
+        let c = d.diff(&present(0o644)).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.details, vec!["mode 0644 -> 0600"]);
+        assert!(c.op.unwrap().script.contains("chmod 00600"));
+
+        let e = d.diff(&SecretState::Missing { guarded: true }).unwrap_err();
+        assert!(
+            e.contains("is missing") && e.contains("/opt/claw-ai/data/postgres"),
+            "{e}"
+        );
+
+        assert!(d.diff(&SecretState::NotAFile).is_err());
+
+        d.generated = Some(Secret::new("f00d"));
+        let c = d.diff(&SecretState::Missing { guarded: false }).unwrap();
+        assert_eq!(c.action, Action::Create);
+        let content = c.content.as_ref().unwrap();
+        assert!(content.sensitive);
+        assert_eq!(content.new.as_slice(), b"f00d\n");
+        assert!(!format!("{c:?}").contains("f00d"));
+        let op = c.op.unwrap();
+        assert!(
+            !op.script.contains("f00d"),
+            "the value travels on stdin only"
+        );
+        assert!(op.script.contains("chmod 00600 \"$tmp\""));
+    }
+
+    #[test]
+    fn bad_args() {
+        let mk = |name: &str, length: usize| {
+            Desired::from_args(Args {
+                name: name.into(),
+                path: "/s".into(),
+                length,
+                guard: None,
+                owner: None,
+                group: None,
+            })
+        };
+        assert!(mk("ok_name1", 32).is_ok());
+        assert!(mk("bad-name", 32).is_err());
+        assert!(mk("1x", 32).is_err());
+        assert!(mk("x", 4).is_err());
+    }
+}
