@@ -161,7 +161,7 @@ pub fn prepare(
         .filter(|s| s.kind == "secret")
         .filter_map(|s| {
             s.args
-                .get("name")
+                .get("secret")
                 .and_then(|n| n.as_str())
                 .map(String::from)
         })
@@ -519,6 +519,13 @@ async fn drive(
                     secrets.push((d.name.clone(), v.clone()));
                     generated.push((d.name.clone(), v));
                 }
+                // Guarded or blocked: the step's own error says why (before templates that
+                // use the secret fail for want of it).
+                Observed::Secret(obs) => {
+                    if let Err(e) = d.diff(obs) {
+                        return Err(failed(&s.step.name, e));
+                    }
+                }
                 _ => {}
             }
         }
@@ -682,24 +689,25 @@ async fn drive(
             let rid = d.probe(&mut one);
             let mut per = vec![Vec::new(); p.steps.len()];
             per[i] = rid.clone();
-            let res = run_probe(remote, &one, &per, &names, timeout).await;
-            let change = res.and_then(|r| {
-                d.diff(&rid.iter().map(|x| &r.observed[*x]).collect::<Vec<_>>())
-                    .map_err(|e| failed(&sp.name, mask.text(&e)))
-            });
-            match change {
-                Ok(mut c) if c.action != crate::plan::Action::Deferred => {
+            let change = match run_probe(remote, &one, &per, &names, timeout).await {
+                Ok(r) => d
+                    .diff(&rid.iter().map(|x| &r.observed[*x]).collect::<Vec<_>>())
+                    .map_err(|e| failed(&sp.name, mask.text(&e))),
+                Err(e) => Err(e),
+            };
+            let c = match change {
+                Ok(c) if c.action == crate::plan::Action::Deferred => Err(failed(
+                    &sp.name,
+                    format!("{} (still, after the earlier steps ran)", c.reason),
+                )),
+                other => other,
+            };
+            match c {
+                Ok(mut c) => {
                     mask.content(&mut c);
                     sp.change = c;
                 }
-                other => {
-                    let e = match other {
-                        Ok(c) => failed(
-                            &sp.name,
-                            format!("{} (still, after the earlier steps ran)", c.reason),
-                        ),
-                        Err(e) => e,
-                    };
+                Err(e) => {
                     o.statuses[i] = StepStatus::Failed;
                     ctx.observer
                         .step(name, &sp, StepStatus::Failed, Some(&e.1.to_string()));

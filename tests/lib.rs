@@ -9,6 +9,7 @@ mod cli_errors;
 mod confirm;
 mod connect;
 mod converge;
+mod facts_secrets;
 mod faults;
 mod full_lab;
 mod http_check;

@@ -16,7 +16,8 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
-    /// The name templates use: `secrets.NAME`.
+    /// The secret's name, as templates use it: `secrets.NAME` (`name` is the step's).
+    #[serde(rename = "secret")]
     pub name: String,
     /// The file on the target that keeps the value.
     pub path: String,
