@@ -104,6 +104,17 @@ fn render(
     }
     let mut handlers = Vec::new();
     for (j, h) in pb.handlers.iter().enumerate() {
+        // A handler whose `when` is false on this host is never run there.
+        if let Some(w) = &h.when {
+            match crate::template::eval_when(w, ctx) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    errors.push((steps.len() + j, e));
+                    continue;
+                }
+            }
+        }
         match resource::desired(&h.kind, &h.args, ctx, &sources) {
             Ok(Desired::Command(c)) => handlers.push((h.name.clone(), h.timeout, c)),
             Ok(_) => {}
@@ -726,8 +737,15 @@ async fn drive(
                 ctx.observer
                     .phase(name, &format!("{} {}", action.word(), sp.name));
                 let mut script = String::new();
-                if action.changes() && !sp.notify.is_empty() {
-                    script.push_str(&journal_record(&journal, &sp.notify));
+                // Only handlers that run on this host (their `when`) are journaled.
+                let notify: Vec<String> = sp
+                    .notify
+                    .iter()
+                    .filter(|n| rendered.handlers.iter().any(|(h, _, _)| h == *n))
+                    .cloned()
+                    .collect();
+                if action.changes() && !notify.is_empty() {
+                    script.push_str(&journal_record(&journal, &notify));
                 }
                 script.push_str(&op.script);
                 match remote.run_ok(&script, &op.stdin, timeout).await {
