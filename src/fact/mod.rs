@@ -5,11 +5,13 @@
 //! answers. **Invariant:** probe snippets have no side effects.
 
 pub mod account;
+pub mod apt;
 pub mod guard;
 pub mod path;
 pub mod preflight;
 
 pub use account::{GroupState, UserInfo, UserState};
+pub use apt::{DpkgState, PkgState};
 pub use guard::GuardState;
 pub use path::PathState;
 
@@ -27,6 +29,8 @@ pub enum Request {
     User(String),
     /// A group.
     Group(String),
+    /// What dpkg knows about these packages.
+    Packages(Vec<String>),
 }
 
 /// What a probe observed.
@@ -36,6 +40,7 @@ pub enum Observed {
     Guard(GuardState),
     User(UserState),
     Group(GroupState),
+    Dpkg(DpkgState),
 }
 
 /// A probe output that cannot be parsed.
@@ -108,6 +113,7 @@ impl ProbeScript {
                 }
                 Request::User(name) => s.push_str(&account::user_command(id, name)),
                 Request::Group(name) => s.push_str(&account::group_command(id, name)),
+                Request::Packages(p) => s.push_str(&apt::command(id, p)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -157,6 +163,7 @@ impl ProbeScript {
                     Request::Guard { .. } => guard::parse(&fields).map(Observed::Guard),
                     Request::User(_) => account::parse_user(&fields).map(Observed::User),
                     Request::Group(_) => account::parse_group(&fields).map(Observed::Group),
+                    Request::Packages(p) => apt::parse(&fields, p).map(Observed::Dpkg),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),

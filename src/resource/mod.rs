@@ -4,6 +4,8 @@
 //! **Invariant:** nothing here touches SSH; diff functions are pure and unit-tested.
 
 pub mod account;
+pub mod apt;
+pub mod apt_repo;
 pub mod command;
 pub mod cron;
 pub mod dir;
@@ -27,6 +29,8 @@ pub const KINDS: &[&str] = &[
     "group",
     "cron",
     "http_check",
+    "apt",
+    "apt_repo",
 ];
 
 /// `state = "present" | "absent"`.
@@ -50,6 +54,8 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "group" => account::GroupArgs::deserialize(v).map(drop),
         "cron" => cron::Args::deserialize(v).map(drop),
         "http_check" => http_check::Args::deserialize(v).map(drop),
+        "apt" => apt::Args::deserialize(v).map(drop),
+        "apt_repo" => apt_repo::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -65,6 +71,8 @@ pub enum Desired {
     User(account::User),
     Group(account::Group),
     HttpCheck(http_check::Desired),
+    Apt(apt::Desired),
+    AptRepo(apt_repo::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -116,6 +124,13 @@ pub fn desired(
         "http_check" => Desired::HttpCheck(http_check::Desired::from_args(
             http_check::Args::deserialize(rendered).map_err(bad)?,
         )?),
+        "apt" => Desired::Apt(apt::Desired::from_args(
+            apt::Args::deserialize(rendered).map_err(bad)?,
+        )?),
+        "apt_repo" => Desired::AptRepo(apt_repo::desired(
+            apt_repo::Args::deserialize(rendered).map_err(bad)?,
+            src.files_dir,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -140,6 +155,17 @@ impl Desired {
             Desired::User(u) => vec![p.add(Request::User(u.name.clone()))],
             Desired::Group(g) => vec![p.add(Request::Group(g.name.clone()))],
             Desired::HttpCheck(_) => vec![],
+            Desired::Apt(a) => vec![p.add(Request::Packages(a.packages.clone()))],
+            Desired::AptRepo(r) => r
+                .files()
+                .iter()
+                .map(|f| {
+                    if f.state == State::Present {
+                        p.add_upload_dir(&f.parent());
+                    }
+                    p.add(Request::Path(f.path.clone()))
+                })
+                .collect(),
         }
     }
 
@@ -155,6 +181,8 @@ impl Desired {
             (Desired::Command(c), [Observed::Guard(g)]) => Ok(c.diff(g)),
             (Desired::User(u), [Observed::User(o)]) => u.diff(o),
             (Desired::Group(g), [Observed::Group(o)]) => g.diff(o),
+            (Desired::Apt(a), [Observed::Dpkg(o)]) => a.diff(o),
+            (Desired::AptRepo(r), [Observed::Path(a), Observed::Path(b)]) => r.diff([a, b]),
             _ => Err(wrong()),
         }
     }
