@@ -162,7 +162,8 @@ claw_apt() {{
       echo "$claw_what: the lock ${{claw_lock:-of apt/dpkg}} is still held${{claw_by:+ (}}$claw_by${{claw_by:+)}} after waiting {limit} (lock_timeout); another apt or dpkg run (unattended-upgrades?) is using it" >&2
       return 1
     fi
-    tail -n 4 "$claw_out" >&2
+    # apt's errors and warnings, else its last lines
+    if grep -qE '^(E|W): ' "$claw_out"; then grep -E '^(E|W): ' "$claw_out" | tail -n 4 >&2; else tail -n 4 "$claw_out" >&2; fi
     echo "$claw_what failed (apt-get exit status $claw_rc)" >&2
     return 1
   done
@@ -190,7 +191,7 @@ for p in {names}; do case $claw_have in *" $p "*) ;; *) set -- "$@" "$p" ;; esac
 claw_what='refreshing the package index (apt-get update)'
 claw_apt update || exit 1
 claw_what="installing $*"
-claw_apt install -y --no-remove{recommends} -- "$@" || exit 1
+claw_apt install -y --no-remove{recommends} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -- "$@" || exit 1
 claw_have=" $(claw_state installed "$@" | tr '\n' ' ') "
 claw_not=''
 for p in "$@"; do case $claw_have in *" $p "*) ;; *) claw_not="$claw_not $p" ;; esac; done
@@ -459,7 +460,9 @@ mod tests {
             .unwrap()
             .script;
         let update = s.find("claw_apt update").unwrap();
-        let install = s.find("claw_apt install -y --no-remove -- \"$@\"").unwrap();
+        let install = s
+            .find("claw_apt install -y --no-remove -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -- \"$@\"")
+            .unwrap();
         assert!(update < install, "{s}");
         assert!(s.contains("for p in 'git' 'libc6:amd64'; do"), "{s}");
         assert!(s.contains("DEBIAN_FRONTEND=noninteractive"));
@@ -469,7 +472,7 @@ mod tests {
         d.lock_timeout = Duration::from_secs(90);
         let s = d.install_script();
         assert!(
-            s.contains("install -y --no-remove --no-install-recommends --"),
+            s.contains("install -y --no-remove --no-install-recommends -o Dpkg"),
             "{s}"
         );
         assert!(
@@ -479,7 +482,7 @@ mod tests {
         d.install_recommends = Some(true);
         assert!(
             d.install_script()
-                .contains("-o APT::Install-Recommends=true --")
+                .contains("--no-remove -o APT::Install-Recommends=true -o Dpkg")
         );
     }
 
@@ -642,7 +645,7 @@ exit 0
         assert!(ok, "{err}");
         let log = f.log();
         assert_eq!(log.matches(" update").count(), 1, "{log}");
-        assert!(log.contains("install -y --no-remove -- git\n"), "{log}");
+        assert!(log.contains("install -y --no-remove -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -- git\n"), "{log}");
         // Now nothing is missing: no apt-get at all.
         std::fs::remove_file(f.dir.path().join("log")).unwrap();
         let (ok, err) = f.run(&d.install_script());
