@@ -4,6 +4,7 @@
 mod support;
 
 mod accounts;
+mod apt;
 mod become_user;
 mod cli_errors;
 mod confirm;

@@ -5,6 +5,7 @@
 //! answers. **Invariant:** probe snippets have no side effects.
 
 pub mod account;
+pub mod apt;
 pub mod guard;
 pub mod host;
 pub mod path;
@@ -12,6 +13,7 @@ pub mod preflight;
 pub mod secret;
 
 pub use account::{GroupState, UserInfo, UserState};
+pub use apt::{DpkgState, PkgState};
 pub use guard::GuardState;
 pub use host::HostFacts;
 pub use path::PathState;
@@ -33,6 +35,8 @@ pub enum Request {
     Group(String),
     /// A secret file (its value is read back) and the path of the data it protects.
     Secret { path: String, guard: Option<String> },
+    /// What dpkg knows about these packages.
+    Packages(Vec<String>),
 }
 
 /// What a probe observed.
@@ -43,6 +47,7 @@ pub enum Observed {
     User(UserState),
     Group(GroupState),
     Secret(SecretState),
+    Dpkg(DpkgState),
 }
 
 /// A probe output that cannot be parsed.
@@ -143,6 +148,7 @@ impl ProbeScript {
                 Request::Secret { path, guard } => {
                     s.push_str(&secret::command(id, path, guard.as_deref()))
                 }
+                Request::Packages(p) => s.push_str(&apt::command(id, p)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -205,6 +211,7 @@ impl ProbeScript {
                     Request::User(_) => account::parse_user(&fields).map(Observed::User),
                     Request::Group(_) => account::parse_group(&fields).map(Observed::Group),
                     Request::Secret { .. } => secret::parse(&fields).map(Observed::Secret),
+                    Request::Packages(p) => apt::parse(&fields, p).map(Observed::Dpkg),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),

@@ -4,6 +4,8 @@
 //! **Invariant:** nothing here touches SSH; diff functions are pure and unit-tested.
 
 pub mod account;
+pub mod apt;
+pub mod apt_repo;
 pub mod command;
 pub mod cron;
 pub mod dir;
@@ -29,6 +31,8 @@ pub const KINDS: &[&str] = &[
     "cron",
     "http_check",
     "secret",
+    "apt",
+    "apt_repo",
 ];
 
 /// `state = "present" | "absent"`.
@@ -53,6 +57,8 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "cron" => cron::Args::deserialize(v).map(drop),
         "http_check" => http_check::Args::deserialize(v).map(drop),
         "secret" => secret::Args::deserialize(v).map(drop),
+        "apt" => apt::Args::deserialize(v).map(drop),
+        "apt_repo" => apt_repo::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -69,6 +75,8 @@ pub enum Desired {
     Group(account::Group),
     HttpCheck(http_check::Desired),
     Secret(secret::Desired),
+    Apt(apt::Desired),
+    AptRepo(apt_repo::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -123,6 +131,13 @@ pub fn desired(
         "secret" => Desired::Secret(secret::Desired::from_args(
             secret::Args::deserialize(rendered).map_err(bad)?,
         )?),
+        "apt" => Desired::Apt(apt::Desired::from_args(
+            apt::Args::deserialize(rendered).map_err(bad)?,
+        )?),
+        "apt_repo" => Desired::AptRepo(apt_repo::desired(
+            apt_repo::Args::deserialize(rendered).map_err(bad)?,
+            src.files_dir,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -151,6 +166,17 @@ impl Desired {
                 path: s.path.clone(),
                 guard: s.guard.clone(),
             })],
+            Desired::Apt(a) => vec![p.add(Request::Packages(a.packages.clone()))],
+            Desired::AptRepo(r) => r
+                .files()
+                .iter()
+                .map(|f| {
+                    if f.state == State::Present {
+                        p.add_upload_dir(&f.parent());
+                    }
+                    p.add(Request::Path(f.path.clone()))
+                })
+                .collect(),
         }
     }
 
@@ -167,6 +193,8 @@ impl Desired {
             (Desired::User(u), [Observed::User(o)]) => u.diff(o),
             (Desired::Group(g), [Observed::Group(o)]) => g.diff(o),
             (Desired::Secret(s), [Observed::Secret(o)]) => s.diff(o),
+            (Desired::Apt(a), [Observed::Dpkg(o)]) => a.diff(o),
+            (Desired::AptRepo(r), [Observed::Path(a), Observed::Path(b)]) => r.diff([a, b]),
             _ => Err(wrong()),
         }
     }
