@@ -157,7 +157,7 @@ fn packages_from_the_lab_mirror_install_remove_and_wait_for_locks() {
         let p = s.file(
             file,
             &format!(
-                "name = \"apt\"\n\n[vars]\nmirror = \"{url}\"\nsuite = \"trixie\"\n\n[[steps]]\nname = \"lab mirror\"\nkind = \"apt_repo\"\nrepo = \"claw-lab\"\nurl = \"{{{{ mirror }}}}\"\nsuite = \"{{{{ suite }}}}\"\nkey = \"keys/lab-mirror.asc\"\n\n{steps}"
+                "name = \"apt\"\n\n[vars]\nmirror = \"{url}\"\nsuite = \"trixie\"\n\n[[steps]]\nname = \"lab mirror\"\nkind = \"apt_repo\"\nrepo = \"claw-lab\"\nurl = \"{{{{ mirror }}}}\"\nsuite = \"{{{{ facts.os_codename }}}}\"\nkey = \"keys/lab-mirror.asc\"\n\n{steps}"
             ),
         );
         lab.write_inventory(file, &p, &[])
