@@ -5,6 +5,7 @@ mod support;
 
 mod accounts;
 mod become_user;
+mod claw_ai;
 mod cli_errors;
 mod confirm;
 mod connect;
