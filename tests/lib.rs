@@ -6,6 +6,7 @@ mod support;
 mod accounts;
 mod apt;
 mod become_user;
+mod claw_ai;
 mod cli_errors;
 mod confirm;
 mod connect;

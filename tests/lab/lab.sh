@@ -77,6 +77,7 @@ ensure_deps() {
     command -v openssl >/dev/null || need[openssl]=1     # the lab's TLS certificates
     command -v mmdebstrap >/dev/null || need[mmdebstrap]=1   # full-host lab images are built from Debian packages
     command -v crontab >/dev/null || need[cron]=1          # hosts share the machine's /usr: crontab for cron tests
+    command -v logrotate >/dev/null || need[logrotate]=1   # the claw-ai logrotate entry is run on light hosts
     for c in useradd usermod chpasswd; do command -v $c >/dev/null || need[passwd]=1; done
     [ ${#need[@]} -eq 0 ] && return 0
     local pkgs=("${!need[@]}") made_policy=

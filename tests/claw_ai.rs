@@ -1,0 +1,877 @@
+//! The claw-ai playbook and its templates (issue 4: playbooks/claw-ai.toml, templates/claw-ai/).
+//!
+//! Rendering goes through the crate's own code (variable layering, `when`, `resource::desired`, strict
+//! Tera), with a hand-made context where `facts` and `secrets` will come from the probe and the secret
+//! store. Then: pure checks of every rendered file; on a full lab host `nginx -t` in the lab nginx image
+//! (mounted exactly as the compose file mounts it), `docker compose config` and `sh -n`; on light hosts the
+//! backup retention, run as the cron entry runs it, and the logrotate entry.
+
+use crate::support::{Lab, repo};
+use claw_provision::inventory::Inventory;
+use claw_provision::playbook::Playbook;
+use claw_provision::resource::{self, Desired, Sources};
+use claw_provision::{template, vars};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Output;
+
+/// (name under `secrets`, variable in .env, test value).
+const SECRETS: &[(&str, &str, &str)] = &[
+    (
+        "postgres_password",
+        "POSTGRES_PASSWORD",
+        "pgpw-5b0e2f9c41d7a8",
+    ),
+    ("redis_password", "REDIS_PASSWORD", "rdpw-9a7c3e1d0b42f6"),
+    ("secret_key", "SECRET_KEY", "sk-4f1e8d2c6a90b3e7c5"),
+    (
+        "ZHIPUAI_API_KEY",
+        "ZHIPUAI_API_KEY",
+        "zhipu-test.8c2d41aa93",
+    ),
+    (
+        "PINECONE_API_KEY",
+        "PINECONE_API_KEY",
+        "pcsk_test_61f0e9d7b2",
+    ),
+];
+
+const ENV: &str = "/opt/claw-ai/.env";
+const NGINX_CONF: &str = "/opt/claw-ai/nginx/conf/nginx.conf";
+const COMPOSE: &str = "/opt/claw-ai/docker-compose.prod.yml";
+const BACKUP: &str = "/opt/claw-ai/backup.sh";
+const CRON: &str = "/etc/cron.d/claw-ai-backup";
+const LOGROTATE: &str = "/etc/logrotate.d/claw-ai";
+
+/// A file some step of the playbook would write.
+#[derive(Debug)]
+struct File {
+    content: String,
+    mode: Option<u32>,
+    sensitive: bool,
+}
+
+/// What the playbook renders for one host.
+#[derive(Debug)]
+struct Rendered {
+    files: BTreeMap<String, File>,
+    dirs: BTreeMap<String, (Option<u32>, Option<String>)>,
+    skipped: Vec<String>,
+}
+
+impl Rendered {
+    fn text(&self, path: &str) -> &str {
+        &self
+            .files
+            .get(path)
+            .unwrap_or_else(|| panic!("no step writes {path}"))
+            .content
+    }
+}
+
+/// A hand-made inventory: web-1..3 in `backend`, lb-1 only in `edge`.
+const INVENTORY: &str = r#"
+[defaults]
+user = "deploy"
+
+[groups.backend]
+[groups.edge]
+
+[hosts.web-1]
+address = "192.0.2.11"
+groups = ["backend"]
+
+[hosts.web-2]
+address = "192.0.2.12"
+groups = ["backend"]
+
+[hosts.web-3]
+address = "192.0.2.13"
+groups = ["backend"]
+
+[hosts.lb-1]
+address = "192.0.2.20"
+groups = ["edge"]
+"#;
+
+fn secrets_json(secrets: &[(&str, &str, &str)]) -> Value {
+    Value::Object(
+        secrets
+            .iter()
+            .map(|(k, _, v)| (k.to_string(), Value::from(*v)))
+            .collect(),
+    )
+}
+
+/// Renders playbooks/claw-ai.toml for `host` the way `run::prepare` does, with `facts.init = init`,
+/// the given secrets and `-e` values.
+fn render_with(
+    inventory: &str,
+    host: &str,
+    init: &str,
+    secrets: Value,
+    extra: &[(&str, &str)],
+) -> Result<Rendered, String> {
+    let inv = Inventory::parse(
+        &repo().join("target/claw-ai-test-inventory.toml"),
+        inventory,
+    )
+    .map_err(|e| e.to_string())?;
+    let pb = Playbook::load(&repo().join("playbooks/claw-ai.toml")).map_err(|e| e.to_string())?;
+    let h = inv
+        .hosts
+        .iter()
+        .find(|h| h.name == host)
+        .expect("host in inventory");
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut ctx = vars::context(&inv, h, &pb, &extra);
+    ctx.insert(
+        "facts".into(),
+        json!({"init": init, "os_id": "debian", "os_codename": "trixie", "arch": "x86_64",
+               "deb_arch": "amd64", "docker": init == "systemd", "compose": init == "systemd",
+               "hostname": host}),
+    );
+    ctx.insert("secrets".into(), secrets);
+    let sources = Sources {
+        files_dir: &pb.dir,
+        templates_dir: &pb.templates_dir,
+    };
+    let mut out = Rendered {
+        files: BTreeMap::new(),
+        dirs: BTreeMap::new(),
+        skipped: vec![],
+    };
+    for step in &pb.steps {
+        if let Some(w) = &step.when
+            && !template::eval_when(w, &ctx).map_err(|e| format!("{}: {e}", step.name))?
+        {
+            out.skipped.push(step.name.clone());
+            continue;
+        }
+        match resource::desired(&step.kind, &step.args, &ctx, &sources)
+            .map_err(|e| format!("step `{}`: {e}", step.name))?
+        {
+            Desired::File(f) => {
+                let content = String::from_utf8(f.content.to_vec()).unwrap();
+                out.files.insert(
+                    f.path.clone(),
+                    File {
+                        content,
+                        mode: f.mode,
+                        sensitive: f.sensitive,
+                    },
+                );
+            }
+            Desired::Dir(d) => {
+                out.dirs.insert(d.path.clone(), (d.mode, d.owner.clone()));
+            }
+            _ => {}
+        }
+    }
+    for h in &pb.handlers {
+        resource::desired(&h.kind, &h.args, &ctx, &sources)
+            .map_err(|e| format!("handler `{}`: {e}", h.name))?;
+    }
+    Ok(out)
+}
+
+fn render(inventory: &str, host: &str, extra: &[(&str, &str)]) -> Rendered {
+    render_with(inventory, host, "systemd", secrets_json(SECRETS), extra)
+        .unwrap_or_else(|e| panic!("rendering for {host}: {e}"))
+}
+
+/// The `server` lines of `upstream claw_backend`, comments dropped.
+fn upstream_servers(conf: &str) -> Vec<String> {
+    let start = conf
+        .find("upstream claw_backend {")
+        .expect("upstream block");
+    let block = &conf[start..start + conf[start..].find('}').unwrap()];
+    block
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| l.starts_with("server "))
+        .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+        .collect()
+}
+
+/// The lines of one service of the compose file (text between `  NAME:` and the next service or
+/// top-level key).
+fn service<'a>(compose: &'a str, name: &str) -> Vec<&'a str> {
+    let mut out = vec![];
+    let mut inside = false;
+    for line in compose.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if !line.trim().is_empty() && !line.trim_start().starts_with('#') && indent <= 2 {
+            inside = line == format!("  {name}:");
+            continue;
+        }
+        if inside {
+            out.push(line);
+        }
+    }
+    assert!(!out.is_empty(), "no service {name} in the compose file");
+    out
+}
+
+/// The lines under `    KEY:` in a service's lines (more deeply indented).
+fn key_block<'a>(svc: &[&'a str], key: &str) -> Vec<&'a str> {
+    let head = format!("    {key}:");
+    let Some(i) = svc
+        .iter()
+        .position(|l| *l == head || l.starts_with(&format!("{head} ")))
+    else {
+        return vec![];
+    };
+    let mut out = vec![svc[i]];
+    out.extend(svc[i + 1..].iter().take_while(|l| l.starts_with("      ")));
+    out
+}
+
+fn count(hay: &str, needle: &str) -> usize {
+    hay.matches(needle).count()
+}
+
+#[test]
+fn nginx_conf_has_the_required_directives_and_every_backend() {
+    // A host of the backend group: its own backend by the fixed compose address, the others by address.
+    let r = render(INVENTORY, "web-1", &[]);
+    let conf = r.text(NGINX_CONF);
+    assert_eq!(
+        upstream_servers(conf),
+        ["172.31.250.10:8000", "192.0.2.12:8000", "192.0.2.13:8000"],
+        "{conf}"
+    );
+    // A host outside the group (a pure load balancer): every backend by address and backend_port.
+    let lb = render(INVENTORY, "lb-1", &[("backend_port", "8080")]);
+    assert_eq!(
+        upstream_servers(lb.text(NGINX_CONF)),
+        ["192.0.2.11:8080", "192.0.2.12:8080", "192.0.2.13:8080"]
+    );
+
+    for needle in [
+        "least_conn;",
+        "listen 80 default_server;",
+        "return 301 https://$host$request_uri;",
+        "listen 443 ssl default_server;",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        "ssl_certificate /etc/nginx/ssl/fullchain.pem;",
+        "ssl_certificate_key /etc/nginx/ssl/privkey.pem;",
+        "limit_req_zone $binary_remote_addr zone=claw_api:10m rate=10r/s;",
+        "limit_req zone=claw_api burst=20 nodelay;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $connection_upgrade;",
+        "proxy_http_version 1.1;",
+        "location /ws {",
+        "gzip on;",
+        "add_header X-Frame-Options \"SAMEORIGIN\" always;",
+        "add_header X-Content-Type-Options \"nosniff\" always;",
+        "add_header X-XSS-Protection \"1; mode=block\" always;",
+        "add_header Strict-Transport-Security \"max-age=31536000\" always;",
+        "add_header Referrer-Policy \"strict-origin-when-cross-origin\" always;",
+        "location = /health {",
+        "proxy_pass http://claw_backend/health;",
+        "access_log /var/log/nginx/access.log main;",
+        "error_log /var/log/nginx/error.log warn;",
+        "server_tokens off;",
+    ] {
+        assert!(
+            conf.contains(needle),
+            "nginx.conf lacks `{needle}`:\n{conf}"
+        );
+    }
+    // Modern ciphers only: forward secrecy and AEAD.
+    let ciphers = conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ssl_ciphers "))
+        .expect("ssl_ciphers");
+    for c in ciphers.trim_end_matches(';').split(':') {
+        assert!(
+            c.starts_with("ECDHE-") && (c.contains("GCM") || c.contains("CHACHA20")),
+            "weak cipher {c}"
+        );
+    }
+    assert!(!conf.contains("TLSv1.1") && !conf.contains("TLSv1 ") && !conf.contains("SSLv"));
+    // Headers are set once, at server level (a location with its own add_header would drop them).
+    assert_eq!(count(conf, "add_header "), 5);
+    // Logs: /var/log/nginx in the container is /opt/claw-ai/nginx/logs on the host.
+    assert!(
+        r.text(COMPOSE)
+            .contains("- \"/opt/claw-ai/nginx/logs:/var/log/nginx\""),
+        "nginx logs mount"
+    );
+    // A non-standard HTTPS port (e.g. behind a NAT) keeps the redirect right.
+    let alt = render(INVENTORY, "web-2", &[("https_port", "8443")]);
+    assert!(
+        alt.text(NGINX_CONF)
+            .contains("return 301 https://$host:8443$request_uri;")
+    );
+}
+
+#[test]
+fn compose_isolates_the_data_services() {
+    let r = render(INVENTORY, "web-1", &[]);
+    let c = r.text(COMPOSE);
+    let has = |svc: &str, needle: &str| service(c, svc).iter().any(|l| l.contains(needle));
+
+    // Networks: backend internal; postgres/redis only on it, nginx never on it.
+    assert!(
+        c.contains("networks:\n  backend:\n    internal: true\n"),
+        "{c}"
+    );
+    assert!(c.contains("\n  frontend:\n") && c.contains("\n  public: {}\n"));
+    let networks = |svc: &str| {
+        key_block(&service(c, svc), "networks")
+            .iter()
+            .map(|l| l.trim().to_string())
+            .collect::<Vec<_>>()
+    };
+    for svc in ["postgres", "redis"] {
+        assert!(!has(svc, "ports:"), "{svc} must not publish a port");
+        assert!(!has(svc, "expose:"));
+        assert_eq!(networks(svc), ["networks:", "- backend"], "{svc}");
+    }
+    assert_eq!(networks("nginx"), ["networks:", "- frontend", "- public"]);
+    assert_eq!(
+        networks("backend"),
+        [
+            "networks:",
+            "backend: {}",
+            "frontend:",
+            "ipv4_address: \"172.31.250.10\""
+        ]
+    );
+    assert!(!has("backend", "ports:"), "backend_publish defaults to off");
+    assert!(has("nginx", "- \"80:80\"") && has("nginx", "- \"443:443\""));
+
+    // Healthchecks, restart policy, log rotation, non-root users, images from variables.
+    assert!(has("postgres", "\"pg_isready\", \"-U\", \"claw\""));
+    assert!(has(
+        "redis",
+        "REDISCLI_AUTH=\\\"$$REDIS_PASSWORD\\\" redis-cli ping | grep -q PONG"
+    ));
+    assert!(has("backend", "http://127.0.0.1:8000/health"));
+    assert!(has("nginx", "http://127.0.0.1/nginx-health"));
+    for svc in ["postgres", "redis", "backend", "nginx"] {
+        assert!(has(svc, "restart: unless-stopped"), "{svc}");
+        assert!(has(svc, "logging: *logging"), "{svc}");
+        assert!(has(svc, "healthcheck:"), "{svc}");
+        assert!(has(svc, "no-new-privileges:true"), "{svc}");
+        assert!(has(svc, &format!("image: \"claw-lab/{svc}\"")), "{svc}");
+    }
+    assert!(
+        c.contains("driver: json-file")
+            && c.contains("max-size: \"10m\"")
+            && c.contains("max-file: \"3\"")
+    );
+    assert!(has("postgres", "user: \"999:999\""));
+    assert!(has("redis", "user: \"999:999\""));
+    assert!(has("backend", "user: \"10001:10001\""));
+    assert!(c.contains("volumes:\n  postgres_data: {}\n  redis_data: {}\n"));
+    assert!(has("postgres", "- postgres_data:/var/lib/postgresql/data"));
+    assert!(has("redis", "- redis_data:/data"));
+    // Config mounted as directories, never as single files.
+    assert!(has(
+        "nginx",
+        "- \"/opt/claw-ai/nginx/conf:/etc/nginx/claw-ai:ro\""
+    ));
+    assert!(has("nginx", "\"-c\", \"/etc/nginx/claw-ai/nginx.conf\""));
+    assert!(!c.contains("nginx.conf:"), "no single-file mount");
+    assert!(has("backend", "- \"/opt/claw-ai/logs:/var/log/claw-ai\""));
+
+    let img = render(
+        INVENTORY,
+        "web-1",
+        &[
+            ("backend_image", "registry.example/claw/backend:1.4.2"),
+            ("backend_publish", "yes"),
+        ],
+    );
+    let c2 = img.text(COMPOSE);
+    assert!(c2.contains("image: \"registry.example/claw/backend:1.4.2\""));
+    assert!(
+        service(c2, "backend")
+            .iter()
+            .any(|l| l.contains("- \"8000:8000\""))
+    );
+}
+
+#[test]
+fn secrets_are_written_once_and_only_to_the_env_file() {
+    let r = render(INVENTORY, "web-1", &[]);
+    let env = r.files.get(ENV).expect(".env step");
+    assert_eq!(env.mode, Some(0o600));
+    assert!(env.sensitive, ".env must be sensitive (no diff shown)");
+    for (_, var, value) in SECRETS {
+        assert_eq!(count(&env.content, value), 1, "{var} once in .env");
+        assert!(
+            env.content.contains(&format!("\n{var}='{value}'\n")),
+            "{var} line"
+        );
+        for (path, f) in &r.files {
+            if path != ENV {
+                assert!(!f.content.contains(value), "{var} leaked into {path}");
+            }
+        }
+    }
+    // Only the secrets: every non-comment line is one of them.
+    let lines: Vec<&str> = env
+        .content
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), SECRETS.len(), "{lines:?}");
+    // The compose file refers to each by name; interpolation fails loudly when .env lacks one.
+    let c = r.text(COMPOSE);
+    for var in ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "SECRET_KEY"] {
+        assert!(c.contains(&format!("${{{var}:?{var} is not set in .env}}")));
+    }
+    for var in ["ZHIPUAI_API_KEY", "PINECONE_API_KEY"] {
+        assert!(c.contains(&format!("${{{var}?{var} is not set in .env}}")));
+    }
+    // PostgreSQL and Redis get their own password only.
+    for (svc, other) in [
+        ("postgres", "REDIS_PASSWORD"),
+        ("redis", "POSTGRES_PASSWORD"),
+    ] {
+        let lines = service(c, svc).join("\n");
+        for v in [other, "SECRET_KEY", "ZHIPUAI_API_KEY", "PINECONE_API_KEY"] {
+            assert!(!lines.contains(v), "{svc} gets {v}");
+        }
+    }
+    assert!(!c.contains("env_file"), "no service gets the whole .env");
+
+    // A value .env cannot hold is refused, and the error does not show it.
+    let mut bad: Vec<(&str, &str, &str)> = SECRETS.to_vec();
+    bad[4].2 = "pc'sk-quote-in-it";
+    let e = render_with(INVENTORY, "web-1", "systemd", secrets_json(&bad), &[]).unwrap_err();
+    assert!(
+        e.contains("PINECONE_API_KEY") && e.contains("single quote"),
+        "{e}"
+    );
+    assert!(!e.contains("pc'sk"), "the error shows the secret: {e}");
+}
+
+#[test]
+fn steps_directories_and_conditions() {
+    let r = render(INVENTORY, "web-1", &[]);
+    assert_eq!(r.files[BACKUP].mode, Some(0o750));
+    assert_eq!(r.files[NGINX_CONF].mode, Some(0o644));
+    assert_eq!(r.files[LOGROTATE].mode, Some(0o644));
+    assert_eq!(
+        r.dirs["/opt/claw-ai/backups"],
+        (Some(0o700), Some("root".into()))
+    );
+    assert_eq!(
+        r.dirs["/opt/claw-ai/nginx/ssl"],
+        (Some(0o700), Some("root".into()))
+    );
+    assert_eq!(
+        r.dirs["/opt/claw-ai/logs"],
+        (Some(0o750), Some("claw-app".into()))
+    );
+    for d in [
+        "/opt/claw-ai",
+        "/opt/claw-ai/nginx/conf",
+        "/opt/claw-ai/nginx/logs",
+    ] {
+        assert!(r.dirs.contains_key(d), "{d}");
+    }
+    let cron = r.text(CRON);
+    assert!(
+        cron.ends_with(
+            "30 3 * * * root /opt/claw-ai/backup.sh dump && /opt/claw-ai/backup.sh prune\n"
+        ),
+        "{cron}"
+    );
+    assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+    // A host without systemd (light lab host) skips what needs Docker.
+    let light = render_with(INVENTORY, "web-1", "sysvinit", secrets_json(SECRETS), &[]).unwrap();
+    assert_eq!(light.skipped, ["backup cron entry"]);
+    assert!(!light.files.contains_key(CRON));
+
+    let b = r.text(BACKUP);
+    assert!(b.starts_with("#!/bin/sh\n"));
+    assert!(
+        b.contains("pg_dump -U \"$PG_USER\" -d \"$PG_DB\"") && b.contains("| gzip -c >\"$tmp\"")
+    );
+    assert!(b.contains("BACKUP_DIR='/opt/claw-ai/backups'") && b.contains("KEEP_DAYS='30'"));
+
+    let l = r.text(LOGROTATE);
+    assert!(
+        l.contains("/opt/claw-ai/nginx/logs/*.log {") && l.contains("/opt/claw-ai/logs/*.log {")
+    );
+    assert!(l.contains("su claw-app claw-app"));
+}
+
+#[test]
+fn an_empty_backend_group_is_refused() {
+    let inv = INVENTORY.replace("groups = [\"backend\"]", "groups = [\"edge\"]");
+    let e = render_with(&inv, "lb-1", "systemd", secrets_json(SECRETS), &[]).unwrap_err();
+    assert!(e.contains("backend") && e.contains("has no hosts"), "{e}");
+}
+
+// ------------------------------------------------------------------------------------- lab tests
+
+fn ok(o: Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// An inventory of the lab's hosts, all in the backend group.
+fn lab_inventory(lab: &Lab) -> String {
+    let mut s = String::from("[defaults]\nuser = \"claw\"\n\n[groups.backend]\n");
+    for h in lab.hosts() {
+        s.push_str(&format!(
+            "\n[hosts.{}]\naddress = {:?}\ngroups = [\"backend\"]\n",
+            h.name, h.address
+        ));
+    }
+    s
+}
+
+/// Writes a rendered file to a host as root (content on stdin), with its mode.
+fn put(lab: &Lab, host: &str, path: &str, content: &[u8], mode: &str) {
+    let dir = Path::new(path).parent().unwrap().display().to_string();
+    ok(
+        lab.ssh_input(
+            host,
+            &format!("sudo mkdir -p {dir} && sudo install -m {mode} /dev/stdin {path}"),
+            content,
+        ),
+        &format!("upload {path}"),
+    );
+}
+
+#[test]
+fn rendered_stack_passes_nginx_t_and_compose_config_on_a_full_host() {
+    let lab = Lab::up_full("f-clawai", 1);
+    let mirror = lab.json["mirror"]["url"].as_str().expect("mirror url");
+    let key = std::fs::read(lab.json["mirror"]["key"].as_str().expect("mirror key")).unwrap();
+
+    // Docker and Compose from the lab's signed mirror; the daemon started.
+    ok(
+        lab.ssh_input(
+            "h1",
+            "sudo install -d -m 0755 /etc/apt/keyrings && sudo tee /etc/apt/keyrings/claw-lab.asc >/dev/null",
+            &key,
+        ),
+        "mirror key",
+    );
+    let sources = format!(
+        "Types: deb\nURIs: {mirror}\nSuites: trixie\nComponents: main\nSigned-By: /etc/apt/keyrings/claw-lab.asc\n"
+    );
+    ok(
+        lab.ssh_input(
+            "h1",
+            "sudo tee /etc/apt/sources.list.d/claw-lab.sources >/dev/null",
+            sources.as_bytes(),
+        ),
+        "sources",
+    );
+    ok(
+        lab.ssh(
+            "h1",
+            "sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io docker-compose",
+        ),
+        "install docker",
+    );
+    ok(
+        lab.ssh(
+            "h1",
+            "sudo service docker start || sudo /etc/init.d/docker start; \
+             for i in $(seq 60); do sudo docker info >/dev/null 2>&1 && exit 0; sleep 0.5; done; sudo docker info",
+        ),
+        "docker daemon",
+    );
+
+    // The lab nginx image (the only one `nginx -t` needs); the stack's tags as image variables.
+    ok(
+        std::process::Command::new("bash")
+            .arg(repo().join("tests/lab/full/stack.sh"))
+            .arg("build")
+            .output()
+            .unwrap(),
+        "stack.sh build",
+    );
+    let images: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("target/lab-images/images.json")).unwrap(),
+    )
+    .unwrap();
+    let tag = |n: &str| images[n]["tag"].as_str().unwrap().to_string();
+    let tar = std::fs::read(images["nginx"]["tar"].as_str().unwrap()).unwrap();
+    ok(
+        lab.ssh_input("h1", "sudo docker load", &tar),
+        "docker load nginx",
+    );
+
+    let (pg, rd, be, ng) = (tag("postgres"), tag("redis"), tag("backend"), tag("nginx"));
+    let r = render(
+        &lab_inventory(&lab),
+        "h1",
+        &[
+            ("postgres_image", &pg),
+            ("redis_image", &rd),
+            ("backend_image", &be),
+            ("nginx_image", &ng),
+            ("server_name", "claw-ai.test"),
+        ],
+    );
+    for (path, f) in &r.files {
+        if path.starts_with("/opt/claw-ai/") {
+            let mode = format!("{:o}", f.mode.unwrap_or(0o644));
+            put(&lab, "h1", path, f.content.as_bytes(), &mode);
+        }
+    }
+    ok(
+        lab.ssh(
+            "h1",
+            "sudo install -d -m 0755 /opt/claw-ai/nginx/logs /opt/claw-ai/logs && sudo install -d -m 0700 /opt/claw-ai/nginx/ssl /opt/claw-ai/backups",
+        ),
+        "directories",
+    );
+
+    // A self-signed certificate, made here.
+    let tmp = tempfile::tempdir().unwrap();
+    ok(
+        std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=claw-ai.test"])
+            .arg("-keyout")
+            .arg(tmp.path().join("privkey.pem"))
+            .arg("-out")
+            .arg(tmp.path().join("fullchain.pem"))
+            .output()
+            .unwrap(),
+        "openssl req",
+    );
+    for (name, mode) in [("fullchain.pem", "644"), ("privkey.pem", "600")] {
+        let data = std::fs::read(tmp.path().join(name)).unwrap();
+        put(
+            &lab,
+            "h1",
+            &format!("/opt/claw-ai/nginx/ssl/{name}"),
+            &data,
+            mode,
+        );
+    }
+
+    // The compose file is valid with the .env beside it, and says what the pure tests read in it.
+    ok(
+        lab.ssh(
+            "h1",
+            &format!("cd / && sudo docker compose -f {COMPOSE} --env-file {ENV} config -q"),
+        ),
+        "docker compose config -q",
+    );
+    let cfg: Value = serde_json::from_str(&ok(
+        lab.ssh(
+            "h1",
+            &format!("sudo docker compose -f {COMPOSE} --env-file {ENV} config --format json"),
+        ),
+        "docker compose config --format json",
+    ))
+    .expect("compose config JSON");
+    assert_eq!(cfg["name"], "claw-ai");
+    assert_eq!(cfg["networks"]["backend"]["internal"], true);
+    let nets = |svc: &str| -> Vec<String> {
+        let mut n: Vec<String> = cfg["services"][svc]["networks"]
+            .as_object()
+            .unwrap_or_else(|| panic!("networks of {svc}"))
+            .keys()
+            .cloned()
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(nets("postgres"), ["backend"]);
+    assert_eq!(nets("redis"), ["backend"]);
+    assert_eq!(nets("backend"), ["backend", "frontend"]);
+    assert_eq!(nets("nginx"), ["frontend", "public"]);
+    for svc in ["postgres", "redis", "backend"] {
+        assert!(
+            cfg["services"][svc].get("ports").is_none(),
+            "{svc} publishes a port"
+        );
+    }
+    assert_eq!(
+        cfg["services"]["nginx"]["ports"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(cfg["services"]["nginx"]["image"], ng.as_str());
+    // Interpolation reached the containers' environment (values compared, never printed).
+    for (_, var, value) in SECRETS {
+        let got = cfg["services"]["backend"]["environment"][*var].as_str();
+        assert!(got == Some(*value), "backend's {var} is not the .env value");
+    }
+    assert!(
+        cfg["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].as_str()
+            == Some(SECRETS[0].2)
+    );
+    assert!(
+        cfg["services"]["redis"]["environment"]["REDIS_PASSWORD"].as_str() == Some(SECRETS[1].2)
+    );
+
+    // nginx -t in the lab nginx image, with the mounts and command of the compose file's nginx service.
+    let t = lab.ssh(
+        "h1",
+        &format!(
+            "sudo docker compose -f {COMPOSE} --env-file {ENV} run --rm --no-deps -T nginx \
+             nginx -t -c /etc/nginx/claw-ai/nginx.conf 2>&1"
+        ),
+    );
+    let out = ok(t, "nginx -t");
+    assert!(
+        out.contains("syntax is ok") && out.contains("test is successful"),
+        "{out}"
+    );
+
+    // Scripts parse.
+    ok(
+        lab.ssh("h1", &format!("sudo sh -n {BACKUP}")),
+        "sh -n backup.sh",
+    );
+}
+
+#[test]
+fn backup_retention_as_the_cron_entry_runs_it() {
+    let lab = Lab::up("t-clawai-prune", 1);
+    let r = render(&lab_inventory(&lab), "h1", &[]);
+    put(&lab, "h1", BACKUP, r.text(BACKUP).as_bytes(), "750");
+
+    // The retention command, exactly as the cron entry runs it (after a good dump).
+    let cron = r.text(CRON);
+    let entry = cron.lines().last().unwrap();
+    let path_env = cron
+        .lines()
+        .find(|l| l.starts_with("PATH="))
+        .expect("PATH in the cron entry");
+    let command = entry.splitn(7, ' ').nth(6).expect("cron command");
+    let prune = command
+        .split(" && ")
+        .find(|c| c.ends_with(" prune"))
+        .expect("a prune command in the cron entry");
+    assert_eq!(prune, "/opt/claw-ai/backup.sh prune");
+
+    let d = "/opt/claw-ai/backups";
+    let make = format!(
+        "install -d -m 0700 {d} && cd {d} && \
+         touch -d '31 days ago' claw-ai-20260101T033000Z.sql.gz && \
+         touch -d '29 days ago' claw-ai-20260103T033000Z.sql.gz && \
+         touch claw-ai-20260201T033000Z.sql.gz && \
+         touch -d '45 days ago' notes.txt && \
+         touch -d '2 days ago' .claw-ai-20260130T033000Z.sql.gz.part && \
+         touch -d '1 hour ago' .claw-ai-20260201T033000Z.sql.gz.part"
+    );
+    ok(
+        lab.ssh(
+            "h1",
+            &format!("sudo sh -c {}", claw_provision::quote::quote(&make)),
+        ),
+        "dumps",
+    );
+    let out = ok(
+        lab.ssh(
+            "h1",
+            &format!(
+                "sudo env -i {path_env} sh -c {}",
+                claw_provision::quote::quote(prune)
+            ),
+        ),
+        "prune",
+    );
+    let left = ok(lab.ssh("h1", &format!("sudo ls -A {d}")), "ls");
+    let left: Vec<&str> = left.lines().collect();
+    assert_eq!(
+        left,
+        [
+            ".claw-ai-20260201T033000Z.sql.gz.part",
+            "claw-ai-20260103T033000Z.sql.gz",
+            "claw-ai-20260201T033000Z.sql.gz",
+            "notes.txt"
+        ],
+        "prune printed:\n{out}"
+    );
+    assert!(out.contains("claw-ai-20260101T033000Z.sql.gz"), "{out}");
+    // Again: nothing more to remove.
+    let again = ok(
+        lab.ssh(
+            "h1",
+            &format!("sudo sh -c {}", claw_provision::quote::quote(prune)),
+        ),
+        "prune again",
+    );
+    assert_eq!(again, "");
+}
+
+#[test]
+fn logrotate_entry_rotates_nginx_and_app_logs() {
+    let lab = Lab::up("t-clawai-rotate", 1);
+    let r = render(&lab_inventory(&lab), "h1", &[]);
+    put(&lab, "h1", LOGROTATE, r.text(LOGROTATE).as_bytes(), "644");
+    ok(
+        lab.ssh(
+            "h1",
+            "sudo groupadd --system --gid 10001 claw-app && \
+             sudo useradd --system --uid 10001 --gid claw-app --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin claw-app && \
+             sudo install -d -m 0755 /opt/claw-ai/nginx/logs && \
+             sudo install -d -m 0750 -o claw-app -g claw-app /opt/claw-ai/logs && \
+             echo 'GET /' | sudo tee /opt/claw-ai/nginx/logs/access.log >/dev/null && \
+             echo 'started' | sudo -u claw-app tee /opt/claw-ai/logs/app.log >/dev/null",
+        ),
+        "logs",
+    );
+    // Dry run: the file parses and both patterns are found.
+    let dry = ok(
+        lab.ssh(
+            "h1",
+            &format!("sudo logrotate -d -s /tmp/logrotate.status {LOGROTATE} 2>&1"),
+        ),
+        "logrotate -d",
+    );
+    assert!(!dry.to_lowercase().contains("error"), "{dry}");
+    assert!(dry.contains("/opt/claw-ai/nginx/logs/*.log"), "{dry}");
+    assert!(dry.contains("/opt/claw-ai/logs/*.log"), "{dry}");
+    // A forced run: nginx's log renamed (no Docker here: the USR1 step is a no-op), the app log
+    // copied and truncated as its owner.
+    ok(
+        lab.ssh(
+            "h1",
+            &format!("sudo logrotate -f -s /tmp/logrotate.status {LOGROTATE}"),
+        ),
+        "logrotate -f",
+    );
+    let ls = ok(
+        lab.ssh(
+            "h1",
+            "sudo sh -c \"cd /opt/claw-ai && stat -c '%n %s %U' nginx/logs/* logs/*\"",
+        ),
+        "ls",
+    );
+    let files: Vec<&str> = ls.lines().collect();
+    assert_eq!(
+        files,
+        [
+            "nginx/logs/access.log.1 6 root",
+            "logs/app.log 0 claw-app",
+            "logs/app.log.1 8 claw-app"
+        ],
+        "{ls}"
+    );
+}
