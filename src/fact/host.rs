@@ -15,7 +15,8 @@ if [ -d /run/systemd/system ]; then printf '@fact-init\tsystemd\n'
 else printf '@fact-init\t%s\n' "$(cat /proc/1/comm 2>/dev/null)"; fi
 printf '@fact-hostname\t%s\n' "$(uname -n)"
 if command -v docker >/dev/null 2>&1; then
-  printf '@fact-docker\tyes\t%s\n' "$(timeout 5 docker version --format '{{.Server.Version}}' 2>/dev/null | head -n 1)"
+  v=; [ -S /var/run/docker.sock ] && v=$(timeout 5 docker version --format '{{.Server.Version}}' 2>/dev/null | head -n 1)
+  printf '@fact-docker\tyes\t%s\n' "$v"
   printf '@fact-compose\t%s\n' "$(timeout 5 docker compose version --short 2>/dev/null | head -n 1)"
 else printf '@fact-docker\tno\t\n@fact-compose\t\n'; fi
 "#;

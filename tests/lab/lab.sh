@@ -337,12 +337,15 @@ vars = { tls_dir = \"$LD/tls\" }
 
 [groups.lab]
 vars = { }
+
+# every lab host runs the whole claw-ai stack and is one of nginx's backends (playbooks/claw-ai.toml)
+[groups.backend]
 "
     for ((i = 1; i <= n; i++)); do
         inv+="
 [hosts.h$i]
 address = \"$($addr_fn "$i")\"
-groups = [\"lab\"]
+groups = [\"lab\", \"backend\"]
 "
     done
     printf '%s' "$inv" >"$LD/inventory.toml"
