@@ -10,5 +10,6 @@ mod confirm;
 mod connect;
 mod converge;
 mod faults;
+mod firewall;
 mod full_lab;
 mod http_check;

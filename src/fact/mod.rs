@@ -5,11 +5,13 @@
 //! answers. **Invariant:** probe snippets have no side effects.
 
 pub mod account;
+pub mod firewall;
 pub mod guard;
 pub mod path;
 pub mod preflight;
 
 pub use account::{GroupState, UserInfo, UserState};
+pub use firewall::FirewallState;
 pub use guard::GuardState;
 pub use path::PathState;
 
@@ -27,6 +29,8 @@ pub enum Request {
     User(String),
     /// A group.
     Group(String),
+    /// The nftables table (by name) of a `firewall` step.
+    Firewall(String),
 }
 
 /// What a probe observed.
@@ -36,6 +40,7 @@ pub enum Observed {
     Guard(GuardState),
     User(UserState),
     Group(GroupState),
+    Firewall(FirewallState),
 }
 
 /// A probe output that cannot be parsed.
@@ -97,6 +102,13 @@ impl ProbeScript {
         let mut s = String::new();
         s.push_str(preflight::HEADER);
         s.push_str(path::FUNCTION);
+        if self
+            .requests
+            .iter()
+            .any(|r| matches!(r, Request::Firewall(_)))
+        {
+            s.push_str(firewall::FUNCTION);
+        }
         for (i, d) in self.upload_dirs.iter().enumerate() {
             s.push_str(&preflight::free_space(i, d));
         }
@@ -108,6 +120,7 @@ impl ProbeScript {
                 }
                 Request::User(name) => s.push_str(&account::user_command(id, name)),
                 Request::Group(name) => s.push_str(&account::group_command(id, name)),
+                Request::Firewall(table) => s.push_str(&firewall::command(id, table)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -157,6 +170,7 @@ impl ProbeScript {
                     Request::Guard { .. } => guard::parse(&fields).map(Observed::Guard),
                     Request::User(_) => account::parse_user(&fields).map(Observed::User),
                     Request::Group(_) => account::parse_group(&fields).map(Observed::Group),
+                    Request::Firewall(_) => firewall::parse(&fields).map(Observed::Firewall),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),

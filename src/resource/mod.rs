@@ -8,6 +8,7 @@ pub mod command;
 pub mod cron;
 pub mod dir;
 pub mod file;
+pub mod firewall;
 pub mod http_check;
 
 use crate::fact::{Observed, ProbeScript, Request};
@@ -27,6 +28,7 @@ pub const KINDS: &[&str] = &[
     "group",
     "cron",
     "http_check",
+    "firewall",
 ];
 
 /// `state = "present" | "absent"`.
@@ -50,6 +52,7 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "group" => account::GroupArgs::deserialize(v).map(drop),
         "cron" => cron::Args::deserialize(v).map(drop),
         "http_check" => http_check::Args::deserialize(v).map(drop),
+        "firewall" => firewall::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -65,6 +68,7 @@ pub enum Desired {
     User(account::User),
     Group(account::Group),
     HttpCheck(http_check::Desired),
+    Firewall(firewall::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -116,6 +120,10 @@ pub fn desired(
         "http_check" => Desired::HttpCheck(http_check::Desired::from_args(
             http_check::Args::deserialize(rendered).map_err(bad)?,
         )?),
+        "firewall" => Desired::Firewall(firewall::Desired::from_args(
+            firewall::Args::deserialize(rendered).map_err(bad)?,
+            ctx,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -140,6 +148,10 @@ impl Desired {
             Desired::User(u) => vec![p.add(Request::User(u.name.clone()))],
             Desired::Group(g) => vec![p.add(Request::Group(g.name.clone()))],
             Desired::HttpCheck(_) => vec![],
+            Desired::Firewall(f) => {
+                p.add_upload_dir("/etc/claw-provision/firewall");
+                vec![p.add(Request::Firewall(f.table.clone()))]
+            }
         }
     }
 
@@ -155,6 +167,7 @@ impl Desired {
             (Desired::Command(c), [Observed::Guard(g)]) => Ok(c.diff(g)),
             (Desired::User(u), [Observed::User(o)]) => u.diff(o),
             (Desired::Group(g), [Observed::Group(o)]) => g.diff(o),
+            (Desired::Firewall(f), [Observed::Firewall(o)]) => f.diff(o),
             _ => Err(wrong()),
         }
     }
