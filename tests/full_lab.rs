@@ -241,6 +241,51 @@ fn fresh_full_host_runs_docker_from_the_signed_mirror() {
     assert_eq!(firewall("peer.toml", peer), 1);
     assert!(ok(lab.ssh("h2", &from_h2), "curl").contains("rc=0"));
     assert_eq!(ok(lab.ssh("h1", docker_rules), "iptables after"), before);
+
+    // A reboot: the boot unit loads the same table again (before Docker starts), so a plan finds
+    // nothing to change.
+    let container = lab.json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "h1")
+        .and_then(|h| h["container"].as_str())
+        .unwrap()
+        .to_string();
+    ok(
+        std::process::Command::new("docker")
+            .args(["restart", &container])
+            .output()
+            .unwrap(),
+        "docker restart h1",
+    );
+    let up = (0..120).any(|_| {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        lab.ssh(
+            "h1",
+            "systemctl is-system-running --wait >/dev/null; sudo nft list tables",
+        )
+        .status
+        .success()
+    });
+    assert!(up, "h1 did not come back after a restart");
+    let tables = ok(lab.ssh("h1", "sudo nft list tables"), "nft");
+    assert!(tables.contains("table inet claw_provision"), "{tables}");
+    assert_eq!(
+        ok(
+            lab.ssh(
+                "h1",
+                "systemctl is-active claw-provision-firewall@claw_provision.service"
+            ),
+            "boot unit ran"
+        ),
+        "active\n"
+    );
+    assert_eq!(
+        firewall("peer.toml", peer),
+        0,
+        "the table survives a reboot"
+    );
 }
 
 #[test]
