@@ -366,6 +366,12 @@ fi
                 reasons.push("the table does not exist".to_string());
                 Action::Create
             }
+            Some(_) if recorded.is_none() && ruleset.is_none() => {
+                reasons.push(
+                    "a table of this name exists but was not applied by claw-provision".to_string(),
+                );
+                Action::Update
+            }
             Some(l) => {
                 if recorded.as_ref() != Some(l) {
                     reasons.push(
@@ -787,6 +793,13 @@ table inet claw_provision {
             ),
             (
                 seen(Some(&l), None, None),
+                Action::Update,
+                "a table of this name exists but was not applied by claw-provision",
+                true,
+            ),
+            (
+                // The ruleset file was removed by hand.
+                seen(Some(&l), Some(&l), None),
                 Action::Update,
                 "no ruleset applied by claw-provision",
                 true,
