@@ -3,9 +3,9 @@
 //! host keys, Docker installed from the signed lab mirror (and refused from an unsigned one), the
 //! daemon running nested, lab images loaded with `docker load`, a compose stack with a published
 //! port reachable from another host, the backend answering `/health`, and the backend's git
-//! remote cloned from a host over SSH.
+//! remote cloned from a host over SSH. Then the provisioner's `firewall` step on that Docker host.
 
-use crate::support::{Lab, repo};
+use crate::support::{Lab, Scratch, claw, repo};
 use std::process::Output;
 
 fn ok(o: Output, what: &str) -> String {
@@ -200,6 +200,91 @@ fn fresh_full_host_runs_docker_from_the_signed_mirror() {
     assert!(
         health.contains("\"postgres\":\"ok\"") && health.contains("\"redis\":\"ok\""),
         "{health}"
+    );
+
+    // The `firewall` step on this Docker host: Docker's own rules survive (whichever iptables
+    // backend it uses), the published backend port is dropped from h2 (a timeout, curl exit 28)
+    // unless h2 is a peer of that port.
+    let docker_rules = "sudo iptables -S; sudo iptables -t nat -S";
+    let before = ok(lab.ssh("h1", docker_rules), "iptables before");
+    assert!(before.contains("DOCKER"), "{before}");
+    let s = Scratch::new();
+    let firewall = |name: &str, args: &str| {
+        let pb = s.file(
+            name,
+            &format!("name = \"fw\"\nhosts = \"h1\"\n\n[[steps]]\nname = \"firewall\"\nkind = \"firewall\"\n{args}\n"),
+        );
+        let inv = lab.write_inventory(name, &pb, &[]);
+        let r = claw(
+            &["apply", inv.to_str().unwrap(), "--yes", "--output", "json"],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        r.host("h1")["changed"].as_u64().unwrap()
+    };
+    let from_h2 = format!("curl -sS -m 3 -o /dev/null {url}; echo rc=$?");
+    assert_eq!(firewall("fw.toml", ""), 1);
+    assert_eq!(ok(lab.ssh("h1", docker_rules), "iptables after"), before);
+    assert!(ok(lab.ssh("h2", &from_h2), "curl").contains("rc=28"));
+    assert_eq!(
+        ok(
+            lab.ssh(
+                "h1",
+                "systemctl is-enabled claw-provision-firewall@claw_provision.service"
+            ),
+            "boot unit"
+        ),
+        "enabled\n"
+    );
+    assert_eq!(firewall("fw.toml", ""), 0, "a second apply changes nothing");
+    let peer = "peers = [{ port = 8000, from = [\"h2\"] }]";
+    assert_eq!(firewall("peer.toml", peer), 1);
+    assert!(ok(lab.ssh("h2", &from_h2), "curl").contains("rc=0"));
+    assert_eq!(ok(lab.ssh("h1", docker_rules), "iptables after"), before);
+
+    // A reboot: the boot unit loads the same table again (before Docker starts), so a plan finds
+    // nothing to change.
+    let container = lab.json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "h1")
+        .and_then(|h| h["container"].as_str())
+        .unwrap()
+        .to_string();
+    ok(
+        std::process::Command::new("docker")
+            .args(["restart", &container])
+            .output()
+            .unwrap(),
+        "docker restart h1",
+    );
+    let up = (0..120).any(|_| {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        lab.ssh(
+            "h1",
+            "systemctl is-system-running --wait >/dev/null; sudo nft list tables",
+        )
+        .status
+        .success()
+    });
+    assert!(up, "h1 did not come back after a restart");
+    let tables = ok(lab.ssh("h1", "sudo nft list tables"), "nft");
+    assert!(tables.contains("table inet claw_provision"), "{tables}");
+    assert_eq!(
+        ok(
+            lab.ssh(
+                "h1",
+                "systemctl is-active claw-provision-firewall@claw_provision.service"
+            ),
+            "boot unit ran"
+        ),
+        "active\n"
+    );
+    assert_eq!(
+        firewall("peer.toml", peer),
+        0,
+        "the table survives a reboot"
     );
 }
 

@@ -13,5 +13,6 @@ mod connect;
 mod converge;
 mod facts_secrets;
 mod faults;
+mod firewall;
 mod full_lab;
 mod http_check;

@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod apt;
+pub mod firewall;
 pub mod guard;
 pub mod host;
 pub mod path;
@@ -14,6 +15,7 @@ pub mod secret;
 
 pub use account::{GroupState, UserInfo, UserState};
 pub use apt::{DpkgState, PkgState};
+pub use firewall::FirewallState;
 pub use guard::GuardState;
 pub use host::HostFacts;
 pub use path::PathState;
@@ -37,6 +39,8 @@ pub enum Request {
     Secret { path: String, guard: Option<String> },
     /// What dpkg knows about these packages.
     Packages(Vec<String>),
+    /// The nftables table (by name) of a `firewall` step.
+    Firewall(String),
 }
 
 /// What a probe observed.
@@ -48,6 +52,7 @@ pub enum Observed {
     Group(GroupState),
     Secret(SecretState),
     Dpkg(DpkgState),
+    Firewall(FirewallState),
 }
 
 /// A probe output that cannot be parsed.
@@ -134,6 +139,13 @@ impl ProbeScript {
         if let Some(pb) = &self.journal {
             s.push_str(&host::journal_command(pb));
         }
+        if self
+            .requests
+            .iter()
+            .any(|r| matches!(r, Request::Firewall(_)))
+        {
+            s.push_str(firewall::FUNCTION);
+        }
         for (i, d) in self.upload_dirs.iter().enumerate() {
             s.push_str(&preflight::free_space(i, d));
         }
@@ -149,6 +161,7 @@ impl ProbeScript {
                     s.push_str(&secret::command(id, path, guard.as_deref()))
                 }
                 Request::Packages(p) => s.push_str(&apt::command(id, p)),
+                Request::Firewall(table) => s.push_str(&firewall::command(id, table)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -212,6 +225,7 @@ impl ProbeScript {
                     Request::Group(_) => account::parse_group(&fields).map(Observed::Group),
                     Request::Secret { .. } => secret::parse(&fields).map(Observed::Secret),
                     Request::Packages(p) => apt::parse(&fields, p).map(Observed::Dpkg),
+                    Request::Firewall(_) => firewall::parse(&fields).map(Observed::Firewall),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),

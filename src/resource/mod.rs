@@ -10,6 +10,7 @@ pub mod command;
 pub mod cron;
 pub mod dir;
 pub mod file;
+pub mod firewall;
 pub mod http_check;
 pub mod secret;
 
@@ -33,6 +34,7 @@ pub const KINDS: &[&str] = &[
     "secret",
     "apt",
     "apt_repo",
+    "firewall",
 ];
 
 /// `state = "present" | "absent"`.
@@ -59,6 +61,7 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "secret" => secret::Args::deserialize(v).map(drop),
         "apt" => apt::Args::deserialize(v).map(drop),
         "apt_repo" => apt_repo::Args::deserialize(v).map(drop),
+        "firewall" => firewall::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -77,6 +80,7 @@ pub enum Desired {
     Secret(secret::Desired),
     Apt(apt::Desired),
     AptRepo(apt_repo::Desired),
+    Firewall(firewall::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -138,6 +142,10 @@ pub fn desired(
             apt_repo::Args::deserialize(rendered).map_err(bad)?,
             src.files_dir,
         )?),
+        "firewall" => Desired::Firewall(firewall::Desired::from_args(
+            firewall::Args::deserialize(rendered).map_err(bad)?,
+            ctx,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -177,6 +185,10 @@ impl Desired {
                     p.add(Request::Path(f.path.clone()))
                 })
                 .collect(),
+            Desired::Firewall(f) => {
+                p.add_upload_dir("/etc/claw-provision/firewall");
+                vec![p.add(Request::Firewall(f.table.clone()))]
+            }
         }
     }
 
@@ -195,6 +207,7 @@ impl Desired {
             (Desired::Secret(s), [Observed::Secret(o)]) => s.diff(o),
             (Desired::Apt(a), [Observed::Dpkg(o)]) => a.diff(o),
             (Desired::AptRepo(r), [Observed::Path(a), Observed::Path(b)]) => r.diff([a, b]),
+            (Desired::Firewall(f), [Observed::Firewall(o)]) => f.diff(o),
             _ => Err(wrong()),
         }
     }

@@ -1,0 +1,867 @@
+//! `firewall`: inbound default-deny with nftables, in ONE table the tool owns (`table inet
+//! claw_provision` by default).
+//!
+//! - Input: loopback, established/related traffic, IPv6 neighbour discovery, ping (`icmp`), the
+//!   TCP `ports` open to everyone and the `peers` ports open only to named sources (inventory
+//!   hosts, inventory groups, IP addresses or CIDRs). Everything else is dropped (no reset).
+//! - Containers (`containers = true`): Docker publishes ports by DNAT in PREROUTING, so those
+//!   connections never reach the input hook. A forward chain at priority `filter - 10` (before
+//!   Docker's own filter chains, whether Docker uses iptables-nft or legacy iptables) drops new
+//!   DNATed connections whose ORIGINAL destination port (`ct original proto-dst`) is not allowed
+//!   for everyone or for that source. This is Docker's DOCKER-USER idea without touching Docker's
+//!   tables, so a restart of Docker (which rebuilds its chains) cannot undo it.
+//! - The table is replaced atomically in one `nft -f` transaction (`table` + `delete table` +
+//!   the full definition); rules of other tables (Docker's, the distribution's) are never touched.
+//! - Probe: the sha256 of the LIVE table listing against the one recorded right after the last
+//!   apply, plus the sha256 of the ruleset file that apply loaded against the desired ruleset.
+//! - Refused at plan time: a ruleset that does not open the SSH port the connection uses.
+//! - Persistence: the ruleset is kept in /etc/claw-provision/firewall/NAME.nft; under systemd a
+//!   template unit `claw-provision-firewall@NAME.service` (before network-pre.target, hence
+//!   before Docker) loads it at boot. Without systemd the plan warns that it is not restored.
+
+use crate::fact::FirewallState;
+use crate::fact::firewall::{UNIT_PATH, ruleset_path, state_path, unit_instance};
+use crate::plan::{Action, Change, ContentChange, Op};
+use crate::quote::quote;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    /// TCP ports open to everyone (default 22, 80, 443).
+    pub ports: Option<Vec<u16>>,
+    /// TCP ports open only to some sources.
+    #[serde(default)]
+    pub peers: Vec<PeerArgs>,
+    /// Accept ping (ICMP/ICMPv6 echo requests; default true). Neighbour discovery is always on.
+    pub icmp: Option<bool>,
+    /// Name of the nftables table the step owns (default `claw_provision`).
+    pub table: Option<String>,
+    /// Filter connections to ports that containers publish (default true).
+    pub containers: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerArgs {
+    pub port: u16,
+    /// Inventory host names, inventory group names, IP addresses or CIDRs.
+    pub from: Vec<String>,
+}
+
+/// One port open to some sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub port: u16,
+    /// Normalised, sorted, without entries covered by another one.
+    pub v4: Vec<Net>,
+    pub v6: Vec<Net>,
+}
+
+/// An address or network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Net {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Net {
+    fn max_prefix(addr: &IpAddr) -> u8 {
+        if addr.is_ipv4() { 32 } else { 128 }
+    }
+
+    /// Parses `10.0.0.1`, `10.0.0.0/24`, `fd00::/8`; host bits are cleared.
+    pub fn parse(s: &str) -> Option<Net> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().ok()?;
+        let max = Self::max_prefix(&addr);
+        let prefix = match p {
+            None => max,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().ok().filter(|p| *p <= max)?
+            }
+            Some(_) => return None,
+        };
+        Some(Net {
+            addr: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    fn contains(&self, other: &Net) -> bool {
+        self.addr.is_ipv4() == other.addr.is_ipv4()
+            && self.prefix <= other.prefix
+            && mask(other.addr, self.prefix) == self.addr
+    }
+}
+
+fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
+impl std::fmt::Display for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.prefix == Self::max_prefix(&self.addr) {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+}
+
+/// The desired firewall of one host.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub table: String,
+    pub ports: Vec<u16>,
+    pub peers: Vec<Peer>,
+    /// The ruleset file: one `nft -f` transaction replacing the table.
+    pub ruleset: String,
+    pub sha256: String,
+}
+
+pub const DEFAULT_TABLE: &str = "claw_provision";
+const DEFAULT_PORTS: &[u16] = &[22, 80, 443];
+
+/// The boot unit (systemd template, instance = table name).
+pub const UNIT: &str = "# managed by claw-provision (firewall step)
+[Unit]
+Description=claw-provision firewall: nftables table inet %i
+DefaultDependencies=no
+Wants=network-pre.target
+Before=network-pre.target shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/nft -f /etc/claw-provision/firewall/%i.nft
+
+[Install]
+WantedBy=sysinit.target
+";
+
+fn lookup<'a>(ctx: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
+    let mut v = ctx.get(path[0])?;
+    for k in &path[1..] {
+        v = v.get(*k)?;
+    }
+    Some(v)
+}
+
+/// The IP address of an inventory host, for a peer rule.
+fn host_net(ctx: &Map<String, Value>, name: &str, port: u16) -> Result<Net, String> {
+    let addr = lookup(ctx, &["inventory", "hosts", name, "address"])
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    addr.parse::<IpAddr>()
+        .ok()
+        .and_then(|a| Net::parse(&a.to_string()))
+        .ok_or_else(|| {
+            format!(
+                "`peers` (port {port}): inventory host `{name}` has the address `{addr}`, not an IP address; give its IP address or network instead"
+            )
+        })
+}
+
+/// Resolves one `from` item: an IP address/CIDR, an inventory host or an inventory group.
+fn resolve(ctx: &Map<String, Value>, item: &str, port: u16) -> Result<Vec<Net>, String> {
+    let item = item.trim();
+    if let Some(n) = Net::parse(item) {
+        return Ok(vec![n]);
+    }
+    if lookup(ctx, &["inventory", "hosts", item]).is_some() {
+        return Ok(vec![host_net(ctx, item, port)?]);
+    }
+    if let Some(members) = lookup(ctx, &["inventory", "groups", item]).and_then(Value::as_array) {
+        return members
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|h| host_net(ctx, h, port))
+            .collect();
+    }
+    Err(format!(
+        "`peers` (port {port}): `{item}` is neither an inventory host, an inventory group, an IP address nor a CIDR"
+    ))
+}
+
+/// Sorted, deduplicated, without networks covered by another entry (nft refuses overlapping
+/// elements in a set).
+fn minimal(mut nets: Vec<Net>) -> Vec<Net> {
+    nets.sort_by_key(|n| (n.addr, n.prefix));
+    nets.dedup();
+    let all = nets.clone();
+    nets.retain(|n| !all.iter().any(|o| o != n && o.contains(n)));
+    nets
+}
+
+fn set<T: std::fmt::Display>(items: &[T]) -> String {
+    if items.len() == 1 {
+        items[0].to_string()
+    } else {
+        let v: Vec<String> = items.iter().map(ToString::to_string).collect();
+        format!("{{ {} }}", v.join(", "))
+    }
+}
+
+impl Desired {
+    pub fn from_args(a: Args, ctx: &Map<String, Value>) -> Result<Self, String> {
+        let table = a.table.unwrap_or_else(|| DEFAULT_TABLE.into());
+        if table.is_empty()
+            || table.len() > 64
+            || !table.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(format!(
+                "`table = \"{table}\"`: a letter, then letters, digits and `_` (at most 64)"
+            ));
+        }
+        let mut ports = a.ports.unwrap_or_else(|| DEFAULT_PORTS.to_vec());
+        ports.sort_unstable();
+        ports.dedup();
+        if ports.contains(&0) || a.peers.iter().any(|p| p.port == 0) {
+            return Err("port 0 is not a TCP port".into());
+        }
+        // Never lock the provisioner out: the SSH port of the connection must stay open to all.
+        let ssh = lookup(ctx, &["host", "port"])
+            .and_then(Value::as_u64)
+            .ok_or("internal error: the host's SSH port is not in the template context")?;
+        if !ports.iter().any(|p| u64::from(*p) == ssh) {
+            return Err(format!(
+                "this ruleset would block SSH port {ssh}, which claw-provision connects to; add {ssh} to `ports`"
+            ));
+        }
+        let mut peers: Vec<Peer> = vec![];
+        for p in &a.peers {
+            if p.from.is_empty() {
+                return Err(format!("`peers` (port {}): `from` is empty", p.port));
+            }
+            let mut nets = vec![];
+            for item in &p.from {
+                nets.extend(resolve(ctx, item, p.port)?);
+            }
+            // Several entries for one port are merged.
+            let peer = match peers.iter_mut().find(|q| q.port == p.port) {
+                Some(q) => q,
+                None => {
+                    peers.push(Peer {
+                        port: p.port,
+                        v4: vec![],
+                        v6: vec![],
+                    });
+                    peers.last_mut().unwrap()
+                }
+            };
+            for n in nets {
+                if n.addr.is_ipv4() {
+                    peer.v4.push(n);
+                } else {
+                    peer.v6.push(n);
+                }
+            }
+        }
+        for p in &mut peers {
+            p.v4 = minimal(std::mem::take(&mut p.v4));
+            p.v6 = minimal(std::mem::take(&mut p.v6));
+        }
+        // Ports open to everyone need no peer rule.
+        peers.retain(|p| !ports.contains(&p.port));
+        peers.sort_by_key(|p| p.port);
+        let ruleset = ruleset(
+            &table,
+            &ports,
+            &peers,
+            a.icmp.unwrap_or(true),
+            a.containers.unwrap_or(true),
+        );
+        let sha256 = super::file::sha256_hex(ruleset.as_bytes());
+        Ok(Self {
+            table,
+            ports,
+            peers,
+            ruleset,
+            sha256,
+        })
+    }
+
+    fn target(&self) -> String {
+        format!("nftables table inet {}", self.table)
+    }
+
+    /// The script that loads the ruleset (stdin) and records the result.
+    fn script(&self) -> String {
+        let t = quote(&self.table);
+        let file = quote(&ruleset_path(&self.table));
+        let state = quote(&state_path(&self.table));
+        let unit = quote(UNIT_PATH);
+        format!(
+            r#"set -eu
+mkdir -p /etc/claw-provision/firewall /var/lib/claw-provision/firewall
+tmp=$(mktemp /etc/claw-provision/firewall/.upload.XXXXXX)
+trap 'rm -f "$tmp" "$tmp.state" "$tmp.unit"' EXIT
+cat > "$tmp"
+s=$(sha256sum < "$tmp")
+[ "${{s%% *}}" = {sha} ] || {{ echo "the ruleset arrived damaged (sha256 mismatch)" >&2; exit 1; }}
+chmod 0644 "$tmp"
+nft -f "$tmp"
+mv -f "$tmp" {file}
+l=$(nft list table inet {t})
+l=$(printf '%s\n' "$l" | sha256sum)
+printf '%s\n' "${{l%% *}}" > "$tmp.state"
+mv -f "$tmp.state" {state}
+if [ -d /run/systemd/system ]; then
+  printf '%s' {unit_text} > "$tmp.unit"
+  chmod 0644 "$tmp.unit"
+  mv -f "$tmp.unit" {unit}
+  systemctl daemon-reload
+  systemctl enable --quiet {instance}
+fi
+"#,
+            sha = quote(&self.sha256),
+            unit_text = quote(UNIT),
+            instance = quote(&unit_instance(&self.table)),
+        )
+    }
+
+    /// Compares with the probe of the live table.
+    pub fn diff(&self, o: &FirewallState) -> Result<Change, String> {
+        let target = self.target();
+        let (live, recorded, ruleset, boot) = match o {
+            FirewallState::NoNft => {
+                return Ok(Change::deferred(target, "nft is not installed yet"));
+            }
+            FirewallState::Seen {
+                live,
+                recorded,
+                ruleset,
+                boot,
+            } => (live, recorded, ruleset, boot),
+        };
+        let mut reasons = vec![];
+        let action = match live {
+            None => {
+                reasons.push("the table does not exist".to_string());
+                Action::Create
+            }
+            Some(_) if recorded.is_none() && ruleset.is_none() => {
+                reasons.push(
+                    "a table of this name exists but was not applied by claw-provision".to_string(),
+                );
+                Action::Update
+            }
+            Some(l) => {
+                if recorded.as_ref() != Some(l) {
+                    reasons.push(
+                        "the live table differs from the one applied (changed by hand or by another tool)"
+                            .to_string(),
+                    );
+                }
+                if ruleset.as_deref() != Some(self.sha256.as_str()) {
+                    reasons.push(if ruleset.is_none() {
+                        "no ruleset applied by claw-provision".to_string()
+                    } else {
+                        "the desired ruleset changed".to_string()
+                    });
+                }
+                Action::Update
+            }
+        };
+        let mut warnings = vec![];
+        match boot {
+            None => warnings.push(
+                "no systemd on this host: the firewall table is not restored after a reboot"
+                    .to_string(),
+            ),
+            Some((unit, enabled)) => {
+                let want = super::file::sha256_hex(UNIT.as_bytes());
+                if unit.as_deref() != Some(want.as_str()) {
+                    reasons.push(format!(
+                        "the boot unit {UNIT_PATH} is {}",
+                        if unit.is_none() {
+                            "missing"
+                        } else {
+                            "out of date"
+                        }
+                    ));
+                } else if !enabled {
+                    reasons.push(format!(
+                        "the boot unit {} is not enabled",
+                        unit_instance(&self.table)
+                    ));
+                }
+            }
+        }
+        let summary = self.summary();
+        if reasons.is_empty() {
+            let mut c = Change::noop(
+                target,
+                format!("the live table is the one applied ({summary})"),
+            );
+            c.warnings = warnings;
+            return Ok(c);
+        }
+        let content = (ruleset.as_deref() != Some(self.sha256.as_str())).then(|| ContentChange {
+            path: ruleset_path(&self.table),
+            old_sha256: ruleset.clone(),
+            new: Arc::new(self.ruleset.clone().into_bytes()),
+            sensitive: false,
+            old: None,
+        });
+        // Plans show details, not the reason, of an update: say there what differs.
+        let mut details = if action == Action::Create {
+            vec![]
+        } else {
+            reasons.clone()
+        };
+        details.push(summary);
+        Ok(Change {
+            action,
+            target,
+            details,
+            reason: reasons.join("; "),
+            content,
+            op: Some(Op {
+                script: self.script(),
+                stdin: Arc::new(self.ruleset.clone().into_bytes()),
+            }),
+            upload_bytes: self.ruleset.len() as u64,
+            upload_dir: Some("/etc/claw-provision/firewall".into()),
+            warnings,
+        })
+    }
+
+    /// `open 22, 80, 443; 8000 from 2 sources`, for display.
+    fn summary(&self) -> String {
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        let mut s = format!("open {}", ports.join(", "));
+        for p in &self.peers {
+            let n = p.v4.len() + p.v6.len();
+            s.push_str(&format!(
+                "; {} from {n} source{}",
+                p.port,
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        s
+    }
+}
+
+/// The ruleset text: one transaction that creates the table if missing, deletes it, and
+/// defines it again, so that loading it replaces exactly this table, atomically.
+pub fn ruleset(table: &str, ports: &[u16], peers: &[Peer], icmp: bool, containers: bool) -> String {
+    let mut s = format!(
+        "# managed by claw-provision (firewall step); changes made here are overwritten\n\
+         table inet {table}\n\
+         delete table inet {table}\n\
+         table inet {table} {{\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy drop;\n\
+         \t\tiif \"lo\" accept\n\
+         \t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} accept\n\
+         \t\tct state established,related accept\n\
+         \t\tct state invalid drop\n"
+    );
+    if icmp {
+        s.push_str("\t\ticmp type echo-request accept\n");
+        s.push_str("\t\ticmpv6 type echo-request accept\n");
+    }
+    s.push_str("\t\tip6 saddr fe80::/10 udp dport 546 accept\n");
+    s.push_str(&format!("\t\ttcp dport {} accept\n", set(ports)));
+    for p in peers {
+        if !p.v4.is_empty() {
+            s.push_str(&format!(
+                "\t\tip saddr {} tcp dport {} accept\n",
+                set(&p.v4),
+                p.port
+            ));
+        }
+        if !p.v6.is_empty() {
+            s.push_str(&format!(
+                "\t\tip6 saddr {} tcp dport {} accept\n",
+                set(&p.v6),
+                p.port
+            ));
+        }
+    }
+    s.push_str("\t}\n");
+    if containers {
+        s.push_str(
+            "\n\tchain forward {\n\
+             \t\ttype filter hook forward priority filter - 10; policy accept;\n\
+             \t\tct state new ct status dnat jump published\n\
+             \t}\n\
+             \n\tchain published {\n",
+        );
+        // One rule per port: `ct original proto-dst` with an anonymous set lacks a data type.
+        for p in ports {
+            s.push_str(&format!(
+                "\t\tmeta l4proto tcp ct original proto-dst {p} return\n"
+            ));
+        }
+        for p in peers {
+            if !p.v4.is_empty() {
+                s.push_str(&format!(
+                    "\t\tip saddr {} meta l4proto tcp ct original proto-dst {} return\n",
+                    set(&p.v4),
+                    p.port
+                ));
+            }
+            if !p.v6.is_empty() {
+                s.push_str(&format!(
+                    "\t\tip6 saddr {} meta l4proto tcp ct original proto-dst {} return\n",
+                    set(&p.v6),
+                    p.port
+                ));
+            }
+        }
+        s.push_str("\t\tdrop\n\t}\n");
+    }
+    s.push_str("}\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx(port: u16) -> Map<String, Value> {
+        let v = json!({
+            "host": {"name": "h1", "address": "10.0.0.2", "port": port},
+            "inventory": {
+                "hosts": {
+                    "h1": {"name": "h1", "address": "10.0.0.2", "port": port, "groups": ["app"]},
+                    "web1": {"name": "web1", "address": "10.0.0.3", "port": 22, "groups": ["web"]},
+                    "web2": {"name": "web2", "address": "fd00::3", "port": 22, "groups": ["web"]},
+                    "dns": {"name": "dns", "address": "web.example.com", "port": 22, "groups": []},
+                },
+                "groups": {"web": ["web1", "web2"], "app": ["h1"], "all": ["h1", "web1", "web2", "dns"]},
+            },
+        });
+        v.as_object().unwrap().clone()
+    }
+
+    fn args(toml_text: &str) -> Args {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    fn desired(toml_text: &str, port: u16) -> Result<Desired, String> {
+        Desired::from_args(args(toml_text), &ctx(port))
+    }
+
+    #[test]
+    fn default_ruleset_text() {
+        let d = desired("", 22).unwrap();
+        assert_eq!(d.table, "claw_provision");
+        assert_eq!(
+            d.ruleset,
+            "# managed by claw-provision (firewall step); changes made here are overwritten
+table inet claw_provision
+delete table inet claw_provision
+table inet claw_provision {
+\tchain input {
+\t\ttype filter hook input priority filter; policy drop;
+\t\tiif \"lo\" accept
+\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept
+\t\tct state established,related accept
+\t\tct state invalid drop
+\t\ticmp type echo-request accept
+\t\ticmpv6 type echo-request accept
+\t\tip6 saddr fe80::/10 udp dport 546 accept
+\t\ttcp dport { 22, 80, 443 } accept
+\t}
+
+\tchain forward {
+\t\ttype filter hook forward priority filter - 10; policy accept;
+\t\tct state new ct status dnat jump published
+\t}
+
+\tchain published {
+\t\tmeta l4proto tcp ct original proto-dst 22 return
+\t\tmeta l4proto tcp ct original proto-dst 80 return
+\t\tmeta l4proto tcp ct original proto-dst 443 return
+\t\tdrop
+\t}
+}
+"
+        );
+    }
+
+    #[test]
+    fn ruleset_variants() {
+        // (args, port, lines that must be present, lines that must be absent)
+        let cases: &[(&str, u16, &[&str], &[&str])] = &[
+            (
+                "ports = [2222, 443, 443]\nicmp = false\ncontainers = false\ntable = \"fw\"",
+                2222,
+                &["table inet fw {", "tcp dport { 443, 2222 } accept"],
+                &["echo-request", "chain forward", "claw_provision"],
+            ),
+            (
+                "ports = [22]",
+                22,
+                &[
+                    "tcp dport 22 accept",
+                    "meta l4proto tcp ct original proto-dst 22 return",
+                ],
+                &["dport 80"],
+            ),
+            (
+                "peers = [{ port = 8000, from = [\"web\", \"10.1.0.0/16\", \"10.1.2.3\", \"h1\"] }]",
+                22,
+                &[
+                    "ip saddr { 10.0.0.2, 10.0.0.3, 10.1.0.0/16 } tcp dport 8000 accept",
+                    "ip6 saddr fd00::3 tcp dport 8000 accept",
+                    "ip saddr { 10.0.0.2, 10.0.0.3, 10.1.0.0/16 } meta l4proto tcp ct original proto-dst 8000 return",
+                    "ip6 saddr fd00::3 meta l4proto tcp ct original proto-dst 8000 return",
+                ],
+                &["10.1.2.3"],
+            ),
+            (
+                // Two entries for one port merge; a port open to all needs no peer rule.
+                "peers = [{ port = 5432, from = [\"10.0.0.9/24\"] }, { port = 5432, from = [\"fd00::/8\"] }, { port = 80, from = [\"web1\"] }]",
+                22,
+                &[
+                    "ip saddr 10.0.0.0/24 tcp dport 5432 accept",
+                    "ip6 saddr fd00::/8 tcp dport 5432 accept",
+                ],
+                &["10.0.0.9", "10.0.0.3"],
+            ),
+        ];
+        for (a, port, present, absent) in cases {
+            let d = desired(a, *port).unwrap_or_else(|e| panic!("{a}: {e}"));
+            let lines: Vec<&str> = d.ruleset.lines().map(str::trim).collect();
+            for p in *present {
+                assert!(lines.contains(p), "{a}: missing `{p}` in\n{}", d.ruleset);
+            }
+            for p in *absent {
+                assert!(
+                    !d.ruleset.contains(p),
+                    "{a}: unexpected `{p}` in\n{}",
+                    d.ruleset
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let cases: &[(&str, u16, &str)] = &[
+            (
+                "",
+                2222,
+                "this ruleset would block SSH port 2222, which claw-provision connects to; add 2222 to `ports`",
+            ),
+            (
+                "ports = [80, 443]\npeers = [{ port = 22, from = [\"10.0.0.0/8\"] }]",
+                22,
+                "would block SSH port 22",
+            ),
+            ("ports = [22, 0]", 22, "port 0"),
+            ("table = \"1x\"", 22, "`table = \"1x\"`"),
+            ("table = \"a-b\"", 22, "letters, digits and `_`"),
+            (
+                "peers = [{ port = 8000, from = [\"nosuch\"] }]",
+                22,
+                "`nosuch` is neither an inventory host, an inventory group, an IP address nor a CIDR",
+            ),
+            (
+                "peers = [{ port = 8000, from = [\"10.0.0.0/33\"] }]",
+                22,
+                "`10.0.0.0/33` is neither",
+            ),
+            (
+                "peers = [{ port = 8000, from = [\"dns\"] }]",
+                22,
+                "inventory host `dns` has the address `web.example.com`, not an IP address",
+            ),
+            (
+                "peers = [{ port = 8000, from = [] }]",
+                22,
+                "`from` is empty",
+            ),
+        ];
+        for (a, port, want) in cases {
+            let e = desired(a, *port).unwrap_err();
+            assert!(e.contains(want), "{a}: {e}");
+        }
+        // Unknown keys and bad types are refused at load.
+        assert!(toml::from_str::<Args>("port = [22]").is_err());
+        assert!(toml::from_str::<Args>("ports = [70000]").is_err());
+        assert!(
+            toml::from_str::<Args>("peers = [{ port = 1, from = [\"x\"], extra = 1 }]").is_err()
+        );
+    }
+
+    #[test]
+    fn nets() {
+        let n = |s: &str| Net::parse(s).unwrap().to_string();
+        assert_eq!(n("10.0.0.7/24"), "10.0.0.0/24");
+        assert_eq!(n("10.0.0.7/32"), "10.0.0.7");
+        assert_eq!(n("0.0.0.0/0"), "0.0.0.0/0");
+        assert_eq!(n("fd00::1/8"), "fd00::/8");
+        assert_eq!(n("::1"), "::1");
+        for bad in [
+            "10.0.0.0/",
+            "10.0.0.0/x",
+            "10.0.0/8",
+            "fd00::/129",
+            "h1",
+            "",
+        ] {
+            assert!(Net::parse(bad).is_none(), "{bad}");
+        }
+        let m = minimal(vec![
+            Net::parse("10.0.0.5").unwrap(),
+            Net::parse("10.0.0.0/24").unwrap(),
+            Net::parse("10.0.0.0/24").unwrap(),
+            Net::parse("10.0.1.1").unwrap(),
+        ]);
+        let m: Vec<String> = m.iter().map(ToString::to_string).collect();
+        assert_eq!(m, ["10.0.0.0/24", "10.0.1.1"]);
+    }
+
+    fn seen(live: Option<&str>, recorded: Option<&str>, ruleset: Option<&str>) -> FirewallState {
+        FirewallState::Seen {
+            live: live.map(String::from),
+            recorded: recorded.map(String::from),
+            ruleset: ruleset.map(String::from),
+            boot: None,
+        }
+    }
+
+    #[test]
+    fn diffs() {
+        let d = desired("", 22).unwrap();
+        let l = "1".repeat(64);
+        let other = "2".repeat(64);
+        let want = d.sha256.as_str();
+        // (observed, action, reason part, content shown)
+        let cases: Vec<(FirewallState, Action, &str, bool)> = vec![
+            (
+                FirewallState::NoNft,
+                Action::Deferred,
+                "nft is not installed yet",
+                false,
+            ),
+            (
+                seen(None, None, None),
+                Action::Create,
+                "the table does not exist",
+                true,
+            ),
+            (
+                seen(Some(&l), Some(&l), Some(want)),
+                Action::NoOp,
+                "the live table is the one applied (open 22, 80, 443)",
+                false,
+            ),
+            (
+                seen(Some(&other), Some(&l), Some(want)),
+                Action::Update,
+                "changed by hand or by another tool",
+                false,
+            ),
+            (
+                seen(Some(&l), Some(&l), Some(&other)),
+                Action::Update,
+                "the desired ruleset changed",
+                true,
+            ),
+            (
+                seen(Some(&l), None, None),
+                Action::Update,
+                "a table of this name exists but was not applied by claw-provision",
+                true,
+            ),
+            (
+                // The ruleset file was removed by hand.
+                seen(Some(&l), Some(&l), None),
+                Action::Update,
+                "no ruleset applied by claw-provision",
+                true,
+            ),
+            (
+                // The table was deleted by hand after an apply.
+                seen(None, Some(&l), Some(want)),
+                Action::Create,
+                "the table does not exist",
+                false,
+            ),
+        ];
+        for (o, action, reason, content) in cases {
+            let c = d.diff(&o).unwrap();
+            assert_eq!(c.action, action, "{o:?}");
+            assert!(c.reason.contains(reason), "{o:?}: {}", c.reason);
+            assert_eq!(c.content.is_some(), content, "{o:?}");
+            assert_eq!(
+                c.op.is_some(),
+                action.changes() && action != Action::Deferred
+            );
+            assert_eq!(c.target, "nftables table inet claw_provision");
+            if let Some(op) = &c.op {
+                assert_eq!(op.stdin.as_slice(), d.ruleset.as_bytes());
+                assert!(op.script.contains("nft -f \"$tmp\""));
+                assert!(op.script.contains(&d.sha256));
+                assert!(!op.script.contains("flush ruleset"));
+            }
+            // Without systemd, the plan says the table does not survive a reboot.
+            assert!(
+                action == Action::Deferred || c.warnings[0].contains("not restored after a reboot")
+            );
+        }
+    }
+
+    #[test]
+    fn boot_unit_diffs() {
+        let d = desired("", 22).unwrap();
+        let l = "1".repeat(64);
+        let unit = crate::resource::file::sha256_hex(UNIT.as_bytes());
+        let with = |boot| FirewallState::Seen {
+            live: Some(l.clone()),
+            recorded: Some(l.clone()),
+            ruleset: Some(d.sha256.clone()),
+            boot: Some(boot),
+        };
+        type Boot = (Option<String>, bool);
+        let cases: Vec<(Boot, Action, &str)> = vec![
+            ((Some(unit.clone()), true), Action::NoOp, "the one applied"),
+            ((None, false), Action::Update, "is missing"),
+            ((Some(l.clone()), true), Action::Update, "out of date"),
+            (
+                (Some(unit.clone()), false),
+                Action::Update,
+                "claw-provision-firewall@claw_provision.service is not enabled",
+            ),
+        ];
+        for (boot, action, reason) in cases {
+            let c = d.diff(&with(boot.clone())).unwrap();
+            assert_eq!(c.action, action, "{boot:?}");
+            assert!(c.reason.contains(reason), "{boot:?}: {}", c.reason);
+            assert!(c.warnings.is_empty());
+        }
+    }
+}
