@@ -7,6 +7,7 @@ mod accounts;
 mod apt;
 mod become_user;
 mod claw_ai;
+mod claw_ai_light;
 mod cli_errors;
 mod confirm;
 mod connect;
