@@ -4,6 +4,7 @@
 //! **Invariant:** nothing here touches SSH; diff functions are pure and unit-tested.
 
 pub mod account;
+pub mod cert;
 pub mod command;
 pub mod cron;
 pub mod dir;
@@ -27,6 +28,7 @@ pub const KINDS: &[&str] = &[
     "group",
     "cron",
     "http_check",
+    "cert",
 ];
 
 /// `state = "present" | "absent"`.
@@ -50,6 +52,7 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "group" => account::GroupArgs::deserialize(v).map(drop),
         "cron" => cron::Args::deserialize(v).map(drop),
         "http_check" => http_check::Args::deserialize(v).map(drop),
+        "cert" => cert::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -65,6 +68,7 @@ pub enum Desired {
     User(account::User),
     Group(account::Group),
     HttpCheck(http_check::Desired),
+    Cert(cert::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -116,6 +120,10 @@ pub fn desired(
         "http_check" => Desired::HttpCheck(http_check::Desired::from_args(
             http_check::Args::deserialize(rendered).map_err(bad)?,
         )?),
+        "cert" => Desired::Cert(cert::Desired::from_args(
+            cert::Args::deserialize(rendered).map_err(bad)?,
+            src.files_dir,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -140,6 +148,14 @@ impl Desired {
             Desired::User(u) => vec![p.add(Request::User(u.name.clone()))],
             Desired::Group(g) => vec![p.add(Request::Group(g.name.clone()))],
             Desired::HttpCheck(_) => vec![],
+            Desired::Cert(c) => {
+                p.add_upload_dir(&c.cert.parent());
+                p.add_upload_dir(&c.key.parent());
+                vec![
+                    p.add(Request::Path(c.cert.path.clone())),
+                    p.add(Request::Path(c.key.path.clone())),
+                ]
+            }
         }
     }
 
@@ -155,6 +171,7 @@ impl Desired {
             (Desired::Command(c), [Observed::Guard(g)]) => Ok(c.diff(g)),
             (Desired::User(u), [Observed::User(o)]) => u.diff(o),
             (Desired::Group(g), [Observed::Group(o)]) => g.diff(o),
+            (Desired::Cert(c), [Observed::Path(cert), Observed::Path(key)]) => c.diff(cert, key),
             _ => Err(wrong()),
         }
     }
