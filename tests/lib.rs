@@ -5,6 +5,7 @@ mod support;
 
 mod accounts;
 mod become_user;
+mod cert;
 mod cli_errors;
 mod confirm;
 mod connect;
