@@ -5,11 +5,13 @@
 //! answers. **Invariant:** probe snippets have no side effects.
 
 pub mod account;
+pub mod git;
 pub mod guard;
 pub mod path;
 pub mod preflight;
 
 pub use account::{GroupState, UserInfo, UserState};
+pub use git::GitState;
 pub use guard::GuardState;
 pub use path::PathState;
 
@@ -27,6 +29,8 @@ pub enum Request {
     User(String),
     /// A group.
     Group(String),
+    /// A git checkout and the commit its ref designates.
+    Git(git::Query),
 }
 
 /// What a probe observed.
@@ -36,6 +40,7 @@ pub enum Observed {
     Guard(GuardState),
     User(UserState),
     Group(GroupState),
+    Git(GitState),
 }
 
 /// A probe output that cannot be parsed.
@@ -108,6 +113,7 @@ impl ProbeScript {
                 }
                 Request::User(name) => s.push_str(&account::user_command(id, name)),
                 Request::Group(name) => s.push_str(&account::group_command(id, name)),
+                Request::Git(q) => s.push_str(&git::command(id, q)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -157,6 +163,7 @@ impl ProbeScript {
                     Request::Guard { .. } => guard::parse(&fields).map(Observed::Guard),
                     Request::User(_) => account::parse_user(&fields).map(Observed::User),
                     Request::Group(_) => account::parse_group(&fields).map(Observed::Group),
+                    Request::Git(_) => git::parse(&fields).map(Observed::Git),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),

@@ -9,6 +9,7 @@ pub mod command;
 pub mod cron;
 pub mod dir;
 pub mod file;
+pub mod git;
 pub mod http_check;
 
 use crate::fact::{Observed, ProbeScript, Request};
@@ -29,6 +30,7 @@ pub const KINDS: &[&str] = &[
     "cron",
     "http_check",
     "cert",
+    "git",
 ];
 
 /// `state = "present" | "absent"`.
@@ -53,6 +55,7 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "cron" => cron::Args::deserialize(v).map(drop),
         "http_check" => http_check::Args::deserialize(v).map(drop),
         "cert" => cert::Args::deserialize(v).map(drop),
+        "git" => git::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -69,6 +72,7 @@ pub enum Desired {
     Group(account::Group),
     HttpCheck(http_check::Desired),
     Cert(cert::Desired),
+    Git(git::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -124,6 +128,9 @@ pub fn desired(
             cert::Args::deserialize(rendered).map_err(bad)?,
             src.files_dir,
         )?),
+        "git" => Desired::Git(git::Desired::from_args(
+            git::Args::deserialize(rendered).map_err(bad)?,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -148,6 +155,7 @@ impl Desired {
             Desired::User(u) => vec![p.add(Request::User(u.name.clone()))],
             Desired::Group(g) => vec![p.add(Request::Group(g.name.clone()))],
             Desired::HttpCheck(_) => vec![],
+            Desired::Git(g) => vec![p.add(Request::Git(g.query.clone()))],
             Desired::Cert(c) => {
                 p.add_upload_dir(&c.cert.parent());
                 p.add_upload_dir(&c.key.parent());
@@ -172,6 +180,7 @@ impl Desired {
             (Desired::User(u), [Observed::User(o)]) => u.diff(o),
             (Desired::Group(g), [Observed::Group(o)]) => g.diff(o),
             (Desired::Cert(c), [Observed::Path(cert), Observed::Path(key)]) => c.diff(cert, key),
+            (Desired::Git(g), [Observed::Git(o)]) => g.diff(o),
             _ => Err(wrong()),
         }
     }
