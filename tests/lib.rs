@@ -12,4 +12,5 @@ mod connect;
 mod converge;
 mod faults;
 mod full_lab;
+mod git;
 mod http_check;

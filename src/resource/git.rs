@@ -8,7 +8,7 @@
 //! them (`chown -R`) after every change.
 
 use super::{check_account, check_path};
-use crate::fact::git::{GitState, Query, Resolved, is_commit_id};
+use crate::fact::git::{GitState, Query, Resolved};
 use crate::plan::{Action, Change};
 use crate::quote::{check_remote_path, quote};
 use serde::Deserialize;
@@ -331,7 +331,8 @@ mod tests {
 
     #[test]
     fn diff_cases() {
-        let cases: Vec<(&str, Desired, GitState, Result<(Action, Vec<&str>), &str>)> = vec![
+        type Expect<'a> = Result<(Action, Vec<&'a str>), &'a str>;
+        let cases: Vec<(&str, Desired, GitState, Expect)> = vec![
             (
                 "git missing",
                 want("v1"),
@@ -568,7 +569,7 @@ mod tests {
             })
             .is_ok()
         );
-        assert!(is_commit_id(A));
+        assert!(crate::fact::git::is_commit_id(A));
     }
 
     /// Clone, update, refuse a dirty tree, and force, with real git on local repositories.
