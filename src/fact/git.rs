@@ -76,7 +76,7 @@ pub fn command(id: usize, q: &Query) -> String {
 id={id}; dest={dest}; url={url}; ref={rev}
 GIT_SSH_COMMAND={ssh}; GIT_TERMINAL_PROMPT=0; GIT_OPTIONAL_LOCKS=0
 export GIT_SSH_COMMAND GIT_TERMINAL_PROMPT GIT_OPTIONAL_LOCKS
-g() {{ git -c safe.directory="$dest" -C "$dest" "$@"; }}
+g() {{ git -c safe.directory="$dest" -c core.hooksPath=/dev/null -c core.fsmonitor=false -C "$dest" "$@"; }}
 resolve() {{
   if [ {hex} = 1 ]; then printf 'commit\t%s' "$ref"; return; fi
   if [ "$1" = repo ] && c=$(g rev-parse -q --verify "refs/tags/$ref^{{commit}}" 2>/dev/null); then printf 'tag\t%s' "$c"; return; fi
@@ -86,7 +86,9 @@ resolve() {{
       $2 == "refs/tags/" r "^{{}}" {{ p = $1 }} $2 == "refs/tags/" r {{ t = $1 }} $2 == "refs/heads/" r {{ b = $1 }}
       END {{ if (p != "") printf "tag\t%s", p; else if (t != "") printf "tag\t%s", t; else if (b != "") printf "branch\t%s", b; else printf "missing" }}'
   else
-    printf 'error\t%s' "$(printf '%s' "$out" | tr '\t\r\n' '   ' | cut -c1-400)"
+    rc=$?; msg=$(printf '%s' "$out" | tr '\t\r\n' '   ' | cut -c1-400)
+    [ "$rc" != 124 ] || msg="no answer within {timeout} s"
+    printf 'error\t%s' "$msg"
   fi
 }}
 if ! command -v git >/dev/null 2>&1; then printf '@%s\tnogit\n' "$id"

@@ -356,26 +356,21 @@ impl Desired {
         .into_iter()
         .collect();
         let summary = format!("{}, expires {date}", leaf.tbs_certificate().subject());
+        // Both files parsed as PEM above, so they are text.
         let mk = |path: String, content: Vec<u8>, mode: u32, sensitive: bool| {
             file::Desired::from_file_args(
                 file::FileArgs {
                     path,
                     src: None,
-                    content: None,
-                    mode: Some(format!("{mode:o}")),
+                    content: Some(String::from_utf8(content).map_err(|_| "not text")?),
+                    mode: Some(format!("{mode:04o}")),
                     owner: a.owner.clone(),
                     group: a.group.clone(),
-                    state: super::State::Absent,
+                    state: super::State::Present,
                     sensitive,
                 },
                 files_dir,
             )
-            .map(|mut d| {
-                d.state = super::State::Present;
-                d.sha256 = file::sha256_hex(&content);
-                d.content = std::sync::Arc::new(content);
-                d
-            })
         };
         Ok(Desired {
             cert: mk(cert_path, cert_pem, CERT_MODE, false)?,

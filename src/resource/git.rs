@@ -100,17 +100,16 @@ impl Desired {
                 check_account(what, v)?;
             }
         }
-        let mut ssh = String::from("ssh -o BatchMode=yes -o ConnectTimeout=15");
+        // Never prompt, never learn a host key (the probe must not write known_hosts).
+        let mut ssh =
+            String::from("ssh -o BatchMode=yes -o ConnectTimeout=15 -o StrictHostKeyChecking=yes");
         if let Some(k) = &a.key {
             check_remote_path(k).map_err(|e| format!("`key`: {e}"))?;
             ssh.push_str(&format!(" -o IdentitiesOnly=yes -i {}", quote(k)));
         }
         if let Some(k) = &a.known_hosts {
             check_remote_path(k).map_err(|e| format!("`known_hosts`: {e}"))?;
-            ssh.push_str(&format!(
-                " -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
-                quote(k)
-            ));
+            ssh.push_str(&format!(" -o UserKnownHostsFile={}", quote(k)));
         }
         Ok(Desired {
             query: Query {
@@ -129,7 +128,7 @@ impl Desired {
     fn prologue(&self, want: Option<&str>) -> String {
         let q = &self.query;
         format!(
-            "set -e\ndest={}; url={}; ref={}; want={}\nGIT_SSH_COMMAND={}; GIT_TERMINAL_PROMPT=0\nexport GIT_SSH_COMMAND GIT_TERMINAL_PROMPT\ng() {{ git -c safe.directory=\"$dest\" -C \"$dest\" \"$@\"; }}\n",
+            "set -e\ndest={}; url={}; ref={}; want={}\nGIT_SSH_COMMAND={}; GIT_TERMINAL_PROMPT=0\nexport GIT_SSH_COMMAND GIT_TERMINAL_PROMPT\ng() {{ git -c safe.directory=\"$dest\" -c core.hooksPath=/dev/null -c core.fsmonitor=false -C \"$dest\" \"$@\"; }}\n",
             quote(&q.dest),
             quote(&q.repo),
             quote(&q.rev),
@@ -675,8 +674,14 @@ mod tests {
         assert_eq!(converge("v1", true).unwrap().action, Action::Update);
         assert_eq!(head(), v1);
         assert_eq!(ok(&format!("cat {dest}/f")), "1\n");
+        // Hooks planted in the checkout never run (git runs as root there).
+        ok(&format!(
+            "printf '#!/bin/sh\\ntouch {d}/pwned\\n' > {dest}/.git/hooks/post-checkout && chmod +x {dest}/.git/hooks/post-checkout",
+            d = d.display()
+        ));
         // A commit id.
         assert_eq!(converge(&v2, false).unwrap().action, Action::Update);
         assert_eq!(head(), v2);
+        assert!(!d.join("pwned").exists(), "a hook of the checkout ran");
     }
 }
