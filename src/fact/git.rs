@@ -220,6 +220,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn missing_git_is_a_normal_answer() {
+        let empty = tempfile::tempdir().unwrap();
+        let q = Query {
+            dest: "/opt/app".into(),
+            repo: "ssh://h/x".into(),
+            rev: "main".into(),
+            ssh_command: "ssh".into(),
+        };
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command(3, &q))
+            .env("PATH", empty.path())
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "@3\tnogit\n");
+    }
+
     /// Runs the probe against real local repositories (git is on the build machine).
     #[test]
     fn probes_local_repositories() {
