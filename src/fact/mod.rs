@@ -7,6 +7,7 @@
 pub mod account;
 pub mod apt;
 pub mod firewall;
+pub mod git;
 pub mod guard;
 pub mod host;
 pub mod path;
@@ -16,6 +17,7 @@ pub mod secret;
 pub use account::{GroupState, UserInfo, UserState};
 pub use apt::{DpkgState, PkgState};
 pub use firewall::FirewallState;
+pub use git::GitState;
 pub use guard::GuardState;
 pub use host::HostFacts;
 pub use path::PathState;
@@ -41,6 +43,8 @@ pub enum Request {
     Packages(Vec<String>),
     /// The nftables table (by name) of a `firewall` step.
     Firewall(String),
+    /// A git checkout and the commit its ref designates.
+    Git(git::Query),
 }
 
 /// What a probe observed.
@@ -53,6 +57,7 @@ pub enum Observed {
     Secret(SecretState),
     Dpkg(DpkgState),
     Firewall(FirewallState),
+    Git(GitState),
 }
 
 /// A probe output that cannot be parsed.
@@ -162,6 +167,7 @@ impl ProbeScript {
                 }
                 Request::Packages(p) => s.push_str(&apt::command(id, p)),
                 Request::Firewall(table) => s.push_str(&firewall::command(id, table)),
+                Request::Git(q) => s.push_str(&git::command(id, q)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -226,6 +232,7 @@ impl ProbeScript {
                     Request::Secret { .. } => secret::parse(&fields).map(Observed::Secret),
                     Request::Packages(p) => apt::parse(&fields, p).map(Observed::Dpkg),
                     Request::Firewall(_) => firewall::parse(&fields).map(Observed::Firewall),
+                    Request::Git(_) => git::parse(&fields).map(Observed::Git),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),

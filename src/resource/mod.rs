@@ -6,11 +6,13 @@
 pub mod account;
 pub mod apt;
 pub mod apt_repo;
+pub mod cert;
 pub mod command;
 pub mod cron;
 pub mod dir;
 pub mod file;
 pub mod firewall;
+pub mod git;
 pub mod http_check;
 pub mod secret;
 
@@ -35,6 +37,8 @@ pub const KINDS: &[&str] = &[
     "apt",
     "apt_repo",
     "firewall",
+    "cert",
+    "git",
 ];
 
 /// `state = "present" | "absent"`.
@@ -62,6 +66,8 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "apt" => apt::Args::deserialize(v).map(drop),
         "apt_repo" => apt_repo::Args::deserialize(v).map(drop),
         "firewall" => firewall::Args::deserialize(v).map(drop),
+        "cert" => cert::Args::deserialize(v).map(drop),
+        "git" => git::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -81,6 +87,8 @@ pub enum Desired {
     Apt(apt::Desired),
     AptRepo(apt_repo::Desired),
     Firewall(firewall::Desired),
+    Cert(cert::Desired),
+    Git(git::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -146,6 +154,13 @@ pub fn desired(
             firewall::Args::deserialize(rendered).map_err(bad)?,
             ctx,
         )?),
+        "cert" => Desired::Cert(cert::Desired::from_args(
+            cert::Args::deserialize(rendered).map_err(bad)?,
+            src.files_dir,
+        )?),
+        "git" => Desired::Git(git::Desired::from_args(
+            git::Args::deserialize(rendered).map_err(bad)?,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -189,6 +204,15 @@ impl Desired {
                 p.add_upload_dir("/etc/claw-provision/firewall");
                 vec![p.add(Request::Firewall(f.table.clone()))]
             }
+            Desired::Git(g) => vec![p.add(Request::Git(g.query.clone()))],
+            Desired::Cert(c) => {
+                p.add_upload_dir(&c.cert.parent());
+                p.add_upload_dir(&c.key.parent());
+                vec![
+                    p.add(Request::Path(c.cert.path.clone())),
+                    p.add(Request::Path(c.key.path.clone())),
+                ]
+            }
         }
     }
 
@@ -208,6 +232,8 @@ impl Desired {
             (Desired::Apt(a), [Observed::Dpkg(o)]) => a.diff(o),
             (Desired::AptRepo(r), [Observed::Path(a), Observed::Path(b)]) => r.diff([a, b]),
             (Desired::Firewall(f), [Observed::Firewall(o)]) => f.diff(o),
+            (Desired::Cert(c), [Observed::Path(cert), Observed::Path(key)]) => c.diff(cert, key),
+            (Desired::Git(g), [Observed::Git(o)]) => g.diff(o),
             _ => Err(wrong()),
         }
     }
