@@ -104,6 +104,34 @@ fn secrets_json(secrets: &[(&str, &str, &str)]) -> Value {
     )
 }
 
+/// A self-signed certificate and its key (made once per test run with openssl), as the
+/// inventory's `tls_dir` names them for the playbook's `cert` step.
+fn tls_dir() -> &'static str {
+    static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = repo().join("target/claw-ai-test-tls");
+        std::fs::create_dir_all(&d).unwrap();
+        let o = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "365", "-subj", "/CN=claw-ai.test"])
+            .arg("-keyout")
+            .arg(d.join("privkey.pem"))
+            .arg("-out")
+            .arg(d.join("fullchain.pem"))
+            .output()
+            .expect("openssl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        d.to_str().unwrap().to_string()
+    })
+}
+
 /// Renders playbooks/claw-ai.toml for `host` the way `run::prepare` does, with `facts.init = init`,
 /// the given secrets and `-e` values.
 fn render_with(
@@ -124,10 +152,13 @@ fn render_with(
         .iter()
         .find(|h| h.name == host)
         .expect("host in inventory");
-    let extra: Vec<(String, String)> = extra
+    let mut extra: Vec<(String, String)> = extra
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    if !extra.iter().any(|(k, _)| k == "tls_dir") {
+        extra.push(("tls_dir".into(), tls_dir().to_string()));
+    }
     let mut ctx = vars::context(&inv, h, &pb, &extra);
     ctx.insert(
         "facts".into(),
@@ -487,10 +518,18 @@ fn steps_directories_and_conditions() {
         ),
         "{cron}"
     );
-    assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+    // Without `backend_repo` in the inventory, the checkout of the backend is skipped.
+    const GIT: [&str; 4] = [
+        "ssh directory of root",
+        "deploy key",
+        "git server host key",
+        "backend code",
+    ];
+    assert_eq!(r.skipped, GIT);
     // A host without systemd (light lab host) skips what needs Docker.
     let light = render_with(INVENTORY, "web-1", "sysvinit", secrets_json(SECRETS), &[]).unwrap();
-    assert_eq!(light.skipped, ["backup cron entry"]);
+    assert_eq!(light.skipped[..GIT.len()], GIT);
+    assert_eq!(light.skipped[GIT.len()..], ["backup cron entry"]);
     assert!(!light.files.contains_key(CRON));
 
     let b = r.text(BACKUP);

@@ -88,6 +88,28 @@ fn claw_ai_plans_applies_and_converges_on_fresh_light_hosts() {
         lab.ssh_ok("h1", "sudo nft list tables")
             .contains("inet claw_provision")
     );
+    // The lab's certificate, as nginx reads it.
+    assert_eq!(
+        lab.ssh_ok(
+            "h2",
+            "sudo stat -c '%a %U %n' /opt/claw-ai/nginx/ssl/fullchain.pem /opt/claw-ai/nginx/ssl/privkey.pem"
+        ),
+        "644 root /opt/claw-ai/nginx/ssl/fullchain.pem\n600 root /opt/claw-ai/nginx/ssl/privkey.pem\n"
+    );
+    let key = std::fs::read_to_string(lab.dir.join("tls/privkey.pem")).unwrap();
+    assert_eq!(
+        lab.ssh_ok("h2", "sudo cat /opt/claw-ai/nginx/ssl/privkey.pem"),
+        key
+    );
+    let body = key.lines().nth(1).unwrap();
+    for out in [
+        &plan.stdout,
+        &text_plan.stdout,
+        &first.stdout,
+        &first.stderr,
+    ] {
+        assert!(!out.contains(body), "key material in the output");
+    }
     let env = lab.ssh_ok("h1", "sudo cat /opt/claw-ai/.env");
     let mut values: Vec<String> = env
         .lines()

@@ -259,3 +259,61 @@ fn unsupported_os_is_refused_before_any_change() {
     );
     assert!(!lab.ssh("h1", "test -e /opt/os-test").status.success());
 }
+
+/// A step whose tool an earlier step installs: "known after apply" in the plan, probed again
+/// and applied by `apply`; without an earlier change it is an error.
+#[test]
+fn a_step_known_only_after_an_earlier_one_is_probed_again_on_apply() {
+    let lab = Lab::up("t-later", 1);
+    let exec = |cmd: &str| {
+        let o = std::process::Command::new("bash")
+            .arg(crate::support::repo().join("tests/lab/lab.sh"))
+            .args(["exec", "h1", "--name", &lab.name, "--", "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    // "Uninstall" nft on this host only (its own mount namespace): /dev/null over the binary.
+    exec("mount --bind /dev/null /usr/sbin/nft");
+    let s = Scratch::new();
+    let firewall = "\n[[steps]]\nname = \"firewall\"\nkind = \"firewall\"\nports = [22]\n";
+    let install = "\n[[steps]]\nname = \"install nft\"\nkind = \"command\"\nrun = \"umount /usr/sbin/nft\"\nunless = \"command -v nft\"\n";
+    let alone = s.file("alone.toml", &format!("name = \"later\"\n{firewall}"));
+    let inv_alone = lab.write_inventory("alone.toml", &alone, &[]);
+    let r = claw(&["plan", inv_alone.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains("nft is not installed yet") && all.contains("no earlier step"),
+        "{all}"
+    );
+
+    let both = s.file(
+        "both.toml",
+        &format!("name = \"later\"\n{install}{firewall}"),
+    );
+    let inv = lab.write_inventory("both.toml", &both, &[]);
+    let inv = inv.to_str().unwrap();
+    let plan = claw(&["plan", inv], &[]);
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains("* known after apply firewall"),
+        "{}",
+        plan.stdout
+    );
+    let apply = claw(&["apply", inv, "--yes", "--output", "json"], &[]);
+    assert_eq!(apply.code, 0, "{}\n{}", apply.stdout, apply.stderr);
+    assert_eq!(apply.host("h1")["changed"], 2, "{}", apply.stdout);
+    // One more round trip than the plan's: the firewall's second probe.
+    assert_eq!(apply.host("h1")["round_trips"], 4, "{}", apply.stdout);
+    assert!(
+        lab.ssh_ok("h1", "sudo nft list tables")
+            .contains("claw_provision")
+    );
+    let again = claw(&["apply", inv, "--yes", "--output", "json"], &[]);
+    assert_eq!(again.host("h1")["changed"], 0, "{}", again.stdout);
+}
