@@ -22,6 +22,8 @@ struct RawPlaybook {
     #[serde(default)]
     templates: Option<String>,
     #[serde(default)]
+    defaults: toml::Table,
+    #[serde(default)]
     vars: toml::Table,
     #[serde(default)]
     operator_secrets: Vec<String>,
@@ -64,6 +66,9 @@ pub struct Playbook {
     /// `../templates`, as in this repository's layout).
     pub templates_dir: PathBuf,
     pub vars: toml::Table,
+    /// `[defaults]`: the playbook's own defaults, the LOWEST precedence (the inventory's
+    /// variables override them; `[vars]` override the inventory's).
+    pub defaults: toml::Table,
     /// Secrets the operator supplies (API keys): names, read from the environment or from
     /// `operator_secrets_file`; available to templates as `secrets.NAME`.
     pub operator_secrets: Vec<String>,
@@ -169,6 +174,7 @@ impl Playbook {
             hosts: raw.hosts.unwrap_or_else(|| "all".into()),
             templates_dir,
             vars: raw.vars,
+            defaults: raw.defaults,
             operator_secrets: raw.operator_secrets,
             operator_secrets_file,
             steps,

@@ -1,7 +1,7 @@
 //! Variable layering and the context that templates and `when` expressions see.
 //!
-//! Precedence, lowest to highest: inventory defaults < groups (in the host's order) < host <
-//! playbook < command line (`-e`).
+//! Precedence, lowest to highest: playbook `[defaults]` < inventory defaults < groups (in the
+//! host's order) < host < playbook `[vars]` < command line (`-e`).
 
 use crate::inventory::{Host, Inventory};
 use crate::playbook::Playbook;
@@ -45,7 +45,8 @@ pub fn host_vars(
     pb: &Playbook,
     extra: &[(String, String)],
 ) -> Map<String, Value> {
-    let mut m = table_to_json(&inv.default_vars);
+    let mut m = table_to_json(&pb.defaults);
+    m.extend(table_to_json(&inv.default_vars));
     for g in &host.groups {
         if let Some(group) = inv.groups.get(g) {
             m.extend(table_to_json(&group.vars));
@@ -124,7 +125,7 @@ vars = { d = "host", e = "host", f = "host" }
         .unwrap();
         let pb = Playbook::parse(
             Path::new("p.toml"),
-            "name = \"p\"\n[vars]\ne = \"playbook\"\nf = \"playbook\"\n",
+            "name = \"p\"\n[defaults]\na = \"pb-default\"\nz = \"pb-default\"\n[vars]\ne = \"playbook\"\nf = \"playbook\"\n",
         )
         .unwrap();
         let extra = vec![("f".to_string(), "cli".to_string())];
@@ -136,6 +137,7 @@ vars = { d = "host", e = "host", f = "host" }
             ("d", "host"),
             ("e", "playbook"),
             ("f", "cli"),
+            ("z", "pb-default"),
         ] {
             assert_eq!(v[k], want, "{k}");
         }
