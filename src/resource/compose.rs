@@ -5,7 +5,8 @@
 //! `/var/lib/claw-provision/compose/PROJECT`: hashes and image IDs only, never the env file's
 //! values), or when a declared service is not running (or not healthy). Config files mounted into
 //! containers are their own steps with handlers (a reload recreates nothing). When the wait fails,
-//! the last log lines of each service that is not running or not healthy are shown.
+//! compose's last error line and, one line per service that is not running or not healthy, its
+//! last 20 log lines (joined by ` | `) are shown: the failure message keeps the last lines of stderr.
 
 use crate::fact::compose::{ComposeState, Inputs, Query, STATE_DIR};
 use crate::plan::{Action, Change};
@@ -119,12 +120,12 @@ impl Desired {
         };
         format!(
             r#"set -e
-{prelude}if ! dc up -d --remove-orphans --pull {pull} --wait --wait-timeout {secs}; then
-  echo "docker compose up failed; services not running or not healthy:" >&2
-  dc ps --all --format '{{{{.Service}}}}|{{{{.State}}}}|{{{{.Health}}}}' 2>/dev/null | while IFS='|' read -r svc state health; do
+{prelude}if ! out=$(dc --ansi never up -d --remove-orphans --pull {pull} --wait --wait-timeout {secs} 2>&1); then
+  printf '%s\n' "$out" | awk 'NF' | tail -n 1 >&2
+  dc --ansi never ps --all --format '{{{{.Service}}}}|{{{{.State}}}}|{{{{.Health}}}}' 2>/dev/null | while IFS='|' read -r svc state health; do
     if [ "$state" != running ] || {{ [ -n "$health" ] && [ "$health" != healthy ]; }}; then
-      printf -- '--- service %s (%s%s), last 20 log lines:\n' "$svc" "$state" "${{health:+, $health}}" >&2
-      dc logs --no-color --no-log-prefix --tail 20 "$svc" >&2 2>&1 || true
+      printf 'service %s (%s%s), last 20 log lines: ' "$svc" "$state" "${{health:+, $health}}" >&2
+      dc --ansi never logs --no-color --no-log-prefix --tail 20 "$svc" 2>&1 | awk 'NF {{ gsub(/\033\[[0-9;]*[A-Za-z]/, ""); gsub(/\r/, ""); printf "%s%s", (n++ ? " | " : ""), $0 }} END {{ print "" }}' >&2
     fi
   done
   exit 1
