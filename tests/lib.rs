@@ -10,6 +10,7 @@ mod cert;
 mod claw_ai;
 mod claw_ai_light;
 mod cli_errors;
+mod compose_up;
 mod confirm;
 mod connect;
 mod converge;

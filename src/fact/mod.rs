@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod apt;
+pub mod compose;
 pub mod firewall;
 pub mod git;
 pub mod guard;
@@ -16,6 +17,7 @@ pub mod secret;
 
 pub use account::{GroupState, UserInfo, UserState};
 pub use apt::{DpkgState, PkgState};
+pub use compose::ComposeState;
 pub use firewall::FirewallState;
 pub use git::GitState;
 pub use guard::GuardState;
@@ -45,6 +47,8 @@ pub enum Request {
     Firewall(String),
     /// A git checkout and the commit its ref designates.
     Git(git::Query),
+    /// A Docker Compose project.
+    Compose(compose::Query),
 }
 
 /// What a probe observed.
@@ -58,6 +62,7 @@ pub enum Observed {
     Dpkg(DpkgState),
     Firewall(FirewallState),
     Git(GitState),
+    Compose(ComposeState),
 }
 
 /// A probe output that cannot be parsed.
@@ -168,6 +173,7 @@ impl ProbeScript {
                 Request::Packages(p) => s.push_str(&apt::command(id, p)),
                 Request::Firewall(table) => s.push_str(&firewall::command(id, table)),
                 Request::Git(q) => s.push_str(&git::command(id, q)),
+                Request::Compose(q) => s.push_str(&compose::command(id, q)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -233,6 +239,7 @@ impl ProbeScript {
                     Request::Packages(p) => apt::parse(&fields, p).map(Observed::Dpkg),
                     Request::Firewall(_) => firewall::parse(&fields).map(Observed::Firewall),
                     Request::Git(_) => git::parse(&fields).map(Observed::Git),
+                    Request::Compose(_) => compose::parse(&fields).map(Observed::Compose),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),
