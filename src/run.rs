@@ -632,6 +632,9 @@ async fn drive(
                         format!("{} (and no earlier step changes anything)", c.reason),
                     ));
                 }
+                if let Some(why) = stale_after(d, &plan) {
+                    c = Change::deferred(c.target, why);
+                }
                 mask.content(&mut c);
                 c
             }
@@ -815,6 +818,28 @@ async fn drive(
     Ok(())
 }
 
+/// Why a step's probe answer will be stale by the time it runs: an earlier step of the plan
+/// changes a file it watches, or ships an image (what `compose` runs).
+fn stale_after(d: &Desired, plan: &HostPlan) -> Option<String> {
+    let watched = d.watches();
+    if watched.is_empty() {
+        return None;
+    }
+    plan.steps
+        .iter()
+        .filter(|s| s.change.action.changes())
+        .find_map(|s| {
+            if s.kind == "image" {
+                return Some(format!("step `{}` ships an image first", s.name));
+            }
+            let path = s.change.content.as_ref().map(|c| c.path.as_str())?;
+            watched
+                .iter()
+                .any(|w| w == path)
+                .then(|| format!("step `{}` changes {path} first", s.name))
+        })
+}
+
 /// The lines that record notified handlers in the journal before a step changes anything.
 fn journal_record(dir: &str, handlers: &[String]) -> String {
     let mut s = format!("mkdir -p -m 0700 -- {} && ", crate::quote::quote(dir));
@@ -992,4 +1017,103 @@ async fn fetch_old_contents(
         data = &body[n..];
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::ContentChange;
+
+    fn step(kind: &str, change: Change) -> StepPlan {
+        StepPlan {
+            name: format!("a {kind}"),
+            kind: kind.into(),
+            change,
+            notify: vec![],
+        }
+    }
+
+    fn file_change(path: &str) -> Change {
+        let mut c = Change::new(crate::plan::Action::Update, path, "", "true".into());
+        c.content = Some(ContentChange {
+            path: path.into(),
+            old_sha256: None,
+            new: Arc::new(vec![]),
+            sensitive: false,
+            old: None,
+        });
+        c
+    }
+
+    #[test]
+    fn compose_is_probed_again_after_its_files_or_images_change() {
+        let t = toml::from_str::<toml::Table>(
+            "project = \"p\"\nfile = \"/opt/p/compose.yml\"\nenv_file = \"/opt/p/.env\"\n",
+        )
+        .unwrap();
+        let d = resource::desired(
+            "compose",
+            &t,
+            &Map::new(),
+            &Sources {
+                files_dir: std::path::Path::new("."),
+                templates_dir: std::path::Path::new("."),
+            },
+        )
+        .unwrap();
+        let plan = |steps: Vec<StepPlan>| HostPlan {
+            steps,
+            pending_handlers: vec![],
+        };
+        // (earlier steps, expected reason)
+        let cases = [
+            (
+                vec![step("template", file_change("/opt/p/compose.yml"))],
+                Some("changes /opt/p/compose.yml"),
+            ),
+            (
+                vec![step("template", file_change("/opt/p/.env"))],
+                Some("changes /opt/p/.env"),
+            ),
+            (
+                vec![step("template", file_change("/opt/p/nginx.conf"))],
+                None,
+            ),
+            (
+                vec![step(
+                    "template",
+                    Change::noop("/opt/p/compose.yml", "up to date"),
+                )],
+                None,
+            ),
+            (
+                vec![step(
+                    "image",
+                    Change::new(crate::plan::Action::Create, "img", "", "x".into()),
+                )],
+                Some("ships an image first"),
+            ),
+            (vec![], None),
+        ];
+        for (steps, want) in cases {
+            let got = stale_after(&d, &plan(steps));
+            match want {
+                Some(w) => assert!(got.as_deref().is_some_and(|g| g.contains(w)), "{got:?}"),
+                None => assert_eq!(got, None),
+            }
+        }
+        // Other kinds watch nothing.
+        let dir = toml::from_str::<toml::Table>("path = \"/opt/p\"\n").unwrap();
+        let dd = resource::desired(
+            "dir",
+            &dir,
+            &Map::new(),
+            &Sources {
+                files_dir: std::path::Path::new("."),
+                templates_dir: std::path::Path::new("."),
+            },
+        )
+        .unwrap();
+        assert!(dd.watches().is_empty());
+    }
 }

@@ -224,6 +224,18 @@ impl Desired {
         }
     }
 
+    /// Paths on the target whose change by an earlier step of the same run makes this step's
+    /// probe answer stale: `apply` probes it again once they changed (`compose` watches its
+    /// compose file and env file).
+    pub fn watches(&self) -> Vec<String> {
+        match self {
+            Desired::Compose(c) => std::iter::once(c.query.file.clone())
+                .chain(c.query.env_file.clone())
+                .collect(),
+            _ => vec![],
+        }
+    }
+
     /// Compares with what was observed (the answers to `probe`'s requests, in order). An error
     /// means the step cannot proceed (e.g. a file where a directory is wanted).
     pub fn diff(&self, observed: &[&Observed]) -> Result<Change, String> {
