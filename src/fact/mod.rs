@@ -13,6 +13,7 @@ pub mod host;
 pub mod path;
 pub mod preflight;
 pub mod secret;
+pub mod service;
 
 pub use account::{GroupState, UserInfo, UserState};
 pub use apt::{DpkgState, PkgState};
@@ -22,6 +23,7 @@ pub use guard::GuardState;
 pub use host::HostFacts;
 pub use path::PathState;
 pub use secret::SecretState;
+pub use service::ServiceState;
 
 /// Something a step needs to know about the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,8 @@ pub enum Request {
     Firewall(String),
     /// A git checkout and the commit its ref designates.
     Git(git::Query),
+    /// A systemd unit (full name, `docker.service`).
+    Service(String),
 }
 
 /// What a probe observed.
@@ -58,6 +62,7 @@ pub enum Observed {
     Dpkg(DpkgState),
     Firewall(FirewallState),
     Git(GitState),
+    Service(ServiceState),
 }
 
 /// A probe output that cannot be parsed.
@@ -168,6 +173,7 @@ impl ProbeScript {
                 Request::Packages(p) => s.push_str(&apt::command(id, p)),
                 Request::Firewall(table) => s.push_str(&firewall::command(id, table)),
                 Request::Git(q) => s.push_str(&git::command(id, q)),
+                Request::Service(u) => s.push_str(&service::command(id, u)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -233,6 +239,7 @@ impl ProbeScript {
                     Request::Packages(p) => apt::parse(&fields, p).map(Observed::Dpkg),
                     Request::Firewall(_) => firewall::parse(&fields).map(Observed::Firewall),
                     Request::Git(_) => git::parse(&fields).map(Observed::Git),
+                    Request::Service(_) => service::parse(&fields).map(Observed::Service),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),

@@ -15,6 +15,7 @@ pub mod firewall;
 pub mod git;
 pub mod http_check;
 pub mod secret;
+pub mod service;
 
 use crate::fact::{Observed, ProbeScript, Request};
 use crate::plan::Change;
@@ -39,6 +40,7 @@ pub const KINDS: &[&str] = &[
     "firewall",
     "cert",
     "git",
+    "service",
 ];
 
 /// `state = "present" | "absent"`.
@@ -68,6 +70,7 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "firewall" => firewall::Args::deserialize(v).map(drop),
         "cert" => cert::Args::deserialize(v).map(drop),
         "git" => git::Args::deserialize(v).map(drop),
+        "service" => service::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -89,6 +92,7 @@ pub enum Desired {
     Firewall(firewall::Desired),
     Cert(cert::Desired),
     Git(git::Desired),
+    Service(service::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -161,6 +165,9 @@ pub fn desired(
         "git" => Desired::Git(git::Desired::from_args(
             git::Args::deserialize(rendered).map_err(bad)?,
         )?),
+        "service" => Desired::Service(service::Desired::from_args(
+            service::Args::deserialize(rendered).map_err(bad)?,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -205,6 +212,7 @@ impl Desired {
                 vec![p.add(Request::Firewall(f.table.clone()))]
             }
             Desired::Git(g) => vec![p.add(Request::Git(g.query.clone()))],
+            Desired::Service(s) => vec![p.add(Request::Service(s.unit.clone()))],
             Desired::Cert(c) => {
                 p.add_upload_dir(&c.cert.parent());
                 p.add_upload_dir(&c.key.parent());
@@ -234,6 +242,7 @@ impl Desired {
             (Desired::Firewall(f), [Observed::Firewall(o)]) => f.diff(o),
             (Desired::Cert(c), [Observed::Path(cert), Observed::Path(key)]) => c.diff(cert, key),
             (Desired::Git(g), [Observed::Git(o)]) => g.diff(o),
+            (Desired::Service(s), [Observed::Service(o)]) => s.diff(o),
             _ => Err(wrong()),
         }
     }
