@@ -13,6 +13,7 @@ mod cli_errors;
 mod confirm;
 mod connect;
 mod converge;
+mod docker_host;
 mod facts_secrets;
 mod faults;
 mod firewall;
