@@ -525,11 +525,23 @@ fn steps_directories_and_conditions() {
         "git server host key",
         "backend code",
     ];
-    assert_eq!(r.skipped, GIT);
+    // Without `docker_repo_url`, Docker comes from the distribution's packages.
+    assert_eq!(r.skipped[0], "docker repository");
+    assert_eq!(r.skipped[1..], GIT);
     // A host without systemd (light lab host) skips what needs Docker.
     let light = render_with(INVENTORY, "web-1", "sysvinit", secrets_json(SECRETS), &[]).unwrap();
-    assert_eq!(light.skipped[..GIT.len()], GIT);
-    assert_eq!(light.skipped[GIT.len()..], ["backup cron entry"]);
+    assert_eq!(light.skipped[0], "docker repository");
+    assert_eq!(light.skipped[1..=GIT.len()], GIT);
+    assert_eq!(
+        light.skipped[GIT.len() + 1..],
+        [
+            "backup cron entry",
+            "docker config directory",
+            "docker daemon config",
+            "docker packages",
+            "docker daemon",
+        ]
+    );
     assert!(!light.files.contains_key(CRON));
 
     let b = r.text(BACKUP);

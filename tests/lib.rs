@@ -14,6 +14,7 @@ mod compose_up;
 mod confirm;
 mod connect;
 mod converge;
+mod docker_host;
 mod facts_secrets;
 mod faults;
 mod firewall;

@@ -14,6 +14,7 @@ pub mod host;
 pub mod path;
 pub mod preflight;
 pub mod secret;
+pub mod service;
 
 pub use account::{GroupState, UserInfo, UserState};
 pub use apt::{DpkgState, PkgState};
@@ -24,6 +25,7 @@ pub use guard::GuardState;
 pub use host::HostFacts;
 pub use path::PathState;
 pub use secret::SecretState;
+pub use service::ServiceState;
 
 /// Something a step needs to know about the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +51,8 @@ pub enum Request {
     Git(git::Query),
     /// A Docker Compose project.
     Compose(compose::Query),
+    /// A systemd unit (full name, `docker.service`).
+    Service(String),
 }
 
 /// What a probe observed.
@@ -63,6 +67,7 @@ pub enum Observed {
     Firewall(FirewallState),
     Git(GitState),
     Compose(ComposeState),
+    Service(ServiceState),
 }
 
 /// A probe output that cannot be parsed.
@@ -174,6 +179,7 @@ impl ProbeScript {
                 Request::Firewall(table) => s.push_str(&firewall::command(id, table)),
                 Request::Git(q) => s.push_str(&git::command(id, q)),
                 Request::Compose(q) => s.push_str(&compose::command(id, q)),
+                Request::Service(u) => s.push_str(&service::command(id, u)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -240,6 +246,7 @@ impl ProbeScript {
                     Request::Firewall(_) => firewall::parse(&fields).map(Observed::Firewall),
                     Request::Git(_) => git::parse(&fields).map(Observed::Git),
                     Request::Compose(_) => compose::parse(&fields).map(Observed::Compose),
+                    Request::Service(_) => service::parse(&fields).map(Observed::Service),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),

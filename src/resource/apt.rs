@@ -99,11 +99,16 @@ impl Desired {
             return Err("`packages` is empty: list at least one package".into());
         }
         let mut packages: Vec<String> = vec![];
-        for p in a.packages {
-            check_package(&p)?;
-            if !packages.contains(&p) {
-                packages.push(p);
+        // An entry may name several packages separated by spaces: a list from a variable comes
+        // in as `"{{ names | join(sep=' ') }}"` (arguments render to strings).
+        for p in a.packages.iter().flat_map(|p| p.split_whitespace()) {
+            check_package(p)?;
+            if !packages.iter().any(|x| x == p) {
+                packages.push(p.to_string());
             }
+        }
+        if packages.is_empty() {
+            return Err("`packages` is empty: list at least one package".into());
         }
         if a.purge && a.state == State::Present {
             return Err("`purge` goes with `state = \"absent\"`".into());
@@ -326,6 +331,27 @@ mod tests {
             lock_timeout: None,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn an_entry_may_name_several_packages() {
+        let d = want(
+            &["docker.io docker-compose", " git ", "git"],
+            State::Present,
+        );
+        assert_eq!(d.packages, ["docker.io", "docker-compose", "git"]);
+        let e = |p: &[&str]| {
+            Desired::from_args(Args {
+                packages: p.iter().map(|p| p.to_string()).collect(),
+                state: State::Present,
+                purge: false,
+                install_recommends: None,
+                lock_timeout: None,
+            })
+            .unwrap_err()
+        };
+        assert!(e(&[" "]).contains("is empty"));
+        assert!(e(&["git $(id)"]).contains("`$(id)` is not a Debian package name"));
     }
 
     fn seen(v: &[(&str, PkgState)]) -> DpkgState {

@@ -16,6 +16,7 @@ pub mod firewall;
 pub mod git;
 pub mod http_check;
 pub mod secret;
+pub mod service;
 
 use crate::fact::{Observed, ProbeScript, Request};
 use crate::plan::Change;
@@ -41,6 +42,7 @@ pub const KINDS: &[&str] = &[
     "cert",
     "git",
     "compose",
+    "service",
 ];
 
 /// `state = "present" | "absent"`.
@@ -71,6 +73,7 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "cert" => cert::Args::deserialize(v).map(drop),
         "git" => git::Args::deserialize(v).map(drop),
         "compose" => compose::Args::deserialize(v).map(drop),
+        "service" => service::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -93,6 +96,7 @@ pub enum Desired {
     Cert(cert::Desired),
     Git(git::Desired),
     Compose(compose::Desired),
+    Service(service::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -168,6 +172,9 @@ pub fn desired(
         "compose" => Desired::Compose(compose::Desired::from_args(
             compose::Args::deserialize(rendered).map_err(bad)?,
         )?),
+        "service" => Desired::Service(service::Desired::from_args(
+            service::Args::deserialize(rendered).map_err(bad)?,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -213,6 +220,7 @@ impl Desired {
             }
             Desired::Git(g) => vec![p.add(Request::Git(g.query.clone()))],
             Desired::Compose(c) => vec![p.add(Request::Compose(c.query.clone()))],
+            Desired::Service(s) => vec![p.add(Request::Service(s.unit.clone()))],
             Desired::Cert(c) => {
                 p.add_upload_dir(&c.cert.parent());
                 p.add_upload_dir(&c.key.parent());
@@ -255,6 +263,7 @@ impl Desired {
             (Desired::Cert(c), [Observed::Path(cert), Observed::Path(key)]) => c.diff(cert, key),
             (Desired::Git(g), [Observed::Git(o)]) => g.diff(o),
             (Desired::Compose(c), [Observed::Compose(o)]) => c.diff(o),
+            (Desired::Service(s), [Observed::Service(o)]) => s.diff(o),
             _ => Err(wrong()),
         }
     }
