@@ -82,30 +82,17 @@ fn ok(o: std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// playbooks/claw-ai.toml for the lab: the lab's full hosts have no Debian source, only the signed mirror,
-/// and the mirror has no `logrotate` (tests/lab/full/mirror/packages), so the "host packages" step cannot
-/// install it there. The copy drops that one package (and finds the templates in the repository);
-/// everything else is the playbook as it is.
+/// playbooks/claw-ai.toml as it is, copied beside the lab's inventory (templates found in the repository).
 fn lab_playbook(lab: &Lab) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("playbooks/claw-ai.toml")).unwrap();
-    let host_packages = "packages = [\"ca-certificates\", \"curl\", \"cron\", \"logrotate\", \"nftables\", \"git\"]";
-    assert!(
-        text.contains(host_packages),
-        "the host packages step changed"
+    let text = text.replacen(
+        "hosts = \"all\"\n",
+        &format!(
+            "hosts = \"all\"\ntemplates = {:?}\n",
+            repo().join("templates").display()
+        ),
+        1,
     );
-    let text = text
-        .replace(
-            host_packages,
-            "packages = [\"ca-certificates\", \"curl\", \"cron\", \"nftables\", \"git\"]",
-        )
-        .replacen(
-            "hosts = \"all\"\n",
-            &format!(
-                "hosts = \"all\"\ntemplates = {:?}\n",
-                repo().join("templates").display()
-            ),
-            1,
-        );
     let path = lab.dir.join("claw-ai-lab.toml");
     std::fs::write(&path, text).unwrap();
     path
