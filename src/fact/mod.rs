@@ -10,6 +10,7 @@ pub mod firewall;
 pub mod git;
 pub mod guard;
 pub mod host;
+pub mod image;
 pub mod path;
 pub mod preflight;
 pub mod secret;
@@ -20,6 +21,7 @@ pub use firewall::FirewallState;
 pub use git::GitState;
 pub use guard::GuardState;
 pub use host::HostFacts;
+pub use image::ImageState;
 pub use path::PathState;
 pub use secret::SecretState;
 
@@ -45,6 +47,8 @@ pub enum Request {
     Firewall(String),
     /// A git checkout and the commit its ref designates.
     Git(git::Query),
+    /// A Docker image (`image` steps).
+    Image(image::Query),
 }
 
 /// What a probe observed.
@@ -58,6 +62,7 @@ pub enum Observed {
     Dpkg(DpkgState),
     Firewall(FirewallState),
     Git(GitState),
+    Image(ImageState),
 }
 
 /// A probe output that cannot be parsed.
@@ -168,6 +173,7 @@ impl ProbeScript {
                 Request::Packages(p) => s.push_str(&apt::command(id, p)),
                 Request::Firewall(table) => s.push_str(&firewall::command(id, table)),
                 Request::Git(q) => s.push_str(&git::command(id, q)),
+                Request::Image(q) => s.push_str(&image::command(id, q)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -233,6 +239,7 @@ impl ProbeScript {
                     Request::Packages(p) => apt::parse(&fields, p).map(Observed::Dpkg),
                     Request::Firewall(_) => firewall::parse(&fields).map(Observed::Firewall),
                     Request::Git(_) => git::parse(&fields).map(Observed::Git),
+                    Request::Image(_) => image::parse(&fields).map(Observed::Image),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),

@@ -14,6 +14,7 @@ pub mod file;
 pub mod firewall;
 pub mod git;
 pub mod http_check;
+pub mod image;
 pub mod secret;
 
 use crate::fact::{Observed, ProbeScript, Request};
@@ -39,6 +40,7 @@ pub const KINDS: &[&str] = &[
     "firewall",
     "cert",
     "git",
+    "image",
 ];
 
 /// `state = "present" | "absent"`.
@@ -68,6 +70,7 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "firewall" => firewall::Args::deserialize(v).map(drop),
         "cert" => cert::Args::deserialize(v).map(drop),
         "git" => git::Args::deserialize(v).map(drop),
+        "image" => image::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -89,6 +92,7 @@ pub enum Desired {
     Firewall(firewall::Desired),
     Cert(cert::Desired),
     Git(git::Desired),
+    Image(image::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -161,6 +165,9 @@ pub fn desired(
         "git" => Desired::Git(git::Desired::from_args(
             git::Args::deserialize(rendered).map_err(bad)?,
         )?),
+        "image" => Desired::Image(image::Desired::from_args(
+            image::Args::deserialize(rendered).map_err(bad)?,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -205,6 +212,10 @@ impl Desired {
                 vec![p.add(Request::Firewall(f.table.clone()))]
             }
             Desired::Git(g) => vec![p.add(Request::Git(g.query.clone()))],
+            Desired::Image(i) => {
+                p.add_upload_dir(image::DOCKER_ROOT);
+                vec![p.add(Request::Image(i.query.clone()))]
+            }
             Desired::Cert(c) => {
                 p.add_upload_dir(&c.cert.parent());
                 p.add_upload_dir(&c.key.parent());
@@ -234,6 +245,7 @@ impl Desired {
             (Desired::Firewall(f), [Observed::Firewall(o)]) => f.diff(o),
             (Desired::Cert(c), [Observed::Path(cert), Observed::Path(key)]) => c.diff(cert, key),
             (Desired::Git(g), [Observed::Git(o)]) => g.diff(o),
+            (Desired::Image(i), [Observed::Image(o)]) => i.diff(o),
             _ => Err(wrong()),
         }
     }
