@@ -19,3 +19,4 @@ mod firewall;
 mod full_lab;
 mod git;
 mod http_check;
+mod image_ship;
