@@ -64,6 +64,28 @@ impl Action {
 pub struct Op {
     pub script: String,
     pub stdin: Arc<Vec<u8>>,
+    /// A local command whose output is streamed to the script's stdin after `stdin`, in
+    /// chunks, never held in memory as a whole (`docker save | gzip`: hundreds of MB).
+    pub stdin_from: Option<LocalSource>,
+}
+
+/// A pipeline of local commands run on the operator's machine (no shell): the standard output
+/// of each feeds the next, the last one's is the stream. Every stage must exit with status 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSource {
+    /// argv of each stage, in order.
+    pub pipeline: Vec<Vec<String>>,
+}
+
+impl LocalSource {
+    /// The pipeline as an operator would type it (for messages; arguments are not secret).
+    pub fn display(&self) -> String {
+        self.pipeline
+            .iter()
+            .map(|argv| argv.join(" "))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
 }
 
 impl std::fmt::Debug for Op {
@@ -72,6 +94,7 @@ impl std::fmt::Debug for Op {
         f.debug_struct("Op")
             .field("script", &self.script)
             .field("stdin_len", &self.stdin.len())
+            .field("stdin_from", &self.stdin_from)
             .finish()
     }
 }
@@ -162,6 +185,7 @@ impl Change {
             op: Some(Op {
                 script,
                 stdin: Arc::new(vec![]),
+                stdin_from: None,
             }),
             ..Self::noop(target, reason)
         }

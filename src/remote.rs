@@ -4,6 +4,7 @@
 //! **Invariant:** a become password travels only on stdin (first line, consumed by `sudo -S` or,
 //! when sudo needs none, by the shell before sudo starts); never on a command line.
 
+use crate::plan::LocalSource;
 use crate::quote::quote;
 use crate::secret::Secret;
 use crate::ssh::{ExecOutput, Session, SshError};
@@ -68,6 +69,92 @@ impl Remote {
         stdin: &[u8],
         timeout: Duration,
     ) -> Result<ExecOutput, RemoteError> {
+        self.run_input(script, stdin, None, timeout).await
+    }
+
+    /// Runs a script whose stdin is `stdin` followed by the output of a local pipeline, streamed
+    /// in chunks (never held whole in memory). The pipeline runs on this machine without a
+    /// shell; a stage that fails (non-zero exit, or cannot be started) fails the command with
+    /// its stderr, even when the script succeeded on what it got.
+    pub async fn run_stream_ok(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        source: &LocalSource,
+        timeout: Duration,
+    ) -> Result<ExecOutput, RemoteError> {
+        let n = source.pipeline.len();
+        let mut children = Vec::new();
+        let mut prev: Option<std::process::Stdio> = None;
+        let mut last_out = None;
+        for (i, argv) in source.pipeline.iter().enumerate() {
+            let (prog, args) = argv
+                .split_first()
+                .ok_or_else(|| RemoteError::Failed("empty local command (bug)".into()))?;
+            let mut child = tokio::process::Command::new(prog)
+                .args(args)
+                .stdin(prev.take().unwrap_or_else(std::process::Stdio::null))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| {
+                    RemoteError::Failed(format!("cannot run `{prog}` on this machine: {e}"))
+                })?;
+            let out = child.stdout.take().expect("piped stdout");
+            if i + 1 == n {
+                last_out = Some(out);
+            } else {
+                prev = Some(out.try_into().map_err(|e| {
+                    RemoteError::Failed(format!("cannot connect the local pipeline: {e}"))
+                })?);
+            }
+            children.push((argv.join(" "), child));
+        }
+        let stream =
+            last_out.ok_or_else(|| RemoteError::Failed("empty local pipeline (bug)".into()))?;
+        // The stream is dropped when the remote command ends: a stage still writing then gets
+        // EPIPE and exits, so the waits below always end.
+        let remote = self
+            .run_input(script, stdin, Some(Box::new(stream)), timeout)
+            .await;
+        let mut local_failure = None;
+        for (what, child) in children {
+            let out = child.wait_with_output().await;
+            let failure = match out {
+                Ok(o) if o.status.success() => None,
+                Ok(o) => {
+                    let err = String::from_utf8_lossy(&o.stderr);
+                    let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+                    let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
+                    Some(format!("local `{what}` failed ({}): {tail}", o.status))
+                }
+                Err(e) => Some(format!("local `{what}`: {e}")),
+            };
+            // The first failing stage explains the others (they see a broken pipe).
+            if local_failure.is_none() {
+                local_failure = failure;
+            }
+        }
+        // A failing source explains the remote failure it causes (a truncated stream).
+        if let Some(f) = local_failure {
+            return Err(RemoteError::Failed(f));
+        }
+        let out = remote?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(RemoteError::Failed(describe_failure(&out)))
+        }
+    }
+
+    async fn run_input(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, RemoteError> {
         let cmd = command_line(script, self.become_.as_ref(), timeout);
         let mut input: Vec<u8> = Vec::new();
         if let Some(pw) = self.become_.as_ref().and_then(|b| b.password.as_ref()) {
@@ -76,19 +163,27 @@ impl Remote {
         }
         input.extend_from_slice(stdin);
         let started = std::time::Instant::now();
-        let out = self
-            .session
-            .exec(
-                &cmd,
-                if input.is_empty() { None } else { Some(&input) },
-                timeout + CLIENT_MARGIN,
-            )
-            .await
-            .map_err(|e| match e {
-                // Report the limit the operator set, not the client's margin on top of it.
-                SshError::Timeout { .. } => RemoteError::Timeout(timeout),
-                other => RemoteError::Ssh(other),
-            })?;
+        let res = match stream {
+            None => {
+                self.session
+                    .exec(
+                        &cmd,
+                        if input.is_empty() { None } else { Some(&input) },
+                        timeout + CLIENT_MARGIN,
+                    )
+                    .await
+            }
+            Some(s) => {
+                self.session
+                    .exec_stream(&cmd, &input, s, timeout + CLIENT_MARGIN)
+                    .await
+            }
+        };
+        let out = res.map_err(|e| match e {
+            // Report the limit the operator set, not the client's margin on top of it.
+            SshError::Timeout { .. } => RemoteError::Timeout(timeout),
+            other => RemoteError::Ssh(other),
+        })?;
         // 124: `timeout` fired; 137: killed after the grace period. A command that exits so
         // by itself before its time is not a timeout.
         if matches!(out.exit_status, Some(124 | 137)) && started.elapsed() >= timeout {

@@ -751,7 +751,11 @@ async fn drive(
                     script.push_str(&journal_record(&journal, &notify));
                 }
                 script.push_str(&op.script);
-                match remote.run_ok(&script, &op.stdin, timeout).await {
+                let res = match &op.stdin_from {
+                    None => remote.run_ok(&script, &op.stdin, timeout).await,
+                    Some(src) => remote.run_stream_ok(&script, &op.stdin, src, timeout).await,
+                };
+                match res {
                     // A passing check changes nothing.
                     Ok(_) if action == crate::plan::Action::Check => StepStatus::Ok,
                     Ok(_) => {

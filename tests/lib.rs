@@ -21,3 +21,4 @@ mod firewall;
 mod full_lab;
 mod git;
 mod http_check;
+mod image_ship;

@@ -11,6 +11,7 @@ pub mod firewall;
 pub mod git;
 pub mod guard;
 pub mod host;
+pub mod image;
 pub mod path;
 pub mod preflight;
 pub mod secret;
@@ -23,6 +24,7 @@ pub use firewall::FirewallState;
 pub use git::GitState;
 pub use guard::GuardState;
 pub use host::HostFacts;
+pub use image::ImageState;
 pub use path::PathState;
 pub use secret::SecretState;
 pub use service::ServiceState;
@@ -53,6 +55,8 @@ pub enum Request {
     Compose(compose::Query),
     /// A systemd unit (full name, `docker.service`).
     Service(String),
+    /// A Docker image (`image` steps).
+    Image(image::Query),
 }
 
 /// What a probe observed.
@@ -68,6 +72,7 @@ pub enum Observed {
     Git(GitState),
     Compose(ComposeState),
     Service(ServiceState),
+    Image(ImageState),
 }
 
 /// A probe output that cannot be parsed.
@@ -180,6 +185,7 @@ impl ProbeScript {
                 Request::Git(q) => s.push_str(&git::command(id, q)),
                 Request::Compose(q) => s.push_str(&compose::command(id, q)),
                 Request::Service(u) => s.push_str(&service::command(id, u)),
+                Request::Image(q) => s.push_str(&image::command(id, q)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -247,6 +253,7 @@ impl ProbeScript {
                     Request::Git(_) => git::parse(&fields).map(Observed::Git),
                     Request::Compose(_) => compose::parse(&fields).map(Observed::Compose),
                     Request::Service(_) => service::parse(&fields).map(Observed::Service),
+                    Request::Image(_) => image::parse(&fields).map(Observed::Image),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),

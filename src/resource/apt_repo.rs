@@ -223,6 +223,7 @@ impl Desired {
         c.op = Some(Op {
             script: c.op.take().map(|o| o.script).unwrap_or_default(),
             stdin: Arc::new(stdin),
+            stdin_from: None,
         });
         c.details = details;
         c.upload_bytes = changed.iter().map(|c| c.upload_bytes).sum();

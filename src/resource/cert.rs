@@ -429,6 +429,7 @@ impl Desired {
                 change.op = Some(crate::plan::Op {
                     script: String::new(),
                     stdin: op.stdin.clone(),
+                    stdin_from: None,
                 });
             }
             // A subshell per file: each upload has its own variables and traps; `set -e` holds
@@ -447,7 +448,11 @@ impl Desired {
             cc.sensitive = true;
         }
         let stdin = change.op.take().map(|o| o.stdin).unwrap_or_default();
-        change.op = Some(crate::plan::Op { script, stdin });
+        change.op = Some(crate::plan::Op {
+            script,
+            stdin,
+            stdin_from: None,
+        });
         change.details = details;
         change.warnings = self.warnings.clone();
         Ok(change)

@@ -283,6 +283,7 @@ impl Desired {
             c.op = Some(Op {
                 script,
                 stdin: self.content.clone(),
+                stdin_from: None,
             });
             c.upload_bytes = self.content.len() as u64;
             c.upload_dir = Some(self.parent());

@@ -446,6 +446,7 @@ fi
             op: Some(Op {
                 script: self.script(),
                 stdin: Arc::new(self.ruleset.clone().into_bytes()),
+                stdin_from: None,
             }),
             upload_bytes: self.ruleset.len() as u64,
             upload_dir: Some("/etc/claw-provision/firewall".into()),

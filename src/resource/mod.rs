@@ -15,6 +15,7 @@ pub mod file;
 pub mod firewall;
 pub mod git;
 pub mod http_check;
+pub mod image;
 pub mod secret;
 pub mod service;
 
@@ -43,6 +44,7 @@ pub const KINDS: &[&str] = &[
     "git",
     "compose",
     "service",
+    "image",
 ];
 
 /// `state = "present" | "absent"`.
@@ -74,6 +76,7 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "git" => git::Args::deserialize(v).map(drop),
         "compose" => compose::Args::deserialize(v).map(drop),
         "service" => service::Args::deserialize(v).map(drop),
+        "image" => image::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -97,6 +100,7 @@ pub enum Desired {
     Git(git::Desired),
     Compose(compose::Desired),
     Service(service::Desired),
+    Image(image::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -175,6 +179,9 @@ pub fn desired(
         "service" => Desired::Service(service::Desired::from_args(
             service::Args::deserialize(rendered).map_err(bad)?,
         )?),
+        "image" => Desired::Image(image::Desired::from_args(
+            image::Args::deserialize(rendered).map_err(bad)?,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -221,6 +228,10 @@ impl Desired {
             Desired::Git(g) => vec![p.add(Request::Git(g.query.clone()))],
             Desired::Compose(c) => vec![p.add(Request::Compose(c.query.clone()))],
             Desired::Service(s) => vec![p.add(Request::Service(s.unit.clone()))],
+            Desired::Image(i) => {
+                p.add_upload_dir(image::DOCKER_ROOT);
+                vec![p.add(Request::Image(i.query.clone()))]
+            }
             Desired::Cert(c) => {
                 p.add_upload_dir(&c.cert.parent());
                 p.add_upload_dir(&c.key.parent());
@@ -264,6 +275,7 @@ impl Desired {
             (Desired::Git(g), [Observed::Git(o)]) => g.diff(o),
             (Desired::Compose(c), [Observed::Compose(o)]) => c.diff(o),
             (Desired::Service(s), [Observed::Service(o)]) => s.diff(o),
+            (Desired::Image(i), [Observed::Image(o)]) => i.diff(o),
             _ => Err(wrong()),
         }
     }

@@ -26,6 +26,9 @@ use tokio::time::timeout_at;
 use super::known_hosts::{self, AddOutcome, HostKeyStatus, KnownHosts, Marker};
 use super::{ConnectSpec, HostKeyPolicy, KEEPALIVE_MAX, PassphraseSource, SshError, auth};
 
+/// Read size of a streamed stdin ([`Session::exec_stream`]): large writes make large packets.
+pub const STREAM_CHUNK: usize = 256 * 1024;
+
 /// Channels (concurrent commands) per connection; sshd's default `MaxSessions` is 10.
 pub const MAX_CHANNELS: usize = 8;
 
@@ -532,6 +535,33 @@ impl Session {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<ExecOutput, SshError> {
+        self.exec_input(command, stdin.unwrap_or_default(), None, timeout)
+            .await
+    }
+
+    /// Like [`Session::exec`], but after `prefix` the command's stdin is read from `stream`
+    /// in chunks of [`STREAM_CHUNK`] bytes as the channel's window allows (backpressure: at
+    /// most one chunk plus the SSH window is in flight, whatever the stream's length), then EOF.
+    /// A read error ends the stream early (EOF is still sent); the caller checks the source.
+    /// `stream` is dropped when the command ends, even if it was not read to its end.
+    pub async fn exec_stream(
+        &self,
+        command: &str,
+        prefix: &[u8],
+        stream: Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, SshError> {
+        self.exec_input(command, prefix, Some(stream), timeout)
+            .await
+    }
+
+    async fn exec_input(
+        &self,
+        command: &str,
+        stdin: &[u8],
+        stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, SshError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || SshError::Timeout {
             host: self.host.clone(),
@@ -558,7 +588,7 @@ impl Session {
         self.channels.fetch_add(1, Ordering::Relaxed);
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let (mut rx, tx) = channel.split();
-        match timeout_at(deadline, self.run(&mut rx, &tx, command, stdin)).await {
+        match timeout_at(deadline, self.run(&mut rx, &tx, command, stdin, stream)).await {
             Ok(r) => r,
             Err(_) => {
                 // Unread messages must not stall the connection while we clean up.
@@ -580,7 +610,8 @@ impl Session {
         rx: &mut russh::ChannelReadHalf,
         tx: &russh::ChannelWriteHalf<client::Msg>,
         command: &str,
-        stdin: Option<&[u8]>,
+        stdin: &[u8],
+        stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>>,
     ) -> Result<ExecOutput, SshError> {
         tx.exec(true, command)
             .await
@@ -589,15 +620,29 @@ impl Session {
             .fetch_add(command.len() as u64, Ordering::Relaxed);
 
         let writer = async {
-            if let Some(data) = stdin.filter(|d| !d.is_empty()) {
+            let mut w = tx.make_writer();
+            if !stdin.is_empty() {
                 // `write_all` on the whole buffer: the writer cuts it into packets of the
                 // channel's maximum size (not tokio's 8 KiB copy buffer), waiting for window.
-                let mut w = tx.make_writer();
-                w.write_all(data).await?;
-                w.flush().await?;
+                w.write_all(stdin).await?;
                 self.bytes_sent
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    .fetch_add(stdin.len() as u64, Ordering::Relaxed);
             }
+            if let Some(mut src) = stream {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; STREAM_CHUNK];
+                loop {
+                    // A read error ends the stream: the remote side sees it truncated.
+                    let n = match src.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    // Waits for window: the source is read no faster than the target takes it.
+                    w.write_all(&buf[..n]).await?;
+                    self.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+            w.flush().await?;
             tx.eof().await.map_err(std::io::Error::other)
         };
         tokio::pin!(writer);
