@@ -527,7 +527,15 @@ fn steps_directories_and_conditions() {
     ];
     // Without `docker_repo_url`, Docker comes from the distribution's packages.
     assert_eq!(r.skipped[0], "docker repository");
-    assert_eq!(r.skipped[1..], GIT);
+    assert_eq!(r.skipped[1..=GIT.len()], GIT);
+    // Without `ship_images`, the images come from a registry (compose pulls the missing ones).
+    const SHIP: [&str; 4] = [
+        "postgres image",
+        "redis image",
+        "backend image",
+        "nginx image",
+    ];
+    assert_eq!(r.skipped[GIT.len() + 1..], SHIP);
     // A host without systemd (light lab host) skips what needs Docker.
     let light = render_with(INVENTORY, "web-1", "sysvinit", secrets_json(SECRETS), &[]).unwrap();
     assert_eq!(light.skipped[0], "docker repository");
@@ -540,6 +548,12 @@ fn steps_directories_and_conditions() {
             "docker daemon config",
             "docker packages",
             "docker daemon",
+            "postgres image",
+            "redis image",
+            "backend image",
+            "nginx image",
+            "stack",
+            "health through nginx",
         ]
     );
     assert!(!light.files.contains_key(CRON));

@@ -8,6 +8,7 @@ mod apt;
 mod become_user;
 mod cert;
 mod claw_ai;
+mod claw_ai_e2e;
 mod claw_ai_light;
 mod cli_errors;
 mod compose_up;

@@ -39,8 +39,9 @@ pub struct Args {
     pub file: String,
     /// Path of the env file on the target (`--env-file`).
     pub env_file: Option<String>,
-    #[serde(default)]
-    pub pull: Pull,
+    /// "missing" (default) or "never"; a string, so that it can be templated
+    /// (`"{% if ship_images %}never{% else %}missing{% endif %}"`), checked once rendered.
+    pub pull: Option<String>,
     /// How long `up --wait` waits for the services to be running and healthy (`90s`, `3m`).
     pub wait_timeout: Option<String>,
     #[serde(default)]
@@ -102,7 +103,15 @@ impl Desired {
                 file: a.file,
                 env_file: a.env_file,
             },
-            pull: a.pull,
+            pull: match a.pull.as_deref().map(str::trim) {
+                None | Some("missing") => Pull::Missing,
+                Some("never") => Pull::Never,
+                Some(other) => {
+                    return Err(format!(
+                        "`pull = \"{other}\"`: expected \"missing\" or \"never\""
+                    ));
+                }
+            },
             wait_secs,
         })
     }
@@ -290,7 +299,14 @@ mod tests {
             project: "claw-ai".into(),
             file: "/opt/claw ai/compose.yml".into(),
             env_file: Some("/opt/claw ai/.env".into()),
-            pull,
+            pull: Some(
+                if pull == Pull::Never {
+                    "never"
+                } else {
+                    "missing"
+                }
+                .into(),
+            ),
             wait_timeout: Some("90s".into()),
             state: ComposeStateArg::Up,
         })
@@ -332,11 +348,20 @@ mod tests {
             project: "p".into(),
             file: file.into(),
             env_file: None,
-            pull: Pull::Missing,
+            pull: None,
             wait_timeout: None,
             state: ComposeStateArg::Up,
         };
         assert!(Desired::from_args(a("relative.yml")).is_err());
+        let bad_pull = Args {
+            pull: Some("always".into()),
+            ..a("/c.yml")
+        };
+        assert!(
+            Desired::from_args(bad_pull)
+                .unwrap_err()
+                .contains("`pull = \"always\"`")
+        );
         assert_eq!(Desired::from_args(a("/x.yml")).unwrap().wait_secs, 180);
     }
 

@@ -1,0 +1,169 @@
+//! claw-ai end to end on two fresh full hosts (issue 5): `apply playbooks/claw-ai.toml` installs
+//! Docker from the lab's signed mirror, sets up the firewall, directories, certificate, secrets
+//! and templates, ships the lab images over SSH, brings the stack up and checks its health; then
+//! the stack is checked from outside and inside, and a second apply changes nothing.
+
+use crate::support::{Lab, claw, repo};
+use std::process::Output;
+
+const KEYS: [(&str, &str); 2] = [
+    ("ZHIPUAI_API_KEY", "zhipu-e2e-key-41d0"),
+    ("PINECONE_API_KEY", "pinecone-e2e-key-93bb"),
+];
+
+fn ok(o: Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `id;started-at` of every container of the stack on a host, sorted.
+fn containers(lab: &Lab, host: &str) -> String {
+    ok(
+        lab.ssh(
+            host,
+            "sudo docker ps -q --filter label=com.docker.compose.project=claw-ai | sort | xargs sudo docker inspect --format '{{.Id}};{{.State.StartedAt}};{{.Name}}'",
+        ),
+        "docker inspect",
+    )
+}
+
+#[test]
+fn claw_ai_from_fresh_full_hosts_to_https() {
+    let lab = Lab::up_full("f-e2e", 2);
+    let images: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("target/lab-images/images.json"))
+            .expect("target/lab-images/images.json (tests/lab/full/stack.sh build)"),
+    )
+    .unwrap();
+    let tag = |n: &str| images[n]["tag"].as_str().unwrap().to_string();
+    let mirror = lab.json["mirror"]["url"].as_str().unwrap();
+    let key = lab.json["mirror"]["key"].as_str().unwrap();
+    // The lab's inventory (tls_dir, the backend group) plus the Docker source, the images to
+    // ship and the published backend port (both hosts are nginx's upstream).
+    let base = std::fs::read_to_string(lab.inventory()).unwrap();
+    let extra = format!(
+        "docker_repo_url = {mirror:?}, docker_repo_key = {key:?}, ship_images = true, \
+         backend_publish = true, postgres_image_local = {:?}, redis_image_local = {:?}, \
+         backend_image_local = {:?}, nginx_image_local = {:?}, ",
+        tag("postgres"),
+        tag("redis"),
+        tag("backend"),
+        tag("nginx")
+    );
+    let text = base.replacen("vars = { tls_dir", &format!("vars = {{ {extra}tls_dir"), 1);
+    assert_ne!(text, base, "the lab inventory has its defaults vars line");
+    let inv = lab.dir.join("e2e.toml");
+    std::fs::write(&inv, text).unwrap();
+    let inv = inv.to_str().unwrap();
+    let pb = repo().join("playbooks/claw-ai.toml");
+    let pb = pb.to_str().unwrap();
+
+    // 1. Fresh hosts to a healthy stack in one apply.
+    let first = claw(
+        &["apply", inv, "--playbook", pb, "--yes", "--output", "json"],
+        &KEYS,
+    );
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    let h1 = lab.host("h1").address;
+    let h2 = lab.host("h2").address;
+
+    // 2. Through nginx from another host, with the lab CA.
+    let ca = std::fs::read(lab.dir.join("tls/ca.pem")).unwrap();
+    ok(
+        lab.ssh_input("h2", "cat > /tmp/ca.pem", &ca),
+        "copy the lab CA",
+    );
+    let curl = |args: &str| {
+        ok(
+            lab.ssh(
+                "h2",
+                &format!(
+                    "curl -sS -m 10 --cacert /tmp/ca.pem --resolve claw-ai.lab:443:{h1} {args}"
+                ),
+            ),
+            &format!("curl {args}"),
+        )
+    };
+    let health = curl("-i https://claw-ai.lab/health");
+    assert!(
+        health.starts_with("HTTP/2 200") || health.starts_with("HTTP/1.1 200"),
+        "{health}"
+    );
+    assert!(
+        health.contains("\"postgres\":\"ok\"") && health.contains("\"redis\":\"ok\""),
+        "{health}"
+    );
+    for h in [
+        "x-frame-options: SAMEORIGIN",
+        "x-content-type-options: nosniff",
+        "x-xss-protection: 1; mode=block",
+        "strict-transport-security: max-age=31536000",
+        "referrer-policy: strict-origin-when-cross-origin",
+    ] {
+        assert!(
+            health.to_lowercase().contains(&h.to_lowercase()),
+            "{h}:\n{health}"
+        );
+    }
+    let redirect = ok(
+        lab.ssh("h2", &format!("curl -sS -m 10 -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://{h1}/health")),
+        "http redirect",
+    );
+    assert!(redirect.starts_with("301 https://"), "{redirect}");
+
+    // 3. Inside: nobody runs as root; from outside only 22/80/443 answer.
+    for svc in ["backend", "postgres", "redis"] {
+        let uid = ok(
+            lab.ssh(
+                "h1",
+                &format!("cd /opt/claw-ai && sudo docker compose -p claw-ai exec -T {svc} id -u"),
+            ),
+            &format!("id -u in {svc}"),
+        );
+        assert_ne!(uid.trim(), "0", "{svc} runs as root");
+    }
+    for port in [5432, 6379] {
+        let o = lab.ssh(
+            "h2",
+            &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{h1}/{port}'"),
+        );
+        assert!(!o.status.success(), "port {port} of h1 reachable from h2");
+    }
+
+    // 8. Both backends serve through h1's nginx.
+    for _ in 0..12 {
+        curl("-o /dev/null https://claw-ai.lab/");
+    }
+    let log = ok(
+        lab.ssh("h1", "sudo cat /opt/claw-ai/nginx/logs/access.log"),
+        "access log",
+    );
+    assert!(
+        log.contains(&format!("upstream={h2}:8000")) && log.contains("upstream=172.31.250.10:8000"),
+        "{log}"
+    );
+
+    // 4. A second apply changes nothing and recreates nothing.
+    let before = (containers(&lab, "h1"), containers(&lab, "h2"));
+    let second = claw(
+        &["apply", inv, "--playbook", pb, "--yes", "--output", "json"],
+        &KEYS,
+    );
+    assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
+    for h in ["h1", "h2"] {
+        assert_eq!(second.host(h)["changed"], 0, "{}", second.stdout);
+    }
+    assert_eq!(before, (containers(&lab, "h1"), containers(&lab, "h2")));
+    for (k, v) in KEYS {
+        assert!(
+            !first.stdout.contains(v) && !second.stdout.contains(v),
+            "{k} in the output"
+        );
+    }
+}
