@@ -22,6 +22,21 @@ fn ok(o: Output, what: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// HTTP status codes of `n` concurrent requests to h1's nginx, from h2.
+fn curl_burst(lab: &Lab, h1: &str, n: usize) -> Vec<String> {
+    let out = ok(
+        lab.ssh(
+            "h2",
+            &format!(
+                "seq {n} | xargs -P 30 -I{{}} curl -s -o /dev/null -w '%{{http_code}}\\n' -m 10 \
+                 --cacert /tmp/ca.pem --resolve claw-ai.lab:443:{h1} https://claw-ai.lab/"
+            ),
+        ),
+        "burst",
+    );
+    out.lines().map(String::from).collect()
+}
+
 /// `id;started-at` of every container of the stack on a host, sorted.
 fn containers(lab: &Lab, host: &str) -> String {
     ok(
@@ -117,7 +132,40 @@ fn claw_ai_from_fresh_full_hosts_to_https() {
     );
     assert!(redirect.starts_with("301 https://"), "{redirect}");
 
-    // 3. Inside: nobody runs as root; from outside only 22/80/443 answer.
+    // gzip on compressible answers; the WebSocket upgrade reaches the backend; TLS below 1.2 is
+    // refused; above the rate limit (10 r/s, burst 20) requests are turned away.
+    let gz = curl("-o /dev/null -D - -H 'Accept-Encoding: gzip' https://claw-ai.lab/openapi.json");
+    assert!(gz.to_lowercase().contains("content-encoding: gzip"), "{gz}");
+    let ws = lab.ssh(
+        "h2",
+        &format!(
+            "curl -sS -i -N --http1.1 -m 3 --cacert /tmp/ca.pem --resolve claw-ai.lab:443:{h1} \
+             -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
+             -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' https://claw-ai.lab/ws"
+        ),
+    );
+    let ws = String::from_utf8_lossy(&ws.stdout).to_string();
+    assert!(ws.starts_with("HTTP/1.1 101"), "{ws}");
+    let tls11 = lab.ssh(
+        "h2",
+        &format!("curl -sS -m 5 -k --tlsv1.1 --tls-max 1.1 https://{h1}/health"),
+    );
+    assert!(!tls11.status.success(), "TLS 1.1 accepted");
+    let codes = curl_burst(&lab, &h1, 60);
+    assert!(
+        codes.iter().any(|c| c == "429" || c == "503") && codes.iter().any(|c| c == "200"),
+        "{codes:?}"
+    );
+
+    // 3. Inside: nobody runs as root; nginx cannot even resolve the database; from outside only
+    //    22/80/443 answer.
+    let dc = "cd /opt/claw-ai && sudo docker compose -p claw-ai -f docker-compose.prod.yml --env-file .env";
+    assert!(
+        !lab.ssh("h1", &format!("{dc} exec -T nginx getent hosts postgres"))
+            .status
+            .success(),
+        "nginx resolves postgres"
+    );
     for svc in ["backend", "postgres", "redis"] {
         let uid = ok(
             lab.ssh(
@@ -160,6 +208,65 @@ fn claw_ai_from_fresh_full_hosts_to_https() {
         assert_eq!(second.host(h)["changed"], 0, "{}", second.stdout);
     }
     assert_eq!(before, (containers(&lab, "h1"), containers(&lab, "h2")));
+
+    // 5. A new rate limit: only nginx.conf and its handler; the same nginx container reloads it.
+    let plan = claw(
+        &[
+            "plan",
+            inv,
+            "--playbook",
+            pb,
+            "--limit",
+            "h1",
+            "-e",
+            "rate_limit=3",
+            "--output",
+            "json",
+        ],
+        &KEYS,
+    );
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
+    let ev = plan
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "plan")
+        .unwrap();
+    let changed: Vec<&str> = ev["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !["ok", "skip"].contains(&s["action"].as_str().unwrap()))
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, ["nginx config", "health through nginx"], "{ev}");
+    assert_eq!(ev["handlers"], serde_json::json!(["reload nginx"]), "{ev}");
+    let third = claw(
+        &[
+            "apply",
+            inv,
+            "--playbook",
+            pb,
+            "--limit",
+            "h1",
+            "-e",
+            "rate_limit=3",
+            "--yes",
+            "--output",
+            "json",
+        ],
+        &KEYS,
+    );
+    assert_eq!(third.code, 0, "{}\n{}", third.stdout, third.stderr);
+    assert_eq!(
+        third.host("h1")["handlers"],
+        serde_json::json!(["reload nginx"])
+    );
+    assert_eq!(before.0, containers(&lab, "h1"), "no container recreated");
+    let live = ok(
+        lab.ssh("h1", &format!("{dc} exec -T nginx nginx -T -c /etc/nginx/claw-ai/nginx.conf 2>/dev/null | grep limit_req_zone")),
+        "nginx -T",
+    );
+    assert!(live.contains("rate=3r/s"), "{live}");
     for (k, v) in KEYS {
         assert!(
             !first.stdout.contains(v) && !second.stdout.contains(v),
