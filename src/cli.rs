@@ -62,7 +62,7 @@ It runs as the become user when the inventory says `become = true` (override wit
 --timeout). Output is grouped per host, in inventory order, then a summary.
 
 Exit codes: 0 if the command exited 0 on every host, 1 otherwise (a non-zero exit, a signal, a
-timeout, an unreachable or failed host, or bad input).
+timeout, an unreachable or failed host, a bad inventory or --limit); 2 for unusable arguments.
 
 Examples:
   claw-provision run inventory/prod.toml -- uptime

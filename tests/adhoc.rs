@@ -104,6 +104,30 @@ fn adhoc_commands() {
     );
     assert_eq!(block(&r.stdout, "h3"), ["0"], "{}\n{}", r.stdout, r.stderr);
 
+    // A sudo password (CLAW_BECOME_PASSWORD) is consumed by sudo: the command's stdin is still
+    // closed, and the password is never shown, even when the command prints it.
+    let pw = lab.write_inventory(
+        "clawpw.toml",
+        Path::new("/nonexistent/pb.toml"),
+        &[("user", "\"clawpw\"")],
+    );
+    let pw = pw.to_str().unwrap();
+    let r = claw(&["run", pw, "--limit", "h1", "--", "id -u; cat"], &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout.contains("CLAW_BECOME_PASSWORD"),
+        "hint: {}",
+        r.stdout
+    );
+    let env = [("CLAW_BECOME_PASSWORD", "labpass")];
+    let r = claw(
+        &["run", pw, "--limit", "h1", "--", "id -u; cat; echo labpass"],
+        &env,
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(block(&r.stdout, "h1"), ["0", "***"], "{}", r.stdout);
+    assert!(!format!("{}{}", r.stdout, r.stderr).contains("labpass"));
+
     // JSON: one event per host (inventory order) with stdout, stderr and exit code; a summary.
     let r = claw(
         &[
