@@ -49,6 +49,65 @@ pub enum Command {
         after_help = "Examples:\n  claw-provision hosts inventory/prod.toml\n  claw-provision hosts inventory/prod.toml --limit web --output json"
     )]
     Hosts(SelectArgs),
+    /// Run a shell command on every selected host, in parallel (no playbook needed).
+    #[command(after_help = RUN_HELP)]
+    Run(AdhocArgs),
+}
+
+const RUN_HELP: &str = "\
+The words after `--` are joined with spaces into one command line for the remote shell, exactly
+as `ssh host WORDS...` does: quote what your local shell must not expand (`-- 'ls /srv | wc -l'`).
+It runs as the become user when the inventory says `become = true` (override with --become or
+--no-become), with stdin closed, in `/` with LC_ALL=C, under the host's `command_timeout` (or
+--timeout). Output is grouped per host, in inventory order, then a summary.
+
+Exit codes: 0 if the command exited 0 on every host, 1 otherwise (a non-zero exit, a signal, a
+timeout, an unreachable or failed host, a bad inventory or --limit); 2 for unusable arguments.
+
+Examples:
+  claw-provision run inventory/prod.toml -- uptime
+  claw-provision run inventory/prod.toml --limit web --forks 5 -- 'systemctl is-active nginx'
+  claw-provision run inventory/prod.toml --no-become --output json -- id -u";
+
+#[derive(Debug, Args)]
+pub struct AdhocArgs {
+    /// Inventory file (TOML); the playbook it names is not read.
+    pub inventory: PathBuf,
+    /// Hosts to act on: names, groups or globs, comma-separated; `!` excludes (e.g. `web,!web-3`).
+    #[arg(long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    /// Hosts worked on at the same time.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pub forks: u16,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Format,
+    /// Ask for the sudo password (else CLAW_BECOME_PASSWORD, else passwordless sudo).
+    #[arg(short = 'K', long)]
+    pub ask_become_pass: bool,
+    /// Run as the become user even where the inventory says `become = false`.
+    #[arg(long = "become", conflicts_with = "no_become")]
+    pub become_: bool,
+    /// Run as the login user even where the inventory says `become = true`.
+    #[arg(long)]
+    pub no_become: bool,
+    /// Time limit of the command on each host (default: the host's `command_timeout`).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub timeout: Option<std::time::Duration>,
+    /// The command (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl AdhocArgs {
+    /// `Some(b)` when --become/--no-become overrides the inventory.
+    pub fn become_override(&self) -> Option<bool> {
+        match (self.become_, self.no_become) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +159,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
         Command::Hosts(a) => hosts(&a),
         Command::Plan(a) => run_cmd(a, Mode::Plan, false),
         Command::Apply(a) => run_cmd(a.run, Mode::Apply, a.yes),
+        Command::Run(a) => adhoc(&a),
     }
 }
 
@@ -443,10 +503,114 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
     Ok(if a.detailed_exitcode && changed { 2 } else { 0 })
 }
 
+fn adhoc(a: &AdhocArgs) -> Result<i32, Error> {
+    let command = crate::adhoc::command_line(&a.command).map_err(Error::Usage)?;
+    let inv = Inventory::load(&a.inventory).map_err(Error::Config)?;
+    let selector = a.limit.as_deref().unwrap_or("all");
+    let mut hosts: Vec<crate::inventory::Host> = inv
+        .select(selector)
+        .map_err(|e| match &a.limit {
+            Some(l) => Error::Usage(format!("--limit {l}: {e}")),
+            None => Error::Usage(format!("{}: {e}", a.inventory.display())),
+        })?
+        .into_iter()
+        .cloned()
+        .collect();
+    if let Some(b) = a.become_override() {
+        hosts.iter_mut().for_each(|h| h.become_ = b);
+    }
+    let opts = crate::adhoc::Options {
+        forks: usize::from(a.forks),
+        become_password: become_password(a.ask_become_pass && hosts.iter().any(|h| h.become_))?,
+        passphrases: Arc::new(Passphrases {
+            cache: Mutex::new(HashMap::new()),
+        }),
+        timeout: a.timeout,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
+    let start = Instant::now();
+    let events = json::Events::default();
+    let format = a.output;
+    let results = rt.block_on(crate::adhoc::run(hosts, command, opts, |r| match format {
+        Format::Text => {
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "{}", crate::adhoc::text_block(r));
+            let _ = out.flush();
+        }
+        Format::Json => events.emit(crate::adhoc::host_event(r)),
+    }));
+    match format {
+        Format::Text => print!("{}", crate::adhoc::text_summary(&results)),
+        Format::Json => events.emit(crate::adhoc::summary_event(&results, start.elapsed())),
+    }
+    Ok(if results.iter().all(crate::adhoc::HostResult::ok) {
+        0
+    } else {
+        1
+    })
+}
+
 /// The message printed for a failed command.
 pub fn render_error(e: &Error) -> String {
     match e {
         Error::Config(c) => c.to_string(),
         other => format!("error: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<AdhocArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["claw-provision", "run"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(a) => Ok(a),
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_arguments() {
+        let a = parse(&["inv.toml", "--limit", "h2", "--", "exit", "3"]).unwrap();
+        assert_eq!(a.limit.as_deref(), Some("h2"));
+        assert_eq!(a.command, ["exit", "3"]);
+        assert_eq!(a.become_override(), None);
+        assert_eq!(a.forks, 20);
+        // Everything after `--` is the command, options included.
+        let a = parse(&[
+            "inv.toml",
+            "--no-become",
+            "--timeout",
+            "5m",
+            "--",
+            "ls",
+            "--limit",
+            "-K",
+        ])
+        .unwrap();
+        assert_eq!(a.command, ["ls", "--limit", "-K"]);
+        assert_eq!(a.become_override(), Some(false));
+        assert_eq!(a.timeout, Some(std::time::Duration::from_secs(300)));
+        assert!(!a.ask_become_pass);
+        let a = parse(&["inv.toml", "--become", "-K", "--forks", "2", "--", "id"]).unwrap();
+        assert_eq!(a.become_override(), Some(true));
+        assert!(a.ask_become_pass);
+        assert_eq!(a.forks, 2);
+    }
+
+    #[test]
+    fn run_argument_errors() {
+        assert!(parse(&["inv.toml"]).is_err(), "a command is required");
+        assert!(
+            parse(&["inv.toml", "hostname"]).is_err(),
+            "the command comes after --"
+        );
+        assert!(parse(&["inv.toml", "--become", "--no-become", "--", "id"]).is_err());
+        assert!(parse(&["inv.toml", "--forks", "0", "--", "id"]).is_err());
+        assert!(parse(&["inv.toml", "--timeout", "soon", "--", "id"]).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! claw-provision: an agentless provisioner. See ARCHITECTURE.md for the code map.
 
+pub mod adhoc;
 pub mod cli;
 pub mod duration;
 pub mod error;

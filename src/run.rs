@@ -409,6 +409,24 @@ pub async fn run(
     out
 }
 
+/// Connects to a host (its address, keys, known_hosts, timeouts) and wraps the session with its
+/// become settings: the one connection path of `plan`, `apply` and `run`.
+pub async fn connect(
+    h: &Host,
+    become_password: Option<Secret>,
+    passphrases: &dyn PassphraseSource,
+) -> Result<Remote, ssh::SshError> {
+    let session = ssh::Session::connect(&connect_spec(h), passphrases).await?;
+    Ok(Remote {
+        session,
+        // Logged in as the become user already (typically root): no sudo needed.
+        become_: (h.become_ && h.user != h.become_user).then(|| Become {
+            user: h.become_user.clone(),
+            password: become_password,
+        }),
+    })
+}
+
 fn connect_spec(h: &Host) -> ConnectSpec {
     ConnectSpec {
         host: h.name.clone(),
@@ -449,28 +467,25 @@ async fn host_task(ctx: &Ctx, p: Prepared, gate: Option<(Gate, PlanSender)>) -> 
     let permit = ctx.sem.acquire().await.expect("semaphore is never closed");
     let name = p.host.name.clone();
     ctx.observer.phase(&name, "connecting");
-    let session =
-        match ssh::Session::connect(&connect_spec(&p.host), ctx.opts.passphrases.as_ref()).await {
-            Ok(s) => s,
-            Err(e) => {
-                o.state = if e.is_unreachable() {
-                    HostState::Unreachable
-                } else {
-                    HostState::Failed
-                };
-                o.error = Some(e.to_string());
-                o.failed_at = Some("connect".into());
-                o.elapsed = start.elapsed();
-                return o;
-            }
-        };
-    let remote = Remote {
-        session,
-        // Logged in as the become user already (typically root): no sudo needed.
-        become_: (p.host.become_ && p.host.user != p.host.become_user).then(|| Become {
-            user: p.host.become_user.clone(),
-            password: ctx.opts.become_password.clone(),
-        }),
+    let remote = match connect(
+        &p.host,
+        ctx.opts.become_password.clone(),
+        ctx.opts.passphrases.as_ref(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            o.state = if e.is_unreachable() {
+                HostState::Unreachable
+            } else {
+                HostState::Failed
+            };
+            o.error = Some(e.to_string());
+            o.failed_at = Some("connect".into());
+            o.elapsed = start.elapsed();
+            return o;
+        }
     };
     let result = drive(ctx, &p, &remote, &mut o, permit, gate).await;
     if let Err((at, e)) = result {

@@ -4,6 +4,7 @@
 mod support;
 
 mod accounts;
+mod adhoc;
 mod apt;
 mod become_user;
 mod cert;
