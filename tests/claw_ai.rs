@@ -6,7 +6,7 @@
 //! (mounted exactly as the compose file mounts it), `docker compose config` and `sh -n`; on light hosts the
 //! backup retention, run as the cron entry runs it, and the logrotate entry.
 
-use crate::support::{Lab, repo};
+use crate::support::{Lab, ok, repo};
 use claw_provision::inventory::Inventory;
 use claw_provision::playbook::Playbook;
 use claw_provision::resource::{self, Desired, Sources};
@@ -14,7 +14,6 @@ use claw_provision::{template, vars};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Output;
 
 /// (name under `secrets`, variable in .env, test value).
 const SECRETS: &[(&str, &str, &str)] = &[
@@ -581,17 +580,6 @@ fn an_empty_backend_group_is_refused() {
 
 // ------------------------------------------------------------------------------------- lab tests
 
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// An inventory of the lab's hosts, all in the backend group.
 fn lab_inventory(lab: &Lab) -> String {
     let mut s = String::from("[defaults]\nuser = \"claw\"\n\n[groups.backend]\n");
@@ -620,44 +608,9 @@ fn put(lab: &Lab, host: &str, path: &str, content: &[u8], mode: &str) {
 #[test]
 fn rendered_stack_passes_nginx_t_and_compose_config_on_a_full_host() {
     let lab = Lab::up_full("f-clawai", 1);
-    let mirror = lab.json["mirror"]["url"].as_str().expect("mirror url");
-    let key = std::fs::read(lab.json["mirror"]["key"].as_str().expect("mirror key")).unwrap();
-
     // Docker and Compose from the lab's signed mirror; the daemon started.
-    ok(
-        lab.ssh_input(
-            "h1",
-            "sudo install -d -m 0755 /etc/apt/keyrings && sudo tee /etc/apt/keyrings/claw-lab.asc >/dev/null",
-            &key,
-        ),
-        "mirror key",
-    );
-    let sources = format!(
-        "Types: deb\nURIs: {mirror}\nSuites: trixie\nComponents: main\nSigned-By: /etc/apt/keyrings/claw-lab.asc\n"
-    );
-    ok(
-        lab.ssh_input(
-            "h1",
-            "sudo tee /etc/apt/sources.list.d/claw-lab.sources >/dev/null",
-            sources.as_bytes(),
-        ),
-        "sources",
-    );
-    ok(
-        lab.ssh(
-            "h1",
-            "sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io docker-compose",
-        ),
-        "install docker",
-    );
-    ok(
-        lab.ssh(
-            "h1",
-            "sudo service docker start || sudo /etc/init.d/docker start; \
-             for i in $(seq 60); do sudo docker info >/dev/null 2>&1 && exit 0; sleep 0.5; done; sudo docker info",
-        ),
-        "docker daemon",
-    );
+    lab.add_lab_mirror("h1");
+    lab.install_docker("h1", "docker.io docker-compose");
 
     // The lab nginx image (the only one `nginx -t` needs); the stack's tags as image variables.
     ok(

@@ -3,24 +3,12 @@
 //! and templates, ships the lab images over SSH, brings the stack up and checks its health; then
 //! the stack is checked from outside and inside, and a second apply changes nothing.
 
-use crate::support::{Lab, claw, repo};
-use std::process::Output;
+use crate::support::{Lab, claw, ok, repo};
 
 const KEYS: [(&str, &str); 2] = [
     ("ZHIPUAI_API_KEY", "zhipu-e2e-key-41d0"),
     ("PINECONE_API_KEY", "pinecone-e2e-key-93bb"),
 ];
-
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// HTTP status codes of `n` concurrent requests to h1's nginx, from h2.
 fn curl_burst(lab: &Lab, h1: &str, n: usize) -> Vec<String> {

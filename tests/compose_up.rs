@@ -4,20 +4,8 @@
 //! a service that never becomes healthy fails the apply with its last log lines. The env file's
 //! values never appear in the output.
 
-use crate::support::{Lab, Scratch, claw, repo};
+use crate::support::{Lab, Scratch, claw, ok, repo};
 use serde_json::Value;
-use std::process::Output;
-
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 const SECRET: &str = "compose-lab-secret-4711";
 
@@ -47,27 +35,7 @@ fn compose(redis: &str, nginx: &str, greeting: &str, bad: bool) -> String {
 #[test]
 fn compose_up_converges_and_reports_unhealthy_services() {
     let lab = Lab::up_full("f-compose", 1);
-    let mirror = lab.json["mirror"]["url"].as_str().expect("mirror url");
-    let key = std::fs::read(lab.json["mirror"]["key"].as_str().expect("mirror key")).unwrap();
-    ok(
-        lab.ssh_input(
-            "h1",
-            "sudo install -d -m 0755 /etc/apt/keyrings && sudo tee /etc/apt/keyrings/claw-lab.asc >/dev/null",
-            &key,
-        ),
-        "mirror key",
-    );
-    let sources = format!(
-        "Types: deb\nURIs: {mirror}\nSuites: trixie\nComponents: main\nSigned-By: /etc/apt/keyrings/claw-lab.asc\n"
-    );
-    ok(
-        lab.ssh_input(
-            "h1",
-            "sudo tee /etc/apt/sources.list.d/claw-lab.sources >/dev/null",
-            sources.as_bytes(),
-        ),
-        "sources",
-    );
+    lab.add_lab_mirror("h1");
 
     let s = Scratch::new();
     let pb = s.file(
@@ -108,21 +76,7 @@ wait_timeout = "60s"
         r.stderr
     );
 
-    ok(
-        lab.ssh(
-            "h1",
-            "sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io docker-compose",
-        ),
-        "install docker",
-    );
-    ok(
-        lab.ssh(
-            "h1",
-            "sudo service docker start || sudo /etc/init.d/docker start; \
-             for i in $(seq 60); do sudo docker info >/dev/null 2>&1 && exit 0; sleep 0.5; done; sudo docker info",
-        ),
-        "docker daemon",
-    );
+    lab.install_docker("h1", "docker.io docker-compose");
     ok(
         std::process::Command::new("bash")
             .arg(repo().join("tests/lab/full/stack.sh"))

@@ -4,7 +4,7 @@
 //! not restart the daemon; a changed log variable rewrites daemon.json and restarts it once.
 //! Plus pure checks of templates/claw-ai/daemon.json.tera.
 
-use crate::support::{Lab, Run, claw, repo};
+use crate::support::{Lab, Run, claw, ok, repo};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -69,17 +69,6 @@ fn daemon_json_renders_rotation_and_mirrors() {
         let e = render(v).unwrap_err();
         assert!(e.contains(want), "{var}: {e}");
     }
-}
-
-fn ok(o: std::process::Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// playbooks/claw-ai.toml up to Docker itself, copied beside the lab's inventory (templates found in

@@ -5,19 +5,7 @@
 //! port reachable from another host, the backend answering `/health`, and the backend's git
 //! remote cloned from a host over SSH. Then the provisioner's `firewall` step on that Docker host.
 
-use crate::support::{Lab, Scratch, claw, repo};
-use std::process::Output;
-
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use crate::support::{Lab, Scratch, claw, ok, repo};
 
 fn sources(url: &str) -> String {
     format!(

@@ -4,20 +4,8 @@
 //! this machine refused at plan, naming the step. The client's peak memory does not grow with
 //! the images' size (they are streamed, not buffered).
 
-use crate::support::{Lab, Run, Scratch, bin, claw, repo};
+use crate::support::{Lab, Run, Scratch, bin, claw, ok, repo};
 use serde_json::Value;
-use std::process::Output;
-
-fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Runs the binary like `claw`, sampling its peak resident memory (VmHWM, KiB) while it runs.
 fn claw_with_peak(args: &[&str]) -> (Run, u64) {
@@ -139,42 +127,8 @@ tag = "claw-lab/backend:latest"
     );
 
     // Docker from the lab's signed mirror, the daemon started (plain ssh + apt).
-    let mirror = lab.json["mirror"]["url"].as_str().expect("mirror url");
-    let key = std::fs::read(lab.json["mirror"]["key"].as_str().expect("mirror key")).unwrap();
-    ok(
-        lab.ssh_input(
-            "h1",
-            "sudo install -d -m 0755 /etc/apt/keyrings && sudo tee /etc/apt/keyrings/claw-lab.asc >/dev/null",
-            &key,
-        ),
-        "mirror key",
-    );
-    let sources = format!(
-        "Types: deb\nURIs: {mirror}\nSuites: trixie\nComponents: main\nSigned-By: /etc/apt/keyrings/claw-lab.asc\n"
-    );
-    ok(
-        lab.ssh_input(
-            "h1",
-            "sudo tee /etc/apt/sources.list.d/claw-lab.sources >/dev/null",
-            sources.as_bytes(),
-        ),
-        "sources",
-    );
-    ok(
-        lab.ssh(
-            "h1",
-            "sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io",
-        ),
-        "install docker",
-    );
-    ok(
-        lab.ssh(
-            "h1",
-            "sudo service docker start || sudo /etc/init.d/docker start; \
-             for i in $(seq 60); do sudo docker info >/dev/null 2>&1 && exit 0; sleep 0.5; done; sudo docker info",
-        ),
-        "docker daemon",
-    );
+    lab.add_lab_mirror("h1");
+    lab.install_docker("h1", "docker.io");
     let on_host = |r: &str| {
         let o = lab.ssh(
             "h1",

@@ -181,6 +181,55 @@ impl Lab {
         String::from_utf8(o.stdout).unwrap()
     }
 
+    /// Full lab: makes the lab's signed apt mirror `host`'s package source (its key in
+    /// /etc/apt/keyrings, a deb822 sources file), as an operator would by hand.
+    pub fn add_lab_mirror(&self, host: &str) {
+        let mirror = self.json["mirror"]["url"].as_str().expect("mirror url");
+        let key = std::fs::read(self.json["mirror"]["key"].as_str().expect("mirror key"))
+            .expect("mirror key file");
+        ok(
+            self.ssh_input(
+                host,
+                "sudo install -d -m 0755 /etc/apt/keyrings && sudo tee /etc/apt/keyrings/claw-lab.asc >/dev/null",
+                &key,
+            ),
+            "mirror key",
+        );
+        let sources = format!(
+            "Types: deb\nURIs: {mirror}\nSuites: trixie\nComponents: main\nSigned-By: /etc/apt/keyrings/claw-lab.asc\n"
+        );
+        ok(
+            self.ssh_input(
+                host,
+                "sudo tee /etc/apt/sources.list.d/claw-lab.sources >/dev/null",
+                sources.as_bytes(),
+            ),
+            "sources",
+        );
+    }
+
+    /// Full lab: installs `packages` (Docker's) from the configured sources with plain ssh + apt
+    /// and starts the daemon, waiting until it answers.
+    pub fn install_docker(&self, host: &str, packages: &str) {
+        ok(
+            self.ssh(
+                host,
+                &format!(
+                    "sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q {packages}"
+                ),
+            ),
+            "install docker",
+        );
+        ok(
+            self.ssh(
+                host,
+                "sudo service docker start || sudo /etc/init.d/docker start; \
+                 for i in $(seq 60); do sudo docker info >/dev/null 2>&1 && exit 0; sleep 0.5; done; sudo docker info",
+            ),
+            "docker daemon",
+        );
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Output {
         let o = lab_sh(
             args.iter()
@@ -202,6 +251,18 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = lab_sh(&["down", "--name", &self.name]);
     }
+}
+
+/// Asserts that a command succeeded (showing its output if not); returns its stdout.
+pub fn ok(o: Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Result of one run of the binary.
