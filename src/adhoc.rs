@@ -316,6 +316,7 @@ mod tests {
                 exit_signal: None,
                 stdout: out.as_bytes().to_vec(),
                 stderr: err.as_bytes().to_vec(),
+                sink_error: None,
             }),
             elapsed: Duration::from_millis(100),
         }

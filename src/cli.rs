@@ -126,6 +126,10 @@ pub struct SelectArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: Format,
+    /// Run the playbook's task NAME (`[[tasks]]`: start, stop, backup, update, ...) instead of
+    /// its steps; `validate` lists them.
+    #[arg(long, value_name = "NAME")]
+    pub task: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -193,10 +197,11 @@ fn load(a: &SelectArgs) -> Result<Loaded, Error> {
             a.inventory.display()
         )));
     };
-    Ok(Loaded {
-        inv,
-        pb: pb.expect("checked above"),
-    })
+    let mut pb = pb.expect("checked above");
+    if let Some(t) = &a.task {
+        pb = pb.with_task(t).map_err(Error::Usage)?;
+    }
+    Ok(Loaded { inv, pb })
 }
 
 fn select<'a>(l: &'a Loaded, a: &SelectArgs) -> Result<Vec<&'a crate::inventory::Host>, Error> {
@@ -233,13 +238,26 @@ fn validate(a: &SelectArgs) -> Result<i32, Error> {
     run::prepare(&l.inv, &l.pb, &hosts, &a.extra)?;
     let steps = l.pb.steps.len();
     match a.output {
-        Format::Text => println!(
-            "ok: {} hosts, playbook `{}` with {steps} steps and {} handlers",
-            hosts.len(),
-            l.pb.name,
-            l.pb.handlers.len()
-        ),
-        Format::Json => json::Events::default().emit(serde_json::json!({"event": "validate", "ok": true, "hosts": hosts.len(), "steps": steps})),
+        Format::Text => {
+            println!(
+                "ok: {} hosts, playbook `{}`{} with {steps} steps and {} handlers",
+                hosts.len(),
+                l.pb.name,
+                l.pb.task
+                    .as_ref()
+                    .map(|t| format!(", task `{t}`"))
+                    .unwrap_or_default(),
+                l.pb.handlers.len()
+            );
+            if l.pb.task.is_none() && !l.pb.tasks.is_empty() {
+                println!("tasks (--task NAME):");
+                let w = l.pb.tasks.iter().map(|t| t.name.len()).max().unwrap_or(0);
+                for t in &l.pb.tasks {
+                    println!("  {:w$}  {}", t.name, t.description);
+                }
+            }
+        }
+        Format::Json => json::Events::default().emit(serde_json::json!({"event": "validate", "ok": true, "hosts": hosts.len(), "steps": steps, "task": l.pb.task, "tasks": l.pb.tasks.iter().map(|t| serde_json::json!({"name": t.name, "description": t.description})).collect::<Vec<_>>()})),
     }
     Ok(0)
 }

@@ -67,6 +67,19 @@ pub struct Op {
     /// A local command whose output is streamed to the script's stdin after `stdin`, in
     /// chunks, never held in memory as a whole (`docker save | gzip`: hundreds of MB).
     pub stdin_from: Option<LocalSource>,
+    /// Show the command's output under the step (`command` with `output = true`).
+    pub show_output: bool,
+    /// Write the command's standard output to this file on the operator's machine (`fetch`):
+    /// streamed into a temporary file beside it, renamed into place when the command succeeded.
+    pub stdout_to: Option<LocalFile>,
+}
+
+/// A file on the operator's machine that receives a command's output (`fetch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFile {
+    pub path: std::path::PathBuf,
+    /// The sha256 the data must have (as probed on the host).
+    pub sha256: String,
 }
 
 /// A pipeline of local commands run on the operator's machine (no shell): the standard output
@@ -95,6 +108,8 @@ impl std::fmt::Debug for Op {
             .field("script", &self.script)
             .field("stdin_len", &self.stdin.len())
             .field("stdin_from", &self.stdin_from)
+            .field("show_output", &self.show_output)
+            .field("stdout_to", &self.stdout_to)
             .finish()
     }
 }
@@ -186,6 +201,8 @@ impl Change {
                 script,
                 stdin: Arc::new(vec![]),
                 stdin_from: None,
+                show_output: false,
+                stdout_to: None,
             }),
             ..Self::noop(target, reason)
         }
@@ -199,6 +216,8 @@ pub struct StepPlan {
     pub kind: String,
     pub change: Change,
     pub notify: Vec<String>,
+    /// What the step's command printed (`output = true`), secrets masked; set by apply.
+    pub output: Option<String>,
 }
 
 /// Everything that would happen on one host.

@@ -33,6 +33,33 @@ struct RawPlaybook {
     steps: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     handlers: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    tasks: Vec<Spanned<RawTask>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    steps: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    rescue: Vec<Spanned<toml::Table>>,
+}
+
+/// A named task (`[[tasks]]`): an operation run with `--task NAME` instead of the playbook's
+/// steps (start, stop, backup, update, ...). Its steps are written in place or taken from the
+/// playbook's steps by name (`use = "step name"`); its `rescue` steps run only when one of its
+/// steps failed on a host (e.g. a rollback), and the host is still reported failed.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub name: String,
+    pub description: String,
+    /// Steps, then rescue steps (`Step::rescue`).
+    pub steps: Vec<Step>,
+    pub line: usize,
 }
 
 /// One step (or handler) of a playbook.
@@ -49,6 +76,11 @@ pub struct Step {
     pub notify: Vec<String>,
     pub tags: Vec<String>,
     pub timeout: Option<Duration>,
+    /// Names of earlier steps: when one of them changes something in this run, this step's
+    /// probe answer is stale, so it is shown as "known after apply" and probed again when reached.
+    pub recheck_after: Vec<String>,
+    /// A task's rescue step: runs only after a step of the task failed on the host.
+    pub rescue: bool,
     /// 1-based line of the step's table header.
     pub line: usize,
 }
@@ -77,11 +109,23 @@ pub struct Playbook {
     pub operator_secrets_file: Option<PathBuf>,
     pub steps: Vec<Step>,
     pub handlers: Vec<Step>,
+    /// Named operations (`--task NAME`).
+    pub tasks: Vec<Task>,
+    /// The task whose steps `steps` now holds (see [`Playbook::with_task`]).
+    pub task: Option<String>,
     /// The file text, for error positions found later (templates, variables).
     pub source: String,
 }
 
-const COMMON_KEYS: &[&str] = &["name", "kind", "when", "notify", "tags", "timeout"];
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "when",
+    "notify",
+    "tags",
+    "timeout",
+    "recheck_after",
+];
 
 impl Playbook {
     pub fn load(path: &Path) -> Result<Playbook, ConfigErrors> {
@@ -95,6 +139,7 @@ impl Playbook {
         let mut errors = Vec::new();
         let steps = parse_steps(path, src, raw.steps, "steps", &mut errors);
         let handlers = parse_steps(path, src, raw.handlers, "handlers", &mut errors);
+        let tasks = parse_tasks(path, src, raw.tasks, &steps, &mut errors);
         for (list, what) in [(&steps, "step"), (&handlers, "handler")] {
             for (i, s) in list.iter().enumerate() {
                 if list[..i].iter().any(|o| o.name == s.name) {
@@ -107,7 +152,24 @@ impl Playbook {
                 }
             }
         }
-        for s in &steps {
+        for (i, s) in steps.iter().enumerate() {
+            for r in &s.recheck_after {
+                if !steps[..i].iter().any(|o| &o.name == r) {
+                    let off = find_key(src, line_offset(src, s.line), "recheck_after")
+                        .unwrap_or(line_offset(src, s.line));
+                    errors.push(ConfigError::at(
+                        path,
+                        src,
+                        off,
+                        format!(
+                            "step `{}`: `recheck_after` names `{r}`, which is not an earlier step",
+                            s.name
+                        ),
+                    ));
+                }
+            }
+        }
+        for s in steps.iter().chain(tasks.iter().flat_map(|t| &t.steps)) {
             for n in &s.notify {
                 if !handlers.iter().any(|h| &h.name == n) {
                     let off = find_key(src, line_offset(src, s.line), "notify")
@@ -179,7 +241,35 @@ impl Playbook {
             operator_secrets_file,
             steps,
             handlers,
+            tasks,
+            task: None,
             source: src.to_string(),
+        })
+    }
+
+    /// This playbook with the steps of task `name` instead of its own (same name, variables,
+    /// handlers and secrets). Operator secrets become optional: a task that does not use them
+    /// must not need them (one that does fails to render, naming the step).
+    pub fn with_task(&self, name: &str) -> Result<Playbook, String> {
+        let Some(t) = self.tasks.iter().find(|t| t.name == name) else {
+            let known: Vec<&str> = self.tasks.iter().map(|t| t.name.as_str()).collect();
+            return Err(if known.is_empty() {
+                format!(
+                    "{}: --task {name}: this playbook has no tasks",
+                    self.path.display()
+                )
+            } else {
+                format!(
+                    "{}: --task {name}: no such task (tasks: {})",
+                    self.path.display(),
+                    known.join(", ")
+                )
+            });
+        };
+        Ok(Playbook {
+            steps: t.steps.clone(),
+            task: Some(t.name.clone()),
+            ..self.clone()
         })
     }
 
@@ -200,6 +290,9 @@ impl Playbook {
                 continue;
             }
             let Some(path) = &self.operator_secrets_file else {
+                if self.task.is_some() {
+                    continue;
+                }
                 errors.push(self.secret_error(format!(
                     "operator secret `{name}` is not set: export {name}=... before running                      (or name a git-ignored file in `operator_secrets_file`)"
                 )));
@@ -216,6 +309,7 @@ impl Playbook {
                 .and_then(|f| f.iter().find(|(k, _)| k == name))
             {
                 Some((_, v)) => out.push((name.clone(), v.clone())),
+                None if self.task.is_some() => {}
                 None => errors.push(self.secret_error(format!(
                     "operator secret `{name}` is neither in the environment nor in {}",
                     path.display()
@@ -389,6 +483,11 @@ fn parse_steps(
             };
         let notify = list(table.remove("notify"), "notify", &mut common_err);
         let tags = list(table.remove("tags"), "tags", &mut common_err);
+        let recheck_after = list(
+            table.remove("recheck_after"),
+            "recheck_after",
+            &mut common_err,
+        );
         let timeout = match table.remove("timeout") {
             None => None,
             Some(v) => match Secs::deserialize(v) {
@@ -425,6 +524,129 @@ fn parse_steps(
             notify,
             tags,
             timeout,
+            recheck_after,
+            rescue: false,
+            line,
+        });
+    }
+    out
+}
+
+/// The `[[tasks]]`: each step is written in place or is `use = "NAME"` (a step of the
+/// playbook, optionally renamed with `name`). Names are unique within a task.
+fn parse_tasks(
+    path: &Path,
+    src: &str,
+    raw: Vec<Spanned<RawTask>>,
+    main: &[Step],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Task> {
+    let mut out: Vec<Task> = Vec::new();
+    for t in raw {
+        let start = t.span().start;
+        let line = line_col(src, start).0;
+        let t = t.into_inner();
+        let err = |msg: String| ConfigError::at(path, src, start, msg);
+        if t.name.trim().is_empty() {
+            errors.push(err("tasks: `name` must be a non-empty string".into()));
+            continue;
+        }
+        if out.iter().any(|o| o.name == t.name) {
+            errors.push(err(format!("duplicate task name `{}`", t.name)));
+        }
+        if t.steps.is_empty() {
+            errors.push(err(format!("task `{}` has no steps", t.name)));
+        }
+        let mut steps = Vec::new();
+        for (list, rescue) in [(t.steps, false), (t.rescue, true)] {
+            let section = format!(
+                "tasks `{}` {}",
+                t.name,
+                if rescue { "rescue" } else { "steps" }
+            );
+            for table in list {
+                let at = table.span().start;
+                let use_ = table.get_ref().get("use").cloned();
+                let mut parsed = match use_ {
+                    None => parse_steps(path, src, vec![table], &section, errors),
+                    Some(toml::Value::String(u)) => {
+                        let mut rest = table.into_inner();
+                        rest.remove("use");
+                        let rename = match rest.remove("name") {
+                            None => None,
+                            Some(toml::Value::String(n)) if !n.trim().is_empty() => Some(n),
+                            Some(_) => {
+                                errors.push(ConfigError::at(
+                                    path,
+                                    src,
+                                    find_key(src, at, "name").unwrap_or(at),
+                                    format!("{section}: `name` must be a non-empty string"),
+                                ));
+                                None
+                            }
+                        };
+                        if let Some(k) = rest.keys().next() {
+                            errors.push(ConfigError::at(
+                                path,
+                                src,
+                                find_key(src, at, k).unwrap_or(at),
+                                format!(
+                                    "{section}: a step with `use` takes only `name` (found `{k}`); \
+                                     change the playbook's step or write the step in place"
+                                ),
+                            ));
+                        }
+                        match main.iter().find(|s| s.name == u) {
+                            Some(s) => {
+                                let mut s = s.clone();
+                                if let Some(n) = rename {
+                                    s.name = n;
+                                }
+                                s.line = line_col(src, at).0;
+                                vec![s]
+                            }
+                            None => {
+                                errors.push(ConfigError::at(
+                                    path,
+                                    src,
+                                    find_key(src, at, "use").unwrap_or(at),
+                                    format!("{section}: `use = \"{u}\"`: the playbook has no step of that name"),
+                                ));
+                                vec![]
+                            }
+                        }
+                    }
+                    Some(_) => {
+                        errors.push(ConfigError::at(
+                            path,
+                            src,
+                            find_key(src, at, "use").unwrap_or(at),
+                            format!("{section}: `use` must be the name of a step of the playbook"),
+                        ));
+                        vec![]
+                    }
+                };
+                for s in &mut parsed {
+                    s.rescue = rescue;
+                    if steps.iter().any(|o: &Step| o.name == s.name) {
+                        errors.push(ConfigError::new(
+                            path,
+                            s.line,
+                            1,
+                            format!(
+                                "task `{}`: duplicate step name `{}` (rename it: `name = \"...\"`)",
+                                t.name, s.name
+                            ),
+                        ));
+                    }
+                }
+                steps.extend(parsed);
+            }
+        }
+        out.push(Task {
+            name: t.name,
+            description: t.description,
+            steps,
             line,
         });
     }
@@ -517,5 +739,100 @@ run = "echo hi"
             e[0].starts_with("pb.toml:2:1: unknown field `hostz`"),
             "{e:?}"
         );
+    }
+
+    const TASKS: &str = r#"name = "ops"
+
+[[steps]]
+name = "app dir"
+kind = "dir"
+path = "/opt/app"
+
+[[steps]]
+name = "build"
+kind = "command"
+run = "make"
+recheck_after = ["app dir"]
+
+[[tasks]]
+name = "update"
+description = "build again"
+[[tasks.steps]]
+name = "remember"
+kind = "command"
+run = "true"
+[[tasks.steps]]
+use = "build"
+[[tasks.rescue]]
+use = "build"
+name = "build the old one"
+"#;
+
+    #[test]
+    fn tasks_take_steps_by_name_and_have_rescue_steps() {
+        let p = Playbook::parse(Path::new("pb.toml"), TASKS).unwrap();
+        assert_eq!(p.tasks.len(), 1);
+        let t = p.with_task("update").unwrap();
+        assert_eq!(t.task.as_deref(), Some("update"));
+        let names: Vec<(&str, bool)> = t
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.rescue))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("remember", false),
+                ("build", false),
+                ("build the old one", true)
+            ]
+        );
+        // A used step keeps its arguments and options; its line is where the task uses it.
+        assert_eq!(t.steps[1].args["run"].as_str(), Some("make"));
+        assert_eq!(t.steps[1].recheck_after, ["app dir"]);
+        assert_eq!(t.steps[1].line, 21);
+        let e = p.with_task("nope").unwrap_err();
+        assert!(e.contains("no such task (tasks: update)"), "{e}");
+    }
+
+    #[test]
+    fn bad_tasks_are_reported_with_their_lines() {
+        let bad = |from: &str, to: &str| {
+            let src = TASKS.replacen(from, to, 1);
+            Playbook::parse(Path::new("pb.toml"), &src)
+                .unwrap_err()
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        let e = bad(
+            "use = \"build\"\n[[tasks.rescue]]",
+            "use = \"buidl\"\n[[tasks.rescue]]",
+        );
+        assert!(
+            e[0].starts_with("pb.toml:22:1: tasks `update` steps: `use = \"buidl\"`: the playbook has no step of that name"),
+            "{e:?}"
+        );
+        let e = bad("name = \"build the old one\"", "when = \"x\"");
+        assert!(
+            e[0].contains("a step with `use` takes only `name` (found `when`)"),
+            "{e:?}"
+        );
+        let e = bad("name = \"build the old one\"", "");
+        assert!(
+            e[0].contains("task `update`: duplicate step name `build`"),
+            "{e:?}"
+        );
+        let e = bad(
+            "recheck_after = [\"app dir\"]",
+            "recheck_after = [\"later\"]",
+        );
+        assert!(
+            e[0].contains("`recheck_after` names `later`, which is not an earlier step"),
+            "{e:?}"
+        );
+        let e = bad("description = \"build again\"", "descr = 1");
+        assert!(e[0].contains("unknown field `descr`"), "{e:?}");
     }
 }

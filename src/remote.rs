@@ -207,6 +207,89 @@ impl Remote {
         Ok(out)
     }
 
+    /// Runs a script that must succeed and writes its standard output to the local file `dest`:
+    /// streamed into a temporary file beside it (mode 0600), synced and renamed into place
+    /// only when the script succeeded and the data has the sha256 `want` (when given). On any
+    /// failure the temporary file is removed: `dest` is either the old file or the whole new one.
+    pub async fn run_to_file(
+        &self,
+        script: &str,
+        dest: &std::path::Path,
+        want: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, RemoteError> {
+        let local = |what: &str, e: &dyn std::fmt::Display| {
+            RemoteError::Failed(format!("{what} {} on this machine: {e}", dest.display()))
+        };
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| local("cannot create the directory of", &e))?;
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.part-{}", std::process::id()));
+        let result = async {
+            let file = {
+                let mut o = tokio::fs::OpenOptions::new();
+                o.write(true).create(true).truncate(true);
+                #[cfg(unix)]
+                o.mode(0o600);
+                o.open(&tmp)
+                    .await
+                    .map_err(|e| local("cannot create a temporary file for", &e))?
+            };
+            let mut sink = HashingWriter {
+                inner: tokio::io::BufWriter::new(file),
+                hash: <sha2::Sha256 as sha2::Digest>::new(),
+            };
+            let cmd = command_line(script, self.become_.as_ref(), timeout);
+            let out = self
+                .session
+                .exec_to(&cmd, &mut sink, timeout + CLIENT_MARGIN)
+                .await
+                .map_err(|e| match e {
+                    SshError::Timeout { .. } => RemoteError::Timeout(timeout),
+                    other => RemoteError::Ssh(other),
+                })?;
+            if !out.success() {
+                return Err(RemoteError::Failed(describe_failure(&out)));
+            }
+            if let Some(e) = &out.sink_error {
+                return Err(local("cannot write", e));
+            }
+            use tokio::io::AsyncWriteExt;
+            sink.inner
+                .flush()
+                .await
+                .map_err(|e| local("cannot write", &e))?;
+            let got = hex::encode(sha2::Digest::finalize(sink.hash));
+            if let Some(w) = want
+                && w != got
+            {
+                return Err(RemoteError::Failed(format!(
+                    "the file changed on the host while it was copied (sha256 {got}, expected {w}); run again"
+                )));
+            }
+            sink.inner
+                .into_inner()
+                .sync_all()
+                .await
+                .map_err(|e| local("cannot write", &e))?;
+            tokio::fs::rename(&tmp, dest)
+                .await
+                .map_err(|e| local("cannot rename the temporary file to", &e))?;
+            Ok(out)
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
     /// Runs a script that must succeed; a failure carries the end of its stderr.
     pub async fn run_ok(
         &self,
@@ -243,6 +326,41 @@ pub fn describe_failure(out: &ExecOutput) -> String {
         }
     } else {
         format!("{status}: {}", tail.join(" | "))
+    }
+}
+
+/// Writes through to `inner` and hashes what was written.
+struct HashingWriter<W> {
+    inner: W,
+    hash: sha2::Sha256,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for HashingWriter<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let r = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            sha2::Digest::update(&mut this.hash, &buf[..*n]);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

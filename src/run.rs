@@ -520,8 +520,10 @@ async fn drive(
         .steps
         .iter()
         .map(|s| {
+            // Rescue steps are probed only when they are needed (after a failure).
             s.probe_desired
                 .as_ref()
+                .filter(|_| !s.step.rescue)
                 .map(|d| d.probe(&mut probe))
                 .unwrap_or_default()
         })
@@ -592,6 +594,9 @@ async fn drive(
     let mut again_ids: Vec<(usize, Vec<usize>)> = Vec::new();
     for (i, d) in desired.iter().enumerate() {
         let Some(d) = d else { continue };
+        if p.steps[i].step.rescue {
+            continue;
+        }
         let mut mine = ProbeScript::default();
         let want = d.probe(&mut mine);
         let asked: Vec<&Request> = ids[i].iter().map(|x| &probe.requests()[*x]).collect();
@@ -635,21 +640,29 @@ async fn drive(
     };
     for (i, s) in p.steps.iter().enumerate() {
         let change = match (&desired[i], &observed[i]) {
+            (Some(_), _) if s.step.rescue => {
+                Change::skip(String::new(), "rescue: runs only if a step before it fails")
+            }
             (Some(d), Some(obs)) => {
-                let mut c = d
-                    .diff(&obs.iter().collect::<Vec<_>>())
-                    .map_err(|e| failed(&s.step.name, mask.text(&e)))?;
-                if c.action == crate::plan::Action::Deferred
-                    && !plan.steps.iter().any(|x| x.change.action.changes())
-                {
-                    return Err(failed(
-                        &s.step.name,
-                        format!("{} (and no earlier step changes anything)", c.reason),
-                    ));
-                }
-                if let Some(why) = stale_after(d, &plan) {
-                    c = Change::deferred(c.target, why);
-                }
+                let diffed = d.diff(&obs.iter().collect::<Vec<_>>());
+                // An earlier change makes the answer stale: whatever it says now (even an
+                // error, e.g. a file an earlier step creates), the step is probed again.
+                let mut c = match (stale_after(d, &s.step, &plan), diffed) {
+                    (Some(why), Ok(c)) => Change::deferred(c.target, why),
+                    (Some(why), Err(_)) => Change::deferred(String::new(), why),
+                    (None, diffed) => {
+                        let c = diffed.map_err(|e| failed(&s.step.name, mask.text(&e)))?;
+                        if c.action == crate::plan::Action::Deferred
+                            && !plan.steps.iter().any(|x| x.change.action.changes())
+                        {
+                            return Err(failed(
+                                &s.step.name,
+                                format!("{} (and no earlier step changes anything)", c.reason),
+                            ));
+                        }
+                        c
+                    }
+                };
                 mask.content(&mut c);
                 c
             }
@@ -660,6 +673,7 @@ async fn drive(
             kind: s.step.kind.clone(),
             change,
             notify: s.step.notify.clone(),
+            output: None,
         });
     }
     check_space(&probe, &first.preflight, &plan).map_err(|e| failed("preflight", e))?;
@@ -705,11 +719,27 @@ async fn drive(
     o.statuses = plan.steps.iter().map(|_| StepStatus::NotRun).collect();
     let mut changed = false;
     let mut notified: Vec<String> = plan.pending_handlers.clone();
+    // A task with rescue steps: the first failure is kept, the remaining steps do not run and
+    // the rescue steps do (probed now); the host is failed either way.
+    let has_rescue = p.steps.iter().any(|s| s.step.rescue);
+    let mut failure: Option<StepErr> = None;
+    let mut rescued: Vec<String> = Vec::new();
     for i in 0..plan.steps.len() {
         let mut sp = plan.steps[i].clone();
+        let rescue = p.steps[i].step.rescue;
+        if failure.is_some() != rescue {
+            // Normal steps after a failure never run; rescue steps without one are skipped.
+            if rescue {
+                o.statuses[i] = StepStatus::Skipped;
+            }
+            continue;
+        }
         let timeout = p.steps[i].step.timeout.unwrap_or(default_timeout);
-        if sp.change.action == crate::plan::Action::Deferred {
-            // Known after the earlier steps ran: probe it now.
+        let probe_now =
+            sp.change.action == crate::plan::Action::Deferred || (rescue && desired[i].is_some());
+        let mut result: Result<StepStatus, StepErr> = Ok(StepStatus::Ok);
+        if probe_now {
+            // Known after the earlier steps ran (or a rescue step): probe it now.
             let d = desired[i]
                 .as_ref()
                 .expect("a deferred step has a desired state");
@@ -724,77 +754,114 @@ async fn drive(
                     .map_err(|e| failed(&sp.name, mask.text(&e))),
                 Err(e) => Err(e),
             };
-            let c = match change {
-                Ok(c) if c.action == crate::plan::Action::Deferred => Err(failed(
-                    &sp.name,
-                    format!("{} (still, after the earlier steps ran)", c.reason),
-                )),
-                other => other,
-            };
-            match c {
+            match change {
+                Ok(c) if c.action == crate::plan::Action::Deferred => {
+                    result = Err(failed(
+                        &sp.name,
+                        format!("{} (still, after the earlier steps ran)", c.reason),
+                    ))
+                }
                 Ok(mut c) => {
                     mask.content(&mut c);
                     sp.change = c;
+                    if let Some(ps) = o.plan.as_mut() {
+                        ps.steps[i] = sp.clone();
+                    }
                 }
-                Err(e) => {
-                    o.statuses[i] = StepStatus::Failed;
-                    ctx.observer
-                        .step(name, &sp, StepStatus::Failed, Some(&e.1.to_string()));
-                    o.state = HostState::Failed;
-                    return Err(e);
-                }
-            }
-            if let Some(ps) = o.plan.as_mut() {
-                ps.steps[i] = sp.clone();
+                Err(e) => result = Err(e),
             }
         }
-        let status = match (&sp.change.op, sp.change.action) {
-            (_, crate::plan::Action::Skip) => StepStatus::Skipped,
-            (None, _) => StepStatus::Ok,
-            (Some(op), action) => {
-                ctx.observer
-                    .phase(name, &format!("{} {}", action.word(), sp.name));
-                let mut script = String::new();
-                // Only handlers that run on this host (their `when`) are journaled.
-                let notify: Vec<String> = sp
-                    .notify
-                    .iter()
-                    .filter(|n| rendered.handlers.iter().any(|(h, _, _)| h == *n))
-                    .cloned()
-                    .collect();
-                if action.changes() && !notify.is_empty() {
-                    script.push_str(&journal_record(&journal, &notify));
-                }
-                script.push_str(&op.script);
-                let res = match &op.stdin_from {
-                    None => remote.run_ok(&script, &op.stdin, timeout).await,
-                    Some(src) => remote.run_stream_ok(&script, &op.stdin, src, timeout).await,
-                };
-                match res {
-                    // A passing check changes nothing.
-                    Ok(_) if action == crate::plan::Action::Check => StepStatus::Ok,
-                    Ok(_) => {
-                        changed = true;
-                        for n in &sp.notify {
-                            if !notified.contains(n) {
-                                notified.push(n.clone());
+        if result.is_ok() {
+            result = match (&sp.change.op, sp.change.action) {
+                (_, crate::plan::Action::Skip) => Ok(StepStatus::Skipped),
+                (None, _) => Ok(StepStatus::Ok),
+                (Some(op), action) => {
+                    ctx.observer
+                        .phase(name, &format!("{} {}", action.word(), sp.name));
+                    let mut script = String::new();
+                    // Only handlers that run on this host (their `when`) are journaled.
+                    let notify: Vec<String> = sp
+                        .notify
+                        .iter()
+                        .filter(|n| rendered.handlers.iter().any(|(h, _, _)| h == *n))
+                        .cloned()
+                        .collect();
+                    if action.changes() && !notify.is_empty() {
+                        script.push_str(&journal_record(&journal, &notify));
+                    }
+                    script.push_str(&op.script);
+                    let res = match (&op.stdin_from, &op.stdout_to) {
+                        (_, Some(to)) => {
+                            remote
+                                .run_to_file(&script, &to.path, Some(&to.sha256), timeout)
+                                .await
+                        }
+                        (None, None) => remote.run_ok(&script, &op.stdin, timeout).await,
+                        (Some(src), None) => {
+                            remote.run_stream_ok(&script, &op.stdin, src, timeout).await
+                        }
+                    };
+                    match res {
+                        Ok(out) => {
+                            if op.show_output {
+                                sp.output = Some(mask.text(&out.stdout_lossy()));
+                            }
+                            if action == crate::plan::Action::Check {
+                                // A passing check changes nothing.
+                                Ok(StepStatus::Ok)
+                            } else {
+                                changed = true;
+                                for n in &sp.notify {
+                                    if !notified.contains(n) {
+                                        notified.push(n.clone());
+                                    }
+                                }
+                                Ok(StepStatus::Changed)
                             }
                         }
-                        StepStatus::Changed
+                        Err(e) => Err((sp.name.clone(), mask.error(e))),
                     }
-                    Err(e) => {
-                        let e = mask.error(e);
-                        o.statuses[i] = StepStatus::Failed;
-                        ctx.observer
-                            .step(name, &sp, StepStatus::Failed, Some(&e.to_string()));
-                        o.state = HostState::Failed;
-                        return Err((sp.name.clone(), e));
+                }
+            };
+        }
+        match result {
+            Ok(status) => {
+                o.statuses[i] = status;
+                if rescue && status == StepStatus::Changed {
+                    rescued.push(sp.name.clone());
+                }
+                ctx.observer.step(name, &sp, status, None);
+            }
+            Err(e) => {
+                o.statuses[i] = StepStatus::Failed;
+                ctx.observer
+                    .step(name, &sp, StepStatus::Failed, Some(&e.1.to_string()));
+                o.state = HostState::Failed;
+                match failure.take() {
+                    None if has_rescue && !rescue => failure = Some(e),
+                    None => return Err(e),
+                    Some((at, first)) => {
+                        return Err((
+                            at,
+                            RemoteError::Failed(format!(
+                                "{first}; then the rescue step `{}` failed too: {}",
+                                e.0, e.1
+                            )),
+                        ));
                     }
                 }
             }
+        }
+    }
+    if let Some((at, e)) = failure {
+        // Handlers wait in the journal for the next apply.
+        o.state = HostState::Failed;
+        let ran = if rescued.is_empty() {
+            "the rescue steps ran and changed nothing".to_string()
+        } else {
+            format!("the rescue steps ran: {}", rescued.join(", "))
         };
-        o.statuses[i] = status;
-        ctx.observer.step(name, &sp, status, None);
+        return Err((at, RemoteError::Failed(format!("{e}; {ran}"))));
     }
     // 8. Handlers notified by changed steps (or pending from an earlier run), in the order
     //    they are declared; each removes its journal entry when it succeeded.
@@ -839,7 +906,14 @@ async fn drive(
 
 /// Why a step's probe answer will be stale by the time it runs: an earlier step of the plan
 /// changes a file it watches, or ships an image (what `compose` runs).
-fn stale_after(d: &Desired, plan: &HostPlan) -> Option<String> {
+fn stale_after(d: &Desired, step: &Step, plan: &HostPlan) -> Option<String> {
+    if let Some(s) = plan
+        .steps
+        .iter()
+        .find(|s| s.change.action.changes() && step.recheck_after.contains(&s.name))
+    {
+        return Some(format!("step `{}` changes something first", s.name));
+    }
     let watched = d.watches();
     if watched.is_empty() {
         return None;
@@ -1049,6 +1123,22 @@ mod tests {
             kind: kind.into(),
             change,
             notify: vec![],
+            output: None,
+        }
+    }
+
+    fn pb_step(recheck_after: &[&str]) -> Step {
+        Step {
+            name: "s".into(),
+            kind: "command".into(),
+            args: toml::Table::new(),
+            when: None,
+            notify: vec![],
+            tags: vec![],
+            timeout: None,
+            recheck_after: recheck_after.iter().map(|s| s.to_string()).collect(),
+            rescue: false,
+            line: 1,
         }
     }
 
@@ -1115,7 +1205,7 @@ mod tests {
             (vec![], None),
         ];
         for (steps, want) in cases {
-            let got = stale_after(&d, &plan(steps));
+            let got = stale_after(&d, &pb_step(&[]), &plan(steps));
             match want {
                 Some(w) => assert!(got.as_deref().is_some_and(|g| g.contains(w)), "{got:?}"),
                 None => assert_eq!(got, None),
@@ -1134,5 +1224,26 @@ mod tests {
         )
         .unwrap();
         assert!(dd.watches().is_empty());
+        // `recheck_after`: stale when a named step changes something, whatever the kind.
+        let build = |c: Change| {
+            let mut s = step("command", c);
+            s.name = "build".into();
+            s
+        };
+        let run = Change::new(crate::plan::Action::Run, "make", "", "make".into());
+        let got = stale_after(&dd, &pb_step(&["build"]), &plan(vec![build(run.clone())]));
+        assert_eq!(got.as_deref(), Some("step `build` changes something first"));
+        assert_eq!(
+            stale_after(
+                &dd,
+                &pb_step(&["build"]),
+                &plan(vec![build(Change::noop("make", ""))])
+            ),
+            None
+        );
+        assert_eq!(
+            stale_after(&dd, &pb_step(&["other"]), &plan(vec![build(run)])),
+            None
+        );
     }
 }

@@ -24,3 +24,4 @@ mod full_lab;
 mod git;
 mod http_check;
 mod image_ship;
+mod tasks;

@@ -7,6 +7,7 @@
 pub mod account;
 pub mod apt;
 pub mod compose;
+pub mod fetch;
 pub mod firewall;
 pub mod git;
 pub mod guard;
@@ -20,6 +21,7 @@ pub mod service;
 pub use account::{GroupState, UserInfo, UserState};
 pub use apt::{DpkgState, PkgState};
 pub use compose::ComposeState;
+pub use fetch::FetchState;
 pub use firewall::FirewallState;
 pub use git::GitState;
 pub use guard::GuardState;
@@ -57,6 +59,8 @@ pub enum Request {
     Service(String),
     /// A Docker image (`image` steps).
     Image(image::Query),
+    /// The file a `fetch` step copies (links followed).
+    Fetch(String),
 }
 
 /// What a probe observed.
@@ -73,6 +77,7 @@ pub enum Observed {
     Compose(ComposeState),
     Service(ServiceState),
     Image(ImageState),
+    Fetch(FetchState),
 }
 
 /// A probe output that cannot be parsed.
@@ -186,6 +191,7 @@ impl ProbeScript {
                 Request::Compose(q) => s.push_str(&compose::command(id, q)),
                 Request::Service(u) => s.push_str(&service::command(id, u)),
                 Request::Image(q) => s.push_str(&image::command(id, q)),
+                Request::Fetch(p) => s.push_str(&fetch::command(id, p)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -254,6 +260,7 @@ impl ProbeScript {
                     Request::Compose(_) => compose::parse(&fields).map(Observed::Compose),
                     Request::Service(_) => service::parse(&fields).map(Observed::Service),
                     Request::Image(_) => image::parse(&fields).map(Observed::Image),
+                    Request::Fetch(_) => fetch::parse(&fields).map(Observed::Fetch),
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),

@@ -132,6 +132,9 @@ impl Observer for JsonObserver {
         m.insert("event".into(), json!("step"));
         m.insert("host".into(), json!(host));
         m.insert("status".into(), json!(status.word()));
+        if let Some(out) = &step.output {
+            m.insert("output".into(), json!(out));
+        }
         if let Some(e) = error {
             m.insert("error".into(), json!(e));
         }

@@ -323,6 +323,14 @@ impl Progress {
         }
     }
 
+    /// A line of a command's output: on stdout (it can be piped or saved), above the spinners.
+    fn out_line(&self, s: String) {
+        match &self.multi {
+            Some(m) => m.suspend(|| println!("{s}")),
+            None => println!("{s}"),
+        }
+    }
+
     /// Removes the spinner lines (before the summary is printed).
     pub fn finish(&self) {
         if let Some(m) = &self.multi {
@@ -345,6 +353,17 @@ impl Observer for Progress {
         status: StepStatus,
         error: Option<&str>,
     ) {
+        if let (true, Some(out)) = (self.steps, &step.output) {
+            // What an operation printed (status, logs, ...), under its step line.
+            let mut s = format!("{host}: {} {}", step.kind, step.name);
+            for l in out.lines() {
+                s.push_str(&format!("\n{host}: | {l}"));
+            }
+            self.out_line(s);
+            if status != StepStatus::Failed {
+                return;
+            }
+        }
         if !self.steps || !(status == StepStatus::Changed || status == StepStatus::Failed) {
             return;
         }

@@ -224,6 +224,8 @@ impl Desired {
             script: c.op.take().map(|o| o.script).unwrap_or_default(),
             stdin: Arc::new(stdin),
             stdin_from: None,
+            show_output: false,
+            stdout_to: None,
         });
         c.details = details;
         c.upload_bytes = changed.iter().map(|c| c.upload_bytes).sum();

@@ -430,6 +430,8 @@ impl Desired {
                     script: String::new(),
                     stdin: op.stdin.clone(),
                     stdin_from: None,
+                    show_output: false,
+                    stdout_to: None,
                 });
             }
             // A subshell per file: each upload has its own variables and traps; `set -e` holds
@@ -452,6 +454,8 @@ impl Desired {
             script,
             stdin,
             stdin_from: None,
+            show_output: false,
+            stdout_to: None,
         });
         change.details = details;
         change.warnings = self.warnings.clone();

@@ -18,6 +18,18 @@ pub struct Args {
     pub unless: Option<String>,
     /// Working directory (default `/`).
     pub cwd: Option<String>,
+    /// Show what the command prints (stdout, and stderr when it fails) under the step: for
+    /// operations such as status and logs. Secret values in it are masked.
+    #[serde(default)]
+    pub output: bool,
+    /// `false`: the command only reads (status, logs, a check): it runs on every apply like a
+    /// check and is never counted as a change.
+    #[serde(default = "yes")]
+    pub changes: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone)]
@@ -26,6 +38,8 @@ pub struct Desired {
     pub creates: Option<String>,
     pub unless: Option<String>,
     pub cwd: String,
+    pub output: bool,
+    pub changes: bool,
 }
 
 impl Desired {
@@ -38,11 +52,19 @@ impl Desired {
         }
         let cwd = a.cwd.unwrap_or_else(|| "/".into());
         check_path(&cwd).map_err(|e| format!("`cwd`: {e}"))?;
+        if !a.changes && (a.creates.is_some() || a.unless.is_some()) {
+            return Err(
+                "`changes = false` runs the command on every apply: `creates`/`unless` make no sense with it"
+                    .into(),
+            );
+        }
         Ok(Self {
             run: a.run,
             creates: a.creates,
             unless: a.unless,
             cwd,
+            output: a.output,
+            changes: a.changes,
         })
     }
 
@@ -76,6 +98,18 @@ impl Desired {
                 ),
             ),
             GuardState::UnlessSucceeded => Change::noop(self.summary(), "`unless` check succeeded"),
+            GuardState::MustRun if !self.changes => {
+                let mut c = Change::new(
+                    Action::Check,
+                    self.summary(),
+                    "reads only (`changes = false`): runs on every apply",
+                    self.script(),
+                );
+                if let Some(op) = c.op.as_mut() {
+                    op.show_output = self.output;
+                }
+                c
+            }
             GuardState::MustRun => {
                 let reason = match (&self.creates, &self.unless) {
                     (None, None) => "no creates/unless guard: runs on every apply".to_string(),
@@ -89,7 +123,11 @@ impl Desired {
                         format!("runs when its guard says so: {c} is absent and `unless` failed")
                     }
                 };
-                Change::new(Action::Run, self.summary(), reason, self.script())
+                let mut c = Change::new(Action::Run, self.summary(), reason, self.script());
+                if let Some(op) = c.op.as_mut() {
+                    op.show_output = self.output;
+                }
+                c
             }
         }
     }
@@ -105,6 +143,8 @@ mod tests {
             creates: creates.map(Into::into),
             unless: None,
             cwd: Some("/srv/app".into()),
+            output: false,
+            changes: true,
         })
         .unwrap()
     }

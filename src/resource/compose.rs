@@ -23,11 +23,13 @@ pub enum Pull {
     Never,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ComposeStateArg {
+    /// Up, running and healthy.
     #[default]
     Up,
+    /// Declared stopped: containers kept, none running (`docker compose stop`).
+    Stopped,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,8 +46,8 @@ pub struct Args {
     pub pull: Option<String>,
     /// How long `up --wait` waits for the services to be running and healthy (`90s`, `3m`).
     pub wait_timeout: Option<String>,
-    #[serde(default)]
-    pub state: ComposeStateArg,
+    /// "up" (default) or "stopped"; a string, so that it can be templated.
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +55,7 @@ pub struct Desired {
     pub query: Query,
     pub pull: Pull,
     pub wait_secs: u64,
+    pub state: ComposeStateArg,
 }
 
 /// `90`, `90s`, `3m`, `1h` → seconds.
@@ -96,7 +99,6 @@ impl Desired {
             super::check_path(e).map_err(|e| format!("`env_file`: {e}"))?;
         }
         let wait_secs = parse_duration(a.wait_timeout.as_deref().unwrap_or("3m"))?;
-        let ComposeStateArg::Up = a.state;
         Ok(Desired {
             query: Query {
                 project: a.project,
@@ -113,7 +115,46 @@ impl Desired {
                 }
             },
             wait_secs,
+            state: match a.state.as_deref().map(str::trim) {
+                None | Some("up") => ComposeStateArg::Up,
+                Some("stopped") => ComposeStateArg::Stopped,
+                Some(other) => {
+                    return Err(format!(
+                        "`state = \"{other}\"`: expected \"up\" or \"stopped\""
+                    ));
+                }
+            },
         })
+    }
+
+    /// A project declared stopped: `docker compose stop` when a container runs.
+    fn diff_stopped(&self, o: &ComposeState) -> Change {
+        let target = self.target();
+        let running: Vec<&str> = match o {
+            ComposeState::Found { containers, .. } => containers
+                .iter()
+                .filter(|c| c.state == "running" || c.state == "restarting")
+                .map(|c| c.service.as_str())
+                .collect(),
+            _ => vec![],
+        };
+        if running.is_empty() {
+            return Change::noop(target, "stopped (declared `state = \"stopped\"`)");
+        }
+        let mut c = Change::new(
+            Action::Update,
+            target,
+            "declared stopped: docker compose stop",
+            format!(
+                "set -e\n{}dc --ansi never stop\n",
+                crate::fact::compose::prelude(&self.query)
+            ),
+        );
+        c.details = running
+            .iter()
+            .map(|s| format!("service {s} running"))
+            .collect();
+        c
     }
 
     fn target(&self) -> String {
@@ -194,6 +235,9 @@ mv -f "$st.tmp.$$" "$st"
     }
 
     pub fn diff(&self, o: &ComposeState) -> Result<Change, String> {
+        if self.state == ComposeStateArg::Stopped {
+            return Ok(self.diff_stopped(o));
+        }
         let target = self.target();
         let q = &self.query;
         let (current, last, containers) = match o {
@@ -308,7 +352,7 @@ mod tests {
                 .into(),
             ),
             wait_timeout: Some("90s".into()),
-            state: ComposeStateArg::Up,
+            state: None,
         })
         .unwrap()
     }
@@ -350,7 +394,7 @@ mod tests {
             env_file: None,
             pull: None,
             wait_timeout: None,
-            state: ComposeStateArg::Up,
+            state: None,
         };
         assert!(Desired::from_args(a("relative.yml")).is_err());
         let bad_pull = Args {
@@ -363,6 +407,34 @@ mod tests {
                 .contains("`pull = \"always\"`")
         );
         assert_eq!(Desired::from_args(a("/x.yml")).unwrap().wait_secs, 180);
+    }
+
+    #[test]
+    fn a_stack_declared_stopped_is_stopped_and_nothing_more() {
+        let mut d = want(Pull::Never);
+        d.state = ComposeStateArg::Stopped;
+        let base = inputs('1', '2', &[("backend", &id('a'))]);
+        let found = |c: Vec<Container>| ComposeState::Found {
+            current: base.clone(),
+            last: Some(base.clone()),
+            containers: c,
+        };
+        let c = d
+            .diff(&found(vec![ctr("backend", "running", "healthy")]))
+            .unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.details, ["service backend running"]);
+        assert!(c.op.unwrap().script.ends_with("dc --ansi never stop\n"));
+        assert_eq!(
+            d.diff(&found(vec![ctr("backend", "exited", "")]))
+                .unwrap()
+                .action,
+            Action::NoOp
+        );
+        assert_eq!(
+            d.diff(&ComposeState::NoDocker).unwrap().action,
+            Action::NoOp
+        );
     }
 
     #[test]

@@ -284,6 +284,8 @@ impl Desired {
                 script,
                 stdin: self.content.clone(),
                 stdin_from: None,
+                show_output: false,
+                stdout_to: None,
             });
             c.upload_bytes = self.content.len() as u64;
             c.upload_dir = Some(self.parent());

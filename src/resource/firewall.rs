@@ -447,6 +447,8 @@ fi
                 script: self.script(),
                 stdin: Arc::new(self.ruleset.clone().into_bytes()),
                 stdin_from: None,
+                show_output: false,
+                stdout_to: None,
             }),
             upload_bytes: self.ruleset.len() as u64,
             upload_dir: Some("/etc/claw-provision/firewall".into()),

@@ -11,6 +11,7 @@ pub mod command;
 pub mod compose;
 pub mod cron;
 pub mod dir;
+pub mod fetch;
 pub mod file;
 pub mod firewall;
 pub mod git;
@@ -45,6 +46,7 @@ pub const KINDS: &[&str] = &[
     "compose",
     "service",
     "image",
+    "fetch",
 ];
 
 /// `state = "present" | "absent"`.
@@ -77,6 +79,7 @@ pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> 
         "compose" => compose::Args::deserialize(v).map(drop),
         "service" => service::Args::deserialize(v).map(drop),
         "image" => image::Args::deserialize(v).map(drop),
+        "fetch" => fetch::Args::deserialize(v).map(drop),
         _ => Err(serde::de::Error::custom(format!(
             "unknown step kind `{kind}`"
         ))),
@@ -101,6 +104,7 @@ pub enum Desired {
     Compose(compose::Desired),
     Service(service::Desired),
     Image(image::Desired),
+    Fetch(fetch::Desired),
 }
 
 /// Where a step's local inputs are found.
@@ -182,6 +186,9 @@ pub fn desired(
         "image" => Desired::Image(image::Desired::from_args(
             image::Args::deserialize(rendered).map_err(bad)?,
         )?),
+        "fetch" => Desired::Fetch(fetch::Desired::from_args(
+            fetch::Args::deserialize(rendered).map_err(bad)?,
+        )?),
         _ => return Err(format!("unknown step kind `{kind}`")),
     };
     Ok(d)
@@ -232,6 +239,7 @@ impl Desired {
                 p.add_upload_dir(image::DOCKER_ROOT);
                 vec![p.add(Request::Image(i.query.clone()))]
             }
+            Desired::Fetch(f) => vec![p.add(Request::Fetch(f.src.clone()))],
             Desired::Cert(c) => {
                 p.add_upload_dir(&c.cert.parent());
                 p.add_upload_dir(&c.key.parent());
@@ -276,6 +284,7 @@ impl Desired {
             (Desired::Compose(c), [Observed::Compose(o)]) => c.diff(o),
             (Desired::Service(s), [Observed::Service(o)]) => s.diff(o),
             (Desired::Image(i), [Observed::Image(o)]) => i.diff(o),
+            (Desired::Fetch(f), [Observed::Fetch(o)]) => f.diff(o),
             _ => Err(wrong()),
         }
     }

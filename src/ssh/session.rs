@@ -45,6 +45,9 @@ pub struct ExecOutput {
     pub exit_signal: Option<String>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// With [`Session::exec_to`]: the error that stopped writing stdout to the sink (the
+    /// command's output was then drained and dropped).
+    pub sink_error: Option<String>,
 }
 
 impl ExecOutput {
@@ -535,7 +538,7 @@ impl Session {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<ExecOutput, SshError> {
-        self.exec_input(command, stdin.unwrap_or_default(), None, timeout)
+        self.exec_input(command, stdin.unwrap_or_default(), None, None, timeout)
             .await
     }
 
@@ -551,7 +554,20 @@ impl Session {
         stream: Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>,
         timeout: Duration,
     ) -> Result<ExecOutput, SshError> {
-        self.exec_input(command, prefix, Some(stream), timeout)
+        self.exec_input(command, prefix, Some(stream), None, timeout)
+            .await
+    }
+
+    /// Like [`Session::exec`] without stdin, but the command's standard output is written to
+    /// `sink` as it arrives (never held whole in memory: a database dump can be large); the
+    /// returned `stdout` stays empty. A write error is reported in `sink_error`.
+    pub async fn exec_to(
+        &self,
+        command: &str,
+        sink: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        timeout: Duration,
+    ) -> Result<ExecOutput, SshError> {
+        self.exec_input(command, &[], None, Some(sink), timeout)
             .await
     }
 
@@ -560,6 +576,7 @@ impl Session {
         command: &str,
         stdin: &[u8],
         stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>>,
+        sink: Option<&mut (dyn tokio::io::AsyncWrite + Unpin + Send)>,
         timeout: Duration,
     ) -> Result<ExecOutput, SshError> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -588,7 +605,12 @@ impl Session {
         self.channels.fetch_add(1, Ordering::Relaxed);
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let (mut rx, tx) = channel.split();
-        match timeout_at(deadline, self.run(&mut rx, &tx, command, stdin, stream)).await {
+        match timeout_at(
+            deadline,
+            self.run(&mut rx, &tx, command, stdin, stream, sink),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => {
                 // Unread messages must not stall the connection while we clean up.
@@ -612,6 +634,7 @@ impl Session {
         command: &str,
         stdin: &[u8],
         stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>>,
+        mut sink: Option<&mut (dyn tokio::io::AsyncWrite + Unpin + Send)>,
     ) -> Result<ExecOutput, SshError> {
         tx.exec(true, command)
             .await
@@ -665,7 +688,16 @@ impl Session {
                 msg = rx.wait() => match msg {
                     Some(ChannelMsg::Data { data }) => {
                         self.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
-                        out.stdout.extend_from_slice(&data);
+                        match sink.as_mut() {
+                            None => out.stdout.extend_from_slice(&data),
+                            Some(w) if out.sink_error.is_none() => {
+                                use tokio::io::AsyncWriteExt;
+                                if let Err(e) = w.write_all(&data).await {
+                                    out.sink_error = Some(e.to_string());
+                                }
+                            }
+                            Some(_) => {}
+                        }
                     }
                     Some(ChannelMsg::ExtendedData { data, .. }) => {
                         self.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
