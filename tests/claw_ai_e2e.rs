@@ -50,14 +50,23 @@ fn claw_ai_from_fresh_full_hosts_to_https() {
     // The lab's inventory (tls_dir, the backend group) plus the Docker source, the images to
     // ship and the published backend port (both hosts are nginx's upstream).
     let base = std::fs::read_to_string(lab.inventory()).unwrap();
+    // The backend: checked out from the lab's git server at v1 and built on each host over the
+    // shipped runtime image (backend_build).
+    let git = &lab.json["git"];
+    let git_addr = git["address"].as_str().unwrap();
     let extra = format!(
         "docker_repo_url = {mirror:?}, docker_repo_key = {key:?}, ship_images = true, \
          backend_publish = true, postgres_image_local = {:?}, redis_image_local = {:?}, \
-         backend_image_local = {:?}, nginx_image_local = {:?}, ",
+         backend_image_local = {:?}, nginx_image_local = {:?}, \
+         backend_repo = {:?}, backend_ref = \"v1\", deploy_key_src = {:?}, git_known_hosts = {:?}, \
+         backend_build = true, backend_image = \"claw-ai/backend\", ",
         tag("postgres"),
         tag("redis"),
         tag("backend"),
-        tag("nginx")
+        tag("nginx"),
+        format!("git@{git_addr}:{}", git["repo_path"].as_str().unwrap()),
+        git["deploy_key"].as_str().unwrap(),
+        format!("{git_addr} {}", git["host_key"].as_str().unwrap()),
     );
     let text = base.replacen("vars = { tls_dir", &format!("vars = {{ {extra}tls_dir"), 1);
     assert_ne!(text, base, "the lab inventory has its defaults vars line");
@@ -134,6 +143,20 @@ fn claw_ai_from_fresh_full_hosts_to_https() {
     );
     let ws = String::from_utf8_lossy(&ws.stdout).to_string();
     assert!(ws.starts_with("HTTP/1.1 101"), "{ws}");
+    // ... and echoes: a WebSocket client (python3-websockets, in the backend image) talks to the
+    // backend through nginx on 443.
+    let echo = ok(
+        lab.ssh(
+            "h1",
+            "cd /opt/claw-ai && sudo docker compose -p claw-ai exec -T backend python3 -c \"\
+import ssl, websockets.sync.client as c
+x = ssl.create_default_context(); x.check_hostname = False; x.verify_mode = ssl.CERT_NONE
+with c.connect('wss://nginx/ws', ssl=x) as ws:
+    ws.send('echo-e2e-7f3'); print(ws.recv())\"",
+        ),
+        "websocket echo",
+    );
+    assert_eq!(echo.trim(), "echo-e2e-7f3");
     let tls11 = lab.ssh(
         "h2",
         &format!("curl -sS -m 5 -k --tlsv1.1 --tls-max 1.1 https://{h1}/health"),
@@ -261,4 +284,253 @@ fn claw_ai_from_fresh_full_hosts_to_https() {
             "{k} in the output"
         );
     }
+
+    day_two(&lab, inv, pb, &h1);
+}
+
+/// Runs a task of the claw-ai playbook on every host (JSON output; no API keys: tasks do not
+/// need them).
+fn task(inv: &str, pb: &str, name: &str, extra: &[&str]) -> crate::support::Run {
+    let mut args = vec![
+        "apply",
+        inv,
+        "--playbook",
+        pb,
+        "--task",
+        name,
+        "--yes",
+        "--output",
+        "json",
+    ];
+    for e in extra {
+        args.extend(["-e", e]);
+    }
+    claw(&args, &[])
+}
+
+/// The output of step `step` on `host` in a task's JSON events.
+fn step_output(run: &crate::support::Run, host: &str, step: &str) -> String {
+    run.events()
+        .into_iter()
+        .find(|e| e["event"] == "step" && e["host"] == host && e["name"] == step)
+        .and_then(|e| e["output"].as_str().map(String::from))
+        .unwrap_or_else(|| {
+            panic!(
+                "no output of `{step}` on {host}:\n{}\n{}",
+                run.stdout, run.stderr
+            )
+        })
+}
+
+/// Items 6 and 7 and the other day-2 tasks: status, logs, stop/start, backup with an off-host
+/// copy, restore into a fresh database, update with rollback.
+fn day_two(lab: &Lab, inv: &str, pb: &str, h1: &str) {
+    let psql = |sql: &str| {
+        ok(
+            lab.ssh(
+                "h1",
+                &format!(
+                    "cd /opt/claw-ai && sudo docker compose -p claw-ai exec -T postgres psql -U claw -d claw -qAt -c \"{sql}\""
+                ),
+            ),
+            sql,
+        )
+    };
+    // status and logs: read only, no question asked, output per host.
+    let status = task(inv, pb, "status", &[]);
+    assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
+    for h in ["h1", "h2"] {
+        let out = step_output(&status, h, "containers");
+        for svc in ["backend", "nginx", "postgres", "redis"] {
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with(svc) && l.contains("running")),
+                "{svc} in\n{out}"
+            );
+        }
+        assert_eq!(status.host(h)["changed"], 0);
+    }
+    let logs = task(inv, pb, "logs", &["service=nginx", "log_lines=5"]);
+    assert_eq!(logs.code, 0, "{}\n{}", logs.stdout, logs.stderr);
+    let out = step_output(&logs, "h1", "logs");
+    assert!(!out.trim().is_empty() && out.lines().count() <= 5, "{out}");
+
+    // stop is an operation: the next plain apply starts the stack again.
+    let stop = task(inv, pb, "stop", &[]);
+    assert_eq!(stop.code, 0, "{}\n{}", stop.stdout, stop.stderr);
+    let running = |h: &str| {
+        ok(
+            lab.ssh(
+                h,
+                "sudo docker ps -q --filter label=com.docker.compose.project=claw-ai | wc -l",
+            ),
+            "docker ps",
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(running("h1"), "0");
+    let again = task(inv, pb, "stop", &[]);
+    assert_eq!(again.host("h1")["changed"], 0, "{}", again.stdout);
+    let start = task(inv, pb, "start", &[]);
+    assert_eq!(start.code, 0, "{}\n{}", start.stdout, start.stderr);
+    assert_eq!(running("h1"), "4");
+
+    // 6. backup: a non-empty dump, copied to this machine; restore it into a fresh database.
+    psql("CREATE TABLE e2e_kept (v text); INSERT INTO e2e_kept VALUES ('row-before-backup');");
+    let fetched = lab.dir.join("fetched");
+    let fetch_dir = format!("fetch_dir={}", fetched.display());
+    let backup = task(inv, pb, "backup", &[&fetch_dir]);
+    assert_eq!(backup.code, 0, "{}\n{}", backup.stdout, backup.stderr);
+    let remote = step_output(&backup, "h1", "dump the database");
+    let remote = remote.trim();
+    assert!(
+        remote.starts_with("/opt/claw-ai/backups/claw-ai-") && remote.ends_with(".sql.gz"),
+        "{remote}"
+    );
+    let name = remote.rsplit('/').next().unwrap();
+    let local = fetched.join("h1").join(name);
+    let bytes = std::fs::read(&local).unwrap_or_else(|e| panic!("{}: {e}", local.display()));
+    assert!(bytes.len() > 100, "{} bytes", bytes.len());
+    let sha = ok(
+        lab.ssh("h1", &format!("sudo sha256sum {remote}")),
+        "sha256sum",
+    );
+    let local_sha = {
+        use std::process::Command;
+        let o = Command::new("sha256sum").arg(&local).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert_eq!(
+        sha.split(' ').next(),
+        local_sha.split(' ').next(),
+        "the copy is the dump"
+    );
+    let sql = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert!(sql.status.success());
+    assert!(String::from_utf8_lossy(&sql.stdout).contains("row-before-backup"));
+    assert!(
+        fetched.join("h2").read_dir().unwrap().count() == 1,
+        "h2's dump too"
+    );
+    // The data changes after the backup; restore brings the dumped state back.
+    psql("DROP TABLE e2e_kept; CREATE TABLE e2e_after (v text);");
+    // Restore on h1 (each host has dumps of its own).
+    let restore = claw(
+        &[
+            "apply",
+            inv,
+            "--playbook",
+            pb,
+            "--task",
+            "restore",
+            "--limit",
+            "h1",
+            "-e",
+            &format!("dump={name}"),
+            "--yes",
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(restore.code, 0, "{}\n{}", restore.stdout, restore.stderr);
+    assert_eq!(psql("SELECT v FROM e2e_kept;").trim(), "row-before-backup");
+    assert_eq!(
+        psql("SELECT count(*) FROM pg_tables WHERE tablename = 'e2e_after';").trim(),
+        "0",
+        "a fresh database, not a merge"
+    );
+
+    // 7. update to a release whose health check fails: rolled back, the old version serves, exit 1;
+    //    then to a good release: it serves.
+    let version = |h: &str| {
+        ok(
+            lab.ssh("h2", &format!("curl -sS -m 10 http://{h}:8000/")),
+            "backend version",
+        )
+    };
+    let h2 = lab.host("h2").address;
+    assert!(
+        version(h1).contains("\"version\":\"1.0.0\""),
+        "{}",
+        version(h1)
+    );
+    let bad = task(inv, pb, "update", &["backend_ref=v3"]);
+    assert_eq!(bad.code, 1, "{}\n{}", bad.stdout, bad.stderr);
+    for (h, addr) in [("h1", h1), ("h2", h2.as_str())] {
+        let e = bad.host(h);
+        assert_eq!(e["state"], "failed", "{e}");
+        let err = e["error"].as_str().unwrap();
+        assert!(
+            err.contains("roll back the backend image")
+                && err.contains("stack on the previous image"),
+            "{err}"
+        );
+        assert!(
+            version(addr).contains("\"version\":\"1.0.0\""),
+            "{}",
+            version(addr)
+        );
+    }
+    let health = ok(
+        lab.ssh("h1", "curl -sk -m 10 https://127.0.0.1/health"),
+        "health after the rollback",
+    );
+    assert!(health.contains("\"postgres\":\"ok\""), "{health}");
+    let good = task(inv, pb, "update", &["backend_ref=v2"]);
+    assert_eq!(good.code, 0, "{}\n{}", good.stdout, good.stderr);
+    for addr in [h1, h2.as_str()] {
+        assert!(
+            version(addr).contains("\"version\":\"2.0.0\""),
+            "{}",
+            version(addr)
+        );
+    }
+    let through_nginx = ok(
+        lab.ssh("h1", "curl -sk -m 10 https://127.0.0.1/"),
+        "version through nginx",
+    );
+    assert!(
+        through_nginx.contains("\"version\":\"2.0.0\""),
+        "{through_nginx}"
+    );
+    // The inventory still says v1: a plain plan would take the backend back (declared state wins).
+    let plan = claw(
+        &[
+            "plan",
+            inv,
+            "--playbook",
+            pb,
+            "--limit",
+            "h1",
+            "--output",
+            "json",
+        ],
+        &KEYS,
+    );
+    let ev = plan
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "plan")
+        .unwrap();
+    let step = |n: &str| {
+        ev["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(step("backend code")["action"], "update", "{ev}");
+    assert_eq!(
+        step("backend image build")["action"],
+        "known after apply",
+        "{ev}"
+    );
 }

@@ -104,7 +104,7 @@ fn fresh_full_host_runs_docker_from_the_signed_mirror() {
         git["address"].as_str().unwrap(),
         git["repo_path"].as_str().unwrap()
     );
-    assert_eq!(ok(lab.ssh("h1", &clone), "git clone"), "v1\nv2\n");
+    assert_eq!(ok(lab.ssh("h1", &clone), "git clone"), "v1\nv2\nv3\n");
 
     // The daemon starts nested (sysvinit script; real servers vary).
     ok(

@@ -161,7 +161,8 @@ EOF
     add_user "$r" git 1000 /home/git /usr/bin/git-shell 'git remote'
     install -d -m 755 -o 1000 -g 1000 "$r/home/git"
 
-    # /srv/git/backend.git: tests/lab/full/backend as commit v1 on main, then v2 with a new VERSION. Fixed
+    # /srv/git/backend.git: tests/lab/full/backend as commit v1 on main, then v2 with a new VERSION, and v3
+    # (branch broken) whose /health fails, for the update rollback test. Fixed
     # dates and author, so the commit ids depend only on the content.
     local src=/tmp/backend-src
     mkdir -p "$r$src"
@@ -180,8 +181,16 @@ EOF
         echo 2.0.0 >VERSION
         git commit -q -a -m "claw-ai backend 2.0.0"
         git tag -a v2 -m "release 2.0.0"
+        # v3: a release whose /health always fails (503), on a branch of its own: main stays at v2
+        git checkout -q -b broken
+        export GIT_AUTHOR_DATE="2026-01-03T00:00:00Z" GIT_COMMITTER_DATE="2026-01-03T00:00:00Z"
+        echo 3.0.0 >VERSION
+        printf "\n\ndef check_postgres() -> None:  # release 3.0.0 is broken on purpose\n    raise RuntimeError(\"release 3.0.0 is broken on purpose\")\n" >>app.py
+        git commit -q -a -m "claw-ai backend 3.0.0 (broken: /health fails)"
+        git tag -a v3 -m "release 3.0.0 (broken)"
+        git checkout -q main
         git init -q --bare -b main /srv/git/backend.git
-        git push -q /srv/git/backend.git main v1 v2
+        git push -q /srv/git/backend.git main broken v1 v2 v3
         chown -R git:git /srv/git
     ' sh "$src"
     rm -rf "${r:?}$src"
