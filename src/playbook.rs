@@ -301,6 +301,9 @@ impl Playbook {
             if file.is_none() {
                 match read_secrets_file(path) {
                     Ok(f) => file = Some(f),
+                    // A task uses operator secrets only if a step names them (it then fails to
+                    // render, naming the step): a missing file is no error for it.
+                    Err(_) if self.task.is_some() && !path.exists() => file = Some(Vec::new()),
                     Err(e) => return Err(ConfigErrors(vec![e])),
                 }
             }

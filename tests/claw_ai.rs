@@ -527,12 +527,14 @@ fn steps_directories_and_conditions() {
     // Without `docker_repo_url`, Docker comes from the distribution's packages.
     assert_eq!(r.skipped[0], "docker repository");
     assert_eq!(r.skipped[1..=GIT.len()], GIT);
-    // Without `ship_images`, the images come from a registry (compose pulls the missing ones).
-    const SHIP: [&str; 4] = [
+    // Without `ship_images`, the images come from a registry (compose pulls the missing ones);
+    // without `backend_build`, the backend image is used as it is.
+    const SHIP: [&str; 5] = [
         "postgres image",
         "redis image",
         "backend image",
         "nginx image",
+        "backend image build",
     ];
     assert_eq!(r.skipped[GIT.len() + 1..], SHIP);
     // A host without systemd (light lab host) skips what needs Docker.
@@ -551,6 +553,7 @@ fn steps_directories_and_conditions() {
             "redis image",
             "backend image",
             "nginx image",
+            "backend image build",
             "stack",
             "health through nginx",
         ]

@@ -350,7 +350,7 @@ fn day_two(lab: &Lab, inv: &str, pb: &str, h1: &str) {
         }
         assert_eq!(status.host(h)["changed"], 0);
     }
-    let logs = task(inv, pb, "logs", &["service=nginx", "log_lines=5"]);
+    let logs = task(inv, pb, "logs", &["service=backend", "log_lines=5"]);
     assert_eq!(logs.code, 0, "{}\n{}", logs.stdout, logs.stderr);
     let out = step_output(&logs, "h1", "logs");
     assert!(!out.trim().is_empty() && out.lines().count() <= 5, "{out}");
