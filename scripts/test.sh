@@ -3,15 +3,29 @@
 # lab hosts. Works on a fresh machine: installs what the lab needs first. `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tests/lab/lab.sh deps
-# Full-host lab images (cached in Docker by recipe hash: seconds when warm, minutes cold).
-t0=$SECONDS
-bash tests/lab/full/image.sh build
-bash tests/lab/full/mirror.sh image
-bash tests/lab/full/stack.sh build
-bash tests/lab/full/stack.sh gitserver-image
-echo "full-lab images ready in $((SECONDS - t0)) s"
-cargo fmt --all -- --check
-cargo build --locked --all-targets
+# Each phase reports its time ("phase NAME: N s"), and the end a summary of all of them.
+PHASES=()
+t_all=$SECONDS
+phase() { # NAME COMMAND...
+    local name=$1 t=$SECONDS
+    shift
+    "$@"
+    PHASES+=("$name $((SECONDS - t))")
+    echo "phase $name: $((SECONDS - t)) s"
+}
+images() {
+    # Full-host lab images (cached in Docker by recipe hash: seconds when warm, minutes cold).
+    bash tests/lab/full/image.sh build
+    bash tests/lab/full/mirror.sh image
+    bash tests/lab/full/stack.sh build
+    bash tests/lab/full/stack.sh gitserver-image
+}
+phase deps bash tests/lab/lab.sh deps
+phase images images
+phase fmt cargo fmt --all -- --check
+phase build cargo build --locked --all-targets
+phase unit-tests cargo test --locked --lib --bins
 # Labs of different tests run side by side; each test brings up and removes its own.
-cargo test --locked -- --test-threads="${CLAW_TEST_THREADS:-4}"
+phase integration-tests cargo test --locked --test integration -- --test-threads="${CLAW_TEST_THREADS:-4}"
+phase doc-tests cargo test --locked --doc
+echo "phases (s): ${PHASES[*]}; total $((SECONDS - t_all)) s"
