@@ -266,8 +266,17 @@ impl Playbook {
                 )
             });
         };
+        // The playbook's `secret` steps come first: the task's templates see `secrets.NAME`, and
+        // the values read back mask every output and error of the task, as in a full apply.
+        let mut steps: Vec<Step> = self
+            .steps
+            .iter()
+            .filter(|s| s.kind == "secret" && !t.steps.iter().any(|x| x.name == s.name))
+            .cloned()
+            .collect();
+        steps.extend(t.steps.iter().cloned());
         Ok(Playbook {
-            steps: t.steps.clone(),
+            steps,
             task: Some(t.name.clone()),
             ..self.clone()
         })
@@ -570,7 +579,7 @@ fn parse_tasks(
             for table in list {
                 let at = table.span().start;
                 let use_ = table.get_ref().get("use").cloned();
-                let mut parsed = match use_ {
+                let mut parsed = match use_.clone() {
                     None => parse_steps(path, src, vec![table], &section, errors),
                     Some(toml::Value::String(u)) => {
                         let mut rest = table.into_inner();
@@ -629,8 +638,23 @@ fn parse_tasks(
                         vec![]
                     }
                 };
+                let in_place = use_.is_none();
                 for s in &mut parsed {
                     s.rescue = rescue;
+                    // A step taken with `use` keeps its playbook's names (checked there).
+                    for r in s.recheck_after.iter().filter(|_| in_place) {
+                        if !steps.iter().any(|o: &Step| &o.name == r) {
+                            errors.push(ConfigError::new(
+                                path,
+                                s.line,
+                                1,
+                                format!(
+                                    "task `{}`: step `{}`: `recheck_after` names `{r}`, which is not an earlier step of the task",
+                                    t.name, s.name
+                                ),
+                            ));
+                        }
+                    }
                     if steps.iter().any(|o: &Step| o.name == s.name) {
                         errors.push(ConfigError::new(
                             path,
@@ -794,6 +818,16 @@ name = "build the old one"
         assert_eq!(t.steps[1].args["run"].as_str(), Some("make"));
         assert_eq!(t.steps[1].recheck_after, ["app dir"]);
         assert_eq!(t.steps[1].line, 21);
+        // The playbook's secret steps come first (their values mask the task's output).
+        let with_secret = TASKS.replacen(
+            "[[tasks]]",
+            "[[steps]]\nname = \"token\"\nkind = \"secret\"\nsecret = \"token\"\npath = \"/opt/app/token\"\n\n[[tasks]]",
+            1,
+        );
+        let p2 = Playbook::parse(Path::new("pb.toml"), &with_secret).unwrap();
+        let t2 = p2.with_task("update").unwrap();
+        assert_eq!(t2.steps[0].name, "token");
+        assert_eq!(t2.steps.len(), 4);
         let e = p.with_task("nope").unwrap_err();
         assert!(e.contains("no such task (tasks: update)"), "{e}");
     }
@@ -833,6 +867,14 @@ name = "build the old one"
         );
         assert!(
             e[0].contains("`recheck_after` names `later`, which is not an earlier step"),
+            "{e:?}"
+        );
+        let e = bad(
+            "run = \"true\"\n",
+            "run = \"true\"\nrecheck_after = [\"build\"]\n",
+        );
+        assert!(
+            e[0].contains("task `update`: step `remember`: `recheck_after` names `build`, which is not an earlier step of the task"),
             "{e:?}"
         );
         let e = bad("description = \"build again\"", "descr = 1");

@@ -69,7 +69,7 @@ impl Remote {
         stdin: &[u8],
         timeout: Duration,
     ) -> Result<ExecOutput, RemoteError> {
-        self.run_input(script, stdin, None, timeout).await
+        self.run_input(script, stdin, None, None, timeout).await
     }
 
     /// Runs a script whose stdin is `stdin` followed by the output of a local pipeline, streamed
@@ -116,7 +116,7 @@ impl Remote {
         // The stream is dropped when the remote command ends: a stage still writing then gets
         // EPIPE and exits, so the waits below always end.
         let remote = self
-            .run_input(script, stdin, Some(Box::new(stream)), timeout)
+            .run_input(script, stdin, Some(Box::new(stream)), None, timeout)
             .await;
         let mut local_failure = None;
         for (what, child) in children {
@@ -153,6 +153,7 @@ impl Remote {
         script: &str,
         stdin: &[u8],
         stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>>,
+        sink: Option<&mut (dyn tokio::io::AsyncWrite + Unpin + Send)>,
         timeout: Duration,
     ) -> Result<ExecOutput, RemoteError> {
         let cmd = command_line(script, self.become_.as_ref(), timeout);
@@ -163,8 +164,13 @@ impl Remote {
         }
         input.extend_from_slice(stdin);
         let started = std::time::Instant::now();
-        let res = match stream {
-            None => {
+        let res = match (stream, sink) {
+            (_, Some(sink)) => {
+                self.session
+                    .exec_to(&cmd, &input, sink, timeout + CLIENT_MARGIN)
+                    .await
+            }
+            (None, None) => {
                 self.session
                     .exec(
                         &cmd,
@@ -173,7 +179,7 @@ impl Remote {
                     )
                     .await
             }
-            Some(s) => {
+            (Some(s), None) => {
                 self.session
                     .exec_stream(&cmd, &input, s, timeout + CLIENT_MARGIN)
                     .await
@@ -245,15 +251,11 @@ impl Remote {
                 inner: tokio::io::BufWriter::new(file),
                 hash: <sha2::Sha256 as sha2::Digest>::new(),
             };
-            let cmd = command_line(script, self.become_.as_ref(), timeout);
+            // Through run_input: the become password, the timeout and sudo diagnostics as
+            // for every other command.
             let out = self
-                .session
-                .exec_to(&cmd, &mut sink, timeout + CLIENT_MARGIN)
-                .await
-                .map_err(|e| match e {
-                    SshError::Timeout { .. } => RemoteError::Timeout(timeout),
-                    other => RemoteError::Ssh(other),
-                })?;
+                .run_input(script, &[], None, Some(&mut sink), timeout)
+                .await?;
             if !out.success() {
                 return Err(RemoteError::Failed(describe_failure(&out)));
             }

@@ -45,6 +45,9 @@ pub struct PlaybookInfo {
     pub operator_secrets: Vec<(String, Secret)>,
     /// Names of the `secret` steps' secrets (for the stand-ins).
     pub secret_names: Vec<String>,
+    /// A task runs (`--task`): handlers left pending by an earlier apply wait for the next
+    /// plain apply (an operation such as `status` must not restart a daemon).
+    pub task: bool,
 }
 
 /// A host with its steps checked and ready to probe.
@@ -185,6 +188,7 @@ pub fn prepare(
         handlers: pb.handlers.clone(),
         secret_names,
         operator_secrets,
+        task: pb.task.is_some(),
     });
     let stand_in_secrets: Vec<(String, Secret)> = info
         .secret_names
@@ -633,6 +637,7 @@ async fn drive(
         pending_handlers: first
             .journal
             .iter()
+            .filter(|_| !p.playbook.task)
             .filter(|j| rendered.handlers.iter().any(|(h, _, _)| h == *j))
             .cloned()
             .collect(),
@@ -724,6 +729,7 @@ async fn drive(
     let has_rescue = p.steps.iter().any(|s| s.step.rescue);
     let mut failure: Option<StepErr> = None;
     let mut rescued: Vec<String> = Vec::new();
+    let mut rescue_ran = 0;
     for i in 0..plan.steps.len() {
         let mut sp = plan.steps[i].clone();
         let rescue = p.steps[i].step.rescue;
@@ -827,6 +833,9 @@ async fn drive(
         match result {
             Ok(status) => {
                 o.statuses[i] = status;
+                if rescue && status != StepStatus::Skipped {
+                    rescue_ran += 1;
+                }
                 if rescue && status == StepStatus::Changed {
                     rescued.push(sp.name.clone());
                 }
@@ -856,7 +865,9 @@ async fn drive(
     if let Some((at, e)) = failure {
         // Handlers wait in the journal for the next apply.
         o.state = HostState::Failed;
-        let ran = if rescued.is_empty() {
+        let ran = if rescue_ran == 0 {
+            "no rescue step applies to this host (`when`)".to_string()
+        } else if rescued.is_empty() {
             "the rescue steps ran and changed nothing".to_string()
         } else {
             format!("the rescue steps ran: {}", rescued.join(", "))

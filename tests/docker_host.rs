@@ -72,7 +72,8 @@ fn daemon_json_renders_rotation_and_mirrors() {
 }
 
 /// playbooks/claw-ai.toml up to Docker itself, copied beside the lab's inventory (templates found in
-/// the repository): the steps after "docker daemon" (images, compose up, health) are cut off here;
+/// the repository): the steps after "docker daemon" (images, compose up, health) and the tasks are
+/// cut off here;
 /// tests/claw_ai_e2e.rs runs the whole playbook.
 fn lab_playbook(lab: &Lab) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("playbooks/claw-ai.toml")).unwrap();
@@ -80,8 +81,10 @@ fn lab_playbook(lab: &Lab) -> PathBuf {
         .find("[[steps]]\nname = \"postgres image\"")
         .expect("the image steps follow the Docker steps");
     let handlers = text.find("[[handlers]]").expect("handlers");
-    assert!(cut < handlers);
-    let text = format!("{}{}", &text[..cut], &text[handlers..]);
+    // The tasks use the cut steps: they go too.
+    let tasks = text.find("[[tasks]]").unwrap_or(text.len());
+    assert!(cut < handlers && handlers < tasks);
+    let text = format!("{}{}", &text[..cut], &text[handlers..tasks]);
     let text = text.replacen(
         "hosts = \"all\"\n",
         &format!(

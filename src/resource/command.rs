@@ -150,6 +150,30 @@ mod tests {
     }
 
     #[test]
+    fn read_only_commands_are_checks_and_show_their_output() {
+        let args = |changes: bool, unless: Option<&str>| Args {
+            run: "docker ps".into(),
+            creates: None,
+            unless: unless.map(Into::into),
+            cwd: None,
+            output: true,
+            changes,
+        };
+        let d = Desired::from_args(args(false, None)).unwrap();
+        let c = d.diff(&GuardState::MustRun);
+        assert_eq!(c.action, Action::Check);
+        assert!(!c.action.changes());
+        assert!(c.op.unwrap().show_output);
+        let c = Desired::from_args(args(true, None))
+            .unwrap()
+            .diff(&GuardState::MustRun);
+        assert_eq!(c.action, Action::Run);
+        assert!(c.op.unwrap().show_output);
+        let e = Desired::from_args(args(false, Some("true"))).unwrap_err();
+        assert!(e.contains("`changes = false`"), "{e}");
+    }
+
+    #[test]
     fn guards() {
         assert_eq!(
             cmd(Some("/x")).diff(&GuardState::CreatesExists).action,

@@ -435,6 +435,27 @@ mod tests {
             d.diff(&ComposeState::NoDocker).unwrap().action,
             Action::NoOp
         );
+        let args = |state: &str| Args {
+            project: "p".into(),
+            file: "/opt/p/c.yml".into(),
+            env_file: None,
+            pull: None,
+            wait_timeout: None,
+            state: Some(state.into()),
+        };
+        let e = Desired::from_args(args("down")).unwrap_err();
+        assert!(
+            e.contains("`state = \"down\"`: expected \"up\" or \"stopped\""),
+            "{e}"
+        );
+        assert_eq!(
+            Desired::from_args(args(" stopped")).unwrap().state,
+            ComposeStateArg::Stopped
+        );
+        assert_eq!(
+            Desired::from_args(args("up")).unwrap().state,
+            ComposeStateArg::Up
+        );
     }
 
     #[test]

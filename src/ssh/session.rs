@@ -558,16 +558,17 @@ impl Session {
             .await
     }
 
-    /// Like [`Session::exec`] without stdin, but the command's standard output is written to
-    /// `sink` as it arrives (never held whole in memory: a database dump can be large); the
-    /// returned `stdout` stays empty. A write error is reported in `sink_error`.
+    /// Like [`Session::exec`], but the command's standard output is written to `sink` as it
+    /// arrives (never held whole in memory: a database dump can be large); the returned
+    /// `stdout` stays empty. A write error is reported in `sink_error`.
     pub async fn exec_to(
         &self,
         command: &str,
+        stdin: &[u8],
         sink: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
         timeout: Duration,
     ) -> Result<ExecOutput, SshError> {
-        self.exec_input(command, &[], None, Some(sink), timeout)
+        self.exec_input(command, stdin, None, Some(sink), timeout)
             .await
     }
 
