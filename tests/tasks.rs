@@ -17,6 +17,12 @@ content = "{{ release }}\n"
 mode = "0644"
 
 [[steps]]
+name = "token"
+kind = "secret"
+secret = "token"
+path = "/opt/ops/token"
+
+[[steps]]
 name = "release check"
 kind = "command"
 run = "grep -qx good /opt/ops/release || { echo \"release $(cat /opt/ops/release) is bad\" >&2; exit 1; }"
@@ -28,7 +34,7 @@ description = "read only"
 [[tasks.steps]]
 name = "show the release"
 kind = "command"
-run = "cat /opt/ops/release; echo \"built on {{ host.name }}\""
+run = "cat /opt/ops/release; echo \"built on {{ host.name }}\"; echo \"token $(cat /opt/ops/token)\""
 output = true
 changes = false
 
@@ -89,6 +95,11 @@ fn tasks_rescue_output_and_fetch() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("h1: | good\n"), "{}", r.stdout);
     assert!(r.stdout.contains("h1: | built on h1\n"), "{}", r.stdout);
+    // The playbook's secrets are read in a task too: a value in the output is masked.
+    let token = ok(lab.ssh("h1", "sudo cat /opt/ops/token"), "token");
+    assert_eq!(token.trim().len(), 64);
+    assert!(r.stdout.contains("h1: | token ********\n"), "{}", r.stdout);
+    assert!(!r.stdout.contains(token.trim()) && !r.stderr.contains(token.trim()));
     let r = apply(&["--task", "show", "--output", "json"]);
     assert_eq!(r.host("h2")["changed"], 0, "{}", r.stdout);
 
