@@ -154,6 +154,10 @@ pub struct ApplyArgs {
     /// Apply without showing the plan and asking (required without a terminal).
     #[arg(short, long)]
     pub yes: bool,
+    /// Break the apply lock of the selected hosts first (it ends the other run's hold; asks
+    /// first unless --yes).
+    #[arg(long)]
+    pub force_unlock: bool,
 }
 
 /// Runs the parsed command; returns the exit code.
@@ -161,8 +165,13 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Validate(a) => validate(&a),
         Command::Hosts(a) => hosts(&a),
-        Command::Plan(a) => run_cmd(a, Mode::Plan, false),
-        Command::Apply(a) => run_cmd(a.run, Mode::Apply, a.yes),
+        Command::Plan(a) => run_cmd(a, Mode::Plan, false, false),
+        Command::Apply(a) => {
+            if a.force_unlock && !a.yes {
+                confirm_force_unlock()?;
+            }
+            run_cmd(a.run, Mode::Apply, a.yes, a.force_unlock)
+        }
         Command::Run(a) => adhoc(&a),
     }
 }
@@ -356,7 +365,53 @@ fn become_password(ask: bool) -> Result<Option<Secret>, Error> {
     }
     Ok(Some(Secret::new(pw)))
 }
-fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
+/// --force-unlock without --yes: the operator confirms on a terminal.
+fn confirm_force_unlock() -> Result<(), Error> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "apply --force-unlock: no terminal to confirm on; add --yes to break the locks without asking"
+                .into(),
+        ));
+    }
+    eprint!(
+        "--force-unlock ends the hold of any other apply running on the selected hosts (its steps may be cut short). Break the locks? [y/N] "
+    );
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(Error::Usage(
+            "cancelled: no lock was broken, nothing was changed".into(),
+        ))
+    }
+}
+
+/// Who takes the apply lock: `user@machine pid N, playbook NAME[, task T]` (no secret in it).
+fn lock_holder(pb: &Playbook) -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }));
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let machine = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "unknown".into()
+    };
+    format!(
+        "{user}@{machine} pid {}, playbook {}{}",
+        std::process::id(),
+        pb.name,
+        pb.task
+            .as_ref()
+            .map(|t| format!(", task {t}"))
+            .unwrap_or_default()
+    )
+}
+
+fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32, Error> {
     let interactive = std::io::stdin().is_terminal()
         && std::io::stdout().is_terminal()
         && std::io::stderr().is_terminal();
@@ -383,6 +438,8 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool) -> Result<i32, Error> {
         passphrases: Arc::new(Passphrases {
             cache: Mutex::new(HashMap::new()),
         }),
+        lock_holder: (mode == Mode::Apply).then(|| lock_holder(&l.pb)),
+        force_unlock,
     };
     let events = Arc::new(json::Events::default());
     let progress = Arc::new(text::Progress::new(mode == Mode::Apply, mode == Mode::Plan));

@@ -12,6 +12,7 @@ pub mod quote;
 pub mod remote;
 pub mod report;
 pub mod resource;
+pub mod rollout;
 pub mod run;
 pub mod secret;
 pub mod ssh;

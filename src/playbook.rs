@@ -35,6 +35,18 @@ struct RawPlaybook {
     handlers: Vec<Spanned<toml::Table>>,
     #[serde(default)]
     tasks: Vec<Spanned<RawTask>>,
+    #[serde(default)]
+    rollout: Option<Spanned<RawRollout>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    serial: Option<toml::Value>,
+    max_fail: Option<toml::Value>,
+    health: Option<String>,
+    #[serde(default)]
+    order: crate::rollout::Order,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +123,8 @@ pub struct Playbook {
     pub handlers: Vec<Step>,
     /// Named operations (`--task NAME`).
     pub tasks: Vec<Task>,
+    /// `[rollout]`: batches, failure budget, health gate, order.
+    pub rollout: crate::rollout::Rollout,
     /// The task whose steps `steps` now holds (see [`Playbook::with_task`]).
     pub task: Option<String>,
     /// The file text, for error positions found later (templates, variables).
@@ -207,6 +221,42 @@ impl Playbook {
                 ));
             }
         }
+        let rollout = match raw.rollout {
+            None => crate::rollout::Rollout::default(),
+            Some(r) => {
+                let at = r.span().start;
+                let r = r.into_inner();
+                let mut amount = |key: &str, v: Option<toml::Value>, zero: bool| {
+                    v.and_then(|v| match crate::rollout::Amount::parse(&v, key, zero) {
+                        Ok(a) => Some(a),
+                        Err(e) => {
+                            let off = find_key(src, at, key).unwrap_or(at);
+                            errors.push(ConfigError::at(path, src, off, format!("rollout: {e}")));
+                            None
+                        }
+                    })
+                };
+                let serial = amount("serial", r.serial, false);
+                let max_fail = amount("max_fail", r.max_fail, true);
+                if let Some(h) = &r.health
+                    && !steps.iter().any(|s| &s.name == h)
+                {
+                    let off = find_key(src, at, "health").unwrap_or(at);
+                    errors.push(ConfigError::at(
+                        path,
+                        src,
+                        off,
+                        format!("rollout: `health = \"{h}\"` names no step of the playbook"),
+                    ));
+                }
+                crate::rollout::Rollout {
+                    serial,
+                    max_fail,
+                    health: r.health,
+                    order: r.order,
+                }
+            }
+        };
         for n in &raw.operator_secrets {
             if let Err(e) = resource::secret::check_name(n) {
                 let off = find_key(src, 0, "operator_secrets").unwrap_or(0);
@@ -243,6 +293,7 @@ impl Playbook {
             handlers,
             tasks,
             task: None,
+            rollout,
             source: src.to_string(),
         })
     }

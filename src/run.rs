@@ -5,6 +5,7 @@
 //! **Invariant:** bad input fails the whole run before any connection is made.
 
 use crate::error::{ConfigError, ConfigErrors};
+use crate::fact::lock::LockState;
 use crate::fact::{Observed, ProbeError, ProbeScript, Request, SecretState};
 use crate::inventory::{Host, HostKeyPolicy, Inventory};
 use crate::plan::{Change, HostPlan, StepPlan};
@@ -48,6 +49,8 @@ pub struct PlaybookInfo {
     /// A task runs (`--task`): handlers left pending by an earlier apply wait for the next
     /// plain apply (an operation such as `status` must not restart a daemon).
     pub task: bool,
+    /// `[rollout]` (apply only).
+    pub rollout: crate::rollout::Rollout,
 }
 
 /// A host with its steps checked and ready to probe.
@@ -189,6 +192,7 @@ pub fn prepare(
         secret_names,
         operator_secrets,
         task: pb.task.is_some(),
+        rollout: pb.rollout.clone(),
     });
     let stand_in_secrets: Vec<(String, Secret)> = info
         .secret_names
@@ -315,6 +319,8 @@ pub struct HostOutcome {
     pub failed_at: Option<String>,
     pub stats: SessionStats,
     pub elapsed: Duration,
+    /// Stopped by the rollout (other hosts exceeded `max_fail`), not by a failure of its own.
+    pub halted: bool,
 }
 
 impl HostOutcome {
@@ -331,6 +337,7 @@ impl HostOutcome {
             failed_at: None,
             stats: SessionStats::default(),
             elapsed: Duration::ZERO,
+            halted: false,
         }
     }
 
@@ -355,6 +362,10 @@ pub struct RunOptions {
     /// Fetch current contents of changed files to show diffs (costs one more round trip).
     pub fetch_diffs: bool,
     pub passphrases: Arc<dyn PassphraseSource>,
+    /// apply: who takes each host's apply lock (operator, machine, pid, playbook); None: no lock.
+    pub lock_holder: Option<String>,
+    /// apply --force-unlock: end the current holder's lock first.
+    pub force_unlock: bool,
 }
 
 /// The decision after the plan was shown: apply or not.
@@ -367,6 +378,28 @@ struct Ctx {
     opts: RunOptions,
     sem: Semaphore,
     observer: Arc<dyn Observer>,
+    rollout: crate::rollout::Rollout,
+    /// Hosts of the run (for a percentage of `max_fail`).
+    total: usize,
+    /// Hosts failed or unreachable so far.
+    failures: std::sync::atomic::AtomicUsize,
+    /// Set when the failure budget is exceeded: running hosts stop before their next step.
+    halt: std::sync::atomic::AtomicBool,
+}
+
+impl Ctx {
+    /// Counts a failed host; halts the run when the budget is exceeded.
+    fn count_failure(&self) {
+        use std::sync::atomic::Ordering;
+        let n = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.rollout.over_budget(n, self.total) {
+            self.halt.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn halted(&self) -> bool {
+        self.halt.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Runs every prepared host concurrently (up to `forks`). When `gate` is given, each host
@@ -378,39 +411,126 @@ pub async fn run(
     observer: Arc<dyn Observer>,
     gate: Option<(Gate, PlanSender)>,
 ) -> Vec<HostOutcome> {
+    // The rollout policy applies to apply; a plan probes every host at once.
+    let rollout = match (opts.mode, prepared.first()) {
+        (Mode::Apply, Some(p)) => p.playbook.rollout.clone(),
+        _ => crate::rollout::Rollout::default(),
+    };
+    let total = prepared.len();
     let ctx = Arc::new(Ctx {
         sem: Semaphore::new(opts.forks.max(1)),
         opts,
         observer,
+        rollout,
+        total,
+        failures: Default::default(),
+        halt: Default::default(),
     });
+    // Hosts in rollout order, cut into batches; each host waits for its batch's start signal
+    // (before connecting; with a confirmation, after the decision) so that a batch starts only
+    // when the one before it ended and the policy allows.
+    let names: Vec<String> = prepared.iter().map(|p| p.host.name.clone()).collect();
+    let order = ctx.rollout.order(&names);
+    let batches = ctx.rollout.batches(total);
+    let mut slots: Vec<Option<Prepared>> = prepared.into_iter().map(Some).collect();
+    let mut starts = Vec::new();
     let mut tasks = Vec::new();
-    for p in prepared {
-        let ctx = ctx.clone();
-        let gate = gate.clone();
-        let name = p.host.name.clone();
-        let address = p.host.address.clone();
-        // Tells the confirmation gate that this host ended, even if its task panicked.
-        let ended = EndGuard(gate.as_ref().map(|(_, tx)| (tx.clone(), name.clone())));
-        let task = tokio::spawn(async move {
-            let _ended = ended;
-            let outcome = host_task(&ctx, p, gate).await;
-            ctx.observer.host_done(&outcome);
-            outcome
-        });
-        tasks.push((name, address, task));
+    for (b, range) in batches.iter().enumerate() {
+        let (start_tx, start_rx) = watch::channel(None::<bool>);
+        starts.push(start_tx);
+        for &i in &order[range.clone()] {
+            let p = slots[i].take().expect("each host once");
+            let ctx = ctx.clone();
+            let gate = gate.clone();
+            let start = start_rx.clone();
+            let name = p.host.name.clone();
+            let address = p.host.address.clone();
+            // Tells the confirmation gate that this host ended, even if its task panicked.
+            let ended = EndGuard(gate.as_ref().map(|(_, tx)| (tx.clone(), name.clone())));
+            let task = tokio::spawn(async move {
+                let _ended = ended;
+                let outcome = host_task(&ctx, p, gate, start).await;
+                ctx.observer.host_done(&outcome);
+                outcome
+            });
+            tasks.push((b, i, name, address, task));
+        }
     }
     drop(gate);
-    let mut out = Vec::new();
-    for (name, address, t) in tasks {
-        out.push(t.await.unwrap_or_else(|e| HostOutcome {
-            state: HostState::Failed,
-            error: Some(format!(
-                "internal error: the host's task ended abnormally: {e} (bug, please report)"
-            )),
-            ..HostOutcome::new(name, address)
-        }));
+    let mut out: Vec<Option<HostOutcome>> = (0..total).map(|_| None).collect();
+    let mut stopped: Option<String> = None;
+    let mut pending = tasks.into_iter().peekable();
+    for (b, start) in starts.into_iter().enumerate() {
+        let _ = start.send(Some(stopped.is_none()));
+        let mut batch = Vec::new();
+        while let Some((_, i, name, address, t)) = pending.next_if(|x| x.0 == b) {
+            let mut o = t.await.unwrap_or_else(|e| HostOutcome {
+                state: HostState::Failed,
+                error: Some(format!(
+                    "internal error: the host's task ended abnormally: {e} (bug, please report)"
+                )),
+                ..HostOutcome::new(name, address)
+            });
+            if o.state == HostState::NotStarted
+                && o.error.is_none()
+                && let Some(why) = &stopped
+            {
+                o.error = Some(why.clone());
+            }
+            batch.push(i);
+            out[i] = Some(o);
+        }
+        if stopped.is_some() || b + 1 == batches.len() {
+            continue;
+        }
+        let outcomes: Vec<&HostOutcome> = batch.iter().filter_map(|i| out[*i].as_ref()).collect();
+        stopped = batch_verdict(
+            &ctx.rollout,
+            &outcomes,
+            ctx.failures.load(std::sync::atomic::Ordering::SeqCst),
+            total,
+            b,
+        );
     }
-    out
+    out.into_iter()
+        .map(|o| o.expect("every host has an outcome"))
+        .collect()
+}
+
+/// Why no further batch may start after batch `b` (None: go on): the failure budget is
+/// exceeded, or a host of the batch did not pass the health step.
+fn batch_verdict(
+    rollout: &crate::rollout::Rollout,
+    batch: &[&HostOutcome],
+    failures: usize,
+    total: usize,
+    b: usize,
+) -> Option<String> {
+    if rollout.over_budget(failures, total) {
+        return Some(format!(
+            "the rollout stopped after batch {}: {failures} host(s) failed, more than max_fail allows",
+            b + 1
+        ));
+    }
+    let health = rollout.health.as_ref()?;
+    for o in batch {
+        if o.state == HostState::NotStarted {
+            continue;
+        }
+        let passed = o.plan.as_ref().is_some_and(|p| {
+            p.steps.iter().zip(&o.statuses).any(|(s, st)| {
+                &s.name == health && matches!(st, StepStatus::Ok | StepStatus::Changed)
+            })
+        });
+        if !passed {
+            return Some(format!(
+                "the rollout stopped after batch {}: host {} did not pass the health step `{health}`",
+                b + 1,
+                o.name
+            ));
+        }
+    }
+    None
 }
 
 /// Connects to a host (its address, keys, known_hosts, timeouts) and wraps the session with its
@@ -465,9 +585,36 @@ fn default_identities() -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-async fn host_task(ctx: &Ctx, p: Prepared, gate: Option<(Gate, PlanSender)>) -> HostOutcome {
-    let start = Instant::now();
+/// Waits for a batch's start signal: true = go, false (or the run ended) = do not start.
+async fn wait_start(mut rx: watch::Receiver<Option<bool>>) -> bool {
+    loop {
+        if let Some(d) = *rx.borrow() {
+            return d;
+        }
+        if rx.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+async fn host_task(
+    ctx: &Ctx,
+    p: Prepared,
+    gate: Option<(Gate, PlanSender)>,
+    start_rx: watch::Receiver<Option<bool>>,
+) -> HostOutcome {
     let mut o = HostOutcome::new(p.host.name.clone(), p.host.address.clone());
+    // Without a confirmation, a host of a later batch is not even connected to before its
+    // batch starts; with one, every host is probed for the plan first (see `drive`).
+    let start_rx = if gate.is_none() {
+        if !wait_start(start_rx).await || ctx.halted() {
+            return o;
+        }
+        None
+    } else {
+        Some(start_rx)
+    };
+    let start = Instant::now();
     let permit = ctx.sem.acquire().await.expect("semaphore is never closed");
     let name = p.host.name.clone();
     ctx.observer.phase(&name, "connecting");
@@ -488,14 +635,31 @@ async fn host_task(ctx: &Ctx, p: Prepared, gate: Option<(Gate, PlanSender)>) -> 
             o.error = Some(e.to_string());
             o.failed_at = Some("connect".into());
             o.elapsed = start.elapsed();
+            ctx.count_failure();
             return o;
         }
     };
-    let result = drive(ctx, &p, &remote, &mut o, permit, gate).await;
+    let result = drive(ctx, &p, &remote, &mut o, permit, gate, start_rx).await;
     if let Err((at, e)) = result {
         o.state = HostState::Failed;
         o.error = Some(e.to_string());
         o.failed_at = Some(at);
+    }
+    if matches!(o.state, HostState::Failed | HostState::Unreachable) && !o.halted {
+        ctx.count_failure();
+    }
+    // The audit record: after an apply that changed something or failed once it held the
+    // lock (best effort: a lost connection cannot write it).
+    let audited = match o.state {
+        HostState::Changed => true,
+        HostState::Failed => !matches!(o.failed_at.as_deref(), Some("lock" | "facts" | "probe")),
+        _ => false,
+    };
+    if ctx.opts.mode == Mode::Apply && audited && !remote.session.is_closed() {
+        let line = audit_record(&p, &o, ctx.opts.lock_holder.as_deref().unwrap_or(""));
+        let _ = remote
+            .run_ok(&audit_script(&line), &[], Duration::from_secs(30))
+            .await;
     }
     o.stats = remote.session.stats();
     remote.session.close().await;
@@ -505,6 +669,50 @@ async fn host_task(ctx: &Ctx, p: Prepared, gate: Option<(Gate, PlanSender)>) -> 
 
 type StepErr = (String, RemoteError);
 
+/// Where the audit log of applies lives on a target.
+pub const AUDIT_LOG: &str = "/var/log/claw-provision/audit.log";
+
+/// One audit line (JSON): operator, playbook, task, result, changed steps and handlers, the
+/// failed step. Never an error text or a value: names only, so no secret can reach it.
+fn audit_record(p: &Prepared, o: &HostOutcome, operator: &str) -> String {
+    let changed: Vec<&str> = o
+        .plan
+        .as_ref()
+        .map(|pl| {
+            pl.steps
+                .iter()
+                .zip(&o.statuses)
+                .filter(|(_, st)| **st == StepStatus::Changed)
+                .map(|(s, _)| s.name.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "operator": operator,
+        "playbook": p.playbook.name,
+        "playbook_file": p.playbook.path.display().to_string(),
+        "result": o.state.word(),
+        "changed": changed,
+        "handlers": o.handlers_run,
+        "failed_at": o.failed_at,
+        "elapsed_ms": o.elapsed.as_millis() as u64,
+    })
+    .to_string()
+}
+
+/// Appends `line`, prefixed with the target's time, to the audit log (0600, root's).
+fn audit_script(line: &str) -> String {
+    let dir = AUDIT_LOG.rsplit_once('/').map_or("/", |(d, _)| d);
+    format!(
+        r#"umask 077
+mkdir -p -- {d} && printf '{{"time":"%s",%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" {rest} >> {f}
+"#,
+        d = crate::quote::quote(dir),
+        rest = crate::quote::quote(line.strip_prefix('{').unwrap_or(line)),
+        f = crate::quote::quote(AUDIT_LOG),
+    )
+}
+
 async fn drive(
     ctx: &Ctx,
     p: &Prepared,
@@ -512,6 +720,7 @@ async fn drive(
     o: &mut HostOutcome,
     permit: tokio::sync::SemaphorePermit<'_>,
     gate: Option<(Gate, PlanSender)>,
+    batch_start: Option<watch::Receiver<Option<bool>>>,
 ) -> Result<(), StepErr> {
     let name = &p.host.name;
     let default_timeout = p.host.command_timeout;
@@ -520,6 +729,9 @@ async fn drive(
     //    (as rendered with stand-ins) in one round trip.
     ctx.observer.phase(name, "probing");
     let mut probe = ProbeScript::for_host(&p.playbook.name);
+    if let (Mode::Apply, Some(holder)) = (ctx.opts.mode, &ctx.opts.lock_holder) {
+        probe.take_lock(holder, ctx.opts.force_unlock);
+    }
     let ids: Vec<Vec<usize>> = p
         .steps
         .iter()
@@ -534,6 +746,20 @@ async fn drive(
         .collect();
     let names: Vec<&str> = p.steps.iter().map(|s| s.step.name.as_str()).collect();
     let first = run_probe(remote, &probe, &ids, &names, default_timeout).await?;
+    match &first.lock {
+        None | Some(LockState::Taken) => {}
+        Some(LockState::Held(who)) => {
+            return Err(failed(
+                "lock",
+                format!(
+                    "another apply holds this host: {who}; wait for it to end, or break the lock with --force-unlock"
+                ),
+            ));
+        }
+        Some(LockState::Error(why)) => {
+            return Err(failed("lock", format!("cannot take the apply lock: {why}")));
+        }
+    }
     let facts = first.facts.clone().unwrap_or_default();
     facts.check_supported().map_err(|e| failed("facts", e))?;
 
@@ -713,6 +939,13 @@ async fn drive(
             o.state = HostState::NotStarted;
             return Ok(());
         }
+        // Then this host's batch (the connection stays open meanwhile; no fork slot is held).
+        if let Some(rx) = batch_start
+            && (!wait_start(rx).await || ctx.halted())
+        {
+            o.state = HostState::NotStarted;
+            return Ok(());
+        }
         ctx.sem.acquire().await.expect("semaphore is never closed")
     } else {
         permit
@@ -733,6 +966,18 @@ async fn drive(
     for i in 0..plan.steps.len() {
         let mut sp = plan.steps[i].clone();
         let rescue = p.steps[i].step.rescue;
+        if ctx.halted() && failure.is_none() && sp.change.action != crate::plan::Action::Skip {
+            // Other hosts used up the failure budget: stop before this step.
+            o.halted = true;
+            o.state = HostState::Failed;
+            return Err((
+                sp.name.clone(),
+                RemoteError::Failed(
+                    "stopped before this step: other hosts failed, more than max_fail allows"
+                        .into(),
+                ),
+            ));
+        }
         if failure.is_some() != rescue {
             // Normal steps after a failure never run; rescue steps without one are skipped.
             if rescue {

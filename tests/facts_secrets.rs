@@ -308,8 +308,8 @@ fn a_step_known_only_after_an_earlier_one_is_probed_again_on_apply() {
     let apply = claw(&["apply", inv, "--yes", "--output", "json"], &[]);
     assert_eq!(apply.code, 0, "{}\n{}", apply.stdout, apply.stderr);
     assert_eq!(apply.host("h1")["changed"], 2, "{}", apply.stdout);
-    // One more round trip than the plan's: the firewall's second probe.
-    assert_eq!(apply.host("h1")["round_trips"], 4, "{}", apply.stdout);
+    // One more round trip than the plan's: the firewall's second probe; and the audit record.
+    assert_eq!(apply.host("h1")["round_trips"], 5, "{}", apply.stdout);
     assert!(
         lab.ssh_ok("h1", "sudo nft list tables")
             .contains("claw_provision")

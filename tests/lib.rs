@@ -24,4 +24,5 @@ mod full_lab;
 mod git;
 mod http_check;
 mod image_ship;
+mod rollout;
 mod tasks;

@@ -13,6 +13,7 @@ pub mod git;
 pub mod guard;
 pub mod host;
 pub mod image;
+pub mod lock;
 pub mod path;
 pub mod preflight;
 pub mod secret;
@@ -117,6 +118,8 @@ pub struct ProbeScript {
     facts: bool,
     /// Read the handler journal of this playbook.
     journal: Option<String>,
+    /// Take the apply lock: (holder description, force).
+    lock: Option<(String, bool)>,
 }
 
 impl ProbeScript {
@@ -128,6 +131,11 @@ impl ProbeScript {
             journal: Some(playbook.to_string()),
             ..Self::default()
         }
+    }
+
+    /// Takes the host's apply lock in this script (see [`lock`]).
+    pub fn take_lock(&mut self, holder: &str, force: bool) {
+        self.lock = Some((holder.to_string(), force));
     }
 
     /// The requests, by id.
@@ -160,6 +168,9 @@ impl ProbeScript {
         s.push_str(path::FUNCTION);
         if self.facts {
             s.push_str(host::FACTS);
+        }
+        if let Some((holder, force)) = &self.lock {
+            s.push_str(&lock::command(holder, *force));
         }
         if let Some(pb) = &self.journal {
             s.push_str(&host::journal_command(pb));
@@ -219,6 +230,7 @@ impl ProbeScript {
         let mut ended = false;
         let mut facts = HostFacts::default();
         let mut journal = Vec::new();
+        let mut lock_state = None;
         for line in out.lines() {
             let Some(rest) = line.strip_prefix('@') else {
                 continue;
@@ -234,6 +246,8 @@ impl ProbeScript {
                 continue;
             } else if let Some(t) = tag.strip_prefix("fact-") {
                 facts.parse_line(t, &fields)?;
+            } else if tag == "lock" {
+                lock_state = Some(lock::parse(&fields)?);
             } else if tag == "journal" {
                 let name = fields
                     .first()
@@ -284,11 +298,15 @@ impl ProbeScript {
         if self.facts && !facts.complete() {
             return Err(FactError("the host's facts are incomplete".into()).into());
         }
+        if self.lock.is_some() && lock_state.is_none() {
+            return Err(FactError("no answer about the apply lock".into()).into());
+        }
         Ok(ProbeResult {
             observed,
             preflight: pre,
             facts: self.facts.then_some(facts),
             journal,
+            lock: lock_state,
         })
     }
 }
@@ -303,6 +321,8 @@ pub struct ProbeResult {
     pub facts: Option<HostFacts>,
     /// Handlers pending from an earlier run, by name.
     pub journal: Vec<String>,
+    /// The apply lock, when the script took it.
+    pub lock: Option<lock::LockState>,
 }
 
 #[cfg(test)]

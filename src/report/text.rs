@@ -237,13 +237,12 @@ pub fn summary(outcomes: &[HostOutcome], apply: bool, paint: Paint) -> String {
                 .as_deref()
                 .map(|a| format!(" at {a}"))
                 .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "{} {} ({}){at}: {e}",
-                paint.red("error:"),
-                o.name,
-                o.address
-            );
+            let label = if o.state == HostState::NotStarted {
+                "not started:".to_string()
+            } else {
+                paint.red("error:")
+            };
+            let _ = writeln!(out, "{label} {} ({}){at}: {e}", o.name, o.address);
         }
     }
     out

@@ -1,0 +1,126 @@
+//! The apply lock of a host, taken in the same script (and round trip) as the first probe.
+//!
+//! A process started by the probe (`setsid`, detached from the command) holds an exclusive
+//! `flock` on `/var/lib/claw-provision/apply.lock` for as long as this run's SSH connection lives:
+//! it watches the connection's `sshd` process (the nearest `sshd`/`sshd-session` above the
+//! probe) and exits when it is gone. So a run that ends, dies or loses its connection releases
+//! the lock by itself (within 0.2 s of sshd noticing); nothing stale is left to clean up. A run
+//! that finds the lock taken waits up to 2 s for it (the previous run's holder may be exiting),
+//! then reports the holder.
+//! The holder's description (operator, machine, pid, playbook, start time) is kept beside the
+//! lock for the refusal message of a second apply. `force` kills the current holder first.
+//!
+//! The only side effects of the probe are these (taken for `apply` only, never for `plan`).
+
+use super::FactError;
+use crate::quote::quote;
+
+/// The lock directory on the target.
+pub const DIR: &str = "/var/lib/claw-provision";
+
+/// What the probe reported about the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    /// This run holds it now.
+    Taken,
+    /// Another run holds it: its description.
+    Held(String),
+    /// It could not be taken: why.
+    Error(String),
+}
+
+/// The probe section that takes the lock. `holder`: who asks (one line).
+pub fn command(holder: &str, force: bool) -> String {
+    let holder: String = holder
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!(
+        r#"claw_lock() {{
+  d={dir}
+  mkdir -p -m 0755 "$d" 2>/dev/null
+  for t in flock setsid mkfifo; do
+    command -v "$t" >/dev/null 2>&1 || {{ printf '@lock\terror\tno %s command on the host (util-linux, coreutils)\n' "$t"; return; }}
+  done
+  conn=; p=$$
+  while [ -n "$p" ] && [ "$p" -gt 1 ]; do
+    case $(cat "/proc/$p/comm" 2>/dev/null) in sshd|sshd-session) conn=$p; break ;; esac
+    p=$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$p/status" 2>/dev/null)
+  done
+  [ -n "$conn" ] || {{ printf '@lock\terror\tno sshd process above this command: cannot tie the lock to the connection\n'; return; }}
+  f=$(mktemp -u /tmp/.claw-lock.XXXXXXXX) && mkfifo -m 0600 "$f" || {{ printf '@lock\terror\tcannot make a fifo in /tmp\n'; return; }}
+  setsid sh -c '
+    exec 9>>"$1/apply.lock" 2>/dev/null || {{ echo "cannot open $1/apply.lock" >"$2"; exit 0; }}
+    if ! flock -w 2 9; then
+      if [ "$5" = force ]; then
+        old=$(sed -n "s/^pid=//p" "$1/apply.holder" 2>/dev/null)
+        [ -z "$old" ] || kill "$old" 2>/dev/null
+        flock -w 15 9 || {{ echo "the holder did not let go within 15 s" >"$2"; exit 0; }}
+      else
+        echo held >"$2"; exit 0
+      fi
+    fi
+    printf "%s since %s\npid=%s\n" "$4" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$$" >"$1/apply.holder.tmp" &&
+      mv -f "$1/apply.holder.tmp" "$1/apply.holder"
+    echo ok >"$2"
+    exec </dev/null >/dev/null 2>&1
+    while kill -0 "$3" 2>/dev/null; do sleep 0.2; done
+    rm -f "$1/apply.holder"
+  ' claw-lock "$d" "$f" "$conn" {holder} {force} </dev/null >/dev/null 2>&1 &
+  IFS= read -r r <"$f"
+  rm -f "$f"
+  case $r in
+    ok) printf '@lock\ttaken\n' ;;
+    held) printf '@lock\theld\t%s\n' "$(head -n 1 "$d/apply.holder" 2>/dev/null | tr '\t' ' ' | cut -c 1-300)" ;;
+    *) printf '@lock\terror\t%s\n' "$r" ;;
+  esac
+}}
+claw_lock
+"#,
+        dir = quote(DIR),
+        holder = quote(&holder),
+        force = if force { "force" } else { "no" },
+    )
+}
+
+/// Parses the fields of the `@lock` record.
+pub fn parse(fields: &[&str]) -> Result<LockState, FactError> {
+    match fields {
+        ["taken"] => Ok(LockState::Taken),
+        ["held", who] => Ok(LockState::Held(if who.trim().is_empty() {
+            "another run (its description is missing)".into()
+        } else {
+            who.trim().to_string()
+        })),
+        ["held"] => Ok(LockState::Held("another run".into())),
+        ["error", why] => Ok(LockState::Error(why.to_string())),
+        _ => Err(FactError("bad lock record".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_records() {
+        assert_eq!(parse(&["taken"]).unwrap(), LockState::Taken);
+        assert_eq!(
+            parse(&["held", "ann@laptop pid 7 since 2026-11-28T10:00:00Z"]).unwrap(),
+            LockState::Held("ann@laptop pid 7 since 2026-11-28T10:00:00Z".into())
+        );
+        assert_eq!(
+            parse(&["error", "no flock command"]).unwrap(),
+            LockState::Error("no flock command".into())
+        );
+        assert!(parse(&["what"]).is_err());
+    }
+
+    #[test]
+    fn the_holder_is_quoted_and_on_one_line() {
+        let c = command("ann's\nlaptop $(reboot)", false);
+        assert!(c.contains("'ann'\\''s laptop $(reboot)'"), "{c}");
+        assert!(c.contains(" no </dev/null"));
+        assert!(command("x", true).contains(" force </dev/null"));
+    }
+}

@@ -1,0 +1,279 @@
+//! Multi-host rollout (issue 6) on light lab hosts: batches (`serial`), the failure budget
+//! (`max_fail`), hosts that never start, a rerun that converges; the per-host apply lock (a
+//! second apply is refused with the holder, a dead run frees it, `--force-unlock`), and the audit
+//! record.
+
+use crate::support::{Lab, bin, claw, log_len, ok, sshd_counts};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROLLOUT_PB: &str = r#"name = "rollout"
+
+[defaults]
+slow = 0
+
+[rollout]
+serial = 4
+max_fail = 1
+
+[[steps]]
+name = "work dir"
+kind = "dir"
+path = "/opt/ro"
+
+[[steps]]
+name = "slow"
+kind = "command"
+run = "sleep {{ slow }}; touch /opt/ro/slow-done"
+creates = "/opt/ro/slow-done"
+
+[[steps]]
+name = "stamp"
+kind = "file"
+path = "/opt/ro/stamp"
+content = "v1\n"
+"#;
+
+/// Adds `vars` to a host's table of a lab inventory.
+fn host_vars(inv: &std::path::Path, host: &str, vars: &str) {
+    let text = std::fs::read_to_string(inv).unwrap();
+    let head = format!("[hosts.{host}]\n");
+    let at = text.find(&head).expect("host table") + head.len();
+    let text = format!("{}vars = {{ {vars} }}\n{}", &text[..at], &text[at..]);
+    std::fs::write(inv, text).unwrap();
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn rollout_in_batches_stops_when_the_failure_budget_is_spent() {
+    let lab = Lab::up("t-rollout", 12);
+    let pb = lab.dir.join("rollout.toml");
+    std::fs::write(&pb, ROLLOUT_PB).unwrap();
+    let inv = lab.write_inventory("rollout-inv.toml", &pb, &[]);
+    // h6 is cut off in the middle of its slow step; h7 is slow (it is still sleeping then).
+    host_vars(&inv, "h6", "slow = 30");
+    host_vars(&inv, "h7", "slow = 4");
+    let inv = inv.to_str().unwrap();
+    let untouched = ["h9", "h10", "h11", "h12"];
+    let logs: Vec<usize> = untouched
+        .iter()
+        .map(|h| log_len(&lab.host(h).sshd_log))
+        .collect();
+
+    // h2 is down from the start.
+    lab.cmd(&["stop", "h2"]);
+    let run = Command::new(bin())
+        .args(["apply", inv, "--yes", "--output", "json"])
+        .env_remove("SSH_AUTH_SOCK")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Batch 2 (h5..h8) is running once h6 is in its slow step: take h6 away then.
+    wait_for("h6 in its slow step", Duration::from_secs(60), || {
+        lab.ssh("h6", "pgrep -f 'sleep [3]0'").status.success()
+    });
+    lab.cmd(&["stop", "h6"]);
+    let out = run.wait_with_output().unwrap();
+    let r = crate::support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let state = |h: &str| r.host(h)["state"].as_str().unwrap().to_string();
+    for h in ["h1", "h3", "h4", "h5", "h8"] {
+        assert_eq!(state(h), "changed", "{h}: {}", r.stdout);
+    }
+    assert_eq!(state("h2"), "unreachable");
+    assert_eq!(state("h6"), "failed");
+    assert_eq!(r.host("h6")["failed_at"], "slow", "{}", r.stdout);
+    // h7 was sleeping when the budget was spent: it finished that step and stopped.
+    assert_eq!(state("h7"), "failed");
+    assert_eq!(r.host("h7")["failed_at"], "stamp", "{}", r.stdout);
+    assert!(
+        r.host("h7")["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped before this step: other hosts failed, more than max_fail allows")
+    );
+    assert_eq!(
+        ok(lab.ssh("h7", "ls /opt/ro"), "ls"),
+        "slow-done\n",
+        "h7 stopped after its current step"
+    );
+    for (h, from) in untouched.iter().zip(&logs) {
+        assert_eq!(state(h), "not started", "{}", r.stdout);
+        assert!(
+            r.host(h)["error"]
+                .as_str()
+                .unwrap()
+                .contains("the rollout stopped after batch 2: 2 host(s) failed"),
+            "{}",
+            r.stdout
+        );
+        assert_eq!(
+            sshd_counts(&lab.host(h).sshd_log, *from).0,
+            0,
+            "{h} was connected to"
+        );
+    }
+    let totals = &r.summary()["totals"];
+    assert_eq!(totals["not_started"], 4, "{totals}");
+
+    // The text summary names the same states.
+    lab.cmd(&["start", "h2"]);
+    lab.cmd(&["start", "h6"]);
+    let text = claw(&["plan", inv], &[]);
+    assert_eq!(text.code, 0, "{}\n{}", text.stdout, text.stderr);
+
+    // After the fix, a rerun converges, batch by batch; the next one changes nothing.
+    let r = claw(
+        &["apply", inv, "--yes", "--output", "json", "-e", "slow=0"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = claw(
+        &["apply", inv, "--yes", "--output", "json", "-e", "slow=0"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for h in lab.hosts() {
+        assert_eq!(r.host(&h.name)["state"], "ok", "{}", r.stdout);
+    }
+}
+
+const LOCK_PB: &str = r#"name = "lock"
+
+[defaults]
+hold = 0
+
+[[steps]]
+name = "hold"
+kind = "command"
+run = "sleep {{ hold }}"
+"#;
+
+#[test]
+fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
+    let lab = Lab::up("t-lock", 1);
+    let pb = lab.dir.join("lock.toml");
+    std::fs::write(&pb, LOCK_PB).unwrap();
+    let inv = lab.write_inventory("lock-inv.toml", &pb, &[]);
+    let inv = inv.to_str().unwrap();
+    let holder = || {
+        lab.ssh(
+            "h1",
+            "sudo cat /var/lib/claw-provision/apply.holder 2>/dev/null",
+        )
+        .stdout
+    };
+    let hold = |secs: &str| {
+        Command::new(bin())
+            .args([
+                "apply",
+                inv,
+                "--yes",
+                "--output",
+                "json",
+                "-e",
+                &format!("hold={secs}"),
+            ])
+            .env_remove("SSH_AUTH_SOCK")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // A holds the host; B is refused at once, naming A; a plan needs no lock.
+    let a = hold("4");
+    wait_for("A's lock", Duration::from_secs(30), || !holder().is_empty());
+    let t = Instant::now();
+    let b = claw(&["apply", inv, "--yes", "--output", "json"], &[]);
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "refused at once (after a 2 s grace)"
+    );
+    assert_eq!(b.code, 1, "{}\n{}", b.stdout, b.stderr);
+    assert_eq!(b.host("h1")["failed_at"], "lock", "{}", b.stdout);
+    let e = b.host("h1")["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("another apply holds this host")
+            && e.contains(&format!("pid {}", a.id()))
+            && e.contains("playbook lock")
+            && e.contains(" since 20"),
+        "{e}"
+    );
+    let p = claw(&["plan", inv], &[]);
+    assert_eq!(p.code, 0, "{}\n{}", p.stdout, p.stderr);
+    let a = a.wait_with_output().unwrap();
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stdout));
+    // A ended: its lock went with its connection.
+    wait_for("A's lock to go", Duration::from_secs(10), || {
+        holder().is_empty()
+    });
+    let c = claw(&["apply", inv, "--yes", "--output", "json"], &[]);
+    assert_eq!(c.code, 0, "{}\n{}", c.stdout, c.stderr);
+
+    // A run that dies (killed, no cleanup) frees the host as its connection closes.
+    let mut d = hold("30");
+    wait_for("D's lock", Duration::from_secs(30), || !holder().is_empty());
+    d.kill().unwrap();
+    let _ = d.wait();
+    wait_for("D's lock to go", Duration::from_secs(10), || {
+        holder().is_empty()
+    });
+    let e = claw(&["apply", inv, "--yes", "--output", "json"], &[]);
+    assert_eq!(e.code, 0, "{}\n{}", e.stdout, e.stderr);
+
+    // --force-unlock breaks a live holder's lock (asked first; --yes here).
+    let f = hold("30");
+    wait_for("F's lock", Duration::from_secs(30), || !holder().is_empty());
+    let g = claw(
+        &["apply", inv, "--yes", "--force-unlock", "--output", "json"],
+        &[],
+    );
+    assert_eq!(g.code, 0, "{}\n{}", g.stdout, g.stderr);
+    let mut f = f;
+    f.kill().unwrap();
+    let _ = f.wait();
+    let no_tty = Command::new(bin())
+        .args(["apply", inv, "--force-unlock"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(no_tty.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_tty.stderr).contains("add --yes"));
+
+    // The audit log: one line per apply that changed something, names only.
+    let log = ok(
+        lab.ssh("h1", "sudo cat /var/log/claw-provision/audit.log; sudo stat -c %a /var/log/claw-provision/audit.log"),
+        "audit log",
+    );
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.last(), Some(&"600"), "{log}");
+    let records: Vec<serde_json::Value> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    // A, C, E and G changed (the command runs every time); B was refused before anything.
+    assert_eq!(records.len(), 4, "{log}");
+    for r in &records {
+        assert_eq!(r["result"], "changed", "{r}");
+        assert_eq!(r["playbook"], "lock");
+        assert_eq!(r["changed"], serde_json::json!(["hold"]));
+        assert!(
+            r["operator"].as_str().unwrap().contains(", playbook lock"),
+            "{r}"
+        );
+        assert!(r["time"].as_str().unwrap().starts_with("20"), "{r}");
+    }
+}
