@@ -429,6 +429,7 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
     let hosts = select(&l, &a.select)?;
     let prepared = run::prepare(&l.inv, &l.pb, &hosts, &a.select.extra)?;
     let format = a.select.output;
+    let interrupt = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let confirm = mode == Mode::Apply && !yes;
     let opts = RunOptions {
         mode,
@@ -440,6 +441,7 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
         }),
         lock_holder: (mode == Mode::Apply).then(|| lock_holder(&l.pb)),
         force_unlock,
+        interrupt: interrupt.clone(),
     };
     let events = Arc::new(json::Events::default());
     let progress = Arc::new(text::Progress::new(mode == Mode::Apply, mode == Mode::Plan));
@@ -461,6 +463,24 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
         .enable_all()
         .build()
         .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
+    // Ctrl-C: the first lets every host finish its running step and stop (locks go with the
+    // connections, the summary is printed); the second ends the process at once.
+    {
+        let interrupt = interrupt.clone();
+        rt.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!(
+                "\ninterrupted: every host stops after its running step (Ctrl-C again to abort now)"
+            );
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("aborted");
+                std::process::exit(130);
+            }
+        });
+    }
     let mut outcomes: Vec<HostOutcome> = rt.block_on(async {
         if !confirm {
             return Ok(run::run(prepared, opts, observer, None).await);

@@ -366,6 +366,8 @@ pub struct RunOptions {
     pub lock_holder: Option<String>,
     /// apply --force-unlock: end the current holder's lock first.
     pub force_unlock: bool,
+    /// Set on the first Ctrl-C: hosts stop before their next step, no new host starts.
+    pub interrupt: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The decision after the plan was shown: apply or not.
@@ -398,7 +400,22 @@ impl Ctx {
     }
 
     fn halted(&self) -> bool {
-        self.halt.load(std::sync::atomic::Ordering::SeqCst)
+        self.halt.load(std::sync::atomic::Ordering::SeqCst) || self.interrupted()
+    }
+
+    fn interrupted(&self) -> bool {
+        self.opts
+            .interrupt
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Why a host stops before a step, or does not start.
+    fn halt_reason(&self) -> &'static str {
+        if self.interrupted() {
+            "interrupted (Ctrl-C)"
+        } else {
+            "other hosts failed, more than max_fail allows"
+        }
     }
 }
 
@@ -481,6 +498,13 @@ pub async fn run(
             out[i] = Some(o);
         }
         if stopped.is_some() || b + 1 == batches.len() {
+            continue;
+        }
+        if ctx.interrupted() {
+            stopped = Some(format!(
+                "interrupted (Ctrl-C): the rollout stopped after batch {}",
+                b + 1
+            ));
             continue;
         }
         let outcomes: Vec<&HostOutcome> = batch.iter().filter_map(|i| out[*i].as_ref()).collect();
@@ -616,6 +640,10 @@ async fn host_task(
     };
     let start = Instant::now();
     let permit = ctx.sem.acquire().await.expect("semaphore is never closed");
+    if ctx.halted() {
+        o.error = Some(format!("not started: {}", ctx.halt_reason()));
+        return o;
+    }
     let name = p.host.name.clone();
     ctx.observer.phase(&name, "connecting");
     let remote = match connect(
@@ -967,15 +995,13 @@ async fn drive(
         let mut sp = plan.steps[i].clone();
         let rescue = p.steps[i].step.rescue;
         if ctx.halted() && failure.is_none() && sp.change.action != crate::plan::Action::Skip {
-            // Other hosts used up the failure budget: stop before this step.
+            // Other hosts used up the failure budget, or the operator interrupted: stop
+            // before this step.
             o.halted = true;
             o.state = HostState::Failed;
             return Err((
                 sp.name.clone(),
-                RemoteError::Failed(
-                    "stopped before this step: other hosts failed, more than max_fail allows"
-                        .into(),
-                ),
+                RemoteError::Failed(format!("stopped before this step: {}", ctx.halt_reason())),
             ));
         }
         if failure.is_some() != rescue {

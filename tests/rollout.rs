@@ -277,3 +277,112 @@ fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
         assert!(r["time"].as_str().unwrap().starts_with("20"), "{r}");
     }
 }
+
+const CTRL_C_PB: &str = r#"name = "ctrl-c"
+
+[defaults]
+hold = 3
+
+[[steps]]
+name = "hold"
+kind = "command"
+run = "sleep {{ hold }}"
+
+[[steps]]
+name = "marker"
+kind = "file"
+path = "/opt/ctrl-c-marker"
+content = "x\n"
+"#;
+
+#[test]
+fn ctrl_c_finishes_the_running_step_then_stops_and_twice_aborts() {
+    let lab = Lab::up("t-ctrlc", 2);
+    let pb = lab.dir.join("ctrl-c.toml");
+    std::fs::write(&pb, CTRL_C_PB).unwrap();
+    let inv = lab.write_inventory("ctrl-c-inv.toml", &pb, &[]);
+    let inv = inv.to_str().unwrap();
+    let spawn = |hold: &str| {
+        Command::new(bin())
+            .args([
+                "apply",
+                inv,
+                "--yes",
+                "--output",
+                "json",
+                "-e",
+                &format!("hold={hold}"),
+            ])
+            .env_remove("SSH_AUTH_SOCK")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let sleeping = |secs: &str| {
+        let pat = format!("pgrep -f 'sleep [{}]{}'", &secs[..1], &secs[1..]);
+        lab.ssh("h1", &pat).status.success() && lab.ssh("h2", &pat).status.success()
+    };
+    let int = |pid: u32| {
+        let s = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(s.success());
+    };
+
+    // Once: the running step ends, the next one does not start, the summary comes.
+    let run = spawn("3");
+    wait_for("the hold steps", Duration::from_secs(30), || sleeping("3"));
+    let t = Instant::now();
+    int(run.id());
+    let out = run.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let r = crate::support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("interrupted"), "{}", r.stderr);
+    for h in ["h1", "h2"] {
+        let e = r.host(h);
+        assert_eq!(e["failed_at"], "marker", "{e}");
+        assert!(
+            e["error"]
+                .as_str()
+                .unwrap()
+                .contains("interrupted (Ctrl-C)"),
+            "{e}"
+        );
+        assert!(
+            !lab.ssh(h, "test -e /opt/ctrl-c-marker").status.success(),
+            "the next step did not run on {h}"
+        );
+    }
+    // The locks went with the connections.
+    wait_for("the locks to go", Duration::from_secs(10), || {
+        lab.ssh("h1", "sudo test -s /var/lib/claw-provision/apply.holder")
+            .status
+            .code()
+            == Some(1)
+    });
+
+    // Twice: the process ends at once, mid-step.
+    let run = spawn("20");
+    wait_for("the hold steps", Duration::from_secs(30), || sleeping("20"));
+    let t = Instant::now();
+    int(run.id());
+    std::thread::sleep(Duration::from_millis(300));
+    int(run.id());
+    let out = run.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("aborted"));
+    // A rerun converges.
+    let r = claw(
+        &["apply", inv, "--yes", "--output", "json", "-e", "hold=0"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+}
