@@ -72,6 +72,16 @@ pub struct Op {
     /// Write the command's standard output to this file on the operator's machine (`fetch`):
     /// streamed into a temporary file beside it, renamed into place when the command succeeded.
     pub stdout_to: Option<LocalFile>,
+    /// A firewall change the host rolls back by itself unless confirmed through a new SSH
+    /// connection within `window` (the script prints `@fw-token\tTOKEN`).
+    pub confirm: Option<Confirm>,
+}
+
+/// See [`Op::confirm`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirm {
+    pub table: String,
+    pub window: std::time::Duration,
 }
 
 /// A file on the operator's machine that receives a command's output (`fetch`).
@@ -110,6 +120,7 @@ impl std::fmt::Debug for Op {
             .field("stdin_from", &self.stdin_from)
             .field("show_output", &self.show_output)
             .field("stdout_to", &self.stdout_to)
+            .field("confirm", &self.confirm)
             .finish()
     }
 }
@@ -203,6 +214,7 @@ impl Change {
                 stdin_from: None,
                 show_output: false,
                 stdout_to: None,
+                confirm: None,
             }),
             ..Self::noop(target, reason)
         }

@@ -697,6 +697,70 @@ async fn host_task(
 
 type StepErr = (String, RemoteError);
 
+/// Confirms a firewall change through a new SSH connection to the host (the proof that the
+/// new ruleset still lets the operator in). If none can be made in time, the host's timer puts
+/// the previous ruleset back: this waits for that, checks it through the old connection, and
+/// returns the failure to report.
+async fn confirm_by_new_connection(
+    ctx: &Ctx,
+    p: &Prepared,
+    remote: &Remote,
+    c: &crate::plan::Confirm,
+    out: &crate::ssh::ExecOutput,
+    timeout: Duration,
+) -> Result<(), String> {
+    use crate::resource::firewall::{confirm_script, rolled_back_script};
+    let started = Instant::now();
+    let token = out
+        .stdout_lossy()
+        .lines()
+        .find_map(|l| l.strip_prefix("@fw-token\t").map(|t| t.trim().to_string()))
+        .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit()))
+        .ok_or("internal error: the firewall change did not report its rollback token (bug)")?;
+    // Leave the host's timer a margin: a confirmation must land before it fires.
+    let budget = c.window.saturating_sub(Duration::from_secs(2));
+    let mut host = p.host.clone();
+    host.connect_timeout = host.connect_timeout.min(budget);
+    let attempt = async {
+        let r2 = connect(
+            &host,
+            ctx.opts.become_password.clone(),
+            ctx.opts.passphrases.as_ref(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let res = r2
+            .run_ok(&confirm_script(&c.table, &token), &[], timeout)
+            .await
+            .map_err(|e| e.to_string());
+        r2.session.close().await;
+        res.map(|o| o.stdout_lossy().trim().to_string())
+    };
+    let why = match tokio::time::timeout(budget, attempt).await {
+        Ok(Ok(answer)) if answer == "confirmed" => return Ok(()),
+        Ok(Ok(_)) => "the confirmation came too late".to_string(),
+        Ok(Err(e)) => format!("a new SSH connection failed: {e}"),
+        Err(_) => format!("no new SSH connection within {} s", budget.as_secs()),
+    };
+    // The timer fires `window` after the change: wait for it, then look through the old
+    // connection (established connections survive a ruleset that blocks new ones).
+    tokio::time::sleep((c.window + Duration::from_secs(3)).saturating_sub(started.elapsed())).await;
+    let verdict = match remote
+        .run_ok(&rolled_back_script(&c.table, &token), &[], timeout)
+        .await
+    {
+        Ok(o) if o.stdout_lossy().trim() == "rolled-back" => format!(
+            "the host restored the previous ruleset after {} s",
+            c.window.as_secs()
+        ),
+        Ok(_) => "the host's rollback did not report back: check the firewall".to_string(),
+        Err(e) => format!("the rollback cannot be checked ({e})"),
+    };
+    Err(format!(
+        "the new firewall ruleset was not confirmed ({why}); {verdict}"
+    ))
+}
+
 /// Where the audit log of applies lives on a target.
 pub const AUDIT_LOG: &str = "/var/log/claw-provision/audit.log";
 
@@ -1077,6 +1141,17 @@ async fn drive(
                         (Some(src), None) => {
                             remote.run_stream_ok(&script, &op.stdin, src, timeout).await
                         }
+                    };
+                    // A firewall change stays only if a NEW connection can confirm it.
+                    let res = match (res, &op.confirm) {
+                        (Ok(out), Some(c)) => {
+                            match confirm_by_new_connection(ctx, p, remote, c, &out, timeout).await
+                            {
+                                Ok(()) => Ok(out),
+                                Err(e) => Err(RemoteError::Failed(e)),
+                            }
+                        }
+                        (res, _) => res,
                     };
                     match res {
                         Ok(out) => {

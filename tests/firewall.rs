@@ -255,3 +255,87 @@ fn firewall_drops_what_is_not_open() {
     assert!(exec(&lab, "h1", "nft list tables").contains("table inet other"));
     exec(&lab, "h1", &format!("kill $(cat {hd}/sshd2222.pid)"));
 }
+
+/// The safety net: a ruleset that blocks SSH (forced here with the test-only switch) is put
+/// back by the host itself when no new connection can confirm it in time; the run fails.
+#[test]
+fn a_ruleset_that_locks_the_operator_out_is_rolled_back_by_the_host() {
+    use std::time::{Duration, Instant};
+    let lab = Lab::up("t-fw-rollback", 1);
+    let s = Scratch::new();
+    let inv = lab.write_inventory("fw.toml", &playbook(&s, "fw.toml", ""), &[]);
+    assert_eq!(apply(inv.to_str().unwrap()), 1);
+    let hash = |t: String| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(t.as_bytes()))
+    };
+    let before = hash(table(&lab));
+    let plain_ssh = || {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(lab.dir.join("ssh_config"))
+            .args(["-o", "ConnectTimeout=2", "h1", "true"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(plain_ssh());
+
+    let bad = lab.write_inventory(
+        "lockout.toml",
+        &playbook(
+            &s,
+            "lockout.toml",
+            "ports = [80, 443]\nconfirm_timeout = \"8s\"",
+        ),
+        &[],
+    );
+    let started = Instant::now();
+    let run = Command::new(crate::support::bin())
+        .args(["apply", bad.to_str().unwrap(), "--yes", "--output", "json"])
+        .env("CLAW_PROVISION_TEST_ALLOW_SSH_LOCKOUT", "1")
+        .env_remove("SSH_AUTH_SOCK")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // During the window the new ruleset is live and a new SSH connection fails.
+    while hash(table(&lab)) == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the ruleset never changed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!plain_ssh(), "ssh got in during the window");
+    let out = run.wait_with_output().unwrap();
+    let r = crate::support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let e = r.host("h1");
+    assert_eq!(e["failed_at"], "firewall", "{e}");
+    let err = e["error"].as_str().unwrap();
+    assert!(
+        err.contains("the new firewall ruleset was not confirmed")
+            && err.contains("the host restored the previous ruleset after 8 s"),
+        "{err}"
+    );
+    // Afterwards: the host is back by itself, with the very table it had before.
+    assert_eq!(hash(table(&lab)), before);
+    assert!(plain_ssh());
+    let plan = claw(&["plan", inv.to_str().unwrap(), "--output", "json"], &[]);
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
+    let ev = plan
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "plan")
+        .unwrap();
+    assert_eq!(
+        ev["changes"], 0,
+        "the recorded state is the old one again: {ev}"
+    );
+}

@@ -226,6 +226,7 @@ impl Desired {
             stdin_from: None,
             show_output: false,
             stdout_to: None,
+            confirm: None,
         });
         c.details = details;
         c.upload_bytes = changed.iter().map(|c| c.upload_bytes).sum();

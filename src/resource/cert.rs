@@ -432,6 +432,7 @@ impl Desired {
                     stdin_from: None,
                     show_output: false,
                     stdout_to: None,
+                    confirm: None,
                 });
             }
             // A subshell per file: each upload has its own variables and traps; `set -e` holds
@@ -456,6 +457,7 @@ impl Desired {
             stdin_from: None,
             show_output: false,
             stdout_to: None,
+            confirm: None,
         });
         change.details = details;
         change.warnings = self.warnings.clone();

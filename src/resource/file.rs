@@ -286,6 +286,7 @@ impl Desired {
                 stdin_from: None,
                 show_output: false,
                 stdout_to: None,
+                confirm: None,
             });
             c.upload_bytes = self.content.len() as u64;
             c.upload_dir = Some(self.parent());

@@ -42,6 +42,9 @@ pub struct Args {
     pub table: Option<String>,
     /// Filter connections to ports that containers publish (default true).
     pub containers: Option<bool>,
+    /// The safety net: the host restores the previous ruleset unless claw-provision confirms,
+    /// through a NEW SSH connection, within this time (default "60s").
+    pub confirm_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,7 +144,41 @@ pub struct Desired {
     /// The ruleset file: one `nft -f` transaction replacing the table.
     pub ruleset: String,
     pub sha256: String,
+    /// Seconds the host waits for the confirmation before it rolls back.
+    pub confirm_secs: u64,
 }
+
+/// The confirmation of a firewall change, run through a NEW connection: it wins the race
+/// against the rollback timer (both rename the token file first) or reports `expired`.
+pub fn confirm_script(table: &str, token: &str) -> String {
+    format!(
+        r#"tok=/var/lib/claw-provision/firewall/{tok}
+rb=/var/lib/claw-provision/firewall/{rb}
+if mv -f "$tok" "$tok.confirmed" 2>/dev/null && [ "$(cat "$tok.confirmed")" = {token} ]; then
+  rm -f "$tok.confirmed" "$rb.nft" "$rb.state"
+  echo confirmed
+else
+  echo expired
+fi
+"#,
+        tok = quote(&format!("{table}.pending")),
+        rb = quote(&format!("{table}.rollback")),
+        token = quote(token),
+    )
+}
+
+/// Through the old connection, after the window: whether the timer rolled `token`'s change back.
+pub fn rolled_back_script(table: &str, token: &str) -> String {
+    format!(
+        "[ \"$(cat /var/lib/claw-provision/firewall/{f} 2>/dev/null)\" = {token} ] && echo rolled-back || echo unknown\n",
+        f = quote(&format!("{table}.pending.rolled-back")),
+        token = quote(token),
+    )
+}
+
+/// The environment variable that lets a test force a ruleset which blocks the SSH port (to prove
+/// the rollback). Never set it on an operator's machine.
+pub const TEST_ALLOW_LOCKOUT: &str = "CLAW_PROVISION_TEST_ALLOW_SSH_LOCKOUT";
 
 pub const DEFAULT_TABLE: &str = "claw_provision";
 const DEFAULT_PORTS: &[u16] = &[22, 80, 443];
@@ -249,7 +286,15 @@ impl Desired {
         let ssh = lookup(ctx, &["host", "port"])
             .and_then(Value::as_u64)
             .ok_or("internal error: the host's SSH port is not in the template context")?;
-        if !ports.iter().any(|p| u64::from(*p) == ssh) {
+        let confirm_secs =
+            super::compose::parse_duration(a.confirm_timeout.as_deref().unwrap_or("60s"))
+                .map_err(|e| e.replace("wait_timeout", "confirm_timeout"))?;
+        if !(5..=3600).contains(&confirm_secs) {
+            return Err("`confirm_timeout` must be between 5s and 1h".into());
+        }
+        if !ports.iter().any(|p| u64::from(*p) == ssh)
+            && std::env::var_os(TEST_ALLOW_LOCKOUT).is_none()
+        {
             return Err(format!(
                 "this ruleset would block SSH port {ssh}, which claw-provision connects to; add {ssh} to `ports`"
             ));
@@ -304,6 +349,7 @@ impl Desired {
             peers,
             ruleset,
             sha256,
+            confirm_secs,
         })
     }
 
@@ -326,6 +372,26 @@ cat > "$tmp"
 s=$(sha256sum < "$tmp")
 [ "${{s%% *}}" = {sha} ] || {{ echo "the ruleset arrived damaged (sha256 mismatch)" >&2; exit 1; }}
 chmod 0644 "$tmp"
+# The safety net: the previous table (or none) and files are kept, and a detached timer puts them
+# back unless this change is confirmed through a new SSH connection within {secs} s.
+rb=/var/lib/claw-provision/firewall/{rb_name}
+tok=/var/lib/claw-provision/firewall/{tok_name}
+{{ printf 'table inet %s\ndelete table inet %s\n' {t} {t}; nft list table inet {t} 2>/dev/null || true; }} > "$rb"
+if [ -e {file} ]; then cp -p {file} "$rb.nft"; else rm -f "$rb.nft"; fi
+if [ -e {state} ]; then cp -p {state} "$rb.state"; else rm -f "$rb.state"; fi
+token=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+rm -f "$tok.firing" "$tok.confirmed" "$tok.rolled-back"
+printf '%s\n' "$token" > "$tok"
+setsid sh -c '
+  sleep "$1"
+  mv -f "$2" "$2.firing" 2>/dev/null || exit 0
+  [ "$(cat "$2.firing")" = "$3" ] || exit 0
+  nft -f "$4" || exit 1
+  if [ -e "$4.nft" ]; then mv -f "$4.nft" "$5"; else rm -f "$5"; fi
+  if [ -e "$4.state" ]; then mv -f "$4.state" "$6"; else rm -f "$6"; fi
+  printf "%s\n" "$3" > "$2.rolled-back"
+' claw-fw-rollback {secs} "$tok" "$token" "$rb" {file} {state} </dev/null >/dev/null 2>&1 &
+printf '@fw-token\t%s\n' "$token"
 nft -f "$tmp"
 mv -f "$tmp" {file}
 l=$(nft list table inet {t})
@@ -341,6 +407,9 @@ if [ -d /run/systemd/system ]; then
 fi
 "#,
             sha = quote(&self.sha256),
+            secs = self.confirm_secs,
+            rb_name = quote(&format!("{}.rollback", self.table)),
+            tok_name = quote(&format!("{}.pending", self.table)),
             unit_text = quote(UNIT),
             instance = quote(&unit_instance(&self.table)),
         )
@@ -449,6 +518,10 @@ fi
                 stdin_from: None,
                 show_output: false,
                 stdout_to: None,
+                confirm: Some(crate::plan::Confirm {
+                    table: self.table.clone(),
+                    window: std::time::Duration::from_secs(self.confirm_secs),
+                }),
             }),
             upload_bytes: self.ruleset.len() as u64,
             upload_dir: Some("/etc/claw-provision/firewall".into()),
