@@ -1512,6 +1512,49 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_closes_the_rollout_when_the_budget_is_spent_or_a_host_is_not_healthy() {
+        use crate::rollout::{Amount, Rollout};
+        let host = |name: &str, state: HostState, health: Option<StepStatus>| {
+            let mut o = HostOutcome::new(name.into(), "10.0.0.1".into());
+            o.state = state;
+            if let Some(st) = health {
+                let mut plan = HostPlan::default();
+                plan.steps.push(step("http_check", Change::noop("", "")));
+                plan.steps[0].name = "health".into();
+                o.plan = Some(plan);
+                o.statuses = vec![st];
+            }
+            o
+        };
+        let budget = Rollout {
+            max_fail: Some(Amount::Count(1)),
+            ..Rollout::default()
+        };
+        let ok = host("a", HostState::Changed, None);
+        assert_eq!(batch_verdict(&budget, &[&ok], 1, 12, 0), None);
+        let v = batch_verdict(&budget, &[&ok], 2, 12, 1).unwrap();
+        assert_eq!(
+            v,
+            "the rollout stopped after batch 2: 2 host(s) failed, more than max_fail allows"
+        );
+        let gated = Rollout {
+            health: Some("health".into()),
+            ..Rollout::default()
+        };
+        let healthy = host("a", HostState::Ok, Some(StepStatus::Ok));
+        let never = host("c", HostState::NotStarted, None);
+        assert_eq!(batch_verdict(&gated, &[&healthy, &never], 0, 3, 0), None);
+        let failed = host("b", HostState::Failed, Some(StepStatus::NotRun));
+        let v = batch_verdict(&gated, &[&healthy, &failed], 1, 3, 0).unwrap();
+        assert!(
+            v.contains("host b did not pass the health step `health`"),
+            "{v}"
+        );
+        let skipped = host("d", HostState::Ok, Some(StepStatus::Skipped));
+        assert!(batch_verdict(&gated, &[&skipped], 0, 3, 0).is_some());
+    }
+
+    #[test]
     fn compose_is_probed_again_after_its_files_or_images_change() {
         let t = toml::from_str::<toml::Table>(
             "project = \"p\"\nfile = \"/opt/p/compose.yml\"\nenv_file = \"/opt/p/.env\"\n",

@@ -193,6 +193,24 @@ fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
             .unwrap()
     };
 
+    // Two applies started together: exactly one wins, the other is refused.
+    let (x, y) = (hold("5"), hold("5"));
+    let (x, y) = (x.wait_with_output().unwrap(), y.wait_with_output().unwrap());
+    let codes = [x.status.code(), y.status.code()];
+    assert!(
+        codes.contains(&Some(0)) && codes.contains(&Some(1)),
+        "{codes:?}"
+    );
+    let loser = if x.status.success() { &y } else { &x };
+    assert!(
+        String::from_utf8_lossy(&loser.stdout).contains("another apply holds this host"),
+        "{}",
+        String::from_utf8_lossy(&loser.stdout)
+    );
+    wait_for("the winner's lock to go", Duration::from_secs(10), || {
+        holder().is_empty()
+    });
+
     // A holds the host; B is refused at once, naming A; a plan needs no lock.
     let a = hold("4");
     wait_for("A's lock", Duration::from_secs(30), || !holder().is_empty());
@@ -264,8 +282,9 @@ fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect();
-    // A, C, E and G changed (the command runs every time); B was refused before anything.
-    assert_eq!(records.len(), 4, "{log}");
+    // The winner of the race, A, C, E and G changed (the command runs every time); the
+    // refused ones were stopped before anything.
+    assert_eq!(records.len(), 5, "{log}");
     for r in &records {
         assert_eq!(r["result"], "changed", "{r}");
         assert_eq!(r["playbook"], "lock");
