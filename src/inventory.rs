@@ -32,6 +32,7 @@ struct RawDefaults {
     host_key_policy: Option<HostKeyPolicy>,
     connect_timeout: Option<Secs>,
     command_timeout: Option<Secs>,
+    keepalive_interval: Option<Secs>,
     #[serde(rename = "become")]
     become_: Option<bool>,
     become_user: Option<String>,
@@ -110,6 +111,8 @@ pub struct Host {
     pub host_key_policy: HostKeyPolicy,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// SSH keepalive interval; the connection counts as lost after 3 unanswered (0 = off).
+    pub keepalive_interval: Duration,
     pub become_: bool,
     pub become_user: String,
     pub groups: Vec<String>,
@@ -316,6 +319,9 @@ impl Inventory {
                 host_key_policy: d.host_key_policy.unwrap_or_default(),
                 connect_timeout: d.connect_timeout.map_or(Duration::from_secs(10), |s| s.0),
                 command_timeout: d.command_timeout.map_or(DEFAULT_COMMAND_TIMEOUT, |s| s.0),
+                keepalive_interval: d
+                    .keepalive_interval
+                    .map_or(crate::ssh::DEFAULT_KEEPALIVE_INTERVAL, |s| s.0),
                 become_: h.become_.or(d.become_).unwrap_or(false),
                 become_user: h
                     .become_user

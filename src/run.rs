@@ -593,7 +593,7 @@ fn connect_spec(h: &Host) -> ConnectSpec {
             HostKeyPolicy::AcceptNew => ssh::HostKeyPolicy::AcceptNew,
         },
         connect_timeout: h.connect_timeout,
-        keepalive_interval: ssh::DEFAULT_KEEPALIVE_INTERVAL,
+        keepalive_interval: h.keepalive_interval,
     }
 }
 

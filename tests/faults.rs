@@ -139,3 +139,63 @@ creates = "/srv/started"
     );
     let _ = lab.ssh("h1", "sudo pkill -f 'sleep [2]9' || true");
 }
+
+/// A host whose link goes down in the middle of a step: the run notices through keepalives (no
+/// hang, no waiting for the command's timeout), fails that host at that step, finishes the
+/// other one, and a rerun converges once the link is back.
+#[test]
+fn link_down_mid_step_fails_that_host_without_hanging() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let lab = Lab::up("t-linkdown", 2);
+    let s = Scratch::new();
+    let pb = s.file(
+        "slow.toml",
+        "name = \"slow\"\n\n[defaults]\nslow = 0\n\n[[steps]]\nname = \"slow\"\nkind = \"command\"\nrun = \"sleep {{ slow }}; touch /opt/slow-done\"\ncreates = \"/opt/slow-done\"\n\n[[steps]]\nname = \"after\"\nkind = \"file\"\npath = \"/opt/after\"\ncontent = \"x\\n\"\n",
+    );
+    let inv = lab.write_inventory("slow.toml", &pb, &[("keepalive_interval", "2")]);
+    let text = std::fs::read_to_string(&inv).unwrap();
+    std::fs::write(
+        &inv,
+        text.replacen("[hosts.h1]\n", "[hosts.h1]\nvars = { slow = 40 }\n", 1),
+    )
+    .unwrap();
+    let inv = inv.to_str().unwrap();
+    let started = Instant::now();
+    let run = std::process::Command::new(crate::support::bin())
+        .args(["apply", inv, "--yes", "--output", "json"])
+        .env_remove("SSH_AUTH_SOCK")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !lab.ssh("h1", "pgrep -f 'sleep [4]0'").status.success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "h1 never started its step"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.cmd(&["link", "h1", "down"]);
+    let cut = Instant::now();
+    let out = run.wait_with_output().unwrap();
+    let took = cut.elapsed();
+    let r = crate::support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
+    assert!(took < Duration::from_secs(25), "the run hung for {took:?}");
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let h1 = r.host("h1");
+    assert_eq!(h1["state"], "failed", "{h1}");
+    assert_eq!(h1["failed_at"], "slow", "{h1}");
+    assert_eq!(r.host("h2")["state"], "changed", "{}", r.stdout);
+    lab.cmd(&["link", "h1", "up"]);
+    let r = claw(
+        &["apply", inv, "--yes", "--output", "json", "-e", "slow=0"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "a rerun converges: {}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.host("h1")["state"], "changed", "{}", r.stdout);
+}
