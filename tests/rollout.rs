@@ -405,3 +405,57 @@ fn ctrl_c_finishes_the_running_step_then_stops_and_twice_aborts() {
     );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 }
+
+#[test]
+fn the_health_gate_holds_back_the_next_batch() {
+    let lab = Lab::up("t-gate", 3);
+    let pb = lab.dir.join("gate.toml");
+    std::fs::write(
+        &pb,
+        r#"name = "gate"
+
+[rollout]
+serial = 1
+health = "healthy"
+order = "sorted"
+
+[[steps]]
+name = "stamp"
+kind = "file"
+path = "/opt/gate-stamp"
+content = "x\n"
+
+[[steps]]
+name = "healthy"
+kind = "command"
+run = "test -e /opt/gate-stamp && test ! -e /opt/unhealthy"
+changes = false
+"#,
+    )
+    .unwrap();
+    let inv = lab.write_inventory("gate-inv.toml", &pb, &[]);
+    let inv = inv.to_str().unwrap();
+    ok(
+        lab.ssh("h2", "sudo touch /opt/unhealthy"),
+        "make h2 unhealthy",
+    );
+    let from = log_len(&lab.host("h3").sshd_log);
+    let r = claw(&["apply", inv, "--yes", "--output", "json"], &[]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.host("h1")["state"], "changed");
+    assert_eq!(r.host("h2")["state"], "failed");
+    assert_eq!(r.host("h2")["failed_at"], "healthy");
+    assert_eq!(r.host("h3")["state"], "not started");
+    let why = r.host("h3")["error"].as_str().unwrap().to_string();
+    assert!(
+        why.contains(
+            "the rollout stopped after batch 2: host h2 did not pass the health step `healthy`"
+        ),
+        "{why}"
+    );
+    assert_eq!(sshd_counts(&lab.host("h3").sshd_log, from).0, 0);
+    ok(lab.ssh("h2", "sudo rm /opt/unhealthy"), "h2 healthy again");
+    let r = claw(&["apply", inv, "--yes", "--output", "json"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.host("h3")["state"], "changed");
+}
