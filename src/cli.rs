@@ -365,6 +365,24 @@ fn become_password(ask: bool) -> Result<Option<Secret>, Error> {
     }
     Ok(Some(Secret::new(pw)))
 }
+/// Ctrl-C during a run: the first lets every host finish its running step and stop (locks go
+/// with the connections, the summary is printed); the second ends the process at once.
+fn on_ctrl_c(interrupt: Arc<std::sync::atomic::AtomicBool>) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!(
+            "\ninterrupted: every host stops after its running step (Ctrl-C again to abort now)"
+        );
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("aborted");
+            std::process::exit(130);
+        }
+    });
+}
+
 /// --force-unlock without --yes: the operator confirms on a terminal.
 fn confirm_force_unlock() -> Result<(), Error> {
     if !std::io::stdin().is_terminal() {
@@ -374,7 +392,7 @@ fn confirm_force_unlock() -> Result<(), Error> {
         ));
     }
     eprint!(
-        "--force-unlock ends the hold of any other apply running on the selected hosts (its steps may be cut short). Break the locks? [y/N] "
+        "--force-unlock ends the connection of any other apply running on the selected hosts (its running step is cut short, and that run fails). Break the locks? [y/N] "
     );
     let mut answer = String::new();
     let _ = std::io::stdin().read_line(&mut answer);
@@ -463,26 +481,9 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
         .enable_all()
         .build()
         .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
-    // Ctrl-C: the first lets every host finish its running step and stop (locks go with the
-    // connections, the summary is printed); the second ends the process at once.
-    {
-        let interrupt = interrupt.clone();
-        rt.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_err() {
-                return;
-            }
-            interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
-            eprintln!(
-                "\ninterrupted: every host stops after its running step (Ctrl-C again to abort now)"
-            );
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("aborted");
-                std::process::exit(130);
-            }
-        });
-    }
     let mut outcomes: Vec<HostOutcome> = rt.block_on(async {
         if !confirm {
+            on_ctrl_c(interrupt.clone());
             return Ok(run::run(prepared, opts, observer, None).await);
         }
         let (gate_tx, gate_rx) = tokio::sync::watch::channel(None);
@@ -546,6 +547,8 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
         };
         drop(out);
         progress.resume();
+        // Until the answer, Ctrl-C ends the process (nothing was changed yet).
+        on_ctrl_c(interrupt.clone());
         let _ = gate_tx.send(Some(go));
         handle.await.map_err(|e| {
             Error::Io(format!(

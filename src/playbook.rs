@@ -326,9 +326,17 @@ impl Playbook {
             .cloned()
             .collect();
         steps.extend(t.steps.iter().cloned());
+        // The health gate applies to a task only if the task has that step.
+        let mut rollout = self.rollout.clone();
+        if let Some(h) = &rollout.health
+            && !steps.iter().any(|s| &s.name == h)
+        {
+            rollout.health = None;
+        }
         Ok(Playbook {
             steps,
             task: Some(t.name.clone()),
+            rollout,
             ..self.clone()
         })
     }
@@ -930,5 +938,39 @@ name = "build the old one"
         );
         let e = bad("description = \"build again\"", "descr = 1");
         assert!(e[0].contains("unknown field `descr`"), "{e:?}");
+    }
+
+    #[test]
+    fn rollout_settings_are_checked() {
+        let with = |r: &str| format!("{TASKS}\n[rollout]\n{r}\n");
+        let p = Playbook::parse(
+            Path::new("pb.toml"),
+            &with("serial = \"25%\"\nmax_fail = 0\nhealth = \"build\"\norder = \"sorted\""),
+        )
+        .unwrap();
+        assert_eq!(p.rollout.serial, Some(crate::rollout::Amount::Percent(25)));
+        assert_eq!(p.rollout.max_fail, Some(crate::rollout::Amount::Count(0)));
+        assert_eq!(p.rollout.health.as_deref(), Some("build"));
+        // A task that has the health step keeps the gate (one without it runs without).
+        assert_eq!(
+            p.with_task("update").unwrap().rollout.health.as_deref(),
+            Some("build")
+        );
+        let errs = |r: &str| {
+            Playbook::parse(Path::new("pb.toml"), &with(r))
+                .unwrap_err()
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(
+            errs("serial = 0").contains("rollout: `serial` must be a number of hosts (at least 1)")
+        );
+        assert!(errs("max_fail = \"x\"").contains("rollout: `max_fail` must be"));
+        assert!(errs("health = \"nope\"").contains("rollout: `health = \"nope\"` names no step"));
+        assert!(errs("order = \"random\"").contains("unknown variant `random`"));
+        assert!(errs("batch = 2").contains("unknown field `batch`"));
     }
 }

@@ -683,6 +683,7 @@ async fn host_task(
         HostState::Failed => !matches!(o.failed_at.as_deref(), Some("lock" | "facts" | "probe")),
         _ => false,
     };
+    o.elapsed = start.elapsed();
     if ctx.opts.mode == Mode::Apply && audited && !remote.session.is_closed() {
         let line = audit_record(&p, &o, ctx.opts.lock_holder.as_deref().unwrap_or(""));
         let _ = remote
@@ -1055,18 +1056,33 @@ async fn drive(
     let mut failure: Option<StepErr> = None;
     let mut rescued: Vec<String> = Vec::new();
     let mut rescue_ran = 0;
+    let mut ran_any = false;
     for i in 0..plan.steps.len() {
         let mut sp = plan.steps[i].clone();
         let rescue = p.steps[i].step.rescue;
-        if ctx.halted() && failure.is_none() && sp.change.action != crate::plan::Action::Skip {
+        let runs_something =
+            sp.change.op.is_some() || sp.change.action == crate::plan::Action::Deferred;
+        if ctx.halted()
+            && failure.is_none()
+            && runs_something
+            && sp.change.action != crate::plan::Action::Skip
+        {
             // Other hosts used up the failure budget, or the operator interrupted: stop
-            // before this step.
+            // before this step. A host that ran nothing yet has not started.
             o.halted = true;
+            if !ran_any {
+                o.state = HostState::NotStarted;
+                o.error = Some(format!("not started: {}", ctx.halt_reason()));
+                return Ok(());
+            }
             o.state = HostState::Failed;
             return Err((
                 sp.name.clone(),
                 RemoteError::Failed(format!("stopped before this step: {}", ctx.halt_reason())),
             ));
+        }
+        if runs_something && sp.change.action != crate::plan::Action::Skip {
+            ran_any = true;
         }
         if failure.is_some() != rescue {
             // Normal steps after a failure never run; rescue steps without one are skipped.

@@ -287,7 +287,7 @@ fn a_ruleset_that_locks_the_operator_out_is_rolled_back_by_the_host() {
         &playbook(
             &s,
             "lockout.toml",
-            "ports = [80, 443]\nconfirm_timeout = \"8s\"",
+            "ports = [80, 443]\nconfirm_timeout = \"10s\"",
         ),
         &[],
     );
@@ -321,7 +321,7 @@ fn a_ruleset_that_locks_the_operator_out_is_rolled_back_by_the_host() {
     let err = e["error"].as_str().unwrap();
     assert!(
         err.contains("the new firewall ruleset was not confirmed")
-            && err.contains("the host restored the previous ruleset after 8 s"),
+            && err.contains("the host restored the previous ruleset after 10 s"),
         "{err}"
     );
     // Afterwards: the host is back by itself, with the very table it had before.

@@ -8,7 +8,9 @@
 //! that finds the lock taken waits up to 2 s for it (the previous run's holder may be exiting),
 //! then reports the holder.
 //! The holder's description (operator, machine, pid, playbook, start time) is kept beside the
-//! lock for the refusal message of a second apply. `force` kills the current holder first.
+//! lock for the refusal message of a second apply. `force` ends the other run's connection
+//! (hence its holder, and that run) first. Without root, the lock is the login's own
+//! (`~/.claw-provision`).
 //!
 //! The only side effects of the probe are these (taken for `apply` only, never for `plan`).
 
@@ -38,8 +40,10 @@ pub fn command(holder: &str, force: bool) -> String {
     format!(
         r#"claw_lock() {{
   d={dir}
-  mkdir -p -m 0755 "$d" 2>/dev/null
-  for t in flock setsid mkfifo; do
+  # Not root (no become): a lock of this login's own.
+  {{ mkdir -p -m 0755 "$d" 2>/dev/null && [ -w "$d" ]; }} || d="${{HOME:-/tmp}}/.claw-provision"
+  mkdir -p -m 0700 "$d" 2>/dev/null
+  for t in flock setsid mkfifo timeout; do
     command -v "$t" >/dev/null 2>&1 || {{ printf '@lock\terror\tno %s command on the host (util-linux, coreutils)\n' "$t"; return; }}
   done
   conn=; p=$$
@@ -50,24 +54,28 @@ pub fn command(holder: &str, force: bool) -> String {
   [ -n "$conn" ] || {{ printf '@lock\terror\tno sshd process above this command: cannot tie the lock to the connection\n'; return; }}
   f=$(mktemp -u /tmp/.claw-lock.XXXXXXXX) && mkfifo -m 0600 "$f" || {{ printf '@lock\terror\tcannot make a fifo in /tmp\n'; return; }}
   setsid sh -c '
-    exec 9>>"$1/apply.lock" 2>/dev/null || {{ echo "cannot open $1/apply.lock" >"$2"; exit 0; }}
+    said=
+    say() {{ said=1; echo "$1" >"$2"; }}
+    trap "[ -n \"\$said\" ] || echo \"the lock holder failed\" >\"$2\"" EXIT
+    command exec 9>>"$1/apply.lock" 2>/dev/null || {{ say "cannot open $1/apply.lock" "$2"; exit 0; }}
     if ! flock -w 2 9; then
       if [ "$5" = force ]; then
-        old=$(sed -n "s/^pid=//p" "$1/apply.holder" 2>/dev/null)
-        [ -z "$old" ] || kill "$old" 2>/dev/null
-        flock -w 15 9 || {{ echo "the holder did not let go within 15 s" >"$2"; exit 0; }}
+        # End the other run: its connection (checked to be an sshd process), hence its holder.
+        old=$(sed -n "s/^conn=//p" "$1/apply.holder" 2>/dev/null)
+        case $(cat "/proc/$old/comm" 2>/dev/null) in sshd|sshd-session) kill "$old" 2>/dev/null ;; esac
+        flock -w 15 9 || {{ say "the other run did not let go within 15 s" "$2"; exit 0; }}
       else
-        echo held >"$2"; exit 0
+        say held "$2"; exit 0
       fi
     fi
-    printf "%s since %s\npid=%s\n" "$4" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$$" >"$1/apply.holder.tmp" &&
+    printf "%s since %s\nconn=%s\n" "$4" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$3" >"$1/apply.holder.tmp" &&
       mv -f "$1/apply.holder.tmp" "$1/apply.holder"
-    echo ok >"$2"
+    say ok "$2"
     exec </dev/null >/dev/null 2>&1
     while kill -0 "$3" 2>/dev/null; do sleep 0.2; done
     rm -f "$1/apply.holder"
   ' claw-lock "$d" "$f" "$conn" {holder} {force} </dev/null >/dev/null 2>&1 &
-  IFS= read -r r <"$f"
+  r=$(timeout 30 sh -c 'IFS= read -r r <"$1" && printf %s "$r"' claw-lock-wait "$f") || r="no answer from the lock holder"
   rm -f "$f"
   case $r in
     ok) printf '@lock\ttaken\n' ;;

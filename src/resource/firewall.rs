@@ -149,31 +149,35 @@ pub struct Desired {
 }
 
 /// The confirmation of a firewall change, run through a NEW connection: it wins the race
-/// against the rollback timer (both rename the token file first) or reports `expired`.
+/// against the rollback timer (both rename the change's own token file first) and puts the new
+/// ruleset file and state in place, or reports `expired`.
 pub fn confirm_script(table: &str, token: &str) -> String {
+    let d = "/var/lib/claw-provision/firewall";
     format!(
-        r#"tok=/var/lib/claw-provision/firewall/{tok}
-rb=/var/lib/claw-provision/firewall/{rb}
-if mv -f "$tok" "$tok.confirmed" 2>/dev/null && [ "$(cat "$tok.confirmed")" = {token} ]; then
-  rm -f "$tok.confirmed" "$rb.nft" "$rb.state"
+        r#"pend={pend}
+if mv -f "$pend" "$pend.confirmed" 2>/dev/null; then
+  mv -f {file}.new.{token} {file}
+  mv -f {state}.new.{token} {state}
+  rm -f "$pend.confirmed" {rb}
   echo confirmed
 else
   echo expired
 fi
 "#,
-        tok = quote(&format!("{table}.pending")),
-        rb = quote(&format!("{table}.rollback")),
+        pend = quote(&format!("{d}/{table}.pending.{token}")),
+        rb = quote(&format!("{d}/{table}.rollback.{token}")),
+        file = quote(&ruleset_path(table)),
+        state = quote(&state_path(table)),
         token = quote(token),
     )
 }
 
 /// Through the old connection, after the window: whether the timer rolled `token`'s change back.
 pub fn rolled_back_script(table: &str, token: &str) -> String {
-    format!(
-        "[ \"$(cat /var/lib/claw-provision/firewall/{f} 2>/dev/null)\" = {token} ] && echo rolled-back || echo unknown\n",
-        f = quote(&format!("{table}.pending.rolled-back")),
-        token = quote(token),
-    )
+    let f = quote(&format!(
+        "/var/lib/claw-provision/firewall/{table}.pending.{token}.rolled-back"
+    ));
+    format!("if [ -e {f} ]; then rm -f {f}; echo rolled-back; else echo unknown; fi\n")
 }
 
 /// The environment variable that lets a test force a ruleset which blocks the SSH port (to prove
@@ -289,8 +293,8 @@ impl Desired {
         let confirm_secs =
             super::compose::parse_duration(a.confirm_timeout.as_deref().unwrap_or("60s"))
                 .map_err(|e| e.replace("wait_timeout", "confirm_timeout"))?;
-        if !(5..=3600).contains(&confirm_secs) {
-            return Err("`confirm_timeout` must be between 5s and 1h".into());
+        if !(10..=3600).contains(&confirm_secs) {
+            return Err("`confirm_timeout` must be between 10s and 1h".into());
         }
         if !ports.iter().any(|p| u64::from(*p) == ssh)
             && std::env::var_os(TEST_ALLOW_LOCKOUT).is_none()
@@ -363,41 +367,16 @@ impl Desired {
         let file = quote(&ruleset_path(&self.table));
         let state = quote(&state_path(&self.table));
         let unit = quote(UNIT_PATH);
+        let table = &self.table;
         format!(
             r#"set -eu
 mkdir -p /etc/claw-provision/firewall /var/lib/claw-provision/firewall
 tmp=$(mktemp /etc/claw-provision/firewall/.upload.XXXXXX)
-trap 'rm -f "$tmp" "$tmp.state" "$tmp.unit"' EXIT
+trap 'rm -f "$tmp" "$tmp.unit"' EXIT
 cat > "$tmp"
 s=$(sha256sum < "$tmp")
 [ "${{s%% *}}" = {sha} ] || {{ echo "the ruleset arrived damaged (sha256 mismatch)" >&2; exit 1; }}
 chmod 0644 "$tmp"
-# The safety net: the previous table (or none) and files are kept, and a detached timer puts them
-# back unless this change is confirmed through a new SSH connection within {secs} s.
-rb=/var/lib/claw-provision/firewall/{rb_name}
-tok=/var/lib/claw-provision/firewall/{tok_name}
-{{ printf 'table inet %s\ndelete table inet %s\n' {t} {t}; nft list table inet {t} 2>/dev/null || true; }} > "$rb"
-if [ -e {file} ]; then cp -p {file} "$rb.nft"; else rm -f "$rb.nft"; fi
-if [ -e {state} ]; then cp -p {state} "$rb.state"; else rm -f "$rb.state"; fi
-token=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-rm -f "$tok.firing" "$tok.confirmed" "$tok.rolled-back"
-printf '%s\n' "$token" > "$tok"
-setsid sh -c '
-  sleep "$1"
-  mv -f "$2" "$2.firing" 2>/dev/null || exit 0
-  [ "$(cat "$2.firing")" = "$3" ] || exit 0
-  nft -f "$4" || exit 1
-  if [ -e "$4.nft" ]; then mv -f "$4.nft" "$5"; else rm -f "$5"; fi
-  if [ -e "$4.state" ]; then mv -f "$4.state" "$6"; else rm -f "$6"; fi
-  printf "%s\n" "$3" > "$2.rolled-back"
-' claw-fw-rollback {secs} "$tok" "$token" "$rb" {file} {state} </dev/null >/dev/null 2>&1 &
-printf '@fw-token\t%s\n' "$token"
-nft -f "$tmp"
-mv -f "$tmp" {file}
-l=$(nft list table inet {t})
-l=$(printf '%s\n' "$l" | sha256sum)
-printf '%s\n' "${{l%% *}}" > "$tmp.state"
-mv -f "$tmp.state" {state}
 if [ -d /run/systemd/system ]; then
   printf '%s' {unit_text} > "$tmp.unit"
   chmod 0644 "$tmp.unit"
@@ -405,11 +384,33 @@ if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   systemctl enable --quiet {instance}
 fi
+# The safety net. The previous table (or none) is kept; the new ruleset file and state wait
+# beside the old ones until the change is confirmed through a new SSH connection; a detached
+# timer restores the previous table unless that happens within {secs} s. Every file carries
+# this change's token, and arming cancels the timers of earlier unconfirmed changes.
+d=/var/lib/claw-provision/firewall
+token=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+rm -f "$d"/{table}.pending.*
+rb="$d/{table}.rollback.$token"
+pend="$d/{table}.pending.$token"
+{{ printf 'table inet %s\ndelete table inet %s\n' {t} {t}; nft list table inet {t} 2>/dev/null || true; }} > "$rb"
+: > "$pend"
+setsid sh -c '
+  sleep "$1"
+  mv -f "$2" "$2.firing" 2>/dev/null || exit 0
+  nft -f "$3" || exit 1
+  rm -f "$4" "$5" "$3" "$2.firing"
+  : > "$2.rolled-back"
+' claw-fw-rollback {secs} "$pend" "$rb" {file}".new.$token" {state}".new.$token" </dev/null >/dev/null 2>&1 &
+printf '@fw-token\t%s\n' "$token"
+nft -f "$tmp"
+mv -f "$tmp" {file}".new.$token"
+l=$(nft list table inet {t})
+l=$(printf '%s\n' "$l" | sha256sum)
+printf '%s\n' "${{l%% *}}" > {state}".new.$token"
 "#,
             sha = quote(&self.sha256),
             secs = self.confirm_secs,
-            rb_name = quote(&format!("{}.rollback", self.table)),
-            tok_name = quote(&format!("{}.pending", self.table)),
             unit_text = quote(UNIT),
             instance = quote(&unit_instance(&self.table)),
         )
