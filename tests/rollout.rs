@@ -1,7 +1,7 @@
 //! Multi-host rollout (issue 6) on light lab hosts: batches (`serial`), the failure budget
-//! (`max_fail`), hosts that never start, a rerun that converges; the per-host apply lock (a
-//! second apply is refused with the holder, a dead run frees it, `--force-unlock`), and the audit
-//! record.
+//! (`max_fail`), a slow link (tests/lab/delay-proxy.py), hosts that never start, a rerun that
+//! converges; the per-host apply lock (a second apply is refused with the holder, a dead run
+//! frees it, `--force-unlock`), the audit record, Ctrl-C and the health gate.
 
 use crate::support::{Lab, bin, claw, log_len, ok, sshd_counts};
 use std::process::{Command, Stdio};
@@ -60,6 +60,46 @@ fn rollout_in_batches_stops_when_the_failure_budget_is_spent() {
     // h6 is cut off in the middle of its slow step; h7 is slow (it is still sleeping then).
     host_vars(&inv, "h6", "slow = 30");
     host_vars(&inv, "h7", "slow = 4");
+    // h3's link is slow: 100 ms each way, through the lab's delay proxy (no netem here).
+    let h3 = lab.host("h3");
+    let mut proxy = Command::new("python3")
+        .arg(crate::support::repo().join("tests/lab/delay-proxy.py"))
+        .args([h3.address.as_str(), "22", "100"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let port = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(proxy.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim().to_string()
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _proxy = Kill(proxy);
+    let text = std::fs::read_to_string(&inv).unwrap();
+    let text = text.replacen(
+        &format!("[hosts.h3]\naddress = {:?}\n", h3.address),
+        &format!("[hosts.h3]\naddress = \"127.0.0.1\"\nport = {port}\n"),
+        1,
+    );
+    assert!(text.contains(&format!("port = {port}")), "{text}");
+    std::fs::write(&inv, text).unwrap();
+    let kh = lab.dir.join("known_hosts");
+    let keys = std::fs::read_to_string(&kh).unwrap();
+    let key = keys
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{} ", h3.address)))
+        .unwrap()
+        .to_string();
+    std::fs::write(&kh, format!("{keys}[127.0.0.1]:{port} {key}\n")).unwrap();
     let inv = inv.to_str().unwrap();
     let untouched = ["h9", "h10", "h11", "h12"];
     let logs: Vec<usize> = untouched
@@ -125,6 +165,20 @@ fn rollout_in_batches_stops_when_the_failure_budget_is_spent() {
             "{h} was connected to"
         );
     }
+    // The slow host held back only its own batch: every host of batch 2 ended after it.
+    let ends: Vec<String> = r
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "host")
+        .map(|e| e["host"].as_str().unwrap().to_string())
+        .collect();
+    let at = |h: &str| ends.iter().position(|x| x == h).unwrap();
+    for h in ["h5", "h6", "h7", "h8"] {
+        assert!(at("h3") < at(h), "{ends:?}");
+    }
+    let slow_ms = r.host("h3")["elapsed_ms"].as_u64().unwrap();
+    let fast_ms = r.host("h1")["elapsed_ms"].as_u64().unwrap();
+    assert!(slow_ms > fast_ms + 400, "h3 {slow_ms} ms, h1 {fast_ms} ms");
     let totals = &r.summary()["totals"];
     assert_eq!(totals["not_started"], 4, "{totals}");
 
