@@ -292,14 +292,10 @@ fn a_ruleset_that_locks_the_operator_out_is_rolled_back_by_the_host() {
         &[],
     );
     let started = Instant::now();
-    let run = Command::new(crate::support::bin())
-        .args(["apply", bad.to_str().unwrap(), "--yes", "--output", "json"])
-        .env("CLAW_PROVISION_TEST_ALLOW_SSH_LOCKOUT", "1")
-        .env_remove("SSH_AUTH_SOCK")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = crate::support::claw_spawn(
+        &["apply", bad.to_str().unwrap(), "--yes", "--output", "json"],
+        &[("CLAW_PROVISION_TEST_ALLOW_SSH_LOCKOUT", "1")],
+    );
     // During the window the new ruleset is live and a new SSH connection fails.
     while hash(table(&lab)) == before {
         assert!(
@@ -309,12 +305,7 @@ fn a_ruleset_that_locks_the_operator_out_is_rolled_back_by_the_host() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!plain_ssh(), "ssh got in during the window");
-    let out = run.wait_with_output().unwrap();
-    let r = crate::support::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    };
+    let r = run.wait();
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let e = r.host("h1");
     assert_eq!(e["failed_at"], "firewall", "{e}");

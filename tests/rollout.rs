@@ -3,7 +3,7 @@
 //! converges; the per-host apply lock (a second apply is refused with the holder, a dead run
 //! frees it, `--force-unlock`), the audit record, Ctrl-C and the health gate.
 
-use crate::support::{Lab, bin, claw, log_len, ok, sshd_counts};
+use crate::support::{Lab, bin, claw, claw_spawn, log_len, ok, sshd_counts};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -109,24 +109,13 @@ fn rollout_in_batches_stops_when_the_failure_budget_is_spent() {
 
     // h2 is down from the start.
     lab.cmd(&["stop", "h2"]);
-    let run = Command::new(bin())
-        .args(["apply", inv, "--yes", "--output", "json"])
-        .env_remove("SSH_AUTH_SOCK")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = claw_spawn(&["apply", inv, "--yes", "--output", "json"], &[]);
     // Batch 2 (h5..h8) is running once h6 is in its slow step: take h6 away then.
     wait_for("h6 in its slow step", Duration::from_secs(60), || {
         lab.ssh("h6", "pgrep -f 'sleep [3]0'").status.success()
     });
     lab.cmd(&["stop", "h6"]);
-    let out = run.wait_with_output().unwrap();
-    let r = crate::support::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    };
+    let r = run.wait();
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let state = |h: &str| r.host(h)["state"].as_str().unwrap().to_string();
     for h in ["h1", "h3", "h4", "h5", "h8"] {
@@ -230,8 +219,8 @@ fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
         .stdout
     };
     let hold = |secs: &str| {
-        Command::new(bin())
-            .args([
+        claw_spawn(
+            &[
                 "apply",
                 inv,
                 "--yes",
@@ -239,27 +228,21 @@ fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
                 "json",
                 "-e",
                 &format!("hold={secs}"),
-            ])
-            .env_remove("SSH_AUTH_SOCK")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            ],
+            &[],
+        )
     };
 
     // Two applies started together: exactly one wins, the other is refused.
     let (x, y) = (hold("5"), hold("5"));
-    let (x, y) = (x.wait_with_output().unwrap(), y.wait_with_output().unwrap());
-    let codes = [x.status.code(), y.status.code()];
+    let (x, y) = (x.wait(), y.wait());
+    let codes = [x.code, y.code];
+    assert!(codes.contains(&0) && codes.contains(&1), "{codes:?}");
+    let loser = if x.code == 0 { &y } else { &x };
     assert!(
-        codes.contains(&Some(0)) && codes.contains(&Some(1)),
-        "{codes:?}"
-    );
-    let loser = if x.status.success() { &y } else { &x };
-    assert!(
-        String::from_utf8_lossy(&loser.stdout).contains("another apply holds this host"),
+        loser.stdout.contains("another apply holds this host"),
         "{}",
-        String::from_utf8_lossy(&loser.stdout)
+        loser.stdout
     );
     wait_for("the winner's lock to go", Duration::from_secs(10), || {
         holder().is_empty()
@@ -286,8 +269,8 @@ fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
     );
     let p = claw(&["plan", inv], &[]);
     assert_eq!(p.code, 0, "{}\n{}", p.stdout, p.stderr);
-    let a = a.wait_with_output().unwrap();
-    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stdout));
+    let a = a.wait();
+    assert_eq!(a.code, 0, "{}", a.stdout);
     // A ended: its lock went with its connection.
     wait_for("A's lock to go", Duration::from_secs(10), || {
         holder().is_empty()
@@ -298,7 +281,7 @@ fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
     // A run that dies (killed, no cleanup) frees the host as its connection closes.
     let mut d = hold("30");
     wait_for("D's lock", Duration::from_secs(30), || !holder().is_empty());
-    d.kill().unwrap();
+    d.0.kill().unwrap();
     let _ = d.wait();
     wait_for("D's lock to go", Duration::from_secs(10), || {
         holder().is_empty()
@@ -315,7 +298,7 @@ fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
     );
     assert_eq!(g.code, 0, "{}\n{}", g.stdout, g.stderr);
     let mut f = f;
-    f.kill().unwrap();
+    f.0.kill().unwrap();
     let _ = f.wait();
     let no_tty = Command::new(bin())
         .args(["apply", inv, "--force-unlock"])
@@ -376,8 +359,8 @@ fn ctrl_c_finishes_the_running_step_then_stops_and_twice_aborts() {
     let inv = lab.write_inventory("ctrl-c-inv.toml", &pb, &[]);
     let inv = inv.to_str().unwrap();
     let spawn = |hold: &str| {
-        Command::new(bin())
-            .args([
+        claw_spawn(
+            &[
                 "apply",
                 inv,
                 "--yes",
@@ -385,12 +368,9 @@ fn ctrl_c_finishes_the_running_step_then_stops_and_twice_aborts() {
                 "json",
                 "-e",
                 &format!("hold={hold}"),
-            ])
-            .env_remove("SSH_AUTH_SOCK")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            ],
+            &[],
+        )
     };
     let sleeping = |secs: &str| {
         let pat = format!("pgrep -f 'sleep [{}]{}'", &secs[..1], &secs[1..]);
@@ -409,13 +389,8 @@ fn ctrl_c_finishes_the_running_step_then_stops_and_twice_aborts() {
     wait_for("the hold steps", Duration::from_secs(30), || sleeping("3"));
     let t = Instant::now();
     int(run.id());
-    let out = run.wait_with_output().unwrap();
+    let r = run.wait();
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
-    let r = crate::support::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    };
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("interrupted"), "{}", r.stderr);
     for h in ["h1", "h2"] {
@@ -448,10 +423,10 @@ fn ctrl_c_finishes_the_running_step_then_stops_and_twice_aborts() {
     int(run.id());
     std::thread::sleep(Duration::from_millis(300));
     int(run.id());
-    let out = run.wait_with_output().unwrap();
+    let out = run.wait();
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-    assert_eq!(out.status.code(), Some(130));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("aborted"));
+    assert_eq!(out.code, 130);
+    assert!(out.stderr.contains("aborted"));
     // A rerun converges.
     let r = claw(
         &["apply", inv, "--yes", "--output", "json", "-e", "hold=0"],

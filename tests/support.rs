@@ -301,7 +301,7 @@ impl Run {
     }
 }
 
-pub fn claw(args: &[&str], env: &[(&str, &str)]) -> Run {
+fn claw_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(bin());
     c.args(args)
         .env_remove("SSH_AUTH_SOCK")
@@ -310,12 +310,48 @@ pub fn claw(args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         c.env(k, v);
     }
-    let o = c.output().expect("run claw-provision");
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    c
+}
+
+impl Run {
+    fn of(o: std::process::Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
     }
+}
+
+pub fn claw(args: &[&str], env: &[(&str, &str)]) -> Run {
+    Run::of(
+        claw_command(args, env)
+            .output()
+            .expect("run claw-provision"),
+    )
+}
+
+/// A run started in the background (to act on the lab while it goes); `wait` collects it.
+pub struct Running(pub std::process::Child);
+
+impl Running {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn wait(self) -> Run {
+        Run::of(self.0.wait_with_output().expect("wait for claw-provision"))
+    }
+}
+
+pub fn claw_spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
+    Running(
+        claw_command(args, env)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start claw-provision"),
+    )
 }
 
 /// Connections and sessions (= remote round trips) the sshd log recorded since `from` bytes.
