@@ -142,6 +142,11 @@ pub struct RunArgs {
     /// Exit 2 when changes are pending (plan) or were made (apply), 0 when none.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// After the summary: per host connections, channels, remote round trips, bytes and the
+    /// time in connect / probe / apply; for the run: wall time, CPU time and peak memory (the
+    /// JSON summary always has them).
+    #[arg(long)]
+    pub stats: bool,
     /// Ask for the sudo password (else CLAW_BECOME_PASSWORD, else passwordless sudo).
     #[arg(short = 'K', long)]
     pub ask_become_pass: bool,
@@ -589,6 +594,9 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
                 "{}",
                 text::summary(&outcomes, mode == Mode::Apply, paint)
             );
+            if a.stats {
+                let _ = write!(out, "{}", text::stats(&outcomes, start.elapsed()));
+            }
         }
     }
     if outcomes

@@ -321,6 +321,14 @@ pub struct HostOutcome {
     pub elapsed: Duration,
     /// Stopped by the rollout (other hosts exceeded `max_fail`), not by a failure of its own.
     pub halted: bool,
+    /// Time spent connecting (TCP, key exchange, authentication).
+    pub connect_time: Duration,
+    /// Time from the connection to the diff (the probes; content fetched for diffs).
+    pub probe_time: Duration,
+    /// Time applying changes and handlers (the audit record included).
+    pub apply_time: Duration,
+    /// Time waiting for the operator's answer or the host's batch after the plan.
+    pub waited: Duration,
 }
 
 impl HostOutcome {
@@ -338,6 +346,10 @@ impl HostOutcome {
             stats: SessionStats::default(),
             elapsed: Duration::ZERO,
             halted: false,
+            connect_time: Duration::ZERO,
+            probe_time: Duration::ZERO,
+            apply_time: Duration::ZERO,
+            waited: Duration::ZERO,
         }
     }
 
@@ -667,6 +679,7 @@ async fn host_task(
             return o;
         }
     };
+    o.connect_time = start.elapsed();
     let result = drive(ctx, &p, &remote, &mut o, permit, gate, start_rx).await;
     if let Err((at, e)) = result {
         o.state = HostState::Failed;
@@ -693,6 +706,11 @@ async fn host_task(
     o.stats = remote.session.stats();
     remote.session.close().await;
     o.elapsed = start.elapsed();
+    if ctx.opts.mode == Mode::Apply && !o.probe_time.is_zero() {
+        o.apply_time = o
+            .elapsed
+            .saturating_sub(o.connect_time + o.probe_time + o.waited);
+    }
     o
 }
 
@@ -821,6 +839,7 @@ async fn drive(
     // 1. Probe: the host's facts, the handler journal, the secrets and every step's facts
     //    (as rendered with stand-ins) in one round trip.
     ctx.observer.phase(name, "probing");
+    let probe_started = Instant::now();
     let mut probe = ProbeScript::for_host(&p.playbook.name);
     if let (Mode::Apply, Some(holder)) = (ctx.opts.mode, &ctx.opts.lock_holder) {
         probe.take_lock(holder, ctx.opts.force_unlock);
@@ -1007,6 +1026,7 @@ async fn drive(
             .await
             .map_err(|e| ("diff".to_string(), e))?;
     }
+    o.probe_time = probe_started.elapsed();
     o.plan = Some(plan.clone());
     if ctx.opts.mode == Mode::Plan {
         o.state = if plan.is_empty() {
@@ -1017,6 +1037,7 @@ async fn drive(
         return Ok(());
     }
     // 6. Wait for the operator's decision when asked to.
+    let wait_started = Instant::now();
     let _permit = if let Some((mut rx, tx)) = gate {
         drop(permit);
         let _ = tx.send((name.clone(), Some(plan.clone())));
@@ -1043,6 +1064,7 @@ async fn drive(
     } else {
         permit
     };
+    o.waited = wait_started.elapsed();
     // 7. Apply only the changes, in order; stop this host at the first failure. A step that
     //    notifies handlers first records them in the journal on the target (same command), so
     //    a failure later in the run does not lose them.

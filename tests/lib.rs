@@ -25,4 +25,5 @@ mod git;
 mod http_check;
 mod image_ship;
 mod rollout;
+mod stats;
 mod tasks;

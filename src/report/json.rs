@@ -96,6 +96,9 @@ fn host_json(o: &HostOutcome, apply: bool) -> Value {
         "bytes_sent": o.stats.bytes_sent,
         "bytes_received": o.stats.bytes_received,
         "elapsed_ms": o.elapsed.as_millis() as u64,
+        "connect_ms": o.connect_time.as_millis() as u64,
+        "probe_ms": o.probe_time.as_millis() as u64,
+        "apply_ms": o.apply_time.as_millis() as u64,
     })
 }
 
@@ -116,6 +119,8 @@ pub fn summary_event(
             "unreachable": count("unreachable"), "not_started": count("not started"),
         },
         "elapsed_ms": elapsed.as_millis() as u64,
+        "peak_rss_kb": crate::report::peak_rss_kb(),
+        "cpu_ms": crate::report::cpu_time().as_millis() as u64,
     })
 }
 

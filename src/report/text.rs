@@ -248,6 +248,48 @@ pub fn summary(outcomes: &[HostOutcome], apply: bool, paint: Paint) -> String {
     out
 }
 
+/// `--stats`: the cost of the run, per host and in total.
+pub fn stats(outcomes: &[HostOutcome], wall: std::time::Duration) -> String {
+    let mut out = String::new();
+    let width = outcomes
+        .iter()
+        .map(|o| o.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "\n{:<width$}  {:>5}  {:>5}  {:>5}  {:>9}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}",
+        "HOST", "CONN", "CHAN", "RT", "SENT", "RECEIVED", "CONNECT", "PROBE", "APPLY", "TOTAL"
+    );
+    let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
+    for o in outcomes {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>5}  {:>5}  {:>5}  {:>9}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}",
+            o.name,
+            o.stats.connections,
+            o.stats.channels,
+            o.stats.round_trips,
+            o.stats.bytes_sent,
+            o.stats.bytes_received,
+            ms(o.connect_time),
+            ms(o.probe_time),
+            ms(o.apply_time),
+            ms(o.elapsed),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "run: {} hosts, wall {:.3}s, cpu {}ms, peak memory {:.1} MiB",
+        outcomes.len(),
+        wall.as_secs_f64(),
+        super::cpu_time().as_millis(),
+        super::peak_rss_kb() as f64 / 1024.0
+    );
+    out
+}
+
 /// Progress while a run goes: a spinner line per host on a terminal, plain lines otherwise.
 pub struct Progress {
     multi: Option<MultiProgress>,
