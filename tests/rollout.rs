@@ -110,10 +110,16 @@ fn rollout_in_batches_stops_when_the_failure_budget_is_spent() {
     // h2 is down from the start.
     lab.cmd(&["stop", "h2"]);
     let run = claw_spawn(&["apply", inv, "--yes", "--output", "json"], &[]);
-    // Batch 2 (h5..h8) is running once h6 is in its slow step: take h6 away then.
+    // Batch 2 (h5..h8) is running once h6 is in its slow step and h5, h8 are through: take h6
+    // away then (h7 is still sleeping).
     wait_for("h6 in its slow step", Duration::from_secs(60), || {
         lab.ssh("h6", "pgrep -f 'sleep [3]0'").status.success()
     });
+    for h in ["h5", "h8"] {
+        wait_for("h5 and h8 done", Duration::from_secs(30), || {
+            lab.ssh(h, "test -e /opt/ro/stamp").status.success()
+        });
+    }
     lab.cmd(&["stop", "h6"]);
     let r = run.wait();
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);

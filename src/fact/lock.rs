@@ -72,7 +72,9 @@ pub fn command(holder: &str, force: bool) -> String {
       mv -f "$1/apply.holder.tmp" "$1/apply.holder"
     say ok "$2"
     exec </dev/null >/dev/null 2>&1
-    while kill -0 "$3" 2>/dev/null; do sleep 0.2; done
+    # Alive = it exists and is not a zombie (an exited sshd nobody reaped yet counts as gone).
+    alive() {{ case $(sed -n "s/^State:[[:space:]]*\(.\).*/\1/p" "/proc/$1/status" 2>/dev/null) in ""|Z) return 1 ;; esac; }}
+    while alive "$3"; do sleep 0.2; done
     rm -f "$1/apply.holder"
   ' claw-lock "$d" "$f" "$conn" {holder} {force} </dev/null >/dev/null 2>&1 &
   r=$(timeout 30 sh -c 'IFS= read -r r <"$1" && printf %s "$r"' claw-lock-wait "$f") || r="no answer from the lock holder"

@@ -3,10 +3,12 @@
 kernel lacks: `tc qdisc add ... netem` answers "Specified qdisc kind is unknown").
 
     delay-proxy.py TARGET_ADDR TARGET_PORT DELAY_MS [LISTEN_PORT]
+    delay-proxy.py --many DELAY_MS ADDR:PORT...        (one listener per target, one process)
 
-Listens on 127.0.0.1 (LISTEN_PORT, default: any free port), prints the port on the first line
-of stdout, and forwards every connection to TARGET, delaying each chunk DELAY_MS in each
-direction: a round trip costs 2 x DELAY_MS more, throughput is not limited. Runs until killed.
+Listens on 127.0.0.1 (LISTEN_PORT, default: any free port), prints the port (with --many: one
+per target, in order) on stdout, and forwards every connection to its target, delaying each
+chunk DELAY_MS in each direction: a round trip costs 2 x DELAY_MS more, throughput is not
+limited. Runs until killed.
 """
 import asyncio
 import sys
@@ -44,10 +46,7 @@ async def pump(reader, writer, delay):
         pass
 
 
-async def main():
-    host, port, delay = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) / 1000.0
-    listen = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-
+async def serve(host, port, delay, listen=0):
     async def handle(cr, cw):
         try:
             tr, tw = await asyncio.open_connection(host, port)
@@ -58,10 +57,20 @@ async def main():
         for w in (cw, tw):
             w.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", listen)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    async with server:
-        await server.serve_forever()
+    return await asyncio.start_server(handle, "127.0.0.1", listen, backlog=1024)
+
+
+async def main():
+    if sys.argv[1] == "--many":
+        delay = int(sys.argv[2]) / 1000.0
+        targets = [t.rsplit(":", 1) for t in sys.argv[3:]]
+    else:
+        delay = int(sys.argv[3]) / 1000.0
+        targets = [(sys.argv[1], sys.argv[2])]
+    listen = int(sys.argv[4]) if sys.argv[1] != "--many" and len(sys.argv) > 4 else 0
+    servers = [await serve(h, int(p), delay, listen) for h, p in targets]
+    print("\n".join(str(s.sockets[0].getsockname()[1]) for s in servers), flush=True)
+    await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
 if __name__ == "__main__":

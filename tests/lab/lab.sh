@@ -5,7 +5,11 @@
 # apt mirror and a git server. See tests/lab/README.md. Needs root. Never changes the machine's /etc, /var, ...
 #
 #   lab.sh deps                           install the packages the lab needs (apt), if missing
-#   lab.sh up N            [--name LAB]   start hosts h1..hN (tears down an existing lab of that name first)
+#   lab.sh up N            [--name LAB] [--delay MS]
+#                                         start hosts h1..hN (tears down an existing lab of that name first);
+#                                         --delay: MS ms one-way latency to every host (no netem on this
+#                                         kernel: a TCP proxy on 127.0.0.1, tests/lab/delay-proxy.py; the
+#                                         inventory, ssh_config and known_hosts then point at it)
 #   lab.sh up-full N       [--name LAB]   full hosts h1..hN: docker containers (Debian trixie, systemd, sshd,
 #                                         Docker can run inside) + apt mirror + git server; see README.md
 #   lab.sh down            [--name LAB]   remove the lab, light or full (idempotent; also after a failed up)
@@ -40,11 +44,13 @@ usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2; e
 # ---------------------------------------------------------------------------------------------- args
 cmd=${1:-}; [ $# -gt 0 ] && shift
 LAB=lab
+DELAY=0
 args=() rest=()
 while [ $# -gt 0 ]; do
     case $1 in
     --name) [ $# -ge 2 ] || usage; LAB=$2; shift 2 ;;
     --name=*) LAB=${1#--name=}; shift ;;
+    --delay) [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]] || usage; DELAY=$2; shift 2 ;;
     --) shift; rest=("$@"); break ;;
     -h|--help) usage ;;
     *) args+=("$1"); shift ;;
@@ -202,6 +208,7 @@ sshd_pid() { # -> sets SPID to the pid of the host's sshd listener, or fails
 
 # --------------------------------------------------------------------------------------------- down
 teardown() { # remove every trace of lab $LAB (caller holds the lab lock)
+    if [ -f "$LD/delay.pid" ]; then kill "$(cat "$LD/delay.pid")" 2>/dev/null || true; rm -f "$LD/delay.pid"; fi
     # a full lab's docker objects (`down` always looks, also after a failed up-full or a lost lab dir)
     if is_full || [ "$cmd" = down ] || [ "$cmd" = up-full ]; then teardown_full; fi
     local ks=() k
@@ -528,8 +535,46 @@ neigh replace $(addr_of $i) lladdr $(mac_of $((i + 1))) dev $br nud permanent
     rm -f "$LD"/hosts/h*/.up-ok
 
     write_client_files "$n"
+    [ "$DELAY" = 0 ] || add_delay "$n"
     echo "$n" >"$LD/hosts.count"
-    echo "lab $LAB: $n hosts up (inventory: target/$LAB/inventory.toml)"
+    local lat=""
+    [ "$DELAY" = 0 ] || lat=", $DELAY ms one-way delay"
+    echo "lab $LAB: $n hosts up$lat (inventory: target/$LAB/inventory.toml)"
+}
+
+add_delay() { # N: every host through the delay proxy (127.0.0.1:PORT), client files rewritten
+    local n=$1 i targets=() ports
+    command -v python3 >/dev/null || die "--delay needs python3"
+    for ((i = 1; i <= n; i++)); do targets+=("$(addr_of $i):22"); done
+    setsid python3 "$HERE/delay-proxy.py" --many "$DELAY" "${targets[@]}" >"$LD/delay.ports" 2>>"$LD/up.log" </dev/null 8>&- 9>&- &
+    echo $! >"$LD/delay.pid"
+    for ((i = 0; i < 300; i++)); do
+        [ "$(wc -l <"$LD/delay.ports")" -ge "$n" ] && break
+        sleep 0.1
+    done
+    mapfile -t ports <"$LD/delay.ports"
+    [ "${#ports[@]}" -eq "$n" ] || die "the delay proxy did not start (see $LD/up.log)"
+    python3 - "$LD" "$DELAY" "${ports[@]}" <<'PY'
+import json, re, sys
+ld, delay, ports = sys.argv[1], sys.argv[2], sys.argv[3:]
+lab = json.load(open(f"{ld}/lab.json"))
+kh = open(f"{ld}/known_hosts").read()
+inv = open(f"{ld}/inventory.toml").read()
+cfg = open(f"{ld}/ssh_config").read()
+extra = []
+for h, port in zip(lab["hosts"], ports):
+    addr = h["address"]
+    key = next(l.split(" ", 1)[1] for l in kh.splitlines() if l.startswith(addr + " "))
+    extra.append(f"[127.0.0.1]:{port} {key}")
+    inv = inv.replace(f'address = "{addr}"\n', f'address = "127.0.0.1"\nport = {port}\n', 1)
+    cfg = re.sub(rf"(\n  HostName ){re.escape(addr)}\n  Port 22\n", rf"\g<1>127.0.0.1\n  Port {port}\n", cfg, 1)
+    h["proxy_port"] = int(port)
+lab["delay_ms"] = int(delay)
+open(f"{ld}/known_hosts", "a").write("\n".join(extra) + "\n")
+open(f"{ld}/inventory.toml", "w").write(inv)
+open(f"{ld}/ssh_config", "w").write(cfg)
+json.dump(lab, open(f"{ld}/lab.json", "w"), indent=1)
+PY
 }
 
 write_client_files() { # N
