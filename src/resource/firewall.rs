@@ -287,8 +287,14 @@ impl Desired {
             return Err("port 0 is not a TCP port".into());
         }
         // Never lock the provisioner out: the SSH port of the connection must stay open to all.
-        let ssh = lookup(ctx, &["host", "port"])
-            .and_then(Value::as_u64)
+        // The port sshd listens on: the inventory's port, unless the host's `sshd_port` variable
+        // says otherwise (the inventory reaches it through a proxy or NAT on another port).
+        let ssh = lookup(ctx, &["sshd_port"])
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+            .or_else(|| lookup(ctx, &["host", "port"]).and_then(Value::as_u64))
             .ok_or("internal error: the host's SSH port is not in the template context")?;
         let confirm_secs =
             super::compose::parse_duration(a.confirm_timeout.as_deref().unwrap_or("60s"))

@@ -340,7 +340,7 @@ host_key_policy = \"strict\"
 connect_timeout = 10
 become = true
 # the lab's TLS certificate (CA, fullchain.pem, privkey.pem) for playbooks/claw-ai.toml
-vars = { tls_dir = \"$LD/tls\" }
+vars = { tls_dir = \"$LD/tls\", sshd_port = 22 }
 
 [groups.lab]
 vars = { }

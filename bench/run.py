@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""claw-provision benchmark (issue 7): wall time of plan, first apply and no-op apply of the
+claw-ai playbook on N light lab hosts, with 0 or more ms of one-way latency, against the floor of
+N parallel OpenSSH `ssh host true` (default settings) on the same hosts. Run it through
+bench/run.sh (it builds the release binary and installs the lab's needs).
+
+Per (N, delay) it brings up a lab, applies once (the first apply, fresh hosts), then repeats the
+no-op apply, the plan and the floor RUNS times each (median, min, max), and cross-checks the
+connections and sessions a no-op apply claims with what the hosts' sshd logged. Writes
+bench/results/latest.json and bench/results/latest.md.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("BENCH_BIN", REPO / "target/release/claw-provision"))
+LAB = REPO / "tests/lab/lab.sh"
+PLAYBOOK = REPO / "playbooks/claw-ai.toml"
+KEYS = {"ZHIPUAI_API_KEY": "bench-zhipu", "PINECONE_API_KEY": "bench-pinecone"}
+
+
+def sh(args, **kw):
+    return subprocess.run(args, check=True, text=True, capture_output=True, **kw)
+
+
+def timed(args, env=None):
+    t = time.perf_counter()
+    p = subprocess.run(args, text=True, capture_output=True, env=env)
+    return time.perf_counter() - t, p
+
+
+def claw(cmd, inv, env):
+    args = [str(BIN), cmd, str(inv), "--playbook", str(PLAYBOOK), "--output", "json", "--forks", "256"]
+    if cmd == "apply":
+        args.append("--yes")
+    secs, p = timed(args, env)
+    if p.returncode != 0:
+        sys.exit(f"{cmd} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    summary = next(json.loads(l) for l in p.stdout.splitlines() if '"event":"summary"' in l)
+    return secs, summary
+
+
+def floor(cfg, hosts):
+    # N parallel OpenSSH connections, default settings (only the lab's config: address, key,
+    # known_hosts), each running `true`.
+    t = time.perf_counter()
+    procs = [subprocess.Popen(["ssh", "-F", str(cfg), h, "true"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for h in hosts]
+    bad = [p for p in procs if p.wait() != 0]
+    if bad:
+        sys.exit(f"ssh failed: {bad[0].stderr.read().decode()[-500:]}")
+    return time.perf_counter() - t
+
+
+def stats(xs):
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": len(xs)}
+
+
+def sshd_counts(lab, marks):
+    conns = sessions = 0
+    for h in lab["hosts"]:
+        text = Path(h["sshd_log"]).read_text(errors="replace")[marks[h["name"]]:]
+        conns += text.count("Accepted publickey for")
+        sessions += text.count("Starting session:")
+    return conns, sessions
+
+
+def bench(n, delay, runs, name):
+    up = [str(LAB), "up", str(n), "--name", name] + (["--delay", str(delay)] if delay else [])
+    sh(up)
+    try:
+        ld = REPO / "target" / name
+        inv, cfg = ld / "inventory.toml", ld / "ssh_config"
+        lab = json.loads((ld / "lab.json").read_text())
+        hosts = [h["name"] for h in lab["hosts"]]
+        env = dict(os.environ, **KEYS)
+        env.pop("SSH_AUTH_SOCK", None)
+        first, s = claw("apply", inv, env)
+        first_rt = sum(h["round_trips"] for h in s["hosts"])
+        noop, plan, ssh, cpu, rss = [], [], [], [], []
+        for i in range(runs):
+            marks = {h["name"]: Path(h["sshd_log"]).stat().st_size for h in lab["hosts"]}
+            secs, s = claw("apply", inv, env)
+            noop.append(secs)
+            cpu.append(s["cpu_ms"])
+            rss.append(s["peak_rss_kb"])
+            changed = [h["host"] for h in s["hosts"] if h["state"] != "ok"]
+            if changed:
+                sys.exit(f"the no-op apply changed something on {changed}")
+            rt = sum(h["round_trips"] for h in s["hosts"])
+            claimed_conns = sum(h["connections"] for h in s["hosts"])
+            time.sleep(0.3)
+            logged = sshd_counts(lab, marks)
+            if logged != (claimed_conns, rt):
+                sys.exit(f"sshd logged {logged} (connections, sessions), the tool claims {(claimed_conns, rt)}")
+            plan.append(claw("plan", inv, env)[0])
+            ssh.append(floor(cfg, hosts))
+        return {
+            "hosts": n, "delay_ms": delay,
+            "first_apply_s": first, "first_apply_round_trips_per_host": first_rt / n,
+            "noop_apply_s": stats(noop), "plan_s": stats(plan), "ssh_true_s": stats(ssh),
+            "noop_round_trips_per_host": rt / n, "noop_connections_per_host": claimed_conns / n,
+            "noop_cpu_ms_per_host": statistics.median(cpu) / n,
+            "peak_rss_mb": max(rss) / 1024,
+        }
+    finally:
+        subprocess.run([str(LAB), "down", "--name", name], capture_output=True)
+
+
+def markdown(results, meta):
+    out = [
+        "# claw-provision benchmark", "",
+        f"{meta['date']}, commit {meta['commit']}, {meta['machine']}; {meta['runs']} runs each "
+        "(median, min–max); playbook `playbooks/claw-ai.toml` on light lab hosts (the steps that "
+        "need Docker are skipped there). Latency: one-way, through tests/lab/delay-proxy.py.", "",
+        "| hosts | delay | first apply | no-op apply | plan | N × `ssh host true` | no-op / ssh | plan / ssh "
+        "| RT/host (no-op) | RT/host (first) | CPU/host | peak mem |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    f = lambda s: f"{s['median']:.3f} s ({s['min']:.3f}–{s['max']:.3f})"
+    for r in results:
+        out.append(
+            f"| {r['hosts']} | {r['delay_ms']} ms | {r['first_apply_s']:.3f} s | {f(r['noop_apply_s'])} "
+            f"| {f(r['plan_s'])} | {f(r['ssh_true_s'])} "
+            f"| {r['noop_apply_s']['median'] / r['ssh_true_s']['median']:.2f}× "
+            f"| {r['plan_s']['median'] / r['ssh_true_s']['median']:.2f}× "
+            f"| {r['noop_round_trips_per_host']:.1f} | {r['first_apply_round_trips_per_host']:.1f} "
+            f"| {r['noop_cpu_ms_per_host']:.1f} ms | {r['peak_rss_mb']:.1f} MB |")
+    out += ["", "The sshd logs of every no-op run were checked: connections and sessions equal what "
+            "claw-provision reports (connections, round trips).", ""]
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1 20 200")
+    ap.add_argument("--delays", default="0 25")
+    ap.add_argument("--runs", type=int, default=5)
+    a = ap.parse_args()
+    results = []
+    for n in map(int, a.sizes.split()):
+        for d in map(int, a.delays.split()):
+            print(f"bench: {n} hosts, {d} ms ...", file=sys.stderr, flush=True)
+            r = bench(n, d, a.runs, "bench")
+            print(f"bench: {n} hosts, {d} ms: no-op {r['noop_apply_s']['median']:.3f} s, "
+                  f"ssh {r['ssh_true_s']['median']:.3f} s", file=sys.stderr, flush=True)
+            results.append(r)
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).stdout.strip(),
+        "machine": f"{os.cpu_count()} CPUs", "runs": a.runs,
+    }
+    out = REPO / "bench/results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    (out / "latest.md").write_text(markdown(results, meta))
+    print((out / "latest.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
