@@ -43,6 +43,15 @@ fn host_vars(inv: &std::path::Path, host: &str, vars: &str) {
     std::fs::write(inv, text).unwrap();
 }
 
+/// A light lab of `n` hosts with `playbook` beside its inventory; returns the inventory's path.
+fn lab_with(name: &str, n: usize, playbook: &str) -> (Lab, std::path::PathBuf) {
+    let lab = Lab::up(name, n);
+    let pb = lab.dir.join(format!("{name}.toml"));
+    std::fs::write(&pb, playbook).unwrap();
+    let inv = lab.write_inventory(&format!("{name}-inv.toml"), &pb, &[]);
+    (lab, inv)
+}
+
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
@@ -53,10 +62,7 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn rollout_in_batches_stops_when_the_failure_budget_is_spent() {
-    let lab = Lab::up("t-rollout", 12);
-    let pb = lab.dir.join("rollout.toml");
-    std::fs::write(&pb, ROLLOUT_PB).unwrap();
-    let inv = lab.write_inventory("rollout-inv.toml", &pb, &[]);
+    let (lab, inv) = lab_with("t-rollout", 12, ROLLOUT_PB);
     // h6 is cut off in the middle of its slow step; h7 is slow (it is still sleeping then).
     host_vars(&inv, "h6", "slow = 30");
     host_vars(&inv, "h7", "slow = 4");
@@ -212,10 +218,7 @@ run = "sleep {{ hold }}"
 
 #[test]
 fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
-    let lab = Lab::up("t-lock", 1);
-    let pb = lab.dir.join("lock.toml");
-    std::fs::write(&pb, LOCK_PB).unwrap();
-    let inv = lab.write_inventory("lock-inv.toml", &pb, &[]);
+    let (lab, inv) = lab_with("t-lock", 1, LOCK_PB);
     let inv = inv.to_str().unwrap();
     let holder = || {
         lab.ssh(
@@ -359,10 +362,7 @@ content = "x\n"
 
 #[test]
 fn ctrl_c_finishes_the_running_step_then_stops_and_twice_aborts() {
-    let lab = Lab::up("t-ctrlc", 2);
-    let pb = lab.dir.join("ctrl-c.toml");
-    std::fs::write(&pb, CTRL_C_PB).unwrap();
-    let inv = lab.write_inventory("ctrl-c-inv.toml", &pb, &[]);
+    let (lab, inv) = lab_with("t-ctrlc", 2, CTRL_C_PB);
     let inv = inv.to_str().unwrap();
     let spawn = |hold: &str| {
         claw_spawn(

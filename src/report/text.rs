@@ -187,15 +187,20 @@ pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint) -> String 
     out
 }
 
-/// One line per host: state, counts, time.
-pub fn summary(outcomes: &[HostOutcome], apply: bool, paint: Paint) -> String {
-    let mut out = String::new();
-    let width = outcomes
+/// The width of the HOST column.
+fn name_width(outcomes: &[HostOutcome]) -> usize {
+    outcomes
         .iter()
         .map(|o| o.name.len())
         .max()
         .unwrap_or(4)
-        .max(4);
+        .max(4)
+}
+
+/// One line per host: state, counts, time.
+pub fn summary(outcomes: &[HostOutcome], apply: bool, paint: Paint) -> String {
+    let mut out = String::new();
+    let width = name_width(outcomes);
     let _ = writeln!(
         out,
         "\n{:<width$}  {:<11}  {:>7}  {:>7}  {:>6}  {:>7}",
@@ -251,12 +256,7 @@ pub fn summary(outcomes: &[HostOutcome], apply: bool, paint: Paint) -> String {
 /// `--stats`: the cost of the run, per host and in total.
 pub fn stats(outcomes: &[HostOutcome], wall: std::time::Duration) -> String {
     let mut out = String::new();
-    let width = outcomes
-        .iter()
-        .map(|o| o.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let width = name_width(outcomes);
     let _ = writeln!(
         out,
         "\n{:<width$}  {:>5}  {:>5}  {:>5}  {:>9}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}",
