@@ -46,13 +46,19 @@ pub fn command(holder: &str, force: bool) -> String {
   for t in flock setsid mkfifo timeout; do
     command -v "$t" >/dev/null 2>&1 || {{ printf '@lock\terror\tno %s command on the host (util-linux, coreutils)\n' "$t"; return; }}
   done
+  # The nearest sshd above this shell (shell builtins only: no process per level).
   conn=; p=$$
   while [ -n "$p" ] && [ "$p" -gt 1 ]; do
-    case $(cat "/proc/$p/comm" 2>/dev/null) in sshd|sshd-session) conn=$p; break ;; esac
-    p=$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$p/status" 2>/dev/null)
+    c=; IFS= read -r c <"/proc/$p/comm" 2>/dev/null
+    case $c in sshd|sshd-session) conn=$p; break ;; esac
+    q=
+    while IFS=' 	' read -r k v; do [ "$k" = PPid: ] && {{ q=$v; break; }}; done <"/proc/$p/status" 2>/dev/null
+    p=$q
   done
   [ -n "$conn" ] || {{ printf '@lock\terror\tno sshd process above this command: cannot tie the lock to the connection\n'; return; }}
-  f=$(mktemp -u /tmp/.claw-lock.XXXXXXXX) && mkfifo -m 0600 "$f" || {{ printf '@lock\terror\tcannot make a fifo in /tmp\n'; return; }}
+  f="$d/.answer.$$"
+  rm -f "$f"
+  mkfifo -m 0600 "$f" || {{ printf '@lock\terror\tcannot make a fifo in %s\n' "$d"; return; }}
   setsid sh -c '
     said=
     say() {{ said=1; echo "$1" >"$2"; }}
