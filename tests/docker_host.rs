@@ -173,7 +173,10 @@ fn inventory_with_docker_repo(lab: &Lab) -> PathBuf {
     let url = lab.json["mirror"]["url"].as_str().expect("mirror url");
     let key = lab.json["mirror"]["key"].as_str().expect("mirror key");
     let inv = std::fs::read_to_string(lab.inventory()).unwrap();
-    let tls = format!("vars = {{ tls_dir = {:?} }}", lab.dir.join("tls").display());
+    let tls = format!(
+        "vars = {{ tls_dir = {:?}, sshd_port = 22 }}",
+        lab.dir.join("tls").display()
+    );
     assert!(
         inv.contains(&tls),
         "the lab inventory's vars changed:\n{inv}"
@@ -181,7 +184,7 @@ fn inventory_with_docker_repo(lab: &Lab) -> PathBuf {
     let with = inv.replace(
         &tls,
         &format!(
-            "vars = {{ tls_dir = {:?}, docker_repo_url = {url:?}, docker_repo_key = {key:?}, docker_repo_name = \"claw-lab\" }}",
+            "vars = {{ tls_dir = {:?}, sshd_port = 22, docker_repo_url = {url:?}, docker_repo_key = {key:?}, docker_repo_name = \"claw-lab\" }}",
             lab.dir.join("tls").display()
         ),
     );
