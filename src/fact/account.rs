@@ -34,7 +34,7 @@ pub enum GroupState {
 pub fn user_command(id: usize, name: &str) -> String {
     let n = quote(name);
     format!(
-        "if e=$(getent passwd {n}); then g=$(getent group \"$(printf '%s' \"$e\" | cut -d: -f4)\" | cut -d: -f1); printf '@%s\\tuser\\t%s\\t%s\\t%s\\n' {id} \"$e\" \"$g\" \"$(id -Gn {n} 2>/dev/null)\"; else printf '@%s\\tnouser\\n' {id}; fi\n"
+        "if e=$(getent passwd {n}); then g=${{e#*:*:*:}}; g=$(getent group \"${{g%%:*}}\"); g=${{g%%:*}}; printf '@%s\\tuser\\t%s\\t%s\\t%s\\n' {id} \"$e\" \"$g\" \"$(id -Gn {n} 2>/dev/null)\"; else printf '@%s\\tnouser\\n' {id}; fi\n"
     )
 }
 
@@ -158,10 +158,13 @@ mod tests {
             .lines()
             .map(|l| l.split('\t').skip(1).collect())
             .collect();
-        assert!(matches!(
-            parse_user(&lines[0]).unwrap(),
-            UserState::Present(UserInfo { uid: 0, .. })
-        ));
+        match parse_user(&lines[0]).unwrap() {
+            UserState::Present(u) => {
+                assert_eq!((u.uid, u.gid, u.group.as_str()), (0, 0, "root"), "{u:?}");
+                assert_eq!(u.home, "/root");
+            }
+            o => panic!("{o:?}"),
+        }
         assert_eq!(parse_user(&lines[1]).unwrap(), UserState::Absent);
         assert_eq!(
             parse_group(&lines[2]).unwrap(),

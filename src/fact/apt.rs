@@ -1,7 +1,8 @@
-//! Fact: what dpkg knows about some packages (`dpkg-query -W`), one record per request.
+//! Fact: what dpkg knows about some packages (`dpkg-query -W`): one `dpkg-query` per script for
+//! every request ([`batch_command`]), its lines sorted into each request's record.
 //!
-//! Record: `@ID<TAB>nodpkg` when `dpkg-query` is missing (not a Debian-based host), else
-//! `@ID<TAB>dpkg` followed by, per requested name, two fields: the name and its instances, each
+//! Record: `nodpkg` when `dpkg-query` is missing (not a Debian-based host), else `dpkg`
+//! followed by, per requested name, two fields: the name and its instances, each
 //! `STATUS|VERSION|ARCH,` (`STATUS` = dpkg's three-letter `db:Status-Abbrev`, e.g. `ii `); an
 //! empty instances field means dpkg does not know the package.
 
@@ -31,13 +32,75 @@ pub enum DpkgState {
     Packages(Vec<(String, PkgState)>),
 }
 
-/// The probe snippet for `packages` (names already validated by the resource).
-pub fn command(id: usize, packages: &[String]) -> String {
-    let names: Vec<String> = packages.iter().map(|p| quote(p)).collect();
+/// The probe snippet for every package request of a script at once: ONE `dpkg-query` for the
+/// union of the names (instead of one per package). Prints `@dpkg-none` without `dpkg-query`,
+/// else `@dpkg-ok` and one `@dpkg<TAB>NAME<TAB>STATUS|VERSION|ARCH` line per instance dpkg knows
+/// (an unknown name prints nothing). [`Batch`] turns them into each request's record.
+pub fn batch_command(packages: &[&str]) -> String {
+    let mut names: Vec<&str> = packages
+        .iter()
+        .map(|p| p.split_once(':').map_or(*p, |(n, _)| n))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let names: Vec<String> = names.iter().map(|p| quote(p)).collect();
     format!(
-        "if command -v dpkg-query >/dev/null 2>&1; then r=''; for p in {}; do s=$(dpkg-query -W -f '${{db:Status-Abbrev}}|${{Version}}|${{Architecture}},' -- \"$p\" 2>/dev/null); r=\"$r\t$p\t$s\"; done; printf '@%s\\tdpkg%s\\n' {id} \"$r\"; else printf '@%s\\tnodpkg\\n' {id}; fi\n",
+        "if command -v dpkg-query >/dev/null 2>&1; then echo '@dpkg-ok'; dpkg-query -W -f '@dpkg\\t${{Package}}\\t${{db:Status-Abbrev}}|${{Version}}|${{Architecture}}\\n' -- {} 2>/dev/null; else echo '@dpkg-none'; fi\n",
         names.join(" ")
     )
+}
+
+/// The batched dpkg answer being collected from the output.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// None: no answer yet; Some(None): no dpkg-query; Some(Some(..)): (name, instance) pairs.
+    seen: Option<Option<Vec<(String, String)>>>,
+}
+
+impl Batch {
+    /// Takes one record of the batch; false if `tag` is not one.
+    pub fn take(&mut self, tag: &str, fields: &[&str]) -> Result<bool, FactError> {
+        match (tag, fields) {
+            ("dpkg-none", []) => self.seen = Some(None),
+            ("dpkg-ok", []) => self.seen = Some(Some(vec![])),
+            ("dpkg", [name, inst]) => match &mut self.seen {
+                Some(Some(v)) => v.push((name.to_string(), inst.to_string())),
+                _ => return Err(FactError("dpkg record before `@dpkg-ok`".into())),
+            },
+            ("dpkg" | "dpkg-ok" | "dpkg-none", _) => {
+                return Err(FactError(format!("bad dpkg record `@{tag}`")));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The state of `packages` (one request), or None when the batch did not answer.
+    pub fn state(&self, packages: &[String]) -> Result<Option<DpkgState>, FactError> {
+        let Some(seen) = &self.seen else {
+            return Ok(None);
+        };
+        let Some(instances) = seen else {
+            return parse(&["nodpkg"], packages).map(Some);
+        };
+        let mut out = Vec::with_capacity(packages.len());
+        for want in packages {
+            let (name, arch) = match want.split_once(':') {
+                Some((n, a)) => (n, Some(a)),
+                None => (want.as_str(), None),
+            };
+            let mut field = String::new();
+            for (n, inst) in instances {
+                let inst_arch = inst.rsplit('|').next().unwrap_or("");
+                if n == name && arch.is_none_or(|a| a == inst_arch || inst_arch == "all") {
+                    field.push_str(inst);
+                    field.push(',');
+                }
+            }
+            out.push((want.clone(), summarise(want, &field)?));
+        }
+        Ok(Some(DpkgState::Packages(out)))
+    }
 }
 
 /// Summarises the instances field of one package.
@@ -224,30 +287,73 @@ mod tests {
         }
     }
 
+    fn batch_of(out: &str) -> Batch {
+        let mut b = Batch::default();
+        for line in out.lines() {
+            let mut f = line.strip_prefix('@').unwrap().split('\t');
+            let tag = f.next().unwrap();
+            assert!(b.take(tag, &f.collect::<Vec<_>>()).unwrap(), "{line}");
+        }
+        b
+    }
+
     #[test]
     fn probe_runs_locally() {
         // The machine running the tests is Debian (the lab needs it); `dpkg` itself is installed.
+        // Two requests share the one dpkg-query, each gets its own answer.
         let p = names(&["dpkg", "no-such-package-claw"]);
+        let q = names(&["dpkg:all", "coreutils"]);
+        let names: Vec<&str> = p.iter().chain(&q).map(String::as_str).collect();
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(command(4, &p))
+            .arg(batch_command(&names))
             .output()
             .unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        let line = text.lines().next().unwrap();
-        let fields: Vec<&str> = line.split('\t').collect();
-        assert_eq!(fields[0], "@4");
-        match parse(&fields[1..], &p).unwrap() {
+        let b = batch_of(&String::from_utf8(out.stdout).unwrap());
+        match b.state(&p).unwrap().unwrap() {
             DpkgState::Packages(v) => {
                 assert!(matches!(v[0].1, PkgState::Installed { .. }), "{v:?}");
                 assert_eq!(v[1].1, PkgState::NotInstalled);
             }
             DpkgState::NoDpkg => panic!("dpkg-query is on this machine"),
         }
+        match b.state(&q).unwrap().unwrap() {
+            DpkgState::Packages(v) => {
+                // dpkg is arch-specific (amd64), so `dpkg:all` names no instance
+                assert_eq!(v[0].1, PkgState::NotInstalled, "{v:?}");
+                assert!(matches!(v[1].1, PkgState::Installed { .. }), "{v:?}");
+            }
+            DpkgState::NoDpkg => panic!("dpkg-query is on this machine"),
+        }
+    }
+
+    #[test]
+    fn batch_without_dpkg_or_answer() {
+        assert_eq!(
+            batch_of("@dpkg-none").state(&names(&["curl"])).unwrap(),
+            Some(DpkgState::NoDpkg)
+        );
+        assert_eq!(Batch::default().state(&names(&["curl"])).unwrap(), None);
+        let b = batch_of("@dpkg-ok\n@dpkg\tcurl\tii |8.0|amd64\n@dpkg\tcurl\trc |7.0|i386");
+        assert_eq!(
+            b.state(&names(&["curl", "curl:i386"])).unwrap(),
+            Some(DpkgState::Packages(vec![
+                (
+                    "curl".into(),
+                    PkgState::Installed {
+                        version: "8.0".into()
+                    }
+                ),
+                ("curl:i386".into(), PkgState::ConfigFiles),
+            ]))
+        );
+        assert!(Batch::default().take("dpkg", &["x", "y"]).is_err());
+        assert!(Batch::default().take("dpkg-ok", &["x"]).is_err());
     }
 
     #[test]
     fn quoting_keeps_names_literal() {
-        assert!(command(0, &names(&["a$(x)"])).contains("for p in 'a$(x)';"));
+        let c = batch_command(&["a$(x)", "b:amd64", "a$(x)"]);
+        assert!(c.contains("-- 'a$(x)' 'b' 2>"), "{c}");
     }
 }

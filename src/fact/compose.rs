@@ -77,16 +77,27 @@ claw_compose_current() {{
   s=$(sha256sum < "$f") || return 1; printf 'compose %s\n' "${{s%% *}}"
   if [ -n "$e" ]; then s=$(sha256sum < "$e") || return 1; printf 'env %s\n' "${{s%% *}}"; fi
   cfg=$(dc config 2>/dev/null) || return 1
-  printf '%s\n' "$cfg" | awk '
+  l=$(printf '%s\n' "$cfg" | awk '
     function flush() {{ if (svc != "") print svc, img; svc = "" }}
     /^[^ ]/ {{ flush(); ins = ($0 == "services:"); next }}
     ins && /^  [^ #]/ {{ flush(); svc = $1; sub(/:$/, "", svc); img = "-"; next }}
     ins && svc != "" && /^    image: / {{ img = $2; gsub(/["'\'']/, "", img) }}
-    END {{ flush() }}' | sort | while read -r svc img; do
+    END {{ flush() }}' | sort)
+  # One `docker image inspect` for every image; one per image only when one is missing.
+  set --
+  while read -r svc img; do [ -z "$svc" ] || [ "$img" = - ] || set -- "$@" "$img"; done <<CLAW_EOF
+$l
+CLAW_EOF
+  ids=; b=; [ $# -eq 0 ] || {{ ids=$(docker image inspect --format '{{{{.Id}}}}' "$@" 2>/dev/null) && b=1; }}
+  while read -r svc img; do
+    [ -n "$svc" ] || continue
     if [ "$img" = - ]; then iid=none
+    elif [ -n "$b" ]; then iid=${{ids%%[!:0-9a-z]*}}; ids=${{ids#"$iid"}}; ids=${{ids#?}}
     else iid=$(docker image inspect --format '{{{{.Id}}}}' "$img" 2>/dev/null) || iid=missing; fi
     printf 'image %s %s\n' "$svc" "$iid"
-  done
+  done <<CLAW_EOF
+$l
+CLAW_EOF
 }}
 "#,
         p = quote(&q.project),
@@ -101,9 +112,10 @@ pub fn command(id: usize, q: &Query) -> String {
     format!(
         r#"(
 id={id}
-{prelude}if ! command -v docker >/dev/null 2>&1; then printf '@%s\tnodocker\n' "$id"
-elif ! docker compose version >/dev/null 2>&1; then printf '@%s\tnocompose\n' "$id"
-elif ! docker info >/dev/null 2>&1; then printf '@%s\tnodaemon\n' "$id"
+{prelude}claw_docker_facts
+if [ -z "$claw_docker" ]; then printf '@%s\tnodocker\n' "$id"
+elif [ -z "$claw_cv" ]; then printf '@%s\tnocompose\n' "$id"
+elif [ -z "$claw_dv" ]; then printf '@%s\tnodaemon\n' "$id"
 elif [ ! -f "$f" ]; then printf '@%s\tnofile\n' "$id"
 elif [ -n "$e" ] && [ ! -f "$e" ]; then printf '@%s\tnoenv\n' "$id"
 elif ! cur=$(claw_compose_current); then printf '@%s\tbadconfig\n' "$id"

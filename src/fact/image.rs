@@ -40,8 +40,9 @@ pub fn command(id: usize, q: &Query) -> String {
         r#"(
 id={id}; img={img}; tag={tag}; want={want}
 ins() {{ [ -n "$1" ] && docker image inspect --format '{{{{.Id}}}}' "$1" 2>/dev/null </dev/null; }}
-if ! command -v docker >/dev/null 2>&1; then printf '@%s\tnodocker\n' "$id"
-elif ! docker version --format '{{{{.Server.Version}}}}' >/dev/null 2>&1 </dev/null; then printf '@%s\tnodaemon\n' "$id"
+claw_docker_facts
+if [ -z "$claw_docker" ]; then printf '@%s\tnodocker\n' "$id"
+elif [ -z "$claw_dv" ]; then printf '@%s\tnodaemon\n' "$id"
 else
   i=$(ins "$img") || i=
   t=$(ins "$tag") || t=
@@ -138,7 +139,11 @@ mod tests {
         };
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("PATH=/nonexistent\n{}", command(3, &q)))
+            .arg(format!(
+                "PATH=/nonexistent\n{}{}",
+                super::super::host::DOCKER_FUNCTION,
+                command(3, &q)
+            ))
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "@3\tnodocker\n");

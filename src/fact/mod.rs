@@ -166,6 +166,23 @@ impl ProbeScript {
         let mut s = String::new();
         s.push_str(preflight::HEADER);
         s.push_str(path::FUNCTION);
+        let paths: Vec<(usize, &str)> = self
+            .requests
+            .iter()
+            .enumerate()
+            .filter_map(|(id, r)| match r {
+                Request::Path(p) => Some((id, p.as_str())),
+                _ => None,
+            })
+            .collect();
+        if !paths.is_empty() {
+            s.push_str(path::BATCH_FUNCTION);
+        }
+        let docker = self.facts
+            || (self.requests.iter()).any(|r| matches!(r, Request::Compose(_) | Request::Image(_)));
+        if docker {
+            s.push_str(host::DOCKER_FUNCTION);
+        }
         if self.facts {
             s.push_str(host::FACTS);
         }
@@ -182,12 +199,26 @@ impl ProbeScript {
         {
             s.push_str(firewall::FUNCTION);
         }
-        for (i, d) in self.upload_dirs.iter().enumerate() {
-            s.push_str(&preflight::free_space(i, d));
+        if !self.upload_dirs.is_empty() {
+            s.push_str(preflight::FREE_FUNCTION);
+            s.push_str(&preflight::free_space(&self.upload_dirs));
+        }
+        if !paths.is_empty() {
+            s.push_str(&path::batch_command(&paths));
+        }
+        let packages: Vec<&str> = (self.requests.iter())
+            .filter_map(|r| match r {
+                Request::Packages(p) => Some(p.iter().map(String::as_str)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if !packages.is_empty() {
+            s.push_str(&apt::batch_command(&packages));
         }
         for (id, r) in self.requests.iter().enumerate() {
             match r {
-                Request::Path(p) => s.push_str(&path::command(id, p)),
+                Request::Path(_) => {}
                 Request::Guard { creates, unless } => {
                     s.push_str(&guard::command(id, creates.as_deref(), unless.as_deref()))
                 }
@@ -196,7 +227,7 @@ impl ProbeScript {
                 Request::Secret { path, guard } => {
                     s.push_str(&secret::command(id, path, guard.as_deref()))
                 }
-                Request::Packages(p) => s.push_str(&apt::command(id, p)),
+                Request::Packages(_) => {}
                 Request::Firewall(table) => s.push_str(&firewall::command(id, table)),
                 Request::Git(q) => s.push_str(&git::command(id, q)),
                 Request::Compose(q) => s.push_str(&compose::command(id, q)),
@@ -227,10 +258,13 @@ impl ProbeScript {
         if let Some(p) = pre.problems().into_iter().next() {
             return Err(ProbeError::Preflight(p));
         }
+        pre.check_free(&self.upload_dirs)?;
         let mut ended = false;
         let mut facts = HostFacts::default();
         let mut journal = Vec::new();
         let mut lock_state = None;
+        let mut paths = path::Batch::default();
+        let mut dpkg = apt::Batch::default();
         for line in out.lines() {
             let Some(rest) = line.strip_prefix('@') else {
                 continue;
@@ -246,6 +280,8 @@ impl ProbeScript {
                 continue;
             } else if let Some(t) = tag.strip_prefix("fact-") {
                 facts.parse_line(t, &fields)?;
+            } else if paths.take(tag, &fields)? || dpkg.take(tag, &fields)? {
+                continue;
             } else if tag == "lock" {
                 lock_state = Some(lock::parse(&fields)?);
             } else if tag == "journal" {
@@ -284,6 +320,24 @@ impl ProbeScript {
         }
         if !ended {
             return Err(FactError("the probe did not finish (output ended early)".into()).into());
+        }
+        let path_ids: Vec<usize> = (self.requests.iter().enumerate())
+            .filter(|(_, r)| matches!(r, Request::Path(_)))
+            .map(|(id, _)| id)
+            .collect();
+        if let Some(states) = paths.states(path_ids.len())? {
+            for (id, st) in path_ids.into_iter().zip(states) {
+                observed[id] = Some(Observed::Path(st));
+            }
+        }
+        for (id, r) in self.requests.iter().enumerate() {
+            if let (Request::Packages(p), None) = (r, &observed[id]) {
+                let state = dpkg.state(p).map_err(|error| ProbeError::Output {
+                    request: Some(id),
+                    error,
+                })?;
+                observed[id] = state.map(Observed::Dpkg);
+            }
         }
         let observed = observed
             .into_iter()
@@ -374,6 +428,103 @@ mod tests {
         ));
         assert!(r.preflight.sha256sum);
         assert!(r.preflight.free_kb[0] > 0);
+    }
+
+    /// Paths of every kind, with names the batch must keep apart (spaces, a newline, quotes,
+    /// a backslash), and free space of directories; then one file made unreadable so that the
+    /// batch falls back to one record per path, with the same answers.
+    #[test]
+    fn batched_paths_and_their_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let names = ["a b", "new\nline", "q'\"$(x)`", "back\\slash", "empty"];
+        for (i, n) in names.iter().enumerate() {
+            std::fs::write(d.join(n), "x".repeat(i)).unwrap();
+        }
+        std::fs::create_dir(d.join("sub dir")).unwrap();
+        std::os::unix::fs::symlink("a b", d.join("link")).unwrap();
+        let mut p = ProbeScript::default();
+        let mut ids = vec![];
+        for n in names.iter().chain(&["sub dir", "link", "absent"]) {
+            ids.push(p.add(Request::Path(d.join(n).to_str().unwrap().into())));
+            p.add(Request::Guard {
+                creates: None,
+                unless: Some("true".into()),
+            });
+        }
+        p.add_upload_dir(d.join("sub dir/x/y").to_str().unwrap());
+        p.add_upload_dir(d.to_str().unwrap());
+        let run = || {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(p.script())
+                .output()
+                .unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            (p.parse(&text).unwrap(), text)
+        };
+        let (r, text) = run();
+        assert!(text.contains("@paths\tfffffdla\n"), "{text}");
+        for (i, n) in names.iter().enumerate() {
+            let want = hex::encode(<sha2::Sha256 as sha2::Digest>::digest("x".repeat(i)));
+            match &r.observed[ids[i]] {
+                Observed::Path(PathState::File { sha256, size, .. }) => {
+                    assert_eq!((sha256, *size), (&want, i as u64), "{n}")
+                }
+                o => panic!("{n}: {o:?}"),
+            }
+        }
+        assert!(matches!(
+            r.observed[ids[5]],
+            Observed::Path(PathState::Dir { .. })
+        ));
+        assert_eq!(r.observed[ids[6]], Observed::Path(PathState::Link));
+        assert_eq!(r.observed[ids[7]], Observed::Path(PathState::Absent));
+        assert_eq!(r.preflight.free_kb.len(), 2);
+        assert!(r.preflight.free_kb.iter().all(|k| *k > 0));
+        // A sha256sum that fails when given file names (as when a file vanished or cannot be
+        // read meanwhile): the batch gives up, every path answers on its own, the same.
+        let bin = d.join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(
+            bin.join("sha256sum"),
+            "#!/bin/sh\n[ $# -eq 0 ] || exit 1\nexec /usr/bin/sha256sum\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            bin.join("sha256sum"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("PATH={}:$PATH\n{}", bin.display(), p.script()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(!text.contains("@paths"), "{text}");
+        let fallback = p.parse(&text).unwrap();
+        assert_eq!(fallback.observed, r.observed);
+    }
+
+    #[test]
+    fn batched_path_records_must_add_up() {
+        let mut p = ProbeScript::default();
+        p.add(Request::Path("/a".into()));
+        p.add(Request::Path("/b".into()));
+        let ok = "@pre-sha256sum\tyes\n@pre-stat\tyes\n@paths\tfa\n@ps\t644 a a 0 0 1\tregular file\n@ph\t";
+        let sha = "a".repeat(64);
+        assert!(p.parse(&format!("{ok}{sha}\n@end\n")).is_ok());
+        for bad in [
+            format!("{ok}{sha}\n@ph\t{sha}\n@end\n"),
+            "@paths\tfa\n@ps\t644 a a 0 0 1\tregular file\n@end\n".to_string(),
+            "@paths\ta\n@end\n".to_string(),
+            format!("@paths\tfa\n@ps\t755 a a 0 0 1\tdirectory\n@ph\t{sha}\n@end\n"),
+            "@paths\tza\n@end\n".to_string(),
+        ] {
+            assert!(p.parse(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -41,9 +41,132 @@ pub const FUNCTION: &str = r#"claw_path() {
 }
 "#;
 
-/// The probe line for one path.
+/// The probe line for one path (the fallback of [`batch_command`]).
 pub fn command(id: usize, path: &str) -> String {
     format!("claw_path {id} {}\n", quote(path))
+}
+
+/// Shell function that probes many paths with two processes in all (one `stat`, one
+/// `sha256sum`) instead of two per path: the kinds are told apart by shell builtins, then
+/// `@paths<TAB>KINDS` (one letter per path: `l`ink, `d`ir, `f`ile, `o`ther, `a`bsent), one
+/// `@ps<TAB>STAT<TAB>TYPE` per directory or file and one `@ph<TAB>SHA256` per file, in argument
+/// order. If either process fails (a path vanished or cannot be read meanwhile), every path gets
+/// its own `claw_path` record instead, so nothing is ever matched to the wrong path.
+pub const BATCH_FUNCTION: &str = r#"claw_paths() {
+  k=; sl=; fl=; i=0
+  for p do
+    i=$((i+1)); [ $((i % 2)) -eq 0 ] || continue
+    if [ -L "$p" ]; then k="${k}l"
+    elif [ -d "$p" ]; then k="${k}d"; sl="$sl \"\${$i}\""
+    elif [ -f "$p" ]; then k="${k}f"; sl="$sl \"\${$i}\""; fl="$fl \"\${$i}\""
+    elif [ -e "$p" ]; then k="${k}o"
+    else k="${k}a"; fi
+  done
+  st=; hs=; ok=1
+  if [ -n "$sl" ]; then
+    st=$(eval "stat --printf '@ps\t%a %U %G %u %g %s\t%F\n' --$sl" 2>/dev/null) || ok=
+  fi
+  if [ -n "$fl" ] && [ -n "$ok" ]; then
+    hs=$(eval "sha256sum --$fl" 2>/dev/null) || ok=
+  fi
+  if [ -z "$ok" ]; then
+    while [ $# -ge 2 ]; do claw_path "$1" "$2"; shift 2; done
+    return
+  fi
+  printf '@paths\t%s\n' "$k"
+  [ -z "$st" ] || printf '%s\n' "$st"
+  [ -n "$hs" ] || return 0
+  while IFS= read -r l; do l=${l#\\}; printf '@ph\t%s\n' "${l%% *}"; done <<CLAW_EOF
+$hs
+CLAW_EOF
+}
+"#;
+
+/// The probe line for every path request at once: `(id, path)` pairs.
+pub fn batch_command(paths: &[(usize, &str)]) -> String {
+    let mut s = String::from("claw_paths");
+    for (id, p) in paths {
+        s.push_str(&format!(" {id} {}", quote(p)));
+    }
+    s.push('\n');
+    s
+}
+
+/// The batched answer ([`BATCH_FUNCTION`]) being collected from the output.
+#[derive(Debug, Default)]
+pub struct Batch {
+    kinds: Option<String>,
+    stats: Vec<(String, String)>,
+    hashes: Vec<String>,
+}
+
+impl Batch {
+    /// Takes one record of the batch (`paths`, `ps` or `ph`); false if `tag` is not one.
+    pub fn take(&mut self, tag: &str, fields: &[&str]) -> Result<bool, FactError> {
+        match (tag, fields) {
+            ("paths", [k]) if self.kinds.is_none() => self.kinds = Some(k.to_string()),
+            ("ps", [st, ty]) => self.stats.push((st.to_string(), ty.to_string())),
+            ("ph", [h]) => self.hashes.push(h.to_string()),
+            ("paths" | "ps" | "ph", _) => {
+                return Err(FactError(format!("bad batched path record `@{tag}`")));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The states of the batched paths, in the order they were asked; None when the batch did
+    /// not answer (its paths were then answered one by one).
+    pub fn states(&self, count: usize) -> Result<Option<Vec<PathState>>, FactError> {
+        let Some(kinds) = &self.kinds else {
+            return Ok(None);
+        };
+        if kinds.len() != count {
+            return Err(FactError(format!(
+                "batched path kinds for {} paths, {count} asked",
+                kinds.len()
+            )));
+        }
+        let mut stats = self.stats.iter();
+        let mut hashes = self.hashes.iter();
+        let mut out = Vec::with_capacity(count);
+        let short = || FactError("batched path records end early".into());
+        for k in kinds.chars() {
+            let state = match k {
+                'a' => parse(&["absent"])?,
+                'l' => parse(&["link"])?,
+                'o' => parse(&["other"])?,
+                'd' => {
+                    let (st, ty) = stats.next().ok_or_else(short)?;
+                    if ty != "directory" {
+                        return Err(changed(ty));
+                    }
+                    let v = stat_fields(st, 6)?;
+                    parse(&["dir", &v[..5].join(" ")])?
+                }
+                'f' => {
+                    let (st, ty) = stats.next().ok_or_else(short)?;
+                    if !ty.starts_with("regular") {
+                        return Err(changed(ty));
+                    }
+                    let h = hashes.next().ok_or_else(short)?;
+                    parse(&["file", st, h])?
+                }
+                _ => return Err(FactError(format!("bad batched path kind `{k}`"))),
+            };
+            out.push(state);
+        }
+        if stats.next().is_some() || hashes.next().is_some() {
+            return Err(FactError("more batched path records than paths".into()));
+        }
+        Ok(Some(out))
+    }
+}
+
+fn changed(ty: &str) -> FactError {
+    FactError(format!(
+        "a managed path changed while it was probed (now a {ty}); run again"
+    ))
 }
 
 fn stat_fields(s: &str, n: usize) -> Result<Vec<&str>, FactError> {

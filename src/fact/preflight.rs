@@ -7,12 +7,36 @@ use crate::quote::quote;
 pub const HEADER: &str = "exec </dev/null\ncommand -v sha256sum >/dev/null 2>&1 && echo '@pre-sha256sum\tyes' || echo '@pre-sha256sum\tno'\n\
 command -v stat >/dev/null 2>&1 && echo '@pre-stat\tyes' || echo '@pre-stat\tno'\n";
 
-/// The free space (KiB) of the file system holding `dir` (or its nearest existing ancestor).
-pub fn free_space(i: usize, dir: &str) -> String {
-    format!(
-        "d={}; while [ ! -d \"$d\" ]; do d=$(dirname -- \"$d\"); done; printf '@pre-free\\t{i}\\t%s\\n' \"$(df -Pk -- \"$d\" | tail -n 1)\"\n",
-        quote(dir)
-    )
+/// Shell function: the free space (KiB) of the file system holding each directory (or its
+/// nearest existing ancestor), one `@pre-free<TAB>INDEX<TAB>DF-LINE` each, from ONE `df` (one
+/// `df` per directory only if that fails, e.g. a directory vanished meanwhile).
+pub const FREE_FUNCTION: &str = r#"claw_free() {
+  n=$#
+  for d do
+    while [ ! -d "$d" ]; do d=${d%/*}; [ -n "$d" ] || d=/; done
+    set -- "$@" "$d"
+  done
+  shift $n
+  if o=$(df -Pk -- "$@" 2>/dev/null); then
+    i=-1
+    while IFS= read -r l; do [ $i -lt 0 ] || printf '@pre-free\t%s\t%s\n' $i "$l"; i=$((i+1)); done <<CLAW_EOF
+$o
+CLAW_EOF
+  else
+    i=0; for d do printf '@pre-free\t%s\t%s\n' $i "$(df -Pk -- "$d" | tail -n 1)"; i=$((i+1)); done
+  fi
+}
+"#;
+
+/// The call of [`FREE_FUNCTION`] for the upload directories, in order.
+pub fn free_space(dirs: &[String]) -> String {
+    let mut s = String::from("claw_free");
+    for d in dirs {
+        s.push(' ');
+        s.push_str(&quote(d));
+    }
+    s.push('\n');
+    s
 }
 
 /// What the preflight found.
@@ -55,6 +79,17 @@ impl Preflight {
                 self.free_kb[i] = avail;
             }
             _ => return Err(FactError(format!("bad preflight record `{tag}`"))),
+        }
+        Ok(())
+    }
+
+    /// Checks that every upload directory got its free space.
+    pub(super) fn check_free(&self, dirs: &[String]) -> Result<(), FactError> {
+        if self.free_kb.len() < dirs.len() {
+            return Err(FactError(format!(
+                "no free-space answer for `{}`",
+                dirs[self.free_kb.len()]
+            )));
         }
         Ok(())
     }
