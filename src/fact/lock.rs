@@ -4,7 +4,7 @@
 //! `flock` on `/var/lib/claw-provision/apply.lock` for as long as this run's SSH connection lives:
 //! it watches the connection's `sshd` process (the nearest `sshd`/`sshd-session` above the
 //! probe) and exits when it is gone. So a run that ends, dies or loses its connection releases
-//! the lock by itself (within 0.2 s of sshd noticing); nothing stale is left to clean up. A run
+//! the lock by itself (within 1 s of sshd noticing); nothing stale is left to clean up. A run
 //! that finds the lock taken waits up to 2 s for it (the previous run's holder may be exiting),
 //! then reports the holder.
 //! The holder's description (operator, machine, pid, playbook, start time) is kept beside the
@@ -41,8 +41,10 @@ pub fn command(holder: &str, force: bool) -> String {
         r#"claw_lock() {{
   d={dir}
   # Not root (no become): a lock of this login's own.
-  {{ mkdir -p -m 0755 "$d" 2>/dev/null && [ -w "$d" ]; }} || d="${{HOME:-/tmp}}/.claw-provision"
-  mkdir -p -m 0700 "$d" 2>/dev/null
+  # (`mkdir` only when missing: every process costs the host a fork.)
+  if [ -d "$d" ] && [ -w "$d" ]; then :
+  elif mkdir -p -m 0755 "$d" 2>/dev/null && [ -w "$d" ]; then :
+  else d="${{HOME:-/tmp}}/.claw-provision"; [ -d "$d" ] || mkdir -p -m 0700 "$d" 2>/dev/null; fi
   for t in flock setsid mkfifo timeout; do
     command -v "$t" >/dev/null 2>&1 || {{ printf '@lock\terror\tno %s command on the host (util-linux, coreutils)\n' "$t"; return; }}
   done
@@ -57,7 +59,7 @@ pub fn command(holder: &str, force: bool) -> String {
   done
   [ -n "$conn" ] || {{ printf '@lock\terror\tno sshd process above this command: cannot tie the lock to the connection\n'; return; }}
   f="$d/.answer.$$"
-  rm -f "$f"
+  [ ! -e "$f" ] || rm -f "$f"
   mkfifo -m 0600 "$f" || {{ printf '@lock\terror\tcannot make a fifo in %s\n' "$d"; return; }}
   setsid sh -c '
     said=
@@ -74,13 +76,18 @@ pub fn command(holder: &str, force: bool) -> String {
         say held "$2"; exit 0
       fi
     fi
-    printf "%s since %s\nconn=%s\n" "$4" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$3" >"$1/apply.holder.tmp" &&
-      mv -f "$1/apply.holder.tmp" "$1/apply.holder"
     say ok "$2"
     exec </dev/null >/dev/null 2>&1
+    printf "%s since %s\nconn=%s\n" "$4" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$3" >"$1/apply.holder.tmp" &&
+      mv -f "$1/apply.holder.tmp" "$1/apply.holder"
     # Alive = it exists and is not a zombie (an exited sshd nobody reaped yet counts as gone).
-    alive() {{ case $(sed -n "s/^State:[[:space:]]*\(.\).*/\1/p" "/proc/$1/status" 2>/dev/null) in ""|Z) return 1 ;; esac; }}
-    while alive "$3"; do sleep 0.2; done
+    # Shell builtins and one `sleep` a second: a fleet of holders must not load its hosts.
+    alive() {{
+      s=
+      while read -r k v; do [ "$k" = State: ] && {{ s=$v; break; }}; done <"/proc/$1/status" 2>/dev/null
+      case $s in ""|Z*) return 1 ;; esac
+    }}
+    while alive "$3"; do sleep 1; done
     rm -f "$1/apply.holder"
   ' claw-lock "$d" "$f" "$conn" {holder} {force} </dev/null >/dev/null 2>&1 &
   r=$(timeout 30 sh -c 'IFS= read -r r <"$1" && printf %s "$r"' claw-lock-wait "$f") || r="no answer from the lock holder"
