@@ -58,12 +58,42 @@ fn missing_var_line(source: &str, msg: &str) -> usize {
     source.lines().position(uses).map_or(0, |i| i + 1)
 }
 
-fn context(ctx: &Map<String, Value>) -> Result<tera::Context, RenderError> {
-    tera::Context::from_value(Value::Object(ctx.clone())).map_err(|e| RenderError {
-        file: None,
-        line: 0,
-        message: tera_message(&e),
-    })
+/// The Tera context of one render: only the top-level variables whose names occur in the
+/// source (a variable a template uses must be named in it), so a render does not copy the whole
+/// context, e.g. `inventory` with every host of a 200-host fleet, for a one-word path.
+fn context(source: &str, ctx: &Map<String, Value>, overlay: &Map<String, Value>) -> tera::Context {
+    let mut c = tera::Context::new();
+    for (k, v) in ctx.iter().chain(overlay) {
+        if source.contains(k.as_str()) {
+            c.insert(k.as_str(), v);
+        }
+    }
+    c
+}
+
+/// Parsed templates, by name and source: each distinct template text of a run is parsed once,
+/// however many hosts render it (parsing is most of the cost of a render).
+fn parsed(name: &str, source: &str) -> Result<std::sync::Arc<tera::Tera>, tera::Error> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Cache = Mutex<HashMap<(String, String), Arc<tera::Tera>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (name.to_string(), source.to_string());
+    if let Some(t) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(t.clone());
+    }
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(vec![]);
+    tera.register_filter("shell_quote", shell_quote_filter);
+    tera.add_raw_template(name, source)?;
+    let tera = Arc::new(tera);
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() >= 4096 {
+        c.clear(); // a bound, never reached by a playbook's own templates
+    }
+    c.insert(key, tera.clone());
+    Ok(tera)
 }
 
 /// `{{ value | shell_quote }}`: quotes a value as one word for POSIX sh.
@@ -80,9 +110,16 @@ fn shell_quote_filter(
 
 /// Renders template text. `name` is used in errors.
 pub fn render(name: &Path, source: &str, ctx: &Map<String, Value>) -> Result<String, RenderError> {
-    let mut tera = tera::Tera::default();
-    tera.autoescape_on(vec![]);
-    tera.register_filter("shell_quote", shell_quote_filter);
+    render_with(name, source, ctx, &Map::new())
+}
+
+/// Renders template text with `ctx` and, over it, the variables of `overlay`.
+pub fn render_with(
+    name: &Path,
+    source: &str,
+    ctx: &Map<String, Value>,
+    overlay: &Map<String, Value>,
+) -> Result<String, RenderError> {
     let key = name.to_string_lossy();
     let err = |e: tera::Error| {
         let message = tera_message(&e);
@@ -92,8 +129,9 @@ pub fn render(name: &Path, source: &str, ctx: &Map<String, Value>) -> Result<Str
             message,
         }
     };
-    tera.add_raw_template(&key, source).map_err(err)?;
-    tera.render(&key, &context(ctx)?).map_err(err)
+    let tera = parsed(&key, source).map_err(err)?;
+    tera.render(&key, &context(source, ctx, overlay))
+        .map_err(err)
 }
 
 /// Checks that template text parses (offline validation).
@@ -194,6 +232,23 @@ mod tests {
                 .starts_with("templates/app.conf.tera:3: Variable `ap` not found"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn overlay_wins_and_unused_variables_are_not_needed() {
+        let mut c = ctx();
+        c.insert("big".into(), serde_json::json!({"a": [1, 2, 3]}));
+        let mut o = Map::new();
+        o.insert("app".into(), serde_json::json!("over"));
+        let out = render_with(Path::new("t"), "{{ app }} {{ big.a | length }}", &c, &o).unwrap();
+        assert_eq!(out, "over 3");
+        // The same source again (parsed once, cached) with another context.
+        c.insert("big".into(), serde_json::json!({"a": []}));
+        let out = render_with(Path::new("t"), "{{ app }} {{ big.a | length }}", &c, &o).unwrap();
+        assert_eq!(out, "over 0");
+        // A variable that is not in the context is still an error.
+        let e = render(Path::new("t"), "{{ nope }}", &c).unwrap_err();
+        assert!(e.message.contains("nope"), "{e}");
     }
 
     #[test]

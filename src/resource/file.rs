@@ -147,11 +147,11 @@ impl Desired {
         let file = templates_dir.join(&a.src);
         let source = std::fs::read_to_string(&file)
             .map_err(|e| format!("cannot read template {}: {e}", file.display()))?;
-        let mut ctx = ctx.clone();
-        for (k, v) in &a.vars {
-            ctx.insert(k.clone(), crate::vars::to_json(v));
-        }
-        let text = crate::template::render(&file, &source, &ctx).map_err(|e| e.to_string())?;
+        let vars: serde_json::Map<String, serde_json::Value> = (a.vars.iter())
+            .map(|(k, v)| (k.clone(), crate::vars::to_json(v)))
+            .collect();
+        let text =
+            crate::template::render_with(&file, &source, ctx, &vars).map_err(|e| e.to_string())?;
         Ok(Self::new(
             a.path,
             text.into_bytes(),
