@@ -33,6 +33,41 @@ pub struct PreparedStep {
     /// Rendered offline with stand-in facts and secrets: what the first probe asks about.
     /// None when `when` is false with the stand-ins.
     pub probe_desired: Option<Desired>,
+    /// Neither the step (arguments, `when`) nor its template names `facts` or `secrets`: the
+    /// render with the host's real facts and secrets would be the same as `probe_desired`, so
+    /// it is reused instead of rendered again.
+    pub context_free: bool,
+}
+
+/// Whether a step's rendering can depend on the facts or secrets (see
+/// [`PreparedStep::context_free`]). Conservative: any mention of either name counts.
+fn context_free(step: &Step, templates_dir: &std::path::Path) -> bool {
+    fn mentions(s: &str) -> bool {
+        s.contains("facts") || s.contains("secrets")
+    }
+    fn strings_free(v: &toml::Value) -> bool {
+        match v {
+            toml::Value::String(s) => !mentions(s),
+            toml::Value::Array(a) => a.iter().all(strings_free),
+            toml::Value::Table(t) => t.iter().all(|(k, v)| !mentions(k) && strings_free(v)),
+            _ => true,
+        }
+    }
+    if step.when.as_deref().is_some_and(mentions)
+        || !strings_free(&toml::Value::Table(step.args.clone()))
+    {
+        return false;
+    }
+    if step.kind == "template" {
+        let Some(src) = step.args.get("src").and_then(|v| v.as_str()) else {
+            return false;
+        };
+        if src.contains("{{") || src.contains("{%") {
+            return false;
+        }
+        return std::fs::read_to_string(templates_dir.join(src)).is_ok_and(|t| !mentions(&t));
+    }
+    true
 }
 
 /// What every host of a run shares from the playbook.
@@ -77,6 +112,7 @@ fn render(
     steps: &[PreparedStep],
     pb: &PlaybookInfo,
     ctx: &Map<String, Value>,
+    reuse: bool,
 ) -> Result<Rendered, Vec<(usize, String)>> {
     let sources = Sources {
         files_dir: &pb.files_dir,
@@ -86,6 +122,19 @@ fn render(
     let mut out = Vec::new();
     for (i, ps) in steps.iter().enumerate() {
         let step = &ps.step;
+        if reuse && ps.context_free {
+            match (&ps.probe_desired, &step.when) {
+                (Some(d), _) => {
+                    out.push(Ok(d.clone()));
+                    continue;
+                }
+                (None, Some(w)) => {
+                    out.push(Err(format!("when: {w}")));
+                    continue;
+                }
+                (None, None) => {}
+            }
+        }
         if let Some(w) = &step.when {
             match crate::template::eval_when(w, ctx) {
                 Ok(true) => {}
@@ -200,6 +249,9 @@ pub fn prepare(
         .chain(info.operator_secrets.iter().map(|(k, _)| k))
         .map(|k| (k.clone(), Secret::new(format!("<secret {k}>"))))
         .collect();
+    let free: Vec<bool> = (pb.steps.iter())
+        .map(|s| context_free(s, &pb.templates_dir))
+        .collect();
     let mut errors = Vec::new();
     let mut out = Vec::new();
     for host in hosts {
@@ -212,12 +264,14 @@ pub fn prepare(
         let mut steps: Vec<PreparedStep> = pb
             .steps
             .iter()
-            .map(|s| PreparedStep {
+            .zip(&free)
+            .map(|(s, free)| PreparedStep {
                 step: s.clone(),
                 probe_desired: None,
+                context_free: *free,
             })
             .collect();
-        match render(&steps, &info, &ctx) {
+        match render(&steps, &info, &ctx, false) {
             Ok(r) => {
                 for (ps, d) in steps.iter_mut().zip(r.steps) {
                     ps.probe_desired = d.ok();
@@ -906,7 +960,7 @@ async fn drive(
 
     // 3. Render with the real facts and secrets; re-probe the steps whose questions changed.
     let full = full_context(&p.base, &facts, &secrets);
-    let rendered = render(&p.steps, &p.playbook, &full).map_err(|es| {
+    let rendered = render(&p.steps, &p.playbook, &full, true).map_err(|es| {
         let (i, e) = &es[0];
         let at = names
             .get(*i)
@@ -1537,6 +1591,44 @@ mod tests {
             rescue: false,
             line: 1,
         }
+    }
+
+    #[test]
+    fn context_free_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plain.tera"), "listen {{ port }};\n").unwrap();
+        std::fs::write(dir.path().join("secret.tera"), "KEY={{ secrets.k }}\n").unwrap();
+        let with = |kind: &str, args: &str, when: Option<&str>| {
+            let mut s = pb_step(&[]);
+            s.kind = kind.into();
+            s.args = toml::from_str(args).unwrap();
+            s.when = when.map(String::from);
+            context_free(&s, dir.path())
+        };
+        assert!(with("command", "run = \"echo {{ app }}\"", None));
+        assert!(with(
+            "template",
+            "src = \"plain.tera\"\npath = \"/x\"",
+            Some("app == \"a\"")
+        ));
+        assert!(!with("command", "run = \"echo {{ facts.arch }}\"", None));
+        assert!(!with("command", "env = { A = \"{{ secrets.k }}\" }", None));
+        assert!(!with("command", "run = \"true\"", Some("facts.docker")));
+        assert!(!with(
+            "template",
+            "src = \"secret.tera\"\npath = \"/x\"",
+            None
+        ));
+        assert!(!with(
+            "template",
+            "src = \"{{ name }}.tera\"\npath = \"/x\"",
+            None
+        ));
+        assert!(!with(
+            "template",
+            "src = \"missing.tera\"\npath = \"/x\"",
+            None
+        ));
     }
 
     fn file_change(path: &str) -> Change {
