@@ -216,6 +216,17 @@ impl ProbeScript {
         if !packages.is_empty() {
             s.push_str(&apt::batch_command(&packages));
         }
+        let secrets: Vec<(usize, &str, Option<&str>)> = (self.requests.iter().enumerate())
+            .filter_map(|(id, r)| match r {
+                Request::Secret { path, guard } => Some((id, path.as_str(), guard.as_deref())),
+                _ => None,
+            })
+            .collect();
+        if !secrets.is_empty() {
+            s.push_str(secret::FUNCTION);
+            s.push_str(secret::BATCH_FUNCTION);
+            s.push_str(&secret::batch_command(&secrets));
+        }
         for (id, r) in self.requests.iter().enumerate() {
             match r {
                 Request::Path(_) => {}
@@ -224,9 +235,7 @@ impl ProbeScript {
                 }
                 Request::User(name) => s.push_str(&account::user_command(id, name)),
                 Request::Group(name) => s.push_str(&account::group_command(id, name)),
-                Request::Secret { path, guard } => {
-                    s.push_str(&secret::command(id, path, guard.as_deref()))
-                }
+                Request::Secret { .. } => {}
                 Request::Packages(_) => {}
                 Request::Firewall(table) => s.push_str(&firewall::command(id, table)),
                 Request::Git(q) => s.push_str(&git::command(id, q)),
@@ -265,6 +274,7 @@ impl ProbeScript {
         let mut lock_state = None;
         let mut paths = path::Batch::default();
         let mut dpkg = apt::Batch::default();
+        let mut secret_batch = secret::Batch::default();
         for line in out.lines() {
             let Some(rest) = line.strip_prefix('@') else {
                 continue;
@@ -280,7 +290,10 @@ impl ProbeScript {
                 continue;
             } else if let Some(t) = tag.strip_prefix("fact-") {
                 facts.parse_line(t, &fields)?;
-            } else if paths.take(tag, &fields)? || dpkg.take(tag, &fields)? {
+            } else if paths.take(tag, &fields)?
+                || dpkg.take(tag, &fields)?
+                || secret_batch.take(tag, &fields)?
+            {
                 continue;
             } else if tag == "lock" {
                 lock_state = Some(lock::parse(&fields)?);
@@ -328,6 +341,13 @@ impl ProbeScript {
         if let Some(states) = paths.states(path_ids.len())? {
             for (id, st) in path_ids.into_iter().zip(states) {
                 observed[id] = Some(Observed::Path(st));
+            }
+        }
+        for (id, st) in secret_batch.states()? {
+            if let Some(Request::Secret { .. }) = self.requests.get(id) {
+                observed[id] = Some(Observed::Secret(st));
+            } else {
+                return Err(FactError(format!("batched secret record for request {id}")).into());
             }
         }
         for (id, r) in self.requests.iter().enumerate() {

@@ -25,19 +25,127 @@ pub enum SecretState {
     NotAFile,
 }
 
-/// The probe snippet: `@ID<TAB>present<TAB>MODE OWNER GROUP<TAB>BASE64`, `@ID<TAB>missing<TAB>0|1`
-/// or `@ID<TAB>other`.
+/// Shell function for one secret: `@ID<TAB>present<TAB>MODE OWNER GROUP<TAB>BASE64`,
+/// `@ID<TAB>missing<TAB>0|1` or `@ID<TAB>other`. Arguments: id, path, guard ("" = none).
+pub const FUNCTION: &str = r#"claw_secret() {
+  if [ -f "$2" ] && [ ! -L "$2" ]; then
+    printf '@%s\tpresent\t%s\t%s\n' "$1" "$(stat -c '%a %U %G' -- "$2")" "$(base64 -w0 < "$2")"
+  elif [ -e "$2" ] || [ -L "$2" ]; then printf '@%s\tother\n' "$1"
+  else g=0; [ -z "$3" ] || [ ! -e "$3" ] || g=1; printf '@%s\tmissing\t%s\n' "$1" "$g"; fi
+}
+"#;
+
+/// Shell function for every secret of a script at once (id, path, guard triples): missing and
+/// other ones answered as by [`FUNCTION`]; the present ones read by two processes in all (one
+/// `stat`, one `od` of their concatenation, cut by the sizes) instead of two each:
+/// `@secrets<TAB>IDS`, one `@secrets-st<TAB>MODE OWNER GROUP SIZE` per file and
+/// `@secrets-od<TAB>HEX BYTES`. If either fails, each present one is read on its own.
+pub const BATCH_FUNCTION: &str = r#"claw_secrets() {
+  n=$#; ids=
+  while [ $n -gt 0 ]; do
+    if [ -f "$2" ] && [ ! -L "$2" ]; then ids="$ids$1 "; set -- "$@" "$2"
+    else claw_secret "$1" "$2" "$3"; fi
+    shift 3; n=$((n - 3))
+  done
+  [ $# -gt 0 ] || return 0
+  if st=$(stat --printf '@secrets-st\t%a %U %G %s\n' -- "$@" 2>/dev/null) &&
+    v=$(od -An -v -tx1 -w1048576 -- "$@" 2>/dev/null); then
+    printf '@secrets\t%s\n%s\n@secrets-od\t%s\n' "$ids" "$st" "$v"
+  else
+    for p do claw_secret "${ids%% *}" "$p" ""; ids=${ids#* }; done
+  fi
+}
+"#;
+
+/// The call of [`BATCH_FUNCTION`] for `(id, path, guard)` triples.
+pub fn batch_command(secrets: &[(usize, &str, Option<&str>)]) -> String {
+    let mut s = String::from("claw_secrets");
+    for (id, p, g) in secrets {
+        s.push_str(&format!(" {id} {} {}", quote(p), quote(g.unwrap_or(""))));
+    }
+    s.push('\n');
+    s
+}
+
+/// The probe line for one secret (needs [`FUNCTION`]).
 pub fn command(id: usize, path: &str, guard: Option<&str>) -> String {
-    let p = quote(path);
-    let g = match guard {
-        Some(g) => format!("[ -e {} ] && g=1", quote(g)),
-        None => "false".into(),
-    };
     format!(
-        "if [ -f {p} ] && [ ! -L {p} ]; then printf '@{id}\\tpresent\\t%s\\t%s\\n' \"$(stat -c '%a %U %G' -- {p})\" \"$(base64 -w0 < {p})\"; \
-         elif [ -e {p} ] || [ -L {p} ]; then printf '@{id}\\tother\\n'; \
-         else g=0; {g}; printf '@{id}\\tmissing\\t%s\\n' \"$g\"; fi\n"
+        "claw_secret {id} {} {}\n",
+        quote(path),
+        quote(guard.unwrap_or(""))
     )
+}
+
+/// The batched answer ([`BATCH_FUNCTION`]) being collected from the output.
+#[derive(Debug, Default)]
+pub struct Batch {
+    ids: Option<Vec<usize>>,
+    stats: Vec<String>,
+    bytes: Option<String>,
+}
+
+impl Batch {
+    /// Takes one record of the batch; false if `tag` is not one. Never echoes a field.
+    pub fn take(&mut self, tag: &str, fields: &[&str]) -> Result<bool, FactError> {
+        let bad = || {
+            FactError(format!(
+                "bad batched secret record `@{tag}` (contents not shown)"
+            ))
+        };
+        match (tag, fields) {
+            ("secrets", [ids]) => {
+                let ids = (ids.split_whitespace())
+                    .map(|i| i.parse().map_err(|_| bad()))
+                    .collect::<Result<_, _>>()?;
+                self.ids = Some(ids);
+            }
+            ("secrets-st", [st]) => self.stats.push(st.to_string()),
+            ("secrets-od", [v]) => self.bytes = Some(v.to_string()),
+            ("secrets" | "secrets-st" | "secrets-od", _) => return Err(bad()),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The present secrets answered by the batch, by id.
+    pub fn states(&self) -> Result<Vec<(usize, SecretState)>, FactError> {
+        let Some(ids) = &self.ids else {
+            return Ok(vec![]);
+        };
+        let short = || {
+            FactError(
+                "the batched secret records do not add up (a secret file changed while it was \
+                 read, or is over 1 MiB); contents not shown"
+                    .into(),
+            )
+        };
+        if self.stats.len() != ids.len() {
+            return Err(short());
+        }
+        let hex: Vec<&str> = self
+            .bytes
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let mut at = 0;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, st) in ids.iter().zip(&self.stats) {
+            let (attrs, size) = st.rsplit_once(' ').ok_or_else(short)?;
+            let size: usize = size.parse().map_err(|_| short())?;
+            let part = hex.get(at..at + size).ok_or_else(short)?;
+            at += size;
+            let bytes = (part.iter())
+                .map(|h| u8::from_str_radix(h, 16).map_err(|_| short()))
+                .collect::<Result<Vec<u8>, _>>()?;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+            out.push((*id, parse(&["present", attrs, &b64])?));
+        }
+        if at != hex.len() {
+            return Err(short());
+        }
+        Ok(out)
+    }
 }
 
 /// Parses the fields after `@ID`.
@@ -79,7 +187,7 @@ mod tests {
     fn run(script: &str) -> String {
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(script)
+            .arg(format!("{FUNCTION}{BATCH_FUNCTION}{script}"))
             .output()
             .unwrap();
         String::from_utf8(out.stdout).unwrap()
@@ -118,6 +226,61 @@ mod tests {
         );
         let out = run(&command(0, d.path().to_str().unwrap(), None));
         assert_eq!(parse(&fields(&out)).unwrap(), SecretState::NotAFile);
+    }
+
+    /// Several secrets in one batch (one empty, one without a final newline, one with a
+    /// multi-byte character), beside missing ones; then the same with an `od` that fails, so
+    /// each is read on its own: the same answers.
+    #[test]
+    fn batch_reads_them_all() {
+        let d = tempfile::tempdir().unwrap();
+        let vals = ["one\n", "", "tw\u{e9}", "three\nlines\n"];
+        let mut triples = vec![];
+        let paths: Vec<String> = (0..vals.len())
+            .map(|i| d.path().join(format!("s{i}")).to_str().unwrap().to_string())
+            .collect();
+        for (i, v) in vals.iter().enumerate() {
+            std::fs::write(&paths[i], v).unwrap();
+            triples.push((i * 2, paths[i].as_str(), None));
+            triples.push((i * 2 + 1, "/no/such/secret", Some(paths[i].as_str())));
+        }
+        let script = batch_command(&triples);
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("od"), "#!/bin/sh\nexit 1\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("od"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fallback = format!("PATH={}:$PATH\n{script}", bin.display());
+        for (out, batched) in [(run(&script), true), (run(&fallback), false)] {
+            assert_eq!(out.contains("@secrets\t"), batched, "{out}");
+            let mut b = Batch::default();
+            let mut per_id = std::collections::BTreeMap::new();
+            for line in out.lines() {
+                let mut f = line[1..].split('\t');
+                let tag = f.next().unwrap();
+                let f: Vec<&str> = f.collect();
+                if !b.take(tag, &f).unwrap() {
+                    per_id.insert(tag.parse::<usize>().unwrap(), parse(&f).unwrap());
+                }
+            }
+            per_id.extend(b.states().unwrap());
+            for (i, v) in vals.iter().enumerate() {
+                match &per_id[&(i * 2)] {
+                    SecretState::Present { value, .. } => {
+                        assert_eq!(value.expose(), v.strip_suffix('\n').unwrap_or(v))
+                    }
+                    s => panic!("{s:?}"),
+                }
+                assert_eq!(per_id[&(i * 2 + 1)], SecretState::Missing { guarded: true });
+            }
+        }
+        // Records that do not add up are an error that shows no value.
+        let mut b = Batch::default();
+        b.take("secrets", &["0"]).unwrap();
+        b.take("secrets-st", &["600 root root 3"]).unwrap();
+        b.take("secrets-od", &["68 75"]).unwrap();
+        let e = b.states().unwrap_err().to_string();
+        assert!(e.contains("do not add up") && !e.contains("68"), "{e}");
     }
 
     #[test]
