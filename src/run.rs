@@ -86,6 +86,8 @@ pub struct PlaybookInfo {
     pub task: bool,
     /// `[rollout]` (apply only).
     pub rollout: crate::rollout::Rollout,
+    /// The `inventory` variable, the same for every host.
+    pub inventory: Value,
 }
 
 /// A host with its steps checked and ready to probe.
@@ -93,7 +95,8 @@ pub struct PlaybookInfo {
 pub struct Prepared {
     pub host: Host,
     pub steps: Vec<PreparedStep>,
-    /// The host's variables, `host` and `inventory` (without `facts` and `secrets`).
+    /// The host's variables and `host` (without `inventory`, shared in [`PlaybookInfo`], and
+    /// without `facts` and `secrets`).
     pub base: Map<String, Value>,
     pub playbook: Arc<PlaybookInfo>,
 }
@@ -189,10 +192,12 @@ fn render(
 /// The template context of a host once its facts and secrets are known.
 fn full_context(
     base: &Map<String, Value>,
+    inventory: &Value,
     facts: &crate::fact::HostFacts,
     secrets: &[(String, Secret)],
 ) -> Map<String, Value> {
     let mut ctx = base.clone();
+    ctx.insert("inventory".into(), inventory.clone());
     ctx.insert("facts".into(), facts.to_json());
     let s: Map<String, Value> = secrets
         .iter()
@@ -242,6 +247,7 @@ pub fn prepare(
         operator_secrets,
         task: pb.task.is_some(),
         rollout: pb.rollout.clone(),
+        inventory: crate::vars::inventory_value(inv),
     });
     let stand_in_secrets: Vec<(String, Secret)> = info
         .secret_names
@@ -255,9 +261,10 @@ pub fn prepare(
     let mut errors = Vec::new();
     let mut out = Vec::new();
     for host in hosts {
-        let base = crate::vars::context(inv, host, pb, extra);
+        let base = crate::vars::host_context(inv, host, pb, extra);
         let ctx = full_context(
             &base,
+            &info.inventory,
             &crate::fact::HostFacts::placeholder(),
             &stand_in_secrets,
         );
@@ -959,8 +966,11 @@ async fn drive(
     let mask = Mask::new(&secrets);
 
     // 3. Render with the real facts and secrets; re-probe the steps whose questions changed.
-    let full = full_context(&p.base, &facts, &secrets);
-    let rendered = render(&p.steps, &p.playbook, &full, true).map_err(|es| {
+    // (The full context lives only for the render: a fleet's contexts are not all kept.)
+    let full = full_context(&p.base, &p.playbook.inventory, &facts, &secrets);
+    let rendered = render(&p.steps, &p.playbook, &full, true);
+    drop(full);
+    let rendered = rendered.map_err(|es| {
         let (i, e) = &es[0];
         let at = names
             .get(*i)

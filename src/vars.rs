@@ -67,6 +67,19 @@ pub fn context(
     pb: &Playbook,
     extra: &[(String, String)],
 ) -> Map<String, Value> {
+    let mut m = host_context(inv, host, pb, extra);
+    m.insert("inventory".into(), inventory_value(inv));
+    m
+}
+
+/// A host's own part of its context: its variables at top level, plus `host` (all but
+/// `inventory`, which is the same for every host: see [`inventory_value`]).
+pub fn host_context(
+    inv: &Inventory,
+    host: &Host,
+    pb: &Playbook,
+    extra: &[(String, String)],
+) -> Map<String, Value> {
     let mut m = host_vars(inv, host, pb, extra);
     m.insert(
         "host".into(),
@@ -78,6 +91,13 @@ pub fn context(
             "groups": host.groups,
         }),
     );
+    m
+}
+
+/// The `inventory` variable: every host (name, address, port, groups, vars) and every group's
+/// members. Built once per run and shared: a copy per host would grow with the square of the
+/// fleet.
+pub fn inventory_value(inv: &Inventory) -> Value {
     let hosts: Map<String, Value> = inv
         .hosts
         .iter()
@@ -94,11 +114,7 @@ pub fn context(
         .map(|g| (g.clone(), Value::from(inv.group_members(g))))
         .collect();
     groups.insert("all".into(), Value::from(inv.group_members("all")));
-    m.insert(
-        "inventory".into(),
-        serde_json::json!({"hosts": hosts, "groups": groups}),
-    );
-    m
+    serde_json::json!({"hosts": hosts, "groups": groups})
 }
 
 #[cfg(test)]
