@@ -87,6 +87,8 @@ def bench(n, delay, runs, name):
         # CPUs, and 200 concurrent first applies starve every sshd of the lab.
         first, s = claw("apply", inv, env, forks=20)
         first_rt = sum(h["round_trips"] for h in s["hosts"])
+        # what the first apply changed per host: steps, and handlers run
+        first_changed = sum(h["changed"] + len(h["handlers"]) for h in s["hosts"])
         noop, plan, ssh, cpu, rss = [], [], [], [], []
         for i in range(runs):
             marks = {h["name"]: Path(h["sshd_log"]).stat().st_size for h in lab["hosts"]}
@@ -108,6 +110,7 @@ def bench(n, delay, runs, name):
         return {
             "hosts": n, "delay_ms": delay,
             "first_apply_s": first, "first_apply_round_trips_per_host": first_rt / n,
+            "first_apply_changes_per_host": first_changed / n,
             "noop_apply_s": stats(noop), "plan_s": stats(plan), "ssh_true_s": stats(ssh),
             "noop_round_trips_per_host": rt / n, "noop_connections_per_host": claimed_conns / n,
             "noop_cpu_ms_per_host": statistics.median(cpu) / n,
@@ -126,8 +129,8 @@ def markdown(results, meta):
         "lab's hosts run on the same CPUs as the client. First apply: once, fresh hosts, default "
         "`--forks 20`; the others: `--forks 256` (all hosts at once, like the N parallel ssh).", "",
         "| hosts | delay | first apply | no-op apply | plan | N × `ssh host true` | no-op / ssh | plan / ssh "
-        "| RT/host (no-op) | RT/host (first) | CPU/host | peak mem |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| RT/host (no-op) | RT/host (first) | changes/host (first) | CPU/host (no-op) | peak mem |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     f = lambda s: f"{s['median']:.3f} s ({s['min']:.3f}–{s['max']:.3f})"
     for r in results:
@@ -137,9 +140,13 @@ def markdown(results, meta):
             f"| {r['noop_apply_s']['median'] / r['ssh_true_s']['median']:.2f}× "
             f"| {r['plan_s']['median'] / r['ssh_true_s']['median']:.2f}× "
             f"| {r['noop_round_trips_per_host']:.1f} | {r['first_apply_round_trips_per_host']:.1f} "
+            f"| {r.get('first_apply_changes_per_host', 0):.1f} "
             f"| {r['noop_cpu_ms_per_host']:.1f} ms | {r['peak_rss_mb']:.1f} MB |")
     out += ["", "The sshd logs of every no-op run were checked: connections and sessions equal what "
-            "claw-provision reports (connections, round trips).", ""]
+            "claw-provision reports (connections, round trips). Changes (first apply): changed "
+            "steps plus handlers run; a first apply also makes one round trip for the probe, one "
+            "for the audit record and one more for each \"known after apply\" step it probes again.",
+            ""]
     return "\n".join(out)
 
 
