@@ -45,7 +45,7 @@ pub fn batch_command(packages: &[&str]) -> String {
     names.dedup();
     let names: Vec<String> = names.iter().map(|p| quote(p)).collect();
     format!(
-        "if command -v dpkg-query >/dev/null 2>&1; then echo '@dpkg-ok'; dpkg-query -W -f '@dpkg\\t${{Package}}\\t${{db:Status-Abbrev}}|${{Version}}|${{Architecture}}\\n' -- {} 2>/dev/null; else echo '@dpkg-none'; fi\n",
+        "if command -v dpkg-query >/dev/null 2>&1; then echo '@dpkg-ok'; dpkg-query -W -f '@dpkg\\t${{Package}}\\t${{db:Status-Abbrev}}|${{Version}}|${{Architecture}}\\n' -- {} 2>/dev/null; printf '@dpkg-rc\\t%s\\n' $?; else echo '@dpkg-none'; fi\n",
         names.join(" ")
     )
 }
@@ -55,6 +55,8 @@ pub fn batch_command(packages: &[&str]) -> String {
 pub struct Batch {
     /// None: no answer yet; Some(None): no dpkg-query; Some(Some(..)): (name, instance) pairs.
     seen: Option<Option<Vec<(String, String)>>>,
+    /// dpkg-query's exit status (1 = some name unknown, which is normal).
+    rc: Option<String>,
 }
 
 impl Batch {
@@ -67,7 +69,8 @@ impl Batch {
                 Some(Some(v)) => v.push((name.to_string(), inst.to_string())),
                 _ => return Err(FactError("dpkg record before `@dpkg-ok`".into())),
             },
-            ("dpkg" | "dpkg-ok" | "dpkg-none", _) => {
+            ("dpkg-rc", [rc]) => self.rc = Some(rc.to_string()),
+            ("dpkg" | "dpkg-ok" | "dpkg-none" | "dpkg-rc", _) => {
                 return Err(FactError(format!("bad dpkg record `@{tag}`")));
             }
             _ => return Ok(false),
@@ -83,8 +86,17 @@ impl Batch {
         let Some(instances) = seen else {
             return parse(&["nodpkg"], packages).map(Some);
         };
+        // 0: all known, 1: some name unknown; anything else (a broken database) must not read
+        // as "nothing installed".
+        match self.rc.as_deref() {
+            Some("0" | "1") => {}
+            Some(rc) => return Err(FactError(format!("dpkg-query failed (exit status {rc})"))),
+            None => return Err(FactError("dpkg-query did not finish".into())),
+        }
         let mut out = Vec::with_capacity(packages.len());
         for want in packages {
+            // `NAME:ARCH` takes the instances of that architecture, and an `all` one (which
+            // serves every architecture; `dpkg-query -W NAME:ARCH` would not list it).
             let (name, arch) = match want.split_once(':') {
                 Some((n, a)) => (n, Some(a)),
                 None => (want.as_str(), None),
@@ -334,7 +346,9 @@ mod tests {
             Some(DpkgState::NoDpkg)
         );
         assert_eq!(Batch::default().state(&names(&["curl"])).unwrap(), None);
-        let b = batch_of("@dpkg-ok\n@dpkg\tcurl\tii |8.0|amd64\n@dpkg\tcurl\trc |7.0|i386");
+        let b = batch_of(
+            "@dpkg-ok\n@dpkg\tcurl\tii |8.0|amd64\n@dpkg\tcurl\trc |7.0|i386\n@dpkg-rc\t1",
+        );
         assert_eq!(
             b.state(&names(&["curl", "curl:i386"])).unwrap(),
             Some(DpkgState::Packages(vec![
@@ -348,6 +362,10 @@ mod tests {
             ]))
         );
         assert!(Batch::default().take("dpkg", &["x", "y"]).is_err());
+        let broken = batch_of("@dpkg-ok\n@dpkg-rc\t2").state(&names(&["curl"]));
+        assert!(broken.unwrap_err().to_string().contains("exit status 2"));
+        let cut = batch_of("@dpkg-ok\n@dpkg\tcurl\tii |8.0|amd64").state(&names(&["curl"]));
+        assert!(cut.unwrap_err().to_string().contains("did not finish"));
         assert!(Batch::default().take("dpkg-ok", &["x"]).is_err());
     }
 

@@ -51,7 +51,7 @@ pub const FUNCTION: &str = r#"claw_fw() {
     l=$(printf '%s\n' "$l" | sha256sum); l=${l%% *}
   else
     case $l in
-    "Error: No such file or directory"*) l=absent ;;
+    "Error: "*"No such file or directory"*) l=absent ;;
     *) printf '@%s\terror\t%s\n' "$1" "$(printf '%s' "$l" | tr '\t\n' '  ' | cut -c1-300)"; return ;;
     esac
   fi

@@ -9,19 +9,25 @@ use serde_json::{Value, json};
 /// Shell function: what the probe knows of Docker, asked once per script (the facts, the
 /// `compose` and the `image` probes share it): `claw_docker` (non-empty: the CLI is there),
 /// `claw_dv` (the daemon's version, empty when it does not answer) and `claw_cv` (the Compose
-/// v2 plugin's version, empty when missing). Docker is asked with a short timeout: a hung daemon
-/// must not hang the probe.
+/// v2 plugin's version, empty when missing). Docker is asked with a timeout (10 s): a hung daemon
+/// must not hang the probe. Called once at the top level of a script that needs it (the compose
+/// and image probes run in subshells, which would not keep the answer).
 pub const DOCKER_FUNCTION: &str = r#"claw_docker_facts() {
   [ -z "${claw_docker_asked:-}" ] || return 0
   claw_docker_asked=1; claw_docker=; claw_dv=; claw_cv=
   command -v docker >/dev/null 2>&1 || return 0
   claw_docker=1
-  [ ! -S /var/run/docker.sock ] || claw_dv=$(timeout 5 docker version --format '{{.Server.Version}}' 2>/dev/null </dev/null)
-  # Compose v2 is a CLI plugin: ask it only when its file is in one of the CLI's plugin
-  # directories (a docker process costs tens of ms).
-  for d in "${DOCKER_CONFIG:-${HOME:-/root}/.docker}" /usr/local/lib/docker /usr/local/libexec/docker /usr/lib/docker /usr/libexec/docker; do
-    [ -x "$d/cli-plugins/docker-compose" ] || continue
-    claw_cv=$(timeout 5 docker compose version --short 2>/dev/null </dev/null); break
+  # The daemon is asked only when the CLI could reach one: its socket, DOCKER_HOST or a CLI
+  # configuration (contexts) — a docker process costs tens of ms.
+  c="${DOCKER_CONFIG:-${HOME:-/root}/.docker}"
+  if [ -S /var/run/docker.sock ] || [ -n "${DOCKER_HOST:-}" ] || [ -f "$c/config.json" ]; then
+    claw_dv=$(timeout 10 docker version --format '{{.Server.Version}}' 2>/dev/null </dev/null)
+  fi
+  # Compose v2 is a CLI plugin: asked when its file is in one of the CLI's plugin directories
+  # (or the CLI configuration may name others).
+  for d in "$c" /usr/local/lib/docker /usr/local/libexec/docker /usr/lib/docker /usr/libexec/docker; do
+    [ -x "$d/cli-plugins/docker-compose" ] || [ -f "$c/config.json" ] || continue
+    claw_cv=$(timeout 10 docker compose version --short 2>/dev/null </dev/null); break
   done
   claw_dv=${claw_dv%%[!-0-9A-Za-z.+~_:]*}; claw_cv=${claw_cv%%[!-0-9A-Za-z.+~_:]*}
 }

@@ -76,10 +76,10 @@ pub fn command(holder: &str, force: bool) -> String {
         say held "$2"; exit 0
       fi
     fi
-    say ok "$2"
-    exec </dev/null >/dev/null 2>&1
     printf "%s since %s\nconn=%s\n" "$4" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$3" >"$1/apply.holder.tmp" &&
       mv -f "$1/apply.holder.tmp" "$1/apply.holder"
+    say ok "$2"
+    exec </dev/null >/dev/null 2>&1
     # Alive = it exists and is not a zombie (an exited sshd nobody reaped yet counts as gone).
     # Shell builtins and one `sleep` a second: a fleet of holders must not load its hosts.
     alive() {{

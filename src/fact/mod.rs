@@ -182,6 +182,7 @@ impl ProbeScript {
             || (self.requests.iter()).any(|r| matches!(r, Request::Compose(_) | Request::Image(_)));
         if docker {
             s.push_str(host::DOCKER_FUNCTION);
+            s.push_str("claw_docker_facts\n");
         }
         if self.facts {
             s.push_str(host::FACTS);

@@ -39,7 +39,8 @@ pub const FUNCTION: &str = r#"claw_secret() {
 /// other ones answered as by [`FUNCTION`]; the present ones read by two processes in all (one
 /// `stat`, one `od` of their concatenation, cut by the sizes) instead of two each:
 /// `@secrets<TAB>IDS`, one `@secrets-st<TAB>MODE OWNER GROUP SIZE` per file and
-/// `@secrets-od<TAB>HEX BYTES`. If either fails, each present one is read on its own.
+/// `@secrets-od<TAB>HEX BYTES` lines (1 MiB each). If either fails, each present one is read on
+/// its own.
 pub const BATCH_FUNCTION: &str = r#"claw_secrets() {
   n=$#; ids=
   while [ $n -gt 0 ]; do
@@ -50,7 +51,10 @@ pub const BATCH_FUNCTION: &str = r#"claw_secrets() {
   [ $# -gt 0 ] || return 0
   if st=$(stat --printf '@secrets-st\t%a %U %G %s\n' -- "$@" 2>/dev/null) &&
     v=$(od -An -v -tx1 -w1048576 -- "$@" 2>/dev/null); then
-    printf '@secrets\t%s\n%s\n@secrets-od\t%s\n' "$ids" "$st" "$v"
+    printf '@secrets\t%s\n%s\n' "$ids" "$st"
+    while IFS= read -r l; do printf '@secrets-od\t%s\n' "$l"; done <<CLAW_EOF
+$v
+CLAW_EOF
   else
     for p do claw_secret "${ids%% *}" "$p" ""; ids=${ids#* }; done
   fi
@@ -100,7 +104,11 @@ impl Batch {
                 self.ids = Some(ids);
             }
             ("secrets-st", [st]) => self.stats.push(st.to_string()),
-            ("secrets-od", [v]) => self.bytes = Some(v.to_string()),
+            ("secrets-od", [v]) => {
+                let b = self.bytes.get_or_insert_with(String::new);
+                b.push(' ');
+                b.push_str(v);
+            }
             ("secrets" | "secrets-st" | "secrets-od", _) => return Err(bad()),
             _ => return Ok(false),
         }
@@ -115,7 +123,7 @@ impl Batch {
         let short = || {
             FactError(
                 "the batched secret records do not add up (a secret file changed while it was \
-                 read, or is over 1 MiB); contents not shown"
+                 read); contents not shown"
                     .into(),
             )
         };
@@ -272,6 +280,27 @@ mod tests {
                     s => panic!("{s:?}"),
                 }
                 assert_eq!(per_id[&(i * 2 + 1)], SecretState::Missing { guarded: true });
+            }
+        }
+        // Over 1 MiB in all: `od` prints several lines, each a record.
+        let big = ["a".repeat(700_000), "b".repeat(700_000)];
+        let mut triples = vec![];
+        for (i, v) in big.iter().enumerate() {
+            std::fs::write(&paths[i], v).unwrap();
+            triples.push((i, paths[i].as_str(), None));
+        }
+        let out = run(&batch_command(&triples));
+        assert!(out.matches("@secrets-od\t").count() >= 2);
+        let mut b = Batch::default();
+        for line in out.lines() {
+            let mut f = line[1..].split('\t');
+            let tag = f.next().unwrap();
+            assert!(b.take(tag, &f.collect::<Vec<_>>()).unwrap(), "{tag}");
+        }
+        for (i, st) in b.states().unwrap() {
+            match st {
+                SecretState::Present { value, .. } => assert!(value.expose() == big[i]),
+                s => panic!("{s:?}"),
             }
         }
         // Records that do not add up are an error that shows no value.
