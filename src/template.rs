@@ -58,13 +58,47 @@ fn missing_var_line(source: &str, msg: &str) -> usize {
     source.lines().position(uses).map_or(0, |i| i + 1)
 }
 
-/// The Tera context of one render: only the top-level variables whose names occur in the
-/// source (a variable a template uses must be named in it), so a render does not copy the whole
-/// context, e.g. `inventory` with every host of a 200-host fleet, for a one-word path.
-fn context(source: &str, ctx: &Map<String, Value>, overlay: &Map<String, Value>) -> tera::Context {
+/// A parsed template and the words of its tags (`{{ }}`, `{% %}`): a variable the template
+/// uses is one of them.
+struct Parsed {
+    tera: tera::Tera,
+    words: std::collections::HashSet<String>,
+}
+
+/// The identifier-like words inside the tags of `source` (not its text, where `$host` or a
+/// comment may name anything; string literals in tags count too, which only over-includes).
+fn tag_words(source: &str) -> std::collections::HashSet<String> {
+    let mut words = std::collections::HashSet::new();
+    let mut rest = source;
+    while let Some(i) = rest.find(['{']) {
+        rest = &rest[i..];
+        let close = if rest.starts_with("{{") {
+            "}}"
+        } else if rest.starts_with("{%") {
+            "%}"
+        } else {
+            rest = &rest[1..];
+            continue;
+        };
+        let end = rest[2..].find(close).map_or(rest.len(), |j| j + 2);
+        let tag = &rest[2..end];
+        for w in tag.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if w.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+                words.insert(w.to_string());
+            }
+        }
+        rest = &rest[(end + 2).min(rest.len())..];
+    }
+    words
+}
+
+/// The Tera context of one render: only the top-level variables the template's tags name, so a
+/// render does not copy the whole context (e.g. `inventory` with every host of a 200-host
+/// fleet) for a one-word path.
+fn context(p: &Parsed, ctx: &Map<String, Value>, overlay: &Map<String, Value>) -> tera::Context {
     let mut c = tera::Context::new();
     for (k, v) in ctx.iter().chain(overlay) {
-        if source.contains(k.as_str()) {
+        if p.words.contains(k) {
             c.insert(k.as_str(), v);
         }
     }
@@ -73,10 +107,10 @@ fn context(source: &str, ctx: &Map<String, Value>, overlay: &Map<String, Value>)
 
 /// Parsed templates, by name and source: each distinct template text of a run is parsed once,
 /// however many hosts render it (parsing is most of the cost of a render).
-fn parsed(name: &str, source: &str) -> Result<std::sync::Arc<tera::Tera>, tera::Error> {
+fn parsed(name: &str, source: &str) -> Result<std::sync::Arc<Parsed>, tera::Error> {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex, OnceLock};
-    type Cache = Mutex<HashMap<(String, String), Arc<tera::Tera>>>;
+    type Cache = Mutex<HashMap<(String, String), Arc<Parsed>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let key = (name.to_string(), source.to_string());
@@ -87,13 +121,16 @@ fn parsed(name: &str, source: &str) -> Result<std::sync::Arc<tera::Tera>, tera::
     tera.autoescape_on(vec![]);
     tera.register_filter("shell_quote", shell_quote_filter);
     tera.add_raw_template(name, source)?;
-    let tera = Arc::new(tera);
+    let p = Arc::new(Parsed {
+        tera,
+        words: tag_words(source),
+    });
     let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
     if c.len() >= 4096 {
         c.clear(); // a bound, never reached by a playbook's own templates
     }
-    c.insert(key, tera.clone());
-    Ok(tera)
+    c.insert(key, p.clone());
+    Ok(p)
 }
 
 /// `{{ value | shell_quote }}`: quotes a value as one word for POSIX sh.
@@ -129,9 +166,71 @@ pub fn render_with(
             message,
         }
     };
-    let tera = parsed(&key, source).map_err(err)?;
-    tera.render(&key, &context(source, ctx, overlay))
-        .map_err(err)
+    let p = parsed(&key, source).map_err(err)?;
+    // The same template with the same values of the variables it names renders the same text:
+    // e.g. an nginx.conf listing every backend of a 200-host inventory is rendered once, not
+    // once per host. Not for text that uses `secrets` (kept out of the cache).
+    let memo = memo_key(&key, source, &p, ctx, overlay);
+    if let Some(k) = &memo
+        && let Some(out) = memo_cache()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(k)
+    {
+        return Ok(out.to_string());
+    }
+    let mut out = p
+        .tera
+        .render(&key, &context(&p, ctx, overlay))
+        .map_err(err)?;
+    // Tera sizes its buffer for the template, not the result: a path rendered from a short
+    // string would keep kilobytes (per host, per argument) unless trimmed.
+    out.shrink_to_fit();
+    if let Some(k) = memo {
+        let mut c = memo_cache().lock().unwrap_or_else(|e| e.into_inner());
+        if c.len() >= 4096 {
+            c.clear(); // a bound
+        }
+        c.insert(k, out.as_str().into());
+    }
+    Ok(out)
+}
+
+type MemoCache = std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<str>>>;
+
+fn memo_cache() -> &'static MemoCache {
+    static CACHE: std::sync::OnceLock<MemoCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// sha256 of the template's name, its source and the variables [`context`] would give it;
+/// None when those include `secrets`.
+fn memo_key(
+    name: &str,
+    source: &str,
+    p: &Parsed,
+    ctx: &Map<String, Value>,
+    overlay: &Map<String, Value>,
+) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [name, source] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    for (k, v) in ctx.iter().chain(overlay) {
+        if !p.words.contains(k) {
+            continue;
+        }
+        if k == "secrets" {
+            return None;
+        }
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        serde_json::to_writer(&mut h, v).ok()?;
+        h.update([0]);
+    }
+    Some(h.finalize().into())
 }
 
 /// Checks that template text parses (offline validation).
@@ -249,6 +348,48 @@ mod tests {
         // A variable that is not in the context is still an error.
         let e = render(Path::new("t"), "{{ nope }}", &c).unwrap_err();
         assert!(e.message.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn memoised_renders_follow_the_values() {
+        let mut c = ctx();
+        let t = "{% for h in hosts %}{{ h }},{% endfor %}";
+        assert_eq!(render(Path::new("m"), t, &c).unwrap(), "a,b,");
+        c.insert("hosts".into(), serde_json::json!(["c"]));
+        assert_eq!(render(Path::new("m"), t, &c).unwrap(), "c,");
+        // Text that uses secrets is rendered, never cached.
+        c.insert("secrets".into(), serde_json::json!({"k": "v1"}));
+        let p = |s: &str| parsed("m", s).unwrap();
+        let s = "{{ secrets.k }}";
+        assert!(memo_key("m", s, &p(s), &c, &Map::new()).is_none());
+        assert_eq!(render(Path::new("m"), "{{ secrets.k }}", &c).unwrap(), "v1");
+        c.insert("secrets".into(), serde_json::json!({"k": "v2"}));
+        assert_eq!(render(Path::new("m"), "{{ secrets.k }}", &c).unwrap(), "v2");
+        // Values are told apart by key and by value boundaries.
+        let mut d = Map::new();
+        d.insert("ab".into(), serde_json::json!("c"));
+        let mut e = Map::new();
+        e.insert("a".into(), serde_json::json!("bc"));
+        let s = "{{ ab }}{{ a }}";
+        assert_ne!(
+            memo_key("m", s, &p(s), &d, &Map::new()),
+            memo_key("m", s, &p(s), &e, &Map::new())
+        );
+    }
+
+    #[test]
+    fn words_of_the_tags_only() {
+        let w = tag_words(
+            "$host {# host #} {{ a.b | f(x=c_1) }} x {% for h in hs %}{ {%endfor%} {{ \"s\" }} {{ unclosed",
+        );
+        let mut w: Vec<&str> = w.iter().map(String::as_str).collect();
+        w.sort();
+        assert_eq!(
+            w,
+            [
+                "a", "b", "c_1", "endfor", "f", "for", "h", "hs", "in", "s", "unclosed", "x"
+            ]
+        );
     }
 
     #[test]

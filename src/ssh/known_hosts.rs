@@ -148,6 +148,32 @@ impl KnownHosts {
         }
     }
 
+    /// Like [`KnownHosts::load`], but a file already parsed in this process is not parsed again
+    /// while its size and modification time stay the same: every connection of a run reads the
+    /// same file, and parsing it per host grows with the square of the fleet.
+    pub fn load_cached(path: &Path) -> io::Result<std::sync::Arc<KnownHosts>> {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex, OnceLock};
+        type Stamp = Option<(u64, std::time::SystemTime)>;
+        type Cache = Mutex<HashMap<PathBuf, (Stamp, Arc<KnownHosts>)>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let stamp: Stamp = match std::fs::metadata(path) {
+            Ok(m) => Some((m.len(), m.modified()?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some((s, k)) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(path)
+            && *s == stamp
+        {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(Self::load(path)?);
+        (cache.lock().unwrap_or_else(|e| e.into_inner()))
+            .insert(path.to_path_buf(), (stamp, k.clone()));
+        Ok(k)
+    }
+
     /// Parses the text of a `known_hosts` file; `file` is only used in verdicts and messages.
     pub fn parse(file: impl Into<PathBuf>, text: &str) -> KnownHosts {
         let mut entries = Vec::new();

@@ -183,7 +183,7 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
         })
     };
     let read_error = |e: std::io::Error, action| error(&peer.known_hosts, action, e.to_string());
-    let kh = KnownHosts::load(&peer.known_hosts).map_err(|e| read_error(e, "read"))?;
+    let kh = KnownHosts::load_cached(&peer.known_hosts).map_err(|e| read_error(e, "read"))?;
     // The system-wide files count too, read-only, as for OpenSSH: a key revoked in any file is
     // refused; a key recorded in any file is known; otherwise a different key anywhere is a change.
     let mut files = vec![kh];
@@ -192,7 +192,7 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
         .map(std::path::Path::new)
         .filter(|p| p.exists())
     {
-        files.push(KnownHosts::load(g).map_err(|e| error(g, "read", e.to_string()))?);
+        files.push(KnownHosts::load_cached(g).map_err(|e| error(g, "read", e.to_string()))?);
     }
     let statuses: Vec<HostKeyStatus> = files
         .iter()
@@ -407,7 +407,7 @@ impl Session {
         let known = {
             let (path, address, port) = (spec.known_hosts.clone(), spec.address.clone(), spec.port);
             tokio::task::spawn_blocking(move || {
-                KnownHosts::load(&path).map(|k| k.known_algorithms(&address, port))
+                KnownHosts::load_cached(&path).map(|k| k.known_algorithms(&address, port))
             })
             .await
             .map_err(std::io::Error::other)
