@@ -22,8 +22,16 @@ Exit codes: 0 success (nothing to change), 1 error or a host failed/unreachable,
 Environment: CLAW_SSH_PASSPHRASE (passphrase of encrypted keys), CLAW_BECOME_PASSWORD
 (sudo password), SSH_AUTH_SOCK (ssh-agent), NO_COLOR.";
 
+/// `--version`: the crate version and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CLAW_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "claw-provision", version, about = "Brings servers to a declared state over one SSH connection per host.", after_help = AFTER_HELP)]
+#[command(name = "claw-provision", version = VERSION, about = "Brings servers to a declared state over one SSH connection per host.", after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +60,19 @@ pub enum Command {
     /// Run a shell command on every selected host, in parallel (no playbook needed).
     #[command(after_help = RUN_HELP)]
     Run(AdhocArgs),
+    /// Print the shell completion script for SHELL.
+    #[command(
+        after_help = "Examples:\n  claw-provision completions bash > /etc/bash_completion.d/claw-provision\n  claw-provision completions zsh > \"${fpath[1]}/_claw-provision\""
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    #[command(
+        after_help = "Example:\n  claw-provision man > /usr/local/share/man/man1/claw-provision.1"
+    )]
+    Man,
 }
 
 const RUN_HELP: &str = "\
@@ -178,6 +199,33 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             run_cmd(a.run, Mode::Apply, a.yes, a.force_unlock)
         }
         Command::Run(a) => adhoc(&a),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "claw-provision",
+                &mut out,
+            );
+            write_stdout(&out)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .map_err(|e| Error::Io(format!("cannot render the manual page: {e}")))?;
+            write_stdout(&out)
+        }
+    }
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<i32, Error> {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(bytes).and_then(|_| o.flush()) {
+        Ok(()) => Ok(0),
+        // `| head` closed the pipe: not an error worth a message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(Error::Io(format!("cannot write to stdout: {e}"))),
     }
 }
 

@@ -12,6 +12,7 @@ mod claw_ai;
 mod claw_ai_e2e;
 mod claw_ai_light;
 mod cli_errors;
+mod cli_polish;
 mod compose_up;
 mod confirm;
 mod connect;
