@@ -68,6 +68,15 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write a starting inventory, playbook and template into DIR (new or empty).
+    #[command(
+        after_help = "Example:\n  claw-provision init site && claw-provision validate site/inventory.toml"
+    )]
+    Init {
+        /// Directory to create the files in (it must be new or empty).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Print the manual page (roff).
     #[command(
         after_help = "Example:\n  claw-provision man > /usr/local/share/man/man1/claw-provision.1"
@@ -209,6 +218,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             );
             write_stdout(&out)
         }
+        Command::Init { dir } => init(&dir),
         Command::Man => {
             let mut out = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
@@ -217,6 +227,56 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             write_stdout(&out)
         }
     }
+}
+
+/// The files `init` writes, relative to its directory.
+const INIT_FILES: [(&str, &str); 3] = [
+    ("inventory.toml", include_str!("init/inventory.toml")),
+    ("playbook.toml", include_str!("init/playbook.toml")),
+    (
+        "templates/app.conf.tera",
+        include_str!("init/app.conf.tera"),
+    ),
+];
+
+fn init(dir: &Path) -> Result<i32, Error> {
+    let io = |what: &Path, e: std::io::Error| Error::Io(format!("{}: {e}", what.display()));
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::Usage(format!(
+                    "{}: not empty; init writes only into a new or empty directory (nothing was written)",
+                    dir.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?
+        }
+        Err(e) => return Err(io(dir, e)),
+    }
+    for (name, text) in INIT_FILES {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        // create_new: never replaces a file (one made meanwhile included)
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        f.write_all(text.as_bytes()).map_err(|e| io(&path, e))?;
+        println!("created {}", path.display());
+    }
+    let inv = dir.join("inventory.toml");
+    println!(
+        "next: set your servers in {inv}, then
+  claw-provision validate {inv}
+  claw-provision plan {inv}",
+        inv = inv.display()
+    );
+    Ok(0)
 }
 
 fn write_stdout(bytes: &[u8]) -> Result<i32, Error> {

@@ -77,3 +77,27 @@ fn manual_page() {
         );
     }
 }
+
+#[test]
+fn init_scaffolds_a_valid_project_and_never_overwrites() {
+    let s = crate::support::Scratch::new();
+    let dir = s.dir.path().join("site");
+    let d = dir.to_str().unwrap();
+    let r = claw(&["init", d], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for f in ["inventory.toml", "playbook.toml", "templates/app.conf.tera"] {
+        assert!(dir.join(f).is_file(), "{f}");
+        assert!(r.stdout.contains(f), "{}", r.stdout);
+    }
+    // What init writes passes the offline checks as it is.
+    let inv = dir.join("inventory.toml");
+    let r = claw(&["validate", inv.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("ok: 1 hosts"), "{}", r.stdout);
+    // A second init refuses and leaves the files alone.
+    std::fs::write(&inv, "# mine\n").unwrap();
+    let r = claw(&["init", d], &[]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("not empty"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&inv).unwrap(), "# mine\n");
+}
