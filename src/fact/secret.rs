@@ -71,7 +71,8 @@ pub fn batch_command(secrets: &[(usize, &str, Option<&str>)]) -> String {
     s
 }
 
-/// The probe line for one secret (needs [`FUNCTION`]).
+/// The probe line for one secret (needs [`FUNCTION`]); scripts use [`batch_command`].
+#[cfg(test)]
 pub fn command(id: usize, path: &str, guard: Option<&str>) -> String {
     format!(
         "claw_secret {id} {} {}\n",
