@@ -33,8 +33,21 @@ pub const VERSION: &str = concat!(
 #[derive(Debug, Parser)]
 #[command(name = "claw-provision", version = VERSION, about = "Brings servers to a declared state over one SSH connection per host.", after_help = AFTER_HELP)]
 pub struct Cli {
+    /// OpenSSH client configuration to read (`none`: none). Default: the inventory's
+    /// `ssh_config`, else ~/.ssh/config if it exists. The inventory's settings win over it.
+    #[arg(long, global = true, value_name = "FILE|none")]
+    pub ssh_config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The ssh_config chosen by `--ssh-config` (set once, at the start of [`execute`]).
+static SSH_CONFIG: std::sync::OnceLock<crate::inventory::SshConfigChoice> =
+    std::sync::OnceLock::new();
+
+/// Loads an inventory with the ssh_config the command line chose.
+fn load_inventory(path: &Path) -> Result<Inventory, crate::error::ConfigErrors> {
+    Inventory::load_with(path, SSH_CONFIG.get().unwrap_or(&Default::default()))
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +210,11 @@ pub struct ApplyArgs {
 
 /// Runs the parsed command; returns the exit code.
 pub fn execute(cli: Cli) -> Result<i32, Error> {
+    let _ = SSH_CONFIG.set(match cli.ssh_config {
+        None => crate::inventory::SshConfigChoice::Default,
+        Some(p) if p.as_os_str() == "none" => crate::inventory::SshConfigChoice::Off,
+        Some(p) => crate::inventory::SshConfigChoice::File(p),
+    });
     match cli.command {
         Command::Validate(a) => validate(&a),
         Command::Hosts(a) => hosts(&a),
@@ -295,7 +313,7 @@ struct Loaded {
 }
 
 fn load(a: &SelectArgs) -> Result<Loaded, Error> {
-    let inv = Inventory::load(&a.inventory);
+    let inv = load_inventory(&a.inventory);
     let pb_path = match (&a.playbook, &inv) {
         (Some(p), _) => Some(p.clone()),
         (None, Ok(i)) => i.playbook.clone(),
@@ -396,29 +414,44 @@ fn hosts(a: &SelectArgs) -> Result<i32, Error> {
             .collect();
         match a.output {
             Format::Text => println!(
-                "{}\t{}@{}:{}\tgroups={}\tkeys={}\tknown_hosts={} ({})\tbecome={}",
+                "{}\t{}@{}:{}\tgroups={}\tkeys={}{}\tknown_hosts={} ({})\tbecome={}{}",
                 h.name,
                 h.user,
                 h.address,
                 h.port,
                 h.groups.join(","),
                 if keys.is_empty() { "agent,~/.ssh/id_*".into() } else { keys.join(",") },
-                h.known_hosts.display(),
+                if h.identities_only { " (identities only)" } else { "" },
+                h.known_hosts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
                 match h.host_key_policy {
                     crate::inventory::HostKeyPolicy::Strict => "strict",
                     crate::inventory::HostKeyPolicy::AcceptNew => "accept-new",
                 },
                 if h.become_ { format!("sudo -u {}", h.become_user) } else { "no".into() },
+                if h.jump.is_empty() { String::new() } else { format!("\tjump={}", jump_text(&h.jump)) },
             ),
             Format::Json => ev.emit(serde_json::json!({
                 "event": "host", "host": h.name, "address": h.address, "port": h.port, "user": h.user,
                 "groups": h.groups, "identity_files": keys, "known_hosts": h.known_hosts,
                 "host_key_policy": h.host_key_policy, "become": h.become_, "become_user": h.become_user,
                 "connect_timeout_s": h.connect_timeout.as_secs(), "command_timeout_s": h.command_timeout.as_secs(),
+                "keepalive_interval_s": h.keepalive_interval.as_secs(), "identities_only": h.identities_only,
+                "jump": h.jump.iter().map(|j| serde_json::json!({
+                    "name": j.name, "address": j.address, "port": j.port, "user": j.user,
+                    "identity_files": j.identity_files,
+                })).collect::<Vec<_>>(),
             })),
         }
     }
     Ok(0)
+}
+
+/// Jump hosts as `user@address:port,...`.
+fn jump_text(jump: &[crate::inventory::JumpHost]) -> String {
+    jump.iter()
+        .map(|j| format!("{}@{}", j.user, crate::ssh::target_of(&j.address, j.port)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Passphrases from CLAW_SSH_PASSPHRASE or a terminal prompt, asked once per key file.
@@ -719,7 +752,7 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
 
 fn adhoc(a: &AdhocArgs) -> Result<i32, Error> {
     let command = crate::adhoc::command_line(&a.command).map_err(Error::Usage)?;
-    let inv = Inventory::load(&a.inventory).map_err(Error::Config)?;
+    let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
     let selector = a.limit.as_deref().unwrap_or("all");
     let mut hosts: Vec<crate::inventory::Host> = inv
         .select(selector)

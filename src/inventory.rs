@@ -5,6 +5,7 @@
 
 use crate::duration::Secs;
 use crate::error::{ConfigError, ConfigErrors};
+use crate::ssh::config::{Preset, Resolved, SshConfig, StrictHostKeyChecking};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,10 @@ struct RawDefaults {
     #[serde(rename = "become")]
     become_: Option<bool>,
     become_user: Option<String>,
+    /// OpenSSH client configuration to read (`none`: none); default `~/.ssh/config` if present.
+    ssh_config: Option<String>,
+    /// Jump hosts, OpenSSH's ProxyJump syntax: `[user@]host[:port]`, comma-separated; `none`.
+    jump: Option<Spanned<String>>,
     #[serde(default)]
     vars: toml::Table,
 }
@@ -73,6 +78,7 @@ struct RawHost {
     #[serde(rename = "become")]
     become_: Option<bool>,
     become_user: Option<String>,
+    jump: Option<Spanned<String>>,
     #[serde(default)]
     groups: Vec<Spanned<String>>,
     #[serde(default)]
@@ -107,7 +113,13 @@ pub struct Host {
     pub user: String,
     /// Key files to try (after the agent). Empty: the usual `~/.ssh/id_*` files.
     pub identity_files: Vec<PathBuf>,
-    pub known_hosts: PathBuf,
+    /// Use only the identity files (and the agent's keys that match them): ssh_config's
+    /// `IdentitiesOnly`.
+    pub identities_only: bool,
+    /// Jump hosts, first connected first; empty: a direct connection.
+    pub jump: Vec<JumpHost>,
+    /// known_hosts files: all are read, new keys are recorded in the first.
+    pub known_hosts: Vec<PathBuf>,
     pub host_key_policy: HostKeyPolicy,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
@@ -119,6 +131,29 @@ pub struct Host {
     pub vars: toml::Table,
     /// Line of the host's table in the inventory.
     pub line: usize,
+}
+
+/// One jump host (a hop of ProxyJump / `jump`), with its connection settings resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JumpHost {
+    /// The hop as written (`bastion`, `ops@b2:2200`), for messages.
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub identity_files: Vec<PathBuf>,
+}
+
+/// Which OpenSSH client configuration to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SshConfigChoice {
+    /// The inventory's `ssh_config`, else `~/.ssh/config` if it exists.
+    #[default]
+    Default,
+    /// This file (`--ssh-config FILE`).
+    File(PathBuf),
+    /// None (`--ssh-config none`).
+    Off,
 }
 
 /// A loaded, validated inventory.
@@ -165,6 +200,25 @@ fn port_of(file: &Path, src: &str, p: &Spanned<i64>, errors: &mut Vec<ConfigErro
             None
         }
     }
+}
+
+/// Expands `~` and `%` tokens of ssh_config file names.
+fn expand_files(
+    files: &[String],
+    t: &crate::ssh::config::Tokens<'_>,
+) -> Result<Vec<PathBuf>, String> {
+    files
+        .iter()
+        .map(|f| crate::ssh::config::expand(f, t))
+        .collect()
+}
+
+/// Where ssh_config set `key` (`file:line`), for messages.
+fn origin(r: &Resolved, key: &str) -> String {
+    r.origin
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or_else(|| "ssh_config".into(), |(_, o)| o.clone())
 }
 
 /// Turns a toml deserialization error into a ConfigError with a position.
@@ -219,26 +273,59 @@ pub(crate) fn find_key(src: &str, from: usize, key: &str) -> Option<usize> {
 
 impl Inventory {
     /// Reads and validates an inventory file.
+    /// Reads and validates an inventory file; `~/.ssh/config` (or the inventory's
+    /// `ssh_config`) fills in what the inventory does not say.
     pub fn load(path: &Path) -> Result<Inventory, ConfigErrors> {
-        let src = crate::error::read_source(path, "inventory")?;
-        Self::parse(path, &src)
+        Self::load_with(path, &SshConfigChoice::Default)
     }
 
-    /// Parses inventory text; `path` names the file in errors and anchors relative paths.
+    /// [`Inventory::load`] with the ssh_config chosen on the command line.
+    pub fn load_with(path: &Path, ssh: &SshConfigChoice) -> Result<Inventory, ConfigErrors> {
+        let src = crate::error::read_source(path, "inventory")?;
+        Self::parse_with(path, &src, ssh)
+    }
+
+    /// Parses inventory text without any ssh_config; `path` names the file in errors and
+    /// anchors relative paths.
     pub fn parse(path: &Path, src: &str) -> Result<Inventory, ConfigErrors> {
+        Self::parse_with(path, src, &SshConfigChoice::Off)
+    }
+
+    /// Parses inventory text, reading the ssh_config `ssh` chooses. Inventory settings win over
+    /// ssh_config, which wins over the defaults.
+    pub fn parse_with(
+        path: &Path,
+        src: &str,
+        ssh: &SshConfigChoice,
+    ) -> Result<Inventory, ConfigErrors> {
         let raw: RawInventory = toml::from_str(src).map_err(|e| toml_error(path, src, &e))?;
         let dir = crate::error::base_dir(path);
         let mut errors = Vec::new();
         let d = raw.defaults;
-        let default_port = d
+        let ssh_file = match ssh {
+            SshConfigChoice::Off => None,
+            SshConfigChoice::File(p) => Some(p.clone()),
+            SshConfigChoice::Default => match d.ssh_config.as_deref() {
+                Some("none") => None,
+                Some(p) => Some(resolve_path(&dir, p)),
+                None => Some(home().join(".ssh/config")).filter(|p| p.exists()),
+            },
+        };
+        let ssh_cfg = match ssh_file {
+            None => SshConfig::default(),
+            Some(f) => match SshConfig::load(&f) {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.extend(e.0);
+                    SshConfig::default()
+                }
+            },
+        };
+        let explicit_port = d
             .port
             .as_ref()
-            .and_then(|p| port_of(path, src, p, &mut errors))
-            .unwrap_or(22);
-        let default_user = d
-            .user
-            .clone()
-            .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "root".into()));
+            .and_then(|p| port_of(path, src, p, &mut errors));
+        let local_user = crate::ssh::config::local_user();
         let default_keys: Vec<PathBuf> = d
             .identity_file
             .clone()
@@ -247,10 +334,7 @@ impl Inventory {
             .iter()
             .map(|p| resolve_path(&dir, p))
             .collect();
-        let known_hosts = d.known_hosts.as_deref().map_or_else(
-            || home().join(".ssh/known_hosts"),
-            |p| resolve_path(&dir, p),
-        );
+        let known_hosts = d.known_hosts.as_deref().map(|p| resolve_path(&dir, p));
 
         let groups: BTreeMap<String, Group> = raw
             .groups
@@ -303,25 +387,181 @@ impl Inventory {
                 }
             }
             let port = match &h.port {
-                Some(p) => port_of(path, src, p, &mut errors).unwrap_or(default_port),
-                None => default_port,
+                Some(p) => port_of(path, src, p, &mut errors).or(explicit_port),
+                None => explicit_port,
+            };
+            // The inventory's values are given to ssh_config first, as `ssh -l -p -o HostName`
+            // would: they win, and `Match host`/`Match user` see them.
+            let preset = Preset {
+                hostname: h.address.clone(),
+                user: h.user.clone().or_else(|| d.user.clone()),
+                port,
+            };
+            let r = ssh_cfg.query(&name, &preset);
+            let address = h
+                .address
+                .clone()
+                .or_else(|| r.hostname.clone())
+                .unwrap_or_else(|| name.clone());
+            let port = port.or(r.port).unwrap_or(22);
+            let user = preset
+                .user
+                .clone()
+                .or_else(|| r.user.clone())
+                .unwrap_or_else(|| local_user.clone());
+            let host_err = |msg: String| ConfigError::at(path, src, name_off, msg);
+            let jump_src = h.jump.as_ref().or(d.jump.as_ref());
+            let jump_text = match jump_src {
+                Some(j) => j.get_ref().clone(),
+                None => r.proxy_jump.clone().unwrap_or_default(),
+            };
+            if jump_src.is_none()
+                && r.proxy_jump.is_none()
+                && let Some(cmd) = &r.proxy_command
+                && !cmd.eq_ignore_ascii_case("none")
+            {
+                errors.push(host_err(format!(
+                    "host `{name}`: the ssh_config ({}) sets ProxyCommand, which claw-provision \
+                     does not run; use ProxyJump there, or set `jump` for the host in the \
+                     inventory (`jump = \"none\"` connects directly)",
+                    origin(&r, "ProxyCommand")
+                )));
+            }
+            let jump_host = crate::ssh::config::jump_token(&jump_text);
+            let expand_all = |files: &[String], hostname: &str, port: u16, user: &str| {
+                expand_files(
+                    files,
+                    &crate::ssh::config::Tokens {
+                        hostname,
+                        original: &name,
+                        port,
+                        remote_user: user,
+                        jump: &jump_host,
+                    },
+                )
             };
             let identity_files = match h.identity_file {
                 Some(k) => k.into_vec().iter().map(|p| resolve_path(&dir, p)).collect(),
-                None => default_keys.clone(),
+                None if !default_keys.is_empty() => default_keys.clone(),
+                None => expand_all(&r.identity_files, &address, port, &user).unwrap_or_else(|e| {
+                    errors.push(host_err(format!(
+                        "host `{name}`: ssh_config IdentityFile ({}): {e}",
+                        origin(&r, "IdentityFile")
+                    )));
+                    Vec::new()
+                }),
+            };
+            let known_hosts = match (&known_hosts, &r.user_known_hosts_files) {
+                (Some(k), _) => vec![k.clone()],
+                (None, Some(files)) => {
+                    let files: Vec<String> =
+                        files.iter().filter(|f| *f != "none").cloned().collect();
+                    match expand_all(&files, &address, port, &user) {
+                        Ok(v) if !v.is_empty() => v,
+                        Ok(_) => {
+                            errors.push(host_err(format!(
+                                "host `{name}`: the ssh_config ({}) sets UserKnownHostsFile none; \
+                                 host keys must be checked against a file (set `known_hosts` in \
+                                 the inventory)",
+                                origin(&r, "UserKnownHostsFile")
+                            )));
+                            Vec::new()
+                        }
+                        Err(e) => {
+                            errors.push(host_err(format!(
+                                "host `{name}`: ssh_config UserKnownHostsFile ({}): {e}",
+                                origin(&r, "UserKnownHostsFile")
+                            )));
+                            Vec::new()
+                        }
+                    }
+                }
+                (None, None) => vec![home().join(".ssh/known_hosts")],
+            };
+            let host_key_policy = d
+                .host_key_policy
+                .unwrap_or(match r.strict_host_key_checking {
+                    // `no` would accept changed keys too; we never do, so it records new ones only.
+                    Some(StrictHostKeyChecking::AcceptNew | StrictHostKeyChecking::No) => {
+                        HostKeyPolicy::AcceptNew
+                    }
+                    _ => HostKeyPolicy::Strict,
+                });
+            let jump = match crate::ssh::config::parse_jump(&jump_text) {
+                Ok(hops) => {
+                    hops.into_iter()
+                        .map(|hop| {
+                            let hr = ssh_cfg.query(
+                                &hop.host,
+                                &Preset {
+                                    hostname: None,
+                                    user: hop.user.clone(),
+                                    port: hop.port,
+                                },
+                            );
+                            let address = hr.hostname.clone().unwrap_or_else(|| hop.host.clone());
+                            let port = hop.port.or(hr.port).unwrap_or(22);
+                            let user = hop
+                                .user
+                                .clone()
+                                .or_else(|| hr.user.clone())
+                                .or_else(|| d.user.clone())
+                                .unwrap_or_else(|| local_user.clone());
+                            let identity_files = if hr.identity_files.is_empty() {
+                                identity_files.clone()
+                            } else {
+                                expand_all(&hr.identity_files, &address, port, &user)
+                                    .unwrap_or_else(|e| {
+                                        errors.push(host_err(format!(
+                                        "host `{name}`: jump host `{}`: ssh_config IdentityFile \
+                                         ({}): {e}",
+                                        hop.host,
+                                        origin(&hr, "IdentityFile")
+                                    )));
+                                        Vec::new()
+                                    })
+                            };
+                            JumpHost {
+                                name: hop.host,
+                                address,
+                                port,
+                                user,
+                                identity_files,
+                            }
+                        })
+                        .collect()
+                }
+                Err(e) => {
+                    let at = jump_src.map_or(name_off, |j| j.span().start);
+                    let from = if jump_src.is_some() {
+                        String::new()
+                    } else {
+                        format!(" (ssh_config {})", origin(&r, "ProxyJump"))
+                    };
+                    errors.push(ConfigError::at(path, src, at, format!("`jump`{from}: {e}")));
+                    Vec::new()
+                }
             };
             hosts.push(Host {
-                address: h.address.unwrap_or_else(|| name.clone()),
+                address,
                 port,
-                user: h.user.unwrap_or_else(|| default_user.clone()),
+                user,
                 identity_files,
-                known_hosts: known_hosts.clone(),
-                host_key_policy: d.host_key_policy.unwrap_or_default(),
-                connect_timeout: d.connect_timeout.map_or(Duration::from_secs(10), |s| s.0),
+                identities_only: r.identities_only.unwrap_or(false),
+                jump,
+                known_hosts,
+                host_key_policy,
+                connect_timeout: d
+                    .connect_timeout
+                    .map(|s| s.0)
+                    .or(r.connect_timeout.flatten())
+                    .unwrap_or(Duration::from_secs(10)),
                 command_timeout: d.command_timeout.map_or(DEFAULT_COMMAND_TIMEOUT, |s| s.0),
                 keepalive_interval: d
                     .keepalive_interval
-                    .map_or(crate::ssh::DEFAULT_KEEPALIVE_INTERVAL, |s| s.0),
+                    .map(|s| s.0)
+                    .or(r.server_alive_interval)
+                    .unwrap_or(crate::ssh::DEFAULT_KEEPALIVE_INTERVAL),
                 become_: h.become_.or(d.become_).unwrap_or(false),
                 become_user: h
                     .become_user

@@ -648,7 +648,7 @@ pub async fn connect(
     })
 }
 
-fn connect_spec(h: &Host) -> ConnectSpec {
+pub(crate) fn connect_spec(h: &Host) -> ConnectSpec {
     ConnectSpec {
         host: h.name.clone(),
         address: h.address.clone(),
@@ -660,6 +660,22 @@ fn connect_spec(h: &Host) -> ConnectSpec {
             h.identity_files.clone()
         },
         use_agent: true,
+        identities_only: h.identities_only,
+        jump: h
+            .jump
+            .iter()
+            .map(|j| ssh::JumpSpec {
+                name: j.name.clone(),
+                address: j.address.clone(),
+                port: j.port,
+                user: j.user.clone(),
+                identity_files: if j.identity_files.is_empty() {
+                    default_identities()
+                } else {
+                    j.identity_files.clone()
+                },
+            })
+            .collect(),
         known_hosts: h.known_hosts.clone(),
         policy: match h.host_key_policy {
             HostKeyPolicy::Strict => ssh::HostKeyPolicy::Strict,

@@ -102,6 +102,15 @@ pub(super) async fn authenticate<H: Handler>(
                                 Ok(Ok(ids)) => ids,
                             };
                         let (mut offered, mut sign_failed, mut certs) = (0, 0, 0);
+                        // IdentitiesOnly: only the agent's keys whose public half is beside an
+                        // identity file (`KEY.pub`), as OpenSSH does.
+                        let allowed: Option<Vec<PublicKey>> = spec.identities_only.then(|| {
+                            spec.identity_files
+                                .iter()
+                                .filter_map(|p| public_key_beside(p))
+                                .collect()
+                        });
+                        let mut skipped = 0;
                         for id in identities {
                             let key = match id {
                                 AgentIdentity::PublicKey { key, .. } => key,
@@ -110,6 +119,12 @@ pub(super) async fn authenticate<H: Handler>(
                                     continue;
                                 }
                             };
+                            if let Some(allowed) = &allowed
+                                && !allowed.iter().any(|a| a.key_data() == key.key_data())
+                            {
+                                skipped += 1;
+                                continue;
+                            }
                             let hash = if key.algorithm().is_rsa() {
                                 rsa_hash_for(handle, &mut rsa_hash, *deadline)
                                     .await
@@ -164,7 +179,13 @@ pub(super) async fn authenticate<H: Handler>(
                                 plural(certs, "certificate")
                             ));
                         }
-                        if offered == 0 && certs == 0 {
+                        if skipped > 0 {
+                            line.push_str(&format!(
+                                ", {} not used (IdentitiesOnly)",
+                                plural(skipped, "key")
+                            ));
+                        }
+                        if offered == 0 && certs == 0 && skipped == 0 {
                             line = format!("agent at {}: holds no keys", sock.display());
                         }
                         f.tried.push(line);
@@ -507,7 +528,9 @@ SgqtDrBqdBVSn7aSG1dqzXhLilpF31UrecGcCFHMwUF1VertKcIXEUb6P09ABlcgVmkzZ5
             user: "root".into(),
             identity_files: vec![],
             use_agent: false,
-            known_hosts: "/kh".into(),
+            known_hosts: vec!["/kh".into()],
+            identities_only: false,
+            jump: Vec::new(),
             policy: super::super::HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(15),

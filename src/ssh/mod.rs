@@ -11,6 +11,7 @@
 //! Facts about russh 0.65.1 that shaped this code are in `shared/notes/russh.md`.
 
 mod auth;
+pub mod config;
 mod error;
 pub mod known_hosts;
 mod session;
@@ -43,13 +44,30 @@ pub struct ConnectSpec {
     pub identity_files: Vec<PathBuf>,
     /// Try the agent at `SSH_AUTH_SOCK` first (if the variable is set).
     pub use_agent: bool,
-    pub known_hosts: PathBuf,
+    /// Only the agent's keys that match an identity file (OpenSSH's `IdentitiesOnly`).
+    pub identities_only: bool,
+    /// Jump hosts, connected in order; the next hop (or the host) is reached through a
+    /// direct-tcpip channel of the previous one. Each hop's host key is checked too.
+    pub jump: Vec<JumpSpec>,
+    /// known_hosts files: all are read; new keys (accept-new) are recorded in the first.
+    pub known_hosts: Vec<PathBuf>,
     pub policy: HostKeyPolicy,
     /// Limit for TCP connect + key exchange + authentication together (time spent waiting
     /// for a passphrase is not counted).
     pub connect_timeout: Duration,
     /// Keepalive interval (see [`DEFAULT_KEEPALIVE_INTERVAL`]).
     pub keepalive_interval: Duration,
+}
+
+/// One jump host.
+#[derive(Debug, Clone)]
+pub struct JumpSpec {
+    /// As written in the inventory or ssh_config, for messages.
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub identity_files: Vec<PathBuf>,
 }
 
 impl ConnectSpec {
@@ -74,6 +92,11 @@ impl PassphraseSource for NoPassphrase {
     fn passphrase(&self, _key_path: &Path) -> Option<Secret> {
         None
     }
+}
+
+/// `address:port`, bracketing IPv6 addresses.
+pub fn target_of(address: &str, port: u16) -> String {
+    target(address, port)
 }
 
 /// `address:port`, bracketing IPv6 addresses.

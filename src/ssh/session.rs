@@ -111,7 +111,8 @@ struct Peer {
     target: String,
     address: String,
     port: u16,
-    known_hosts: std::path::PathBuf,
+    /// The user's known_hosts files; new keys go into the first.
+    known_hosts: Vec<std::path::PathBuf>,
     policy: HostKeyPolicy,
 }
 
@@ -182,11 +183,21 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
             reason,
         })
     };
-    let read_error = |e: std::io::Error, action| error(&peer.known_hosts, action, e.to_string());
-    let kh = KnownHosts::load_cached(&peer.known_hosts).map_err(|e| read_error(e, "read"))?;
-    // The system-wide files count too, read-only, as for OpenSSH: a key revoked in any file is
-    // refused; a key recorded in any file is known; otherwise a different key anywhere is a change.
-    let mut files = vec![kh];
+    let Some(first) = peer.known_hosts.first() else {
+        return Err(error(
+            std::path::Path::new(""),
+            "read",
+            "no known_hosts file is set".into(),
+        ));
+    };
+    let read_error = |e: std::io::Error, action| error(first, action, e.to_string());
+    // Every user file and the system-wide files count, as for OpenSSH (the system-wide ones are
+    // read-only): a key revoked in any file is refused; a key recorded in any file is known;
+    // otherwise a different key anywhere is a change.
+    let mut files = Vec::new();
+    for f in &peer.known_hosts {
+        files.push(KnownHosts::load_cached(f).map_err(|e| error(f, "read", e.to_string()))?);
+    }
     for g in GLOBAL_KNOWN_HOSTS
         .iter()
         .map(std::path::Path::new)
@@ -231,15 +242,14 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
     let kh = &files[0];
     match (&statuses[0], peer.policy) {
         (HostKeyStatus::Unknown, HostKeyPolicy::AcceptNew) => {
-            match known_hosts::add_if_unknown(&peer.known_hosts, &peer.address, peer.port, key)
+            match known_hosts::add_if_unknown(first, &peer.address, peer.port, key)
                 .map_err(|e| read_error(e, "update"))?
             {
                 AddOutcome::Added => Ok(Some(known_hosts::fingerprint(key))),
                 AddOutcome::NotAdded(HostKeyStatus::Known) => Ok(None),
                 AddOutcome::NotAdded(other) => {
                     // Someone recorded a different key meanwhile: explain from the new content.
-                    let kh =
-                        KnownHosts::load(&peer.known_hosts).map_err(|e| read_error(e, "read"))?;
+                    let kh = KnownHosts::load(first).map_err(|e| read_error(e, "read"))?;
                     Err(Box::new(refusal(peer, &kh, &other, key)))
                 }
             }
@@ -355,6 +365,8 @@ fn describe_connection_error(e: &russh::Error) -> String {
 /// `Arc` to run up to [`MAX_CHANNELS`] commands concurrently.
 pub struct Session {
     handle: Arc<Handle<ClientHandler>>,
+    /// Jump host connections, kept open as long as the session (dropped after `handle`).
+    hops: Vec<Arc<Handle<ClientHandler>>>,
     shared: Arc<Shared>,
     host: String,
     target: String,
@@ -379,144 +391,44 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// Connects, checks the host key against `spec.known_hosts` (per `spec.policy`) and
-    /// authenticates, all within `spec.connect_timeout` (passphrase prompts excluded).
+    /// Connects (through `spec.jump` hosts, if any), checks the host key against
+    /// `spec.known_hosts` (per `spec.policy`) and authenticates. Each connection (hop or host)
+    /// gets `spec.connect_timeout` (passphrase prompts excluded).
     pub async fn connect(
         spec: &ConnectSpec,
         pass: &dyn PassphraseSource,
     ) -> Result<Session, SshError> {
         let started = Instant::now();
-        let mut deadline = tokio::time::Instant::now() + spec.connect_timeout;
-        let target = spec.target();
-        let peer = Peer {
-            host: spec.host.clone(),
-            target: target.clone(),
-            address: spec.address.clone(),
-            port: spec.port,
-            known_hosts: spec.known_hosts.clone(),
-            policy: spec.policy,
-        };
-        let timeout = |phase| SshError::ConnectTimeout {
-            host: spec.host.clone(),
-            target: target.clone(),
-            phase,
-            timeout: spec.connect_timeout,
-        };
-
-        // Which key types do we already know for this host?
-        let known = {
-            let (path, address, port) = (spec.known_hosts.clone(), spec.address.clone(), spec.port);
-            tokio::task::spawn_blocking(move || {
-                KnownHosts::load_cached(&path).map(|k| k.known_algorithms(&address, port))
-            })
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(|e| SshError::KnownHosts {
-                host: spec.host.clone(),
-                target: target.clone(),
-                file: spec.known_hosts.clone(),
-                action: "read",
-                reason: e.to_string(),
-            })?
-        };
-        let mut config = client::Config {
-            nodelay: true,
-            keepalive_interval: Some(spec.keepalive_interval).filter(|d| !d.is_zero()),
-            keepalive_max: KEEPALIVE_MAX,
-            // With keepalive alone, a peer that stops reading is never noticed (russh waits in
-            // its flush); replies to keepalives count as activity, so silent commands survive.
-            inactivity_timeout: Some(spec.keepalive_interval * (KEEPALIVE_MAX as u32 + 2))
-                .filter(|d| !d.is_zero()),
-            ..Default::default()
-        };
-        if !known.is_empty() {
-            config.preferred.key =
-                Cow::Owned(order_host_key_algorithms(&known, &config.preferred.key));
-        }
-
-        let addrs: Vec<std::net::SocketAddr> = match timeout_at(
-            deadline,
-            tokio::net::lookup_host((spec.address.as_str(), spec.port)),
-        )
-        .await
-        {
-            Err(_) => return Err(timeout("name resolution")),
-            Ok(Err(e)) => {
-                return Err(SshError::Resolve {
-                    host: spec.host.clone(),
-                    target,
-                    address: spec.address.clone(),
-                    reason: e.to_string(),
-                });
-            }
-            Ok(Ok(a)) => a.collect(),
-        };
-        let mut last_error = None;
-        let mut stream = None;
-        for addr in &addrs {
-            match timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await {
-                Err(_) => return Err(timeout("TCP connect")),
-                Ok(Ok(s)) => {
-                    stream = Some(s);
-                    break;
-                }
-                Ok(Err(e)) => last_error = Some(e),
-            }
-        }
-        let Some(stream) = stream else {
-            let reason = match last_error {
-                None => format!("`{}` resolves to no address", spec.address),
-                Some(e) => tcp_error_reason(&e, spec.port),
+        let mut hops: Vec<Arc<Handle<ClientHandler>>> = Vec::new();
+        let mut via: Option<String> = None;
+        for j in &spec.jump {
+            let hop = ConnectSpec {
+                host: format!("{} (jump host {})", spec.host, j.name),
+                address: j.address.clone(),
+                port: j.port,
+                user: j.user.clone(),
+                identity_files: j.identity_files.clone(),
+                jump: Vec::new(),
+                ..spec.clone()
             };
-            return Err(SshError::Unreachable {
-                host: spec.host.clone(),
-                target,
-                reason,
-            });
-        };
-        let _ = stream.set_nodelay(true);
-
-        let shared = Arc::new(Shared::default());
-        let handler = ClientHandler {
-            peer,
-            shared: shared.clone(),
-        };
-        let handshake = timeout_at(
-            deadline,
-            client::connect_stream(Arc::new(config), stream, handler),
-        )
-        .await;
-        let mut handle = match handshake {
-            Err(_) => return Err(timeout("the SSH handshake")),
-            Ok(Err(e)) => {
-                if let Some(refusal) = take(&shared.refusal) {
-                    return Err(refusal);
-                }
-                return Err(handshake_error(spec, &target, e));
-            }
-            Ok(Ok(h)) => h,
-        };
-
-        let authenticated_with =
-            match auth::authenticate(&mut handle, spec, pass, &mut deadline).await {
-                Ok(m) => m,
-                Err(e) => {
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(1),
-                        handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
-                    )
-                    .await;
-                    return Err(e);
-                }
-            };
-
+            let through = hops
+                .last()
+                .map(|h| (h.as_ref(), via.as_deref().unwrap_or("")));
+            let (handle, _, _) = establish(&hop, through, pass).await?;
+            hops.push(Arc::new(handle));
+            via = Some(j.name.clone());
+        }
+        let through = hops
+            .last()
+            .map(|h| (h.as_ref(), via.as_deref().unwrap_or("")));
+        let (handle, shared, authenticated_with) = establish(spec, through, pass).await?;
         Ok(Session {
             handle: Arc::new(handle),
+            hops,
             learned_host_key: take(&shared.learned),
             shared,
             host: spec.host.clone(),
-            target,
+            target: spec.target(),
             channels_limit: Semaphore::new(MAX_CHANNELS),
             channels: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
@@ -787,7 +699,199 @@ impl Session {
         if let Ok(handle) = Arc::try_unwrap(self.handle) {
             let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
         }
+        // Then the jump hosts, nearest to the host first.
+        for hop in self.hops.into_iter().rev() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                hop.disconnect(russh::Disconnect::ByApplication, "", "en"),
+            )
+            .await;
+        }
     }
+}
+
+async fn establish(
+    spec: &ConnectSpec,
+    through: Option<(&Handle<ClientHandler>, &str)>,
+    pass: &dyn PassphraseSource,
+) -> Result<(Handle<ClientHandler>, Arc<Shared>, String), SshError> {
+    let mut deadline = tokio::time::Instant::now() + spec.connect_timeout;
+    let target = spec.target();
+    let peer = Peer {
+        host: spec.host.clone(),
+        target: target.clone(),
+        address: spec.address.clone(),
+        port: spec.port,
+        known_hosts: spec.known_hosts.clone(),
+        policy: spec.policy,
+    };
+    let timeout = |phase| SshError::ConnectTimeout {
+        host: spec.host.clone(),
+        target: target.clone(),
+        phase,
+        timeout: spec.connect_timeout,
+    };
+
+    // Which key types do we already know for this host?
+    let known = {
+        let (paths, address, port) = (spec.known_hosts.clone(), spec.address.clone(), spec.port);
+        tokio::task::spawn_blocking(move || {
+            let mut known = Vec::new();
+            for path in &paths {
+                match KnownHosts::load_cached(path) {
+                    Ok(k) => known.extend(k.known_algorithms(&address, port)),
+                    Err(e) => return Err((path.clone(), e)),
+                }
+            }
+            Ok(known)
+        })
+        .await
+        .map_err(|e| (std::path::PathBuf::new(), std::io::Error::other(e)))
+        .and_then(|r| r)
+        .map_err(|(file, e)| SshError::KnownHosts {
+            host: spec.host.clone(),
+            target: target.clone(),
+            file,
+            action: "read",
+            reason: e.to_string(),
+        })?
+    };
+    let mut config = client::Config {
+        nodelay: true,
+        keepalive_interval: Some(spec.keepalive_interval).filter(|d| !d.is_zero()),
+        keepalive_max: KEEPALIVE_MAX,
+        // With keepalive alone, a peer that stops reading is never noticed (russh waits in
+        // its flush); replies to keepalives count as activity, so silent commands survive.
+        inactivity_timeout: Some(spec.keepalive_interval * (KEEPALIVE_MAX as u32 + 2))
+            .filter(|d| !d.is_zero()),
+        ..Default::default()
+    };
+    if !known.is_empty() {
+        config.preferred.key = Cow::Owned(order_host_key_algorithms(&known, &config.preferred.key));
+    }
+
+    let shared = Arc::new(Shared::default());
+    let handler = ClientHandler {
+        peer,
+        shared: shared.clone(),
+    };
+    let config = Arc::new(config);
+    let handshake = match through {
+        None => {
+            let stream = tcp_connect(spec, &target, deadline, &timeout).await?;
+            timeout_at(deadline, client::connect_stream(config, stream, handler)).await
+        }
+        Some((jump, jump_name)) => {
+            let channel = match timeout_at(
+                deadline,
+                jump.channel_open_direct_tcpip(
+                    spec.address.clone(),
+                    u32::from(spec.port),
+                    "127.0.0.1",
+                    0,
+                ),
+            )
+            .await
+            {
+                Err(_) => return Err(timeout("opening a channel through the jump host")),
+                Ok(Err(e)) => {
+                    return Err(SshError::Unreachable {
+                        host: spec.host.clone(),
+                        target,
+                        reason: format!(
+                            "jump host {jump_name} could not open a connection to it ({}); \
+                             the jump host's sshd must allow TCP forwarding \
+                             (AllowTcpForwarding) and reach the address",
+                            describe_connection_error(&e)
+                        ),
+                    });
+                }
+                Ok(Ok(c)) => c,
+            };
+            timeout_at(
+                deadline,
+                client::connect_stream(config, channel.into_stream(), handler),
+            )
+            .await
+        }
+    };
+    let mut handle = match handshake {
+        Err(_) => return Err(timeout("the SSH handshake")),
+        Ok(Err(e)) => {
+            if let Some(refusal) = take(&shared.refusal) {
+                return Err(refusal);
+            }
+            return Err(handshake_error(spec, &target, e));
+        }
+        Ok(Ok(h)) => h,
+    };
+
+    let authenticated_with = match auth::authenticate(&mut handle, spec, pass, &mut deadline).await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
+            )
+            .await;
+            return Err(e);
+        }
+    };
+
+    Ok((handle, shared, authenticated_with))
+}
+
+/// Resolves `spec.address` and opens a TCP connection to it (the first address that answers).
+async fn tcp_connect(
+    spec: &ConnectSpec,
+    target: &str,
+    deadline: tokio::time::Instant,
+    timeout: &(dyn Fn(&'static str) -> SshError + Sync),
+) -> Result<tokio::net::TcpStream, SshError> {
+    let target = target.to_string();
+    let addrs: Vec<std::net::SocketAddr> = match timeout_at(
+        deadline,
+        tokio::net::lookup_host((spec.address.as_str(), spec.port)),
+    )
+    .await
+    {
+        Err(_) => return Err(timeout("name resolution")),
+        Ok(Err(e)) => {
+            return Err(SshError::Resolve {
+                host: spec.host.clone(),
+                target,
+                address: spec.address.clone(),
+                reason: e.to_string(),
+            });
+        }
+        Ok(Ok(a)) => a.collect(),
+    };
+    let mut last_error = None;
+    let mut stream = None;
+    for addr in &addrs {
+        match timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await {
+            Err(_) => return Err(timeout("TCP connect")),
+            Ok(Ok(s)) => {
+                stream = Some(s);
+                break;
+            }
+            Ok(Err(e)) => last_error = Some(e),
+        }
+    }
+    let Some(stream) = stream else {
+        let reason = match last_error {
+            None => format!("`{}` resolves to no address", spec.address),
+            Some(e) => tcp_error_reason(&e, spec.port),
+        };
+        return Err(SshError::Unreachable {
+            host: spec.host.clone(),
+            target,
+            reason,
+        });
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 fn signal_text(sig: &Sig) -> String {
@@ -898,7 +1002,7 @@ mod tests {
             target: "10.0.0.2:2222".into(),
             address: "10.0.0.2".into(),
             port: 2222,
-            known_hosts: "/kh".into(),
+            known_hosts: vec!["/kh".into()],
             policy: HostKeyPolicy::Strict,
         };
         let ed = PublicKey::from_openssh(
