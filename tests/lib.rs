@@ -25,6 +25,7 @@ mod full_lab;
 mod git;
 mod http_check;
 mod image_ship;
+mod jump;
 mod rollout;
 mod ssh_config;
 mod stats;
