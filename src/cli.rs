@@ -73,6 +73,13 @@ pub enum Command {
     /// Run a shell command on every selected host, in parallel (no playbook needed).
     #[command(after_help = RUN_HELP)]
     Run(AdhocArgs),
+    /// Read every host's SSH host key and print it as known_hosts lines, or record the new ones
+    /// (--pin) in the inventory's known_hosts file. A changed key is never replaced.
+    #[command(
+        name = "known-hosts",
+        after_help = "Examples:\n  claw-provision known-hosts inventory/prod.toml            # known_hosts lines, # comments say new/known/CHANGED\n  claw-provision known-hosts inventory/prod.toml --pin      # record the keys of new hosts\n\nExit status: 1 when a host could not be read or presents a changed or revoked key."
+    )]
+    KnownHosts(KnownHostsArgs),
     /// Print the shell completion script for SHELL.
     #[command(
         after_help = "Examples:\n  claw-provision completions bash > /etc/bash_completion.d/claw-provision\n  claw-provision completions zsh > \"${fpath[1]}/_claw-provision\""
@@ -140,6 +147,25 @@ pub struct AdhocArgs {
     /// The command (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KnownHostsArgs {
+    /// Inventory file (TOML); the playbook it names is not read.
+    pub inventory: PathBuf,
+    /// Hosts to read: names, groups or globs, comma-separated; `!` excludes.
+    #[arg(long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    /// Hosts read at the same time.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pub forks: u16,
+    /// Record the keys of hosts no known_hosts file names yet, in each host's (first)
+    /// known_hosts file; print one line per host instead of known_hosts lines.
+    #[arg(long)]
+    pub pin: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Format,
 }
 
 impl AdhocArgs {
@@ -226,6 +252,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             run_cmd(a.run, Mode::Apply, a.yes, a.force_unlock)
         }
         Command::Run(a) => adhoc(&a),
+        Command::KnownHosts(a) => fleet_keys(&a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(
@@ -658,6 +685,8 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
                 let _ = write!(out, "{}", text::plan(h, &addresses[h], p, paint));
             }
         }
+        // All new host keys at once, before the question (never a prompt per host).
+        let _ = write!(out, "{}", progress.take_learned(&order));
         if !ended.is_empty() {
             let mut names: Vec<&String> = ended.iter().collect();
             names.sort_by_key(|n| order.iter().position(|o| o == *n));
@@ -730,6 +759,7 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
                     }
                 }
             }
+            let _ = write!(out, "{}", progress.take_learned(&order));
             let _ = write!(
                 out,
                 "{}",
@@ -748,6 +778,43 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
     }
     let changed = outcomes.iter().any(|o| o.state == HostState::Changed);
     Ok(if a.detailed_exitcode && changed { 2 } else { 0 })
+}
+
+fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
+    let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
+    let selector = a.limit.as_deref().unwrap_or("all");
+    let hosts: Vec<crate::inventory::Host> = inv
+        .select(selector)
+        .map_err(|e| match &a.limit {
+            Some(l) => Error::Usage(format!("--limit {l}: {e}")),
+            None => Error::Usage(format!("{}: {e}", a.inventory.display())),
+        })?
+        .into_iter()
+        .cloned()
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
+    let pass: Arc<dyn crate::ssh::PassphraseSource> = Arc::new(Passphrases {
+        cache: Mutex::new(HashMap::new()),
+    });
+    let reports = rt.block_on(crate::fleet_keys::scan(
+        hosts,
+        usize::from(a.forks),
+        a.pin,
+        pass,
+    ));
+    match a.output {
+        Format::Text => print!("{}", crate::fleet_keys::text(&reports, a.pin)),
+        Format::Json => {
+            let ev = json::Events::default();
+            for r in &reports {
+                ev.emit(crate::fleet_keys::json(r));
+            }
+        }
+    }
+    Ok(i32::from(reports.iter().any(|r| r.state.is_problem())))
 }
 
 fn adhoc(a: &AdhocArgs) -> Result<i32, Error> {

@@ -425,6 +425,8 @@ pub trait Observer: Send + Sync {
     fn step(&self, _host: &str, _step: &StepPlan, _status: StepStatus, _error: Option<&str>) {}
     fn handler(&self, _host: &str, _name: &str, _status: StepStatus, _error: Option<&str>) {}
     fn host_done(&self, _outcome: &HostOutcome) {}
+    /// A host key was recorded in known_hosts (accept-new): `ADDRESS:PORT ALGORITHM SHA256:...`.
+    fn host_key_learned(&self, _host: &str, _key: &str) {}
 }
 
 /// Options of a run that are not in the input files.
@@ -757,6 +759,9 @@ async fn host_task(
         }
     };
     o.connect_time = start.elapsed();
+    for k in remote.session.learned_host_keys() {
+        ctx.observer.host_key_learned(&name, k);
+    }
     let result = drive(ctx, &p, &remote, &mut o, permit, gate, start_rx).await;
     if let Err((at, e)) = result {
         o.state = HostState::Failed;

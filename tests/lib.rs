@@ -21,6 +21,7 @@ mod docker_host;
 mod facts_secrets;
 mod faults;
 mod firewall;
+mod fleet_keys;
 mod full_lab;
 mod git;
 mod http_check;

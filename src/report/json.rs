@@ -131,6 +131,11 @@ pub struct JsonObserver {
 }
 
 impl Observer for JsonObserver {
+    fn host_key_learned(&self, host: &str, key: &str) {
+        self.events
+            .emit(json!({"event": "host_key_learned", "host": host, "key": key}));
+    }
+
     fn step(&self, host: &str, step: &StepPlan, status: StepStatus, error: Option<&str>) {
         let mut v = step_json(step);
         let m = v.as_object_mut().expect("object");

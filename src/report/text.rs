@@ -299,6 +299,8 @@ pub struct Progress {
     steps: bool,
     /// While the plan is shown and confirmed, progress is not drawn.
     paused: std::sync::atomic::AtomicBool,
+    /// Host keys recorded under accept-new, not shown yet: (host, key).
+    learned: Mutex<Vec<(String, String)>>,
 }
 
 impl Progress {
@@ -307,6 +309,7 @@ impl Progress {
         Self {
             multi: tty.then(MultiProgress::new),
             bars: Mutex::new(HashMap::new()),
+            learned: Mutex::new(Vec::new()),
             paint: Paint(crate::report::color()),
             steps,
             paused: std::sync::atomic::AtomicBool::new(false),
@@ -372,6 +375,18 @@ impl Progress {
         }
     }
 
+    /// The host keys recorded since the last call, as one block (empty when none), hosts in
+    /// `order`.
+    pub fn take_learned(&self, order: &[String]) -> String {
+        let mut keys = std::mem::take(
+            &mut *self
+                .learned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        learned_keys(&mut keys, order)
+    }
+
     /// Removes the spinner lines (before the summary is printed).
     pub fn finish(&self) {
         if let Some(m) = &self.multi {
@@ -380,7 +395,32 @@ impl Progress {
     }
 }
 
+/// The block that lists host keys recorded under accept-new, sorted by `order`.
+pub fn learned_keys(keys: &mut [(String, String)], order: &[String]) -> String {
+    if keys.is_empty() {
+        return String::new();
+    }
+    keys.sort_by_key(|(h, k)| (order.iter().position(|o| o == h), k.clone()));
+    let width = keys.iter().map(|(h, _)| h.len()).max().unwrap_or(0);
+    let mut out = format!(
+        "\nNew host keys recorded in known_hosts (accept-new), {} in all; compare them with \
+         the hosts' own (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub):\n",
+        keys.len()
+    );
+    for (h, k) in keys.iter() {
+        let _ = writeln!(out, "  {h:<width$}  {k}");
+    }
+    out
+}
+
 impl Observer for Progress {
+    fn host_key_learned(&self, host: &str, key: &str) {
+        self.learned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((host.to_string(), key.to_string()));
+    }
+
     fn phase(&self, host: &str, phase: &str) {
         if let Some(b) = self.bar(host) {
             b.set_message(phase.to_string());

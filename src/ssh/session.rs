@@ -94,6 +94,8 @@ struct Shared {
     learned: Mutex<Option<String>>,
     /// Why the connection ended.
     disconnect: Mutex<Option<String>>,
+    /// The key the server presented (scan mode).
+    scanned: Mutex<Option<PublicKey>>,
 }
 
 fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
@@ -120,6 +122,8 @@ struct Peer {
 pub(super) struct ClientHandler {
     peer: Peer,
     shared: Arc<Shared>,
+    /// Only read the host key (`known-hosts`): keep it and end the handshake.
+    scan: bool,
 }
 
 impl client::Handler for ClientHandler {
@@ -131,6 +135,10 @@ impl client::Handler for ClientHandler {
     ) -> Result<bool, Self::Error> {
         // A host certificate is checked as its plain key (no CA support yet).
         let key = server_key.public_key();
+        if self.scan {
+            put(&self.shared.scanned, key.clone());
+            return Ok(false);
+        }
         let peer = self.peer.clone();
         let verdict = tokio::task::spawn_blocking(move || verify_host_key(&peer, &key))
             .await
@@ -245,7 +253,11 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
             match known_hosts::add_if_unknown(first, &peer.address, peer.port, key)
                 .map_err(|e| read_error(e, "update"))?
             {
-                AddOutcome::Added => Ok(Some(known_hosts::fingerprint(key))),
+                AddOutcome::Added => Ok(Some(format!(
+                    "{} {}",
+                    key.algorithm().as_str(),
+                    known_hosts::fingerprint(key)
+                ))),
                 AddOutcome::NotAdded(HostKeyStatus::Known) => Ok(None),
                 AddOutcome::NotAdded(other) => {
                     // Someone recorded a different key meanwhile: explain from the new content.
@@ -377,7 +389,8 @@ pub struct Session {
     bytes_received: AtomicU64,
     connect_time: Duration,
     authenticated_with: String,
-    learned_host_key: Option<String>,
+    /// Host keys recorded under accept-new by this connection (its jump hosts' included).
+    learned_host_keys: Vec<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -399,34 +412,21 @@ impl Session {
         pass: &dyn PassphraseSource,
     ) -> Result<Session, SshError> {
         let started = Instant::now();
-        let mut hops: Vec<Arc<Handle<ClientHandler>>> = Vec::new();
-        let mut via: Option<String> = None;
-        for j in &spec.jump {
-            let hop = ConnectSpec {
-                host: format!("{} (jump host {})", spec.host, j.name),
-                address: j.address.clone(),
-                port: j.port,
-                user: j.user.clone(),
-                identity_files: j.identity_files.clone(),
-                jump: Vec::new(),
-                ..spec.clone()
-            };
-            let through = hops
-                .last()
-                .map(|h| (h.as_ref(), via.as_deref().unwrap_or("")));
-            let (handle, _, _) = establish(&hop, through, pass).await?;
-            hops.push(Arc::new(handle));
-            via = Some(j.name.clone());
-        }
+        let (hops, mut learned) = connect_hops(spec, pass).await?;
         let through = hops
             .last()
-            .map(|h| (h.as_ref(), via.as_deref().unwrap_or("")));
-        let (handle, shared, authenticated_with) = establish(spec, through, pass).await?;
+            .map(|h| (h.as_ref(), spec.jump.last().map_or("", |j| j.name.as_str())));
+        let Established::Session(handle, shared, authenticated_with) =
+            establish(spec, through, pass, false).await?
+        else {
+            unreachable!("establish returns a session unless it scans");
+        };
+        learned.extend(take(&shared.learned).map(|k| format!("{} {k}", spec.target())));
         Ok(Session {
             handle: Arc::new(handle),
             hops,
-            learned_host_key: take(&shared.learned),
             shared,
+            learned_host_keys: learned,
             host: spec.host.clone(),
             target: spec.target(),
             channels_limit: Semaphore::new(MAX_CHANNELS),
@@ -437,6 +437,30 @@ impl Session {
             connect_time: started.elapsed(),
             authenticated_with,
         })
+    }
+
+    /// Reads the host key `spec`'s host presents (through its jump hosts, which are connected
+    /// and checked as usual), without checking it and without authenticating to the host.
+    pub async fn scan_host_key(
+        spec: &ConnectSpec,
+        pass: &dyn PassphraseSource,
+    ) -> Result<PublicKey, SshError> {
+        let (hops, _) = connect_hops(spec, pass).await?;
+        let through = hops
+            .last()
+            .map(|h| (h.as_ref(), spec.jump.last().map_or("", |j| j.name.as_str())));
+        let r = establish(spec, through, pass, true).await;
+        for hop in hops.iter().rev() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                hop.disconnect(russh::Disconnect::ByApplication, "", "en"),
+            )
+            .await;
+        }
+        match r? {
+            Established::Scanned(key) => Ok(key),
+            Established::Session(..) => unreachable!("a scan ends at the host key"),
+        }
     }
 
     /// Runs `command` through the remote user's shell (it may be a whole `sh` script),
@@ -677,10 +701,11 @@ impl Session {
         &self.authenticated_with
     }
 
-    /// The fingerprint of the host key recorded in known_hosts by this connection
-    /// (`accept-new` on a first contact), if any.
-    pub fn learned_host_key(&self) -> Option<&str> {
-        self.learned_host_key.as_deref()
+    /// The host keys recorded in known_hosts by this connection (`accept-new` on a first
+    /// contact), the jump hosts' first: `ADDRESS:PORT ALGORITHM SHA256:...`, with
+    /// ` (jump host NAME)` for a hop.
+    pub fn learned_host_keys(&self) -> &[String] {
+        &self.learned_host_keys
     }
 
     /// Whether the connection is gone (exec would fail with `ConnectionLost`).
@@ -710,11 +735,55 @@ impl Session {
     }
 }
 
+/// Connects the jump hosts of `spec` in order (each through the previous one); returns their
+/// handles and the host keys recorded under accept-new.
+async fn connect_hops(
+    spec: &ConnectSpec,
+    pass: &dyn PassphraseSource,
+) -> Result<(Vec<Arc<Handle<ClientHandler>>>, Vec<String>), SshError> {
+    let mut hops: Vec<Arc<Handle<ClientHandler>>> = Vec::new();
+    let mut learned = Vec::new();
+    let mut via: Option<&str> = None;
+    for j in &spec.jump {
+        let hop = ConnectSpec {
+            host: format!("{} (jump host {})", spec.host, j.name),
+            address: j.address.clone(),
+            port: j.port,
+            user: j.user.clone(),
+            identity_files: j.identity_files.clone(),
+            jump: Vec::new(),
+            ..spec.clone()
+        };
+        let through = hops.last().map(|h| (h.as_ref(), via.unwrap_or("")));
+        let Established::Session(handle, shared, _) = establish(&hop, through, pass, false).await?
+        else {
+            unreachable!("establish returns a session unless it scans");
+        };
+        if let Some(k) = take(&shared.learned) {
+            learned.push(format!("{} {k} (jump host {})", hop.target(), j.name));
+        }
+        hops.push(Arc::new(handle));
+        via = Some(&j.name);
+    }
+    Ok((hops, learned))
+}
+
+/// What [`establish`] ended with.
+enum Established {
+    /// Connected and authenticated: the handle, its shared state, what authenticated.
+    Session(Handle<ClientHandler>, Arc<Shared>, String),
+    /// Scan mode: the key the server presented (the handshake was ended there).
+    Scanned(PublicKey),
+}
+
+/// Connects to `spec` (over TCP, or through the jump host connection `through`), checks its
+/// host key and authenticates; in `scan` mode only reads the host key.
 async fn establish(
     spec: &ConnectSpec,
     through: Option<(&Handle<ClientHandler>, &str)>,
     pass: &dyn PassphraseSource,
-) -> Result<(Handle<ClientHandler>, Arc<Shared>, String), SshError> {
+    scan: bool,
+) -> Result<Established, SshError> {
     let mut deadline = tokio::time::Instant::now() + spec.connect_timeout;
     let target = spec.target();
     let peer = Peer {
@@ -774,6 +843,7 @@ async fn establish(
     let handler = ClientHandler {
         peer,
         shared: shared.clone(),
+        scan,
     };
     let config = Arc::new(config);
     let handshake = match through {
@@ -818,6 +888,9 @@ async fn establish(
     let mut handle = match handshake {
         Err(_) => return Err(timeout("the SSH handshake")),
         Ok(Err(e)) => {
+            if let Some(key) = take(&shared.scanned) {
+                return Ok(Established::Scanned(key));
+            }
             if let Some(refusal) = take(&shared.refusal) {
                 return Err(refusal);
             }
@@ -839,7 +912,7 @@ async fn establish(
         }
     };
 
-    Ok((handle, shared, authenticated_with))
+    Ok(Established::Session(handle, shared, authenticated_with))
 }
 
 /// Resolves `spec.address` and opens a TCP connection to it (the first address that answers).

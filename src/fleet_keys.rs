@@ -1,0 +1,315 @@
+//! `claw-provision known-hosts`: the host keys of the fleet, read by a key exchange with each
+//! host (through its jump hosts; no authentication to the host itself), compared with the
+//! known_hosts files, printed as known_hosts lines or pinned (recorded) in the inventory's file.
+//! A changed key is never replaced.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::inventory::Host;
+use crate::ssh::known_hosts::{self, AddOutcome, HostKeyStatus, KnownHosts};
+use crate::ssh::{PassphraseSource, Session};
+
+/// What was found for one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    /// A known_hosts file already holds this key.
+    Known,
+    /// No file names the host (printed; recorded with `--pin`).
+    New,
+    /// `--pin` recorded it in this file.
+    Recorded(PathBuf),
+    /// A file holds a different key for the host: `file:line`. Never replaced.
+    Changed(String),
+    /// The key is `@revoked` for this host.
+    Revoked,
+    /// The key could not be read: why.
+    Failed(String),
+}
+
+impl KeyState {
+    pub fn word(&self) -> &'static str {
+        match self {
+            KeyState::Known => "known",
+            KeyState::New => "new",
+            KeyState::Recorded(_) => "recorded",
+            KeyState::Changed(_) => "CHANGED",
+            KeyState::Revoked => "REVOKED",
+            KeyState::Failed(_) => "failed",
+        }
+    }
+
+    /// Whether the command should exit non-zero for this host.
+    pub fn is_problem(&self) -> bool {
+        matches!(
+            self,
+            KeyState::Changed(_) | KeyState::Revoked | KeyState::Failed(_)
+        )
+    }
+}
+
+/// One host's key and its state.
+#[derive(Debug, Clone)]
+pub struct KeyReport {
+    pub host: String,
+    /// `address:port`
+    pub target: String,
+    /// The known_hosts line for the presented key (`host algorithm base64`).
+    pub line: Option<String>,
+    /// `ALGORITHM SHA256:...`
+    pub fingerprint: Option<String>,
+    pub state: KeyState,
+}
+
+/// Reads every host's key (`forks` at a time) and, with `pin`, records the new ones in each
+/// host's first known_hosts file (atomically with respect to other writers, under its lock).
+pub async fn scan(
+    hosts: Vec<Host>,
+    forks: usize,
+    pin: bool,
+    pass: Arc<dyn PassphraseSource>,
+) -> Vec<KeyReport> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(forks.max(1)));
+    let mut tasks = Vec::new();
+    for h in hosts {
+        let (sem, pass) = (sem.clone(), pass.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await.expect("semaphore is never closed");
+            one(h, pin, pass.as_ref()).await
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(r) => out.push(r),
+            Err(e) => out.push(KeyReport {
+                host: String::new(),
+                target: String::new(),
+                line: None,
+                fingerprint: None,
+                state: KeyState::Failed(format!("internal error: {e}")),
+            }),
+        }
+    }
+    out
+}
+
+async fn one(h: Host, pin: bool, pass: &dyn PassphraseSource) -> KeyReport {
+    let spec = crate::run::connect_spec(&h);
+    let mut r = KeyReport {
+        host: h.name.clone(),
+        target: spec.target(),
+        line: None,
+        fingerprint: None,
+        state: KeyState::Failed(String::new()),
+    };
+    let key = match Session::scan_host_key(&spec, pass).await {
+        Ok(k) => k,
+        Err(e) => {
+            r.state = KeyState::Failed(e.to_string());
+            return r;
+        }
+    };
+    r.fingerprint = Some(format!(
+        "{} {}",
+        key.algorithm().as_str(),
+        known_hosts::fingerprint(&key)
+    ));
+    r.line = known_hosts::entry_line(&h.address, h.port, &key).ok();
+    let files = h.known_hosts.clone();
+    let (address, port) = (h.address.clone(), h.port);
+    let state = tokio::task::spawn_blocking(move || state_of(&files, &address, port, &key, pin))
+        .await
+        .unwrap_or_else(|e| KeyState::Failed(format!("internal error: {e}")));
+    r.state = state;
+    r
+}
+
+/// The key's state across the user's files and the system-wide ones; records it with `pin`.
+fn state_of(
+    files: &[PathBuf],
+    address: &str,
+    port: u16,
+    key: &russh::keys::PublicKey,
+    pin: bool,
+) -> KeyState {
+    let mut statuses = Vec::new();
+    let globals = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists());
+    for f in files.iter().cloned().chain(globals) {
+        match KnownHosts::load(&f) {
+            Ok(kh) => statuses.push(kh.check(address, port, key)),
+            Err(e) => return KeyState::Failed(format!("cannot read {}: {e}", f.display())),
+        }
+    }
+    if statuses.contains(&HostKeyStatus::Revoked) {
+        return KeyState::Revoked;
+    }
+    if statuses.contains(&HostKeyStatus::Known) {
+        return KeyState::Known;
+    }
+    if let Some(HostKeyStatus::Changed { line, file }) = statuses
+        .iter()
+        .find(|s| matches!(s, HostKeyStatus::Changed { .. }))
+    {
+        return KeyState::Changed(format!("{}:{line}", file.display()));
+    }
+    if !pin {
+        return KeyState::New;
+    }
+    let Some(first) = files.first() else {
+        return KeyState::Failed("no known_hosts file is set".into());
+    };
+    match known_hosts::add_if_unknown(first, address, port, key) {
+        Ok(AddOutcome::Added) => KeyState::Recorded(first.clone()),
+        Ok(AddOutcome::NotAdded(HostKeyStatus::Known)) => KeyState::Known,
+        Ok(AddOutcome::NotAdded(HostKeyStatus::Revoked)) => KeyState::Revoked,
+        Ok(AddOutcome::NotAdded(HostKeyStatus::Changed { line, file })) => {
+            KeyState::Changed(format!("{}:{line}", file.display()))
+        }
+        Ok(AddOutcome::NotAdded(HostKeyStatus::Unknown)) => KeyState::New,
+        Err(e) => KeyState::Failed(format!("cannot update {}: {e}", first.display())),
+    }
+}
+
+/// The text report: known_hosts lines (each under a comment naming the host and its state),
+/// or with `pin` one line per host. Problems are explained after.
+pub fn text(reports: &[KeyReport], pin: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let width = reports.iter().map(|r| r.host.len()).max().unwrap_or(0);
+    for r in reports {
+        let fp = r.fingerprint.as_deref().unwrap_or("-");
+        if pin {
+            let what = match &r.state {
+                KeyState::Recorded(f) => format!("recorded in {}", f.display()),
+                KeyState::Known => "already known".into(),
+                s => s.word().to_string(),
+            };
+            let _ = writeln!(out, "{:<width$}  {}  {fp}  {what}", r.host, r.target);
+        } else if let Some(line) = &r.line {
+            let _ = writeln!(out, "# {} {} {fp} ({})", r.host, r.target, r.state.word());
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let problems: Vec<&KeyReport> = reports.iter().filter(|r| r.state.is_problem()).collect();
+    if !problems.is_empty() {
+        let _ = writeln!(out);
+    }
+    for r in problems {
+        let why = match &r.state {
+            KeyState::Changed(at) => format!(
+                "the host presents {} but {at} holds a different key; it was not replaced. If the \
+                 change is expected, remove the old entry (ssh-keygen -R '{}' -f FILE) and run again",
+                r.fingerprint.as_deref().unwrap_or("a key"),
+                r.line
+                    .as_deref()
+                    .and_then(|l| l.split(' ').next())
+                    .unwrap_or(&r.target)
+            ),
+            KeyState::Revoked => "the key it presents is @revoked in a known_hosts file".into(),
+            KeyState::Failed(e) => e.clone(),
+            _ => continue,
+        };
+        let _ = writeln!(out, "{}: {why}", r.host);
+    }
+    out
+}
+
+/// One JSON object per host.
+pub fn json(r: &KeyReport) -> serde_json::Value {
+    let detail = match &r.state {
+        KeyState::Recorded(f) => Some(f.display().to_string()),
+        KeyState::Changed(at) => Some(at.clone()),
+        KeyState::Failed(e) => Some(e.clone()),
+        _ => None,
+    };
+    serde_json::json!({
+        "event": "host_key", "host": r.host, "target": r.target, "fingerprint": r.fingerprint,
+        "known_hosts_line": r.line, "state": r.state.word().to_lowercase(), "detail": detail,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> russh::keys::PublicKey {
+        russh::keys::parse_public_key_base64(
+            "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn states_across_files_and_pinning() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        let k = key();
+        assert_eq!(
+            state_of(&[a.clone()], "10.0.0.1", 22, &k, false),
+            KeyState::New
+        );
+        assert!(!a.exists(), "printing writes nothing");
+        assert_eq!(
+            state_of(&[a.clone(), b.clone()], "10.0.0.1", 22, &k, true),
+            KeyState::Recorded(a.clone())
+        );
+        // Known from the first file even when the second is asked first.
+        assert_eq!(
+            state_of(&[b.clone(), a.clone()], "10.0.0.1", 22, &k, true),
+            KeyState::Known
+        );
+        // A different key recorded: never replaced.
+        std::fs::write(
+            &b,
+            "[10.0.0.2]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
+        )
+        .unwrap();
+        let before = std::fs::read(&b).unwrap();
+        match state_of(&[b.clone()], "10.0.0.2", 2222, &k, true) {
+            KeyState::Changed(at) => assert!(at.ends_with("b:1"), "{at}"),
+            s => panic!("{s:?}"),
+        }
+        assert_eq!(std::fs::read(&b).unwrap(), before);
+    }
+
+    #[test]
+    fn text_report() {
+        let r = vec![
+            KeyReport {
+                host: "h1".into(),
+                target: "10.0.0.1:22".into(),
+                line: Some("10.0.0.1 ssh-ed25519 AAAA".into()),
+                fingerprint: Some("ssh-ed25519 SHA256:x".into()),
+                state: KeyState::New,
+            },
+            KeyReport {
+                host: "h2".into(),
+                target: "10.0.0.2:22".into(),
+                line: None,
+                fingerprint: None,
+                state: KeyState::Failed("host `h2` (10.0.0.2:22): connection refused".into()),
+            },
+        ];
+        let t = text(&r, false);
+        assert!(
+            t.starts_with(
+                "# h1 10.0.0.1:22 ssh-ed25519 SHA256:x (new)\n10.0.0.1 ssh-ed25519 AAAA\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("h2: host `h2` (10.0.0.2:22): connection refused"),
+            "{t}"
+        );
+        let p = text(&r, true);
+        assert!(
+            p.contains("h1  10.0.0.1:22  ssh-ed25519 SHA256:x  new"),
+            "{p}"
+        );
+    }
+}
