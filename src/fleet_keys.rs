@@ -250,7 +250,7 @@ mod tests {
         let b = dir.path().join("b");
         let k = key();
         assert_eq!(
-            state_of(&[a.clone()], "10.0.0.1", 22, &k, false),
+            state_of(std::slice::from_ref(&a), "10.0.0.1", 22, &k, false),
             KeyState::New
         );
         assert!(!a.exists(), "printing writes nothing");
@@ -270,7 +270,7 @@ mod tests {
         )
         .unwrap();
         let before = std::fs::read(&b).unwrap();
-        match state_of(&[b.clone()], "10.0.0.2", 2222, &k, true) {
+        match state_of(std::slice::from_ref(&b), "10.0.0.2", 2222, &k, true) {
             KeyState::Changed(at) => assert!(at.ends_with("b:1"), "{at}"),
             s => panic!("{s:?}"),
         }
