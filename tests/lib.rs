@@ -26,5 +26,6 @@ mod git;
 mod http_check;
 mod image_ship;
 mod rollout;
+mod selection;
 mod stats;
 mod tasks;
