@@ -922,6 +922,56 @@ mod tests {
     }
 
     #[test]
+    fn selection_and_verbosity_arguments() {
+        let cli = Cli::try_parse_from([
+            "claw-provision",
+            "apply",
+            "inv.toml",
+            "--tags",
+            "web, db",
+            "--tags",
+            "nginx",
+            "--skip-tags",
+            "slow",
+            "--step",
+            "app config",
+            "-vv",
+            "--limit",
+            "@hosts.txt,!web-3",
+        ])
+        .unwrap();
+        assert_eq!(
+            Verbosity::from_flags(cli.verbose, cli.quiet),
+            Verbosity::Commands
+        );
+        let Command::Apply(a) = cli.command else {
+            panic!("not apply")
+        };
+        let f = a.run.steps.filter();
+        assert_eq!(f.tags, ["web", "db", "nginx"]);
+        assert_eq!(f.skip_tags, ["slow"]);
+        assert_eq!(f.start_at.as_deref(), Some("app config"));
+        assert_eq!(a.run.select.limit.as_deref(), Some("@hosts.txt,!web-3"));
+        // -q and -v anywhere (global), but not together; tags not empty
+        let cli = Cli::try_parse_from(["claw-provision", "-q", "plan", "inv.toml"]).unwrap();
+        assert_eq!(
+            Verbosity::from_flags(cli.verbose, cli.quiet),
+            Verbosity::Quiet
+        );
+        assert!(Cli::try_parse_from(["claw-provision", "plan", "inv.toml", "-q", "-v"]).is_err());
+        assert!(
+            Cli::try_parse_from(["claw-provision", "plan", "inv.toml", "--tags", "a,,b"]).is_err()
+        );
+        let cli = Cli::try_parse_from(["claw-provision", "validate", "inv.toml", "--tags", "web"])
+            .unwrap();
+        assert!(matches!(cli.command, Command::Validate(v) if v.steps.tags == ["web"]));
+        // run and hosts take --limit, not step selection
+        assert!(
+            Cli::try_parse_from(["claw-provision", "hosts", "inv.toml", "--tags", "web"]).is_err()
+        );
+    }
+
+    #[test]
     fn run_argument_errors() {
         assert!(parse(&["inv.toml"]).is_err(), "a command is required");
         assert!(

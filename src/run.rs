@@ -1692,6 +1692,48 @@ mod tests {
     }
 
     #[test]
+    fn steps_not_selected_are_checked_but_not_probed() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv_path = dir.path().join("inv.toml");
+        std::fs::write(&inv_path, "[defaults]\nuser = \"u\"\n[hosts.h1]\n").unwrap();
+        let inv = Inventory::load(&inv_path).unwrap();
+        let hosts: Vec<&Host> = inv.hosts.iter().collect();
+        let src = |second: &str| {
+            format!(
+                "name = \"p\"\n[[steps]]\nname = \"a\"\nkind = \"dir\"\npath = \"/a\"\ntags = [\"x\"]\n\
+                 [[steps]]\nname = \"b\"\nkind = \"dir\"\npath = \"{second}\"\ntags = [\"y\"]\n"
+            )
+        };
+        let filter = crate::select::StepFilter {
+            tags: vec!["x".into()],
+            ..Default::default()
+        };
+        let mut pb = Playbook::parse(&dir.path().join("pb.toml"), &src("/b")).unwrap();
+        crate::select::select_steps(&mut pb, &filter).unwrap();
+        let p = prepare(&inv, &pb, &hosts, &[]).unwrap();
+        assert!(p[0].steps[0].probe_desired.is_some());
+        assert!(p[0].steps[1].probe_desired.is_none(), "not probed");
+        // The render after the probe skips it, with the reason the plan shows.
+        let ctx = full_context(
+            &p[0].base,
+            &p[0].playbook.inventory,
+            &crate::fact::HostFacts::placeholder(),
+            &[],
+        );
+        let r = render(&p[0].steps, &p[0].playbook, &ctx, true).unwrap();
+        assert!(r.steps[0].is_ok());
+        assert_eq!(
+            r.steps[1].as_ref().unwrap_err(),
+            "not selected: no tag of --tags x"
+        );
+        // Bad input in a step not selected still stops the run before any connection.
+        let mut pb = Playbook::parse(&dir.path().join("pb.toml"), &src("{{ nope }}")).unwrap();
+        crate::select::select_steps(&mut pb, &filter).unwrap();
+        let e = prepare(&inv, &pb, &hosts, &[]).unwrap_err().to_string();
+        assert!(e.contains("step `b` on host `h1`"), "{e}");
+    }
+
+    #[test]
     fn scripts_with_secret_material_are_never_shown() {
         let mut s = pb_step(&[]);
         s.args.insert("run".into(), "systemctl restart app".into());
