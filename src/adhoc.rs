@@ -231,16 +231,24 @@ pub fn text_block(r: &HostResult) -> String {
     out
 }
 
-/// The closing table: each host's result and time, then the reasons of failed hosts.
-pub fn text_summary(results: &[HostResult]) -> String {
+/// The closing table: each host's result and time (without `table`, `-q`: not), then the
+/// reasons of failed hosts and the count of hosts where the command exited 0.
+pub fn text_summary(results: &[HostResult], table: bool) -> String {
     let width = results
         .iter()
         .map(|r| r.name.len())
         .max()
         .unwrap_or(4)
         .max(4);
-    let mut out = format!("\n{:<width$}  {:<22}  {:>7}\n", "HOST", "RESULT", "TIME");
-    for r in results {
+    let mut out = String::new();
+    if table {
+        let _ = write!(
+            out,
+            "\n{:<width$}  {:<22}  {:>7}\n",
+            "HOST", "RESULT", "TIME"
+        );
+    }
+    for r in results.iter().filter(|_| table) {
         let _ = writeln!(
             out,
             "{:<width$}  {:<22}  {:>6.1}s",
@@ -357,7 +365,8 @@ mod tests {
             text_block(&c),
             "==> h3 (10.0.0.4): unreachable: connection refused\n"
         );
-        let s = text_summary(&[a, b, c]);
+        let all = [a, b, c];
+        let s = text_summary(&all, true);
         assert!(s.contains("h2    exit 3"), "{s}");
         assert!(s.contains("h3    unreachable"), "{s}");
         assert!(
@@ -365,6 +374,12 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("1 of 3 hosts exited 0"), "{s}");
+        // -q: no table, the errors and the count only
+        let q = text_summary(&all, false);
+        assert_eq!(
+            q,
+            "error: h3 (10.0.0.4): connection refused\n1 of 3 hosts exited 0\n"
+        );
     }
 
     #[test]

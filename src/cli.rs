@@ -4,9 +4,10 @@ use crate::error::Error;
 use crate::inventory::Inventory;
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
-use crate::report::{self, Format, json, text};
+use crate::report::{self, Format, Verbosity, json, text};
 use crate::run::{self, HostOutcome, HostState, Mode, Observer, RunOptions};
 use crate::secret::Secret;
+use crate::select::{Selection, StepFilter};
 use crate::ssh::PassphraseSource;
 use clap::{Args, Parser, Subcommand};
 use std::collections::HashMap;
@@ -39,6 +40,16 @@ pub struct Cli {
     pub ssh_config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+    /// More text output: -v also lists the steps that change nothing (plans of unchanged hosts
+    /// included) and the time of every step of apply; -vv also the script each changing step
+    /// and handler of apply runs on the host (never for a step that handles secrets). JSON
+    /// output is the same at every level.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors and the final summary line (no plans, progress or step lines; `apply`
+    /// without --yes still shows the plan it asks about).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 }
 
 /// The ssh_config chosen by `--ssh-config` (set once, at the start of [`execute`]).
@@ -54,17 +65,19 @@ fn load_inventory(path: &Path) -> Result<Inventory, crate::error::ConfigErrors> 
 pub enum Command {
     /// Show, per host and step, what apply would change (touches nothing).
     #[command(
-        after_help = "Examples:\n  claw-provision plan inventory/prod.toml\n  claw-provision plan inventory/prod.toml --limit 'web-*' -e release=v2\n  claw-provision plan inventory/prod.toml --detailed-exitcode   # 2 = drift"
+        after_help = "Examples:\n  claw-provision plan inventory/prod.toml\n  claw-provision plan inventory/prod.toml --limit 'web-*' -e release=v2\n  claw-provision plan inventory/prod.toml --limit @canary.txt --tags nginx\n  claw-provision plan inventory/prod.toml -q --detailed-exitcode   # 2 = drift"
     )]
     Plan(RunArgs),
     /// Change only what differs from the declared state.
     #[command(
-        after_help = "Examples:\n  claw-provision apply inventory/prod.toml            # shows the plan and asks\n  claw-provision apply inventory/prod.toml --yes --output json\n  CLAW_BECOME_PASSWORD=... claw-provision apply inventory/prod.toml --yes"
+        after_help = "Examples:\n  claw-provision apply inventory/prod.toml            # shows the plan and asks\n  claw-provision apply inventory/prod.toml --yes --output json\n  claw-provision apply inventory/prod.toml --tags nginx --skip-tags slow --limit 'web-*,!web-3'\n  claw-provision apply inventory/prod.toml --step 'app config' -v   # from there on, timed\n  CLAW_BECOME_PASSWORD=... claw-provision apply inventory/prod.toml --yes"
     )]
     Apply(ApplyArgs),
     /// Check inventory, playbook and templates offline; report every error at once.
-    #[command(after_help = "Example:\n  claw-provision validate inventory/prod.toml")]
-    Validate(SelectArgs),
+    #[command(
+        after_help = "Examples:\n  claw-provision validate inventory/prod.toml\n  claw-provision validate inventory/prod.toml -v --tags nginx   # which steps --tags nginx runs"
+    )]
+    Validate(ValidateArgs),
     /// List the selected hosts with their resolved connection settings.
     #[command(
         after_help = "Examples:\n  claw-provision hosts inventory/prod.toml\n  claw-provision hosts inventory/prod.toml --limit web --output json"
@@ -123,7 +136,8 @@ Examples:
 pub struct AdhocArgs {
     /// Inventory file (TOML); the playbook it names is not read.
     pub inventory: PathBuf,
-    /// Hosts to act on: names, groups or globs, comma-separated; `!` excludes (e.g. `web,!web-3`).
+    /// Hosts to act on: names, groups or globs, comma-separated; `!` excludes (e.g.
+    /// `'web-*,!web-3'`); `@FILE` reads them from FILE (one or more a line, `#` comments).
     #[arg(long, value_name = "PATTERN")]
     pub limit: Option<String>,
     /// Hosts worked on at the same time.
@@ -186,7 +200,8 @@ pub struct SelectArgs {
     /// Playbook to use instead of the one the inventory names.
     #[arg(long, value_name = "FILE")]
     pub playbook: Option<PathBuf>,
-    /// Hosts to act on: names, groups or globs, comma-separated; `!` excludes (e.g. `web,!web-3`).
+    /// Hosts to act on: names, groups or globs, comma-separated; `!` excludes (e.g.
+    /// `'web-*,!web-3'`); `@FILE` reads them from FILE (one or more a line, `#` comments).
     #[arg(long, value_name = "PATTERN")]
     pub limit: Option<String>,
     /// Extra variable (highest precedence), repeatable.
@@ -201,10 +216,55 @@ pub struct SelectArgs {
     pub task: Option<String>,
 }
 
+/// Which steps run: `--tags`, `--skip-tags`, `--step` (see `src/select.rs`).
+#[derive(Debug, Args, Default)]
+pub struct StepArgs {
+    /// Run only the steps that have one of these tags (comma-separated, repeatable); the others
+    /// are shown as not selected. A tag no step has is an error. Handlers notified by the
+    /// selected steps run; `secret` steps and the [rollout] health step always run.
+    #[arg(long, value_name = "TAG,...", value_delimiter = ',', value_parser = tag)]
+    pub tags: Vec<String>,
+    /// Do not run the steps that have one of these tags (wins over --tags).
+    #[arg(long, value_name = "TAG,...", value_delimiter = ',', value_parser = tag)]
+    pub skip_tags: Vec<String>,
+    /// Start at step NAME: the steps before it do not run (with --tags/--skip-tags, the steps
+    /// from NAME on that they select). With --task, a step of the task.
+    #[arg(long, value_name = "NAME")]
+    pub step: Option<String>,
+}
+
+impl StepArgs {
+    pub fn filter(&self) -> StepFilter {
+        StepFilter {
+            tags: self.tags.clone(),
+            skip_tags: self.skip_tags.clone(),
+            start_at: self.step.clone(),
+        }
+    }
+}
+
+fn tag(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty tag (tags are comma-separated: --tags web,db)".into());
+    }
+    Ok(t.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub steps: StepArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub select: SelectArgs,
+    #[command(flatten)]
+    pub steps: StepArgs,
     /// Hosts worked on at the same time.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
     pub forks: u16,
@@ -241,17 +301,18 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
         Some(p) if p.as_os_str() == "none" => crate::inventory::SshConfigChoice::Off,
         Some(p) => crate::inventory::SshConfigChoice::File(p),
     });
+    let v = Verbosity::from_flags(cli.verbose, cli.quiet);
     match cli.command {
-        Command::Validate(a) => validate(&a),
+        Command::Validate(a) => validate(&a, v),
         Command::Hosts(a) => hosts(&a),
-        Command::Plan(a) => run_cmd(a, Mode::Plan, false, false),
+        Command::Plan(a) => run_cmd(a, Mode::Plan, false, false, v),
         Command::Apply(a) => {
             if a.force_unlock && !a.yes {
                 confirm_force_unlock()?;
             }
-            run_cmd(a.run, Mode::Apply, a.yes, a.force_unlock)
+            run_cmd(a.run, Mode::Apply, a.yes, a.force_unlock, v)
         }
-        Command::Run(a) => adhoc(&a),
+        Command::Run(a) => adhoc(&a, v),
         Command::KnownHosts(a) => fleet_keys(&a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
@@ -337,9 +398,11 @@ fn write_stdout(bytes: &[u8]) -> Result<i32, Error> {
 struct Loaded {
     inv: Inventory,
     pb: Playbook,
+    /// What --tags/--skip-tags/--step selected (None: every step).
+    selection: Option<Selection>,
 }
 
-fn load(a: &SelectArgs) -> Result<Loaded, Error> {
+fn load(a: &SelectArgs, filter: &StepFilter) -> Result<Loaded, Error> {
     let inv = load_inventory(&a.inventory);
     let pb_path = match (&a.playbook, &inv) {
         (Some(p), _) => Some(p.clone()),
@@ -368,7 +431,8 @@ fn load(a: &SelectArgs) -> Result<Loaded, Error> {
     if let Some(t) = &a.task {
         pb = pb.with_task(t).map_err(Error::Usage)?;
     }
-    Ok(Loaded { inv, pb })
+    let selection = crate::select::select_steps(&mut pb, filter).map_err(Error::Usage)?;
+    Ok(Loaded { inv, pb, selection })
 }
 
 fn select<'a>(l: &'a Loaded, a: &SelectArgs) -> Result<Vec<&'a crate::inventory::Host>, Error> {
@@ -382,10 +446,7 @@ fn select<'a>(l: &'a Loaded, a: &SelectArgs) -> Result<Vec<&'a crate::inventory:
     let Some(limit) = &a.limit else {
         return Ok(sel);
     };
-    let lim = l
-        .inv
-        .select(limit)
-        .map_err(|e| Error::Usage(format!("--limit {limit}: {e}")))?;
+    let lim = crate::select::limit(&l.inv, limit).map_err(Error::Usage)?;
     let out: Vec<_> = sel
         .into_iter()
         .filter(|h| lim.iter().any(|x| x.name == h.name))
@@ -399,13 +460,22 @@ fn select<'a>(l: &'a Loaded, a: &SelectArgs) -> Result<Vec<&'a crate::inventory:
     Ok(out)
 }
 
-fn validate(a: &SelectArgs) -> Result<i32, Error> {
-    let l = load(a)?;
+fn validate(va: &ValidateArgs, v: Verbosity) -> Result<i32, Error> {
+    let a = &va.select;
+    let l = load(a, &va.steps.filter())?;
     let hosts = select(&l, a)?;
     run::prepare(&l.inv, &l.pb, &hosts, &a.extra)?;
     let steps = l.pb.steps.len();
+    let selected: Vec<&str> = (l.pb.steps.iter())
+        .filter(|s| s.not_selected.is_none())
+        .map(|s| s.name.as_str())
+        .collect();
     match a.output {
+        Format::Text if v == Verbosity::Quiet => {}
         Format::Text => {
+            if let Some(sel) = &l.selection {
+                print!("{}", text::selection(sel));
+            }
             println!(
                 "ok: {} hosts, playbook `{}`{} with {steps} steps and {} handlers",
                 hosts.len(),
@@ -416,6 +486,22 @@ fn validate(a: &SelectArgs) -> Result<i32, Error> {
                     .unwrap_or_default(),
                 l.pb.handlers.len()
             );
+            if v >= Verbosity::Verbose {
+                println!("steps:");
+                for s in &l.pb.steps {
+                    let tags = if s.tags.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [tags: {}]", s.tags.join(", "))
+                    };
+                    let what = match (&s.not_selected, s.rescue) {
+                        (Some(why), _) => format!(" ({why})"),
+                        (None, true) => " (rescue)".into(),
+                        (None, false) => String::new(),
+                    };
+                    println!("  {} {}{tags}{what}", s.kind, s.name);
+                }
+            }
             if l.pb.task.is_none() && !l.pb.tasks.is_empty() {
                 println!("tasks (--task NAME):");
                 let w = l.pb.tasks.iter().map(|t| t.name.len()).max().unwrap_or(0);
@@ -424,13 +510,13 @@ fn validate(a: &SelectArgs) -> Result<i32, Error> {
                 }
             }
         }
-        Format::Json => json::Events::default().emit(serde_json::json!({"event": "validate", "ok": true, "hosts": hosts.len(), "steps": steps, "task": l.pb.task, "tasks": l.pb.tasks.iter().map(|t| serde_json::json!({"name": t.name, "description": t.description})).collect::<Vec<_>>()})),
+        Format::Json => json::Events::default().emit(serde_json::json!({"event": "validate", "ok": true, "hosts": hosts.len(), "steps": steps, "selected_steps": selected, "task": l.pb.task, "tasks": l.pb.tasks.iter().map(|t| serde_json::json!({"name": t.name, "description": t.description})).collect::<Vec<_>>()})),
     }
     Ok(0)
 }
 
 fn hosts(a: &SelectArgs) -> Result<i32, Error> {
-    let l = load(a)?;
+    let l = load(a, &StepFilter::default())?;
     let hosts = select(&l, a)?;
     let ev = json::Events::default();
     for h in hosts {
@@ -602,7 +688,13 @@ fn lock_holder(pb: &Playbook) -> String {
     )
 }
 
-fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32, Error> {
+fn run_cmd(
+    a: RunArgs,
+    mode: Mode,
+    yes: bool,
+    force_unlock: bool,
+    v: Verbosity,
+) -> Result<i32, Error> {
     let interactive = std::io::stdin().is_terminal()
         && std::io::stdout().is_terminal()
         && std::io::stderr().is_terminal();
@@ -616,10 +708,15 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
             "apply --output json needs --yes (the plan cannot be confirmed in JSON mode)".into(),
         ));
     }
-    let l = load(&a.select)?;
+    let l = load(&a.select, &a.steps.filter())?;
     let hosts = select(&l, &a.select)?;
     let prepared = run::prepare(&l.inv, &l.pb, &hosts, &a.select.extra)?;
     let format = a.select.output;
+    if let (Format::Text, Some(sel), true) = (format, &l.selection, v > Verbosity::Quiet) {
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{}", text::selection(sel));
+        let _ = out.flush();
+    }
     let interrupt = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let confirm = mode == Mode::Apply && !yes;
     let opts = RunOptions {
@@ -635,7 +732,7 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
         interrupt: interrupt.clone(),
     };
     let events = Arc::new(json::Events::default());
-    let progress = Arc::new(text::Progress::new(mode == Mode::Apply, mode == Mode::Plan));
+    let progress = Arc::new(text::Progress::new(mode == Mode::Apply, v));
     let observer: Arc<dyn Observer> = match format {
         Format::Json => Arc::new(json::JsonObserver {
             events: events.clone(),
@@ -682,7 +779,11 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
         let mut out = std::io::stdout().lock();
         for h in &order {
             if let Some(p) = plans.get(h) {
-                let _ = write!(out, "{}", text::plan(h, &addresses[h], p, paint));
+                let _ = write!(
+                    out,
+                    "{}",
+                    text::plan(h, &addresses[h], p, paint, v >= Verbosity::Verbose)
+                );
             }
         }
         // All new host keys at once, before the question (never a prompt per host).
@@ -752,19 +853,21 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
         }
         Format::Text => {
             let mut out = std::io::stdout().lock();
-            if mode == Mode::Plan {
+            if mode == Mode::Plan && v > Verbosity::Quiet {
                 for o in &outcomes {
                     if let Some(p) = &o.plan {
-                        let _ = write!(out, "{}", text::plan(&o.name, &o.address, p, paint));
+                        let all = v >= Verbosity::Verbose;
+                        let _ = write!(out, "{}", text::plan(&o.name, &o.address, p, paint, all));
                     }
                 }
             }
             let _ = write!(out, "{}", progress.take_learned(&order));
-            let _ = write!(
-                out,
-                "{}",
+            let summary = if v == Verbosity::Quiet {
+                text::summary_quiet(&outcomes, mode == Mode::Apply, paint)
+            } else {
                 text::summary(&outcomes, mode == Mode::Apply, paint)
-            );
+            };
+            let _ = write!(out, "{summary}");
             if a.stats {
                 let _ = write!(out, "{}", text::stats(&outcomes, start.elapsed()));
             }
@@ -782,16 +885,13 @@ fn run_cmd(a: RunArgs, mode: Mode, yes: bool, force_unlock: bool) -> Result<i32,
 
 fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
     let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
-    let selector = a.limit.as_deref().unwrap_or("all");
-    let hosts: Vec<crate::inventory::Host> = inv
-        .select(selector)
-        .map_err(|e| match &a.limit {
-            Some(l) => Error::Usage(format!("--limit {l}: {e}")),
-            None => Error::Usage(format!("{}: {e}", a.inventory.display())),
-        })?
-        .into_iter()
-        .cloned()
-        .collect();
+    let selected = match &a.limit {
+        Some(l) => crate::select::limit(&inv, l).map_err(Error::Usage)?,
+        None => inv
+            .select("all")
+            .map_err(|e| Error::Usage(format!("{}: {e}", a.inventory.display())))?,
+    };
+    let hosts: Vec<crate::inventory::Host> = selected.into_iter().cloned().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -817,19 +917,16 @@ fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
     Ok(i32::from(reports.iter().any(|r| r.state.is_problem())))
 }
 
-fn adhoc(a: &AdhocArgs) -> Result<i32, Error> {
+fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<i32, Error> {
     let command = crate::adhoc::command_line(&a.command).map_err(Error::Usage)?;
     let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
-    let selector = a.limit.as_deref().unwrap_or("all");
-    let mut hosts: Vec<crate::inventory::Host> = inv
-        .select(selector)
-        .map_err(|e| match &a.limit {
-            Some(l) => Error::Usage(format!("--limit {l}: {e}")),
-            None => Error::Usage(format!("{}: {e}", a.inventory.display())),
-        })?
-        .into_iter()
-        .cloned()
-        .collect();
+    let selected = match &a.limit {
+        Some(l) => crate::select::limit(&inv, l).map_err(Error::Usage)?,
+        None => inv
+            .select("all")
+            .map_err(|e| Error::Usage(format!("{}: {e}", a.inventory.display())))?,
+    };
+    let mut hosts: Vec<crate::inventory::Host> = selected.into_iter().cloned().collect();
     if let Some(b) = a.become_override() {
         hosts.iter_mut().for_each(|h| h.become_ = b);
     }
@@ -849,6 +946,8 @@ fn adhoc(a: &AdhocArgs) -> Result<i32, Error> {
     let events = json::Events::default();
     let format = a.output;
     let results = rt.block_on(crate::adhoc::run(hosts, command, opts, |r| match format {
+        // -q: only the hosts where the command failed
+        Format::Text if v == Verbosity::Quiet && r.ok() => {}
         Format::Text => {
             let mut out = std::io::stdout().lock();
             let _ = write!(out, "{}", crate::adhoc::text_block(r));
@@ -857,7 +956,10 @@ fn adhoc(a: &AdhocArgs) -> Result<i32, Error> {
         Format::Json => events.emit(crate::adhoc::host_event(r)),
     }));
     match format {
-        Format::Text => print!("{}", crate::adhoc::text_summary(&results)),
+        Format::Text => print!(
+            "{}",
+            crate::adhoc::text_summary(&results, v > Verbosity::Quiet)
+        ),
         Format::Json => events.emit(crate::adhoc::summary_event(&results, start.elapsed())),
     }
     Ok(if results.iter().all(crate::adhoc::HostResult::ok) {
@@ -914,6 +1016,56 @@ mod tests {
         assert_eq!(a.become_override(), Some(true));
         assert!(a.ask_become_pass);
         assert_eq!(a.forks, 2);
+    }
+
+    #[test]
+    fn selection_and_verbosity_arguments() {
+        let cli = Cli::try_parse_from([
+            "claw-provision",
+            "apply",
+            "inv.toml",
+            "--tags",
+            "web, db",
+            "--tags",
+            "nginx",
+            "--skip-tags",
+            "slow",
+            "--step",
+            "app config",
+            "-vv",
+            "--limit",
+            "@hosts.txt,!web-3",
+        ])
+        .unwrap();
+        assert_eq!(
+            Verbosity::from_flags(cli.verbose, cli.quiet),
+            Verbosity::Commands
+        );
+        let Command::Apply(a) = cli.command else {
+            panic!("not apply")
+        };
+        let f = a.run.steps.filter();
+        assert_eq!(f.tags, ["web", "db", "nginx"]);
+        assert_eq!(f.skip_tags, ["slow"]);
+        assert_eq!(f.start_at.as_deref(), Some("app config"));
+        assert_eq!(a.run.select.limit.as_deref(), Some("@hosts.txt,!web-3"));
+        // -q and -v anywhere (global), but not together; tags not empty
+        let cli = Cli::try_parse_from(["claw-provision", "-q", "plan", "inv.toml"]).unwrap();
+        assert_eq!(
+            Verbosity::from_flags(cli.verbose, cli.quiet),
+            Verbosity::Quiet
+        );
+        assert!(Cli::try_parse_from(["claw-provision", "plan", "inv.toml", "-q", "-v"]).is_err());
+        assert!(
+            Cli::try_parse_from(["claw-provision", "plan", "inv.toml", "--tags", "a,,b"]).is_err()
+        );
+        let cli = Cli::try_parse_from(["claw-provision", "validate", "inv.toml", "--tags", "web"])
+            .unwrap();
+        assert!(matches!(cli.command, Command::Validate(v) if v.steps.tags == ["web"]));
+        // run and hosts take --limit, not step selection
+        assert!(
+            Cli::try_parse_from(["claw-provision", "hosts", "inv.toml", "--tags", "web"]).is_err()
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod resource;
 pub mod rollout;
 pub mod run;
 pub mod secret;
+pub mod select;
 pub mod ssh;
 pub mod template;
 pub mod vars;

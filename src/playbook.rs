@@ -93,6 +93,9 @@ pub struct Step {
     pub recheck_after: Vec<String>,
     /// A task's rescue step: runs only after a step of the task failed on the host.
     pub rescue: bool,
+    /// Left out by `--tags`, `--skip-tags` or `--step` (see `src/select.rs`), with the reason
+    /// shown in plans (`not selected: ...`): checked offline, never probed or applied.
+    pub not_selected: Option<String>,
     /// 1-based line of the step's table header.
     pub line: usize,
 }
@@ -597,6 +600,7 @@ fn parse_steps(
             timeout,
             recheck_after,
             rescue: false,
+            not_selected: None,
             line,
         });
     }

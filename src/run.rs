@@ -111,6 +111,8 @@ struct Rendered {
 }
 
 /// Renders a host's steps and handlers with `ctx`; errors come per step (name, message).
+/// `reuse`: the render after the probe, which reuses what cannot have changed and skips the
+/// steps not selected (the offline check before it renders every step).
 fn render(
     steps: &[PreparedStep],
     pb: &PlaybookInfo,
@@ -125,6 +127,10 @@ fn render(
     let mut out = Vec::new();
     for (i, ps) in steps.iter().enumerate() {
         let step = &ps.step;
+        if let (true, Some(why)) = (reuse, &step.not_selected) {
+            out.push(Err(why.clone()));
+            continue;
+        }
         if reuse && ps.context_free {
             match (&ps.probe_desired, &step.when) {
                 (Some(d), _) => {
@@ -281,7 +287,8 @@ pub fn prepare(
         match render(&steps, &info, &ctx, false) {
             Ok(r) => {
                 for (ps, d) in steps.iter_mut().zip(r.steps) {
-                    ps.probe_desired = d.ok();
+                    // A step not selected is checked, but not probed.
+                    ps.probe_desired = d.ok().filter(|_| ps.step.not_selected.is_none());
                 }
             }
             Err(es) => {
@@ -422,7 +429,24 @@ impl HostOutcome {
 /// Events a run reports while it goes (progress lines, JSON events).
 pub trait Observer: Send + Sync {
     fn phase(&self, _host: &str, _phase: &str) {}
-    fn step(&self, _host: &str, _step: &StepPlan, _status: StepStatus, _error: Option<&str>) {}
+    /// A step of apply ended, after `elapsed` (probing it again included).
+    fn step(
+        &self,
+        _host: &str,
+        _step: &StepPlan,
+        _status: StepStatus,
+        _error: Option<&str>,
+        _elapsed: Duration,
+    ) {
+    }
+    /// Whether [`Observer::command`] is wanted (the runner masks scripts only then).
+    fn wants_commands(&self) -> bool {
+        false
+    }
+    /// The script a step or handler (`what`: "step `NAME`", "handler `NAME`") of apply is
+    /// about to run on the host (under `sh -c`), secret values masked; None when it is not
+    /// shown because it handles secrets (see `secret_material`).
+    fn command(&self, _host: &str, _what: &str, _script: Option<&str>) {}
     fn handler(&self, _host: &str, _name: &str, _status: StepStatus, _error: Option<&str>) {}
     fn host_done(&self, _outcome: &HostOutcome) {}
     /// A host key was recorded in known_hosts (accept-new): `ADDRESS:PORT ALGORITHM SHA256:...`.
@@ -1085,9 +1109,20 @@ async fn drive(
                         if c.action == crate::plan::Action::Deferred
                             && !plan.steps.iter().any(|x| x.change.action.changes())
                         {
+                            let unselected = if p.steps[..i]
+                                .iter()
+                                .any(|x| x.step.not_selected.is_some())
+                            {
+                                "; earlier steps not selected (--tags, --skip-tags, --step) do not run"
+                            } else {
+                                ""
+                            };
                             return Err(failed(
                                 &s.step.name,
-                                format!("{} (and no earlier step changes anything)", c.reason),
+                                format!(
+                                    "{} (and no earlier step changes anything{unselected})",
+                                    c.reason
+                                ),
                             ));
                         }
                         c
@@ -1200,6 +1235,7 @@ async fn drive(
             }
             continue;
         }
+        let step_started = Instant::now();
         let timeout = p.steps[i].step.timeout.unwrap_or(default_timeout);
         let probe_now =
             sp.change.action == crate::plan::Action::Deferred || (rescue && desired[i].is_some());
@@ -1256,6 +1292,15 @@ async fn drive(
                         script.push_str(&journal_record(&journal, &notify));
                     }
                     script.push_str(&op.script);
+                    if ctx.observer.wants_commands() {
+                        let shown = (!secret_material(&p.steps[i].step, &sp.change))
+                            .then(|| mask.text(&op.script));
+                        ctx.observer.command(
+                            name,
+                            &format!("step `{}`", sp.name),
+                            shown.as_deref(),
+                        );
+                    }
                     let res = match (&op.stdin_from, &op.stdout_to) {
                         (_, Some(to)) => {
                             remote
@@ -1310,12 +1355,18 @@ async fn drive(
                 if rescue && status == StepStatus::Changed {
                     rescued.push(sp.name.clone());
                 }
-                ctx.observer.step(name, &sp, status, None);
+                ctx.observer
+                    .step(name, &sp, status, None, step_started.elapsed());
             }
             Err(e) => {
                 o.statuses[i] = StepStatus::Failed;
-                ctx.observer
-                    .step(name, &sp, StepStatus::Failed, Some(&e.1.to_string()));
+                ctx.observer.step(
+                    name,
+                    &sp,
+                    StepStatus::Failed,
+                    Some(&e.1.to_string()),
+                    step_started.elapsed(),
+                );
                 o.state = HostState::Failed;
                 match failure.take() {
                     None if has_rescue && !rescue => failure = Some(e),
@@ -1353,6 +1404,14 @@ async fn drive(
         .filter(|(n, _, _)| notified.contains(n))
     {
         ctx.observer.phase(name, &format!("handler {hname}"));
+        if ctx.observer.wants_commands() {
+            let secret = (p.playbook.handlers.iter())
+                .find(|h| &h.name == hname)
+                .is_none_or(uses_secrets);
+            let shown = (!secret).then(|| mask.text(&cmd.script()));
+            ctx.observer
+                .command(name, &format!("handler `{hname}`"), shown.as_deref());
+        }
         let marker = crate::quote::quote(&format!(
             "{journal}/{}",
             crate::fact::host::encode_name(hname)
@@ -1384,6 +1443,34 @@ async fn drive(
         HostState::Ok
     };
     Ok(())
+}
+
+/// Whether the script of a step may carry secret material, so that `-vv` must not show it:
+/// its text uses secrets (see [`uses_secrets`]), or it uploads secret content, whose sha256
+/// the upload script checks (a hash of a weak password is as good as the password): `secret`
+/// and `cert` steps, and files whose content is sensitive or holds a secret.
+fn secret_material(step: &Step, change: &Change) -> bool {
+    uses_secrets(step)
+        || matches!(step.kind.as_str(), "secret" | "cert")
+        || change.content.as_ref().is_some_and(|c| c.sensitive)
+}
+
+/// Whether a step's text can bring a secret value into its script: it names `secrets` (or
+/// Tera's whole-context variable). Such scripts are never shown (`-vv`), masked or not: a
+/// filter (`shell_quote`, `upper`, ...) can change a value past recognition.
+fn uses_secrets(step: &Step) -> bool {
+    fn mentions(s: &str) -> bool {
+        s.contains("secrets") || s.contains("__tera_context")
+    }
+    fn any(v: &toml::Value) -> bool {
+        match v {
+            toml::Value::String(s) => mentions(s),
+            toml::Value::Array(a) => a.iter().any(any),
+            toml::Value::Table(t) => t.iter().any(|(k, v)| mentions(k) || any(v)),
+            _ => false,
+        }
+    }
+    step.when.as_deref().is_some_and(mentions) || step.args.values().any(any)
 }
 
 /// Why a step's probe answer will be stale by the time it runs: an earlier step of the plan
@@ -1620,8 +1707,94 @@ mod tests {
             timeout: None,
             recheck_after: recheck_after.iter().map(|s| s.to_string()).collect(),
             rescue: false,
+            not_selected: None,
             line: 1,
         }
+    }
+
+    #[test]
+    fn steps_not_selected_are_checked_but_not_probed() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv_path = dir.path().join("inv.toml");
+        std::fs::write(&inv_path, "[defaults]\nuser = \"u\"\n[hosts.h1]\n").unwrap();
+        let inv = Inventory::load(&inv_path).unwrap();
+        let hosts: Vec<&Host> = inv.hosts.iter().collect();
+        let src = |second: &str| {
+            format!(
+                "name = \"p\"\n[[steps]]\nname = \"a\"\nkind = \"dir\"\npath = \"/a\"\ntags = [\"x\"]\n\
+                 [[steps]]\nname = \"b\"\nkind = \"dir\"\npath = \"{second}\"\ntags = [\"y\"]\n"
+            )
+        };
+        let filter = crate::select::StepFilter {
+            tags: vec!["x".into()],
+            ..Default::default()
+        };
+        let mut pb = Playbook::parse(&dir.path().join("pb.toml"), &src("/b")).unwrap();
+        crate::select::select_steps(&mut pb, &filter).unwrap();
+        let p = prepare(&inv, &pb, &hosts, &[]).unwrap();
+        assert!(p[0].steps[0].probe_desired.is_some());
+        assert!(p[0].steps[1].probe_desired.is_none(), "not probed");
+        // The render after the probe skips it, with the reason the plan shows.
+        let ctx = full_context(
+            &p[0].base,
+            &p[0].playbook.inventory,
+            &crate::fact::HostFacts::placeholder(),
+            &[],
+        );
+        let r = render(&p[0].steps, &p[0].playbook, &ctx, true).unwrap();
+        assert!(r.steps[0].is_ok());
+        assert_eq!(
+            r.steps[1].as_ref().unwrap_err(),
+            "not selected: no tag of --tags x"
+        );
+        // Bad input in a step not selected still stops the run before any connection.
+        let mut pb = Playbook::parse(&dir.path().join("pb.toml"), &src("{{ nope }}")).unwrap();
+        crate::select::select_steps(&mut pb, &filter).unwrap();
+        let e = prepare(&inv, &pb, &hosts, &[]).unwrap_err().to_string();
+        assert!(e.contains("step `b` on host `h1`"), "{e}");
+    }
+
+    #[test]
+    fn scripts_with_secret_material_are_never_shown() {
+        let mut s = pb_step(&[]);
+        s.args.insert("run".into(), "systemctl restart app".into());
+        let plain = Change::noop("x", "y");
+        assert!(!secret_material(&s, &plain));
+        for run in [
+            "echo {{ secrets.db | shell_quote }}",
+            "echo {{ __tera_context }}",
+        ] {
+            s.args.insert("run".into(), run.into());
+            assert!(secret_material(&s, &plain), "{run}");
+        }
+        s.args.insert("run".into(), "true".into());
+        s.when = Some("secrets.db != ''".into());
+        assert!(uses_secrets(&s));
+        s.when = None;
+        // nested: a template's `vars`
+        s.args.insert(
+            "vars".into(),
+            toml::Value::Table(toml::toml! { dsn = "{{ secrets.db }}" }),
+        );
+        assert!(uses_secrets(&s));
+        s.args.remove("vars");
+        for kind in ["secret", "cert"] {
+            s.kind = kind.into();
+            assert!(secret_material(&s, &plain), "{kind}");
+        }
+        // a file whose content is sensitive (or holds a secret: the mask marks it so)
+        s.kind = "file".into();
+        let mut c = Change::noop("x", "y");
+        c.content = Some(ContentChange {
+            path: "/etc/app.env".into(),
+            old_sha256: None,
+            new: Arc::new(b"KEY=...".to_vec()),
+            sensitive: true,
+            old: None,
+        });
+        assert!(secret_material(&s, &c));
+        c.content.as_mut().unwrap().sensitive = false;
+        assert!(!secret_material(&s, &c));
     }
 
     #[test]

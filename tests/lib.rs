@@ -28,6 +28,7 @@ mod http_check;
 mod image_ship;
 mod jump;
 mod rollout;
+mod selection;
 mod ssh_config;
 mod stats;
 mod tasks;

@@ -136,12 +136,20 @@ impl Observer for JsonObserver {
             .emit(json!({"event": "host_key_learned", "host": host, "key": key}));
     }
 
-    fn step(&self, host: &str, step: &StepPlan, status: StepStatus, error: Option<&str>) {
+    fn step(
+        &self,
+        host: &str,
+        step: &StepPlan,
+        status: StepStatus,
+        error: Option<&str>,
+        elapsed: std::time::Duration,
+    ) {
         let mut v = step_json(step);
         let m = v.as_object_mut().expect("object");
         m.insert("event".into(), json!("step"));
         m.insert("host".into(), json!(host));
         m.insert("status".into(), json!(status.word()));
+        m.insert("elapsed_ms".into(), json!(elapsed.as_millis() as u64));
         if let Some(out) = &step.output {
             m.insert("output".into(), json!(out));
         }

@@ -14,9 +14,52 @@ pub enum Format {
     Json,
 }
 
-/// Whether to use colour on stdout.
+/// How much the text output says (`-q`, `-v`, `-vv`). JSON output is the same at every level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// `-q`: errors and the closing summary line only (no plans, progress or step lines).
+    Quiet,
+    #[default]
+    Normal,
+    /// `-v`: also the steps that change nothing (plans of unchanged hosts included), and the
+    /// time of every step of apply.
+    Verbose,
+    /// `-vv`: also the script each changing step runs on the host (never a secret value).
+    Commands,
+}
+
+impl Verbosity {
+    /// From the counted `-v` and the `-q` flag (clap makes them exclusive).
+    pub fn from_flags(verbose: u8, quiet: bool) -> Self {
+        match (quiet, verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, 1) => Verbosity::Verbose,
+            (false, _) => Verbosity::Commands,
+        }
+    }
+}
+
+/// Whether text written to a stream may carry colours: it is a terminal and `NO_COLOR` is not
+/// set to a non-empty value (<https://no-color.org>).
+pub fn color_enabled(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Whether to use colour on stdout (plans, summaries).
 pub fn color() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+    color_enabled(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stdout().is_terminal(),
+    )
+}
+
+/// Whether to use colour on stderr (progress and step lines).
+pub fn color_stderr() -> bool {
+    color_enabled(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stderr().is_terminal(),
+    )
 }
 
 /// The process's peak resident memory so far, in KiB (`getrusage`; 0 if unknown).
@@ -45,4 +88,34 @@ pub fn cpu_time() -> std::time::Duration {
             + std::time::Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
     };
     tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn verbosity_levels() {
+        assert_eq!(Verbosity::from_flags(0, false), Verbosity::Normal);
+        assert_eq!(Verbosity::from_flags(0, true), Verbosity::Quiet);
+        assert_eq!(Verbosity::from_flags(1, false), Verbosity::Verbose);
+        assert_eq!(Verbosity::from_flags(2, false), Verbosity::Commands);
+        assert_eq!(Verbosity::from_flags(5, false), Verbosity::Commands);
+        assert!(Verbosity::Quiet < Verbosity::Normal && Verbosity::Verbose < Verbosity::Commands);
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(color_enabled(None, true));
+        assert!(!color_enabled(None, false));
+        assert!(!color_enabled(Some(OsStr::new("1")), true));
+        assert!(
+            !color_enabled(Some(OsStr::new("0")), true),
+            "any non-empty value"
+        );
+        // an empty NO_COLOR does not count (no-color.org)
+        assert!(color_enabled(Some(OsStr::new("")), true));
+        assert!(!color_enabled(Some(OsStr::new("")), false));
+    }
 }

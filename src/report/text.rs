@@ -1,6 +1,7 @@
 //! Text output: plans with unified diffs, per-host progress lines, the summary table.
 
 use crate::plan::{Action, ContentChange, HostPlan};
+use crate::report::Verbosity;
 use crate::run::{HostOutcome, HostState, Observer, StepStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -106,8 +107,9 @@ fn content_diff(c: &ContentChange, host: &str, out: &mut String, paint: Paint) {
     }
 }
 
-/// The plan of one host, as shown by `plan` and before a confirmed `apply`.
-pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint) -> String {
+/// The plan of one host, as shown by `plan` and before a confirmed `apply`. The steps of a
+/// host with nothing to change are listed only with `all` (`-v`).
+pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint, all: bool) -> String {
     let mut out = String::new();
     let n = plan.changes();
     let mut summary = if n == 0 {
@@ -142,7 +144,7 @@ pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint) -> String 
         }
         w
     };
-    if n == 0 {
+    if n == 0 && !all {
         // Listing every `ok` step of every unchanged host buries the changes.
         out.push_str(&warnings());
         return out;
@@ -197,6 +199,96 @@ fn name_width(outcomes: &[HostOutcome]) -> usize {
         .max(4)
 }
 
+/// Which steps a `--tags`/`--skip-tags`/`--step` filter selected, before a run.
+pub fn selection(sel: &crate::select::Selection) -> String {
+    let names = |v: &[String]| {
+        v.iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let total = sel.selected.len() + sel.not_selected.len();
+    let mut out = format!(
+        "selected {} of {total} steps ({})",
+        sel.selected.len(),
+        sel.filter
+    );
+    if !sel.not_selected.is_empty() {
+        let _ = write!(out, "; not selected: {}", names(&sel.not_selected));
+    }
+    out.push('\n');
+    for (name, why) in &sel.kept {
+        let _ = writeln!(out, "  `{name}` runs anyway: {why}");
+    }
+    out
+}
+
+/// `-q`: one line for the whole run, then the errors.
+pub fn summary_quiet(outcomes: &[HostOutcome], apply: bool, paint: Paint) -> String {
+    let mut out = String::new();
+    let count = |s: HostState| outcomes.iter().filter(|o| o.state == s).count();
+    let mut parts = Vec::new();
+    for s in [
+        HostState::Ok,
+        HostState::Changed,
+        HostState::Failed,
+        HostState::Unreachable,
+        HostState::NotStarted,
+    ] {
+        let n = count(s);
+        if n > 0 {
+            parts.push(format!("{n} {}", s.word()));
+        }
+    }
+    let steps: usize = outcomes
+        .iter()
+        .map(|o| {
+            if apply {
+                o.count(StepStatus::Changed)
+            } else {
+                o.plan.as_ref().map_or(0, HostPlan::changes)
+            }
+        })
+        .sum();
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let _ = writeln!(
+        out,
+        "{}: {} host{}: {}; {steps} {}",
+        if apply { "apply" } else { "plan" },
+        outcomes.len(),
+        plural(outcomes.len()),
+        parts.join(", "),
+        if apply {
+            format!("step{} changed", plural(steps))
+        } else {
+            format!("change{} pending", plural(steps))
+        }
+    );
+    out.push_str(&errors(outcomes, paint));
+    out
+}
+
+/// The error line of every host that has one.
+fn errors(outcomes: &[HostOutcome], paint: Paint) -> String {
+    let mut out = String::new();
+    for o in outcomes {
+        if let Some(e) = &o.error {
+            let at = o
+                .failed_at
+                .as_deref()
+                .map(|a| format!(" at {a}"))
+                .unwrap_or_default();
+            let label = if o.state == HostState::NotStarted {
+                "not started:".to_string()
+            } else {
+                paint.red("error:")
+            };
+            let _ = writeln!(out, "{label} {} ({}){at}: {e}", o.name, o.address);
+        }
+    }
+    out
+}
+
 /// One line per host: state, counts, time.
 pub fn summary(outcomes: &[HostOutcome], apply: bool, paint: Paint) -> String {
     let mut out = String::new();
@@ -235,21 +327,7 @@ pub fn summary(outcomes: &[HostOutcome], apply: bool, paint: Paint) -> String {
             o.elapsed.as_secs_f64()
         );
     }
-    for o in outcomes {
-        if let Some(e) = &o.error {
-            let at = o
-                .failed_at
-                .as_deref()
-                .map(|a| format!(" at {a}"))
-                .unwrap_or_default();
-            let label = if o.state == HostState::NotStarted {
-                "not started:".to_string()
-            } else {
-                paint.red("error:")
-            };
-            let _ = writeln!(out, "{label} {} ({}){at}: {e}", o.name, o.address);
-        }
-    }
+    out.push_str(&errors(outcomes, paint));
     out
 }
 
@@ -290,13 +368,16 @@ pub fn stats(outcomes: &[HostOutcome], wall: std::time::Duration) -> String {
     out
 }
 
-/// Progress while a run goes: a spinner line per host on a terminal, plain lines otherwise.
+/// Progress while a run goes: a spinner line per host on a terminal (stderr), plain lines
+/// otherwise; nothing with `-q`.
 pub struct Progress {
     multi: Option<MultiProgress>,
     bars: Mutex<HashMap<String, ProgressBar>>,
+    /// Colours of the lines on stderr.
     paint: Paint,
     /// Print each changed step (apply).
     steps: bool,
+    verbosity: Verbosity,
     /// While the plan is shown and confirmed, progress is not drawn.
     paused: std::sync::atomic::AtomicBool,
     /// Host keys recorded under accept-new, not shown yet: (host, key).
@@ -304,14 +385,17 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(steps: bool, quiet: bool) -> Self {
-        let tty = std::io::stderr().is_terminal() && !quiet;
+    /// Progress of an `apply` (spinners, step lines) or of a `plan` (nothing to show).
+    pub fn new(apply: bool, verbosity: Verbosity) -> Self {
+        let shown = apply && verbosity > Verbosity::Quiet;
+        let tty = shown && std::io::stderr().is_terminal();
         Self {
             multi: tty.then(MultiProgress::new),
             bars: Mutex::new(HashMap::new()),
             learned: Mutex::new(Vec::new()),
-            paint: Paint(crate::report::color()),
-            steps,
+            paint: Paint(crate::report::color_stderr()),
+            steps: shown,
+            verbosity,
             paused: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -346,11 +430,12 @@ impl Progress {
             bars.entry(host.to_string())
                 .or_insert_with(|| {
                     let b = multi.add(ProgressBar::new_spinner());
+                    // Styled by `Paint` (NO_COLOR), not by the template.
                     b.set_style(
-                        ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
+                        ProgressStyle::with_template("{spinner} {prefix} {msg}")
                             .expect("valid template"),
                     );
-                    b.set_prefix(host.to_string());
+                    b.set_prefix(self.paint.bold(host));
                     b.enable_steady_tick(Duration::from_millis(120));
                     b
                 })
@@ -433,6 +518,7 @@ impl Observer for Progress {
         step: &crate::plan::StepPlan,
         status: StepStatus,
         error: Option<&str>,
+        elapsed: Duration,
     ) {
         if let (true, Some(out)) = (self.steps, &step.output) {
             // What an operation printed (status, logs, ...), under its step line.
@@ -445,22 +531,55 @@ impl Observer for Progress {
                 return;
             }
         }
-        if !self.steps || !(status == StepStatus::Changed || status == StepStatus::Failed) {
+        let all = self.verbosity >= Verbosity::Verbose;
+        if !self.steps || !(all || status == StepStatus::Changed || status == StepStatus::Failed) {
             return;
         }
         let c = &step.change;
-        let mut s = format!(
-            "{host}: {} {} {}",
-            self.paint.action(c.action),
-            step.kind,
-            c.target
-        );
+        let mut s = match status {
+            StepStatus::Skipped => format!(
+                "{host}: {} {} `{}` ({})",
+                self.paint.action(c.action),
+                step.kind,
+                step.name,
+                c.reason
+            ),
+            _ => format!(
+                "{host}: {} {} {}",
+                self.paint.action(c.action),
+                step.kind,
+                c.target
+            ),
+        };
+        if all && status != StepStatus::Skipped {
+            s.push_str(&format!(" ({:.2}s)", elapsed.as_secs_f64()));
+        }
         if status == StepStatus::Failed {
             s.push_str(&format!(
                 " {} {}",
                 self.paint.red("FAILED:"),
                 error.unwrap_or("")
             ));
+        }
+        self.line(s);
+    }
+
+    fn wants_commands(&self) -> bool {
+        self.steps && self.verbosity >= Verbosity::Commands
+    }
+
+    fn command(&self, host: &str, what: &str, script: Option<&str>) {
+        if !self.wants_commands() {
+            return;
+        }
+        let mut s = format!("{host}: $ {what} runs:");
+        match script {
+            Some(script) => {
+                for l in script.lines() {
+                    s.push_str(&format!("\n{host}:     {l}"));
+                }
+            }
+            None => s.push_str(" (not shown: it handles secrets)"),
         }
         self.line(s);
     }
@@ -482,5 +601,79 @@ impl Observer for Progress {
             None if self.steps && self.multi.is_none() => eprintln!("{}: {msg}", o.name),
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Change, StepPlan};
+
+    fn step(name: &str, change: Change) -> StepPlan {
+        StepPlan {
+            name: name.into(),
+            kind: "file".into(),
+            change,
+            notify: vec![],
+            output: None,
+        }
+    }
+
+    #[test]
+    fn selection_line_names_what_does_not_run() {
+        let sel = crate::select::Selection {
+            filter: "--tags web".into(),
+            selected: vec!["token".into(), "web config".into()],
+            not_selected: vec!["db config".into()],
+            kept: vec![("token".into(), "a secret step")],
+        };
+        assert_eq!(
+            selection(&sel),
+            "selected 2 of 3 steps (--tags web); not selected: `db config`\n  `token` runs anyway: a secret step\n"
+        );
+    }
+
+    #[test]
+    fn unchanged_hosts_list_their_steps_only_when_verbose() {
+        let p = HostPlan {
+            steps: vec![
+                step("motd", Change::noop("/etc/motd", "up to date")),
+                step("db", Change::skip("", "not selected: no tag of --tags web")),
+            ],
+            ..HostPlan::default()
+        };
+        let normal = plan("h1", "10.0.0.1", &p, Paint(false), false);
+        assert_eq!(normal, "h1 (10.0.0.1): no changes\n");
+        let all = plan("h1", "10.0.0.1", &p, Paint(false), true);
+        assert_eq!(
+            all,
+            "h1 (10.0.0.1): no changes\n    ok      file /etc/motd: up to date\n    skip    file `db` (not selected: no tag of --tags web)\n"
+        );
+    }
+
+    #[test]
+    fn quiet_summary_is_one_line_and_the_errors() {
+        let mut a = HostOutcome::new("h1".into(), "10.0.0.1".into());
+        a.state = HostState::Changed;
+        a.statuses = vec![StepStatus::Changed, StepStatus::Ok, StepStatus::Changed];
+        let mut b = HostOutcome::new("h2".into(), "10.0.0.2".into());
+        b.state = HostState::Unreachable;
+        b.error = Some("connection refused".into());
+        b.failed_at = Some("connect".into());
+        let c = HostOutcome::new("h3".into(), "10.0.0.3".into());
+        assert_eq!(
+            summary_quiet(&[a, b, c], true, Paint(false)),
+            "apply: 3 hosts: 1 changed, 1 unreachable, 1 not started; 2 steps changed\nerror: h2 (10.0.0.2) at connect: connection refused\n"
+        );
+        let mut d = HostOutcome::new("h1".into(), "10.0.0.1".into());
+        d.state = HostState::Changed;
+        d.plan = Some(HostPlan {
+            steps: vec![step("motd", Change::deferred("/etc/motd", "later"))],
+            ..HostPlan::default()
+        });
+        assert_eq!(
+            summary_quiet(&[d], false, Paint(false)),
+            "plan: 1 host: 1 changed; 1 change pending\n"
+        );
     }
 }
