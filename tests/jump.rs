@@ -68,6 +68,7 @@ fn targets_behind_a_bastion() {
         .iter()
         .map(|h| log_len(&lab.host(h).sshd_log))
         .collect();
+    let bastion_mark = log_len(&lab.host("h1").sshd_log);
     let r = claw(
         &[
             "apply",
@@ -92,6 +93,15 @@ fn targets_behind_a_bastion() {
             &log[marks[i]..]
         );
     }
+
+    // Both hosts went through one connection to the bastion (shared, not one per host).
+    let log = std::fs::read_to_string(lab.host("h1").sshd_log).unwrap();
+    assert_eq!(
+        log[bastion_mark..].matches("Accepted publickey").count(),
+        1,
+        "one bastion connection for the run:\n{}",
+        &log[bastion_mark..]
+    );
 
     // The same through ssh_config's ProxyJump (and the bastion's settings from ssh_config).
     let cfg = s.file(
@@ -142,6 +152,41 @@ fn targets_behind_a_bastion() {
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(all.contains("jump host"), "{all}");
     assert!(all.contains(&bastion) && all.contains("SHA256:"), "{all}");
+    // Every host behind it fails; the bastion is tried once, the others get its reason.
+    let mark = log_len(&lab.host("h1").sshd_log);
+    let r = claw(
+        &[
+            "plan",
+            inv3.to_str().unwrap(),
+            "--limit",
+            "h2,h3",
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let errors: Vec<String> = ["h2", "h3"]
+        .iter()
+        .map(|h| r.host(h)["error"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(errors.iter().all(|e| e.contains("SHA256:")), "{errors:?}");
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.contains("cannot connect through the jump host"))
+            .count(),
+        1,
+        "{errors:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = std::fs::read_to_string(lab.host("h1").sshd_log).unwrap();
+    assert_eq!(
+        log[mark..].matches("Connection from").count(),
+        1,
+        "the bastion was tried once:\n{}",
+        &log[mark..]
+    );
 
     // A bastion that cannot reach the target: a clear error naming the jump host.
     for cmd in [

@@ -22,6 +22,16 @@ pub enum SshError {
         reason: String,
     },
 
+    /// The jump host connection that other hosts of this run share could not be made (the
+    /// first host to try it got the full error).
+    #[error("host `{host}` ({target}): cannot connect through the jump host: {reason}")]
+    JumpFailed {
+        host: String,
+        target: String,
+        reason: String,
+        unreachable: bool,
+    },
+
     /// TCP connect failed (refused, no route, reset).
     #[error("host `{host}` ({target}) is unreachable: {reason}")]
     Unreachable {
@@ -247,7 +257,9 @@ impl SshError {
             SshError::Resolve { .. }
             | SshError::Unreachable { .. }
             | SshError::ConnectTimeout { .. } => true,
-            SshError::Handshake { unreachable, .. } => *unreachable,
+            SshError::Handshake { unreachable, .. } | SshError::JumpFailed { unreachable, .. } => {
+                *unreachable
+            }
             _ => false,
         }
     }

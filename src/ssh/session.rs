@@ -12,6 +12,7 @@
 //! connection died.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -378,7 +379,7 @@ fn describe_connection_error(e: &russh::Error) -> String {
 pub struct Session {
     handle: Arc<Handle<ClientHandler>>,
     /// Jump host connections, kept open as long as the session (dropped after `handle`).
-    hops: Vec<Arc<Handle<ClientHandler>>>,
+    hops: Arc<HopChain>,
     shared: Arc<Shared>,
     host: String,
     target: String,
@@ -412,8 +413,9 @@ impl Session {
         pass: &dyn PassphraseSource,
     ) -> Result<Session, SshError> {
         let started = Instant::now();
-        let (hops, mut learned) = connect_hops(spec, pass).await?;
+        let (hops, mut learned) = shared_hops(spec, pass).await?;
         let through = hops
+            .hops
             .last()
             .map(|h| (h.as_ref(), spec.jump.last().map_or("", |j| j.name.as_str())));
         let Established::Session(handle, shared, authenticated_with) =
@@ -445,18 +447,13 @@ impl Session {
         spec: &ConnectSpec,
         pass: &dyn PassphraseSource,
     ) -> Result<PublicKey, SshError> {
-        let (hops, _) = connect_hops(spec, pass).await?;
+        let (hops, _) = shared_hops(spec, pass).await?;
         let through = hops
+            .hops
             .last()
             .map(|h| (h.as_ref(), spec.jump.last().map_or("", |j| j.name.as_str())));
         let r = establish(spec, through, pass, true).await;
-        for hop in hops.iter().rev() {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                hop.disconnect(russh::Disconnect::ByApplication, "", "en"),
-            )
-            .await;
-        }
+        drop(hops);
         match r? {
             Established::Scanned(key) => Ok(key),
             Established::Session(..) => unreachable!("a scan ends at the host key"),
@@ -724,13 +721,97 @@ impl Session {
         if let Ok(handle) = Arc::try_unwrap(self.handle) {
             let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
         }
-        // Then the jump hosts, nearest to the host first.
-        for hop in self.hops.into_iter().rev() {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                hop.disconnect(russh::Disconnect::ByApplication, "", "en"),
-            )
-            .await;
+        // The jump host connections close when the last session using them is gone.
+        if let Ok(chain) = Arc::try_unwrap(self.hops) {
+            for hop in chain.hops.into_iter().rev() {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    hop.disconnect(russh::Disconnect::ByApplication, "", "en"),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Connections to the jump hosts of one chain, shared by every session that goes through the
+/// same chain (a fleet behind one bastion makes one connection to it, not one per host, so the
+/// bastion's `MaxStartups` is not hit). Closed when the last session using it is gone.
+pub(super) struct HopChain {
+    hops: Vec<Arc<Handle<ClientHandler>>>,
+}
+
+/// Per chain (see [`chain_key`]): the live connections, or why the attempt failed.
+#[derive(Default)]
+struct ChainSlot {
+    live: std::sync::Weak<HopChain>,
+    failed: Option<(String, bool)>,
+}
+
+type ChainSlots = Mutex<HashMap<String, Arc<tokio::sync::Mutex<ChainSlot>>>>;
+
+fn chain_slots() -> &'static ChainSlots {
+    static SLOTS: std::sync::OnceLock<ChainSlots> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(Default::default)
+}
+
+/// What makes two hosts' jump chains the same connections: every hop's endpoint, user and
+/// keys, and the host-key settings they are checked with.
+fn chain_key(spec: &ConnectSpec) -> String {
+    let mut k = format!(
+        "{:?} {:?} {} {}",
+        spec.known_hosts, spec.policy, spec.identities_only, spec.use_agent
+    );
+    for j in &spec.jump {
+        k.push_str(&format!(
+            " | {}@{} {:?}",
+            j.user,
+            super::target_of(&j.address, j.port),
+            j.identity_files
+        ));
+    }
+    k
+}
+
+/// The jump host connections for `spec`: the live shared ones, else new ones (made once while
+/// other hosts of the chain wait). A failure is remembered for the rest of the process: the
+/// other hosts fail at once with its reason instead of each waiting for the timeout.
+async fn shared_hops(
+    spec: &ConnectSpec,
+    pass: &dyn PassphraseSource,
+) -> Result<(Arc<HopChain>, Vec<String>), SshError> {
+    if spec.jump.is_empty() {
+        return Ok((Arc::new(HopChain { hops: Vec::new() }), Vec::new()));
+    }
+    let slot = chain_slots()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(chain_key(spec))
+        .or_default()
+        .clone();
+    let mut slot = slot.lock().await;
+    if let Some((reason, unreachable)) = &slot.failed {
+        return Err(SshError::JumpFailed {
+            host: spec.host.clone(),
+            target: spec.target(),
+            reason: reason.clone(),
+            unreachable: *unreachable,
+        });
+    }
+    if let Some(chain) = slot.live.upgrade()
+        && !chain.hops.iter().any(|h| h.is_closed())
+    {
+        return Ok((chain, Vec::new()));
+    }
+    match connect_hops(spec, pass).await {
+        Ok((hops, learned)) => {
+            let chain = Arc::new(HopChain { hops });
+            slot.live = Arc::downgrade(&chain);
+            Ok((chain, learned))
+        }
+        Err(e) => {
+            slot.failed = Some((e.to_string(), e.is_unreachable()));
+            Err(e)
         }
     }
 }
@@ -746,7 +827,8 @@ async fn connect_hops(
     let mut via: Option<&str> = None;
     for j in &spec.jump {
         let hop = ConnectSpec {
-            host: format!("{} (jump host {})", spec.host, j.name),
+            // Shared by the hosts behind it: the message names the jump host only.
+            host: format!("{} (jump host)", j.name),
             address: j.address.clone(),
             port: j.port,
             user: j.user.clone(),
