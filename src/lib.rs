@@ -14,6 +14,7 @@ pub mod report;
 pub mod resource;
 pub mod rollout;
 pub mod run;
+pub mod saved_plan;
 pub mod secret;
 pub mod ssh;
 pub mod template;
