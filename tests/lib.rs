@@ -26,5 +26,6 @@ mod git;
 mod http_check;
 mod image_ship;
 mod rollout;
+mod saved_plan;
 mod stats;
 mod tasks;
