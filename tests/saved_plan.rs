@@ -136,6 +136,17 @@ fn saved_plan_applies_exactly_and_refuses_drift_and_other_inputs() {
         "{}",
         p.stdout
     );
+    // The secret read back from the host, its base64, the env file's plain sha256: not in it.
+    let text = std::fs::read_to_string(out).unwrap();
+    let env_sha = lab.ssh_ok("h1", "sudo sha256sum /opt/sp/env");
+    let env_sha = env_sha.split_whitespace().next().unwrap();
+    let db_b64 = lab.ssh_ok("h1", "sudo base64 -w0 /opt/sp/db_password");
+    for forbidden in [db.trim(), db_b64.trim(), env_sha, API_KEY] {
+        assert!(
+            !text.contains(forbidden),
+            "{forbidden} in the plan:\n{text}"
+        );
+    }
     lab.ssh_ok(
         "h1",
         "echo 'edited by hand' | sudo tee /opt/sp/motd >/dev/null",
