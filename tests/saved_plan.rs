@@ -226,11 +226,34 @@ fn saved_plan_applies_exactly_and_refuses_drift_and_other_inputs() {
         a.stderr
     );
     assert!(!a.stderr.contains("another-key") && !a.stderr.contains(API_KEY));
-    // The plan, applied as made: h1 repaired, h2 had nothing to do.
+    // The plan, applied as made: both motds back to "welcome to".
     let a = claw(&["apply", inv, "--plan", out, "--output", "json"], &ENV);
     assert_eq!(a.code, 0, "{}\n{}", a.stdout, a.stderr);
     assert_eq!(a.host("h1")["state"], "changed");
-    assert_eq!(a.host("h2")["state"], "changed"); // the motd back to "welcome to"
+    assert_eq!(a.host("h2")["state"], "changed");
+    assert_eq!(lab.ssh_ok("h1", "sudo cat /opt/sp/motd"), "welcome to h1\n");
+
+    // A plan with changes on h1 only (JSON output): h2, planned with nothing to change, is
+    // probed, found as planned, and left alone.
+    lab.ssh_ok("h1", "echo 'edited' | sudo tee /opt/sp/motd >/dev/null");
+    let p = claw(&["plan", inv, "--out", out, "--output", "json"], &ENV);
+    assert_eq!(p.code, 0, "{}\n{}", p.stdout, p.stderr);
+    let saved = p
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "plan_saved")
+        .expect("a plan_saved event");
+    assert_eq!(
+        (saved["changes"].as_u64(), saved["hosts"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let a = claw(&["apply", inv, "--plan", out, "--output", "json"], &ENV);
+    assert_eq!(a.code, 0, "{}\n{}", a.stdout, a.stderr);
+    assert_eq!(a.host("h1")["state"], "changed");
+    assert_eq!(a.host("h1")["changed"], 1);
+    assert_eq!(a.host("h2")["state"], "ok");
+    assert_eq!(a.host("h2")["changed"], 0);
+    assert_eq!(lab.ssh_ok("h1", "sudo cat /opt/sp/motd"), "welcome to h1\n");
     let p = claw(&["plan", inv, "--detailed-exitcode"], &ENV);
     assert_eq!(p.code, 0, "{}\n{}", p.stdout, p.stderr);
 
