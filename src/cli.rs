@@ -5,7 +5,8 @@ use crate::inventory::Inventory;
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::report::{self, Format, Verbosity, json, text};
-use crate::run::{self, HostOutcome, HostState, Mode, Observer, RunOptions};
+use crate::run::{self, HostOutcome, HostState, Mode, Observer, Prepared, RunOptions};
+use crate::saved_plan;
 use crate::secret::Secret;
 use crate::select::{Selection, StepFilter};
 use crate::ssh::PassphraseSource;
@@ -65,12 +66,12 @@ fn load_inventory(path: &Path) -> Result<Inventory, crate::error::ConfigErrors> 
 pub enum Command {
     /// Show, per host and step, what apply would change (touches nothing).
     #[command(
-        after_help = "Examples:\n  claw-provision plan inventory/prod.toml\n  claw-provision plan inventory/prod.toml --limit 'web-*' -e release=v2\n  claw-provision plan inventory/prod.toml --limit @canary.txt --tags nginx\n  claw-provision plan inventory/prod.toml -q --detailed-exitcode   # 2 = drift"
+        after_help = "Examples:\n  claw-provision plan inventory/prod.toml\n  claw-provision plan inventory/prod.toml --limit 'web-*' -e release=v2\n  claw-provision plan inventory/prod.toml --limit @canary.txt --tags nginx\n  claw-provision plan inventory/prod.toml -q --detailed-exitcode   # 2 = changes pending (cron/CI)\n  claw-provision plan inventory/prod.toml --out prod.plan       # then: apply inventory/prod.toml --plan prod.plan"
     )]
-    Plan(RunArgs),
+    Plan(PlanArgs),
     /// Change only what differs from the declared state.
     #[command(
-        after_help = "Examples:\n  claw-provision apply inventory/prod.toml            # shows the plan and asks\n  claw-provision apply inventory/prod.toml --yes --output json\n  claw-provision apply inventory/prod.toml --tags nginx --skip-tags slow --limit 'web-*,!web-3'\n  claw-provision apply inventory/prod.toml --step 'app config' -v   # from there on, timed\n  CLAW_BECOME_PASSWORD=... claw-provision apply inventory/prod.toml --yes"
+        after_help = "Examples:\n  claw-provision apply inventory/prod.toml            # shows the plan and asks\n  claw-provision apply inventory/prod.toml --yes --output json\n  claw-provision apply inventory/prod.toml --plan prod.plan   # exactly the saved plan, no question\n  claw-provision apply inventory/prod.toml --tags nginx --skip-tags slow --limit 'web-*,!web-3'\n  claw-provision apply inventory/prod.toml --step 'app config' -v   # from there on, timed\n  CLAW_BECOME_PASSWORD=... claw-provision apply inventory/prod.toml --yes"
     )]
     Apply(ApplyArgs),
     /// Check inventory, playbook and templates offline; report every error at once.
@@ -241,6 +242,27 @@ impl StepArgs {
             start_at: self.step.clone(),
         }
     }
+
+    /// The selection as given, for a saved plan (None: every step).
+    pub fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        let mut tags = self.tags.clone();
+        tags.sort();
+        tags.dedup();
+        let mut skip = self.skip_tags.clone();
+        skip.sort();
+        skip.dedup();
+        if !tags.is_empty() {
+            parts.push(format!("--tags {}", tags.join(",")));
+        }
+        if !skip.is_empty() {
+            parts.push(format!("--skip-tags {}", skip.join(",")));
+        }
+        if let Some(s) = &self.step {
+            parts.push(format!("--step '{s}'"));
+        }
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
 }
 
 fn tag(s: &str) -> Result<String, String> {
@@ -268,7 +290,8 @@ pub struct RunArgs {
     /// Hosts worked on at the same time.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
     pub forks: u16,
-    /// Exit 2 when changes are pending (plan) or were made (apply), 0 when none.
+    /// Exit 2 when changes are pending (plan) or were made (apply), 0 when none, 1 on an error
+    /// (which wins): the drift check of cron or CI.
     #[arg(long)]
     pub detailed_exitcode: bool,
     /// After the summary: per host connections, channels, remote round trips, bytes and the
@@ -282,9 +305,26 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Also save the plan to FILE (JSON, mode 0600): per host and step the change and
+    /// fingerprints of what it is based on, no secret value. `apply INVENTORY --plan FILE`
+    /// applies exactly it. Not written when a host could not be planned.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct ApplyArgs {
     #[command(flatten)]
     pub run: RunArgs,
+    /// Apply the plan saved by `plan --out FILE`, without asking: give the same inventory and
+    /// options (--playbook, --limit, --task, -e). Refused before any change if its inputs
+    /// changed; a host whose probed state changed since (drift) is refused, naming the steps,
+    /// and the others are applied (exit 1 then).
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
     /// Apply without showing the plan and asking (required without a terminal).
     #[arg(short, long)]
     pub yes: bool,
@@ -305,12 +345,23 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Validate(a) => validate(&a, v),
         Command::Hosts(a) => hosts(&a),
-        Command::Plan(a) => run_cmd(a, Mode::Plan, false, false, v),
+        Command::Plan(a) => {
+            let saved = match a.out {
+                Some(f) => Saved::Out(f),
+                None => Saved::None,
+            };
+            run_cmd(a.run, Mode::Plan, false, false, v, saved)
+        }
         Command::Apply(a) => {
             if a.force_unlock && !a.yes {
                 confirm_force_unlock()?;
             }
-            run_cmd(a.run, Mode::Apply, a.yes, a.force_unlock, v)
+            let (yes, saved) = match a.plan {
+                // A saved plan was reviewed when it was made: it is applied without asking.
+                Some(f) => (true, Saved::Apply(f)),
+                None => (a.yes, Saved::None),
+            };
+            run_cmd(a.run, Mode::Apply, yes, a.force_unlock, v, saved)
         }
         Command::Run(a) => adhoc(&a, v),
         Command::KnownHosts(a) => fleet_keys(&a),
@@ -688,13 +739,37 @@ fn lock_holder(pb: &Playbook) -> String {
     )
 }
 
+/// A saved plan to write (`plan --out`) or to apply (`apply --plan`).
+enum Saved {
+    None,
+    Out(PathBuf),
+    Apply(PathBuf),
+}
+
 fn run_cmd(
     a: RunArgs,
     mode: Mode,
     yes: bool,
     force_unlock: bool,
     v: Verbosity,
+    saved: Saved,
 ) -> Result<i32, Error> {
+    // A saved plan that cannot be used stops the run before anything else.
+    let plan_file = match &saved {
+        Saved::Apply(f) => Some(Arc::new(saved_plan::PlanFile::read(f)?)),
+        Saved::Out(f) => {
+            let dir = crate::error::base_dir(f);
+            if !dir.is_dir() {
+                return Err(Error::Usage(format!(
+                    "--out {}: the directory {} does not exist",
+                    f.display(),
+                    dir.display()
+                )));
+            }
+            None
+        }
+        Saved::None => None,
+    };
     let interactive = std::io::stdin().is_terminal()
         && std::io::stdout().is_terminal()
         && std::io::stderr().is_terminal();
@@ -711,6 +786,38 @@ fn run_cmd(
     let l = load(&a.select, &a.steps.filter())?;
     let hosts = select(&l, &a.select)?;
     let prepared = run::prepare(&l.inv, &l.pb, &hosts, &a.select.extra)?;
+    let key = match (&saved, &plan_file) {
+        (Saved::Out(_), _) => Some(saved_plan::Key::random()?),
+        (_, Some(f)) => Some(f.key().map_err(Error::Usage)?),
+        _ => None,
+    };
+    let inputs = key.as_ref().map(|k| {
+        let sel = saved_plan::Selection {
+            inventory: &a.select.inventory,
+            playbook: &l.pb,
+            limit: a.select.limit.as_deref(),
+            steps: a.steps.describe(),
+            extra: &a.select.extra,
+        };
+        let secrets = prepared
+            .first()
+            .map_or(&[][..], |p| &p.playbook.operator_secrets[..]);
+        saved_plan::inputs(k, &sel, secrets)
+    });
+    if let (Saved::Apply(f), Some(plan), Some(k), Some(now)) = (&saved, &plan_file, &key, &inputs)
+        && let Err(why) = plan.check_inputs(k, now, &prepared)
+    {
+        return Err(Error::Usage(format!(
+            "--plan {}: made from other inputs, nothing was changed; plan again:\n  - {}",
+            f.display(),
+            why.join("\n  - ")
+        )));
+    }
+    // What `plan --out` writes needs the hosts' steps after the run.
+    let kept: Vec<Prepared> = match &saved {
+        Saved::Out(_) => prepared.clone(),
+        _ => Vec::new(),
+    };
     let format = a.select.output;
     if let (Format::Text, Some(sel), true) = (format, &l.selection, v > Verbosity::Quiet) {
         let mut out = std::io::stdout().lock();
@@ -730,6 +837,8 @@ fn run_cmd(
         lock_holder: (mode == Mode::Apply).then(|| lock_holder(&l.pb)),
         force_unlock,
         interrupt: interrupt.clone(),
+        fingerprint: key.clone(),
+        saved: plan_file.clone(),
     };
     let events = Arc::new(json::Events::default());
     let progress = Arc::new(text::Progress::new(mode == Mode::Apply, v));
@@ -871,6 +980,22 @@ fn run_cmd(
             if a.stats {
                 let _ = write!(out, "{}", text::stats(&outcomes, start.elapsed()));
             }
+        }
+    }
+    if let (Saved::Out(f), Some(k), Some(inputs)) = (&saved, &key, inputs) {
+        let file = saved_plan::PlanFile::new(k, inputs, &kept, &outcomes).map_err(|e| {
+            Error::HostsFailed(format!("--out {}: no plan written: {e}", f.display()))
+        })?;
+        file.write(f)?;
+        let changes: usize = file.hosts.iter().map(|h| h.changes).sum();
+        match format {
+            Format::Json => events.emit(serde_json::json!({"event": "plan_saved", "file": f.display().to_string(), "changes": changes, "hosts": file.hosts.len()})),
+            Format::Text => println!(
+                "Plan saved to {}: apply exactly it with `claw-provision apply {} --plan {}`",
+                f.display(),
+                a.select.inventory.display(),
+                f.display()
+            ),
         }
     }
     if outcomes

@@ -15,6 +15,7 @@ pub mod report;
 pub mod resource;
 pub mod rollout;
 pub mod run;
+pub mod saved_plan;
 pub mod secret;
 pub mod select;
 pub mod ssh;

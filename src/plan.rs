@@ -239,6 +239,18 @@ pub struct HostPlan {
     /// Handlers notified by an earlier run that did not get to run them (read from the
     /// target's journal); they run on this apply.
     pub pending_handlers: Vec<String>,
+    /// Fingerprints of what this plan was based on, when a saved plan is written or applied
+    /// (`src/saved_plan.rs`).
+    pub probed: Option<Probed>,
+}
+
+/// Keyed fingerprints (hex) of the probe answers a host's plan was based on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probed {
+    /// The host's facts (OS, architecture, init, Docker).
+    pub facts: String,
+    /// Per step, in plan order: what its probe answered (steps not probed have one too).
+    pub steps: Vec<String>,
 }
 
 impl HostPlan {

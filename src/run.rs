@@ -467,6 +467,12 @@ pub struct RunOptions {
     pub force_unlock: bool,
     /// Set on the first Ctrl-C: hosts stop before their next step, no new host starts.
     pub interrupt: Arc<std::sync::atomic::AtomicBool>,
+    /// Fingerprint what each host's plan is based on with this key (`plan --out`, `apply
+    /// --plan`): `HostPlan::probed`.
+    pub fingerprint: Option<crate::saved_plan::Key>,
+    /// `apply --plan`: the saved plan; a host whose plan made now differs from it (drift) is
+    /// refused before anything changes on it.
+    pub saved: Option<Arc<crate::saved_plan::PlanFile>>,
 }
 
 /// The decision after the plan was shown: apply or not.
@@ -799,7 +805,10 @@ async fn host_task(
     // lock (best effort: a lost connection cannot write it).
     let audited = match o.state {
         HostState::Changed => true,
-        HostState::Failed => !matches!(o.failed_at.as_deref(), Some("lock" | "facts" | "probe")),
+        HostState::Failed => !matches!(
+            o.failed_at.as_deref(),
+            Some("lock" | "facts" | "probe" | "drift")
+        ),
         _ => false,
     };
     o.elapsed = start.elapsed();
@@ -1142,6 +1151,16 @@ async fn drive(
         });
     }
     check_space(&probe, &first.preflight, &plan).map_err(|e| failed("preflight", e))?;
+    if let Some(key) = &ctx.opts.fingerprint {
+        plan.probed = Some(crate::saved_plan::probed(key, &facts, &observed));
+    }
+    if let Some(saved) = &ctx.opts.saved
+        && let Err(why) = saved.check_host(name, &plan)
+    {
+        o.probe_time = probe_started.elapsed();
+        o.plan = Some(plan);
+        return Err(failed("drift", why));
+    }
     // 5. Current contents of changed files, only to show diffs (one more round trip).
     if ctx.opts.fetch_diffs {
         fetch_old_contents(remote, &mut plan, default_timeout)
@@ -1908,7 +1927,7 @@ mod tests {
         .unwrap();
         let plan = |steps: Vec<StepPlan>| HostPlan {
             steps,
-            pending_handlers: vec![],
+            ..HostPlan::default()
         };
         // (earlier steps, expected reason)
         let cases = [

@@ -28,6 +28,7 @@ mod http_check;
 mod image_ship;
 mod jump;
 mod rollout;
+mod saved_plan;
 mod selection;
 mod ssh_config;
 mod stats;
