@@ -22,7 +22,7 @@ Exit codes: 0 success (nothing to change), 1 error or a host failed/unreachable,
 2 changes pending (plan) or made (apply) when --detailed-exitcode is given.
 
 Environment: CLAW_SSH_PASSPHRASE (passphrase of encrypted keys), CLAW_BECOME_PASSWORD
-(sudo password), SSH_AUTH_SOCK (ssh-agent), NO_COLOR.";
+(sudo password), SSH_AUTH_SOCK (ssh-agent), CLAW_SSH_CONFIG (as --ssh-config), NO_COLOR.";
 
 /// `--version`: the crate version and the git commit it was built from.
 pub const VERSION: &str = concat!(
@@ -37,7 +37,7 @@ pub const VERSION: &str = concat!(
 pub struct Cli {
     /// OpenSSH client configuration to read (`none`: none). Default: the inventory's
     /// `ssh_config`, else ~/.ssh/config if it exists. The inventory's settings win over it.
-    #[arg(long, global = true, value_name = "FILE|none")]
+    #[arg(long, global = true, value_name = "FILE|none", env = "CLAW_SSH_CONFIG")]
     pub ssh_config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -602,7 +602,8 @@ fn hosts(a: &SelectArgs) -> Result<i32, Error> {
                 "keepalive_interval_s": h.keepalive_interval.as_secs(), "identities_only": h.identities_only,
                 "jump": h.jump.iter().map(|j| serde_json::json!({
                     "name": j.name, "address": j.address, "port": j.port, "user": j.user,
-                    "identity_files": j.identity_files,
+                    "identity_files": j.identity_files, "identities_only": j.identities_only,
+                    "known_hosts": j.known_hosts, "host_key_policy": j.host_key_policy,
                 })).collect::<Vec<_>>(),
             })),
         }
@@ -1030,12 +1031,20 @@ fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
         a.pin,
         pass,
     ));
+    // Jump hosts' keys recorded on the way (accept-new).
+    let mut learned = crate::ssh::take_learned_host_keys();
     match a.output {
-        Format::Text => print!("{}", crate::fleet_keys::text(&reports, a.pin)),
+        Format::Text => {
+            print!("{}", crate::fleet_keys::text(&reports, a.pin));
+            eprint!("{}", text::learned_keys(&mut learned, &[]));
+        }
         Format::Json => {
             let ev = json::Events::default();
             for r in &reports {
                 ev.emit(crate::fleet_keys::json(r));
+            }
+            for (who, key) in learned {
+                ev.emit(serde_json::json!({"event": "host_key_learned", "host": who, "key": key}));
             }
         }
     }

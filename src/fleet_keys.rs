@@ -250,27 +250,27 @@ mod tests {
         let b = dir.path().join("b");
         let k = key();
         assert_eq!(
-            state_of(std::slice::from_ref(&a), "10.0.0.1", 22, &k, false),
+            state_of(std::slice::from_ref(&a), "192.0.2.1", 22, &k, false),
             KeyState::New
         );
         assert!(!a.exists(), "printing writes nothing");
         assert_eq!(
-            state_of(&[a.clone(), b.clone()], "10.0.0.1", 22, &k, true),
+            state_of(&[a.clone(), b.clone()], "192.0.2.1", 22, &k, true),
             KeyState::Recorded(a.clone())
         );
         // Known from the first file even when the second is asked first.
         assert_eq!(
-            state_of(&[b.clone(), a.clone()], "10.0.0.1", 22, &k, true),
+            state_of(&[b.clone(), a.clone()], "192.0.2.1", 22, &k, true),
             KeyState::Known
         );
         // A different key recorded: never replaced.
         std::fs::write(
             &b,
-            "[10.0.0.2]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
+            "[192.0.2.2]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
         )
         .unwrap();
         let before = std::fs::read(&b).unwrap();
-        match state_of(std::slice::from_ref(&b), "10.0.0.2", 2222, &k, true) {
+        match state_of(std::slice::from_ref(&b), "192.0.2.2", 2222, &k, true) {
             KeyState::Changed(at) => assert!(at.ends_with("b:1"), "{at}"),
             s => panic!("{s:?}"),
         }

@@ -142,6 +142,10 @@ pub struct JumpHost {
     pub port: u16,
     pub user: String,
     pub identity_files: Vec<PathBuf>,
+    pub identities_only: bool,
+    /// The hop's own known_hosts files and policy (ssh_config may set them per hop).
+    pub known_hosts: Vec<PathBuf>,
+    pub host_key_policy: HostKeyPolicy,
 }
 
 /// Which OpenSSH client configuration to read.
@@ -211,6 +215,139 @@ fn expand_files(
         .iter()
         .map(|f| crate::ssh::config::expand(f, t))
         .collect()
+}
+
+/// ssh_config's StrictHostKeyChecking as our policy: `no` would accept changed keys too; we
+/// never do, so it records new ones only, like `accept-new`.
+fn policy_of(s: Option<StrictHostKeyChecking>) -> HostKeyPolicy {
+    match s {
+        Some(StrictHostKeyChecking::AcceptNew | StrictHostKeyChecking::No) => {
+            HostKeyPolicy::AcceptNew
+        }
+        _ => HostKeyPolicy::Strict,
+    }
+}
+
+/// What resolving a host's jump hosts needs from the inventory.
+struct HopCtx<'a> {
+    ssh: &'a SshConfig,
+    /// `[defaults] user`.
+    user: Option<&'a str>,
+    local_user: &'a str,
+    /// `[defaults] known_hosts`.
+    known_hosts: Option<&'a PathBuf>,
+    /// `[defaults] host_key_policy`.
+    policy: Option<HostKeyPolicy>,
+    /// The host's keys, for hops ssh_config gives none.
+    fallback_keys: &'a [PathBuf],
+}
+
+/// Deepest chain of jump hosts' own ProxyJump followed.
+const MAX_JUMP_DEPTH: usize = 8;
+
+/// The hops of a ProxyJump / `jump` value, each resolved through ssh_config with its own
+/// settings (user, port, keys, known_hosts, StrictHostKeyChecking, IdentitiesOnly). The first
+/// hop's own ProxyJump is followed (its hops come first), as OpenSSH does; a hop's
+/// ProxyCommand is refused.
+fn resolve_hops(ctx: &HopCtx<'_>, text: &str, depth: usize) -> Result<Vec<JumpHost>, String> {
+    if depth > MAX_JUMP_DEPTH {
+        return Err(format!(
+            "jump hosts' own ProxyJump nest deeper than {MAX_JUMP_DEPTH} (a loop?)"
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, hop) in crate::ssh::config::parse_jump(text)?
+        .into_iter()
+        .enumerate()
+    {
+        let hr = ctx.ssh.query(
+            &hop.host,
+            &Preset {
+                hostname: None,
+                user: hop.user.clone(),
+                port: hop.port,
+            },
+        );
+        let own_jump = hr
+            .proxy_jump
+            .clone()
+            .filter(|j| !j.eq_ignore_ascii_case("none"));
+        if i == 0 {
+            if let Some(j) = &own_jump {
+                out.extend(resolve_hops(ctx, j, depth + 1)?);
+            } else if let Some(cmd) = &hr.proxy_command
+                && !cmd.eq_ignore_ascii_case("none")
+            {
+                return Err(format!(
+                    "jump host `{}`: the ssh_config ({}) sets ProxyCommand, which claw-provision \
+                     does not run; use ProxyJump",
+                    hop.host,
+                    origin(&hr, "ProxyCommand")
+                ));
+            }
+        }
+        let address = hr.hostname.clone().unwrap_or_else(|| hop.host.clone());
+        let port = hop.port.or(hr.port).unwrap_or(22);
+        let user = hop
+            .user
+            .clone()
+            .or_else(|| hr.user.clone())
+            .or_else(|| ctx.user.map(String::from))
+            .unwrap_or_else(|| ctx.local_user.to_string());
+        let jump_host = if i == 0 {
+            crate::ssh::config::jump_token(own_jump.as_deref().unwrap_or(""))
+        } else {
+            String::new()
+        };
+        let tokens = crate::ssh::config::Tokens {
+            hostname: &address,
+            original: &hop.host,
+            port,
+            remote_user: &user,
+            jump: &jump_host,
+        };
+        let in_hop = |what: &str, e: String| {
+            format!(
+                "jump host `{}`: ssh_config {what} ({}): {e}",
+                hop.host,
+                origin(&hr, what)
+            )
+        };
+        let identity_files = if hr.identity_files.is_empty() {
+            ctx.fallback_keys.to_vec()
+        } else {
+            expand_files(&hr.identity_files, &tokens).map_err(|e| in_hop("IdentityFile", e))?
+        };
+        let known_hosts = match (ctx.known_hosts, &hr.user_known_hosts_files) {
+            (Some(k), _) => vec![k.clone()],
+            (None, Some(files)) => {
+                let files: Vec<String> = files.iter().filter(|f| *f != "none").cloned().collect();
+                let v =
+                    expand_files(&files, &tokens).map_err(|e| in_hop("UserKnownHostsFile", e))?;
+                if v.is_empty() {
+                    return Err(in_hop(
+                        "UserKnownHostsFile",
+                        "none: host keys must be checked against a file".into(),
+                    ));
+                }
+                v
+            }
+            (None, None) => vec![home().join(".ssh/known_hosts")],
+        };
+        out.push(JumpHost {
+            name: hop.host,
+            address,
+            port,
+            user,
+            identity_files,
+            identities_only: hr.identities_only.unwrap_or(false),
+            known_hosts,
+            host_key_policy: ctx
+                .policy
+                .unwrap_or_else(|| policy_of(hr.strict_host_key_checking)),
+        });
+    }
+    Ok(out)
 }
 
 /// Where ssh_config set `key` (`file:line`), for messages.
@@ -308,7 +445,7 @@ impl Inventory {
             SshConfigChoice::Default => match d.ssh_config.as_deref() {
                 Some("none") => None,
                 Some(p) => Some(resolve_path(&dir, p)),
-                None => Some(home().join(".ssh/config")).filter(|p| p.exists()),
+                None => Some(crate::ssh::config::home().join(".ssh/config")).filter(|p| p.exists()),
             },
         };
         let ssh_cfg = match ssh_file {
@@ -325,7 +462,9 @@ impl Inventory {
             .port
             .as_ref()
             .and_then(|p| port_of(path, src, p, &mut errors));
-        let local_user = crate::ssh::config::local_user();
+        // The user when neither the inventory nor ssh_config names one: $USER, else the
+        // password database's name (what OpenSSH uses).
+        let local_user = std::env::var("USER").unwrap_or_else(|_| crate::ssh::config::local_user());
         let default_keys: Vec<PathBuf> = d
             .identity_file
             .clone()
@@ -334,7 +473,7 @@ impl Inventory {
             .iter()
             .map(|p| resolve_path(&dir, p))
             .collect();
-        let known_hosts = d.known_hosts.as_deref().map(|p| resolve_path(&dir, p));
+        let known_hosts_explicit = d.known_hosts.as_deref().map(|p| resolve_path(&dir, p));
 
         let groups: BTreeMap<String, Group> = raw
             .groups
@@ -451,7 +590,7 @@ impl Inventory {
                     Vec::new()
                 }),
             };
-            let known_hosts = match (&known_hosts, &r.user_known_hosts_files) {
+            let known_hosts = match (&known_hosts_explicit, &r.user_known_hosts_files) {
                 (Some(k), _) => vec![k.clone()],
                 (None, Some(files)) => {
                     let files: Vec<String> =
@@ -487,50 +626,16 @@ impl Inventory {
                     }
                     _ => HostKeyPolicy::Strict,
                 });
-            let jump = match crate::ssh::config::parse_jump(&jump_text) {
-                Ok(hops) => {
-                    hops.into_iter()
-                        .map(|hop| {
-                            let hr = ssh_cfg.query(
-                                &hop.host,
-                                &Preset {
-                                    hostname: None,
-                                    user: hop.user.clone(),
-                                    port: hop.port,
-                                },
-                            );
-                            let address = hr.hostname.clone().unwrap_or_else(|| hop.host.clone());
-                            let port = hop.port.or(hr.port).unwrap_or(22);
-                            let user = hop
-                                .user
-                                .clone()
-                                .or_else(|| hr.user.clone())
-                                .or_else(|| d.user.clone())
-                                .unwrap_or_else(|| local_user.clone());
-                            let identity_files = if hr.identity_files.is_empty() {
-                                identity_files.clone()
-                            } else {
-                                expand_all(&hr.identity_files, &address, port, &user)
-                                    .unwrap_or_else(|e| {
-                                        errors.push(host_err(format!(
-                                        "host `{name}`: jump host `{}`: ssh_config IdentityFile \
-                                         ({}): {e}",
-                                        hop.host,
-                                        origin(&hr, "IdentityFile")
-                                    )));
-                                        Vec::new()
-                                    })
-                            };
-                            JumpHost {
-                                name: hop.host,
-                                address,
-                                port,
-                                user,
-                                identity_files,
-                            }
-                        })
-                        .collect()
-                }
+            let hop_ctx = HopCtx {
+                ssh: &ssh_cfg,
+                user: d.user.as_deref(),
+                local_user: &local_user,
+                known_hosts: known_hosts_explicit.as_ref(),
+                policy: d.host_key_policy,
+                fallback_keys: &identity_files,
+            };
+            let jump = match resolve_hops(&hop_ctx, &jump_text, 0) {
+                Ok(hops) => hops,
                 Err(e) => {
                     let at = jump_src.map_or(name_off, |j| j.span().start);
                     let from = if jump_src.is_some() {
@@ -538,7 +643,12 @@ impl Inventory {
                     } else {
                         format!(" (ssh_config {})", origin(&r, "ProxyJump"))
                     };
-                    errors.push(ConfigError::at(path, src, at, format!("`jump`{from}: {e}")));
+                    errors.push(ConfigError::at(
+                        path,
+                        src,
+                        at,
+                        format!("host `{name}`: `jump`{from}: {e}"),
+                    ));
                     Vec::new()
                 }
             };

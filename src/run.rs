@@ -706,15 +706,22 @@ pub(crate) fn connect_spec(h: &Host) -> ConnectSpec {
                 } else {
                     j.identity_files.clone()
                 },
+                identities_only: j.identities_only,
+                known_hosts: j.known_hosts.clone(),
+                policy: policy(j.host_key_policy),
             })
             .collect(),
         known_hosts: h.known_hosts.clone(),
-        policy: match h.host_key_policy {
-            HostKeyPolicy::Strict => ssh::HostKeyPolicy::Strict,
-            HostKeyPolicy::AcceptNew => ssh::HostKeyPolicy::AcceptNew,
-        },
+        policy: policy(h.host_key_policy),
         connect_timeout: h.connect_timeout,
         keepalive_interval: h.keepalive_interval,
+    }
+}
+
+fn policy(p: HostKeyPolicy) -> ssh::HostKeyPolicy {
+    match p {
+        HostKeyPolicy::Strict => ssh::HostKeyPolicy::Strict,
+        HostKeyPolicy::AcceptNew => ssh::HostKeyPolicy::AcceptNew,
     }
 }
 
@@ -767,13 +774,18 @@ async fn host_task(
     }
     let name = p.host.name.clone();
     ctx.observer.phase(&name, "connecting");
-    let remote = match connect(
+    let remote = connect(
         &p.host,
         ctx.opts.become_password.clone(),
         ctx.opts.passphrases.as_ref(),
     )
-    .await
-    {
+    .await;
+    // Host keys recorded under accept-new (this host's, its jump hosts', or a concurrent
+    // host's): each reported once, whatever became of the connection.
+    for (who, key) in ssh::take_learned_host_keys() {
+        ctx.observer.host_key_learned(&who, &key);
+    }
+    let remote = match remote {
         Ok(r) => r,
         Err(e) => {
             o.state = if e.is_unreachable() {
@@ -789,9 +801,6 @@ async fn host_task(
         }
     };
     o.connect_time = start.elapsed();
-    for k in remote.session.learned_host_keys() {
-        ctx.observer.host_key_learned(&name, k);
-    }
     let result = drive(ctx, &p, &remote, &mut o, permit, gate, start_rx).await;
     if let Err((at, e)) = result {
         o.state = HostState::Failed;
@@ -1736,7 +1745,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inv_path = dir.path().join("inv.toml");
         std::fs::write(&inv_path, "[defaults]\nuser = \"u\"\n[hosts.h1]\n").unwrap();
-        let inv = Inventory::load(&inv_path).unwrap();
+        let inv = Inventory::load_with(&inv_path, &crate::inventory::SshConfigChoice::Off).unwrap();
         let hosts: Vec<&Host> = inv.hosts.iter().collect();
         let src = |second: &str| {
             format!(

@@ -681,7 +681,11 @@ content = "hello {{ who }}\n"
             extra: &[(String, String)],
         ) -> (Vec<Prepared>, Inputs) {
             let inv_path = self.path("inventory.toml");
-            let inv = crate::inventory::Inventory::load(&inv_path).unwrap();
+            let inv = crate::inventory::Inventory::load_with(
+                &inv_path,
+                &crate::inventory::SshConfigChoice::Off,
+            )
+            .unwrap();
             let pb = crate::playbook::Playbook::load(&self.path("playbook.toml")).unwrap();
             let hosts = inv.select(limit.unwrap_or("all")).unwrap();
             let prepared = crate::run::prepare(&inv, &pb, &hosts, extra).unwrap();

@@ -658,7 +658,7 @@ groups = ["db"]
         let dir = tempfile::tempdir().unwrap();
         let inv_path = dir.path().join("inv.toml");
         std::fs::write(&inv_path, INV).unwrap();
-        let inv = Inventory::load(&inv_path).unwrap();
+        let inv = Inventory::load_with(&inv_path, &crate::inventory::SshConfigChoice::Off).unwrap();
         assert_eq!(
             names(&limit(&inv, "web-*,!web-2").unwrap()),
             ["web-1", "web-3"]

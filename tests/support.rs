@@ -306,7 +306,10 @@ fn claw_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     c.args(args)
         .env_remove("SSH_AUTH_SOCK")
         .env_remove("CLAW_BECOME_PASSWORD")
-        .env_remove("CLAW_SSH_PASSPHRASE");
+        .env_remove("CLAW_SSH_PASSPHRASE")
+        // Hermetic: the machine's ~/.ssh/config is not read (tests that want one pass
+        // --ssh-config, which wins over the variable).
+        .env("CLAW_SSH_CONFIG", "none");
     for (k, v) in env {
         c.env(k, v);
     }

@@ -405,7 +405,9 @@ pub fn expand(path: &str, t: &Tokens<'_>) -> Result<PathBuf, String> {
             Some('%') => out.push('%'),
             Some('C') => out.push_str(&connection_hash(&local_host, t)),
             Some('d') => out.push_str(&home.display().to_string()),
-            Some('h') | Some('k') => out.push_str(t.hostname),
+            Some('h') => out.push_str(t.hostname),
+            // No HostKeyAlias support: the name given.
+            Some('k') => out.push_str(t.original),
             // SAFETY: getuid cannot fail.
             Some('i') => out.push_str(&unsafe { libc::getuid() }.to_string()),
             Some('j') => out.push_str(t.jump),
@@ -434,7 +436,7 @@ fn connection_hash(local_host: &str, t: &Tokens<'_>) -> String {
 }
 
 /// The local user's home directory as OpenSSH sees it (the password database, not `$HOME`).
-fn home() -> PathBuf {
+pub fn home() -> PathBuf {
     // SAFETY: getpwuid returns a pointer into static storage or null; read at once.
     unsafe {
         let pw = libc::getpwuid(libc::getuid());
@@ -503,7 +505,12 @@ fn split_words(s: &str) -> Result<Vec<String>, String> {
                 _ if c == '\\' => {
                     chars.next();
                     match chars.peek() {
-                        Some(&n) if n == '"' || n == '\'' || n == '\\' => {
+                        Some(&n)
+                            if n == '"'
+                                || n == '\''
+                                || n == '\\'
+                                || (quote.is_none() && n.is_whitespace()) =>
+                        {
                             w.push(n);
                             chars.next();
                         }
@@ -939,6 +946,8 @@ mod tests {
         let r = q(&c, "a");
         assert_eq!(r.user.as_deref(), Some("de ploy"));
         assert_eq!(r.identity_files, vec!["/k/with space"]);
+        let c = cfg("IdentityFile /k/with\\ space\\\\x\n");
+        assert_eq!(q(&c, "a").identity_files, vec!["/k/with space\\x"]);
         assert_eq!(
             r.user_known_hosts_files,
             Some(vec!["/a".to_string(), "/b".to_string()])

@@ -23,7 +23,7 @@ use crate::secret::Secret;
 
 pub use error::SshError;
 pub use known_hosts::{HostKeyPolicy, HostKeyStatus, KnownHosts};
-pub use session::{ExecOutput, MAX_CHANNELS, Session, SessionStats};
+pub use session::{ExecOutput, MAX_CHANNELS, Session, SessionStats, take_learned_host_keys};
 
 /// Default interval between SSH keepalives when the server is silent; the connection is
 /// declared lost after [`KEEPALIVE_MAX`] unanswered ones.
@@ -68,6 +68,10 @@ pub struct JumpSpec {
     pub port: u16,
     pub user: String,
     pub identity_files: Vec<PathBuf>,
+    pub identities_only: bool,
+    /// The hop's own known_hosts files and policy.
+    pub known_hosts: Vec<PathBuf>,
+    pub policy: HostKeyPolicy,
 }
 
 impl ConnectSpec {

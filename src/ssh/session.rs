@@ -91,8 +91,6 @@ pub struct SessionStats {
 struct Shared {
     /// Why the host key was refused, with all details (russh itself only says "unknown key").
     refusal: Mutex<Option<SshError>>,
-    /// Fingerprint of a host key recorded under `accept-new`.
-    learned: Mutex<Option<String>>,
     /// Why the connection ended.
     disconnect: Mutex<Option<String>>,
     /// The key the server presented (scan mode).
@@ -145,12 +143,7 @@ impl client::Handler for ClientHandler {
             .await
             .map_err(|e| russh::Error::IO(std::io::Error::other(e)))?;
         match verdict {
-            Ok(learned) => {
-                if let Some(fp) = learned {
-                    put(&self.shared.learned, fp);
-                }
-                Ok(true)
-            }
+            Ok(_) => Ok(true),
             Err(refusal) => {
                 put(&self.shared.refusal, *refusal);
                 Ok(false)
@@ -254,11 +247,18 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
             match known_hosts::add_if_unknown(first, &peer.address, peer.port, key)
                 .map_err(|e| read_error(e, "update"))?
             {
-                AddOutcome::Added => Ok(Some(format!(
-                    "{} {}",
-                    key.algorithm().as_str(),
-                    known_hosts::fingerprint(key)
-                ))),
+                AddOutcome::Added => {
+                    let fp = format!(
+                        "{} {}",
+                        key.algorithm().as_str(),
+                        known_hosts::fingerprint(key)
+                    );
+                    learned_keys()
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((peer.host.clone(), format!("{} {fp}", peer.target)));
+                    Ok(Some(fp))
+                }
                 AddOutcome::NotAdded(HostKeyStatus::Known) => Ok(None),
                 AddOutcome::NotAdded(other) => {
                     // Someone recorded a different key meanwhile: explain from the new content.
@@ -269,6 +269,20 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
         }
         (other, _) => Err(Box::new(refusal(peer, kh, other, key))),
     }
+}
+
+/// Host keys recorded under accept-new by this process and not reported yet: (who, key), who
+/// being the inventory host or `NAME (jump host)`, key `ADDRESS:PORT ALGORITHM SHA256:...`.
+/// Every recording lands here, whatever happens to the connection afterwards (an
+/// authentication failure, a scan), so none goes unreported.
+fn learned_keys() -> &'static Mutex<Vec<(String, String)>> {
+    static LEARNED: std::sync::OnceLock<Mutex<Vec<(String, String)>>> = std::sync::OnceLock::new();
+    LEARNED.get_or_init(Default::default)
+}
+
+/// Takes the host keys recorded under accept-new since the last call (see [`learned_keys`]).
+pub fn take_learned_host_keys() -> Vec<(String, String)> {
+    std::mem::take(&mut *learned_keys().lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// System-wide known_hosts files (OpenSSH's GlobalKnownHostsFile default), read, never written.
@@ -390,8 +404,6 @@ pub struct Session {
     bytes_received: AtomicU64,
     connect_time: Duration,
     authenticated_with: String,
-    /// Host keys recorded under accept-new by this connection (its jump hosts' included).
-    learned_host_keys: Vec<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -413,7 +425,7 @@ impl Session {
         pass: &dyn PassphraseSource,
     ) -> Result<Session, SshError> {
         let started = Instant::now();
-        let (hops, mut learned) = shared_hops(spec, pass).await?;
+        let hops = shared_hops(spec, pass).await?;
         let through = hops
             .hops
             .last()
@@ -423,12 +435,10 @@ impl Session {
         else {
             unreachable!("establish returns a session unless it scans");
         };
-        learned.extend(take(&shared.learned).map(|k| format!("{} {k}", spec.target())));
         Ok(Session {
             handle: Arc::new(handle),
             hops,
             shared,
-            learned_host_keys: learned,
             host: spec.host.clone(),
             target: spec.target(),
             channels_limit: Semaphore::new(MAX_CHANNELS),
@@ -447,7 +457,7 @@ impl Session {
         spec: &ConnectSpec,
         pass: &dyn PassphraseSource,
     ) -> Result<PublicKey, SshError> {
-        let (hops, _) = shared_hops(spec, pass).await?;
+        let hops = shared_hops(spec, pass).await?;
         let through = hops
             .hops
             .last()
@@ -698,13 +708,6 @@ impl Session {
         &self.authenticated_with
     }
 
-    /// The host keys recorded in known_hosts by this connection (`accept-new` on a first
-    /// contact), the jump hosts' first: `ADDRESS:PORT ALGORITHM SHA256:...`, with
-    /// ` (jump host NAME)` for a hop.
-    pub fn learned_host_keys(&self) -> &[String] {
-        &self.learned_host_keys
-    }
-
     /// Whether the connection is gone (exec would fail with `ConnectionLost`).
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()
@@ -741,11 +744,12 @@ pub(super) struct HopChain {
     hops: Vec<Arc<Handle<ClientHandler>>>,
 }
 
-/// Per chain (see [`chain_key`]): the live connections, or why the attempt failed.
+/// Per chain (see [`chain_key`]): the live connections, or why the last attempt failed (and
+/// when).
 #[derive(Default)]
 struct ChainSlot {
     live: std::sync::Weak<HopChain>,
-    failed: Option<(String, bool)>,
+    failed: Option<(String, bool, Instant)>,
 }
 
 type ChainSlots = Mutex<HashMap<String, Arc<tokio::sync::Mutex<ChainSlot>>>>;
@@ -758,16 +762,16 @@ fn chain_slots() -> &'static ChainSlots {
 /// What makes two hosts' jump chains the same connections: every hop's endpoint, user and
 /// keys, and the host-key settings they are checked with.
 fn chain_key(spec: &ConnectSpec) -> String {
-    let mut k = format!(
-        "{:?} {:?} {} {}",
-        spec.known_hosts, spec.policy, spec.identities_only, spec.use_agent
-    );
+    let mut k = format!("agent={}", spec.use_agent);
     for j in &spec.jump {
         k.push_str(&format!(
-            " | {}@{} {:?}",
+            " | {}@{} {:?} {} {:?} {:?}",
             j.user,
             super::target_of(&j.address, j.port),
-            j.identity_files
+            j.identity_files,
+            j.identities_only,
+            j.known_hosts,
+            j.policy
         ));
     }
     k
@@ -779,9 +783,9 @@ fn chain_key(spec: &ConnectSpec) -> String {
 async fn shared_hops(
     spec: &ConnectSpec,
     pass: &dyn PassphraseSource,
-) -> Result<(Arc<HopChain>, Vec<String>), SshError> {
+) -> Result<Arc<HopChain>, SshError> {
     if spec.jump.is_empty() {
-        return Ok((Arc::new(HopChain { hops: Vec::new() }), Vec::new()));
+        return Ok(Arc::new(HopChain { hops: Vec::new() }));
     }
     let slot = chain_slots()
         .lock()
@@ -790,7 +794,11 @@ async fn shared_hops(
         .or_default()
         .clone();
     let mut slot = slot.lock().await;
-    if let Some((reason, unreachable)) = &slot.failed {
+    // A failure is given to the hosts that waited for that attempt (and to those that come
+    // within the connect timeout); later ones try again.
+    if let Some((reason, unreachable, at)) = &slot.failed
+        && at.elapsed() < spec.connect_timeout
+    {
         return Err(SshError::JumpFailed {
             host: spec.host.clone(),
             target: spec.target(),
@@ -801,29 +809,29 @@ async fn shared_hops(
     if let Some(chain) = slot.live.upgrade()
         && !chain.hops.iter().any(|h| h.is_closed())
     {
-        return Ok((chain, Vec::new()));
+        return Ok(chain);
     }
     match connect_hops(spec, pass).await {
-        Ok((hops, learned)) => {
+        Ok(hops) => {
             let chain = Arc::new(HopChain { hops });
             slot.live = Arc::downgrade(&chain);
-            Ok((chain, learned))
+            slot.failed = None;
+            Ok(chain)
         }
         Err(e) => {
-            slot.failed = Some((e.to_string(), e.is_unreachable()));
+            slot.failed = Some((e.to_string(), e.is_unreachable(), Instant::now()));
             Err(e)
         }
     }
 }
 
 /// Connects the jump hosts of `spec` in order (each through the previous one); returns their
-/// handles and the host keys recorded under accept-new.
+/// handles.
 async fn connect_hops(
     spec: &ConnectSpec,
     pass: &dyn PassphraseSource,
-) -> Result<(Vec<Arc<Handle<ClientHandler>>>, Vec<String>), SshError> {
+) -> Result<Vec<Arc<Handle<ClientHandler>>>, SshError> {
     let mut hops: Vec<Arc<Handle<ClientHandler>>> = Vec::new();
-    let mut learned = Vec::new();
     let mut via: Option<&str> = None;
     for j in &spec.jump {
         let hop = ConnectSpec {
@@ -833,21 +841,21 @@ async fn connect_hops(
             port: j.port,
             user: j.user.clone(),
             identity_files: j.identity_files.clone(),
+            identities_only: j.identities_only,
+            known_hosts: j.known_hosts.clone(),
+            policy: j.policy,
             jump: Vec::new(),
             ..spec.clone()
         };
         let through = hops.last().map(|h| (h.as_ref(), via.unwrap_or("")));
-        let Established::Session(handle, shared, _) = establish(&hop, through, pass, false).await?
+        let Established::Session(handle, _, _) = establish(&hop, through, pass, false).await?
         else {
             unreachable!("establish returns a session unless it scans");
         };
-        if let Some(k) = take(&shared.learned) {
-            learned.push(format!("{} {k} (jump host {})", hop.target(), j.name));
-        }
         hops.push(Arc::new(handle));
         via = Some(&j.name);
     }
-    Ok((hops, learned))
+    Ok(hops)
 }
 
 /// What [`establish`] ended with.
