@@ -453,7 +453,15 @@ impl Inventory {
             Some(f) => match SshConfig::load(&f) {
                 Ok(c) => c,
                 Err(e) => {
-                    errors.extend(e.0);
+                    let hint = if matches!(ssh, SshConfigChoice::Default) {
+                        " (this ssh_config is read by default; --ssh-config none ignores it)"
+                    } else {
+                        ""
+                    };
+                    errors.extend(e.0.into_iter().map(|mut e| {
+                        e.message.push_str(hint);
+                        e
+                    }));
                     SshConfig::default()
                 }
             },
