@@ -60,6 +60,9 @@ pub enum Command {
     /// Run a shell command on every selected host, in parallel (no playbook needed).
     #[command(after_help = RUN_HELP)]
     Run(AdhocArgs),
+    /// Print each selected host's facts as one JSON document (one connection, one round trip per host).
+    #[command(after_help = FACTS_HELP)]
+    Facts(FactsArgs),
     /// Print the shell completion script for SHELL.
     #[command(
         after_help = "Examples:\n  claw-provision completions bash > /etc/bash_completion.d/claw-provision\n  claw-provision completions zsh > \"${fpath[1]}/_claw-provision\""
@@ -98,6 +101,37 @@ Examples:
   claw-provision run inventory/prod.toml -- uptime
   claw-provision run inventory/prod.toml --limit web --forks 5 -- 'systemctl is-active nginx'
   claw-provision run inventory/prod.toml --no-become --output json -- id -u";
+
+const FACTS_HELP: &str = "\
+Prints ONE JSON object keyed by host name, in inventory order. Each entry has `state` (ok,
+unreachable, failed), `address`, `elapsed_ms`, and either `error` or `facts` (exactly what
+templates and `when` see as `facts.*`: os_id, os_version, os_codename, os_like, arch, deb_arch,
+kernel, init, hostname, docker, docker_version, compose, compose_version), `resources` (cpus,
+mem_total_kb, mem_available_kb, uptime_s, free_kb of /, /tmp and /var) and `problems` (why a
+plan would refuse the host). Only the inventory is read; nothing secret is probed.
+
+Exit codes: 0 every host answered, 1 a host was unreachable or failed (it still has its entry),
+or a bad inventory or --limit.
+
+Examples:
+  claw-provision facts inventory/prod.toml | jq -r 'to_entries[] | \"\\(.key) \\(.value.facts.kernel)\"'
+  claw-provision facts inventory/prod.toml --limit web | jq 'map_values(.facts.docker_version)'
+  claw-provision facts inventory/prod.toml | jq -r 'to_entries[] | select(.value.state != \"ok\") | .key'";
+
+#[derive(Debug, Args)]
+pub struct FactsArgs {
+    /// Inventory file (TOML); the playbook it names is not read.
+    pub inventory: PathBuf,
+    /// Hosts to probe: names, groups or globs, comma-separated; `!` excludes (e.g. `web,!web-3`).
+    #[arg(long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    /// Hosts probed at the same time.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pub forks: u16,
+    /// Ask for the sudo password (else CLAW_BECOME_PASSWORD, else passwordless sudo).
+    #[arg(short = 'K', long)]
+    pub ask_become_pass: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct AdhocArgs {
@@ -208,6 +242,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             run_cmd(a.run, Mode::Apply, a.yes, a.force_unlock)
         }
         Command::Run(a) => adhoc(&a),
+        Command::Facts(a) => facts(&a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(
@@ -761,6 +796,37 @@ fn adhoc(a: &AdhocArgs) -> Result<i32, Error> {
         Format::Json => events.emit(crate::adhoc::summary_event(&results, start.elapsed())),
     }
     Ok(if results.iter().all(crate::adhoc::HostResult::ok) {
+        0
+    } else {
+        1
+    })
+}
+
+fn facts(a: &FactsArgs) -> Result<i32, Error> {
+    let inv = Inventory::load(&a.inventory).map_err(Error::Config)?;
+    let hosts: Vec<crate::inventory::Host> = inv
+        .select(a.limit.as_deref().unwrap_or("all"))
+        .map_err(|e| match &a.limit {
+            Some(l) => Error::Usage(format!("--limit {l}: {e}")),
+            None => Error::Usage(format!("{}: {e}", a.inventory.display())),
+        })?
+        .into_iter()
+        .cloned()
+        .collect();
+    let opts = crate::facts::Options {
+        forks: usize::from(a.forks),
+        become_password: become_password(a.ask_become_pass && hosts.iter().any(|h| h.become_))?,
+        passphrases: Arc::new(Passphrases {
+            cache: Mutex::new(HashMap::new()),
+        }),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
+    let reports = rt.block_on(crate::facts::gather(hosts, opts));
+    write_stdout(crate::facts::document(&reports).as_bytes())?;
+    Ok(if reports.iter().all(|r| r.outcome.is_ok()) {
         0
     } else {
         1

@@ -18,6 +18,7 @@ mod confirm;
 mod connect;
 mod converge;
 mod docker_host;
+mod facts_cmd;
 mod facts_secrets;
 mod faults;
 mod firewall;
