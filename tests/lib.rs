@@ -27,5 +27,6 @@ mod git;
 mod http_check;
 mod image_ship;
 mod rollout;
+mod static_binary;
 mod stats;
 mod tasks;
