@@ -97,6 +97,14 @@ fn facts_command() {
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("--limit nope"), "{}", r.stderr);
 
+    // Connected but the probe cannot run (sudo to a user that does not exist): `failed`.
+    let bad = lab.write_inventory("facts-bad.toml", &pb, &[("become_user", "\"sf-nouser\"")]);
+    let r = claw(&["facts", bad.to_str().unwrap(), "--limit", "h1"], &[]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let h1 = &parse(&r.stdout)["h1"];
+    assert_eq!(h1["state"], "failed", "{h1}");
+    assert!(h1["error"].as_str().unwrap().starts_with("probe: "), "{h1}");
+
     // An unreachable host: its entry says why, the others are reported, exit code 1.
     lab.cmd(&["stop", "h2"]);
     let r = claw(&["facts", inv], &[]);
