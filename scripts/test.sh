@@ -25,6 +25,13 @@ phase images images
 phase fmt cargo fmt --all -- --check
 phase build cargo build --locked --all-targets
 phase unit-tests cargo test --locked --lib --bins
+# The static release binary and the bare Debian image it is tested in (tests/static_binary.rs).
+# Both cached: the image by recipe hash, the binary by cargo in target/static.
+static_binary() {
+    bash tests/lab/bare/image.sh build >/dev/null
+    bash scripts/build-static.sh >/dev/null
+}
+phase static-binary static_binary
 # Labs of different tests run side by side; each test brings up and removes its own.
 phase integration-tests cargo test --locked --test integration -- --test-threads="${CLAW_TEST_THREADS:-4}"
 phase doc-tests cargo test --locked --doc

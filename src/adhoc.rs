@@ -184,7 +184,7 @@ async fn one_host(h: &Host, command: &str, opts: &Options) -> HostResult {
 }
 
 /// Replaces every occurrence of `secret` in `data` by `***`.
-fn mask(data: &[u8], secret: &str) -> Vec<u8> {
+pub(crate) fn mask(data: &[u8], secret: &str) -> Vec<u8> {
     let s = secret.as_bytes();
     if s.is_empty() || data.len() < s.len() {
         return data.to_vec();

@@ -94,6 +94,9 @@ pub enum Command {
         after_help = "Examples:\n  claw-provision known-hosts inventory/prod.toml            # known_hosts lines, # comments say new/known/CHANGED\n  claw-provision known-hosts inventory/prod.toml --pin      # record the keys of new hosts\n\nExit status: 1 when a host could not be read or presents a changed or revoked key."
     )]
     KnownHosts(KnownHostsArgs),
+    /// Print each selected host's facts as one JSON document (one connection, one round trip per host).
+    #[command(after_help = FACTS_HELP)]
+    Facts(FactsArgs),
     /// Print the shell completion script for SHELL.
     #[command(
         after_help = "Examples:\n  claw-provision completions bash > /etc/bash_completion.d/claw-provision\n  claw-provision completions zsh > \"${fpath[1]}/_claw-provision\""
@@ -132,6 +135,37 @@ Examples:
   claw-provision run inventory/prod.toml -- uptime
   claw-provision run inventory/prod.toml --limit web --forks 5 -- 'systemctl is-active nginx'
   claw-provision run inventory/prod.toml --no-become --output json -- id -u";
+
+const FACTS_HELP: &str = "\
+Prints ONE JSON object keyed by host name, in inventory order. Each entry has `state` (ok,
+unreachable, failed), `address`, `elapsed_ms`, and either `error` or `facts` (exactly what
+templates and `when` see as `facts.*`: os_id, os_version, os_codename, os_like, arch, deb_arch,
+kernel, init, hostname, docker, docker_version, compose, compose_version), `resources` (cpus,
+mem_total_kb, mem_available_kb, uptime_s, free_kb of /, /tmp and /var) and `problems` (why a
+plan would refuse the host). Only the inventory is read; nothing secret is probed.
+
+Exit codes: 0 every host answered, 1 a host was unreachable or failed (it still has its entry),
+or a bad inventory or --limit.
+
+Examples:
+  claw-provision facts inventory/prod.toml | jq -r 'to_entries[] | \"\\(.key) \\(.value.facts.kernel)\"'
+  claw-provision facts inventory/prod.toml --limit web | jq 'map_values(.facts.docker_version)'
+  claw-provision facts inventory/prod.toml | jq -r 'to_entries[] | select(.value.state != \"ok\") | .key'";
+
+#[derive(Debug, Args)]
+pub struct FactsArgs {
+    /// Inventory file (TOML); the playbook it names is not read.
+    pub inventory: PathBuf,
+    /// Hosts to probe: names, groups or globs, comma-separated; `!` excludes (e.g. `web,!web-3`).
+    #[arg(long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    /// Hosts probed at the same time.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pub forks: u16,
+    /// Ask for the sudo password (else CLAW_BECOME_PASSWORD, else passwordless sudo).
+    #[arg(short = 'K', long)]
+    pub ask_become_pass: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct AdhocArgs {
@@ -365,6 +399,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
         }
         Command::Run(a) => adhoc(&a, v),
         Command::KnownHosts(a) => fleet_keys(&a),
+        Command::Facts(a) => facts(&a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(
@@ -1009,15 +1044,24 @@ fn run_cmd(
     Ok(if a.detailed_exitcode && changed { 2 } else { 0 })
 }
 
-fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
-    let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
-    let selected = match &a.limit {
-        Some(l) => crate::select::limit(&inv, l).map_err(Error::Usage)?,
+/// The hosts `--limit` selects (globs, `!`, `@FILE`), or all of them.
+fn limited_hosts(
+    inv: &Inventory,
+    limit: Option<&str>,
+    inventory: &Path,
+) -> Result<Vec<crate::inventory::Host>, Error> {
+    let selected = match limit {
+        Some(l) => crate::select::limit(inv, l).map_err(Error::Usage)?,
         None => inv
             .select("all")
-            .map_err(|e| Error::Usage(format!("{}: {e}", a.inventory.display())))?,
+            .map_err(|e| Error::Usage(format!("{}: {e}", inventory.display())))?,
     };
-    let hosts: Vec<crate::inventory::Host> = selected.into_iter().cloned().collect();
+    Ok(selected.into_iter().cloned().collect())
+}
+
+fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
+    let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
+    let hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1054,13 +1098,7 @@ fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
 fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<i32, Error> {
     let command = crate::adhoc::command_line(&a.command).map_err(Error::Usage)?;
     let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
-    let selected = match &a.limit {
-        Some(l) => crate::select::limit(&inv, l).map_err(Error::Usage)?,
-        None => inv
-            .select("all")
-            .map_err(|e| Error::Usage(format!("{}: {e}", a.inventory.display())))?,
-    };
-    let mut hosts: Vec<crate::inventory::Host> = selected.into_iter().cloned().collect();
+    let mut hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
     if let Some(b) = a.become_override() {
         hosts.iter_mut().for_each(|h| h.become_ = b);
     }
@@ -1089,14 +1127,51 @@ fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<i32, Error> {
         }
         Format::Json => events.emit(crate::adhoc::host_event(r)),
     }));
+    let mut learned = crate::ssh::take_learned_host_keys();
     match format {
         Format::Text => print!(
-            "{}",
+            "{}{}",
+            text::learned_keys(&mut learned, &[]),
             crate::adhoc::text_summary(&results, v > Verbosity::Quiet)
         ),
-        Format::Json => events.emit(crate::adhoc::summary_event(&results, start.elapsed())),
+        Format::Json => {
+            for (who, key) in learned {
+                events.emit(
+                    serde_json::json!({"event": "host_key_learned", "host": who, "key": key}),
+                );
+            }
+            events.emit(crate::adhoc::summary_event(&results, start.elapsed()));
+        }
     }
     Ok(if results.iter().all(crate::adhoc::HostResult::ok) {
+        0
+    } else {
+        1
+    })
+}
+
+fn facts(a: &FactsArgs) -> Result<i32, Error> {
+    let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
+    let hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
+    let opts = crate::facts::Options {
+        forks: usize::from(a.forks),
+        become_password: become_password(a.ask_become_pass && hosts.iter().any(|h| h.become_))?,
+        passphrases: Arc::new(Passphrases {
+            cache: Mutex::new(HashMap::new()),
+        }),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
+    let reports = rt.block_on(crate::facts::gather(hosts, opts));
+    write_stdout(crate::facts::document(&reports).as_bytes())?;
+    // stdout is the JSON document: new host keys (accept-new) are told on stderr.
+    eprint!(
+        "{}",
+        text::learned_keys(&mut crate::ssh::take_learned_host_keys(), &[])
+    );
+    Ok(if reports.iter().all(|r| r.outcome.is_ok()) {
         0
     } else {
         1

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod duration;
 pub mod error;
 pub mod fact;
+pub mod facts;
 pub mod fleet_keys;
 pub mod inventory;
 pub mod plan;

@@ -37,8 +37,10 @@ pub const DOCKER_FUNCTION: &str = r#"claw_docker_facts() {
 /// [`DOCKER_FUNCTION`]). Shell builtins where they do: every process costs the host a fork.
 pub const FACTS: &str = r#"( . /etc/os-release 2>/dev/null
   printf '@fact-os\t%s\t%s\t%s\t%s\n' "${ID:-}" "${VERSION_ID:-}" "${VERSION_CODENAME:-}" "${ID_LIKE:-}" )
-u=$(uname -nm)
+u=$(uname -nrm)
 printf '@fact-arch\t%s\t%s\n' "${u##* }" "$(dpkg --print-architecture 2>/dev/null)"
+u=${u% *}
+printf '@fact-kernel\t%s\n' "${u##* }"
 if [ -d /run/systemd/system ]; then printf '@fact-init\tsystemd\n'
 else c=; IFS= read -r c 2>/dev/null </proc/1/comm; printf '@fact-init\t%s\n' "$c"; fi
 printf '@fact-hostname\t%s\n' "${u% *}"
@@ -46,6 +48,71 @@ claw_docker_facts
 if [ -n "$claw_docker" ]; then printf '@fact-docker\tyes\t%s\n@fact-compose\t%s\n' "$claw_dv" "$claw_cv"
 else printf '@fact-docker\tno\t\n@fact-compose\t\n'; fi
 "#;
+
+/// The sh snippet of the `facts` command only (plan and apply do not need it): memory, CPUs
+/// online and uptime as ONE `@sys<TAB>MEM_TOTAL_KB<TAB>MEM_AVAILABLE_KB<TAB>CPUS<TAB>UPTIME` record,
+/// read from /proc and /sys with shell builtins (no process). CPUS is the kernel's list of online
+/// CPUs (`0-3,6`), counted by [`SystemFacts::parse`]; a value the host does not offer is empty.
+pub const SYSTEM: &str = r#"m=; a=
+while read -r k v _; do
+  case $k in MemTotal:) m=$v ;; MemAvailable:) a=$v; break ;; esac
+done 2>/dev/null </proc/meminfo
+c=; IFS= read -r c 2>/dev/null </sys/devices/system/cpu/online
+t=; read -r t _ 2>/dev/null </proc/uptime
+printf '@sys\t%s\t%s\t%s\t%s\n' "$m" "$a" "$c" "${t%%.*}"
+"#;
+
+/// What the [`SYSTEM`] snippet reported (None: the host does not offer it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemFacts {
+    pub mem_total_kb: Option<u64>,
+    pub mem_available_kb: Option<u64>,
+    pub cpus: Option<u64>,
+    pub uptime_s: Option<u64>,
+}
+
+impl SystemFacts {
+    /// Parses the fields of the `@sys` record.
+    pub fn parse(f: &[&str]) -> Result<Self, FactError> {
+        let [m, a, c, t] = f else {
+            return Err(FactError(format!(
+                "bad system record: {} fields, 4 expected",
+                f.len()
+            )));
+        };
+        let num = |what: &str, v: &str| -> Result<Option<u64>, FactError> {
+            let v = v.trim();
+            if v.is_empty() {
+                return Ok(None);
+            }
+            v.parse()
+                .map(Some)
+                .map_err(|_| FactError(format!("bad {what} `{v}`")))
+        };
+        Ok(SystemFacts {
+            mem_total_kb: num("MemTotal", m)?,
+            mem_available_kb: num("MemAvailable", a)?,
+            cpus: count_cpus(c.trim())?,
+            uptime_s: num("uptime", t)?,
+        })
+    }
+}
+
+/// The number of CPUs in a kernel CPU list (`0-3,6,8-9` → 7); None for an empty list.
+fn count_cpus(list: &str) -> Result<Option<u64>, FactError> {
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let bad = || FactError(format!("bad CPU list `{list}`"));
+    let mut n = 0u64;
+    for part in list.split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let lo: u64 = lo.parse().map_err(|_| bad())?;
+        let hi: u64 = hi.parse().map_err(|_| bad())?;
+        n += hi.checked_sub(lo).ok_or_else(bad)? + 1;
+    }
+    Ok(Some(n))
+}
 
 /// What the probe learned about the host itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,6 +128,8 @@ pub struct HostFacts {
     /// `systemd`, or the name of process 1.
     pub init: String,
     pub hostname: String,
+    /// `uname -r`: the running kernel's release.
+    pub kernel: String,
     /// The docker CLI is installed.
     pub docker: bool,
     /// The daemon's version; empty when it does not answer.
@@ -70,7 +139,7 @@ pub struct HostFacts {
     seen: u8,
 }
 
-const SEEN_ALL: u8 = 0b11111;
+const SEEN_ALL: u8 = 0b111111;
 
 impl HostFacts {
     /// Parses one `@fact-KEY` record (`tag` without `fact-`).
@@ -107,6 +176,10 @@ impl HostFacts {
                 self.seen |= 16;
             }
             "compose" => self.compose_version = field(0),
+            "kernel" => {
+                self.kernel = field(0);
+                self.seen |= 32;
+            }
             _ => return Err(FactError(format!("unknown fact `{tag}`"))),
         }
         Ok(())
@@ -145,6 +218,7 @@ impl HostFacts {
             "deb_arch": self.deb_arch,
             "init": self.init,
             "hostname": self.hostname,
+            "kernel": self.kernel,
             "docker": self.docker,
             "docker_version": self.docker_version,
             "compose": !self.compose_version.is_empty(),
@@ -164,6 +238,7 @@ impl HostFacts {
             deb_arch: "amd64".into(),
             init: "systemd".into(),
             hostname: "placeholder".into(),
+            kernel: "6.1.0".into(),
             docker: false,
             docker_version: String::new(),
             compose_version: String::new(),
@@ -254,9 +329,69 @@ mod tests {
         };
         assert_eq!(f.arch, uname("-m"));
         assert_eq!(f.hostname, uname("-n"));
+        assert_eq!(f.kernel, uname("-r"));
         assert!(!f.init.is_empty());
         // The machine running the tests has Docker (the lab needs it): its daemon answers.
         assert!(f.docker && !f.docker_version.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn system_facts_run_locally() {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(SYSTEM)
+            .output()
+            .unwrap();
+        assert!(out.stderr.is_empty(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let fields: Vec<&str> = text.trim_end().split('\t').collect();
+        assert_eq!(fields[0], "@sys", "{text}");
+        let s = SystemFacts::parse(&fields[1..]).unwrap();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let total: u64 = meminfo
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(s.mem_total_kb, Some(total));
+        assert!(s.mem_available_kb.unwrap() <= total, "{s:?}");
+        let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+        assert!(s.cpus.unwrap() >= cpus, "{s:?}");
+        assert!(s.uptime_s.is_some(), "{s:?}");
+    }
+
+    #[test]
+    fn system_record() {
+        let s = SystemFacts::parse(&["2048000", "1024000", "0-3,6,8-9", "3600"]).unwrap();
+        assert_eq!(
+            s,
+            SystemFacts {
+                mem_total_kb: Some(2048000),
+                mem_available_kb: Some(1024000),
+                cpus: Some(7),
+                uptime_s: Some(3600),
+            }
+        );
+        assert_eq!(
+            SystemFacts::parse(&["", "", "", ""]).unwrap(),
+            SystemFacts::default()
+        );
+        assert_eq!(
+            SystemFacts::parse(&["1", "1", "0", "1"]).unwrap().cpus,
+            Some(1)
+        );
+        for bad in [
+            &["x", "", "", ""][..],
+            &["", "", "3-1", ""],
+            &["", "", "0-", ""],
+            &["", "", "", ""][..3],
+        ] {
+            assert!(SystemFacts::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -284,7 +419,8 @@ mod tests {
     fn docker_facts() {
         let f = parse(
             "@fact-os\tdebian\t13\ttrixie\t\n@fact-arch\tx86_64\tamd64\n@fact-init\tsystemd\n\
-             @fact-hostname\th1\n@fact-docker\tyes\t26.1.5\n@fact-compose\t2.26.1\n",
+             @fact-hostname\th1\n@fact-kernel\t6.12.0-1-amd64\n@fact-docker\tyes\t26.1.5\n\
+             @fact-compose\t2.26.1\n",
         )
         .unwrap();
         assert!(f.complete());
@@ -292,6 +428,7 @@ mod tests {
         assert_eq!(j["docker"], true);
         assert_eq!(j["compose"], true);
         assert_eq!(j["init"], "systemd");
+        assert_eq!(j["kernel"], "6.12.0-1-amd64");
         let g = parse("@fact-docker\tno\t\n@fact-compose\t\n").unwrap();
         assert!(!g.complete());
         assert_eq!(g.to_json()["compose"], false);

@@ -26,7 +26,7 @@ pub use fetch::FetchState;
 pub use firewall::FirewallState;
 pub use git::GitState;
 pub use guard::GuardState;
-pub use host::HostFacts;
+pub use host::{HostFacts, SystemFacts};
 pub use image::ImageState;
 pub use path::PathState;
 pub use secret::SecretState;
@@ -120,6 +120,9 @@ pub struct ProbeScript {
     journal: Option<String>,
     /// Take the apply lock: (holder description, force).
     lock: Option<(String, bool)>,
+    /// The `facts` command's probe: memory, CPUs and uptime too; a preflight problem is
+    /// reported with the facts instead of failing the probe.
+    report: bool,
 }
 
 impl ProbeScript {
@@ -131,6 +134,21 @@ impl ProbeScript {
             journal: Some(playbook.to_string()),
             ..Self::default()
         }
+    }
+
+    /// The probe of the `facts` command: the host's facts, its memory, CPUs and uptime, and the
+    /// free space of `dirs`; no playbook, so no journal, no secret and no step request. Its
+    /// preflight problems are reported ([`ProbeResult::problems`]), not fatal.
+    pub fn host_report(dirs: &[&str]) -> Self {
+        let mut p = Self {
+            facts: true,
+            report: true,
+            ..Self::default()
+        };
+        for d in dirs {
+            p.add_upload_dir(d);
+        }
+        p
     }
 
     /// Takes the host's apply lock in this script (see [`lock`]).
@@ -186,6 +204,9 @@ impl ProbeScript {
         }
         if self.facts {
             s.push_str(host::FACTS);
+        }
+        if self.report {
+            s.push_str(host::SYSTEM);
         }
         if let Some((holder, force)) = &self.lock {
             s.push_str(&lock::command(holder, *force));
@@ -265,14 +286,16 @@ impl ProbeScript {
                 pre.parse_line(tag, &fields.collect::<Vec<_>>(), &self.upload_dirs)?;
             }
         }
-        if let Some(p) = pre.problems().into_iter().next() {
-            return Err(ProbeError::Preflight(p));
+        let problems = pre.problems();
+        if let (Some(p), false) = (problems.first(), self.report) {
+            return Err(ProbeError::Preflight(p.clone()));
         }
         pre.check_free(&self.upload_dirs)?;
         let mut ended = false;
         let mut facts = HostFacts::default();
         let mut journal = Vec::new();
         let mut lock_state = None;
+        let mut system = None;
         let mut paths = path::Batch::default();
         let mut dpkg = apt::Batch::default();
         let mut secret_batch = secret::Batch::default();
@@ -296,6 +319,8 @@ impl ProbeScript {
                 || secret_batch.take(tag, &fields)?
             {
                 continue;
+            } else if tag == "sys" && self.report {
+                system = Some(SystemFacts::parse(&fields)?);
             } else if tag == "lock" {
                 lock_state = Some(lock::parse(&fields)?);
             } else if tag == "journal" {
@@ -376,12 +401,17 @@ impl ProbeScript {
         if self.lock.is_some() && lock_state.is_none() {
             return Err(FactError("no answer about the apply lock".into()).into());
         }
+        if self.report && system.is_none() {
+            return Err(FactError("no answer about memory, CPUs and uptime".into()).into());
+        }
         Ok(ProbeResult {
             observed,
             preflight: pre,
             facts: self.facts.then_some(facts),
             journal,
             lock: lock_state,
+            system,
+            problems,
         })
     }
 }
@@ -398,6 +428,11 @@ pub struct ProbeResult {
     pub journal: Vec<String>,
     /// The apply lock, when the script took it.
     pub lock: Option<lock::LockState>,
+    /// Memory, CPUs and uptime ([`ProbeScript::host_report`] only).
+    pub system: Option<SystemFacts>,
+    /// What the target lacks that every plan needs (only a `host_report` gets this far
+    /// with any).
+    pub problems: Vec<String>,
 }
 
 #[cfg(test)]
@@ -527,6 +562,48 @@ mod tests {
         assert!(!text.contains("@paths"), "{text}");
         let fallback = p.parse(&text).unwrap();
         assert_eq!(fallback.observed, r.observed);
+    }
+
+    /// The `facts` command's probe, run here: facts, system facts and free space, with no
+    /// journal, lock or secret in the script; a missing tool is a problem, not a failure.
+    #[test]
+    fn host_report_runs_locally() {
+        let p = ProbeScript::host_report(&["/", "/tmp"]);
+        let script = p.script();
+        for absent in [
+            "@journal",
+            "@lock",
+            "claw_secret",
+            "/var/lib/claw-provision",
+        ] {
+            assert!(!script.contains(absent), "{absent} in {script}");
+        }
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let r = p.parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        assert!(r.facts.as_ref().is_some_and(HostFacts::complete));
+        assert!(r.system.as_ref().unwrap().mem_total_kb.unwrap() > 0);
+        assert_eq!(r.preflight.free_kb.len(), 2);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert!(r.journal.is_empty() && r.lock.is_none() && r.observed.is_empty());
+        let no_sha = "@pre-sha256sum\tno\n@pre-stat\tyes\n@pre-free\t0\t/dev/x 10 5 5 50% /\n\
+            @pre-free\t1\t/dev/x 10 5 5 50% /\n@fact-os\tdebian\t13\ttrixie\t\n\
+            @fact-arch\tx86_64\tamd64\n@fact-kernel\t6.1\n@fact-init\tsystemd\n\
+            @fact-hostname\th\n@fact-docker\tno\t\n@fact-compose\t\n@sys\t1\t1\t0\t1\n@end\n";
+        let r = p.parse(no_sha).unwrap();
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert!(r.problems[0].contains("sha256sum"));
+        // Without its @sys record the answer is incomplete.
+        assert!(p.parse(&no_sha.replace("@sys\t1\t1\t0\t1\n", "")).is_err());
+        // A plan's probe still fails on the same answer.
+        let mut q = ProbeScript::default();
+        q.add(Request::Path("/x".into()));
+        q.add_upload_dir("/");
+        q.add_upload_dir("/tmp");
+        assert!(matches!(q.parse(no_sha), Err(ProbeError::Preflight(_))));
     }
 
     #[test]
