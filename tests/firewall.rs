@@ -5,9 +5,9 @@
 //! to one peer only; a ruleset that would close the SSH port is refused at plan time; and all
 //! of it again with sshd on port 2222.
 
-use crate::support::{Lab, Scratch, claw, repo};
+use crate::support::{Lab, Scratch, claw};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// How a TCP connection from `from` to `addr:port` ends.
 #[derive(Debug, PartialEq)]
@@ -17,19 +17,9 @@ enum Tcp {
     TimedOut,
 }
 
-/// `lab.sh exec HOST -- ARGS` (root in the host's namespaces, no ssh).
-fn lab_exec(lab: &Lab, host: &str, args: &[&str]) -> Output {
-    Command::new("bash")
-        .arg(repo().join("tests/lab/lab.sh"))
-        .args(["exec", host, "--name", &lab.name, "--"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn connect(lab: &Lab, from: &str, addr: &str, port: u16) -> Tcp {
     let script = format!("exec 3<>/dev/tcp/{addr}/{port}");
-    let o = lab_exec(lab, from, &["timeout", "3", "bash", "-c", &script]);
+    let o = lab.exec(from, &["timeout", "3", "bash", "-c", &script]);
     let err = String::from_utf8_lossy(&o.stderr);
     match o.status.code() {
         Some(0) => Tcp::Connected,
@@ -41,7 +31,7 @@ fn connect(lab: &Lab, from: &str, addr: &str, port: u16) -> Tcp {
 
 /// Runs a sh script as root in a host; it must succeed.
 fn exec(lab: &Lab, host: &str, script: &str) -> String {
-    let o = lab_exec(lab, host, &["sh", "-c", script]);
+    let o = lab.exec(host, &["sh", "-c", script]);
     assert!(
         o.status.success(),
         "{host}: {script}: {}",

@@ -2,17 +2,8 @@
 //! direct-tcpip channels of our own SSH connection to the bastion (no `ssh` process), with the
 //! host keys of the bastion and of the targets checked.
 
-use crate::support::{Lab, Scratch, claw, log_len, repo};
-use std::process::{Command, Output};
-
-fn lab_exec(lab: &Lab, host: &str, args: &[&str]) -> Output {
-    Command::new("bash")
-        .arg(repo().join("tests/lab/lab.sh"))
-        .args(["exec", host, "--name", &lab.name, "--"])
-        .args(args)
-        .output()
-        .unwrap()
-}
+use crate::support::{Lab, Scratch, claw, log_len};
+use std::process::Command;
 
 fn touch_playbook(s: &Scratch) -> std::path::PathBuf {
     s.file(
@@ -36,7 +27,7 @@ fn targets_behind_a_bastion() {
                 .to_string(),
             format!("add rule inet claw_jump input tcp dport 22 ip saddr != {bastion} drop"),
         ] {
-            let o = lab_exec(&lab, h, &["sh", "-c", &format!("nft '{cmd}'")]);
+            let o = lab.exec(h, &["sh", "-c", &format!("nft '{cmd}'")]);
             assert!(o.status.success(), "nft {cmd} on {h}: {}", String::from_utf8_lossy(&o.stderr));
         }
     }
@@ -84,7 +75,7 @@ fn targets_behind_a_bastion() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     for (i, h) in ["h2", "h3"].iter().enumerate() {
         assert_eq!(r.host(h)["state"], "changed", "{}", r.stdout);
-        let o = lab_exec(&lab, h, &["cat", "/srv/jumped"]);
+        let o = lab.exec(h, &["cat", "/srv/jumped"]);
         assert_eq!(String::from_utf8_lossy(&o.stdout), "via bastion\n");
         let log = std::fs::read_to_string(lab.host(h).sshd_log).unwrap();
         assert!(
@@ -193,7 +184,7 @@ fn targets_behind_a_bastion() {
         "flush chain inet claw_jump input",
         "add rule inet claw_jump input tcp dport 22 reject with tcp reset",
     ] {
-        let o = lab_exec(&lab, "h3", &["sh", "-c", &format!("nft '{cmd}'")]);
+        let o = lab.exec("h3", &["sh", "-c", &format!("nft '{cmd}'")]);
         assert!(
             o.status.success(),
             "nft {cmd}: {}",

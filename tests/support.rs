@@ -230,6 +230,17 @@ impl Lab {
         );
     }
 
+    /// `lab.sh exec HOST -- ARGS`: root in the host's namespaces, no ssh; the output as it
+    /// came (the caller checks the status).
+    pub fn exec(&self, host: &str, args: &[&str]) -> Output {
+        Command::new("bash")
+            .arg(repo().join("tests/lab/lab.sh"))
+            .args(["exec", host, "--name", &self.name, "--"])
+            .args(args)
+            .output()
+            .expect("lab.sh exec")
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Output {
         let o = lab_sh(
             args.iter()
