@@ -670,14 +670,14 @@ pub async fn connect(
     passphrases: &dyn PassphraseSource,
 ) -> Result<Remote, ssh::SshError> {
     let session = ssh::Session::connect(&connect_spec(h), passphrases).await?;
-    Ok(Remote {
+    Ok(Remote::new(
         session,
         // Logged in as the become user already (typically root): no sudo needed.
-        become_: (h.become_ && h.user != h.become_user).then(|| Become {
+        (h.become_ && h.user != h.become_user).then(|| Become {
             user: h.become_user.clone(),
             password: become_password,
         }),
-    })
+    ))
 }
 
 pub(crate) fn connect_spec(h: &Host) -> ConnectSpec {
@@ -1017,7 +1017,13 @@ async fn drive(
             }
         }
     }
-    let mask = Mask::new(&secrets);
+    // The sudo password is masked too (a command's error text could echo it).
+    let become_pw: Vec<(String, Secret)> = (ctx.opts.become_password.iter())
+        .map(|pw| (String::new(), pw.clone()))
+        .collect();
+    let mask = Mask::new(&[secrets.as_slice(), &become_pw].concat());
+    // From here on, a script that holds a secret value goes to the host on stdin.
+    remote.hide(secrets.iter().map(|(_, v)| v.clone()));
 
     // 3. Render with the real facts and secrets; re-probe the steps whose questions changed.
     // (The full context lives only for the render: a fleet's contexts are not all kept.)
@@ -1311,9 +1317,13 @@ async fn drive(
                         script.push_str(&journal_record(&journal, &notify));
                     }
                     script.push_str(&op.script);
+                    let private = secret_material(&p.steps[i].step, &sp.change);
+                    if private {
+                        // Not on the command line either (`ps` on the host): on stdin.
+                        script = crate::remote::private(&script);
+                    }
                     if ctx.observer.wants_commands() {
-                        let shown = (!secret_material(&p.steps[i].step, &sp.change))
-                            .then(|| mask.text(&op.script));
+                        let shown = (!private).then(|| mask.text(&op.script));
                         ctx.observer.command(
                             name,
                             &format!("step `{}`", sp.name),
@@ -1435,10 +1445,16 @@ async fn drive(
             "{journal}/{}",
             crate::fact::host::encode_name(hname)
         ));
-        let script = format!(
+        let mut script = format!(
             "( {}\n)\nrc=$?\n[ \"$rc\" -ne 0 ] || rm -f -- {marker}\nexit \"$rc\"\n",
             cmd.script()
         );
+        if (p.playbook.handlers.iter())
+            .find(|h| &h.name == hname)
+            .is_none_or(uses_secrets)
+        {
+            script = crate::remote::private(&script);
+        }
         match remote
             .run_ok(&script, &[], timeout.unwrap_or(default_timeout))
             .await
@@ -1662,9 +1678,10 @@ async fn fetch_old_contents(
     let mut script = String::new();
     let mut wanted = Vec::new();
     for (i, s) in plan.steps.iter().enumerate() {
+        // A sensitive file only when it is an env file: its keys are compared, never shown.
         if let Some(c) = &s.change.content
             && c.old_sha256.is_some()
-            && !c.sensitive
+            && (!c.sensitive || crate::plan::env_lines(&c.new).is_some())
             && s.change.action == crate::plan::Action::Update
         {
             script.push_str(&format!(
@@ -1693,7 +1710,11 @@ async fn fetch_old_contents(
             break;
         }
         if let Some(c) = plan.steps[i].change.content.as_mut() {
-            c.old = Some(body[..n].to_vec());
+            if c.sensitive {
+                c.keys = crate::plan::env_keys(Some(&body[..n]), &c.new);
+            } else {
+                c.old = Some(body[..n].to_vec());
+            }
         }
         data = &body[n..];
     }
@@ -1810,6 +1831,7 @@ mod tests {
             new: Arc::new(b"KEY=...".to_vec()),
             sensitive: true,
             old: None,
+            keys: None,
         });
         assert!(secret_material(&s, &c));
         c.content.as_mut().unwrap().sensitive = false;
@@ -1862,6 +1884,7 @@ mod tests {
             new: Arc::new(vec![]),
             sensitive: false,
             old: None,
+            keys: None,
         });
         c
     }

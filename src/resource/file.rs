@@ -278,6 +278,7 @@ impl Desired {
             new: self.content.clone(),
             sensitive: self.sensitive,
             old: None,
+            keys: None,
         };
         let with_upload = |mut c: Change, script: String| {
             c.op = Some(Op {
