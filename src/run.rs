@@ -37,6 +37,51 @@ pub struct PreparedStep {
     /// render with the host's real facts and secrets would be the same as `probe_desired`, so
     /// it is reused instead of rendered again.
     pub context_free: bool,
+    /// The step (arguments, `when`) or its template names `secrets`: a file it writes is
+    /// sensitive (never diffed in clear), whatever form the secret takes in it.
+    pub names_secrets: bool,
+}
+
+/// Whether a step or its template names `secrets` (see [`PreparedStep::names_secrets`]).
+/// Conservative: a template whose name is itself templated, or cannot be read, counts.
+fn names_secrets(step: &Step, templates_dir: &std::path::Path) -> bool {
+    if uses_secrets(step) {
+        return true;
+    }
+    if step.kind == "template" {
+        let Some(src) = step.args.get("src").and_then(|v| v.as_str()) else {
+            return true;
+        };
+        if src.contains("{{") || src.contains("{%") {
+            return true;
+        }
+        return std::fs::read_to_string(templates_dir.join(src)).map_or(true, |t| {
+            tera_code(&t).any(|c| c.contains("secrets") || c.contains("__tera_context"))
+        });
+    }
+    false
+}
+
+/// The code of a template's `{{ }}` and `{% %}` blocks (not its text or `{# #}` comments).
+fn tera_code(t: &str) -> impl Iterator<Item = &str> {
+    let mut rest = t;
+    std::iter::from_fn(move || {
+        loop {
+            let i = rest.find('{')?;
+            let close = match rest.as_bytes().get(i + 1) {
+                Some(b'{') => "}}",
+                Some(b'%') => "%}",
+                _ => {
+                    rest = &rest[i + 1..];
+                    continue;
+                }
+            };
+            let body = &rest[i + 2..];
+            let end = body.find(close).unwrap_or(body.len());
+            rest = &body[(end + close.len()).min(body.len())..];
+            return Some(&body[..end]);
+        }
+    })
 }
 
 /// Whether a step's rendering can depend on the facts or secrets (see
@@ -261,8 +306,13 @@ pub fn prepare(
         .chain(info.operator_secrets.iter().map(|(k, _)| k))
         .map(|k| (k.clone(), Secret::new(format!("<secret {k}>"))))
         .collect();
-    let free: Vec<bool> = (pb.steps.iter())
-        .map(|s| context_free(s, &pb.templates_dir))
+    let free: Vec<(bool, bool)> = (pb.steps.iter())
+        .map(|s| {
+            (
+                context_free(s, &pb.templates_dir),
+                names_secrets(s, &pb.templates_dir),
+            )
+        })
         .collect();
     let mut errors = Vec::new();
     let mut out = Vec::new();
@@ -278,10 +328,11 @@ pub fn prepare(
             .steps
             .iter()
             .zip(&free)
-            .map(|(s, free)| PreparedStep {
+            .map(|(s, (free, names))| PreparedStep {
                 step: s.clone(),
                 probe_desired: None,
                 context_free: *free,
+                names_secrets: *names,
             })
             .collect();
         match render(&steps, &info, &ctx, false) {
@@ -1143,7 +1194,7 @@ async fn drive(
                         c
                     }
                 };
-                mask.content(&mut c);
+                mask.content(&mut c, s.names_secrets);
                 c
             }
             _ => Change::skip(String::new(), skip[i].clone()),
@@ -1289,7 +1340,7 @@ async fn drive(
                     ))
                 }
                 Ok(mut c) => {
-                    mask.content(&mut c);
+                    mask.content(&mut c, p.steps[i].names_secrets);
                     sp.change = c;
                     if let Some(ps) = o.plan.as_mut() {
                         ps.steps[i] = sp.clone();
@@ -1619,8 +1670,13 @@ impl Mask {
         }
     }
 
-    fn content(&self, c: &mut Change) {
+    /// `names_secrets`: the step or its template names `secrets` (its content is sensitive
+    /// even when no value appears in it as such: encoded, hashed, ...).
+    fn content(&self, c: &mut Change, names_secrets: bool) {
         if let Some(cc) = c.content.as_mut() {
+            if names_secrets {
+                cc.sensitive = true;
+            }
             let hit = |data: &[u8]| {
                 self.values
                     .iter()
@@ -1836,6 +1892,52 @@ mod tests {
         assert!(secret_material(&s, &c));
         c.content.as_mut().unwrap().sensitive = false;
         assert!(!secret_material(&s, &c));
+    }
+
+    #[test]
+    fn steps_naming_secrets_write_sensitive_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            (
+                "plain.tera",
+                "# the .env holds the secrets\nlisten {{ port }};\n",
+            ),
+            ("secret.tera", "auth={{ secrets.k | urlencode }}\n"),
+            (
+                "loop.tera",
+                "{% for k, v in secrets %}{{ k }}{% endfor %}\n",
+            ),
+            ("comment.tera", "{# secrets #}x={{ a }}\n"),
+        ];
+        for (f, t) in files {
+            std::fs::write(dir.path().join(f), t).unwrap();
+        }
+        let with = |kind: &str, args: &str| {
+            let mut s = pb_step(&[]);
+            s.kind = kind.into();
+            s.args = toml::from_str(args).unwrap();
+            names_secrets(&s, dir.path())
+        };
+        let t = |src: &str| with("template", &format!("src = {src:?}\npath = \"/x\""));
+        assert!(!t("plain.tera"));
+        assert!(!t("comment.tera"));
+        assert!(t("secret.tera"));
+        assert!(t("loop.tera"));
+        assert!(t("{{ name }}.tera"));
+        assert!(t("missing.tera"));
+        assert!(with(
+            "file",
+            "content = \"k={{ secrets.k }}\"\npath = \"/x\""
+        ));
+        assert!(!with("file", "content = \"k={{ k }}\"\npath = \"/x\""));
+        // The mask then hides the content, whatever form the secret took in it.
+        let mask = Mask::new(&[("k".into(), Secret::new("value-of-k"))]);
+        let mut c = file_change("/x");
+        c.content.as_mut().unwrap().new = Arc::new(b"auth=dmFsdWUtb2Ytaw==\n".to_vec());
+        mask.content(&mut c, false);
+        assert!(!c.content.as_ref().unwrap().sensitive);
+        mask.content(&mut c, true);
+        assert!(c.content.as_ref().unwrap().sensitive);
     }
 
     #[test]
