@@ -134,8 +134,77 @@ pub struct ContentChange {
     pub new: Arc<Vec<u8>>,
     /// Hide the content in every output.
     pub sensitive: bool,
-    /// Current content, fetched only to show a diff.
+    /// Current content, fetched only to show a diff (never for a sensitive file).
     pub old: Option<Vec<u8>>,
+    /// A sensitive env file (`NAME=value` lines): how each key changes, compared on the
+    /// fetched current content, which is then dropped. Names only, never a value.
+    pub keys: Option<Vec<(String, KeyState)>>,
+}
+
+/// How one key of a sensitive env file changes (see [`env_keys`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    Added,
+    Changed,
+    Unchanged,
+    Removed,
+}
+
+impl KeyState {
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Added => "added",
+            Self::Changed => "changed",
+            Self::Unchanged => "unchanged",
+            Self::Removed => "removed",
+        }
+    }
+}
+
+/// The `NAME=value` lines of an env file (blank lines, `#` comments and `export ` allowed; a
+/// later line wins), or None when `data` is not one.
+pub fn env_lines(data: &[u8]) -> Option<Vec<(&str, &[u8])>> {
+    let text = std::str::from_utf8(data).ok()?;
+    let mut out: Vec<(&str, &[u8])> = Vec::new();
+    for line in text.lines() {
+        let l = line.trim_start();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let l = l.strip_prefix("export ").unwrap_or(l);
+        let (k, v) = l.split_once('=')?;
+        crate::resource::secret::check_name(k).ok()?;
+        out.retain(|(n, _)| *n != k);
+        out.push((k, v.as_bytes()));
+    }
+    Some(out)
+}
+
+/// How the keys of an env file change from `old` (None: the file does not exist) to `new`:
+/// the keys of `new` in order, then the removed ones. None when either is not an env file.
+pub fn env_keys(old: Option<&[u8]>, new: &[u8]) -> Option<Vec<(String, KeyState)>> {
+    let new = env_lines(new)?;
+    let old = match old {
+        Some(o) => env_lines(o)?,
+        None => Vec::new(),
+    };
+    let mut out: Vec<(String, KeyState)> = new
+        .iter()
+        .map(|(k, v)| {
+            let state = match old.iter().find(|(o, _)| o == k) {
+                None => KeyState::Added,
+                Some((_, ov)) if ov == v => KeyState::Unchanged,
+                Some(_) => KeyState::Changed,
+            };
+            (k.to_string(), state)
+        })
+        .collect();
+    for (k, _) in &old {
+        if !new.iter().any(|(n, _)| n == k) {
+            out.push((k.to_string(), KeyState::Removed));
+        }
+    }
+    Some(out)
 }
 
 impl std::fmt::Debug for ContentChange {

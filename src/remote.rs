@@ -2,7 +2,10 @@
 //! `sudo` for become) and the interpretation of the result.
 //!
 //! **Invariant:** a become password travels only on stdin (first line, consumed by `sudo -S` or,
-//! when sudo needs none, by the shell before sudo starts); never on a command line.
+//! when sudo needs none, by the shell before sudo starts); never on a command line. So does a
+//! script that holds a secret value (see [`Remote::hide`]) or is marked [`private`]: the command
+//! line then only carries a fixed loader that reads the script from stdin (every process's
+//! arguments are visible to every user of the host in `ps`).
 
 use crate::plan::LocalSource;
 use crate::quote::quote;
@@ -54,13 +57,69 @@ pub fn command_line(script: &str, become_: Option<&Become>, timeout: Duration) -
     }
 }
 
+/// Marks a script as private: it travels on stdin, never on the command line (see [`private`]).
+const PRIVATE: &str = "# claw-provision: private\n";
+
+/// The script marked private: `Remote` sends it on stdin, not as an argument, whatever it holds.
+/// For scripts that carry secret material other than a value `Remote::hide` knows (the sha256
+/// of a secret file's content, say).
+pub fn private(script: &str) -> String {
+    format!("{PRIVATE}{script}")
+}
+
+/// The command-line script that reads `lines` lines of script from stdin (shell builtins only:
+/// `read` takes a pipe byte by byte, so the stdin that follows, an upload's content, is left
+/// whole) and runs them in the same shell.
+fn stdin_loader(lines: usize) -> String {
+    format!(
+        "claw_n={lines}; claw_s=; while [ \"$claw_n\" -gt 0 ] && IFS= read -r claw_l; do claw_s=\"$claw_s$claw_l\n\"; claw_n=$((claw_n - 1)); done\n\
+         [ \"$claw_n\" -eq 0 ] || {{ echo 'claw-provision: the script did not arrive whole on stdin' >&2; exit 125; }}\n\
+         unset claw_n claw_l; eval \"$claw_s\""
+    )
+}
+
+/// What a script becomes on the wire: the command line's script and the bytes that precede
+/// the command's own stdin. Pure, unit-tested.
+fn wire(script: &str, hidden: &[Secret]) -> (String, Vec<u8>) {
+    let private = script.starts_with(PRIVATE)
+        || hidden
+            .iter()
+            .any(|v| !v.is_empty() && script.contains(v.expose()));
+    if !private {
+        return (script.to_string(), Vec::new());
+    }
+    let mut body = script.strip_prefix(PRIVATE).unwrap_or(script).to_string();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    let lines = body.matches('\n').count();
+    (stdin_loader(lines), body.into_bytes())
+}
+
 /// A host's connection plus its become settings.
 pub struct Remote {
     pub session: Session,
     pub become_: Option<Become>,
+    /// Secret values of this host (see [`Remote::hide`]).
+    hidden: std::sync::RwLock<Vec<Secret>>,
 }
 
 impl Remote {
+    pub fn new(session: Session, become_: Option<Become>) -> Self {
+        Self {
+            session,
+            become_,
+            hidden: Default::default(),
+        }
+    }
+
+    /// Secret values that must never reach a command line: from now on, a script that holds
+    /// one is sent on stdin (read by a fixed loader), never as an argument.
+    pub fn hide(&self, values: impl IntoIterator<Item = Secret>) {
+        let mut h = self.hidden.write().unwrap_or_else(|e| e.into_inner());
+        h.extend(values.into_iter().filter(|v| !v.is_empty()));
+    }
+
     /// Runs a script (one round trip). Non-zero exit is returned as `Ok` with its status;
     /// timeouts and sudo failures are errors.
     pub async fn run(
@@ -156,12 +215,17 @@ impl Remote {
         sink: Option<&mut (dyn tokio::io::AsyncWrite + Unpin + Send)>,
         timeout: Duration,
     ) -> Result<ExecOutput, RemoteError> {
-        let cmd = command_line(script, self.become_.as_ref(), timeout);
+        let (script, body) = {
+            let hidden = self.hidden.read().unwrap_or_else(|e| e.into_inner());
+            wire(script, &hidden)
+        };
+        let cmd = command_line(&script, self.become_.as_ref(), timeout);
         let mut input: Vec<u8> = Vec::new();
         if let Some(pw) = self.become_.as_ref().and_then(|b| b.password.as_ref()) {
             input.extend_from_slice(pw.expose().as_bytes());
             input.push(b'\n');
         }
+        input.extend_from_slice(&body);
         input.extend_from_slice(stdin);
         let started = std::time::Instant::now();
         let res = match (stream, sink) {
@@ -416,5 +480,62 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "C $(x)");
+    }
+
+    /// Runs `script` as a host would (the login shell runs the command line), through `wire`.
+    fn run_wire(script: &str, hidden: &[Secret], stdin: &[u8]) -> (String, std::process::Output) {
+        use std::io::Write;
+        let (s, body) = wire(script, hidden);
+        let cmd = command_line(&s, None, Duration::from_secs(5));
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = body;
+        input.extend_from_slice(stdin);
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        (cmd, child.wait_with_output().unwrap())
+    }
+
+    #[test]
+    fn a_script_holding_a_secret_travels_on_stdin() {
+        let hidden = [Secret::new("tok-9f8e7d")];
+        let script = "set -e\nv='tok-9f8e7d'\nprintf '%s|' \"$v\" 'a\\b' \"$(echo x)\"\ncat <<'EOF'\nheredoc $v\nEOF\nhead -c 5\n";
+        let (cmd, out) = run_wire(script, &hidden, b"12345rest");
+        assert!(!cmd.contains("tok-9f8e7d"), "{cmd}");
+        assert!(cmd.contains("eval"), "{cmd}");
+        assert!(out.status.success(), "{out:?}");
+        // The script ran whole, and the stdin after it (an upload's content) arrived intact.
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "tok-9f8e7d|a\\b|x|heredoc $v\n12345"
+        );
+        // Its exit status is the script's.
+        let (_, out) = run_wire("echo tok-9f8e7d >&2; exit 3", &hidden, b"");
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(String::from_utf8(out.stderr).unwrap(), "tok-9f8e7d\n");
+    }
+
+    #[test]
+    fn private_scripts_travel_on_stdin_and_others_as_arguments() {
+        let (cmd, out) = run_wire(&private("echo 0123abcd"), &[], b"");
+        assert!(!cmd.contains("0123abcd"), "{cmd}");
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "0123abcd\n");
+        let (cmd, _) = run_wire("echo public", &[Secret::new("other")], b"");
+        assert!(cmd.contains("echo public"), "{cmd}");
+        // A cut stdin is an error, never half a script run.
+        let (s, _) = wire(&private("echo a\necho b\n"), &[]);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command_line(&s, None, Duration::from_secs(5)))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125));
+        assert!(out.stdout.is_empty());
     }
 }

@@ -37,6 +37,51 @@ pub struct PreparedStep {
     /// render with the host's real facts and secrets would be the same as `probe_desired`, so
     /// it is reused instead of rendered again.
     pub context_free: bool,
+    /// The step (arguments, `when`) or its template names `secrets`: a file it writes is
+    /// sensitive (never diffed in clear), whatever form the secret takes in it.
+    pub names_secrets: bool,
+}
+
+/// Whether a step or its template names `secrets` (see [`PreparedStep::names_secrets`]).
+/// Conservative: a template whose name is itself templated, or cannot be read, counts.
+fn names_secrets(step: &Step, templates_dir: &std::path::Path) -> bool {
+    if uses_secrets(step) {
+        return true;
+    }
+    if step.kind == "template" {
+        let Some(src) = step.args.get("src").and_then(|v| v.as_str()) else {
+            return true;
+        };
+        if src.contains("{{") || src.contains("{%") {
+            return true;
+        }
+        return std::fs::read_to_string(templates_dir.join(src)).map_or(true, |t| {
+            tera_code(&t).any(|c| c.contains("secrets") || c.contains("__tera_context"))
+        });
+    }
+    false
+}
+
+/// The code of a template's `{{ }}` and `{% %}` blocks (not its text or `{# #}` comments).
+fn tera_code(t: &str) -> impl Iterator<Item = &str> {
+    let mut rest = t;
+    std::iter::from_fn(move || {
+        loop {
+            let i = rest.find('{')?;
+            let close = match rest.as_bytes().get(i + 1) {
+                Some(b'{') => "}}",
+                Some(b'%') => "%}",
+                _ => {
+                    rest = &rest[i + 1..];
+                    continue;
+                }
+            };
+            let body = &rest[i + 2..];
+            let end = body.find(close).unwrap_or(body.len());
+            rest = &body[(end + close.len()).min(body.len())..];
+            return Some(&body[..end]);
+        }
+    })
 }
 
 /// Whether a step's rendering can depend on the facts or secrets (see
@@ -261,8 +306,13 @@ pub fn prepare(
         .chain(info.operator_secrets.iter().map(|(k, _)| k))
         .map(|k| (k.clone(), Secret::new(format!("<secret {k}>"))))
         .collect();
-    let free: Vec<bool> = (pb.steps.iter())
-        .map(|s| context_free(s, &pb.templates_dir))
+    let free: Vec<(bool, bool)> = (pb.steps.iter())
+        .map(|s| {
+            (
+                context_free(s, &pb.templates_dir),
+                names_secrets(s, &pb.templates_dir),
+            )
+        })
         .collect();
     let mut errors = Vec::new();
     let mut out = Vec::new();
@@ -278,10 +328,11 @@ pub fn prepare(
             .steps
             .iter()
             .zip(&free)
-            .map(|(s, free)| PreparedStep {
+            .map(|(s, (free, names))| PreparedStep {
                 step: s.clone(),
                 probe_desired: None,
                 context_free: *free,
+                names_secrets: *names,
             })
             .collect();
         match render(&steps, &info, &ctx, false) {
@@ -670,14 +721,14 @@ pub async fn connect(
     passphrases: &dyn PassphraseSource,
 ) -> Result<Remote, ssh::SshError> {
     let session = ssh::Session::connect(&connect_spec(h), passphrases).await?;
-    Ok(Remote {
+    Ok(Remote::new(
         session,
         // Logged in as the become user already (typically root): no sudo needed.
-        become_: (h.become_ && h.user != h.become_user).then(|| Become {
+        (h.become_ && h.user != h.become_user).then(|| Become {
             user: h.become_user.clone(),
             password: become_password,
         }),
-    })
+    ))
 }
 
 pub(crate) fn connect_spec(h: &Host) -> ConnectSpec {
@@ -1026,7 +1077,13 @@ async fn drive(
             }
         }
     }
-    let mask = Mask::new(&secrets);
+    // The sudo password is masked too (a command's error text could echo it).
+    let become_pw: Vec<(String, Secret)> = (ctx.opts.become_password.iter())
+        .map(|pw| (String::new(), pw.clone()))
+        .collect();
+    let mask = Mask::new(&[secrets.as_slice(), &become_pw].concat());
+    // From here on, a script that holds a secret value goes to the host on stdin.
+    remote.hide(secrets.iter().map(|(_, v)| v.clone()));
 
     // 3. Render with the real facts and secrets; re-probe the steps whose questions changed.
     // (The full context lives only for the render: a fleet's contexts are not all kept.)
@@ -1146,7 +1203,7 @@ async fn drive(
                         c
                     }
                 };
-                mask.content(&mut c);
+                mask.content(&mut c, s.names_secrets);
                 c
             }
             _ => Change::skip(String::new(), skip[i].clone()),
@@ -1292,7 +1349,7 @@ async fn drive(
                     ))
                 }
                 Ok(mut c) => {
-                    mask.content(&mut c);
+                    mask.content(&mut c, p.steps[i].names_secrets);
                     sp.change = c;
                     if let Some(ps) = o.plan.as_mut() {
                         ps.steps[i] = sp.clone();
@@ -1320,9 +1377,13 @@ async fn drive(
                         script.push_str(&journal_record(&journal, &notify));
                     }
                     script.push_str(&op.script);
+                    let private = secret_material(&p.steps[i].step, &sp.change);
+                    if private {
+                        // Not on the command line either (`ps` on the host): on stdin.
+                        script = crate::remote::private(&script);
+                    }
                     if ctx.observer.wants_commands() {
-                        let shown = (!secret_material(&p.steps[i].step, &sp.change))
-                            .then(|| mask.text(&op.script));
+                        let shown = (!private).then(|| mask.text(&op.script));
                         ctx.observer.command(
                             name,
                             &format!("step `{}`", sp.name),
@@ -1444,10 +1505,16 @@ async fn drive(
             "{journal}/{}",
             crate::fact::host::encode_name(hname)
         ));
-        let script = format!(
+        let mut script = format!(
             "( {}\n)\nrc=$?\n[ \"$rc\" -ne 0 ] || rm -f -- {marker}\nexit \"$rc\"\n",
             cmd.script()
         );
+        if (p.playbook.handlers.iter())
+            .find(|h| &h.name == hname)
+            .is_none_or(uses_secrets)
+        {
+            script = crate::remote::private(&script);
+        }
         match remote
             .run_ok(&script, &[], timeout.unwrap_or(default_timeout))
             .await
@@ -1612,8 +1679,13 @@ impl Mask {
         }
     }
 
-    fn content(&self, c: &mut Change) {
+    /// `names_secrets`: the step or its template names `secrets` (its content is sensitive
+    /// even when no value appears in it as such: encoded, hashed, ...).
+    fn content(&self, c: &mut Change, names_secrets: bool) {
         if let Some(cc) = c.content.as_mut() {
+            if names_secrets {
+                cc.sensitive = true;
+            }
             let hit = |data: &[u8]| {
                 self.values
                     .iter()
@@ -1671,9 +1743,10 @@ async fn fetch_old_contents(
     let mut script = String::new();
     let mut wanted = Vec::new();
     for (i, s) in plan.steps.iter().enumerate() {
+        // A sensitive file only when it is an env file: its keys are compared, never shown.
         if let Some(c) = &s.change.content
             && c.old_sha256.is_some()
-            && !c.sensitive
+            && (!c.sensitive || crate::plan::env_lines(&c.new).is_some())
             && s.change.action == crate::plan::Action::Update
         {
             script.push_str(&format!(
@@ -1702,7 +1775,11 @@ async fn fetch_old_contents(
             break;
         }
         if let Some(c) = plan.steps[i].change.content.as_mut() {
-            c.old = Some(body[..n].to_vec());
+            if c.sensitive {
+                c.keys = crate::plan::env_keys(Some(&body[..n]), &c.new);
+            } else {
+                c.old = Some(body[..n].to_vec());
+            }
         }
         data = &body[n..];
     }
@@ -1819,10 +1896,57 @@ mod tests {
             new: Arc::new(b"KEY=...".to_vec()),
             sensitive: true,
             old: None,
+            keys: None,
         });
         assert!(secret_material(&s, &c));
         c.content.as_mut().unwrap().sensitive = false;
         assert!(!secret_material(&s, &c));
+    }
+
+    #[test]
+    fn steps_naming_secrets_write_sensitive_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            (
+                "plain.tera",
+                "# the .env holds the secrets\nlisten {{ port }};\n",
+            ),
+            ("secret.tera", "auth={{ secrets.k | urlencode }}\n"),
+            (
+                "loop.tera",
+                "{% for k, v in secrets %}{{ k }}{% endfor %}\n",
+            ),
+            ("comment.tera", "{# secrets #}x={{ a }}\n"),
+        ];
+        for (f, t) in files {
+            std::fs::write(dir.path().join(f), t).unwrap();
+        }
+        let with = |kind: &str, args: &str| {
+            let mut s = pb_step(&[]);
+            s.kind = kind.into();
+            s.args = toml::from_str(args).unwrap();
+            names_secrets(&s, dir.path())
+        };
+        let t = |src: &str| with("template", &format!("src = {src:?}\npath = \"/x\""));
+        assert!(!t("plain.tera"));
+        assert!(!t("comment.tera"));
+        assert!(t("secret.tera"));
+        assert!(t("loop.tera"));
+        assert!(t("{{ name }}.tera"));
+        assert!(t("missing.tera"));
+        assert!(with(
+            "file",
+            "content = \"k={{ secrets.k }}\"\npath = \"/x\""
+        ));
+        assert!(!with("file", "content = \"k={{ k }}\"\npath = \"/x\""));
+        // The mask then hides the content, whatever form the secret took in it.
+        let mask = Mask::new(&[("k".into(), Secret::new("value-of-k"))]);
+        let mut c = file_change("/x");
+        c.content.as_mut().unwrap().new = Arc::new(b"auth=dmFsdWUtb2Ytaw==\n".to_vec());
+        mask.content(&mut c, false);
+        assert!(!c.content.as_ref().unwrap().sensitive);
+        mask.content(&mut c, true);
+        assert!(c.content.as_ref().unwrap().sensitive);
     }
 
     #[test]
@@ -1871,6 +1995,7 @@ mod tests {
             new: Arc::new(vec![]),
             sensitive: false,
             old: None,
+            keys: None,
         });
         c
     }

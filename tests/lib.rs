@@ -30,6 +30,7 @@ mod image_ship;
 mod jump;
 mod rollout;
 mod saved_plan;
+mod secret_leaks;
 mod selection;
 mod ssh_config;
 mod static_binary;

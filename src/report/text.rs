@@ -52,7 +52,7 @@ const MAX_DIFF_LINES: usize = 300;
 fn content_diff(c: &ContentChange, host: &str, out: &mut String, paint: Paint) {
     let indent = "      ";
     if c.sensitive {
-        let _ = writeln!(out, "{indent}(content hidden: sensitive)");
+        sensitive_diff(c, out, paint);
         return;
     }
     let new = String::from_utf8_lossy(&c.new);
@@ -104,6 +104,44 @@ fn content_diff(c: &ContentChange, host: &str, out: &mut String, paint: Paint) {
     }
     if !new.is_empty() && !new.ends_with('\n') {
         let _ = writeln!(out, "{indent}\\ No newline at end of file");
+    }
+}
+
+/// A sensitive file: never its content. An env file (`NAME=value` lines) shows its key names,
+/// each added, changed, unchanged or removed (compared on the fetched current content).
+fn sensitive_diff(c: &ContentChange, out: &mut String, paint: Paint) {
+    use crate::plan::KeyState;
+    let indent = "      ";
+    let keys = match (&c.keys, &c.old_sha256) {
+        (Some(k), _) => Some(k.clone()),
+        (None, None) => crate::plan::env_keys(None, &c.new),
+        (None, Some(_)) => None,
+    };
+    let Some(keys) = keys else {
+        match crate::plan::env_lines(&c.new) {
+            Some(lines) if !lines.is_empty() => {
+                let names: Vec<&str> = lines.iter().map(|(k, _)| *k).collect();
+                let _ = writeln!(
+                    out,
+                    "{indent}(values hidden: sensitive; keys {}; changes not compared)",
+                    names.join(", ")
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "{indent}(content hidden: sensitive)");
+            }
+        }
+        return;
+    };
+    let _ = writeln!(out, "{indent}(values hidden: sensitive)");
+    for (k, state) in keys {
+        let line = match state {
+            KeyState::Added => paint.green(&format!("+ {k}  added")),
+            KeyState::Changed => paint.yellow(&format!("~ {k}  changed")),
+            KeyState::Unchanged => format!("  {k}  unchanged"),
+            KeyState::Removed => paint.red(&format!("- {k}  removed")),
+        };
+        let _ = writeln!(out, "{indent}{line}");
     }
 }
 
@@ -675,5 +713,68 @@ mod tests {
             summary_quiet(&[d], false, Paint(false)),
             "plan: 1 host: 1 changed; 1 change pending\n"
         );
+    }
+
+    fn env_change(old: Option<&[u8]>, new: &[u8], fetched: bool) -> ContentChange {
+        ContentChange {
+            path: "/opt/app/.env".into(),
+            old_sha256: old.map(|_| "ab".repeat(32)),
+            new: std::sync::Arc::new(new.to_vec()),
+            sensitive: true,
+            old: None,
+            keys: old
+                .filter(|_| fetched)
+                .and_then(|o| crate::plan::env_keys(Some(o), new)),
+        }
+    }
+
+    #[test]
+    fn env_diffs_show_key_names_and_states_never_values() {
+        let old = b"# app\nA='a-old-value'\nB=b-same-value\nGONE=gone-value\n";
+        let new = b"# app\nA='a-new-value'\nB=b-same-value\nexport NEW=new-value\n";
+        let mut out = String::new();
+        content_diff(
+            &env_change(Some(old), new, true),
+            "h1",
+            &mut out,
+            Paint(false),
+        );
+        assert_eq!(
+            out,
+            "      (values hidden: sensitive)\n      ~ A  changed\n        B  unchanged\n      + NEW  added\n      - GONE  removed\n"
+        );
+        // A new file: every key added.
+        let mut out = String::new();
+        content_diff(&env_change(None, new, true), "h1", &mut out, Paint(false));
+        assert_eq!(
+            out,
+            "      (values hidden: sensitive)\n      + A  added\n      + B  added\n      + NEW  added\n"
+        );
+        // Current content not fetched: names only.
+        let mut out = String::new();
+        content_diff(
+            &env_change(Some(old), new, false),
+            "h1",
+            &mut out,
+            Paint(false),
+        );
+        assert_eq!(
+            out,
+            "      (values hidden: sensitive; keys A, B, NEW; changes not compared)\n"
+        );
+        // Not an env file: nothing at all.
+        let mut out = String::new();
+        let pem = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n";
+        content_diff(&env_change(None, pem, true), "h1", &mut out, Paint(false));
+        assert_eq!(out, "      (content hidden: sensitive)\n");
+        for v in [
+            "a-old-value",
+            "a-new-value",
+            "b-same-value",
+            "gone-value",
+            "new-value",
+        ] {
+            assert!(!out.contains(v));
+        }
     }
 }

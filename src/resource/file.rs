@@ -278,6 +278,7 @@ impl Desired {
             new: self.content.clone(),
             sensitive: self.sensitive,
             old: None,
+            keys: None,
         };
         let with_upload = |mut c: Change, script: String| {
             c.op = Some(Op {
@@ -491,6 +492,75 @@ mod tests {
             0o600
         );
         // no temp file left behind
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn secret_files_are_0600_from_their_first_byte() {
+        // The order: a private temp file (mktemp: 0600 whatever the umask), owner, mode, only
+        // then the content, the check, the rename.
+        let d = Desired::secret(
+            "/opt/app/.env".into(),
+            b"K=v\n".to_vec(),
+            Some("app".into()),
+            None,
+        )
+        .unwrap();
+        let s = d.diff(&PathState::Absent).unwrap().op.unwrap().script;
+        let at = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle}: {s}"));
+        let order = [
+            at("tmp=$(mktemp -- \"$d/.claw-provision.XXXXXXXX\")"),
+            at("chown -- 'app' \"$tmp\""),
+            at("chmod 00600 \"$tmp\""),
+            at("cat > \"$tmp\""),
+            at("sha256sum < \"$tmp\""),
+            at("mv -f -- \"$tmp\" \"$f\""),
+        ];
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{s}");
+        assert_eq!(s.matches("chmod").count(), 1, "{s}");
+
+        // Observed: under umask 000, the temp file holding half the content is 0600.
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = Desired::secret(
+            dir.path().join("privkey.pem").to_str().unwrap().into(),
+            vec![b'k'; 64 * 1024],
+            None,
+            None,
+        )
+        .unwrap();
+        let op = d.diff(&PathState::Absent).unwrap().op.unwrap();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask 000\n{}", op.script))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&op.stdin[..1000]).unwrap();
+        stdin.flush().unwrap();
+        let t = std::time::Instant::now();
+        let tmp = loop {
+            let found = std::fs::read_dir(dir.path()).unwrap().flatten().find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".claw-provision.")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            });
+            if let Some(e) = found {
+                break e.path();
+            }
+            assert!(t.elapsed().as_secs() < 10, "no temp file with content");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let mode = std::fs::metadata(&tmp).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "{}", tmp.display());
+        stdin.write_all(&op.stdin[1000..]).unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        let m = std::fs::metadata(dir.path().join("privkey.pem")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o600);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

@@ -505,6 +505,7 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
             new: Arc::new(self.ruleset.clone().into_bytes()),
             sensitive: false,
             old: None,
+            keys: None,
         });
         // Plans show details, not the reason, of an update: say there what differs.
         let mut details = if action == Action::Create {
