@@ -151,6 +151,7 @@ impl Desired {
                 );
                 c.details.push(format!("replace {}", kind_name(other)));
                 self.details(&mut c, mode);
+                c.clears = Some(self.path.clone());
                 Ok(c)
             }
             (State::Present, other) => Err(format!(
@@ -161,18 +162,24 @@ impl Desired {
             (State::Absent, PathState::Absent) => {
                 Ok(Change::noop(&self.path, "directory is absent"))
             }
-            (State::Absent, PathState::Dir { .. }) => Ok(Change::new(
-                Action::Delete,
-                &self.path,
-                "directory exists",
-                format!("rm -rf -- {p}\n"),
-            )),
-            (State::Absent, other) if self.force => Ok(Change::new(
-                Action::Delete,
-                &self.path,
-                format!("{} is there (`force`: removed)", kind_name(other)),
-                format!("rm -f -- {p}\n"),
-            )),
+            (State::Absent, PathState::Dir { .. }) => Ok(Change {
+                clears: Some(self.path.clone()),
+                ..Change::new(
+                    Action::Delete,
+                    &self.path,
+                    "directory exists",
+                    format!("rm -rf -- {p}\n"),
+                )
+            }),
+            (State::Absent, other) if self.force => Ok(Change {
+                clears: Some(self.path.clone()),
+                ..Change::new(
+                    Action::Delete,
+                    &self.path,
+                    format!("{} is there (`force`: removed)", kind_name(other)),
+                    format!("rm -f -- {p}\n"),
+                )
+            }),
             (State::Absent, other) => Err(format!(
                 "`{}` is {}, not a directory; refusing to remove it (set `force = true` to remove it)",
                 self.path,

@@ -418,6 +418,7 @@ impl Desired {
                     .extend(self.owner.iter().map(|o| format!("owner {o}")));
                 c.details
                     .extend(self.group.iter().map(|g| format!("group {g}")));
+                c.clears = Some(self.path.clone());
                 Ok(with_upload(
                     c,
                     self.upload(mode, self.owner.as_deref(), self.group.as_deref(), true),
@@ -435,12 +436,15 @@ impl Desired {
                 "file exists",
                 format!("rm -f -- {p}\n"),
             )),
-            (State::Absent, other) if self.force => Ok(Change::new(
-                Action::Delete,
-                &self.path,
-                format!("{} is there (`force`: removed)", kind_name(other)),
-                format!("rm -rf -- {p}\n"),
-            )),
+            (State::Absent, other) if self.force => Ok(Change {
+                clears: Some(self.path.clone()),
+                ..Change::new(
+                    Action::Delete,
+                    &self.path,
+                    format!("{} is there (`force`: removed)", kind_name(other)),
+                    format!("rm -rf -- {p}\n"),
+                )
+            }),
             (State::Absent, other) => Err(format!(
                 "`{}` is {}, not a regular file; refusing to remove it (set `force = true` to remove it)",
                 self.path,

@@ -518,6 +518,7 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
             details,
             reason: reasons.join("; "),
             content,
+            clears: None,
             op: Some(Op {
                 script: self.script(),
                 stdin: Arc::new(self.ruleset.clone().into_bytes()),

@@ -264,6 +264,19 @@ impl Desired {
         }
     }
 
+    /// The paths on the target this step manages (its probe reads them), for telling whether
+    /// an earlier step's change removes what was probed below a path.
+    pub fn paths(&self) -> Vec<&str> {
+        match self {
+            Desired::Dir(d) => vec![d.path.as_str()],
+            Desired::File(f) => vec![f.path.as_str()],
+            Desired::Cert(c) => vec![c.cert.path.as_str(), c.key.path.as_str()],
+            Desired::Secret(s) => vec![s.path.as_str()],
+            Desired::AptRepo(r) => r.files().iter().map(|f| f.path.as_str()).collect(),
+            _ => vec![],
+        }
+    }
+
     /// Compares with what was observed (the answers to `probe`'s requests, in order). An error
     /// means the step cannot proceed (e.g. a file where a directory is wanted).
     pub fn diff(&self, observed: &[&Observed]) -> Result<Change, String> {
@@ -419,6 +432,9 @@ pub struct AttrDiff<'a> {
     pub group: Option<&'a str>,
     /// `mode 0644 -> 0600`, `owner root -> claw`, for display.
     pub details: Vec<String>,
+    /// The mode to set again after `chown`, which clears setuid/setgid bits of a file: the
+    /// desired mode, else the observed one, when it has such bits.
+    pub restore_mode: Option<u32>,
 }
 
 /// Observed attributes of a path.
@@ -442,7 +458,12 @@ impl<'a> AttrDiff<'a> {
             owner: owner.filter(|w| !same_owner(w, o.owner, o.uid)),
             group: group.filter(|w| !same_owner(w, o.group, o.gid)),
             details: vec![],
+            restore_mode: None,
         };
+        let after = mode.unwrap_or(o.mode);
+        if (d.owner.is_some() || d.group.is_some()) && after & 0o6000 != 0 {
+            d.restore_mode = Some(after);
+        }
         if let Some(m) = d.mode {
             d.details
                 .push(format!("mode {} -> {}", fmt_mode(o.mode), fmt_mode(m)));
@@ -468,7 +489,7 @@ impl<'a> AttrDiff<'a> {
             s.push_str(&c);
             s.push('\n');
         }
-        if let Some(m) = self.mode {
+        if let Some(m) = self.mode.or(self.restore_mode) {
             s.push_str(&format!("chmod {} {quoted_path}\n", chmod_mode(m)));
         }
         s
@@ -501,6 +522,46 @@ mod tests {
         assert!(parse_mode("99").is_err());
         assert!(parse_mode("").is_err());
         assert_eq!(fmt_mode(0o600), "0600");
+    }
+
+    /// `chown` clears setuid/setgid bits: the mode is set again after it, managed or not.
+    #[test]
+    fn chown_keeps_setuid_and_setgid_bits() {
+        let o = Attrs {
+            mode: 0o4755,
+            owner: "root",
+            group: "root",
+            uid: 0,
+            gid: 0,
+        };
+        let d = AttrDiff::new(Some(0o4755), Some("claw"), None, &o);
+        assert_eq!(d.details, ["owner root -> claw"]);
+        assert_eq!(d.script("'/f'"), "chown -- 'claw' '/f'\nchmod 04755 '/f'\n");
+        let d = AttrDiff::new(None, None, Some("staff"), &o);
+        assert_eq!(
+            d.script("'/f'"),
+            "chgrp -- 'staff' '/f'\nchmod 04755 '/f'\n"
+        );
+        let plain = Attrs { mode: 0o755, ..o };
+        let d = AttrDiff::new(None, Some("claw"), None, &plain);
+        assert_eq!(d.script("'/f'"), "chown -- 'claw' '/f'\n");
+        // Run here: the bits survive.
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let d = AttrDiff::new(None, None, Some("0"), &Attrs { gid: 12345, ..o });
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(d.script(&crate::quote::quote(f.to_str().unwrap())))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o7777,
+            0o4755
+        );
     }
 
     #[test]
