@@ -2,6 +2,7 @@
 //! (tests/lab/lab.sh), plus offline CLI checks. One binary, one file per feature.
 
 mod support;
+mod tree;
 
 mod accounts;
 mod adhoc;
@@ -17,6 +18,7 @@ mod compose_up;
 mod confirm;
 mod connect;
 mod converge;
+mod converge_fuzz;
 mod docker_host;
 mod facts_secrets;
 mod faults;
