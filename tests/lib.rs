@@ -29,6 +29,7 @@ mod git;
 mod http_check;
 mod image_ship;
 mod jump;
+mod no_injection;
 mod rollout;
 mod saved_plan;
 mod selection;
