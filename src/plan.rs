@@ -237,6 +237,10 @@ pub struct Change {
     /// Things the operator should know even when nothing changes (a certificate that expires
     /// soon), shown in plans and apply output.
     pub warnings: Vec<String>,
+    /// A path whose whole subtree the change removes or replaces (a directory deleted, a link
+    /// or directory replaced with `force`): what later steps probed below it (possibly through
+    /// a link) is gone afterwards, so they are probed again when reached.
+    pub clears: Option<String>,
 }
 
 impl Change {
@@ -251,6 +255,7 @@ impl Change {
             upload_bytes: 0,
             upload_dir: None,
             warnings: vec![],
+            clears: None,
         }
     }
 

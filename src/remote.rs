@@ -215,6 +215,14 @@ impl Remote {
         sink: Option<&mut (dyn tokio::io::AsyncWrite + Unpin + Send)>,
         timeout: Duration,
     ) -> Result<ExecOutput, RemoteError> {
+        // The remote side cuts a command line at its first NUL: never run what is left of it.
+        // (Step arguments holding one are refused offline; this guards every other path.)
+        if script.contains('\0') {
+            return Err(RemoteError::Failed(
+                "the script holds a NUL byte, which cannot be passed to a remote shell; nothing was run"
+                    .into(),
+            ));
+        }
         let (script, body) = {
             let hidden = self.hidden.read().unwrap_or_else(|e| e.into_inner());
             wire(script, &hidden)

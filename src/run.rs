@@ -1569,7 +1569,8 @@ fn uses_secrets(step: &Step) -> bool {
 }
 
 /// Why a step's probe answer will be stale by the time it runs: an earlier step of the plan
-/// changes a file it watches, or ships an image (what `compose` runs).
+/// changes a file it watches, ships an image (what `compose` runs), or removes or replaces a
+/// directory (or a link) above a path it manages.
 fn stale_after(d: &Desired, step: &Step, plan: &HostPlan) -> Option<String> {
     if let Some(s) = plan
         .steps
@@ -1577,6 +1578,18 @@ fn stale_after(d: &Desired, step: &Step, plan: &HostPlan) -> Option<String> {
         .find(|s| s.change.action.changes() && step.recheck_after.contains(&s.name))
     {
         return Some(format!("step `{}` changes something first", s.name));
+    }
+    let paths = d.paths();
+    if let Some((s, c)) = plan.steps.iter().find_map(|s| {
+        let c = s
+            .change
+            .clears
+            .as_deref()
+            .filter(|_| s.change.action.changes())?;
+        let below = |p: &str| p.strip_prefix(c).is_some_and(|r| r.starts_with('/')) || c == "/";
+        paths.iter().any(|p| below(p)).then_some((s, c))
+    }) {
+        return Some(format!("step `{}` removes or replaces {c} first", s.name));
     }
     let watched = d.watches();
     if watched.is_empty() {
@@ -2132,6 +2145,41 @@ mod tests {
         );
         assert_eq!(
             stale_after(&dd, &pb_step(&["other"]), &plan(vec![build(run)])),
+            None
+        );
+    }
+
+    /// A path below a directory (or link) an earlier step removes or replaces was probed
+    /// before that: it is probed again when reached (a link's target had answered for it).
+    #[test]
+    fn paths_below_a_replaced_directory_are_probed_again() {
+        let src = Sources {
+            files_dir: std::path::Path::new("."),
+            templates_dir: std::path::Path::new("."),
+        };
+        let desired = |kind: &str, t: &str| {
+            resource::desired(kind, &toml::from_str(t).unwrap(), &Map::new(), &src).unwrap()
+        };
+        let parent = desired("dir", "path = \"/srv/a\"\nforce = true\n");
+        let child = desired("file", "path = \"/srv/a/f\"\ncontent = \"x\"\n");
+        let sibling = desired("file", "path = \"/srv/ab\"\ncontent = \"x\"\n");
+        let plan = |c: Change| HostPlan {
+            steps: vec![step("dir", c)],
+            ..HostPlan::default()
+        };
+        let replaced = match &parent {
+            Desired::Dir(d) => d.diff(&crate::fact::PathState::Link).unwrap(),
+            _ => unreachable!(),
+        };
+        assert_eq!(replaced.clears.as_deref(), Some("/srv/a"));
+        let got = stale_after(&child, &pb_step(&[]), &plan(replaced.clone()));
+        assert_eq!(
+            got.as_deref(),
+            Some("step `a dir` removes or replaces /srv/a first")
+        );
+        assert_eq!(stale_after(&sibling, &pb_step(&[]), &plan(replaced)), None);
+        assert_eq!(
+            stale_after(&child, &pb_step(&[]), &plan(Change::noop("/srv/a", "ok"))),
             None
         );
     }

@@ -2,6 +2,7 @@
 //! (tests/lab/lab.sh), plus offline CLI checks. One binary, one file per feature.
 
 mod support;
+mod tree;
 
 mod accounts;
 mod adhoc;
@@ -17,6 +18,7 @@ mod compose_up;
 mod confirm;
 mod connect;
 mod converge;
+mod converge_fuzz;
 mod docker_host;
 mod facts_cmd;
 mod facts_secrets;
@@ -28,6 +30,7 @@ mod git;
 mod http_check;
 mod image_ship;
 mod jump;
+mod no_injection;
 mod rollout;
 mod saved_plan;
 mod secret_leaks;

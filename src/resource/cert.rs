@@ -368,6 +368,7 @@ impl Desired {
                     group: a.group.clone(),
                     state: super::State::Present,
                     sensitive,
+                    force: false,
                 },
                 files_dir,
             )

@@ -47,7 +47,8 @@ fn check_schedule(s: &str) -> Result<(), String> {
             ))
         };
     }
-    let fields: Vec<&str> = s.split_whitespace().collect();
+    // Fields are separated by spaces or tabs: a line break would start another cron line.
+    let fields: Vec<&str> = s.split([' ', '\t']).filter(|f| !f.is_empty()).collect();
     let ok_field = |f: &str| {
         !f.is_empty()
             && f.chars()
@@ -163,6 +164,16 @@ mod tests {
         );
         assert!(desired(args("@daily", "date +\\%F")).is_ok());
         assert!(desired(args("@daily", "a\nb")).is_err());
+        // A line break between the fields would start another cron line.
+        assert!(
+            desired(args("0 3 * *\n*", "x"))
+                .unwrap_err()
+                .contains("five fields")
+        );
+        assert!(desired(args("0\t3 * * *", "x")).is_ok());
+        let mut a = args("@daily", "x");
+        a.user = Some("-root".into());
+        assert!(desired(a).is_err());
         let mut a = args("@daily", "x");
         a.name = "has.dot".into();
         assert!(desired(a).is_err());

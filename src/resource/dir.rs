@@ -1,7 +1,9 @@
-//! `dir`: a directory with mode, owner and group, or its absence.
+//! `dir`: a directory with mode, owner and group, or its absence. Something else at the path (a
+//! file, a symbolic link) is an error unless `force = true`, which replaces (or removes) it.
 
 use super::{
-    AttrDiff, Attrs, State, check_account, check_path, chmod_mode, chown_cmd, fmt_mode, parse_mode,
+    AttrDiff, Attrs, State, accounts_exist, check_account, check_path, chmod_mode, chown_cmd,
+    fmt_mode, parse_mode,
 };
 use crate::fact::PathState;
 use crate::plan::{Action, Change};
@@ -17,6 +19,9 @@ pub struct Args {
     pub group: Option<String>,
     #[serde(default)]
     pub state: State,
+    /// Replace (or, with `state = "absent"`, remove) a file or link found at the path.
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -26,10 +31,11 @@ pub struct Desired {
     pub owner: Option<String>,
     pub group: Option<String>,
     pub state: State,
+    pub force: bool,
 }
 
-/// Directories that `state = "absent"` refuses to remove.
-const PROTECTED: &[&str] = &[
+/// Directories that `state = "absent"` (and a `file` step's `force`) refuses to remove.
+pub const PROTECTED: &[&str] = &[
     "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root",
     "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
 ];
@@ -58,7 +64,31 @@ impl Desired {
             owner: a.owner,
             group: a.group,
             state: a.state,
+            force: a.force,
         })
+    }
+
+    /// The script that creates the directory (after `first`, which clears the way).
+    fn create(&self, p: &str, mode: u32, first: &str) -> String {
+        let mut script = accounts_exist(self.owner.as_deref(), self.group.as_deref());
+        script.push_str(first);
+        script.push_str(&format!("mkdir -p -- {p}\n"));
+        if let Some(c) = chown_cmd(self.owner.as_deref(), self.group.as_deref(), p) {
+            script.push_str(&c);
+            script.push('\n');
+        }
+        script.push_str(&format!("chmod {} {p}\n", chmod_mode(mode)));
+        script
+    }
+
+    fn details(&self, c: &mut Change, mode: u32) {
+        c.details.push(format!("mode {}", fmt_mode(mode)));
+        if let Some(o) = &self.owner {
+            c.details.push(format!("owner {o}"));
+        }
+        if let Some(g) = &self.group {
+            c.details.push(format!("group {g}"));
+        }
     }
 
     pub fn diff(&self, o: &PathState) -> Result<Change, String> {
@@ -66,25 +96,13 @@ impl Desired {
         match (self.state, o) {
             (State::Present, PathState::Absent) => {
                 let mode = self.mode.unwrap_or(DEFAULT_MODE);
-                let mut script = format!("mkdir -p -- {p}\n");
-                if let Some(c) = chown_cmd(self.owner.as_deref(), self.group.as_deref(), &p) {
-                    script.push_str(&c);
-                    script.push('\n');
-                }
-                script.push_str(&format!("chmod {} {p}\n", chmod_mode(mode)));
                 let mut c = Change::new(
                     Action::Create,
                     &self.path,
                     "directory does not exist",
-                    script,
+                    self.create(&p, mode, ""),
                 );
-                c.details.push(format!("mode {}", fmt_mode(mode)));
-                if let Some(o) = &self.owner {
-                    c.details.push(format!("owner {o}"));
-                }
-                if let Some(g) = &self.group {
-                    c.details.push(format!("group {g}"));
-                }
+                self.details(&mut c, mode);
                 Ok(c)
             }
             (
@@ -116,28 +134,54 @@ impl Desired {
                         format!("directory exists ({} {owner}:{group})", fmt_mode(*mode)),
                     ));
                 }
-                let script = d.script(&p);
+                let mut script = accounts_exist(d.owner, d.group);
+                script.push_str(&d.script(&p));
                 let details = d.details;
                 let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
                 c.details = details;
                 Ok(c)
             }
+            (State::Present, other) if self.force => {
+                let mode = self.mode.unwrap_or(DEFAULT_MODE);
+                let mut c = Change::new(
+                    Action::Update,
+                    &self.path,
+                    format!("{} is in the way (`force`: replaced)", kind_name(other)),
+                    self.create(&p, mode, &format!("rm -f -- {p}\n")),
+                );
+                c.details.push(format!("replace {}", kind_name(other)));
+                self.details(&mut c, mode);
+                c.clears = Some(self.path.clone());
+                Ok(c)
+            }
             (State::Present, other) => Err(format!(
-                "`{}` exists but is {}, not a directory; refusing to replace it",
+                "`{}` exists but is {}, not a directory; refusing to replace it (set `force = true` to replace it)",
                 self.path,
                 kind_name(other)
             )),
             (State::Absent, PathState::Absent) => {
                 Ok(Change::noop(&self.path, "directory is absent"))
             }
-            (State::Absent, PathState::Dir { .. }) => Ok(Change::new(
-                Action::Delete,
-                &self.path,
-                "directory exists",
-                format!("rm -rf -- {p}\n"),
-            )),
+            (State::Absent, PathState::Dir { .. }) => Ok(Change {
+                clears: Some(self.path.clone()),
+                ..Change::new(
+                    Action::Delete,
+                    &self.path,
+                    "directory exists",
+                    format!("rm -rf -- {p}\n"),
+                )
+            }),
+            (State::Absent, other) if self.force => Ok(Change {
+                clears: Some(self.path.clone()),
+                ..Change::new(
+                    Action::Delete,
+                    &self.path,
+                    format!("{} is there (`force`: removed)", kind_name(other)),
+                    format!("rm -f -- {p}\n"),
+                )
+            }),
             (State::Absent, other) => Err(format!(
-                "`{}` is {}, not a directory; refusing to remove it",
+                "`{}` is {}, not a directory; refusing to remove it (set `force = true` to remove it)",
                 self.path,
                 kind_name(other)
             )),
@@ -167,6 +211,7 @@ mod tests {
             owner: owner.map(Into::into),
             group: None,
             state,
+            force: false,
         })
         .unwrap()
     }
@@ -187,10 +232,91 @@ mod tests {
             .diff(&PathState::Absent)
             .unwrap();
         assert_eq!(c.action, Action::Create);
-        assert_eq!(
-            c.op.unwrap().script,
-            "mkdir -p -- '/opt/demo'\nchown -- 'claw' '/opt/demo'\nchmod 00750 '/opt/demo'\n"
+        let s = c.op.unwrap().script;
+        assert!(s.starts_with("getent passwd 'claw' >/dev/null || {"), "{s}");
+        assert!(
+            s.ends_with(
+                "\nmkdir -p -- '/opt/demo'\nchown -- 'claw' '/opt/demo'\nchmod 00750 '/opt/demo'\n"
+            ),
+            "{s}"
         );
+    }
+
+    fn forced(state: State) -> Desired {
+        let mut d = want(Some("0700"), None, state);
+        d.force = true;
+        d
+    }
+
+    fn a_file() -> PathState {
+        PathState::File {
+            mode: 0o644,
+            owner: "root".into(),
+            group: "root".into(),
+            uid: 0,
+            gid: 0,
+            size: 1,
+            sha256: "0".repeat(64),
+        }
+    }
+
+    #[test]
+    fn force_replaces_a_file_or_link() {
+        let e = want(None, None, State::Present)
+            .diff(&a_file())
+            .unwrap_err();
+        assert!(e.contains("set `force = true`"), "{e}");
+        for o in [a_file(), PathState::Link, PathState::Other] {
+            let c = forced(State::Present).diff(&o).unwrap();
+            assert_eq!(c.action, Action::Update);
+            assert_eq!(c.details[1], "mode 0700");
+            assert_eq!(
+                c.op.unwrap().script,
+                "rm -f -- '/opt/demo'\nmkdir -p -- '/opt/demo'\nchmod 00700 '/opt/demo'\n"
+            );
+        }
+        let c = forced(State::Absent).diff(&PathState::Link).unwrap();
+        assert_eq!(c.action, Action::Delete);
+        assert_eq!(c.op.unwrap().script, "rm -f -- '/opt/demo'\n");
+        assert!(want(None, None, State::Absent).diff(&a_file()).is_err());
+    }
+
+    /// The scripts run here: the replacement makes a directory of a file and of a link (never
+    /// following it), and a missing owner stops the script before it creates anything.
+    #[test]
+    fn scripts_work_locally() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = |d: &Desired, o: &PathState| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(d.diff(o).unwrap().op.unwrap().script)
+                .output()
+                .unwrap()
+        };
+        let at = |name: &str| {
+            let mut d = forced(State::Present);
+            d.path = tmp.path().join(name).to_str().unwrap().to_string();
+            d
+        };
+        std::fs::write(tmp.path().join("f"), "x").unwrap();
+        std::fs::create_dir(tmp.path().join("target")).unwrap();
+        std::os::unix::fs::symlink("target", tmp.path().join("l")).unwrap();
+        assert!(run(&at("f"), &a_file()).status.success());
+        assert!(run(&at("l"), &PathState::Link).status.success());
+        use std::os::unix::fs::PermissionsExt;
+        for n in ["f", "l"] {
+            let m = std::fs::symlink_metadata(tmp.path().join(n)).unwrap();
+            assert!(m.is_dir(), "{n}");
+            assert_eq!(m.permissions().mode() & 0o7777, 0o700);
+        }
+        let mut d = at("new");
+        d.owner = Some("claw-no-such-user".into());
+        let o = run(&d, &PathState::Absent);
+        assert!(!o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("owner `claw-no-such-user` does not exist")
+        );
+        assert!(!tmp.path().join("new").exists(), "nothing was created");
     }
 
     #[test]
@@ -254,6 +380,7 @@ mod tests {
                 owner: None,
                 group: None,
                 state: s,
+                force: false,
             })
         };
         assert!(a("/etc", State::Absent).unwrap_err().contains("refusing"));

@@ -4,10 +4,13 @@
 //! Uploads are atomic: a temp file in the same directory, created by `mktemp` (0600), given its
 //! final mode and owner before the first byte is written, checked by sha256, then renamed over
 //! the target. An interrupted upload leaves the old file, never a mix.
+//!
+//! Something else at the path (a directory, a symbolic link) is an error unless `force = true`,
+//! which replaces it (a directory with everything in it) by the uploaded file, or removes it.
 
 use super::{
-    AttrDiff, Attrs, State, check_account, check_path, chmod_mode, chown_cmd, dir::kind_name,
-    fmt_mode, parse_mode,
+    AttrDiff, Attrs, State, accounts_exist, check_account, check_path, chmod_mode, chown_cmd,
+    dir::kind_name, fmt_mode, parse_mode,
 };
 use crate::fact::PathState;
 use crate::plan::{Action, Change, ContentChange, Op};
@@ -34,6 +37,9 @@ pub struct FileArgs {
     /// Never show the content in plans or diffs.
     #[serde(default)]
     pub sensitive: bool,
+    /// Replace (or, with `state = "absent"`, remove) a directory or link found at the path.
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +56,9 @@ pub struct TemplateArgs {
     pub vars: toml::Table,
     #[serde(default)]
     pub sensitive: bool,
+    /// Replace a directory or link found at the path.
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Clone)]
@@ -62,6 +71,8 @@ pub struct Desired {
     pub group: Option<String>,
     pub state: State,
     pub sensitive: bool,
+    /// Replace (or remove) a directory or link found at the path.
+    pub force: bool,
 }
 
 impl std::fmt::Debug for Desired {
@@ -85,8 +96,14 @@ fn attrs(
     mode: Option<&str>,
     owner: Option<&str>,
     group: Option<&str>,
+    force: bool,
 ) -> Result<Option<u32>, String> {
     check_path(path)?;
+    if force && super::dir::PROTECTED.contains(&path) {
+        return Err(format!(
+            "`force = true` on the system directory `{path}`: refusing to replace it"
+        ));
+    }
     if let Some(o) = owner {
         check_account("owner", o)?;
     }
@@ -103,6 +120,7 @@ impl Desired {
             a.mode.as_deref(),
             a.owner.as_deref(),
             a.group.as_deref(),
+            a.force,
         )?;
         let content = match (a.state, a.src, a.content) {
             (State::Absent, None, None) => vec![],
@@ -122,7 +140,7 @@ impl Desired {
             }
             (State::Present, None, Some(c)) => c.into_bytes(),
         };
-        Ok(Self::new(
+        let mut d = Self::new(
             a.path,
             content,
             mode,
@@ -130,7 +148,9 @@ impl Desired {
             a.group,
             a.state,
             a.sensitive,
-        ))
+        );
+        d.force = a.force;
+        Ok(d)
     }
 
     pub fn from_template_args(
@@ -143,6 +163,7 @@ impl Desired {
             a.mode.as_deref(),
             a.owner.as_deref(),
             a.group.as_deref(),
+            a.force,
         )?;
         let file = templates_dir.join(&a.src);
         let source = std::fs::read_to_string(&file)
@@ -152,7 +173,7 @@ impl Desired {
             .collect();
         let text =
             crate::template::render_with(&file, &source, ctx, &vars).map_err(|e| e.to_string())?;
-        Ok(Self::new(
+        let mut d = Self::new(
             a.path,
             text.into_bytes(),
             mode,
@@ -160,7 +181,9 @@ impl Desired {
             a.group,
             State::Present,
             a.sensitive,
-        ))
+        );
+        d.force = a.force;
+        Ok(d)
     }
 
     /// A root-owned file with generated content (e.g. a cron entry).
@@ -228,6 +251,7 @@ impl Desired {
             group,
             state,
             sensitive,
+            force: false,
         }
     }
 
@@ -239,10 +263,12 @@ impl Desired {
         }
     }
 
-    /// The atomic upload script (content on stdin).
-    fn upload(&self, mode: u32, owner: Option<&str>, group: Option<&str>) -> String {
+    /// The atomic upload script (content on stdin). `replace`: what is at the path (a directory,
+    /// a link) is removed just before the new file is renamed into place.
+    fn upload(&self, mode: u32, owner: Option<&str>, group: Option<&str>, replace: bool) -> String {
         let mut s = String::new();
         s.push_str("set -e\n");
+        s.push_str(&accounts_exist(owner, group));
         s.push_str(&format!(
             "f={}\nd={}\n",
             quote(&self.path),
@@ -263,7 +289,12 @@ impl Desired {
             self.sha256
         ));
         // Durable before it becomes visible: a crash leaves the old file or the new one.
-        s.push_str("sync -- \"$tmp\" 2>/dev/null || true\nmv -f -- \"$tmp\" \"$f\"\ntrap - EXIT\n");
+        s.push_str("sync -- \"$tmp\" 2>/dev/null || true\n");
+        if replace {
+            s.push_str("rm -rf -- \"$f\"\n");
+        }
+        // -T: never moved INTO a directory that appeared at the path since the probe.
+        s.push_str("mv -fT -- \"$tmp\" \"$f\"\ntrap - EXIT\n");
         s
     }
 
@@ -310,7 +341,7 @@ impl Desired {
                     .extend(self.group.iter().map(|g| format!("group {g}")));
                 Ok(with_upload(
                     c,
-                    self.upload(mode, self.owner.as_deref(), self.group.as_deref()),
+                    self.upload(mode, self.owner.as_deref(), self.group.as_deref(), false),
                 ))
             }
             (
@@ -354,7 +385,12 @@ impl Desired {
                     c.details = details;
                     return Ok(with_upload(
                         c,
-                        self.upload(self.mode.unwrap_or(*mode), Some(&owner), Some(&group)),
+                        self.upload(
+                            self.mode.unwrap_or(*mode),
+                            Some(&owner),
+                            Some(&group),
+                            false,
+                        ),
                     ));
                 }
                 if details.is_empty() {
@@ -363,13 +399,34 @@ impl Desired {
                         "file is up to date (sha256 match)",
                     ));
                 }
-                let script = d.script(&p);
+                let mut script = accounts_exist(d.owner, d.group);
+                script.push_str(&d.script(&p));
                 let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
                 c.details = details;
                 Ok(c)
             }
+            (State::Present, other) if self.force => {
+                let mode = self.mode.unwrap_or(DEFAULT_MODE);
+                let mut c = Change::new(
+                    Action::Update,
+                    &self.path,
+                    format!("{} is in the way (`force`: replaced)", kind_name(other)),
+                    String::new(),
+                );
+                c.details.push(format!("replace {}", kind_name(other)));
+                c.details.push(format!("mode {}", fmt_mode(mode)));
+                c.details
+                    .extend(self.owner.iter().map(|o| format!("owner {o}")));
+                c.details
+                    .extend(self.group.iter().map(|g| format!("group {g}")));
+                c.clears = Some(self.path.clone());
+                Ok(with_upload(
+                    c,
+                    self.upload(mode, self.owner.as_deref(), self.group.as_deref(), true),
+                ))
+            }
             (State::Present, other) => Err(format!(
-                "`{}` exists but is {}, not a regular file; refusing to replace it",
+                "`{}` exists but is {}, not a regular file; refusing to replace it (set `force = true` to replace it)",
                 self.path,
                 kind_name(other)
             )),
@@ -380,8 +437,17 @@ impl Desired {
                 "file exists",
                 format!("rm -f -- {p}\n"),
             )),
+            (State::Absent, other) if self.force => Ok(Change {
+                clears: Some(self.path.clone()),
+                ..Change::new(
+                    Action::Delete,
+                    &self.path,
+                    format!("{} is there (`force`: removed)", kind_name(other)),
+                    format!("rm -rf -- {p}\n"),
+                )
+            }),
             (State::Absent, other) => Err(format!(
-                "`{}` is {}, not a regular file; refusing to remove it",
+                "`{}` is {}, not a regular file; refusing to remove it (set `force = true` to remove it)",
                 self.path,
                 kind_name(other)
             )),
@@ -404,6 +470,7 @@ mod tests {
                 group: None,
                 state: State::Present,
                 sensitive: false,
+                force: false,
             },
             Path::new("."),
         )
@@ -432,7 +499,7 @@ mod tests {
         // owner, then mode, set before the first byte is written; rename last
         let chmod = s.find("chmod 00600 \"$tmp\"").unwrap();
         let cat = s.find("cat > \"$tmp\"").unwrap();
-        let mv = s.find("mv -f -- \"$tmp\" \"$f\"").unwrap();
+        let mv = s.find("mv -fT -- \"$tmp\" \"$f\"").unwrap();
         assert!(chmod < cat && cat < mv, "{s}");
         assert_eq!(c.upload_bytes, 3);
         assert_eq!(c.upload_dir.as_deref(), Some("/opt/demo"));
@@ -611,6 +678,122 @@ mod tests {
         );
     }
 
+    fn run(script: &str, stdin: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    fn a_dir() -> PathState {
+        PathState::Dir {
+            mode: 0o755,
+            owner: "root".into(),
+            group: "root".into(),
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    /// `force` replaces a directory (with what is in it) or a link by the file; without it the
+    /// step refuses, naming the way out.
+    #[test]
+    fn force_replaces_a_directory_or_link() {
+        let e = want("x", None).diff(&a_dir()).unwrap_err();
+        assert!(e.contains("set `force = true`"), "{e}");
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("p");
+        std::fs::create_dir_all(path.join("sub")).unwrap();
+        std::fs::write(path.join("sub/inner"), "old").unwrap();
+        let mut d = want("$(touch pwned)\n", Some("0640"));
+        d.path = path.to_str().unwrap().to_string();
+        d.force = true;
+        let c = d.diff(&a_dir()).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.details[..2], ["replace a directory", "mode 0640"]);
+        let op = c.op.unwrap();
+        let o = run(&op.script, &op.stdin);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(&path).unwrap(), b"$(touch pwned)\n");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+        // A link: replaced itself, its target untouched.
+        std::fs::write(tmp.path().join("target"), "keep").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("target", &path).unwrap();
+        let op = d.diff(&PathState::Link).unwrap().op.unwrap();
+        assert!(run(&op.script, &op.stdin).status.success());
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(std::fs::read(tmp.path().join("target")).unwrap(), b"keep");
+        // Absent: a directory is removed only with force.
+        d.state = State::Absent;
+        let c = d.diff(&a_dir()).unwrap();
+        assert_eq!(c.action, Action::Delete);
+        d.force = false;
+        assert!(d.diff(&a_dir()).unwrap_err().contains("refusing to remove"));
+    }
+
+    #[test]
+    fn force_is_refused_on_system_directories() {
+        let a = FileArgs {
+            path: "/etc".into(),
+            src: None,
+            content: Some("x".into()),
+            mode: None,
+            owner: None,
+            group: None,
+            state: State::Present,
+            sensitive: false,
+            force: true,
+        };
+        let e = Desired::from_file_args(a, Path::new(".")).unwrap_err();
+        assert!(e.contains("refusing"), "{e}");
+    }
+
+    /// A directory that appeared at the path after the probe: the upload fails (it is never moved
+    /// INTO the directory), and leaves nothing behind.
+    #[test]
+    fn upload_never_lands_inside_a_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("p");
+        let mut d = want("new\n", None);
+        d.path = path.to_str().unwrap().to_string();
+        let op = d.diff(&PathState::Absent).unwrap().op.unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let o = run(&op.script, &op.stdin);
+        assert!(!o.status.success());
+        assert_eq!(std::fs::read_dir(&path).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn missing_owner_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("p");
+        std::fs::write(&path, "old").unwrap();
+        let mut d = want("new\n", None);
+        d.path = path.to_str().unwrap().to_string();
+        d.group = Some("claw-no-such-group".into());
+        for o in [PathState::Absent, file("old", 0o644), file("new\n", 0o644)] {
+            let op = d.diff(&o).unwrap().op.unwrap();
+            let out = run(&op.script, &op.stdin);
+            assert!(!out.status.success());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("group `claw-no-such-group` does not exist on the host"),
+                "{err}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), b"old");
+            assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+        }
+    }
+
     #[test]
     fn src_and_content_conflict() {
         let a = FileArgs {
@@ -622,6 +805,7 @@ mod tests {
             group: None,
             state: State::Present,
             sensitive: false,
+            force: false,
         };
         assert!(
             Desired::from_file_args(a, Path::new("."))

@@ -373,7 +373,6 @@ impl Desired {
         let file = quote(&ruleset_path(&self.table));
         let state = quote(&state_path(&self.table));
         let unit = quote(UNIT_PATH);
-        let table = &self.table;
         format!(
             r#"set -eu
 mkdir -p /etc/claw-provision/firewall /var/lib/claw-provision/firewall
@@ -396,9 +395,9 @@ fi
 # this change's token, and arming cancels the timers of earlier unconfirmed changes.
 d=/var/lib/claw-provision/firewall
 token=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-rm -f "$d"/{table}.pending.*
-rb="$d/{table}.rollback.$token"
-pend="$d/{table}.pending.$token"
+rm -f "$d"/{t}.pending.*
+rb="$d/"{t}".rollback.$token"
+pend="$d/"{t}".pending.$token"
 {{ printf 'table inet %s\ndelete table inet %s\n' {t} {t}; nft list table inet {t} 2>/dev/null || true; }} > "$rb"
 : > "$pend"
 setsid sh -c '
@@ -520,6 +519,7 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
             details,
             reason: reasons.join("; "),
             content,
+            clears: None,
             op: Some(Op {
                 script: self.script(),
                 stdin: Arc::new(self.ruleset.clone().into_bytes()),

@@ -123,6 +123,7 @@ pub fn desired(
     src: &Sources<'_>,
 ) -> Result<Desired, String> {
     let rendered = crate::template::render_value(&toml::Value::Table(args.clone()), ctx)?;
+    check_no_nul(kind, &rendered)?;
     let bad = |e: toml::de::Error| e.message().to_string();
     let d = match kind {
         "dir" => Desired::Dir(dir::Desired::from_args(
@@ -263,6 +264,19 @@ impl Desired {
         }
     }
 
+    /// The paths on the target this step manages (its probe reads them), for telling whether
+    /// an earlier step's change removes what was probed below a path.
+    pub fn paths(&self) -> Vec<&str> {
+        match self {
+            Desired::Dir(d) => vec![d.path.as_str()],
+            Desired::File(f) => vec![f.path.as_str()],
+            Desired::Cert(c) => vec![c.cert.path.as_str(), c.key.path.as_str()],
+            Desired::Secret(s) => vec![s.path.as_str()],
+            Desired::AptRepo(r) => r.files().iter().map(|f| f.path.as_str()).collect(),
+            _ => vec![],
+        }
+    }
+
     /// Compares with what was observed (the answers to `probe`'s requests, in order). An error
     /// means the step cannot proceed (e.g. a file where a directory is wanted).
     pub fn diff(&self, observed: &[&Observed]) -> Result<Change, String> {
@@ -329,18 +343,85 @@ pub fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Owner/group checks: names of users and groups, or numeric ids.
+/// Owner/group checks: names of users and groups, or numeric ids. Letters, digits, `-`, `_`
+/// and `.`, not starting with `-` (it would be read as an option by `getent`, `id`, ...).
 pub fn check_account(what: &str, v: &str) -> Result<(), String> {
     if v.is_empty()
+        || v.len() > 64
+        || v.starts_with('-')
         || !v
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
         return Err(format!(
-            "`{what} = \"{v}\"` is not a valid user or group name"
+            "`{what} = {v:?}` is not a valid user or group name (letters, digits, `-`, `_` and `.`, not starting with `-`)"
         ));
     }
     Ok(())
+}
+
+/// Step arguments that never reach a shell, so they may hold any text (NUL included): the
+/// content of a `file` (sent on stdin) and a template's extra `vars` (rendered into content).
+const NUL_ALLOWED: &[(&str, &str)] = &[("file", "content"), ("template", "vars")];
+
+/// Refuses a NUL byte in any rendered argument that may reach a remote shell: it cannot pass
+/// through one (the command line is cut at the first NUL), so it is an input error, offline.
+fn check_no_nul(kind: &str, args: &toml::Value) -> Result<(), String> {
+    fn find(v: &toml::Value, at: &mut Vec<String>) -> Option<String> {
+        match v {
+            toml::Value::String(s) if s.contains('\0') => Some(at.join(".")),
+            toml::Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| {
+                at.push(i.to_string());
+                let r = find(x, at);
+                at.pop();
+                r
+            }),
+            toml::Value::Table(t) => t.iter().find_map(|(k, x)| {
+                at.push(k.clone());
+                let r = find(x, at);
+                at.pop();
+                r
+            }),
+            _ => None,
+        }
+    }
+    let toml::Value::Table(t) = args else {
+        return Ok(());
+    };
+    for (k, v) in t {
+        if NUL_ALLOWED.contains(&(kind, k.as_str())) {
+            continue;
+        }
+        let mut at = vec![k.clone()];
+        if let Some(key) = find(v, &mut at) {
+            return Err(format!(
+                "`{key}` contains a NUL byte, which cannot be passed to a remote shell"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Lines that stop a script, before it changes anything, when the owner or group it is about
+/// to set does not exist on the host (numeric ids are taken as they are, like `chown` does).
+pub fn accounts_exist(owner: Option<&str>, group: Option<&str>) -> String {
+    use crate::quote::quote;
+    let numeric = |v: &str| v.bytes().all(|b| b.is_ascii_digit());
+    let mut s = String::new();
+    for (what, db, v) in [("owner", "passwd", owner), ("group", "group", group)] {
+        let Some(v) = v.filter(|v| !numeric(v)) else {
+            continue;
+        };
+        let msg = format!(
+            "{what} `{v}` does not exist on the host (create it in an earlier step); nothing was changed"
+        );
+        s.push_str(&format!(
+            "getent {db} {} >/dev/null || {{ printf '%s\\n' {} >&2; exit 1; }}\n",
+            quote(v),
+            quote(&msg)
+        ));
+    }
+    s
 }
 
 /// The mode/owner/group changes between desired (None = not managed) and observed attributes.
@@ -351,6 +432,9 @@ pub struct AttrDiff<'a> {
     pub group: Option<&'a str>,
     /// `mode 0644 -> 0600`, `owner root -> claw`, for display.
     pub details: Vec<String>,
+    /// The mode to set again after `chown`, which clears setuid/setgid bits of a file: the
+    /// desired mode, else the observed one, when it has such bits.
+    pub restore_mode: Option<u32>,
 }
 
 /// Observed attributes of a path.
@@ -374,7 +458,12 @@ impl<'a> AttrDiff<'a> {
             owner: owner.filter(|w| !same_owner(w, o.owner, o.uid)),
             group: group.filter(|w| !same_owner(w, o.group, o.gid)),
             details: vec![],
+            restore_mode: None,
         };
+        let after = mode.unwrap_or(o.mode);
+        if (d.owner.is_some() || d.group.is_some()) && after & 0o6000 != 0 {
+            d.restore_mode = Some(after);
+        }
         if let Some(m) = d.mode {
             d.details
                 .push(format!("mode {} -> {}", fmt_mode(o.mode), fmt_mode(m)));
@@ -400,7 +489,7 @@ impl<'a> AttrDiff<'a> {
             s.push_str(&c);
             s.push('\n');
         }
-        if let Some(m) = self.mode {
+        if let Some(m) = self.mode.or(self.restore_mode) {
             s.push_str(&format!("chmod {} {quoted_path}\n", chmod_mode(m)));
         }
         s
@@ -435,6 +524,46 @@ mod tests {
         assert_eq!(fmt_mode(0o600), "0600");
     }
 
+    /// `chown` clears setuid/setgid bits: the mode is set again after it, managed or not.
+    #[test]
+    fn chown_keeps_setuid_and_setgid_bits() {
+        let o = Attrs {
+            mode: 0o4755,
+            owner: "root",
+            group: "root",
+            uid: 0,
+            gid: 0,
+        };
+        let d = AttrDiff::new(Some(0o4755), Some("claw"), None, &o);
+        assert_eq!(d.details, ["owner root -> claw"]);
+        assert_eq!(d.script("'/f'"), "chown -- 'claw' '/f'\nchmod 04755 '/f'\n");
+        let d = AttrDiff::new(None, None, Some("staff"), &o);
+        assert_eq!(
+            d.script("'/f'"),
+            "chgrp -- 'staff' '/f'\nchmod 04755 '/f'\n"
+        );
+        let plain = Attrs { mode: 0o755, ..o };
+        let d = AttrDiff::new(None, Some("claw"), None, &plain);
+        assert_eq!(d.script("'/f'"), "chown -- 'claw' '/f'\n");
+        // Run here: the bits survive.
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let d = AttrDiff::new(None, None, Some("0"), &Attrs { gid: 12345, ..o });
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(d.script(&crate::quote::quote(f.to_str().unwrap())))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o7777,
+            0o4755
+        );
+    }
+
     #[test]
     fn owners() {
         assert!(same_owner("root", "root", 0));
@@ -443,5 +572,75 @@ mod tests {
         assert!(check_account("owner", "www-data").is_ok());
         assert!(check_account("owner", "a b").is_err());
         assert!(check_account("owner", "$(id)").is_err());
+        // A leading `-` would be an option to getent, id, useradd...
+        assert!(check_account("owner", "-rf").is_err());
+        assert!(check_account("owner", "--help").is_err());
+        assert!(check_account("owner", "a-b").is_ok());
+        assert!(check_account("owner", "1000").is_ok());
+        assert!(check_account("owner", &"a".repeat(65)).is_err());
+    }
+
+    fn args(t: &str) -> toml::Table {
+        toml::from_str(t).unwrap()
+    }
+
+    #[test]
+    fn nul_is_refused_wherever_it_could_reach_a_shell() {
+        let ctx = Map::new();
+        let src = Sources {
+            files_dir: Path::new("."),
+            templates_dir: Path::new("."),
+        };
+        let d = |kind: &str, t: &str| desired(kind, &args(t), &ctx, &src);
+        let e = d("command", r#"run = "echo a\u0000; touch /tmp/x""#).unwrap_err();
+        assert!(e.contains("`run` contains a NUL byte"), "{e}");
+        let e = d("dir", r#"path = "/srv/a\u0000b""#).unwrap_err();
+        assert!(e.contains("`path` contains a NUL byte"), "{e}");
+        let e = d(
+            "cron",
+            "entry = \"x\"\nschedule = \"@daily\"\ncommand = \"true\"\nenv = { A = \"b\\u0000\" }",
+        )
+        .unwrap_err();
+        assert!(e.contains("`env.A` contains a NUL byte"), "{e}");
+        let e = d("apt", r#"packages = ["curl", "x\u0000"]"#).unwrap_err();
+        assert!(e.contains("`packages.1` contains a NUL byte"), "{e}");
+        // File content never reaches a shell (it travels on stdin): any byte goes.
+        let Desired::File(f) = d(
+            "file",
+            r#"path = "/srv/f"
+content = "a\u0000b""#,
+        )
+        .unwrap() else {
+            panic!("a file")
+        };
+        assert_eq!(f.content.as_slice(), b"a\0b");
+    }
+
+    #[test]
+    fn missing_accounts_stop_the_script_first() {
+        assert_eq!(accounts_exist(None, None), "");
+        assert_eq!(
+            accounts_exist(Some("1000"), Some("0")),
+            "",
+            "ids as they are"
+        );
+        let s = accounts_exist(Some("root"), Some("claw-no-such-group"));
+        let run = |script: &str| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{script}echo reached"))
+                .output()
+                .unwrap()
+        };
+        let o = run(&s);
+        assert!(!o.status.success());
+        assert_eq!(o.stdout, b"", "nothing after the check runs");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "group `claw-no-such-group` does not exist on the host (create it in an earlier step); nothing was changed\n"
+        );
+        let o = run(&accounts_exist(Some("root"), Some("root")));
+        assert!(o.status.success());
+        assert_eq!(o.stdout, b"reached\n");
     }
 }
