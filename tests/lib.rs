@@ -17,6 +17,7 @@ mod compose_up;
 mod confirm;
 mod connect;
 mod converge;
+mod cuts;
 mod docker_host;
 mod facts_secrets;
 mod faults;
