@@ -143,7 +143,28 @@ struct HostState {
     files: BTreeMap<String, String>,
     handled: String,
     temps: Vec<String>,
+    /// The cut run's connection still holds the apply lock (its sshd has not noticed the cut).
+    lock_held: bool,
 }
+
+/// Runs `script` as root inside lab host h1 (no SSH); returns its stdout.
+fn host_sh(lab: &Lab, script: &str) -> String {
+    let out = std::process::Command::new("bash")
+        .arg(crate::support::repo().join("tests/lab/lab.sh"))
+        .args(["exec", "h1", "--name", &lab.name, "--", "sh", "-c", script])
+        .output()
+        .expect("lab.sh exec");
+    assert!(
+        out.status.success(),
+        "on the host: {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `held` when the apply lock's recorded connection (an sshd process) is still alive.
+const LOCK_HOLDER_ALIVE: &str = "c=$(sed -n 's/^conn=//p' /var/lib/claw-provision/apply.holder 2>/dev/null); \
+     case $(cat /proc/$c/comm 2>/dev/null) in sshd|sshd-session) echo held ;; *) echo free ;; esac";
 
 fn host_state(lab: &Lab, files: &BTreeMap<&'static str, String>) -> HostState {
     let mut script = String::new();
@@ -159,21 +180,14 @@ fn host_state(lab: &Lab, files: &BTreeMap<&'static str, String>) -> HostState {
             "for t in {d}/.claw-provision.*; do [ -e \"$t\" ] && echo \"temp $t\"; done; true\n"
         ));
     }
-    let out = std::process::Command::new("bash")
-        .arg(crate::support::repo().join("tests/lab/lab.sh"))
-        .args(["exec", "h1", "--name", &lab.name, "--", "sh", "-c", &script])
-        .output()
-        .expect("lab.sh exec");
-    assert!(
-        out.status.success(),
-        "reading the host's state: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    script.push_str(LOCK_HOLDER_ALIVE);
+    script.push('\n');
+    let text = host_sh(lab, &script);
     let mut st = HostState {
         files: BTreeMap::new(),
         handled: String::new(),
         temps: Vec::new(),
+        lock_held: false,
     };
     for l in text.lines() {
         let w: Vec<&str> = l.splitn(3, ' ').collect();
@@ -184,6 +198,8 @@ fn host_state(lab: &Lab, files: &BTreeMap<&'static str, String>) -> HostState {
             ["handled", h] => st.handled = h.replace('_', " "),
             ["handled"] => {}
             ["temp", t] => st.temps.push(t.to_string()),
+            ["held"] => st.lock_held = true,
+            ["free"] => {}
             _ => panic!("unexpected host state line `{l}` in:\n{text}"),
         }
     }
@@ -201,6 +217,7 @@ pub struct Tally {
     files_new: usize,
     files_old: usize,
     temps_after_cut: usize,
+    lock_held_after_cut: usize,
     max_recovery: Duration,
 }
 
@@ -305,6 +322,7 @@ pub fn cut_loop(lab_name: &str, n: u64, seed: u64) -> Tally {
             }
         }
         tally.temps_after_cut += st.temps.len();
+        tally.lock_held_after_cut += st.lock_held as usize;
         if !st.temps.is_empty() {
             eprintln!("{ctx}: temporary files left by the cut: {:?}", st.temps);
         }
@@ -365,7 +383,8 @@ fn applies_cut_at_random_moments_leave_old_or_new_and_converge() {
     let t = cut_loop("sk-cuts", n, seed);
     eprintln!(
         "cuts: seed {seed}: {} cuts ({:?}) in {:?}: {} mid-apply (failed at: {:?}), {} after the apply had ended; \
-         files after a cut: {} new, {} old, {} mixed; temporary files left by cuts: {}; slowest apply after a cut: {:?}",
+         files after a cut: {} new, {} old, {} mixed; temporary files left by cuts: {}; \
+         apply lock still held by the cut run's connection (taken over by the next apply): {}; slowest apply after a cut: {:?}",
         t.cuts,
         t.by_kind,
         started.elapsed(),
@@ -376,6 +395,7 @@ fn applies_cut_at_random_moments_leave_old_or_new_and_converge() {
         t.files_old,
         t.mixed_files,
         t.temps_after_cut,
+        t.lock_held_after_cut,
         t.max_recovery,
     );
     assert_eq!(t.cuts as u64, n);
@@ -383,4 +403,71 @@ fn applies_cut_at_random_moments_leave_old_or_new_and_converge() {
         t.mid_apply * 2 >= t.cuts,
         "most cuts must land mid-apply for the test to mean something: {t:?}"
     );
+}
+
+/// The link of a host drops while a large file is being uploaded: the client gives up (its
+/// keepalives), but the host's sshd, waiting for the rest of the upload, never learns the
+/// connection is gone (no ClientAliveInterval in the lab), so the apply lock stays with the lost
+/// run. The next apply from this machine sees that the holding process is gone, ends the stale
+/// connection and takes the lock over, and converges; the temporary file is removed.
+#[test]
+fn a_lost_run_of_this_machine_does_not_keep_the_host_locked() {
+    let lab = Lab::up("sk-cutlock", 1);
+    let s = Scratch::new();
+    let pb = s.file("cuts.toml", PLAYBOOK);
+    s.file("templates/app.conf.tera", TEMPLATE);
+    let inv = lab.write_inventory(
+        "cuts.toml",
+        &pb,
+        &[("keepalive_interval", "1"), ("connect_timeout", "3")],
+    );
+    let inv = inv.to_str().unwrap();
+    let mut want = generation(&s, 7, 1);
+    // A slow, large upload: 64 MB.
+    let big: Vec<u8> = Rng::new(7).bytes(64 * 1024 * 1024);
+    std::fs::write(s.dir.path().join("big-a.bin"), &big).unwrap();
+    want.insert("/opt/cuts/big-a.bin", sha(&big));
+    // The host's sshd learns of the lost connection when it next sends something (a window
+    // adjust retransmitted after the link is back gets a reset): rarely before we look. Then the
+    // scenario is set up again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let run = claw_spawn(
+            &["apply", inv, "--yes", "--output", "json", "-e", "gen=1"],
+            &[],
+        );
+        let t = Instant::now();
+        while !host_sh(&lab, "ls -A /opt/cuts 2>/dev/null; true").contains(".claw-provision.") {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the upload never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        lab.cmd(&["link", "h1", "down"]);
+        let r = run.wait();
+        assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.host("h1")["failed_at"], "big a", "{}", r.stdout);
+        lab.cmd(&["link", "h1", "up"]);
+        if host_sh(&lab, LOCK_HOLDER_ALIVE).trim() == "held" {
+            break;
+        }
+        assert!(
+            attempts < 3,
+            "the lost run's connection never held the lock after the cut"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let r = apply(inv, 1, &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.host("h1")["state"], "changed", "{}", r.stdout);
+    let st = host_state(&lab, &want);
+    for (f, w) in &want {
+        assert_eq!(&st.files[*f], w, "{f}");
+    }
+    assert!(st.temps.is_empty(), "{:?}", st.temps);
+    assert!(!st.lock_held);
+    let r = apply(inv, 1, &["--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 }
