@@ -119,8 +119,12 @@ claw_lock
 /// its host name), our pid and our start time (in clock ticks since boot, from
 /// `/proc/self/stat`; a pid reused later has another).
 pub fn local_client() -> String {
-    let pid = std::process::id();
-    format!("{}:{pid}:{}", machine_id(), start_time(pid).unwrap_or(0))
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let pid = std::process::id();
+        format!("{}:{pid}:{}", machine_id(), start_time(pid).unwrap_or(0))
+    })
+    .clone()
 }
 
 /// Whether `client` (as recorded by [`command`]) is a process of this machine that is no longer
@@ -135,10 +139,23 @@ pub fn local_client_gone(client: &str) -> bool {
     let (Ok(start), Ok(pid)) = (start.parse::<u64>(), pid.parse::<u32>()) else {
         return false;
     };
-    if machine != machine_id() || start == 0 || pid == 0 {
+    if machine != machine_id() || start == 0 || pid == 0 || pid > i32::MAX as u32 {
         return false;
     }
-    start_time(pid) != Some(start)
+    match start_time(pid) {
+        Some(t) => t != start,
+        // Not in /proc: gone only if the kernel says there is no such process (with /proc
+        // mounted `hidepid`, another user's live process is invisible there: EPERM, alive).
+        // SAFETY: signal 0 only checks for existence and permission; it sends nothing.
+        None => {
+            let r = unsafe { libc::kill(pid as i32, 0) };
+            r != 0 && io_errno() == Some(libc::ESRCH)
+        }
+    }
+}
+
+fn io_errno() -> Option<i32> {
+    std::io::Error::last_os_error().raw_os_error()
 }
 
 fn machine_id() -> String {
