@@ -162,9 +162,11 @@ fn host_sh(lab: &Lab, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `held` when the apply lock's recorded connection (an sshd process) is still alive.
+/// `held` when the apply lock's recorded connection (an sshd process, not a zombie: a killed
+/// sshd may wait unreaped) is still alive.
 const LOCK_HOLDER_ALIVE: &str = "c=$(sed -n 's/^conn=//p' /var/lib/claw-provision/apply.holder 2>/dev/null); \
-     case $(cat /proc/$c/comm 2>/dev/null) in sshd|sshd-session) echo held ;; *) echo free ;; esac";
+     st=$(sed -n 's/^State:[[:space:]]*//p' /proc/$c/status 2>/dev/null); \
+     case $(cat /proc/$c/comm 2>/dev/null):$st in sshd:[!Z]*|sshd-session:[!Z]*) echo held ;; *) echo free ;; esac";
 
 fn host_state(lab: &Lab, files: &BTreeMap<&'static str, String>) -> HostState {
     let mut script = String::new();
