@@ -1034,10 +1034,30 @@ async fn drive(
         })
         .collect();
     let names: Vec<&str> = p.steps.iter().map(|s| s.step.name.as_str()).collect();
-    let first = run_probe(remote, &probe, &ids, &names, default_timeout).await?;
+    let mut first = run_probe(remote, &probe, &ids, &names, default_timeout).await?;
+    // A run of this machine whose process is gone still holds the lock when the host's sshd
+    // has not noticed its connection is lost (a cut link: until the running command ends, or
+    // sshd's ClientAliveInterval). Its run cannot continue: break its lock (ending that dead
+    // connection, as --force-unlock does) in one more round trip.
+    if let (
+        Some(LockState::Held {
+            client: Some(c), ..
+        }),
+        Some(holder),
+    ) = (&first.lock, &ctx.opts.lock_holder)
+        && !probe.lock_forced()
+        && crate::fact::lock::local_client_gone(c)
+    {
+        ctx.observer.phase(
+            name,
+            "taking over the lock of a lost run of this machine (its process is gone)",
+        );
+        probe.take_lock(holder, true);
+        first = run_probe(remote, &probe, &ids, &names, default_timeout).await?;
+    }
     match &first.lock {
         None | Some(LockState::Taken) => {}
-        Some(LockState::Held(who)) => {
+        Some(LockState::Held { who, .. }) => {
             return Err(failed(
                 "lock",
                 format!(

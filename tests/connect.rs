@@ -1,7 +1,7 @@
 //! Connecting: host keys (changed, unknown, accept-new) and authentication (key types, wrong key,
 //! encrypted key). A refused host runs nothing: its sshd logs no session.
 
-use crate::support::{Lab, Scratch, claw, log_len, sshd_counts};
+use crate::support::{Lab, Scratch, claw, claw_spawn, log_len, sshd_counts};
 
 fn touch_playbook(s: &Scratch) -> std::path::PathBuf {
     s.file(
@@ -48,11 +48,26 @@ fn host_keys() {
         &pb,
         &[("host_key_policy", "\"accept-new\"")],
     );
+    let lab_kh = lab.dir.join("known_hosts");
+    let before = std::fs::read(&lab_kh).unwrap();
+    let mark = log_len(&lab.host("h1").sshd_log);
     let r = claw(
         &["apply", inv_an.to_str().unwrap(), "--yes", "--limit", "h1"],
         &[],
     );
     assert_eq!(r.code, 1, "{}", r.stdout);
+    let err = format!("{}{}", r.stdout, r.stderr);
+    assert!(err.to_lowercase().contains("changed"), "{err}");
+    assert_eq!(
+        std::fs::read(&lab_kh).unwrap(),
+        before,
+        "accept-new left the recorded (old) key in place and added nothing"
+    );
+    assert_eq!(sshd_counts(&lab.host("h1").sshd_log, mark), (0, 0));
+    // Nor does `known-hosts --pin` replace it.
+    let r = claw(&["known-hosts", inv_an.to_str().unwrap(), "--pin"], &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(std::fs::read(&lab_kh).unwrap(), before);
 
     // Unknown key under strict: refused with the hint; accept-new records it, then it is known.
     let empty_kh = lab.dir.join("empty_known_hosts");
@@ -120,6 +135,91 @@ fn host_keys() {
         1,
         "nothing recorded"
     );
+}
+
+/// Several runs with `accept-new` start at once against 8 hosts none of which is known yet: the
+/// known_hosts file ends with exactly one valid entry per host (its real key), the operator's
+/// own line and the file's mode kept, every key reported as learned by exactly one run, and no
+/// temporary file left beside it.
+#[test]
+fn concurrent_accept_new_runs_record_each_host_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::up("sk-khrace", 8);
+    let s = Scratch::new();
+    let pb = touch_playbook(&s);
+    let dir = s.dir.path().join("ssh");
+    std::fs::create_dir(&dir).unwrap();
+    let kh = dir.join("known_hosts");
+    std::fs::write(&kh, "# the operator's own line\n").unwrap();
+    std::fs::set_permissions(&kh, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let inv = lab.write_inventory(
+        "race.toml",
+        &pb,
+        &[
+            ("known_hosts", &format!("{:?}", kh.display().to_string())),
+            ("host_key_policy", "\"accept-new\""),
+        ],
+    );
+    let inv = inv.to_str().unwrap();
+    let started = std::time::Instant::now();
+    let plans: Vec<_> = (0..4)
+        .map(|_| claw_spawn(&["plan", inv, "--output", "json"], &[]))
+        .collect();
+    let pin = claw_spawn(&["known-hosts", inv, "--pin"], &[]);
+    let mut learned = 0;
+    for r in plans {
+        let r = r.wait();
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        learned += (r.events().iter())
+            .filter(|e| e["event"] == "host_key_learned")
+            .count();
+    }
+    let r = pin.wait();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    learned += r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("recorded in"))
+        .count();
+    eprintln!("5 concurrent runs x 8 hosts: {:?}", started.elapsed());
+
+    let text = std::fs::read_to_string(&kh).unwrap();
+    let parsed = claw_provision::ssh::KnownHosts::parse(&kh, &text);
+    assert!(parsed.bad_lines().is_empty(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 9, "the comment and one line per host:\n{text}");
+    assert_eq!(lines[0], "# the operator's own line");
+    for h in lab.hosts() {
+        let real = std::fs::read_to_string(
+            lab.dir
+                .join(format!("hosts/{}/ssh_host_ed25519_key.pub", h.name)),
+        )
+        .unwrap();
+        let real: Vec<&str> = real.split_whitespace().take(2).collect();
+        let entries: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.split(' ').next() == Some(h.address.as_str()))
+            .collect();
+        assert_eq!(entries.len(), 1, "{}: {text}", h.name);
+        assert_eq!(
+            entries[0].split(' ').skip(1).collect::<Vec<_>>(),
+            real,
+            "{}: its real key",
+            h.name
+        );
+        assert_eq!(parsed.entries_for(&h.address, 22).len(), 1);
+    }
+    assert_eq!(learned, 8, "each key learned by exactly one run");
+    assert_eq!(
+        std::fs::metadata(&kh).unwrap().permissions().mode() & 0o7777,
+        0o640
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["known_hosts", "known_hosts.lock"]);
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod confirm;
 mod connect;
 mod converge;
 mod converge_fuzz;
+mod cuts;
 mod docker_host;
 mod facts_cmd;
 mod facts_secrets;

@@ -156,6 +156,11 @@ impl ProbeScript {
         self.lock = Some((holder.to_string(), force));
     }
 
+    /// Whether the lock section is there and breaks the current holder's lock.
+    pub fn lock_forced(&self) -> bool {
+        matches!(self.lock, Some((_, true)))
+    }
+
     /// The requests, by id.
     pub fn requests(&self) -> &[Request] {
         &self.requests
@@ -209,7 +214,7 @@ impl ProbeScript {
             s.push_str(host::SYSTEM);
         }
         if let Some((holder, force)) = &self.lock {
-            s.push_str(&lock::command(holder, *force));
+            s.push_str(&lock::command(holder, &lock::local_client(), *force));
         }
         if let Some(pb) = &self.journal {
             s.push_str(&host::journal_command(pb));

@@ -3,7 +3,9 @@
 //!
 //! Uploads are atomic: a temp file in the same directory, created by `mktemp` (0600), given its
 //! final mode and owner before the first byte is written, checked by sha256, then renamed over
-//! the target. An interrupted upload leaves the old file, never a mix.
+//! the target. An interrupted upload leaves the old file, never a mix; a temporary file left by
+//! a run killed mid-upload (no trap runs on SIGKILL) is removed by the next upload into its
+//! directory (under the apply lock, no other upload uses one).
 //!
 //! Something else at the path (a directory, a symbolic link) is an error unless `force = true`,
 //! which replaces it (a directory with everything in it) by the uploaded file, or removes it.
@@ -275,6 +277,10 @@ impl Desired {
             quote(&self.parent())
         ));
         s.push_str("[ -d \"$d\" ] || { printf 'directory %s does not exist (add a dir step before this one)\\n' \"$d\" >&2; exit 1; }\n");
+        // A run cut before its rename (its connection or the host's sshd killed, SIGKILL: no
+        // trap ran) leaves its temporary file. Under the apply lock no other upload is using
+        // one, so those of the directory are removed first (shell builtins; `rm` only if any).
+        s.push_str("for t in \"$d\"/.claw-provision.????????; do if [ -f \"$t\" ] && [ ! -L \"$t\" ]; then rm -f -- \"$t\"; fi; done\n");
         s.push_str("tmp=$(mktemp -- \"$d/.claw-provision.XXXXXXXX\")\n");
         s.push_str("trap 'rm -f -- \"$tmp\"' EXIT\ntrap 'exit 1' HUP INT TERM PIPE\n");
         // Owner before mode: chown clears setuid/setgid bits.

@@ -16,10 +16,14 @@
 //! then it counts as a recorded key that does not match anything, so a corrupted entry can never
 //! let `accept-new` silently trust a new key. Line numbers are 1-based physical lines.
 //!
-//! New entries are appended unhashed (`host key` or `[host]:port key`) under an exclusive
-//! `flock` on the file with `O_APPEND`, after re-reading the file under that lock, so that
-//! concurrent connections (tasks of this process or other processes) never lose or duplicate
-//! an entry and never leave a torn line.
+//! New entries are added unhashed (`host key` or `[host]:port key`) by [`add_if_unknown`]: under
+//! an exclusive `flock` of `known_hosts.lock` beside the file, the file is re-read and, if the
+//! host is still unknown, replaced atomically (temporary file with the old content and the new
+//! line, synced, renamed over it), so that concurrent connections (tasks of this process or
+//! other processes) never lose or duplicate an entry, and a killed process never leaves a torn
+//! line. OpenSSH itself appends without any lock: an `ssh` adding a key to the same file in the
+//! instant between our read and our rename would lose its line (the same window `ssh-keygen -R`,
+//! which also rewrites the file through a rename, has); it asks again the next time.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -280,11 +284,44 @@ pub enum AddOutcome {
 /// Appends `host`:`port` with `key` to the `known_hosts` file at `path` if, re-read under an
 /// exclusive lock, the file still does not know the host. Creates the file (mode 0644) and its
 /// directory (mode 0700) if missing. Blocking: call from a blocking context.
+///
+/// The update is atomic: the file's content plus the new line go to a temporary file in the
+/// same directory, which is synced, given the file's mode and owner, and renamed over the file
+/// (then the directory is synced). A process killed at any moment leaves the old file or the
+/// new one, never a torn line; a temporary file left by a killed writer is removed by the next
+/// one. Writers of this protocol (tasks of this process, other `claw-provision` processes)
+/// serialise on an `flock` of `PATH.lock` beside the file: not of the file itself, whose inode
+/// the rename replaces (a lock on the old inode would not exclude a writer that opened the new
+/// one). A symbolic link is followed: the file it names is replaced, the link stays.
 pub fn add_if_unknown(
     path: &Path,
     host: &str,
     port: u16,
     key: &PublicKey,
+) -> io::Result<AddOutcome> {
+    add_with(path, host, port, key, Crash::Never)
+}
+
+/// Where a test makes [`add_with`] stop as if the process had been killed there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crash {
+    Never,
+    /// The temporary file exists, empty.
+    TempCreated,
+    /// Half of the new content is in the temporary file.
+    HalfWritten,
+    /// The whole content is in the temporary file, synced.
+    Synced,
+    /// Just after the rename (the directory not yet synced).
+    Renamed,
+}
+
+fn add_with(
+    path: &Path,
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+    crash: Crash,
 ) -> io::Result<AddOutcome> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
@@ -295,32 +332,156 @@ pub fn add_if_unknown(
             .mode(0o700)
             .create(dir)?;
     }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
+    // The file a symbolic link names is the one to replace (a dotfiles manager's link stays).
+    let path = match std::fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => path.to_path_buf(),
+        Err(e) => return Err(e),
+    };
+    let lock_file = OpenOptions::new()
+        .write(true)
         .create(true)
-        .mode(0o644)
-        .open(path)?;
-    let _lock = Flock::exclusive(&file)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+        .truncate(false)
+        .mode(0o600)
+        .open(lock_path(&path))?;
+    let _lock = Flock::exclusive(&lock_file)?;
+    remove_stale_temps(&path);
+    let (bytes, meta) = match File::open(&path) {
+        Ok(mut f) => {
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)?;
+            (bytes, Some(f.metadata()?))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), None),
+        Err(e) => return Err(e),
+    };
     let text = String::from_utf8_lossy(&bytes);
-    let status = KnownHosts::parse(path, &text).check(host, port, key);
+    let status = KnownHosts::parse(&path, &text).check(host, port, key);
     if status != HostKeyStatus::Unknown {
         return Ok(AddOutcome::NotAdded(status));
     }
-    let mut line = String::new();
-    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-        line.push('\n');
+    let mut new = bytes;
+    if !new.is_empty() && !new.ends_with(b"\n") {
+        new.push(b'\n');
     }
-    line.push_str(&entry_line(host, port, key)?);
-    line.push('\n');
-    // One write(2) of a short line with O_APPEND; the lock keeps other writers of this
-    // protocol out, and the append flag keeps writers that do not lock (OpenSSH) from
-    // overwriting it.
-    file.write_all(line.as_bytes())?;
-    file.sync_data()?;
+    new.extend_from_slice(entry_line(host, port, key)?.as_bytes());
+    new.push(b'\n');
+    replace_file(&path, &new, meta.as_ref(), crash)?;
     Ok(AddOutcome::Added)
+}
+
+/// The lock file of a known_hosts file: `PATH.lock` beside it.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// The prefix of the temporary files of `path`: `.NAME.claw-tmp.` in its directory (hidden,
+/// and never a name OpenSSH reads).
+fn temp_prefix(path: &Path) -> String {
+    format!(
+        ".{}.claw-tmp.",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    )
+}
+
+/// Removes temporary files a killed writer left beside `path`. Called under the lock: no other
+/// writer is using one. Best effort (a file we cannot remove is only clutter).
+fn remove_stale_temps(path: &Path) {
+    let prefix = temp_prefix(path);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Replaces `path` with `content` atomically (temporary file in the same directory, synced,
+/// renamed over it, directory synced), keeping the mode and owner of the file it replaces
+/// (`meta`; a new file gets 0644).
+fn replace_file(
+    path: &Path,
+    content: &[u8],
+    meta: Option<&std::fs::Metadata>,
+    crash: Crash,
+) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let prefix = temp_prefix(path);
+    let (tmp_path, mut tmp) = {
+        let mut tries = 0;
+        loop {
+            let candidate = dir.join(format!("{prefix}{:016x}", rand::random::<u64>()));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&candidate)
+            {
+                Ok(f) => break (candidate, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    if crash == Crash::TempCreated {
+        return Ok(());
+    }
+    let result = (|| {
+        if crash == Crash::HalfWritten {
+            tmp.write_all(&content[..content.len() / 2])?;
+            return Ok(false);
+        }
+        tmp.write_all(content)?;
+        // Owner first (chown may clear mode bits), then the mode of the file it replaces.
+        if let Some(m) = meta {
+            let tm = tmp.metadata()?;
+            if (tm.uid(), tm.gid()) != (m.uid(), m.gid()) {
+                std::os::unix::fs::fchown(&tmp, Some(m.uid()), Some(m.gid())).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot give the new file the owner of the old one (uid {}, gid {}): {e}",
+                            m.uid(),
+                            m.gid()
+                        ),
+                    )
+                })?;
+            }
+        }
+        let mode = meta.map_or(0o644, |m| m.permissions().mode() & 0o7777);
+        tmp.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        tmp.sync_all()?;
+        if crash == Crash::Synced {
+            return Ok(false);
+        }
+        std::fs::rename(&tmp_path, path)?;
+        Ok(true)
+    })();
+    match result {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+    }
+    if crash == Crash::Renamed {
+        return Ok(());
+    }
+    // The rename is durable once the directory is.
+    File::open(&dir)?.sync_all()
 }
 
 /// The `known_hosts` line recorded for a new host: `host key-type base64` (or `[host]:port ...`).
@@ -779,6 +940,104 @@ mod tests {
                 .entries_for("*", 22)
                 .is_empty()
         );
+    }
+
+    /// Files in `dir` other than the known_hosts file and its lock.
+    fn others(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "known_hosts" && n != "known_hosts.lock")
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_writer_killed_at_any_point_leaves_the_old_file_or_the_new_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let old = format!("# mine\nweb1 {ED}");
+        let new = format!("# mine\nweb1 {ED}\nweb2 {ECDSA}\n");
+        for crash in [
+            Crash::TempCreated,
+            Crash::HalfWritten,
+            Crash::Synced,
+            Crash::Renamed,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("known_hosts");
+            std::fs::write(&path, &old).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let before = std::fs::metadata(&path).unwrap();
+            assert_eq!(
+                add_with(&path, "web2", 22, &key(ECDSA), crash).unwrap(),
+                AddOutcome::Added
+            );
+            let text = std::fs::read_to_string(&path).unwrap();
+            let after = std::fs::metadata(&path).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            if crash == Crash::Renamed {
+                assert_eq!(text, new, "{crash:?}");
+                assert_ne!(
+                    after.ino(),
+                    before.ino(),
+                    "{crash:?}: replaced, not rewritten"
+                );
+                assert!(others(dir.path()).is_empty(), "{crash:?}");
+            } else {
+                assert_eq!(text, old, "{crash:?}: the old file, untouched");
+                assert_eq!(after.ino(), before.ino(), "{crash:?}");
+                // The killed writer's temporary file is there, hidden, never a known_hosts name.
+                let left = others(dir.path());
+                assert_eq!(left.len(), 1, "{crash:?}: {left:?}");
+                assert!(left[0].starts_with(".known_hosts.claw-tmp."), "{left:?}");
+                assert_eq!(
+                    KnownHosts::load(&path)
+                        .unwrap()
+                        .check("web2", 22, &key(ECDSA)),
+                    HostKeyStatus::Unknown
+                );
+                // The next writer removes it and does the work.
+                assert_eq!(
+                    add_if_unknown(&path, "web2", 22, &key(ECDSA)).unwrap(),
+                    AddOutcome::Added,
+                    "{crash:?}"
+                );
+                assert_eq!(std::fs::read_to_string(&path).unwrap(), new, "{crash:?}");
+                assert!(others(dir.path()).is_empty(), "{crash:?}");
+            }
+            // The mode of the file it replaced.
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+                0o600,
+                "{crash:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_symlinked_file_is_updated_through_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("dotfiles/known_hosts");
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, format!("web1 {ED}\n")).unwrap();
+        let link = dir.path().join("known_hosts");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(
+            add_if_unknown(&link, "web2", 22, &key(ECDSA)).unwrap(),
+            AddOutcome::Added
+        );
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&real).unwrap(),
+            format!("web1 {ED}\nweb2 {ECDSA}\n")
+        );
+        assert!(real.with_file_name("known_hosts.lock").exists());
     }
 
     #[test]
