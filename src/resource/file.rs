@@ -587,7 +587,7 @@ mod tests {
             at("chmod 00600 \"$tmp\""),
             at("cat > \"$tmp\""),
             at("sha256sum < \"$tmp\""),
-            at("mv -f -- \"$tmp\" \"$f\""),
+            at("mv -fT -- \"$tmp\" \"$f\""),
         ];
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{s}");
         assert_eq!(s.matches("chmod").count(), 1, "{s}");
