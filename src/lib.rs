@@ -6,6 +6,8 @@ pub mod duration;
 pub mod error;
 pub mod fact;
 pub mod fleet_keys;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inventory;
 pub mod plan;
 pub mod playbook;
