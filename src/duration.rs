@@ -20,7 +20,10 @@ impl<'de> Deserialize<'de> for Secs {
                 "expected a duration: seconds as an integer, or a string like \"30s\", \"5m\"",
             )
         })? {
-            Raw::Int(n) if n > 0 => Ok(Secs(Duration::from_secs(n as u64))),
+            Raw::Int(n) if n > 0 && n as u64 <= MAX_SECS => Ok(Secs(Duration::from_secs(n as u64))),
+            Raw::Int(n) if n > 0 => Err(serde::de::Error::custom(format!(
+                "duration {n} s is too long (at most {MAX_SECS} s)"
+            ))),
             Raw::Int(n) => Err(serde::de::Error::custom(format!(
                 "duration must be positive, got {n}"
             ))),
@@ -29,6 +32,10 @@ impl<'de> Deserialize<'de> for Secs {
     }
 }
 
+/// Longest duration accepted (as OpenSSH's `convtime`: `INT_MAX` seconds, about 68 years);
+/// longer ones are errors, not overflows (a deadline `now + d` must stay representable).
+pub const MAX_SECS: u64 = i32::MAX as u64;
+
 /// Parses `"30"`, `"30s"`, `"5m"`, `"1h"`, `"500ms"`.
 pub fn parse(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -36,11 +43,20 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("invalid duration `{s}` (examples: \"30s\", \"5m\", \"1h\")"))?;
+    let too_long = || format!("duration `{s}` is too long (at most {MAX_SECS} s)");
+    let secs = |mult: u64| {
+        n.checked_mul(mult)
+            .filter(|t| *t <= MAX_SECS)
+            .map(Duration::from_secs)
+            .ok_or_else(too_long)
+    };
     let d = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "" | "s" => secs(1)?,
+        "ms" => Some(Duration::from_millis(n))
+            .filter(|d| d.as_secs() <= MAX_SECS)
+            .ok_or_else(too_long)?,
+        "m" => secs(60)?,
+        "h" => secs(3600)?,
         _ => {
             return Err(format!(
                 "invalid duration unit in `{s}` (use ms, s, m or h)"
@@ -65,5 +81,23 @@ mod tests {
         assert!(parse("5 parsecs").is_err());
         assert!(parse("0s").is_err());
         assert!(parse("").is_err());
+        // Overflows (`n * 3600`) and deadlines past what an Instant holds are errors.
+        assert!(parse("5124095576030432h").unwrap_err().contains("too long"));
+        assert!(parse("99999999999m").unwrap_err().contains("too long"));
+        assert!(
+            parse("18446744073709551615ms")
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert_eq!(parse("2147483647").unwrap().as_secs(), 2147483647);
+        #[derive(serde::Deserialize)]
+        struct T {
+            t: Secs,
+        }
+        let big = toml::from_str::<T>("t = 9223372036854775807")
+            .err()
+            .unwrap();
+        assert!(big.to_string().contains("too long"), "{big}");
+        assert_eq!(toml::from_str::<T>("t = 90").unwrap().t.0.as_secs(), 90);
     }
 }

@@ -7,6 +7,8 @@ pub mod error;
 pub mod fact;
 pub mod facts;
 pub mod fleet_keys;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inventory;
 pub mod plan;
 pub mod playbook;

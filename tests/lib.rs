@@ -28,6 +28,7 @@ mod firewall;
 mod fleet_keys;
 mod full_lab;
 mod git;
+mod hostile;
 mod http_check;
 mod image_ship;
 mod jump;

@@ -369,7 +369,11 @@ impl ProbeScript {
             .filter(|(_, r)| matches!(r, Request::Path(_)))
             .map(|(id, _)| id)
             .collect();
-        if let Some(states) = paths.states(path_ids.len())? {
+        let states = (paths.states(path_ids.len())).map_err(|(i, error)| ProbeError::Output {
+            request: i.and_then(|i| path_ids.get(i).copied()),
+            error,
+        })?;
+        if let Some(states) = states {
             for (id, st) in path_ids.into_iter().zip(states) {
                 observed[id] = Some(Observed::Path(st));
             }

@@ -116,33 +116,40 @@ impl Batch {
     }
 
     /// The states of the batched paths, in the order they were asked; None when the batch did
-    /// not answer (its paths were then answered one by one).
-    pub fn states(&self, count: usize) -> Result<Option<Vec<PathState>>, FactError> {
+    /// not answer (its paths were then answered one by one). An error comes with the position
+    /// (in the batch) of the path whose records are bad, when one is to blame.
+    pub fn states(
+        &self,
+        count: usize,
+    ) -> Result<Option<Vec<PathState>>, (Option<usize>, FactError)> {
         let Some(kinds) = &self.kinds else {
             return Ok(None);
         };
-        if kinds.len() != count {
-            return Err(FactError(format!(
-                "batched path kinds for {} paths, {count} asked",
-                kinds.len()
-            )));
+        if kinds.chars().count() != count {
+            return Err((
+                None,
+                FactError(format!(
+                    "batched path kinds for {} paths, {count} asked",
+                    kinds.chars().count()
+                )),
+            ));
         }
         let mut stats = self.stats.iter();
         let mut hashes = self.hashes.iter();
         let mut out = Vec::with_capacity(count);
         let short = || FactError("batched path records end early".into());
-        for k in kinds.chars() {
-            let state = match k {
-                'a' => parse(&["absent"])?,
-                'l' => parse(&["link"])?,
-                'o' => parse(&["other"])?,
+        for (i, k) in kinds.chars().enumerate() {
+            let state = (|| match k {
+                'a' => parse(&["absent"]),
+                'l' => parse(&["link"]),
+                'o' => parse(&["other"]),
                 'd' => {
                     let (st, ty) = stats.next().ok_or_else(short)?;
                     if ty != "directory" {
                         return Err(changed(ty));
                     }
                     let v = stat_fields(st, 6)?;
-                    parse(&["dir", &v[..5].join(" ")])?
+                    parse(&["dir", &v[..5].join(" ")])
                 }
                 'f' => {
                     let (st, ty) = stats.next().ok_or_else(short)?;
@@ -150,14 +157,18 @@ impl Batch {
                         return Err(changed(ty));
                     }
                     let h = hashes.next().ok_or_else(short)?;
-                    parse(&["file", st, h])?
+                    parse(&["file", st, h])
                 }
-                _ => return Err(FactError(format!("bad batched path kind `{k}`"))),
-            };
+                _ => Err(FactError(format!("bad batched path kind `{k}`"))),
+            })()
+            .map_err(|e| (Some(i), e))?;
             out.push(state);
         }
         if stats.next().is_some() || hashes.next().is_some() {
-            return Err(FactError("more batched path records than paths".into()));
+            return Err((
+                None,
+                FactError("more batched path records than paths".into()),
+            ));
         }
         Ok(Some(out))
     }

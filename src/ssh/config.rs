@@ -534,6 +534,12 @@ fn split_words(s: &str) -> Result<Vec<String>, String> {
 /// OpenSSH's `convtime`: `90`, `30s`, `1m30s`, `1h`, `2d`, `1w` (units case-insensitive).
 fn parse_time(s: &str) -> Result<Duration, String> {
     let bad = || format!("`{s}` is not a time (e.g. 30, 30s, 5m, 1h30m)");
+    let too_long = || {
+        format!(
+            "`{s}` is too long (at most {} s)",
+            crate::duration::MAX_SECS
+        )
+    };
     if s.is_empty() {
         return Err(bad());
     }
@@ -544,7 +550,7 @@ fn parse_time(s: &str) -> Result<Duration, String> {
         if c.is_ascii_digit() {
             num.push(c);
             if chars.peek().is_none() {
-                total += num.parse::<u64>().map_err(|_| bad())?;
+                total = add_time(total, &num, 1).ok_or_else(too_long)?;
                 num.clear();
             }
             continue;
@@ -560,10 +566,19 @@ fn parse_time(s: &str) -> Result<Duration, String> {
             'w' => 604800,
             _ => return Err(bad()),
         };
-        total += num.parse::<u64>().map_err(|_| bad())? * mult;
+        total = add_time(total, &num, mult).ok_or_else(too_long)?;
         num.clear();
     }
     Ok(Duration::from_secs(total))
+}
+
+/// `total + num * mult`, if within [`crate::duration::MAX_SECS`] (OpenSSH: `INT_MAX`).
+fn add_time(total: u64, num: &str, mult: u64) -> Option<u64> {
+    num.parse::<u64>()
+        .ok()?
+        .checked_mul(mult)?
+        .checked_add(total)
+        .filter(|t| *t <= crate::duration::MAX_SECS)
 }
 
 fn yes_no(key: &str, v: &str) -> Result<bool, String> {
@@ -1054,5 +1069,14 @@ mod tests {
         assert_eq!(parse_time("1h30M").unwrap(), Duration::from_secs(5400));
         assert!(parse_time("m").is_err());
         assert!(parse_time("5x").is_err());
+        // Found by the ssh_config fuzzer: an overflow, now an error.
+        assert!(
+            parse_time("1m6000000000000000w")
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert!(parse_time("99999999999999999999").is_err());
+        assert_eq!(parse_time("2147483647").unwrap().as_secs(), 2147483647);
+        assert!(parse_time("2147483648").is_err());
     }
 }
