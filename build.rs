@@ -15,10 +15,19 @@ fn main() {
     };
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=CLAW_GIT_COMMIT={commit}");
-    // A new commit or checkout changes one of these.
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        for f in ["HEAD", "refs/heads", "packed-refs"] {
-            println!("cargo:rerun-if-changed={dir}/{f}");
+    // A new commit or checkout changes one of these. In a worktree, HEAD is the worktree's own
+    // and the refs are the main repository's (`--git-common-dir`); a path that does not exist
+    // would make cargo rerun this script on every build, so only existing ones are named.
+    let dir = git(&["rev-parse", "--git-dir"]);
+    let common = git(&["rev-parse", "--git-common-dir"]).or_else(|| dir.clone());
+    let watched = [
+        dir.map(|d| format!("{d}/HEAD")),
+        common.as_ref().map(|c| format!("{c}/refs/heads")),
+        common.as_ref().map(|c| format!("{c}/packed-refs")),
+    ];
+    for path in watched.into_iter().flatten() {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
