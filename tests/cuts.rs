@@ -258,10 +258,14 @@ pub fn cut_loop(lab_name: &str, n: u64, seed: u64) -> Tally {
 
     let mut rng = Rng::new(seed);
     let mut tally = Tally::default();
+    // The window the cut moment is drawn from. One calibration apply can be slow (a cold cache,
+    // a busy machine); when a run ends before its cut, it took less than that delay, and the
+    // window shrinks to it, so the cuts keep landing mid-apply on fast and slow machines alike.
+    let mut window = full;
     for i in 0..n {
         let g = i + 2;
         let new = generation(&s, seed, g);
-        let delay = Duration::from_millis(rng.below(full.as_millis() as u64 * 11 / 10 + 1));
+        let delay = Duration::from_millis(rng.below(window.as_millis() as u64 * 11 / 10 + 1));
         let kind = if rng.below(2) == 0 { "stop" } else { "link" };
         let ctx = format!("cut {i} (seed {seed}, gen {g}, {kind} after {delay:?})");
         let run = claw_spawn(
@@ -298,6 +302,7 @@ pub fn cut_loop(lab_name: &str, n: u64, seed: u64) -> Tally {
         *tally.by_kind.entry(kind).or_default() += 1;
         if r.code == 0 {
             tally.finished_first += 1;
+            window = window.min(delay);
         } else {
             assert_eq!(r.code, 1, "{ctx}: {}\n{}", r.stdout, r.stderr);
             tally.mid_apply += 1;
