@@ -1,9 +1,29 @@
-//! Fact: a git checkout (origin URL, HEAD, local modifications) and the commit a ref designates.
+//! Fact: a git checkout (origin URL, HEAD, local modifications, its owner) and the commit a ref
+//! designates.
 //!
-//! Read-only: `git status` runs with `GIT_OPTIONAL_LOCKS=0` (no index refresh written), every git
-//! command on the checkout gets `-c safe.directory=DEST` (root probing a checkout owned by another
-//! user), and the only network access is `git ls-remote` (with a timeout) when the ref is neither
-//! a full commit id nor a tag already in the checkout.
+//! **Who runs git where.** Root never runs git in a work tree another account can write, because
+//! git executes what a repository's configuration, attributes and hooks name (filters,
+//! `diff.*.textconv`, `core.fsmonitor`, `core.pager`, includes, hooks, ...): no list of `-c`
+//! overrides covers them all. So two repositories serve one `git` step:
+//! - the **mirror**, `/var/lib/claw-provision/git/<dest, encoded>.git` (root-only, 0700; a login
+//!   without root keeps it under `~/.claw-provision/git`): bare, made and configured by us alone.
+//!   Every network access (fetch, `ls-remote`) runs here, as root, with the deploy key; the key
+//!   never leaves root.
+//! - the **checkout** at `dest` (a normal work tree with its `.git`): git runs there only as the
+//!   account that owns it (`setpriv --reuid --regid`, supplementary groups of that account,
+//!   `--no-new-privs`; directly when that account is the one running the script), so whatever its
+//!   configuration runs, runs with that account's rights. Objects reach it as a pack that root's
+//!   `git pack-objects` in the mirror writes into the owner's `git index-pack --stdin`.
+//!
+//! Both sides run with an empty environment (`env -i`) but `PATH`, `LC_ALL=C`,
+//! `HOME=/nonexistent`, `GIT_CONFIG_NOSYSTEM=1`, `GIT_CONFIG_GLOBAL=/dev/null`,
+//! `GIT_ATTR_NOSYSTEM=1`, `GIT_TERMINAL_PROMPT=0`: git reads the repository's own configuration
+//! only (the mirror's is ours; the checkout's is the owner's, read by the owner).
+//!
+//! Read-only: the probe never creates the mirror; git runs with `GIT_OPTIONAL_LOCKS=0` (no index
+//! refresh written); the only network access is `git ls-remote` (with a timeout) when the ref is
+//! neither a full commit id nor a tag already in the mirror. Text that the checkout's owner
+//! controls (origin, branch, HEAD) is read line by line and checked, so it cannot forge records.
 
 use super::FactError;
 use crate::quote::quote;
@@ -53,6 +73,10 @@ pub enum GitState {
     /// Something that is not a git checkout.
     NotRepo,
     Repo {
+        /// The account that owns the work tree (git ran as it): uid and name.
+        owner: Account,
+        /// The work tree's group: gid and name.
+        group: Account,
         /// `remote.origin.url` (empty: none).
         origin: String,
         /// HEAD's commit (None: no commit yet).
@@ -65,23 +89,102 @@ pub enum GitState {
     },
 }
 
+/// A user or group as `stat` names it: its number and its name (the number when it has none).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+}
+
+impl Account {
+    /// Whether `want` (a name or a number) designates this account.
+    pub fn is(&self, want: &str) -> bool {
+        want == self.name || want == self.id
+    }
+}
+
 /// Seconds `git ls-remote` may take in a probe.
 pub const LS_REMOTE_TIMEOUT: u32 = 20;
 
+/// The directory of the mirrors when the script runs as root.
+pub const MIRROR_DIR: &str = "/var/lib/claw-provision/git";
+
+/// The mirror's file name in the mirror directory: `dest` encoded (`/` is `%2F`), cut and
+/// completed by a hash of `dest` when that would be too long for a file name.
+pub fn mirror_name(dest: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let e = super::host::encode_name(dest);
+    if e.len() <= 200 {
+        return format!("{e}.git");
+    }
+    let h = hex::encode(Sha256::digest(dest.as_bytes()));
+    // `e` is ASCII.
+    format!("{}-{}.git", &e[..150], &h[..16])
+}
+
+/// Shell definitions shared by the probe and the apply scripts (they expect `$m`, the mirror's
+/// name; `mirrors` overrides the directory of the mirrors, for tests):
+/// - `m`: the mirror's path (root's directory, or the login's own without root);
+/// - `genv NAME=VALUE... CMD...`: CMD with git's clean environment;
+/// - `gm ARGS...`: git in the mirror (this account, the deploy key in `GIT_SSH_COMMAND`);
+/// - `tree_account`: sets `tu`/`tg`/`tgr` to the account that owns the current directory (`tu=.`
+///   when that is this process's own);
+/// - `tree ARGS...`: ARGS in the current directory as `tu:tg`, privileges dropped for good.
+pub fn shell_lib(optional_locks: bool, mirrors: Option<&str>) -> String {
+    let base = match mirrors {
+        Some(d) => format!("mb={}\n", quote(d)),
+        None => format!(
+            "if [ -O / ]; then mb={MIRROR_DIR}; else mb=\"${{HOME:-/tmp}}/.claw-provision/git\"; fi\n"
+        ),
+    };
+    format!(
+        r#"{base}m="$mb/$m"
+genv() {{ env -i PATH="$PATH" LC_ALL=C HOME=/nonexistent GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_ATTR_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0{locks} "$@"; }}
+gm() {{ genv GIT_SSH_COMMAND="$ssh" git --git-dir="$m" "$@"; }}
+tree_account() {{
+  if [ -O . ] && [ -G . ]; then tu=.; return; fi
+  set -- $(stat -c '%u %g %U' .)
+  tu=$1; tg=$2; case $3 in *[!0-9]*) tgr=--init-groups ;; *) tgr=--clear-groups ;; esac
+}}
+tree() {{
+  if [ "$tu" = . ]; then genv "$@"; return; fi
+  command -v setpriv >/dev/null 2>&1 || {{ printf 'setpriv (util-linux) is needed to run git as the owner of %s\n' "$dest" >&2; return 1; }}
+  genv setpriv --reuid="$tu" --regid="$tg" $tgr --no-new-privs -- "$@" 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
+}}
+"#,
+        locks = if optional_locks {
+            " GIT_OPTIONAL_LOCKS=0"
+        } else {
+            ""
+        },
+    )
+}
+
+/// What the checkout's owner runs (as itself) in the probe: four lines, origin, HEAD, branch,
+/// and `clean`/`dirty`/`unknown`.
+const TREE_QUERY: &str = r#"o=$(git config --get remote.origin.url 2>/dev/null) || o=
+h=$(git rev-parse -q --verify 'HEAD^{commit}' 2>/dev/null) || h=
+b=$(git symbolic-ref -q --short HEAD 2>/dev/null) || b=
+if s=$(git status --porcelain --untracked-files=no 2>/dev/null); then if [ -z "$s" ]; then d=clean; else d=dirty; fi; else d=unknown; fi
+printf '%s\n%s\n%s\n%s\n' "$o" "$h" "$b" "$d"
+"#;
+
 /// The probe snippet (in a subshell: its variables and functions do not leak).
 pub fn command(id: usize, q: &Query) -> String {
+    command_in(id, q, None)
+}
+
+/// [`command`] with another directory of mirrors (tests on the build machine).
+pub fn command_in(id: usize, q: &Query, mirrors: Option<&str>) -> String {
     let hex = is_commit_id(&q.rev);
     format!(
         r#"(
-id={id}; dest={dest}; url={url}; ref={rev}
-GIT_SSH_COMMAND={ssh}; GIT_TERMINAL_PROMPT=0; GIT_OPTIONAL_LOCKS=0
-export GIT_SSH_COMMAND GIT_TERMINAL_PROMPT GIT_OPTIONAL_LOCKS
-g() {{ git -c safe.directory="$dest" -c core.hooksPath=/dev/null -c core.fsmonitor=false -C "$dest" "$@"; }}
-resolve() {{
+id={id}; dest={dest}; url={url}; ref={rev}; ssh={ssh}; m={name}
+{lib}resolve() {{
   if [ {hex} = 1 ]; then printf 'commit\t%s' "$ref"; return; fi
-  if [ "$1" = repo ] && c=$(g rev-parse -q --verify "refs/tags/$ref^{{commit}}" 2>/dev/null); then printf 'tag\t%s' "$c"; return; fi
+  if [ -d "$m" ] && [ -O "$m" ] && c=$(gm rev-parse -q --verify "refs/tags/$ref^{{commit}}" 2>/dev/null); then printf 'tag\t%s' "$c"; return; fi
   t=; command -v timeout >/dev/null 2>&1 && t="timeout {timeout}"
-  if out=$($t git ls-remote "$url" 2>&1 </dev/null); then
+  if out=$(genv GIT_SSH_COMMAND="$ssh" $t git ls-remote "$url" 2>&1 </dev/null); then
     printf '%s\n' "$out" | awk -F '\t' -v r="$ref" '
       $2 == "refs/tags/" r "^{{}}" {{ p = $1 }} $2 == "refs/tags/" r {{ t = $1 }} $2 == "refs/heads/" r {{ b = $1 }}
       END {{ if (p != "") printf "tag\t%s", p; else if (t != "") printf "tag\t%s", t; else if (b != "") printf "branch\t%s", b; else printf "missing" }}'
@@ -94,15 +197,19 @@ resolve() {{
 if ! command -v git >/dev/null 2>&1; then printf '@%s\tnogit\n' "$id"
 elif [ ! -e "$dest" ] && [ ! -L "$dest" ]; then printf '@%s\tabsent\t%s\n' "$id" "$(resolve absent)"
 elif [ -d "$dest" ] && [ ! -L "$dest" ] && [ -z "$(ls -A -- "$dest" 2>/dev/null)" ]; then printf '@%s\tabsent\t%s\n' "$id" "$(resolve absent)"
-elif [ -L "$dest" ] || [ ! -d "$dest/.git" ]; then printf '@%s\tnotrepo\n' "$id"
+elif [ -L "$dest" ] || [ ! -d "$dest" ] || [ -L "$dest/.git" ] || [ ! -d "$dest/.git" ]; then printf '@%s\tnotrepo\n' "$id"
 else
-  origin=$(g config --get remote.origin.url 2>/dev/null) || origin=
-  head=$(g rev-parse -q --verify 'HEAD^{{commit}}' 2>/dev/null) || head=
-  branch=$(g symbolic-ref -q --short HEAD 2>/dev/null) || branch=
-  if st=$(g status --porcelain --untracked-files=no 2>/dev/null); then
-    if [ -z "$st" ]; then dirty=clean; else dirty=dirty; fi
-  else dirty=unknown; fi
-  printf '@%s\trepo\t%s\t%s\t%s\t%s\t%s\n' "$id" "$origin" "$head" "$dirty" "$branch" "$(resolve repo)"
+  # The checkout's state, asked by git running as the account that owns the work tree.
+  st=$(cd -P -- "$dest" && stat -c '%u %g %U %G' . && tree_account && tree sh -c {query} sh </dev/null 2>/dev/null) || :
+  {{ IFS= read -r own; IFS= read -r origin; IFS= read -r head; IFS= read -r branch; IFS= read -r dirty; }} <<EOF
+$st
+EOF
+  set -- $own
+  [ $# = 4 ] || set -- '?' '?' '?' '?'
+  case $origin$branch in *'{tab}'*|*'{cr}'*) origin=; branch=; dirty=unknown ;; esac
+  case $head in *[!0-9a-f]*) head=; dirty=unknown ;; esac
+  case $dirty in clean|dirty) ;; *) dirty=unknown ;; esac
+  printf '@%s\trepo\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$1" "$3" "$2" "$4" "$origin" "$head" "$dirty" "$branch" "$(resolve repo)"
 fi
 )
 "#,
@@ -110,8 +217,13 @@ fi
         url = quote(&q.repo),
         rev = quote(&q.rev),
         ssh = quote(&q.ssh_command),
+        name = quote(&mirror_name(&q.dest)),
+        lib = shell_lib(true, mirrors),
+        query = quote(TREE_QUERY),
         hex = u8::from(hex),
         timeout = LS_REMOTE_TIMEOUT,
+        tab = '\t',
+        cr = '\r',
     )
 }
 
@@ -145,26 +257,49 @@ pub fn parse(fields: &[&str]) -> Result<GitState, FactError> {
         ["nogit"] => Ok(GitState::NoGit),
         ["notrepo"] => Ok(GitState::NotRepo),
         ["absent", rest @ ..] => Ok(GitState::Absent(parse_resolved(rest)?)),
-        ["repo", origin, head, dirty, branch, rest @ ..] => Ok(GitState::Repo {
-            origin: (*origin).to_string(),
-            head: if head.is_empty() {
-                None
-            } else {
-                Some(sha(head)?)
-            },
-            dirty: match *dirty {
-                "clean" => false,
-                "dirty" => true,
-                "unknown" => {
-                    return Err(FactError(
-                        "`git status` failed in the checkout (is it a damaged repository?)".into(),
-                    ));
-                }
-                d => return Err(FactError(format!("bad git status `{d}`"))),
-            },
-            branch: (!branch.is_empty()).then(|| (*branch).to_string()),
-            want: parse_resolved(rest)?,
-        }),
+        [
+            "repo",
+            uid,
+            user,
+            gid,
+            group,
+            origin,
+            head,
+            dirty,
+            branch,
+            rest @ ..,
+        ] => {
+            let account = |id: &str, name: &str| Account {
+                id: id.to_string(),
+                name: name.to_string(),
+            };
+            let owner = account(uid, user);
+            Ok(GitState::Repo {
+                head: if head.is_empty() {
+                    None
+                } else {
+                    Some(sha(head)?)
+                },
+                dirty: match *dirty {
+                    "clean" => false,
+                    "dirty" => true,
+                    "unknown" => {
+                        return Err(FactError(format!(
+                            "could not read the checkout's state with git running as its owner `{}` \
+                             (a damaged repository, a `.git` owned by another account than the work tree, \
+                             or no root to run as that account?)",
+                            owner.name
+                        )));
+                    }
+                    d => return Err(FactError(format!("bad git status `{d}`"))),
+                },
+                owner,
+                group: account(gid, group),
+                origin: (*origin).to_string(),
+                branch: (!branch.is_empty()).then(|| (*branch).to_string()),
+                want: parse_resolved(rest)?,
+            })
+        }
         _ => Err(FactError(format!("bad git record `{}`", fields.join("\t")))),
     }
 }
@@ -189,8 +324,28 @@ mod tests {
             ))
         );
         assert_eq!(
-            parse(&["repo", "ssh://x/y", A, "dirty", "", "missing"]).unwrap(),
+            parse(&[
+                "repo",
+                "1000",
+                "app",
+                "1001",
+                "apps",
+                "ssh://x/y",
+                A,
+                "dirty",
+                "",
+                "missing"
+            ])
+            .unwrap(),
             GitState::Repo {
+                owner: Account {
+                    id: "1000".into(),
+                    name: "app".into()
+                },
+                group: Account {
+                    id: "1001".into(),
+                    name: "apps".into()
+                },
                 origin: "ssh://x/y".into(),
                 head: Some(A.into()),
                 dirty: true,
@@ -199,7 +354,10 @@ mod tests {
             }
         );
         assert!(matches!(
-            parse(&["repo", "u", "", "clean", "main", "branch", A]).unwrap(),
+            parse(&[
+                "repo", "0", "root", "0", "root", "u", "", "clean", "main", "branch", A
+            ])
+            .unwrap(),
             GitState::Repo {
                 head: None,
                 dirty: false,
@@ -209,9 +367,16 @@ mod tests {
             }
         ));
         for bad in [
-            &["repo", "u", "zz", "clean", "", "missing"][..],
-            &["repo", "u", A, "maybe", "", "missing"],
-            &["repo", "u", A, "unknown", "", "missing"],
+            &[
+                "repo", "0", "root", "0", "root", "u", "zz", "clean", "", "missing",
+            ][..],
+            &[
+                "repo", "0", "root", "0", "root", "u", A, "maybe", "", "missing",
+            ],
+            &[
+                "repo", "0", "root", "0", "root", "u", A, "unknown", "", "missing",
+            ],
+            &["repo", "u", A, "clean", "", "missing"],
             &["absent", "tag", "12"],
             &["absent"],
             &["weird"],
@@ -271,7 +436,11 @@ mod tests {
                 rev: rev.into(),
                 ssh_command: "ssh -o BatchMode=yes".into(),
             };
-            let out = sh(&command(7, &q));
+            let out = sh(&command_in(
+                7,
+                &q,
+                Some(d.join("mirrors").to_str().unwrap()),
+            ));
             let line = out.lines().next().unwrap_or_default().to_string();
             let fields: Vec<&str> = line.strip_prefix("@7\t").expect(&out).split('\t').collect();
             parse(&fields).unwrap()
@@ -293,12 +462,16 @@ mod tests {
         sh("git clone -q remote.git co");
         match probe("co", "v1") {
             GitState::Repo {
+                owner,
+                group: _,
                 origin,
                 head,
                 dirty,
                 branch,
                 want,
             } => {
+                // Git ran as the owner of the checkout (this process's account).
+                assert_eq!(owner.id, sh("id -u").trim());
                 assert!(origin.ends_with("remote.git"));
                 assert_eq!(head.as_deref(), Some(v1.as_str()));
                 assert!(!dirty);
@@ -319,7 +492,11 @@ mod tests {
             rev: "main".into(),
             ssh_command: "ssh".into(),
         };
-        let out = sh(&command(0, &q));
+        let out = sh(&command_in(
+            0,
+            &q,
+            Some(d.join("mirrors").to_str().unwrap()),
+        ));
         assert!(out.starts_with("@0\tabsent\terror\t"), "{out}");
     }
 }

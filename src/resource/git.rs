@@ -1,14 +1,32 @@
 //! `git`: a checkout of a repository at a ref (tag, branch or full commit id).
 //!
 //! A tag or commit is checked out as a detached HEAD; a branch as a local branch of the same name
-//! reset to the remote's commit (so `git status` on the host says what it follows). The commit the
+//! at the remote's commit (so `git status` on the host says what it follows). The commit the
 //! plan showed is the one apply checks out. Local modifications of tracked files stop the step
 //! unless `force = true` (then they are discarded); so does a checkout of another repository.
-//! Git runs as root with `-c safe.directory=DEST`; with `owner`/`group` the checkout is handed to
-//! them (`chown -R`) after every change.
-
+//!
+//! **Root never runs git in a work tree another account can write** (see `fact::git` for the
+//! layout): apply fetches, as root and with the deploy key, into the root-only mirror
+//! (`/var/lib/claw-provision/git/<dest, encoded>.git`), resolves the ref there, then writes the
+//! missing objects as a pack into the checkout, where git runs as the checkout's account (the
+//! step's `owner`/`group`; without `owner`, whoever owns `dest`, root for a new one) to index
+//! them, check for local modifications and check the commit out. The owner never sees the deploy
+//! key nor the mirror; what its repository configuration runs, runs as the owner.
+//!
+//! Ownership: a new `dest` is made by root and handed over with `chown -h` (never follows a
+//! link); an existing work tree whose owner or group differs from `owner`/`group` is handed over
+//! with `chown -hR` (no link followed; only when no directory of `dest`'s path is a symbolic link,
+//! so a link planted in the path cannot redirect it). Files git writes afterwards are the
+//! owner's already: there is no `chown -R` after each change.
+//!
+//! **Checkouts made by older versions** (root ran git in the work tree, then `chown -R`): the work
+//! tree and its `.git` are the owner's, so git already runs as the owner there; the first apply
+//! that changes something makes the mirror (one full fetch) and sends only the objects the
+//! checkout lacks. Nothing else changes, and applying again is a no-op. A `plan` of such a
+//! checkout asks the remote for tags until the mirror exists.
+//!
 use super::{check_account, check_path};
-use crate::fact::git::{GitState, Query, Resolved};
+use crate::fact::git::{self, GitState, Query, Resolved};
 use crate::plan::{Action, Change};
 use crate::quote::{check_remote_path, quote};
 use serde::Deserialize;
@@ -40,6 +58,8 @@ pub struct Desired {
     pub owner: Option<String>,
     pub group: Option<String>,
     pub force: bool,
+    /// Another directory for the mirror than root's (tests on the build machine).
+    pub mirrors: Option<String>,
 }
 
 /// A ref name git would accept (`git check-ref-format` rules that matter here), and nothing
@@ -121,70 +141,180 @@ impl Desired {
             owner: a.owner,
             group: a.group,
             force: a.force,
+            mirrors: None,
         })
     }
 
-    /// Script prologue: variables, the environment and `g` (git on the checkout).
+    /// Script prologue: variables and the shell functions of [`git::shell_lib`].
     fn prologue(&self, want: Option<&str>) -> String {
         let q = &self.query;
         format!(
-            "set -e\ndest={}; url={}; ref={}; want={}\nGIT_SSH_COMMAND={}; GIT_TERMINAL_PROMPT=0\nexport GIT_SSH_COMMAND GIT_TERMINAL_PROMPT\ng() {{ git -c safe.directory=\"$dest\" -c core.hooksPath=/dev/null -c core.fsmonitor=false -C \"$dest\" \"$@\"; }}\n",
+            "set -e\ndest={}; url={}; ref={}; want={}; ssh={}; m={}\n{}",
             quote(&q.dest),
             quote(&q.repo),
             quote(&q.rev),
             quote(want.unwrap_or("")),
             quote(&q.ssh_command),
+            quote(&git::mirror_name(&q.dest)),
+            git::shell_lib(false, self.mirrors.as_deref()),
         )
     }
 
-    /// Checks out `$want` (or what `$ref` designates after the fetch), then hands the checkout
-    /// to its owner.
-    fn checkout(&self) -> String {
-        let f = if self.force { " -f" } else { "" };
-        let mut s = String::from(
-            r#"if [ -z "$want" ]; then
-  want=$(g rev-parse -q --verify "refs/tags/$ref^{commit}" || g rev-parse -q --verify "refs/remotes/origin/$ref^{commit}" || g rev-parse -q --verify "$ref^{commit}") || { printf 'ref %s not found in %s\n' "$ref" "$url" >&2; exit 1; }
+    /// Root's part: the mirror made or updated from the remote (the only network access, with the
+    /// deploy key), `$want` resolved in it when the plan could not, `$kind` (`branch` or
+    /// `detach`).
+    fn sync_mirror() -> &'static str {
+        r#"mb=${m%/*}
+[ -d "$mb" ] || mkdir -p -m 0700 -- "$mb"
+if [ ! -d "$m" ] && [ ! -L "$m" ]; then
+  rm -rf -- "$m.new"
+  genv git -c init.defaultBranch=main init -q --bare "$m.new"
+  genv git --git-dir="$m.new" remote add origin "$url"
+  mv -- "$m.new" "$m"
 fi
-g cat-file -e "$want^{commit}" 2>/dev/null || g fetch -q origin "$want" || { printf 'commit %s of ref %s not found in %s\n' "$want" "$ref" "$url" >&2; exit 1; }
+if [ -L "$m" ] || [ ! -O "$m" ]; then printf '%s is not a directory of this account; refusing to use it\n' "$m" >&2; exit 1; fi
+[ "$(gm config --get remote.origin.url)" = "$url" ] || gm config remote.origin.url "$url"
+gm fetch -q --tags --force --prune origin
+if [ -z "$want" ]; then
+  want=$(gm rev-parse -q --verify "refs/tags/$ref^{commit}" || gm rev-parse -q --verify "refs/remotes/origin/$ref^{commit}" || gm rev-parse -q --verify "$ref^{commit}") || { printf 'ref %s not found in %s\n' "$ref" "$url" >&2; exit 1; }
+fi
+gm cat-file -e "$want^{commit}" 2>/dev/null || gm fetch -q origin "$want" || { printf 'commit %s of ref %s not found in %s\n' "$want" "$ref" "$url" >&2; exit 1; }
+gm update-ref refs/claw-provision/checkout "$want"
+kind=detach
+if ! gm show-ref -q --verify "refs/tags/$ref" && gm show-ref -q --verify "refs/remotes/origin/$ref"; then kind=branch; fi
+"#
+    }
+
+    /// `owner:group` (or `owner`, or `:group`) for chown, if any.
+    fn chown_spec(&self) -> Option<String> {
+        match (&self.owner, &self.group) {
+            (None, None) => None,
+            (Some(o), None) => Some(o.clone()),
+            (o, Some(g)) => Some(format!("{}:{g}", o.as_deref().unwrap_or(""))),
+        }
+    }
+
+    /// Into the work tree (`cd`: what follows acts on that directory, whatever becomes of the
+    /// path), made (`new`) or handed to `owner`/`group` first, then `tu`/`tg` set to the account
+    /// git runs as there.
+    fn enter_tree(&self, new: bool) -> String {
+        let mut s = String::from(
+            r#"parent=${dest%/*}; base=${dest##*/}; [ -n "$parent" ] || parent=/
+physical() { [ "$(pwd -P)" = "$parent" ] || { printf 'a directory of %s is a symbolic link: refusing to hand it to another account (give the physical path)\n' "$dest" >&2; exit 1; }; }
 "#,
         );
-        s.push_str(&format!(
-            r#"if ! g show-ref -q --verify "refs/tags/$ref" && g show-ref -q --verify "refs/remotes/origin/$ref"; then
-  g checkout -q{f} -B "$ref" "$want"
-else
-  g checkout -q{f} --detach "$want"
+        let spec = self.chown_spec();
+        if new {
+            s.push_str(
+                r#"[ -d "$parent" ] || mkdir -p -- "$parent"
+cd -P -- "$parent"
+if [ -e "./$base" ] || [ -L "./$base" ]; then
+  { [ -d "./$base" ] && [ ! -L "./$base" ] && [ -z "$(ls -A -- "./$base")" ]; } || { printf '%s appeared since the plan; refusing to replace it\n' "$dest" >&2; exit 1; }
+else mkdir -- "./$base"; fi
+"#,
+            );
+            if let Some(spec) = &spec {
+                s.push_str(&format!(
+                    "physical\nchown -h -- {} \"./$base\"\n",
+                    quote(spec)
+                ));
+            }
+        } else {
+            s.push_str("cd -P -- \"$parent\"\n");
+            if let Some(spec) = &spec {
+                // Hand it over only when its owner or group is not the wanted one.
+                let mut cond = vec![];
+                if let Some(o) = &self.owner {
+                    cond.push(format!(
+                        "[ \"$1\" != {o} ] && [ \"$3\" != {o} ]",
+                        o = quote(o)
+                    ));
+                }
+                if let Some(g) = &self.group {
+                    cond.push(format!(
+                        "[ \"$2\" != {g} ] && [ \"$4\" != {g} ]",
+                        g = quote(g)
+                    ));
+                }
+                s.push_str(&format!(
+                    r#"set -- $(stat -c '%u %g %U %G' -- "./$base")
+if {{ {cond}; }}; then
+  physical
+  {{ [ -d "./$base" ] && [ ! -L "./$base" ]; }} || {{ printf '%s is no longer a directory\n' "$dest" >&2; exit 1; }}
+  chown -hR -- {spec} "./$base"
 fi
-"#
-        ));
-        if let Some(c) = super::chown_cmd(self.owner.as_deref(), self.group.as_deref(), "\"$dest\"")
-        {
-            s.push_str(&c.replacen("chown --", "chown -R --", 1).replacen(
-                "chgrp --",
-                "chgrp -R --",
-                1,
-            ));
-            s.push('\n');
+"#,
+                    cond = cond
+                        .iter()
+                        .map(|c| format!("{{ {c}; }}"))
+                        .collect::<Vec<_>>()
+                        .join(" || "),
+                    spec = quote(spec),
+                ));
+            }
+        }
+        s.push_str("cd -P -- \"./$base\"\n");
+        match &self.owner {
+            // The named account, whatever the directory we are in turns out to be.
+            Some(o) => s.push_str(&format!(
+                r#"tu={o}; tg={g}; tgr=--init-groups
+getent passwd "$tu" >/dev/null 2>&1 || tgr=--clear-groups
+[ -n "$tg" ] || tg=$(id -g -- "$tu")
+# Without root there is no other account to run as: git's own ownership check then applies.
+[ -O / ] || tu=.
+"#,
+                o = quote(o),
+                g = quote(self.group.as_deref().unwrap_or("")),
+            )),
+            None => s.push_str("tree_account\n"),
+        }
+        if !new {
+            s.push_str("{ [ -d .git ] && [ ! -L .git ]; } || { printf '%s/.git is no longer a directory; refusing\\n' \"$dest\" >&2; exit 1; }\n");
         }
         s
     }
 
+    /// The planned commit into the checkout (as its account: only the objects it lacks, from
+    /// the mirror), then checked out.
+    fn checkout(&self) -> String {
+        let f = if self.force { " -f" } else { "" };
+        format!(
+            r#"if ! tree git cat-file -e "$want^{{commit}}" 2>/dev/null; then
+  have=$(tree git rev-parse -q --verify 'HEAD^{{commit}}' 2>/dev/null </dev/null) || have=
+  case $have in *[!0-9a-f]*) have= ;; esac
+  [ ${{#have}} = 40 ] && gm cat-file -e "$have^{{commit}}" 2>/dev/null || have=
+  {{ printf '%s\n' "$want"; [ -z "$have" ] || printf '^%s\n' "$have"; }} | gm pack-objects -q --revs --stdout | tree git index-pack --stdin >/dev/null
+  tree git cat-file -e "$want^{{commit}}" </dev/null || {{ printf 'commit %s did not reach the checkout\n' "$want" >&2; exit 1; }}
+fi
+if [ "$kind" = branch ]; then
+  tree git checkout -q{f} -B "$ref" "$want" </dev/null >&2
+else
+  tree git checkout -q{f} --detach "$want" </dev/null >&2
+fi
+"#
+        )
+    }
+
     fn clone_script(&self, want: Option<&str>) -> String {
         let mut s = self.prologue(want);
-        s.push_str("git clone -q --no-checkout -- \"$url\" \"$dest\"\n");
+        s.push_str(Self::sync_mirror());
+        s.push_str(&self.enter_tree(true));
+        s.push_str("tree git -c init.defaultBranch=main init -q </dev/null >&2\ntree git remote add origin \"$url\" </dev/null\n");
         s.push_str(&self.checkout());
         s
     }
 
     fn update_script(&self, want: Option<&str>, repoint: bool) -> String {
         let mut s = self.prologue(want);
+        s.push_str(Self::sync_mirror());
+        s.push_str(&self.enter_tree(false));
         if repoint {
-            s.push_str("g remote set-url origin \"$url\"\n");
+            s.push_str("tree git config remote.origin.url \"$url\" </dev/null\n");
         }
         if !self.force {
             // The probe said clean; refuse if someone edited files since.
-            s.push_str("if [ -n \"$(g status --porcelain --untracked-files=no)\" ]; then printf '%s has local modifications; refusing to discard them (set `force = true` to discard)\\n' \"$dest\" >&2; exit 1; fi\n");
+            s.push_str("if [ -n \"$(tree git status --porcelain --untracked-files=no </dev/null)\" ]; then printf '%s has local modifications; refusing to discard them (set `force = true` to discard)\\n' \"$dest\" >&2; exit 1; fi\n");
         }
-        s.push_str("g fetch -q --tags --force origin\n");
         s.push_str(&self.checkout());
         s
     }
@@ -225,6 +355,8 @@ fi
                 Ok(c)
             }
             GitState::Repo {
+                owner,
+                group,
                 origin,
                 head,
                 dirty,
@@ -277,6 +409,16 @@ fi
                 if *dirty {
                     details.push("discard local modifications".into());
                 }
+                if let Some(o) = &self.owner
+                    && !owner.is(o)
+                {
+                    details.push(format!("owner {} -> {o}", owner.name));
+                }
+                if let Some(g) = &self.group
+                    && !group.is(g)
+                {
+                    details.push(format!("group {} -> {g}", group.name));
+                }
                 if details.is_empty() {
                     return Ok(Change::noop(dest, format!("at {}", self.describe(want))));
                 }
@@ -296,6 +438,7 @@ fi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fact::git::Account;
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -318,8 +461,17 @@ mod tests {
         Desired::from_args(args(rev)).unwrap()
     }
 
+    fn claw() -> Account {
+        Account {
+            id: "1000".into(),
+            name: "claw".into(),
+        }
+    }
+
     fn repo(head: &str, dirty: bool, branch: Option<&str>, want: Resolved) -> GitState {
         GitState::Repo {
+            owner: claw(),
+            group: claw(),
             origin: URL.into(),
             head: Some(head.into()),
             dirty,
@@ -412,6 +564,8 @@ mod tests {
                 "other origin",
                 want("v1"),
                 GitState::Repo {
+                    owner: claw(),
+                    group: claw(),
                     origin: "ssh://elsewhere/x".into(),
                     head: Some(A.into()),
                     dirty: false,
@@ -428,6 +582,8 @@ mod tests {
                 })
                 .unwrap(),
                 GitState::Repo {
+                    owner: claw(),
+                    group: claw(),
                     origin: "ssh://elsewhere/x".into(),
                     head: Some(A.into()),
                     dirty: false,
@@ -438,6 +594,33 @@ mod tests {
                     Action::Update,
                     vec!["origin ssh://elsewhere/x -> ssh://git@h2/srv/git/app.git"],
                 )),
+            ),
+            (
+                "another owner (a checkout of root's, now the app's)",
+                want("v1"),
+                GitState::Repo {
+                    owner: Account {
+                        id: "0".into(),
+                        name: "root".into(),
+                    },
+                    group: claw(),
+                    origin: URL.into(),
+                    head: Some(A.into()),
+                    dirty: false,
+                    branch: None,
+                    want: Resolved::Tag(A.into()),
+                },
+                Ok((Action::Update, vec!["owner root -> claw"])),
+            ),
+            (
+                "owner given by number",
+                Desired::from_args(Args {
+                    owner: Some("1000".into()),
+                    ..args("v1")
+                })
+                .unwrap(),
+                repo(A, false, None, Resolved::Tag(A.into())),
+                Ok((Action::NoOp, vec![])),
             ),
             (
                 "remote unreachable",
@@ -478,8 +661,14 @@ mod tests {
         assert!(s.contains(&format!("want='{B}'")), "{s}");
         assert!(s.contains("-i '\\''/root/.ssh/deploy key'\\''"), "{s}");
         assert!(s.contains("StrictHostKeyChecking=yes"), "{s}");
-        assert!(s.contains("safe.directory=\"$dest\""), "{s}");
-        assert!(s.contains("chown -R -- 'claw' \"$dest\""), "{s}");
+        // Root's git only in the mirror; the checkout's git as its owner; no override list.
+        assert!(!s.contains("safe.directory"), "{s}");
+        assert!(!s.contains("hooksPath"), "{s}");
+        assert!(s.contains("m='%2Fopt%2Fapp.git'"), "{s}");
+        assert!(s.contains("setpriv --reuid=\"$tu\""), "{s}");
+        assert!(s.contains("tu='claw'"), "{s}");
+        assert!(s.contains("chown -hR -- 'claw' \"./$base\""), "{s}");
+        assert!(!s.contains("chown -R"), "{s}");
         assert!(s.contains("local modifications; refusing"), "{s}");
         assert!(!s.contains("checkout -q -f"), "{s}");
     }
@@ -603,6 +792,7 @@ mod tests {
         );
         let url = format!("file://{}/remote.git", d.display());
         let dest = d.join("co").to_str().unwrap().to_string();
+        let mirrors = d.join("mirrors").to_str().unwrap().to_string();
         let step = |rev: &str, force: bool| {
             Desired::from_args(Args {
                 repo: url.clone(),
@@ -614,11 +804,15 @@ mod tests {
                 group: None,
                 force,
             })
+            .map(|s| Desired {
+                mirrors: Some(mirrors.clone()),
+                ..s
+            })
             .unwrap()
         };
         let converge = |rev: &str, force: bool| -> Result<Change, String> {
             let s = step(rev, force);
-            let out = ok(&git::command(0, &s.query));
+            let out = ok(&git::command_in(0, &s.query, Some(&mirrors)));
             let f: Vec<&str> = out
                 .trim_end()
                 .strip_prefix("@0\t")
@@ -674,14 +868,30 @@ mod tests {
         assert_eq!(converge("v1", true).unwrap().action, Action::Update);
         assert_eq!(head(), v1);
         assert_eq!(ok(&format!("cat {dest}/f")), "1\n");
-        // Hooks planted in the checkout never run (git runs as root there).
+        // A hook planted in the checkout runs as the checkout's account (this process's here), never
+        // as another: git never runs in the checkout but as its owner.
         ok(&format!(
-            "printf '#!/bin/sh\\ntouch {d}/pwned\\n' > {dest}/.git/hooks/post-checkout && chmod +x {dest}/.git/hooks/post-checkout",
+            "printf '#!/bin/sh\\nid -u > {d}/hook-ran\\n' > {dest}/.git/hooks/post-checkout && chmod +x {dest}/.git/hooks/post-checkout",
             d = d.display()
         ));
         // A commit id.
         assert_eq!(converge(&v2, false).unwrap().action, Action::Update);
         assert_eq!(head(), v2);
-        assert!(!d.join("pwned").exists(), "a hook of the checkout ran");
+        assert_eq!(
+            std::fs::read_to_string(d.join("hook-ran")).unwrap(),
+            ok("id -u"),
+            "the checkout's hook ran as another account"
+        );
+        // The mirror is the root-only part: a bare repository named after `dest`, origin `url`.
+        let m = format!("{mirrors}/{}", git::mirror_name(&dest));
+        assert_eq!(
+            ok(&format!("git --git-dir={m} config remote.origin.url")).trim(),
+            url
+        );
+        // A lost mirror is made again; a checkout made by an older version (no mirror) too.
+        ok(&format!("rm -rf {m}"));
+        assert_eq!(converge(&v1, false).unwrap().action, Action::Update);
+        assert_eq!(head(), v1);
+        assert!(std::path::Path::new(&m).is_dir());
     }
 }
