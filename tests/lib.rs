@@ -29,6 +29,7 @@ mod fleet_keys;
 mod full_lab;
 mod git;
 mod hostile;
+mod hostile_git;
 mod http_check;
 mod image_ship;
 mod jump;
