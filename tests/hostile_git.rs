@@ -16,7 +16,7 @@
 
 use crate::support::{Lab, Scratch, claw};
 
-fn playbook(lab: &Lab, h2: &str, dest: &str, rev: &str, force: bool) -> String {
+fn playbook(lab: &Lab, h2: &str, dest: &str, rev: &str, force: bool, owner: &str) -> String {
     format!(
         r#"name = "hostile-git"
 hosts = "h1"
@@ -50,8 +50,8 @@ dest = "{dest}"
 ref = "{rev}"
 key = "/root/.ssh/deploy_key"
 known_hosts = "/root/.ssh/known_hosts_git"
-owner = "app"
-group = "app"
+owner = "{owner}"
+group = "{owner}"
 force = {force}
 "#,
         key = lab.dir.join("id_ed25519").display(),
@@ -140,12 +140,17 @@ fn canaries(lab: &Lab) -> Vec<(String, String)> {
 
 /// No canary was written by root or records uid 0; returns how many ran (as `app`).
 fn assert_never_root(lab: &Lab, app_uid: &str, when: &str) -> usize {
+    assert_ran_as(lab, &[app_uid], when)
+}
+
+/// No canary was written by root; each ran as one of `uids`; returns how many ran.
+fn assert_ran_as(lab: &Lab, uids: &[&str], when: &str) -> usize {
     let c = canaries(lab);
     for (name, v) in &c {
-        let (owner, uids) = v.split_once(':').unwrap();
+        let (owner, ran) = v.split_once(':').unwrap();
         assert_ne!(owner, "0", "{when}: {name} was written by root: {v}");
-        for u in uids.split_whitespace() {
-            assert_eq!(u, app_uid, "{when}: {name} ran as uid {u}");
+        for u in ran.split_whitespace() {
+            assert!(uids.contains(&u), "{when}: {name} ran as uid {u}");
         }
     }
     c.len()
@@ -222,13 +227,14 @@ fn hostile_git_owner_never_gets_root_nor_the_key() {
     let clear = || lab.ssh_ok("h1", "sudo rm -f /tmp/gitcanary/ran.*");
 
     let s = Scratch::new();
-    let write = |dest: &str, rev: &str, force: bool| {
-        let pb = s.file("pb.toml", &playbook(&lab, &h2, dest, rev, force));
+    let write_as = |dest: &str, rev: &str, force: bool, owner: &str| {
+        let pb = s.file("pb.toml", &playbook(&lab, &h2, dest, rev, force, owner));
         lab.write_inventory("hostile-git.toml", &pb, &[])
             .to_str()
             .unwrap()
             .to_string()
     };
+    let write = |dest: &str, rev: &str, force: bool| write_as(dest, rev, force, "app");
     let head = |dest: &str| {
         lab.ssh_ok("h1", &format!("sudo -u app git -C {dest} rev-parse HEAD"))
             .trim()
@@ -402,6 +408,72 @@ fn hostile_git_owner_never_gets_root_nor_the_key() {
     assert_eq!(again.host("h1")["changed"], 0, "{}", again.stdout);
     assert_never_root(&lab, &app_uid, "checkout of an older version");
     assert_root_files(&lab, &key_sha, "checkout of an older version");
+
+    // The checkout goes to another account, app2: root hands it over with `chown -hR`, which
+    // changes the links app planted in it, never what they point to.
+    lab.ssh_ok("h1", "sudo useradd -m -U -s /bin/sh app2");
+    let app2_uid = lab.ssh_ok("h1", "id -u app2").trim().to_string();
+    lab.ssh_ok(
+        "h1",
+        "sudo -u app sh -c 'ln -s /root/precious /srv/old/precious-link && ln -s /root /srv/old/rootdir \
+         && mkdir /srv/old/d && ln -s /root/.ssh /srv/old/d/ssh'",
+    );
+    let root_before = lab.ssh_ok(
+        "h1",
+        "sudo stat -c '%n %a %U:%G' /root /root/precious /root/.ssh /root/.ssh/deploy_key",
+    );
+    let inv = write_as("/srv/old", "v2", false, "app2");
+    let plan = claw(&["plan", &inv], &[]);
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains("owner app -> app2") && plan.stdout.contains("group app -> app2"),
+        "{}",
+        plan.stdout
+    );
+    let r = claw(&["apply", &inv, "--yes"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        lab.ssh_ok(
+            "h1",
+            "sudo stat -c %U:%G /srv/old /srv/old/.git /srv/old/.git/config /srv/old/README \
+             /srv/old/precious-link /srv/old/rootdir /srv/old/d/ssh"
+        ),
+        "app2:app2\n".repeat(7)
+    );
+    assert_eq!(
+        lab.ssh_ok(
+            "h1",
+            "sudo stat -c '%n %a %U:%G' /root /root/precious /root/.ssh /root/.ssh/deploy_key"
+        ),
+        root_before
+    );
+    // app's planted configuration now runs as app2 (the tree is app2's), never as root.
+    assert_ran_as(&lab, &[&app_uid, &app2_uid], "handed to app2");
+    assert_root_files(&lab, &key_sha, "handed to app2");
+    let again = claw(&["apply", &inv, "--yes", "--output", "json"], &[]);
+    assert_eq!(again.host("h1")["changed"], 0, "{}", again.stdout);
+
+    // A new checkout whose path app redirected (a directory of it is app's link to /root):
+    // refused before anything is made there.
+    lab.ssh_ok(
+        "h1",
+        "sudo install -d -o app -g app /srv/apphome && sudo -u app ln -s /root /srv/apphome/sub",
+    );
+    let inv = write("/srv/apphome/sub/co", "v1", false);
+    let r = claw(&["apply", &inv, "--yes"], &[]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(
+        (r.stdout.clone() + &r.stderr).contains("is a symbolic link: refusing to hand it"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(
+        lab.ssh_ok("h1", "sudo ls -A /root | grep -c '^co$' || true")
+            .trim(),
+        "0"
+    );
+    assert_root_files(&lab, &key_sha, "redirected path");
 }
 
 /// Single-quotes a string for a remote shell.

@@ -208,16 +208,20 @@ physical() { [ "$(pwd -P)" = "$parent" ] || { printf 'a directory of %s is a sym
             s.push_str(
                 r#"[ -d "$parent" ] || mkdir -p -- "$parent"
 cd -P -- "$parent"
-if [ -e "./$base" ] || [ -L "./$base" ]; then
+"#,
+            );
+            if spec.is_some() {
+                // Before anything is made there: no directory of the path may be a link.
+                s.push_str("physical\n");
+            }
+            s.push_str(
+                r#"if [ -e "./$base" ] || [ -L "./$base" ]; then
   { [ -d "./$base" ] && [ ! -L "./$base" ] && [ -z "$(ls -A -- "./$base")" ]; } || { printf '%s appeared since the plan; refusing to replace it\n' "$dest" >&2; exit 1; }
 else mkdir -- "./$base"; fi
 "#,
             );
             if let Some(spec) = &spec {
-                s.push_str(&format!(
-                    "physical\nchown -h -- {} \"./$base\"\n",
-                    quote(spec)
-                ));
+                s.push_str(&format!("chown -h -- {} \"./$base\"\n", quote(spec)));
             }
         } else {
             s.push_str("cd -P -- \"$parent\"\n");
