@@ -316,6 +316,10 @@ fn hostile_git_owner_never_gets_root_nor_the_key() {
     assert_eq!(apply.code, 0, "{}\n{}", apply.stdout, apply.stderr);
     assert_eq!(head("/srv/app"), v2);
     assert!(assert_never_root(&lab, &app_uid, "poisoned checkout, moved") > 0);
+    eprintln!(
+        "vectors that ran (as app, uid {app_uid}): {:?}",
+        canaries(&lab)
+    );
     assert_root_files(&lab, &key_sha, "poisoned checkout, moved");
     clear();
 

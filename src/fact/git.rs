@@ -386,6 +386,16 @@ mod tests {
     }
 
     #[test]
+    fn mirror_names() {
+        assert_eq!(mirror_name("/opt/app"), "%2Fopt%2Fapp.git");
+        assert_eq!(mirror_name("/srv/my app"), "%2Fsrv%2Fmy%20app.git");
+        let long = format!("/{}", "a".repeat(300));
+        let n = mirror_name(&long);
+        assert!(n.len() < 200 && n.ends_with(".git"), "{n}");
+        assert_ne!(n, mirror_name(&format!("{long}b")));
+    }
+
+    #[test]
     fn missing_git_is_a_normal_answer() {
         let empty = tempfile::tempdir().unwrap();
         let q = Query {
