@@ -50,12 +50,15 @@ dest = "{dest}"
 ref = "{rev}"
 key = "/root/.ssh/deploy_key"
 known_hosts = "/root/.ssh/known_hosts_git"
-owner = "{owner}"
-group = "{owner}"
-force = {force}
+{owner}force = {force}
 "#,
         key = lab.dir.join("id_ed25519").display(),
         kh = lab.dir.join("known_hosts").display(),
+        owner = if owner.is_empty() {
+            String::new()
+        } else {
+            format!("owner = \"{owner}\"\ngroup = \"{owner}\"\n")
+        },
     )
 }
 
@@ -454,6 +457,24 @@ fn hostile_git_owner_never_gets_root_nor_the_key() {
     // app's planted configuration now runs as app2 (the tree is app2's), never as root.
     assert_ran_as(&lab, &[&app_uid, &app2_uid], "handed to app2");
     assert_root_files(&lab, &key_sha, "handed to app2");
+    let again = claw(&["apply", &inv, "--yes", "--output", "json"], &[]);
+    assert_eq!(again.host("h1")["changed"], 0, "{}", again.stdout);
+
+    // Without `owner` (as the claw-ai playbook): root's checkout, git run by root there (the tree
+    // is root's); clone, move, no-op.
+    let inv = write_as("/srv/rootco", "v1", false, "");
+    let r = claw(&["apply", &inv, "--yes"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let inv = write_as("/srv/rootco", "v2", false, "");
+    let r = claw(&["apply", &inv, "--yes"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        lab.ssh_ok(
+            "h1",
+            "sudo stat -c %U:%G /srv/rootco /srv/rootco/.git /srv/rootco/README && sudo git -C /srv/rootco rev-parse HEAD"
+        ),
+        format!("root:root\nroot:root\nroot:root\n{v2}\n")
+    );
     let again = claw(&["apply", &inv, "--yes", "--output", "json"], &[]);
     assert_eq!(again.host("h1")["changed"], 0, "{}", again.stdout);
 
