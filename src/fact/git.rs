@@ -199,8 +199,9 @@ elif [ ! -e "$dest" ] && [ ! -L "$dest" ]; then printf '@%s\tabsent\t%s\n' "$id"
 elif [ -d "$dest" ] && [ ! -L "$dest" ] && [ -z "$(ls -A -- "$dest" 2>/dev/null)" ]; then printf '@%s\tabsent\t%s\n' "$id" "$(resolve absent)"
 elif [ -L "$dest" ] || [ ! -d "$dest" ] || [ -L "$dest/.git" ] || [ ! -d "$dest/.git" ]; then printf '@%s\tnotrepo\n' "$id"
 else
-  # The checkout's state, asked by git running as the account that owns the work tree.
-  st=$(cd -P -- "$dest" && stat -c '%u %g %U %G' . && tree_account && tree sh -c {query} sh </dev/null 2>/dev/null) || :
+  # The checkout's state, asked by git running as the account that owns the work tree (what
+  # that account prints is cut at 64 KiB).
+  st=$(cd -P -- "$dest" && stat -c '%u %g %U %G' . && tree_account && {{ tree sh -c {query} sh </dev/null 2>/dev/null | head -c 65536; }}) || :
   {{ IFS= read -r own; IFS= read -r origin; IFS= read -r head; IFS= read -r branch; IFS= read -r dirty; }} <<EOF
 $st
 EOF
@@ -495,6 +496,28 @@ mod tests {
             probe("co", "main"),
             GitState::Repo { dirty: true, .. }
         ));
+        // The checkout's owner cannot forge records: an origin holding a newline and a record.
+        sh("git -C co config remote.origin.url \"$(printf 'u\\n@9\\tnogit')\"");
+        let q = Query {
+            dest: d.join("co").to_str().unwrap().into(),
+            repo: url.clone(),
+            rev: "main".into(),
+            ssh_command: "ssh".into(),
+        };
+        let out = sh(&command_in(
+            9,
+            &q,
+            Some(d.join("mirrors").to_str().unwrap()),
+        ));
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let fields: Vec<&str> = out
+            .trim_end()
+            .strip_prefix("@9\trepo\t")
+            .expect(&out)
+            .split('\t')
+            .collect();
+        assert_eq!(fields[4], "u", "{out}");
+        assert!(parse(&[&["repo"][..], &fields].concat()).is_err(), "{out}");
         // An unreachable remote is a normal answer.
         let q = Query {
             dest: d.join("none").to_str().unwrap().into(),
