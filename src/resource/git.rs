@@ -283,7 +283,7 @@ getent passwd "$tu" >/dev/null 2>&1 || tgr=--clear-groups
     fn checkout(&self) -> String {
         let f = if self.force { " -f" } else { "" };
         format!(
-            r#"if ! tree git cat-file -e "$want^{{commit}}" 2>/dev/null; then
+            r#"if ! tree git cat-file -e "$want^{{commit}}" 2>/dev/null </dev/null; then
   have=$(tree git rev-parse -q --verify 'HEAD^{{commit}}' 2>/dev/null </dev/null) || have=
   case $have in *[!0-9a-f]*) have= ;; esac
   [ ${{#have}} = 40 ] && gm cat-file -e "$have^{{commit}}" 2>/dev/null || have=
