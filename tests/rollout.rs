@@ -329,8 +329,23 @@ fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect();
     // The winner of the race, A, C, E and G changed (the command runs every time); the
-    // refused ones were stopped before anything.
-    assert_eq!(records.len(), 5, "{log}");
+    // refused ones were stopped before anything. Each apply: `started` (written by its first
+    // change on the host), then `finished` (by the client), one run id.
+    assert_eq!(records.len(), 10, "{log}");
+    let runs = |event: &str| {
+        let mut v: Vec<String> = (records.iter())
+            .filter(|r| r["event"] == event)
+            .map(|r| r["run"].to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(runs("started").len(), 5, "{log}");
+    assert_eq!(runs("started"), runs("finished"), "{log}");
+    let records: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["event"] == "finished")
+        .collect();
     for r in &records {
         assert_eq!(r["result"], "changed", "{r}");
         assert_eq!(r["playbook"], "lock");
