@@ -49,7 +49,7 @@ fn setup(lab: &Lab, host: &str) {
         lab,
         host,
         "id swapper >/dev/null 2>&1 || useradd -M -s /bin/sh swapper
-         mkdir -p /srv/swaptest && mount -t tmpfs -o size=1m,mode=0755 swaptest /srv/swaptest
+         mkdir -p /srv/swaptest && mount -t tmpfs -o size=16m,mode=0755 swaptest /srv/swaptest
          install -d -o swapper -g swapper -m 0755 /srv/swaptest/app
          printf 'canary: root only\\n' > /root/canary && chown root:root /root/canary && chmod 0600 /root/canary
          mkdir -p /root/canarydir && chown root:root /root/canarydir && chmod 0700 /root/canarydir",
@@ -292,6 +292,7 @@ fn symlink_swap_right_before_chown_chmod_mv_never_reaches_root_files() {
     let shim = format!(
         "#!/bin/sh\n# test shim: the other account wins the race right before root's $0\n\
          tool=${{0##*/}}\n\
+         case \"$*\" in */var/lib/claw-provision/*) exec /usr/bin/$tool \"$@\";; esac\n\
          {{ echo \"$tool $*\"; {swap}; }} >> /opt/swapshim.log 2>&1\n\
          exec /usr/bin/$tool \"$@\"\n"
     );
@@ -317,10 +318,8 @@ fn symlink_swap_right_before_chown_chmod_mv_never_reaches_root_files() {
     let log = exec(&lab, "h1", "cat /opt/swapshim.log");
     let out = format!("{}{}", r.stdout, r.stderr);
     // The shims ran, and swapped things, before root's commands.
-    for tool in ["chown ", "chmod ", "mv "] {
-        assert!(log.lines().any(|l| l.starts_with(tool)), "{tool}: {log}");
-    }
     assert!(log.contains("swapped"), "{log}");
+    let mut logs = log.clone();
     assert!(!out.contains("panicked"), "{out}");
     if r.code != 0 {
         assert!(out.contains("error: h1 ("), "{out}");
@@ -349,6 +348,7 @@ fn symlink_swap_right_before_chown_chmod_mv_never_reaches_root_files() {
         let inv = lab.write_inventory(&file, &playbook(&s, &file, step), &[]);
         let r = crate::support::claw(&["apply", inv.to_str().unwrap(), "--yes"], &[]);
         let log = exec(&lab, "h1", "cat /opt/swapshim.log");
+        logs.push_str(&log);
         let out = format!("{}{}", r.stdout, r.stderr);
         assert!(log.contains("swapped"), "{name}: {log}\n{out}");
         assert!(!out.contains("panicked"), "{out}");
@@ -363,10 +363,15 @@ fn symlink_swap_right_before_chown_chmod_mv_never_reaches_root_files() {
         );
     }
     exec(&lab, "h1", "umount /usr/local/sbin");
+    // Each of root's commands met the swap at least once.
+    for tool in ["chown ", "chmod ", "mv "] {
+        assert!(logs.lines().any(|l| l.starts_with(tool)), "{tool}: {logs}");
+    }
 }
 
-/// The other account fills the directory's file system: the upload fails with a clear error,
-/// the old file stays whole, no temporary file is left.
+/// The other account fills the directory's file system. Before the run: the preflight refuses
+/// the upload. While the confirmation prompt waits (after the preflight): the upload fails
+/// with a clear error. Either way the old file stays whole and no temporary file is left.
 #[test]
 fn filling_the_directory_fails_the_upload_cleanly() {
     let lab = Lab::up("swap-fill", 1);
@@ -378,31 +383,40 @@ fn filling_the_directory_fails_the_upload_cleanly() {
     s.file("files/big", &big);
     let step = "\n[[steps]]\nname = \"blob\"\nkind = \"file\"\npath = \"/srv/swaptest/app/blob\"\nsrc = \"files/big\"\n";
     let inv = lab.write_inventory("fill.toml", &playbook(&s, "fill.toml", step), &[]);
-    exec(
-        &lab,
-        "h1",
-        &as_swapper("dd if=/dev/zero of=/srv/swaptest/app/fill bs=4k 2>/dev/null; true"),
-    );
+    let inv = inv.to_str().unwrap();
+    let fill = "dd if=/dev/zero of=/srv/swaptest/app/fill bs=4k 2>/dev/null; true";
+    let unchanged = |out: &str| {
+        assert_eq!(
+            exec(
+                &lab,
+                "h1",
+                "cd /srv/swaptest/app && cat blob && ls -A | grep -v '^fill$'"
+            ),
+            "old blob\nblob\nconf\ndata\n",
+            "the old file whole, no temp file: {out}"
+        );
+    };
+
+    exec(&lab, "h1", &as_swapper(fill));
     assert!(
         exec(&lab, "h1", "df -k /srv/swaptest | tail -1").contains("100%"),
         "the tmpfs is full"
     );
-    let r = crate::support::claw(&["apply", inv.to_str().unwrap(), "--yes"], &[]);
+    let r = crate::support::claw(&["apply", inv, "--yes"], &[]);
     let out = format!("{}{}", r.stdout, r.stderr);
     assert_eq!(r.code, 1, "{out}");
+    failed_at(&out, "preflight", "not enough disk space");
+    unchanged(&out);
+
+    exec(&lab, "h1", "rm -f /srv/swaptest/app/fill");
+    let (code, out) = held_apply(&lab, inv, fill);
+    assert_eq!(code, 1, "{out}");
     failed_at(&out, "blob", "No space left on device");
-    assert_eq!(
-        exec(
-            &lab,
-            "h1",
-            "cd /srv/swaptest/app && cat blob && ls -A | grep -v '^fill$'"
-        ),
-        "old blob\nblob\nconf\ndata\n",
-        "the old file whole, no temp file"
-    );
+    unchanged(&out);
+
     // Room again: the same apply goes through.
     exec(&lab, "h1", "rm -f /srv/swaptest/app/fill");
-    let r = crate::support::claw(&["apply", inv.to_str().unwrap(), "--yes"], &[]);
+    let r = crate::support::claw(&["apply", inv, "--yes"], &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(exec(&lab, "h1", "cat /srv/swaptest/app/blob"), big);
     assert_eq!(canaries(&lab, "h1"), CANARIES);
