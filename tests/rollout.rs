@@ -330,8 +330,8 @@ fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
         .collect();
     // The winner of the race, A, C, E and G changed (the command runs every time); the
     // refused ones were stopped before anything. Each apply: `started` (written by its first
-    // change on the host), then `finished` (by the client), one run id.
-    assert_eq!(records.len(), 10, "{log}");
+    // change on the host), then `finished` (by the client), one run id; the killed runs D and
+    // F left their `started` record only, if their step had begun.
     let runs = |event: &str| {
         let mut v: Vec<String> = (records.iter())
             .filter(|r| r["event"] == event)
@@ -340,8 +340,10 @@ fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
         v.sort();
         v
     };
-    assert_eq!(runs("started").len(), 5, "{log}");
-    assert_eq!(runs("started"), runs("finished"), "{log}");
+    let (started, finished) = (runs("started"), runs("finished"));
+    assert_eq!(finished.len(), 5, "{log}");
+    assert!((5..=7).contains(&started.len()), "{log}");
+    assert!(finished.iter().all(|r| started.contains(r)), "{log}");
     let records: Vec<&serde_json::Value> = records
         .iter()
         .filter(|r| r["event"] == "finished")
