@@ -1,11 +1,16 @@
 //! `file` (from a local file or inline content) and `template` (rendered with Tera): a regular
 //! file with content, mode, owner and group, or its absence.
 //!
-//! Uploads are atomic: a temp file in the same directory, created by `mktemp` (0600), given its
-//! final mode and owner before the first byte is written, checked by sha256, then renamed over
-//! the target. An interrupted upload leaves the old file, never a mix; a temporary file left by
-//! a run killed mid-upload (no trap runs on SIGKILL) is removed by the next upload into its
-//! directory (under the apply lock, no other upload uses one).
+//! Uploads are atomic: a file in a private directory made in the same directory (`mktemp -d`:
+//! 0700, root's, so no other account can touch the file), given its final mode and owner before
+//! the first byte is written, checked by sha256, then renamed over the target (`mv -T`: a link
+//! there is replaced, never followed). An interrupted upload leaves the old file, never a mix; a
+//! private directory left by a run killed mid-upload (no trap runs on SIGKILL) is removed by the
+//! next upload into its directory (under the apply lock, no other upload uses one).
+//!
+//! The directory may belong to another account, which can swap anything in it for a link at
+//! any moment: every script works from inside the directory (`enter_dir`, never through a
+//! link), attribute changes act on the opened file (`file_attr_script`), removals on the name.
 //!
 //! Something else at the path (a directory, a symbolic link) is an error unless `force = true`,
 //! which replaces it (a directory with everything in it) by the uploaded file, or removes it.

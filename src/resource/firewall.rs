@@ -15,6 +15,11 @@
 //! - Probe: the sha256 of the LIVE table listing against the one recorded right after the last
 //!   apply, plus the sha256 of the ruleset file that apply loaded against the desired ruleset.
 //! - Refused at plan time: a ruleset that does not open the SSH port the connection uses.
+//! - The safety net: a timer on the host restores the previous table unless a NEW connection
+//!   confirms the change in time; under systemd it is a transient service
+//!   (`claw-provision-fw-rollback-TOKEN`, outside the SSH session, so logind's
+//!   `KillUserProcesses` cannot end it), elsewhere a detached process. If the previous table
+//!   cannot be loaded back, `minimal_ruleset` (the SSH port open, the rest dropped) is loaded.
 //! - Persistence: the ruleset is kept in /etc/claw-provision/firewall/NAME.nft; under systemd a
 //!   template unit `claw-provision-firewall@NAME.service` (before network-pre.target, hence
 //!   before Docker) loads it at boot. Without systemd the plan warns that it is not restored.
