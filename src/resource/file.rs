@@ -313,10 +313,12 @@ impl Desired {
         s.push_str("for t in ./.claw-provision.????????; do if [ -e \"$t\" ] && [ ! -L \"$t\" ]; then rm -rf --one-file-system -- \"$t\"; fi; done\n");
         s.push_str("tmp=$(mktemp -d -- ./.claw-provision.XXXXXXXX)\n");
         s.push_str("trap 'cd -P -- \"$d\" 2>/dev/null && [ \"$(pwd -P)\" = \"$d\" ] && rm -rf --one-file-system -- \"$tmp\"' EXIT\ntrap 'exit 1' HUP INT TERM PIPE\n");
-        // Inside the private directory: it must be the one just made (ours, 0700), not a link
-        // or a directory someone renamed to its name.
+        // Inside the private directory: it must be the one just made (ours, 0700; setgid when
+        // the directory is), not a link or a directory someone renamed to its name.
+        // (No pattern expansion of `$d`: dash mangles backslashes of a value there.)
+        s.push_str("case $d in /) want=/${tmp#./};; *) want=$d/${tmp#./};; esac\n");
         s.push_str("cd -P -- \"$tmp\"\n");
-        s.push_str("[ \"$(pwd -P)\" = \"${d%/}/${tmp#./}\" ] && [ -O . ] && [ \"$(stat -c %a .)\" = 700 ] || { printf 'the private directory %s of the upload was replaced (another account writes in %s); the old file is unchanged\\n' \"$tmp\" \"$d\" >&2; exit 1; }\n");
+        s.push_str("[ \"$(pwd -P)\" = \"$want\" ] && [ -O . ] && case $(stat -c %a .) in 700|2700) ;; *) false;; esac || { printf 'the private directory %s of the upload was replaced (another account writes in %s); the old file is unchanged\\n' \"$tmp\" \"$d\" >&2; exit 1; }\n");
         s.push_str(": > ./new\n");
         // Owner before mode: chown clears setuid/setgid bits.
         if let Some(c) = chown_cmd(owner, group, "./new") {
@@ -939,5 +941,21 @@ mod tests {
             assert_eq!(std::fs::read(outside.join("conf")).unwrap(), b"keep");
             assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
         }
+    }
+    /// In a setgid directory the private directory inherits the bit: still accepted as ours.
+    #[test]
+    fn upload_into_a_setgid_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sg \\ '; x");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2775)).unwrap();
+        let mut d = want("new\n", Some("0640"));
+        d.path = dir.join("f").to_str().unwrap().to_string();
+        let op = d.diff(&PathState::Absent).unwrap().op.unwrap();
+        let o = run(&op.script, &op.stdin);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(dir.join("f")).unwrap(), b"new\n");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     }
 }
