@@ -91,7 +91,13 @@ impl Desired {
     fn create(&self, p: &str, mode: u32, first: &str) -> String {
         let mut script = accounts_exist(self.owner.as_deref(), self.group.as_deref());
         script.push_str(first);
-        script.push_str(&format!("mkdir -p -- {p}\n"));
+        // An existing parent is entered first (never through a link) and the directory made
+        // there; only missing parents are made by `mkdir -p`.
+        let (parent, name) = self.split();
+        script.push_str(&format!(
+            "if [ -e {parent} ] || [ -L {parent} ]; then\n{}[ -d {name} ] || mkdir -- {name}\nelse\nmkdir -p -- {p}\nfi\n",
+            enter_dir(&parent)
+        ));
         script.push_str(&enter_dir(p));
         if let Some(c) = chown_cmd(self.owner.as_deref(), self.group.as_deref(), ".") {
             script.push_str(&c);
@@ -255,7 +261,8 @@ mod tests {
         let s = c.op.unwrap().script;
         assert!(s.starts_with("getent passwd 'claw' >/dev/null || {"), "{s}");
         let tail = format!(
-            "\nmkdir -p -- '/opt/demo'\n{}chown -- 'claw' .\nchmod 00750 .\n",
+            "\nif [ -e '/opt' ] || [ -L '/opt' ]; then\n{}[ -d './demo' ] || mkdir -- './demo'\nelse\nmkdir -p -- '/opt/demo'\nfi\n{}chown -- 'claw' .\nchmod 00750 .\n",
+            enter_dir("'/opt'"),
             enter_dir("'/opt/demo'")
         );
         assert!(s.ends_with(&tail), "{s}");
@@ -292,9 +299,9 @@ mod tests {
             assert_eq!(
                 c.op.unwrap().script,
                 format!(
-                    "{}rm -f -- './demo'\ncd / || exit 1\nmkdir -p -- '/opt/demo'\n{}chmod 00700 .\n",
-                    enter_dir("'/opt'"),
-                    enter_dir("'/opt/demo'")
+                    "{e}rm -f -- './demo'\ncd / || exit 1\nif [ -e '/opt' ] || [ -L '/opt' ]; then\n{e}[ -d './demo' ] || mkdir -- './demo'\nelse\nmkdir -p -- '/opt/demo'\nfi\n{}chmod 00700 .\n",
+                    enter_dir("'/opt/demo'"),
+                    e = enter_dir("'/opt'"),
                 )
             );
         }
@@ -426,5 +433,39 @@ mod tests {
         assert!(a("/opt/demo/", State::Present).is_err());
         assert!(a("/", State::Present).is_ok());
         assert!(a("/opt/../etc", State::Present).is_err());
+    }
+    /// A parent directory swapped for a link: creating, changing or removing the directory
+    /// below it is refused, and nothing appears where the link points.
+    #[test]
+    fn a_linked_parent_is_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, tmp.path().join("app")).unwrap();
+        let mut d = want(Some("0700"), None, State::Present);
+        d.path = tmp.path().join("app/new").to_str().unwrap().to_string();
+        let mut sub = d.clone();
+        sub.path = tmp.path().join("app/sub").to_str().unwrap().to_string();
+        let mut gone = sub.clone();
+        gone.state = State::Absent;
+        for (d, o) in [
+            (&d, PathState::Absent),
+            (&sub, dir(0o755, "root")),
+            (&gone, dir(0o755, "root")),
+        ] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(d.diff(&o).unwrap().op.unwrap().script)
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("reached through a symbolic link"), "{err}");
+        }
+        let names: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "only `sub`, untouched");
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(outside.join("sub")).unwrap();
+        assert_ne!(m.permissions().mode() & 0o777, 0o700);
     }
 }
