@@ -1346,7 +1346,20 @@ async fn drive(
     let mut rescued: Vec<String> = Vec::new();
     let mut rescue_ran = 0;
     let mut ran_any = false;
+    // The `started` audit record, prepended to the first change (step or handler). A
+    // subshell: whatever happens to the audit log, the step runs.
     let mut audit_started_done = false;
+    let audit_prefix = || {
+        let line = audit_started(
+            p,
+            ctx.opts.lock_holder.as_deref().unwrap_or(""),
+            &ctx.run_id,
+        );
+        format!(
+            "(\n{}\n) >/dev/null 2>&1 || true\n",
+            audit_script(&line).trim_end()
+        )
+    };
     for i in 0..plan.steps.len() {
         let mut sp = plan.steps[i].clone();
         let rescue = p.steps[i].step.rescue;
@@ -1428,16 +1441,7 @@ async fn drive(
                         .phase(name, &format!("{} {}", action.word(), sp.name));
                     let mut script = String::new();
                     if action.changes() && !audit_started_done {
-                        // A subshell: whatever happens to the audit log, the step runs.
-                        let line = audit_started(
-                            p,
-                            ctx.opts.lock_holder.as_deref().unwrap_or(""),
-                            &ctx.run_id,
-                        );
-                        script.push_str(&format!(
-                            "(\n{}\n) >/dev/null 2>&1 || true\n",
-                            audit_script(&line).trim_end()
-                        ));
+                        script.push_str(&audit_prefix());
                         audit_started_done = true;
                     }
                     // Only handlers that run on this host (their `when`) are journaled.
@@ -1579,10 +1583,15 @@ async fn drive(
             "{journal}/{}",
             crate::fact::host::encode_name(hname)
         ));
-        let mut script = format!(
+        let mut script = String::new();
+        if !audit_started_done {
+            script.push_str(&audit_prefix());
+            audit_started_done = true;
+        }
+        script.push_str(&format!(
             "( {}\n)\nrc=$?\n[ \"$rc\" -ne 0 ] || rm -f -- {marker}\nexit \"$rc\"\n",
             cmd.script()
-        );
+        ));
         if (p.playbook.handlers.iter())
             .find(|h| &h.name == hname)
             .is_none_or(uses_secrets)
