@@ -543,6 +543,8 @@ struct Ctx {
     failures: std::sync::atomic::AtomicUsize,
     /// Set when the failure budget is exceeded: running hosts stop before their next step.
     halt: std::sync::atomic::AtomicBool,
+    /// Ties a host's audit records of this run together (`started`, then `finished`).
+    run_id: String,
 }
 
 impl Ctx {
@@ -598,6 +600,7 @@ pub async fn run(
         total,
         failures: Default::default(),
         halt: Default::default(),
+        run_id: hex::encode(rand::random::<[u8; 8]>()),
     });
     // Hosts in rollout order, cut into batches; each host waits for its batch's start signal
     // (before connecting; with a confirmation, after the decision) so that a batch starts only
@@ -873,7 +876,12 @@ async fn host_task(
     };
     o.elapsed = start.elapsed();
     if ctx.opts.mode == Mode::Apply && audited && !remote.session.is_closed() {
-        let line = audit_record(&p, &o, ctx.opts.lock_holder.as_deref().unwrap_or(""));
+        let line = audit_record(
+            &p,
+            &o,
+            ctx.opts.lock_holder.as_deref().unwrap_or(""),
+            &ctx.run_id,
+        );
         let _ = remote
             .run_ok(&audit_script(&line), &[], Duration::from_secs(30))
             .await;
@@ -945,10 +953,27 @@ async fn confirm_by_new_connection(
         .run_ok(&rolled_back_script(&c.table, &token), &[], timeout)
         .await
     {
-        Ok(o) if o.stdout_lossy().trim() == "rolled-back" => format!(
-            "the host restored the previous ruleset after {} s",
-            c.window.as_secs()
-        ),
+        Ok(o) if o.stdout_lossy().trim().starts_with("rolled-back") => {
+            match o
+                .stdout_lossy()
+                .trim()
+                .trim_start_matches("rolled-back")
+                .trim()
+            {
+                "minimal" => format!(
+                    "after {} s the host could not load the previous ruleset back and loaded a minimal one instead (the SSH port open, everything else dropped): check the firewall",
+                    c.window.as_secs()
+                ),
+                "deleted" => format!(
+                    "after {} s the host could load neither the previous ruleset nor a minimal one and deleted the table: check the firewall",
+                    c.window.as_secs()
+                ),
+                _ => format!(
+                    "the host restored the previous ruleset after {} s",
+                    c.window.as_secs()
+                ),
+            }
+        }
         Ok(_) => "the host's rollback did not report back: check the firewall".to_string(),
         Err(e) => format!("the rollback cannot be checked ({e})"),
     };
@@ -962,7 +987,7 @@ pub const AUDIT_LOG: &str = "/var/log/claw-provision/audit.log";
 
 /// One audit line (JSON): operator, playbook, task, result, changed steps and handlers, the
 /// failed step. Never an error text or a value: names only, so no secret can reach it.
-fn audit_record(p: &Prepared, o: &HostOutcome, operator: &str) -> String {
+fn audit_record(p: &Prepared, o: &HostOutcome, operator: &str, run: &str) -> String {
     let changed: Vec<&str> = o
         .plan
         .as_ref()
@@ -976,6 +1001,8 @@ fn audit_record(p: &Prepared, o: &HostOutcome, operator: &str) -> String {
         })
         .unwrap_or_default();
     serde_json::json!({
+        "event": "finished",
+        "run": run,
         "operator": operator,
         "playbook": p.playbook.name,
         "playbook_file": p.playbook.path.display().to_string(),
@@ -984,6 +1011,19 @@ fn audit_record(p: &Prepared, o: &HostOutcome, operator: &str) -> String {
         "handlers": o.handlers_run,
         "failed_at": o.failed_at,
         "elapsed_ms": o.elapsed.as_millis() as u64,
+    })
+    .to_string()
+}
+
+/// The `started` audit line, written by the host's first change itself (the same command), so
+/// a client that dies mid-apply still leaves a trace: a `started` record without its `finished`.
+fn audit_started(p: &Prepared, operator: &str, run: &str) -> String {
+    serde_json::json!({
+        "event": "started",
+        "run": run,
+        "operator": operator,
+        "playbook": p.playbook.name,
+        "playbook_file": p.playbook.path.display().to_string(),
     })
     .to_string()
 }
@@ -1306,6 +1346,20 @@ async fn drive(
     let mut rescued: Vec<String> = Vec::new();
     let mut rescue_ran = 0;
     let mut ran_any = false;
+    // The `started` audit record, prepended to the first change (step or handler). A
+    // subshell: whatever happens to the audit log, the step runs.
+    let mut audit_started_done = false;
+    let audit_prefix = || {
+        let line = audit_started(
+            p,
+            ctx.opts.lock_holder.as_deref().unwrap_or(""),
+            &ctx.run_id,
+        );
+        format!(
+            "(\n{}\n) >/dev/null 2>&1 || true\n",
+            audit_script(&line).trim_end()
+        )
+    };
     for i in 0..plan.steps.len() {
         let mut sp = plan.steps[i].clone();
         let rescue = p.steps[i].step.rescue;
@@ -1386,6 +1440,10 @@ async fn drive(
                     ctx.observer
                         .phase(name, &format!("{} {}", action.word(), sp.name));
                     let mut script = String::new();
+                    if action.changes() && !audit_started_done {
+                        script.push_str(&audit_prefix());
+                        audit_started_done = true;
+                    }
                     // Only handlers that run on this host (their `when`) are journaled.
                     let notify: Vec<String> = sp
                         .notify
@@ -1525,10 +1583,15 @@ async fn drive(
             "{journal}/{}",
             crate::fact::host::encode_name(hname)
         ));
-        let mut script = format!(
+        let mut script = String::new();
+        if !audit_started_done {
+            script.push_str(&audit_prefix());
+            audit_started_done = true;
+        }
+        script.push_str(&format!(
             "( {}\n)\nrc=$?\n[ \"$rc\" -ne 0 ] || rm -f -- {marker}\nexit \"$rc\"\n",
             cmd.script()
-        );
+        ));
         if (p.playbook.handlers.iter())
             .find(|h| &h.name == hname)
             .is_none_or(uses_secrets)

@@ -295,7 +295,7 @@ fn no_secret_reaches_any_output_file_log_or_command_line() {
     let watcher = host_loop(
         &lab,
         "h1",
-        "for f in /opt/sc-leak/.claw-provision.*; do [ -e \"$f\" ] && stat -c '%a %s %n' -- \"$f\"; done",
+        "for f in /opt/sc-leak/.claw-provision.*/new; do [ -e \"$f\" ] && stat -c '%a %s %n' -- \"$f\"; done",
         "/tmp/sc-stop-temps",
         &temps_out,
     );

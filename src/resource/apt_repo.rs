@@ -434,7 +434,7 @@ mod tests {
         let script = op
             .script
             .replace("'/etc/apt/", &format!("'{}/etc/apt/", root.display()))
-            .replace("chown -- 'root:root' \"$tmp\"\n", "")
+            .replace("chown -- 'root:root' ./new\n", "")
             .replace(
                 &format!("[ -d {KEYRINGS} ] || mkdir -p -m 0755 {KEYRINGS}\n"),
                 "",

@@ -413,7 +413,7 @@ impl Desired {
             let mut s = op.script.clone();
             if !op.stdin.is_empty() && std::ptr::eq(d, &self.cert) {
                 // Only the key travels on stdin; the (public) certificate is in the script.
-                let from_stdin = "cat > \"$tmp\"\n";
+                let from_stdin = "cat > ./new\n";
                 if !s.contains(from_stdin) {
                     return Err(
                         "internal error: unexpected upload script (bug, please report)".into(),
@@ -422,7 +422,7 @@ impl Desired {
                 s = s.replace(
                     from_stdin,
                     &format!(
-                        "printf '%s' {} > \"$tmp\"\n",
+                        "printf '%s' {} > ./new\n",
                         quote(&String::from_utf8_lossy(&d.content))
                     ),
                 );
@@ -880,11 +880,8 @@ mod tests {
         assert_eq!(m.action, Action::Update);
         assert_eq!(m.details, ["privkey.pem mode 0644 -> 0600"]);
         assert!(m.op.as_ref().unwrap().stdin.is_empty());
-        assert!(
-            m.op.unwrap()
-                .script
-                .contains("chmod 00600 '/etc/ssl/claw/privkey.pem'")
-        );
+        let s = m.op.unwrap().script;
+        assert!(s.contains("'./privkey.pem'") && s.contains("chmod 00600 /proc/self/fd/3"));
 
         // Only the certificate changed: shown (public), nothing on stdin.
         let u = d.diff(&file(b"old", 0o644), &file(&key, 0o600)).unwrap();

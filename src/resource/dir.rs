@@ -3,7 +3,7 @@
 
 use super::{
     AttrDiff, Attrs, State, accounts_exist, check_account, check_path, chmod_mode, chown_cmd,
-    fmt_mode, parse_mode,
+    dir_attr_script, enter_dir, fmt_mode, parse_mode,
 };
 use crate::fact::PathState;
 use crate::plan::{Action, Change};
@@ -68,16 +68,42 @@ impl Desired {
         })
     }
 
-    /// The script that creates the directory (after `first`, which clears the way).
+    /// The parent directory and the last component (`./NAME`), both quoted.
+    fn split(&self) -> (String, String) {
+        let (dir, name) = match self.path.rfind('/') {
+            Some(0) => ("/", &self.path[1..]),
+            Some(i) => (&self.path[..i], &self.path[i + 1..]),
+            None => ("/", self.path.as_str()),
+        };
+        (quote(dir), quote(&format!("./{name}")))
+    }
+
+    /// Removes what is at the path (`rm FLAGS`) from inside its parent directory, so a link put
+    /// in place of a parent is never followed (a link at the path itself is removed, not its
+    /// target).
+    fn remove(&self, flags: &str) -> String {
+        let (dir, name) = self.split();
+        format!("{}rm {flags} -- {name}\n", enter_dir(&dir))
+    }
+
+    /// The script that creates the directory (after `first`, which clears the way). Owner and
+    /// mode are set on `.` once inside it: a link swapped in after `mkdir` is refused.
     fn create(&self, p: &str, mode: u32, first: &str) -> String {
         let mut script = accounts_exist(self.owner.as_deref(), self.group.as_deref());
         script.push_str(first);
-        script.push_str(&format!("mkdir -p -- {p}\n"));
-        if let Some(c) = chown_cmd(self.owner.as_deref(), self.group.as_deref(), p) {
+        // An existing parent is entered first (never through a link) and the directory made
+        // there; only missing parents are made by `mkdir -p`.
+        let (parent, name) = self.split();
+        script.push_str(&format!(
+            "if [ -e {parent} ] || [ -L {parent} ]; then\n{}[ -d {name} ] || mkdir -- {name}\nelse\nmkdir -p -- {p}\nfi\n",
+            enter_dir(&parent)
+        ));
+        script.push_str(&enter_dir(p));
+        if let Some(c) = chown_cmd(self.owner.as_deref(), self.group.as_deref(), ".") {
             script.push_str(&c);
             script.push('\n');
         }
-        script.push_str(&format!("chmod {} {p}\n", chmod_mode(mode)));
+        script.push_str(&format!("chmod {} .\n", chmod_mode(mode)));
         script
     }
 
@@ -135,7 +161,7 @@ impl Desired {
                     ));
                 }
                 let mut script = accounts_exist(d.owner, d.group);
-                script.push_str(&d.script(&p));
+                script.push_str(&dir_attr_script(&self.path, &d));
                 let details = d.details;
                 let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
                 c.details = details;
@@ -147,7 +173,7 @@ impl Desired {
                     Action::Update,
                     &self.path,
                     format!("{} is in the way (`force`: replaced)", kind_name(other)),
-                    self.create(&p, mode, &format!("rm -f -- {p}\n")),
+                    self.create(&p, mode, &format!("{}cd / || exit 1\n", self.remove("-f"))),
                 );
                 c.details.push(format!("replace {}", kind_name(other)));
                 self.details(&mut c, mode);
@@ -168,7 +194,7 @@ impl Desired {
                     Action::Delete,
                     &self.path,
                     "directory exists",
-                    format!("rm -rf -- {p}\n"),
+                    self.remove("-rf --one-file-system"),
                 )
             }),
             (State::Absent, other) if self.force => Ok(Change {
@@ -177,7 +203,7 @@ impl Desired {
                     Action::Delete,
                     &self.path,
                     format!("{} is there (`force`: removed)", kind_name(other)),
-                    format!("rm -f -- {p}\n"),
+                    self.remove("-f"),
                 )
             }),
             (State::Absent, other) => Err(format!(
@@ -234,12 +260,12 @@ mod tests {
         assert_eq!(c.action, Action::Create);
         let s = c.op.unwrap().script;
         assert!(s.starts_with("getent passwd 'claw' >/dev/null || {"), "{s}");
-        assert!(
-            s.ends_with(
-                "\nmkdir -p -- '/opt/demo'\nchown -- 'claw' '/opt/demo'\nchmod 00750 '/opt/demo'\n"
-            ),
-            "{s}"
+        let tail = format!(
+            "\nif [ -e '/opt' ] || [ -L '/opt' ]; then\n{}[ -d './demo' ] || mkdir -- './demo'\nelse\nmkdir -p -- '/opt/demo'\nfi\n{}chown -- 'claw' .\nchmod 00750 .\n",
+            enter_dir("'/opt'"),
+            enter_dir("'/opt/demo'")
         );
+        assert!(s.ends_with(&tail), "{s}");
     }
 
     fn forced(state: State) -> Desired {
@@ -272,12 +298,19 @@ mod tests {
             assert_eq!(c.details[1], "mode 0700");
             assert_eq!(
                 c.op.unwrap().script,
-                "rm -f -- '/opt/demo'\nmkdir -p -- '/opt/demo'\nchmod 00700 '/opt/demo'\n"
+                format!(
+                    "{e}rm -f -- './demo'\ncd / || exit 1\nif [ -e '/opt' ] || [ -L '/opt' ]; then\n{e}[ -d './demo' ] || mkdir -- './demo'\nelse\nmkdir -p -- '/opt/demo'\nfi\n{}chmod 00700 .\n",
+                    enter_dir("'/opt/demo'"),
+                    e = enter_dir("'/opt'"),
+                )
             );
         }
         let c = forced(State::Absent).diff(&PathState::Link).unwrap();
         assert_eq!(c.action, Action::Delete);
-        assert_eq!(c.op.unwrap().script, "rm -f -- '/opt/demo'\n");
+        assert_eq!(
+            c.op.unwrap().script,
+            format!("{}rm -f -- './demo'\n", enter_dir("'/opt'"))
+        );
         assert!(want(None, None, State::Absent).diff(&a_file()).is_err());
     }
 
@@ -344,7 +377,10 @@ mod tests {
             .unwrap();
         assert_eq!(c.action, Action::Update);
         assert_eq!(c.details, ["mode 0755 -> 0700"]);
-        assert_eq!(c.op.unwrap().script, "chmod 00700 '/opt/demo'\n");
+        assert_eq!(
+            c.op.unwrap().script,
+            format!("{}chmod 00700 .\n", enter_dir("'/opt/demo'"))
+        );
     }
 
     #[test]
@@ -360,7 +396,13 @@ mod tests {
             .diff(&dir(0o755, "root"))
             .unwrap();
         assert_eq!(c.action, Action::Delete);
-        assert_eq!(c.op.unwrap().script, "rm -rf -- '/opt/demo'\n");
+        assert_eq!(
+            c.op.unwrap().script,
+            format!(
+                "{}rm -rf --one-file-system -- './demo'\n",
+                enter_dir("'/opt'")
+            )
+        );
     }
 
     #[test]
@@ -391,5 +433,39 @@ mod tests {
         assert!(a("/opt/demo/", State::Present).is_err());
         assert!(a("/", State::Present).is_ok());
         assert!(a("/opt/../etc", State::Present).is_err());
+    }
+    /// A parent directory swapped for a link: creating, changing or removing the directory
+    /// below it is refused, and nothing appears where the link points.
+    #[test]
+    fn a_linked_parent_is_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, tmp.path().join("app")).unwrap();
+        let mut d = want(Some("0700"), None, State::Present);
+        d.path = tmp.path().join("app/new").to_str().unwrap().to_string();
+        let mut sub = d.clone();
+        sub.path = tmp.path().join("app/sub").to_str().unwrap().to_string();
+        let mut gone = sub.clone();
+        gone.state = State::Absent;
+        for (d, o) in [
+            (&d, PathState::Absent),
+            (&sub, dir(0o755, "root")),
+            (&gone, dir(0o755, "root")),
+        ] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(d.diff(&o).unwrap().op.unwrap().script)
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("reached through a symbolic link"), "{err}");
+        }
+        let names: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "only `sub`, untouched");
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(outside.join("sub")).unwrap();
+        assert_ne!(m.permissions().mode() & 0o777, 0o700);
     }
 }

@@ -1,18 +1,23 @@
 //! `file` (from a local file or inline content) and `template` (rendered with Tera): a regular
 //! file with content, mode, owner and group, or its absence.
 //!
-//! Uploads are atomic: a temp file in the same directory, created by `mktemp` (0600), given its
-//! final mode and owner before the first byte is written, checked by sha256, then renamed over
-//! the target. An interrupted upload leaves the old file, never a mix; a temporary file left by
-//! a run killed mid-upload (no trap runs on SIGKILL) is removed by the next upload into its
-//! directory (under the apply lock, no other upload uses one).
+//! Uploads are atomic: a file in a private directory made in the same directory (`mktemp -d`:
+//! 0700, root's, so no other account can touch the file), given its final mode and owner before
+//! the first byte is written, checked by sha256, then renamed over the target (`mv -T`: a link
+//! there is replaced, never followed). An interrupted upload leaves the old file, never a mix; a
+//! private directory left by a run killed mid-upload (no trap runs on SIGKILL) is removed by the
+//! next upload into its directory (under the apply lock, no other upload uses one).
+//!
+//! The directory may belong to another account, which can swap anything in it for a link at
+//! any moment: every script works from inside the directory (`enter_dir`, never through a
+//! link), attribute changes act on the opened file (`file_attr_script`), removals on the name.
 //!
 //! Something else at the path (a directory, a symbolic link) is an error unless `force = true`,
 //! which replaces it (a directory with everything in it) by the uploaded file, or removes it.
 
 use super::{
     AttrDiff, Attrs, State, accounts_exist, check_account, check_path, chmod_mode, chown_cmd,
-    dir::kind_name, fmt_mode, parse_mode,
+    dir::kind_name, enter_dir, file_attr_script, fmt_mode, parse_mode,
 };
 use crate::fact::PathState;
 use crate::plan::{Action, Change, ContentChange, Op};
@@ -265,47 +270,81 @@ impl Desired {
         }
     }
 
+    /// The last component of the path.
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// Removes what is at the path (`rm FLAGS`) from inside its directory: a link put in place
+    /// of a parent directory is never followed, a link at the path is removed, not its target.
+    fn remove(&self, flags: &str) -> String {
+        format!(
+            "{}rm {flags} -- {}\n",
+            enter_dir(&quote(&self.parent())),
+            quote(&format!("./{}", self.name()))
+        )
+    }
+
     /// The atomic upload script (content on stdin). `replace`: what is at the path (a directory,
     /// a link) is removed just before the new file is renamed into place.
+    ///
+    /// The directory may be writable by another account, which may rename, remove or replace by
+    /// a link anything in it at any moment. So the script works from inside the directory
+    /// (`enter_dir`: never through a link) and writes the new file in a private directory it
+    /// creates there (`mktemp -d`: 0700, root's): nobody else can touch the file while it gets
+    /// its owner, mode and content, so `chown`/`chmod`/`cat` act on that file and nothing else.
+    /// The rename (`mv -T`) replaces whatever is at the name, a link included, without following it.
     fn upload(&self, mode: u32, owner: Option<&str>, group: Option<&str>, replace: bool) -> String {
         let mut s = String::new();
         s.push_str("set -e\n");
         s.push_str(&accounts_exist(owner, group));
         s.push_str(&format!(
-            "f={}\nd={}\n",
+            "f={}\nd={}\nn={}\n",
             quote(&self.path),
-            quote(&self.parent())
+            quote(&self.parent()),
+            quote(self.name())
         ));
         s.push_str("[ -d \"$d\" ] || { printf 'directory %s does not exist (add a dir step before this one)\\n' \"$d\" >&2; exit 1; }\n");
+        s.push_str(&enter_dir("\"$d\""));
         // A run cut before its rename (its connection or the host's sshd killed, SIGKILL: no
-        // trap ran) leaves its temporary file. Under the apply lock no other upload is using
-        // one, so those of the directory are removed first (shell builtins; `rm` only if any).
-        s.push_str("for t in \"$d\"/.claw-provision.????????; do if [ -f \"$t\" ] && [ ! -L \"$t\" ]; then rm -f -- \"$t\"; fi; done\n");
-        s.push_str("tmp=$(mktemp -- \"$d/.claw-provision.XXXXXXXX\")\n");
-        s.push_str("trap 'rm -f -- \"$tmp\"' EXIT\ntrap 'exit 1' HUP INT TERM PIPE\n");
+        // trap ran) leaves its private directory. Under the apply lock no other upload is using
+        // one, so those of the directory are removed first (shell builtins; `rm` only if any;
+        // `rm -r` never follows a link).
+        s.push_str("for t in ./.claw-provision.????????; do if [ -e \"$t\" ] && [ ! -L \"$t\" ]; then rm -rf --one-file-system -- \"$t\"; fi; done\n");
+        s.push_str("tmp=$(mktemp -d -- ./.claw-provision.XXXXXXXX)\n");
+        s.push_str("trap 'cd -P -- \"$d\" 2>/dev/null && [ \"$(pwd -P)\" = \"$d\" ] && rm -rf --one-file-system -- \"$tmp\"' EXIT\ntrap 'exit 1' HUP INT TERM PIPE\n");
+        // Inside the private directory: it must be the one just made (ours, 0700; setgid when
+        // the directory is), not a link or a directory someone renamed to its name.
+        // (No pattern expansion of `$d`: dash mangles backslashes of a value there.)
+        s.push_str("case $d in /) want=/${tmp#./};; *) want=$d/${tmp#./};; esac\n");
+        s.push_str("cd -P -- \"$tmp\"\n");
+        s.push_str("[ \"$(pwd -P)\" = \"$want\" ] && [ -O . ] && case $(stat -c %a .) in 700|2700) ;; *) false;; esac || { printf 'the private directory %s of the upload was replaced (another account writes in %s); the old file is unchanged\\n' \"$tmp\" \"$d\" >&2; exit 1; }\n");
+        s.push_str(": > ./new\n");
         // Owner before mode: chown clears setuid/setgid bits.
-        if let Some(c) = chown_cmd(owner, group, "\"$tmp\"") {
+        if let Some(c) = chown_cmd(owner, group, "./new") {
             s.push_str(&c);
             s.push('\n');
         }
-        s.push_str(&format!("chmod {} \"$tmp\"\n", chmod_mode(mode)));
-        s.push_str("cat > \"$tmp\"\n");
+        s.push_str(&format!("chmod {} ./new\n", chmod_mode(mode)));
+        s.push_str("cat > ./new\n");
         s.push_str(&format!(
-            "sum=$(sha256sum < \"$tmp\"); sum=${{sum%% *}}\n[ \"$sum\" = {} ] || {{ echo \"upload of $f arrived damaged (sha256 mismatch); the old file is unchanged\" >&2; exit 1; }}\n",
+            "sum=$(sha256sum < ./new); sum=${{sum%% *}}\n[ \"$sum\" = {} ] || {{ echo \"upload of $f arrived damaged (sha256 mismatch); the old file is unchanged\" >&2; exit 1; }}\n",
             self.sha256
         ));
         // Durable before it becomes visible: a crash leaves the old file or the new one.
-        s.push_str("sync -- \"$tmp\" 2>/dev/null || true\n");
+        s.push_str("sync -- ./new 2>/dev/null || true\n");
+        // The private directory must still be in the managed one (`..` is where it is now).
+        s.push_str("[ \"$(cd .. && pwd -P)\" = \"$d\" ] || { printf 'the private directory of the upload was moved out of %s; the old file is unchanged\\n' \"$d\" >&2; exit 1; }\n");
         if replace {
-            s.push_str("rm -rf -- \"$f\"\n");
+            s.push_str("rm -rf --one-file-system -- \"../$n\"\n");
         }
-        // -T: never moved INTO a directory that appeared at the path since the probe.
-        s.push_str("mv -fT -- \"$tmp\" \"$f\"\ntrap - EXIT\n");
+        // -T: never moved INTO a directory that appeared at the path since the probe; a link
+        // at the path is replaced, never followed.
+        s.push_str("mv -fT -- ./new \"../$n\"\n");
         s
     }
 
     pub fn diff(&self, o: &PathState) -> Result<Change, String> {
-        let p = quote(&self.path);
         let content = || ContentChange {
             path: self.path.clone(),
             old_sha256: match o {
@@ -406,7 +445,7 @@ impl Desired {
                     ));
                 }
                 let mut script = accounts_exist(d.owner, d.group);
-                script.push_str(&d.script(&p));
+                script.push_str(&file_attr_script(&self.path, &d));
                 let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
                 c.details = details;
                 Ok(c)
@@ -441,7 +480,7 @@ impl Desired {
                 Action::Delete,
                 &self.path,
                 "file exists",
-                format!("rm -f -- {p}\n"),
+                self.remove("-f"),
             )),
             (State::Absent, other) if self.force => Ok(Change {
                 clears: Some(self.path.clone()),
@@ -449,7 +488,7 @@ impl Desired {
                     Action::Delete,
                     &self.path,
                     format!("{} is there (`force`: removed)", kind_name(other)),
-                    format!("rm -rf -- {p}\n"),
+                    self.remove("-rf --one-file-system"),
                 )
             }),
             (State::Absent, other) => Err(format!(
@@ -503,9 +542,9 @@ mod tests {
         assert_eq!(op.stdin.as_slice(), b"hi\n");
         let s = op.script;
         // owner, then mode, set before the first byte is written; rename last
-        let chmod = s.find("chmod 00600 \"$tmp\"").unwrap();
-        let cat = s.find("cat > \"$tmp\"").unwrap();
-        let mv = s.find("mv -fT -- \"$tmp\" \"$f\"").unwrap();
+        let chmod = s.find("chmod 00600 ./new").unwrap();
+        let cat = s.find("cat > ./new").unwrap();
+        let mv = s.find("mv -fT -- ./new \"../$n\"").unwrap();
         assert!(chmod < cat && cat < mv, "{s}");
         assert_eq!(c.upload_bytes, 3);
         assert_eq!(c.upload_dir.as_deref(), Some("/opt/demo"));
@@ -523,11 +562,8 @@ mod tests {
         let c = want("new\n", None).diff(&file("old\n", 0o640)).unwrap();
         assert_eq!(c.action, Action::Update);
         let s = c.op.unwrap().script;
-        assert!(s.contains("chmod 00640 \"$tmp\""), "{s}");
-        assert!(
-            s.contains("chown -- '1000:1000' \"$tmp\""),
-            "kept by id: {s}"
-        );
+        assert!(s.contains("chmod 00640 ./new"), "{s}");
+        assert!(s.contains("chown -- '1000:1000' ./new"), "kept by id: {s}");
         assert_eq!(c.content.unwrap().old_sha256.unwrap(), sha256_hex(b"old\n"));
     }
 
@@ -538,7 +574,9 @@ mod tests {
             .unwrap();
         assert_eq!(c.action, Action::Update);
         assert_eq!(c.details, ["mode 0644 -> 0600"]);
-        assert_eq!(c.op.unwrap().script, "chmod 00600 '/opt/demo/motd'\n");
+        let s = c.op.unwrap().script;
+        assert!(s.starts_with(&enter_dir("'/opt/demo'")), "{s}");
+        assert!(s.contains("chmod 00600 /proc/self/fd/3\n"), "{s}");
         assert_eq!(c.upload_bytes, 0);
     }
 
@@ -582,12 +620,12 @@ mod tests {
         let s = d.diff(&PathState::Absent).unwrap().op.unwrap().script;
         let at = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle}: {s}"));
         let order = [
-            at("tmp=$(mktemp -- \"$d/.claw-provision.XXXXXXXX\")"),
-            at("chown -- 'app' \"$tmp\""),
-            at("chmod 00600 \"$tmp\""),
-            at("cat > \"$tmp\""),
-            at("sha256sum < \"$tmp\""),
-            at("mv -fT -- \"$tmp\" \"$f\""),
+            at("tmp=$(mktemp -d -- ./.claw-provision.XXXXXXXX)"),
+            at("chown -- 'app' ./new"),
+            at("chmod 00600 ./new"),
+            at("cat > ./new"),
+            at("sha256sum < ./new"),
+            at("mv -fT -- ./new \"../$n\""),
         ];
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{s}");
         assert_eq!(s.matches("chmod").count(), 1, "{s}");
@@ -619,10 +657,12 @@ mod tests {
                 e.file_name()
                     .to_string_lossy()
                     .starts_with(".claw-provision.")
-                    && e.metadata().is_ok_and(|m| m.len() > 0)
+                    && std::fs::metadata(e.path().join("new")).is_ok_and(|m| m.len() > 0)
             });
             if let Some(e) = found {
-                break e.path();
+                let private = std::fs::metadata(e.path()).unwrap().permissions().mode();
+                assert_eq!(private & 0o7777, 0o700, "the private directory");
+                break e.path().join("new");
             }
             assert!(t.elapsed().as_secs() < 10, "no temp file with content");
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -818,5 +858,104 @@ mod tests {
                 .unwrap_err()
                 .contains("not both")
         );
+    }
+    /// Another account swaps the managed file for a link after the probe: an attribute change
+    /// refuses it and leaves the link's target alone; an upload replaces the link itself.
+    #[test]
+    fn a_link_swapped_in_is_never_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let canary = tmp.path().join("canary");
+        std::fs::write(&canary, "keep").unwrap();
+        std::fs::set_permissions(&canary, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let app = tmp.path().join("app");
+        std::fs::create_dir(&app).unwrap();
+        let path = app.join("conf");
+        std::fs::write(&path, "hi\n").unwrap();
+        let mut d = want("hi\n", Some("0644"));
+        d.path = path.to_str().unwrap().to_string();
+        // Observed as owned by whoever runs the test (the upload keeps the owner by id).
+        use std::os::unix::fs::MetadataExt;
+        let me = std::fs::metadata(&path).unwrap();
+        let seen = |content: &str| PathState::File {
+            mode: 0o600,
+            owner: me.uid().to_string(),
+            group: me.gid().to_string(),
+            uid: me.uid(),
+            gid: me.gid(),
+            size: content.len() as u64,
+            sha256: sha256_hex(content.as_bytes()),
+        };
+        let attrs = d.diff(&seen("hi\n")).unwrap().op.unwrap();
+        let content = d.diff(&seen("old\n")).unwrap().op.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&canary, &path).unwrap();
+        let o = run(&attrs.script, &attrs.stdin);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("is no longer the regular file"), "{err}");
+        let m = std::fs::metadata(&canary).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o600);
+        let o = run(&content.script, &content.stdin);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(std::fs::read(&canary).unwrap(), b"keep");
+        assert_eq!(
+            std::fs::metadata(&canary).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        assert_eq!(std::fs::read_dir(&app).unwrap().count(), 1, "no temp left");
+        // Removal: the link goes, its target stays.
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&canary, &path).unwrap();
+        let mut gone = d.clone();
+        gone.state = State::Absent;
+        let op = gone.diff(&file("hi\n", 0o644)).unwrap().op.unwrap();
+        assert!(run(&op.script, &op.stdin).status.success());
+        assert!(std::fs::symlink_metadata(&path).is_err());
+        assert_eq!(std::fs::read(&canary).unwrap(), b"keep");
+    }
+
+    /// A directory of the path replaced by a link (to a directory outside the managed tree):
+    /// every script refuses to go through it and writes nothing there.
+    #[test]
+    fn a_linked_parent_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("conf"), "keep").unwrap();
+        std::os::unix::fs::symlink(&outside, tmp.path().join("app")).unwrap();
+        let mut d = want("new\n", Some("0600"));
+        d.path = tmp.path().join("app/conf").to_str().unwrap().to_string();
+        let mut gone = d.clone();
+        gone.state = State::Absent;
+        for op in [
+            d.diff(&file("keep", 0o644)).unwrap().op.unwrap(),
+            d.diff(&file("new\n", 0o644)).unwrap().op.unwrap(),
+            gone.diff(&file("keep", 0o644)).unwrap().op.unwrap(),
+        ] {
+            let o = run(&op.script, &op.stdin);
+            assert!(!o.status.success());
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("reached through a symbolic link"), "{err}");
+            assert_eq!(std::fs::read(outside.join("conf")).unwrap(), b"keep");
+            assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+        }
+    }
+    /// In a setgid directory the private directory inherits the bit: still accepted as ours.
+    #[test]
+    fn upload_into_a_setgid_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sg \\ '; x");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2775)).unwrap();
+        let mut d = want("new\n", Some("0640"));
+        d.path = dir.join("f").to_str().unwrap().to_string();
+        let op = d.diff(&PathState::Absent).unwrap().op.unwrap();
+        let o = run(&op.script, &op.stdin);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(dir.join("f")).unwrap(), b"new\n");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     }
 }

@@ -15,6 +15,11 @@
 //! - Probe: the sha256 of the LIVE table listing against the one recorded right after the last
 //!   apply, plus the sha256 of the ruleset file that apply loaded against the desired ruleset.
 //! - Refused at plan time: a ruleset that does not open the SSH port the connection uses.
+//! - The safety net: a timer on the host restores the previous table unless a NEW connection
+//!   confirms the change in time; under systemd it is a transient service
+//!   (`claw-provision-fw-rollback-TOKEN`, outside the SSH session, so logind's
+//!   `KillUserProcesses` cannot end it), elsewhere a detached process. If the previous table
+//!   cannot be loaded back, `minimal_ruleset` (the SSH port open, the rest dropped) is loaded.
 //! - Persistence: the ruleset is kept in /etc/claw-provision/firewall/NAME.nft; under systemd a
 //!   template unit `claw-provision-firewall@NAME.service` (before network-pre.target, hence
 //!   before Docker) loads it at boot. Without systemd the plan warns that it is not restored.
@@ -146,6 +151,8 @@ pub struct Desired {
     pub sha256: String,
     /// Seconds the host waits for the confirmation before it rolls back.
     pub confirm_secs: u64,
+    /// The port sshd listens on: what the fallback ruleset keeps open.
+    pub ssh_port: u64,
 }
 
 /// The confirmation of a firewall change, run through a NEW connection: it wins the race
@@ -158,7 +165,7 @@ pub fn confirm_script(table: &str, token: &str) -> String {
 if mv -f "$pend" "$pend.confirmed" 2>/dev/null; then
   mv -f {file}.new.{token} {file}
   mv -f {state}.new.{token} {state}
-  rm -f "$pend.confirmed" {rb}
+  rm -f "$pend.confirmed" {rb} {min}
   echo confirmed
 else
   echo expired
@@ -166,18 +173,23 @@ fi
 "#,
         pend = quote(&format!("{d}/{table}.pending.{token}")),
         rb = quote(&format!("{d}/{table}.rollback.{token}")),
+        min = quote(&format!("{d}/{table}.minimal.{token}")),
         file = quote(&ruleset_path(table)),
         state = quote(&state_path(table)),
         token = quote(token),
     )
 }
 
-/// Through the old connection, after the window: whether the timer rolled `token`'s change back.
+/// Through the old connection, after the window: whether the timer rolled `token`'s change back
+/// (`rolled-back previous`, `rolled-back minimal`: the fallback ruleset, `rolled-back deleted`), or
+/// `unknown`.
 pub fn rolled_back_script(table: &str, token: &str) -> String {
     let f = quote(&format!(
         "/var/lib/claw-provision/firewall/{table}.pending.{token}.rolled-back"
     ));
-    format!("if [ -e {f} ]; then rm -f {f}; echo rolled-back; else echo unknown; fi\n")
+    format!(
+        "if [ -e {f} ]; then how=$(cat {f}); rm -f {f}; echo \"rolled-back $how\"; else echo unknown; fi\n"
+    )
 }
 
 /// The environment variable that lets a test force a ruleset which blocks the SSH port (to prove
@@ -360,6 +372,7 @@ impl Desired {
             ruleset,
             sha256,
             confirm_secs,
+            ssh_port: ssh,
         })
     }
 
@@ -390,23 +403,40 @@ if [ -d /run/systemd/system ]; then
   systemctl enable --quiet {instance}
 fi
 # The safety net. The previous table (or none) is kept; the new ruleset file and state wait
-# beside the old ones until the change is confirmed through a new SSH connection; a detached
-# timer restores the previous table unless that happens within {secs} s. Every file carries
-# this change's token, and arming cancels the timers of earlier unconfirmed changes.
+# beside the old ones until the change is confirmed through a new SSH connection; a timer
+# restores the previous table unless that happens within {secs} s. Every file carries this
+# change's token, and arming cancels the timers of earlier unconfirmed changes. If the previous
+# table cannot be loaded back, a minimal one keeps the SSH port open (and drops the rest); if
+# even that fails, the table is deleted. Where systemd runs, the timer is a transient service
+# (not in the SSH session: logind's KillUserProcesses cannot end it); elsewhere a detached
+# process.
 d=/var/lib/claw-provision/firewall
 token=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 rm -f "$d"/{t}.pending.*
 rb="$d/"{t}".rollback.$token"
 pend="$d/"{t}".pending.$token"
+min="$d/"{t}".minimal.$token"
 {{ printf 'table inet %s\ndelete table inet %s\n' {t} {t}; nft list table inet {t} 2>/dev/null || true; }} > "$rb"
+printf '%s' {minimal} > "$min"
 : > "$pend"
-setsid sh -c '
+w='
   sleep "$1"
   mv -f "$2" "$2.firing" 2>/dev/null || exit 0
-  nft -f "$3" || exit 1
-  rm -f "$4" "$5" "$3" "$2.firing"
-  : > "$2.rolled-back"
-' claw-fw-rollback {secs} "$pend" "$rb" {file}".new.$token" {state}".new.$token" </dev/null >/dev/null 2>&1 &
+  if nft -f "$3"; then how=previous
+  elif nft -f "$6"; then how=minimal
+  else nft delete table inet "$7"; how=deleted
+  fi
+  rm -f "$4" "$5" "$3" "$6" "$2.firing"
+  echo "$how" > "$2.rolled-back"
+'
+set -- {secs} "$pend" "$rb" {file}".new.$token" {state}".new.$token" "$min" {t}
+if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1 \
+  && systemd-run --quiet --collect --unit="claw-provision-fw-rollback-$token" \
+    --description="claw-provision firewall rollback of table "{t} -- /bin/sh -c "$w" claw-fw-rollback "$@" </dev/null >/dev/null 2>&1; then
+  :
+else
+  setsid nohup sh -c "$w" claw-fw-rollback "$@" </dev/null >/dev/null 2>&1 &
+fi
 printf '@fw-token\t%s\n' "$token"
 nft -f "$tmp"
 mv -f "$tmp" {file}".new.$token"
@@ -416,6 +446,7 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
 "#,
             sha = quote(&self.sha256),
             secs = self.confirm_secs,
+            minimal = quote(&minimal_ruleset(&self.table, self.ssh_port)),
             unit_text = quote(UNIT),
             instance = quote(&unit_instance(&self.table)),
         )
@@ -555,6 +586,25 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
 
 /// The ruleset text: one transaction that creates the table if missing, deletes it, and
 /// defines it again, so that loading it replaces exactly this table, atomically.
+/// What the rollback loads when the previous table cannot be loaded back: the SSH port open to
+/// everyone (and loopback, replies, neighbour discovery), everything else dropped.
+pub fn minimal_ruleset(table: &str, ssh_port: u64) -> String {
+    format!(
+        "# claw-provision firewall rollback: the saved ruleset could not be loaded back\n\
+         table inet {table}\n\
+         delete table inet {table}\n\
+         table inet {table} {{\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy drop;\n\
+         \t\tiif \"lo\" accept\n\
+         \t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} accept\n\
+         \t\tct state established,related accept\n\
+         \t\ttcp dport {ssh_port} accept\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
 pub fn ruleset(table: &str, ports: &[u16], peers: &[Peer], icmp: bool, containers: bool) -> String {
     let mut s = format!(
         "# managed by claw-provision (firewall step); changes made here are overwritten\n\

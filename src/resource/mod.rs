@@ -496,6 +496,48 @@ impl<'a> AttrDiff<'a> {
     }
 }
 
+/// Shell lines that make the directory `word` (a quoted path or `"$var"`) the current directory,
+/// or stop the script: a path reached through a symbolic link is refused. Root acts on what it
+/// found there through the current directory (relative names, `.`), so another account that can
+/// write in a directory of the path cannot redirect a later command elsewhere by swapping a
+/// component for a link: the working directory is an inode, not a path.
+pub fn enter_dir(word: &str) -> String {
+    format!(
+        "cd -P -- {word} 2>/dev/null && [ \"$(pwd -P)\" = {word} ] || {{ printf '%s is not a directory, or is reached through a symbolic link (not followed: another account may have put it there); nothing was changed\\n' {word} >&2; exit 1; }}\n"
+    )
+}
+
+/// The lines that apply `d` to the regular file `path` without following a link: in its
+/// directory (`enter_dir`), the file is opened (fd 3) and must be the regular file found at its
+/// name (same device and inode as `lstat` of the name, so not a link, nor a file someone swapped
+/// in between); `chown`/`chmod` then act on the open file (`/proc/self/fd/3`), whatever the
+/// name points to by then.
+pub fn file_attr_script(path: &str, d: &AttrDiff) -> String {
+    use crate::quote::quote;
+    let (dir, name) = match path.rfind('/') {
+        Some(0) => ("/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("/", path),
+    };
+    let p = quote(path);
+    let n = quote(&format!("./{name}"));
+    let mut s = enter_dir(&quote(dir));
+    s.push_str(&format!(
+        "{{ [ -f {n} ] && [ ! -L {n} ] && exec 3< {n} && [ -f /proc/self/fd/3 ] && [ \"$(stat -c %d:%i -- {n})\" = \"$(stat -L -c %d:%i /proc/self/fd/3)\" ]; }} || {{ printf '%s is no longer the regular file the probe saw (a symbolic link or another file was put there); refusing to change it\\n' {p} >&2; exit 1; }}\n"
+    ));
+    s.push_str(&d.script("/proc/self/fd/3"));
+    s.push_str("exec 3<&-\n");
+    s
+}
+
+/// The lines that apply `d` to the directory `path` without following a link: they act on `.`
+/// after `enter_dir`.
+pub fn dir_attr_script(path: &str, d: &AttrDiff) -> String {
+    let mut s = enter_dir(&crate::quote::quote(path));
+    s.push_str(&d.script("."));
+    s
+}
+
 /// Ownership change commands for `path` (already quoted) from desired owner/group.
 pub fn chown_cmd(owner: Option<&str>, group: Option<&str>, quoted_path: &str) -> Option<String> {
     use crate::quote::quote;

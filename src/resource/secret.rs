@@ -9,7 +9,6 @@ use super::{AttrDiff, Attrs, check_account, check_path, file};
 use crate::fact::SecretState;
 use crate::fact::path::PathState;
 use crate::plan::Change;
-use crate::quote::quote;
 use crate::secret::Secret;
 use serde::Deserialize;
 
@@ -164,7 +163,7 @@ impl Desired {
                     crate::plan::Action::Update,
                     target,
                     "value kept",
-                    d.script(&quote(&self.path)),
+                    super::file_attr_script(&self.path, &d),
                 );
                 c.details = d.details;
                 Ok(c)
@@ -242,7 +241,7 @@ mod tests {
             !op.script.contains("f00d"),
             "the value travels on stdin only"
         );
-        assert!(op.script.contains("chmod 00600 \"$tmp\""));
+        assert!(op.script.contains("chmod 00600 ./new"));
     }
 
     #[test]
