@@ -8,6 +8,7 @@ mod accounts;
 mod adhoc;
 mod apt;
 mod become_user;
+mod bounded_output;
 mod cert;
 mod claw_ai;
 mod claw_ai_e2e;
