@@ -215,12 +215,9 @@ pub async fn run(
             let (name, address) = &names[next];
             show(Shown::LiveHeader(name, address));
             let mut l = Live { carry: Vec::new() };
-            // What it printed so far (within the head).
-            let so_far = std::mem::replace(&mut h.stdout, Capture::new(keep));
-            let (bytes, dropped) = so_far.finish();
-            let _ = h.stdout.push(&bytes);
-            if dropped.is_none() && !bytes.is_empty() {
-                show(Shown::Live(&l.text(&bytes)));
+            // What it printed so far (within the head); the rest follows as it arrives.
+            if !h.stdout.head().is_empty() {
+                show(Shown::Live(&l.text(h.stdout.head())));
             }
             live = Some(l);
         }

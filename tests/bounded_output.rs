@@ -181,9 +181,9 @@ fn run_output_is_streamed_with_a_bound() {
     );
 }
 
-/// A command step that prints 1 GB (`output = true`) applies and shows the two ends of its
-/// output; a probe whose `stat` prints without end fails that host with a clear error, the
-/// other host converges; the client's memory stays bounded in both.
+/// A command step that prints 500 MB (`output = true`) applies and shows the two ends of its
+/// output; a probe that prints 300 MB (a login shell's banner) fails that host with a clear
+/// error, the other host converges; the client's memory stays bounded in both.
 #[test]
 fn huge_output_of_a_step_or_a_probe_is_bounded() {
     let lab = Lab::up("output-step", 2);
@@ -193,6 +193,11 @@ fn huge_output_of_a_step_or_a_probe_is_bounded() {
         r#"name = "big"
 
 [[steps]]
+name = "srv"
+kind = "dir"
+path = "/srv"
+
+[[steps]]
 name = "dir"
 kind = "dir"
 path = "/opt/big"
@@ -200,22 +205,23 @@ path = "/opt/big"
 [[steps]]
 name = "loud"
 kind = "command"
-run = "echo first-line; yes loud-line | head -c 1000000000; echo; echo last-line"
+run = "echo first-line; yes loud-line | head -c 500000000; echo; echo last-line"
 output = true
 "#,
     );
     let inv = lab.write_inventory("inv.toml", &pb, &[]);
     let inv = inv.to_str().unwrap();
-    // h2: `stat` (first on the remote PATH) prints without end.
+    // h2: the login shell prints a 300 MB banner before every command (into the probe's
+    // stdout: the probe tools' own output is read by the remote shell first).
     exec(
         &lab,
         "h2",
-        "mkdir -p /run/fakebin && printf '#!/bin/sh\\nexec yes \"@ps\tjunk\"\\n' > /run/fakebin/stat \
-         && chmod 755 /run/fakebin/stat && mount --bind /run/fakebin /usr/local/bin",
+        "printf '#!/bin/sh\\nyes banner-line | head -c 300000000\\nexec /bin/bash \"$@\"\\n' > /run/noisy-sh \
+         && chmod 755 /run/noisy-sh && usermod -s /run/noisy-sh claw",
     );
     let (r, peak_kb) = claw_peak(&["apply", inv, "--yes"], s.dir.path());
     eprintln!(
-        "apply with a 1 GB step output and an endless probe: peak RSS {:.1} MiB",
+        "apply with a 500 MB step output and a 300 MB probe output: peak RSS {:.1} MiB",
         peak_kb as f64 / 1024.0
     );
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
@@ -225,7 +231,7 @@ output = true
     assert!(r.stdout.contains("h1: | last-line\n"), "the tail");
     let (line, n) = dropped(&r.stdout, "stdout").unwrap_or_else(|| panic!("{}", r.stderr));
     assert!(line.contains("to keep it all"), "{line}");
-    assert!(n > 999_000_000, "{n}");
+    assert!(n > 499_000_000, "{n}");
     assert!(r.stdout.len() < 2 * MIB as usize);
     assert_eq!(lab.ssh_ok("h1", "test -d /opt/big && echo yes"), "yes\n");
     // h2: the probe's output is over the bound: that host fails with the reason, unchanged.
@@ -240,7 +246,7 @@ output = true
         "{err}"
     );
     assert_eq!(
-        lab.ssh_ok("h2", "test -e /opt/big || echo absent"),
+        exec(&lab, "h2", "test -e /opt/big || echo absent"),
         "absent\n"
     );
 }

@@ -112,6 +112,11 @@ impl Capture {
         Ok(())
     }
 
+    /// The bytes kept at the start of the stream (all of them with [`Keep::Whole`]).
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
     /// How many more bytes go to the head (with [`Keep::Ends`]; 0 otherwise).
     pub fn head_room(&self) -> usize {
         match self.keep {
