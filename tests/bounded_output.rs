@@ -293,7 +293,7 @@ max_size = "{{{{ max | default(value='4G') }}}}"
     exec(
         &lab,
         "h1",
-        "mkdir -p /run/fakebin && printf '#!/bin/sh\\ncase \"$*\" in *dump.gz) while :; do /bin/cat \"$@\"; done;; esac\\nexec /bin/cat \"$@\"\\n' > /run/fakebin/cat \
+        "mkdir -p /run/fakebin && printf '#!/bin/sh\\ncase \"$*\" in *dump.gz) while /bin/cat \"$@\"; do :; done; exit 1;; esac\\nexec /bin/cat \"$@\"\\n' > /run/fakebin/cat \
          && chmod 755 /run/fakebin/cat && mount --bind /run/fakebin /usr/local/bin",
     );
     let (r, peak_kb) = claw_peak(&["apply", inv, "--yes"], s.dir.path());
@@ -312,7 +312,7 @@ max_size = "{{{{ max | default(value='4G') }}}}"
     );
 
     // The honest copy works (and leaves only the file).
-    exec(&lab, "h1", "umount /usr/local/bin");
+    exec(&lab, "h1", "umount -l /usr/local/bin");
     let r = claw(&["apply", inv, "--yes"], &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let names: Vec<_> = std::fs::read_dir(&local)
