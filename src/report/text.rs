@@ -720,6 +720,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn host_text_in_diffs_is_escaped() {
+        let c = ContentChange {
+            path: "/opt/motd".into(),
+            old_sha256: Some("ab".repeat(32)),
+            new: std::sync::Arc::new(b"clean\n".to_vec()),
+            sensitive: false,
+            old: Some(b"a\x1b[2Jb\n\x1b]52;c;eA==\x07\n\xc2\x9b1m\n\xe2\x80\xaeexe\n".to_vec()),
+            keys: None,
+        };
+        for paint in [Paint(false), Paint(true)] {
+            let mut out = String::new();
+            content_diff(&c, "h1", &mut out, paint);
+            let raw: String = out
+                .replace("\x1b[31m", "")
+                .replace("\x1b[32m", "")
+                .replace("\x1b[0m", "");
+            assert!(
+                !raw.contains(['\x1b', '\x07', '\u{9b}', '\u{202e}']),
+                "{out:?}"
+            );
+            for e in [
+                "-a\\x1b[2Jb",
+                "\\x1b]52;c;eA==\\x07",
+                "-\\u{9b}1m",
+                "-\\u{202e}exe",
+            ] {
+                assert!(out.contains(e), "{e} in {out}");
+            }
+        }
+    }
+
     fn env_change(old: Option<&[u8]>, new: &[u8], fetched: bool) -> ContentChange {
         ContentChange {
             path: "/opt/app/.env".into(),
