@@ -193,6 +193,14 @@ pub struct AdhocArgs {
     /// Time limit of the command on each host (default: the host's `command_timeout`).
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     pub timeout: Option<std::time::Duration>,
+    /// Write each host's whole stdout and stderr to DIR/HOST.stdout and DIR/HOST.stderr (the
+    /// terminal and JSON still show at most --output-limit of each).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Output shown per host and stream (its first and last halves; the bytes between are
+    /// counted, not kept): `1M` (default), `64K`, `10M`...
+    #[arg(long, value_name = "SIZE", value_parser = output_limit)]
+    pub output_limit: Option<usize>,
     /// The command (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -1102,6 +1110,10 @@ fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<i32, Error> {
     if let Some(b) = a.become_override() {
         hosts.iter_mut().for_each(|h| h.become_ = b);
     }
+    if let Some(d) = &a.output_dir {
+        std::fs::create_dir_all(d)
+            .map_err(|e| Error::Usage(format!("--output-dir {}: {e}", d.display())))?;
+    }
     let opts = crate::adhoc::Options {
         forks: usize::from(a.forks),
         become_password: become_password(a.ask_become_pass && hosts.iter().any(|h| h.become_))?,
@@ -1109,6 +1121,9 @@ fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<i32, Error> {
             cache: Mutex::new(HashMap::new()),
         }),
         timeout: a.timeout,
+        output_limit: a.output_limit.unwrap_or(crate::adhoc::DEFAULT_OUTPUT_LIMIT),
+        output_dir: a.output_dir.clone(),
+        live: a.output == Format::Text && v > Verbosity::Quiet,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -1117,15 +1132,35 @@ fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<i32, Error> {
     let start = Instant::now();
     let events = json::Events::default();
     let format = a.output;
-    let results = rt.block_on(crate::adhoc::run(hosts, command, opts, |r| match format {
-        // -q: only the hosts where the command failed
-        Format::Text if v == Verbosity::Quiet && r.ok() => {}
-        Format::Text => {
-            let mut out = std::io::stdout().lock();
-            let _ = write!(out, "{}", crate::adhoc::text_block(r));
-            let _ = out.flush();
+    // Whether the live text shown last ended a line.
+    let mut at_line_start = true;
+    let results = rt.block_on(crate::adhoc::run(hosts, command, opts, |shown| {
+        use crate::adhoc::Shown;
+        let text = match (format, shown) {
+            (Format::Json, Shown::Done { result, .. }) => {
+                events.emit(crate::adhoc::host_event(result));
+                return;
+            }
+            (Format::Json, _) => return,
+            (Format::Text, Shown::LiveHeader(name, address)) => {
+                crate::adhoc::live_header(name, address)
+            }
+            (Format::Text, Shown::Live(t)) => t.to_string(),
+            // -q: only the hosts where the command failed
+            (Format::Text, Shown::Done { result, .. }) if v == Verbosity::Quiet && result.ok() => {
+                return;
+            }
+            (Format::Text, Shown::Done { result, live: true }) => {
+                crate::adhoc::live_end(result, at_line_start)
+            }
+            (Format::Text, Shown::Done { result, .. }) => crate::adhoc::text_block(result),
+        };
+        if !text.is_empty() {
+            at_line_start = text.ends_with('\n');
         }
-        Format::Json => events.emit(crate::adhoc::host_event(r)),
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{text}");
+        let _ = out.flush();
     }));
     let mut learned = crate::ssh::take_learned_host_keys();
     match format {
@@ -1179,10 +1214,23 @@ fn facts(a: &FactsArgs) -> Result<i32, Error> {
 }
 
 /// The message printed for a failed command.
+/// `--output-limit`: a size of at least 2 bytes.
+fn output_limit(s: &str) -> Result<usize, String> {
+    let n = crate::resource::fetch::parse_size(s)?;
+    usize::try_from(n)
+        .ok()
+        .filter(|n| *n >= 2)
+        .ok_or_else(|| format!("`{s}`: not a usable size"))
+}
+
 pub fn render_error(e: &Error) -> String {
     match e {
         Error::Config(c) => c.to_string(),
-        other => format!("error: {other}"),
+        // Host-supplied text (stderr, banners) can be part of an error.
+        other => format!(
+            "error: {}",
+            crate::report::terminal::safe(&other.to_string())
+        ),
     }
 }
 

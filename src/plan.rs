@@ -90,6 +90,8 @@ pub struct LocalFile {
     pub path: std::path::PathBuf,
     /// The sha256 the data must have (as probed on the host).
     pub sha256: String,
+    /// Its size as probed on the host: the copy stops (and fails) past it.
+    pub size: u64,
 }
 
 /// A pipeline of local commands run on the operator's machine (no shell): the standard output

@@ -2,7 +2,11 @@
 //! `sudo` for become) and the interpretation of the result.
 //!
 //! **Invariant:** a become password travels only on stdin (first line, consumed by `sudo -S` or,
-//! when sudo needs none, by the shell before sudo starts); never on a command line. So does a
+//! when a cached sudo timestamp makes it unneeded, by the shell before sudo starts); never on a
+//! command line; and only to hosts whose sudo asks for it: before the first become command of a
+//! connection that has a password to send, `sudo -n -u USER true` (nothing on stdin) tells
+//! whether sudo needs one; where it does not (NOPASSWD), commands run under `sudo -n` and the
+//! password is never sent. So does a
 //! script that holds a secret value (see [`Remote::hide`]) or is marked [`private`]: the command
 //! line then only carries a fixed loader that reads the script from stdin (every process's
 //! arguments are visible to every user of the host in `ps`).
@@ -10,7 +14,7 @@
 use crate::plan::LocalSource;
 use crate::quote::quote;
 use crate::secret::Secret;
-use crate::ssh::{ExecOutput, Session, SshError};
+use crate::ssh::{Chunk, ExecOutput, Limits, Output, Session, SshError};
 use std::time::Duration;
 
 /// How to become another user.
@@ -40,8 +44,15 @@ const PROLOGUE: &str = "export LC_ALL=C PATH=\"/usr/local/sbin:/usr/local/bin:/u
 const CLIENT_MARGIN: Duration = Duration::from_secs(15);
 
 /// The command line that runs `script`: quoted as one `sh -c` argument, under `timeout`, and
-/// under `sudo` when becoming another user. Pure, unit-tested.
-pub fn command_line(script: &str, become_: Option<&Become>, timeout: Duration) -> String {
+/// under `sudo` when becoming another user. `send_password`: the become password is the first
+/// line of stdin (`sudo -S`, or read away by the shell when a cached sudo timestamp makes sudo
+/// skip it); else sudo may not ask (`-n`). Pure, unit-tested.
+pub fn command_line(
+    script: &str,
+    become_: Option<&Become>,
+    send_password: bool,
+    timeout: Duration,
+) -> String {
     let secs = timeout.as_secs().max(1);
     let inner = format!(
         "timeout -k 5 {secs} sh -c {}",
@@ -49,12 +60,17 @@ pub fn command_line(script: &str, become_: Option<&Become>, timeout: Duration) -
     );
     match become_ {
         None => format!("exec {inner}"),
-        Some(b) if b.password.is_some() => format!(
+        Some(b) if send_password && b.password.is_some() => format!(
             "if sudo -n -u {u} -- true 2>/dev/null; then IFS= read -r _; fi; exec sudo -S -p '' -u {u} -- {inner}",
             u = quote(&b.user)
         ),
         Some(b) => format!("exec sudo -n -u {} -- {inner}", quote(&b.user)),
     }
+}
+
+/// The command that asks sudo whether it needs a password, sending none.
+fn sudo_asks_line(b: &Become) -> String {
+    format!("exec sudo -n -u {} -- true", quote(&b.user))
 }
 
 /// Marks a script as private: it travels on stdin, never on the command line (see [`private`]).
@@ -102,6 +118,9 @@ pub struct Remote {
     pub become_: Option<Become>,
     /// Secret values of this host (see [`Remote::hide`]).
     hidden: std::sync::RwLock<Vec<Secret>>,
+    /// Whether this host's sudo asks for the become password: unknown until the first become
+    /// command that has one to send.
+    sudo_asks: std::sync::Mutex<Option<bool>>,
 }
 
 impl Remote {
@@ -110,7 +129,31 @@ impl Remote {
             session,
             become_,
             hidden: Default::default(),
+            sudo_asks: Default::default(),
         }
+    }
+
+    /// Whether to send the become password with a command: only when there is one and this
+    /// host's sudo asks for it (asked once per connection, sending nothing).
+    async fn send_password(&self, timeout: Duration) -> Result<bool, RemoteError> {
+        let Some(b) = self.become_.as_ref().filter(|b| b.password.is_some()) else {
+            return Ok(false);
+        };
+        if let Some(known) = *self.sudo_asks.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(known);
+        }
+        let t = timeout.min(Duration::from_secs(60));
+        let out = self
+            .session
+            .exec(&sudo_asks_line(b), None, t + CLIENT_MARGIN)
+            .await
+            .map_err(|e| match e {
+                SshError::Timeout { .. } => RemoteError::Timeout(t),
+                other => RemoteError::Ssh(other),
+            })?;
+        let asks = !out.success();
+        *self.sudo_asks.lock().unwrap_or_else(|e| e.into_inner()) = Some(asks);
+        Ok(asks)
     }
 
     /// Secret values that must never reach a command line: from now on, a script that holds
@@ -128,7 +171,32 @@ impl Remote {
         stdin: &[u8],
         timeout: Duration,
     ) -> Result<ExecOutput, RemoteError> {
-        self.run_input(script, stdin, None, None, timeout).await
+        self.run_input(script, stdin, None, Output::Keep(Limits::PROBE), timeout)
+            .await
+    }
+
+    /// Runs a script whose output is kept within `limits` (see [`Remote::run`]).
+    pub async fn run_with(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        limits: Limits,
+        timeout: Duration,
+    ) -> Result<ExecOutput, RemoteError> {
+        self.run_input(script, stdin, None, Output::Keep(limits), timeout)
+            .await
+    }
+
+    /// Runs a script whose output is sent to `tee` as it arrives (and kept within `limits`).
+    pub async fn run_tee(
+        &self,
+        script: &str,
+        tee: tokio::sync::mpsc::Sender<Chunk>,
+        limits: Limits,
+        timeout: Duration,
+    ) -> Result<ExecOutput, RemoteError> {
+        self.run_input(script, b"", None, Output::Tee(tee, limits), timeout)
+            .await
     }
 
     /// Runs a script whose stdin is `stdin` followed by the output of a local pipeline, streamed
@@ -175,7 +243,13 @@ impl Remote {
         // The stream is dropped when the remote command ends: a stage still writing then gets
         // EPIPE and exits, so the waits below always end.
         let remote = self
-            .run_input(script, stdin, Some(Box::new(stream)), None, timeout)
+            .run_input(
+                script,
+                stdin,
+                Some(Box::new(stream)),
+                Output::Keep(Limits::COMMAND),
+                timeout,
+            )
             .await;
         let mut local_failure = None;
         for (what, child) in children {
@@ -212,7 +286,7 @@ impl Remote {
         script: &str,
         stdin: &[u8],
         stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>>,
-        sink: Option<&mut (dyn tokio::io::AsyncWrite + Unpin + Send)>,
+        mut output: Output<'_>,
         timeout: Duration,
     ) -> Result<ExecOutput, RemoteError> {
         // The remote side cuts a command line at its first NUL: never run what is left of it.
@@ -227,36 +301,68 @@ impl Remote {
             let hidden = self.hidden.read().unwrap_or_else(|e| e.into_inner());
             wire(script, &hidden)
         };
-        let cmd = command_line(&script, self.become_.as_ref(), timeout);
+        let mut send_password = self.send_password(timeout).await?;
+        let had_stream = stream.is_some();
+        let mut stream = stream;
+        loop {
+            let out = self
+                .run_once(
+                    &script,
+                    &body,
+                    stdin,
+                    send_password,
+                    stream.take(),
+                    &mut output,
+                    timeout,
+                )
+                .await;
+            // sudo said NOPASSWD at first but asks now (a cached timestamp that expired, a
+            // rule for some commands only): nothing ran; again, with the password. Not for a
+            // streamed stdin, which is spent.
+            if let Err(RemoteError::Become(m)) = &out
+                && !send_password
+                && m.contains("password is required")
+                && self.become_.as_ref().is_some_and(|b| b.password.is_some())
+            {
+                *self.sudo_asks.lock().unwrap_or_else(|e| e.into_inner()) = Some(true);
+                if !had_stream {
+                    send_password = true;
+                    continue;
+                }
+            }
+            return out;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_once(
+        &self,
+        script: &str,
+        body: &[u8],
+        stdin: &[u8],
+        send_password: bool,
+        stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>>,
+        output: &mut Output<'_>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, RemoteError> {
+        let cmd = command_line(script, self.become_.as_ref(), send_password, timeout);
         let mut input: Vec<u8> = Vec::new();
-        if let Some(pw) = self.become_.as_ref().and_then(|b| b.password.as_ref()) {
+        if send_password && let Some(pw) = self.become_.as_ref().and_then(|b| b.password.as_ref()) {
             input.extend_from_slice(pw.expose().as_bytes());
             input.push(b'\n');
         }
-        input.extend_from_slice(&body);
+        input.extend_from_slice(body);
         input.extend_from_slice(stdin);
         let started = std::time::Instant::now();
-        let res = match (stream, sink) {
-            (_, Some(sink)) => {
-                self.session
-                    .exec_to(&cmd, &input, sink, timeout + CLIENT_MARGIN)
-                    .await
-            }
-            (None, None) => {
-                self.session
-                    .exec(
-                        &cmd,
-                        if input.is_empty() { None } else { Some(&input) },
-                        timeout + CLIENT_MARGIN,
-                    )
-                    .await
-            }
-            (Some(s), None) => {
-                self.session
-                    .exec_stream(&cmd, &input, s, timeout + CLIENT_MARGIN)
-                    .await
-            }
+        let output = match output {
+            Output::Keep(l) => Output::Keep(*l),
+            Output::Sink(w, k) => Output::Sink(&mut **w, *k),
+            Output::Tee(t, l) => Output::Tee(t.clone(), *l),
         };
+        let res = self
+            .session
+            .exec_with(&cmd, &input, stream, output, timeout + CLIENT_MARGIN)
+            .await;
         let out = res.map_err(|e| match e {
             // Report the limit the operator set, not the client's margin on top of it.
             SshError::Timeout { .. } => RemoteError::Timeout(timeout),
@@ -286,14 +392,17 @@ impl Remote {
     }
 
     /// Runs a script that must succeed and writes its standard output to the local file `dest`:
-    /// streamed into a temporary file beside it (mode 0600), synced and renamed into place
-    /// only when the script succeeded and the data has the sha256 `want` (when given). On any
-    /// failure the temporary file is removed: `dest` is either the old file or the whole new one.
+    /// streamed into a new temporary file beside it (mode 0600, created exclusively under an
+    /// unpredictable name: never an existing file or a link someone placed there), synced and
+    /// renamed into place only when the script succeeded and the data has the sha256 `want`
+    /// (when given). More than `max` bytes stops the copy. On any failure the temporary file is
+    /// removed: `dest` is either the old file or the whole new one.
     pub async fn run_to_file(
         &self,
         script: &str,
         dest: &std::path::Path,
         want: Option<&str>,
+        max: u64,
         timeout: Duration,
     ) -> Result<ExecOutput, RemoteError> {
         let local = |what: &str, e: &dyn std::fmt::Display| {
@@ -308,31 +417,47 @@ impl Remote {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.part-{}", std::process::id()));
-        let result = async {
-            let file = {
+        let (tmp, file) = {
+            let mut tries = 0;
+            loop {
+                let tmp = dir.join(temp_name(&name));
                 let mut o = tokio::fs::OpenOptions::new();
-                o.write(true).create(true).truncate(true);
+                o.write(true).create_new(true);
                 #[cfg(unix)]
-                o.mode(0o600);
-                o.open(&tmp)
-                    .await
-                    .map_err(|e| local("cannot create a temporary file for", &e))?
-            };
+                o.mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+                match o.open(&tmp).await {
+                    Ok(f) => break (tmp, f),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => {
+                        tries += 1
+                    }
+                    Err(e) => return Err(local("cannot create a temporary file for", &e)),
+                }
+            }
+        };
+        let result = async {
             let mut sink = HashingWriter {
                 inner: tokio::io::BufWriter::new(file),
                 hash: <sha2::Sha256 as sha2::Digest>::new(),
+                written: 0,
+                max,
             };
             // Through run_input: the become password, the timeout and sudo diagnostics as
             // for every other command.
             let out = self
-                .run_input(script, &[], None, Some(&mut sink), timeout)
+                .run_input(
+                    script,
+                    &[],
+                    None,
+                    Output::Sink(&mut sink, Limits::COMMAND.stderr),
+                    timeout,
+                )
                 .await?;
-            if !out.success() {
-                return Err(RemoteError::Failed(describe_failure(&out)));
-            }
             if let Some(e) = &out.sink_error {
                 return Err(local("cannot write", e));
+            }
+            if !out.success() {
+                return Err(RemoteError::Failed(describe_failure(&out)));
             }
             use tokio::io::AsyncWriteExt;
             sink.inner
@@ -362,6 +487,23 @@ impl Remote {
             let _ = std::fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// Runs a step's or handler's command, which must succeed: its output is kept within
+    /// [`Limits::COMMAND`] (its two ends; the middle of a long output is dropped and counted).
+    pub async fn run_op_ok(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RemoteError> {
+        let out = self
+            .run_input(script, stdin, None, Output::Keep(Limits::COMMAND), timeout)
+            .await?;
+        if out.success() {
+            return Ok(out);
+        }
+        Err(RemoteError::Failed(describe_failure(&out)))
     }
 
     /// Runs a script that must succeed; a failure carries the end of its stderr.
@@ -403,10 +545,17 @@ pub fn describe_failure(out: &ExecOutput) -> String {
     }
 }
 
-/// Writes through to `inner` and hashes what was written.
+/// `.NAME.part-` and 16 random hex digits: a name no one can guess in advance.
+fn temp_name(name: &str) -> String {
+    format!(".{name}.part-{:016x}", rand::random::<u64>())
+}
+
+/// Writes through to `inner` and hashes what was written; refuses to write more than `max`.
 struct HashingWriter<W> {
     inner: W,
     hash: sha2::Sha256,
+    written: u64,
+    max: u64,
 }
 
 impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for HashingWriter<W> {
@@ -416,9 +565,16 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for HashingWriter<W
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let this = &mut *self;
+        if this.written.saturating_add(buf.len() as u64) > this.max {
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the host sent more than the {} bytes the file had when probed; nothing kept",
+                this.max
+            ))));
+        }
         let r = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
         if let std::task::Poll::Ready(Ok(n)) = &r {
             sha2::Digest::update(&mut this.hash, &buf[..*n]);
+            this.written += *n as u64;
         }
         r
     }
@@ -444,7 +600,7 @@ mod tests {
 
     #[test]
     fn plain() {
-        let c = command_line("echo hi", None, Duration::from_secs(30));
+        let c = command_line("echo hi", None, false, Duration::from_secs(30));
         assert_eq!(
             c,
             format!(
@@ -460,7 +616,7 @@ mod tests {
             user: "root".into(),
             password: None,
         };
-        let c = command_line("id", Some(&b), Duration::from_secs(5));
+        let c = command_line("id", Some(&b), true, Duration::from_secs(5));
         assert!(
             c.starts_with("exec sudo -n -u 'root' -- timeout -k 5 5 sh -c "),
             "{c}"
@@ -473,9 +629,26 @@ mod tests {
             user: "root".into(),
             password: Some(Secret::new("s3cret-pw")),
         };
-        let c = command_line("id", Some(&b), Duration::from_secs(5));
+        let c = command_line("id", Some(&b), true, Duration::from_secs(5));
         assert!(!c.contains("s3cret-pw"));
         assert!(c.contains("sudo -S -p '' -u 'root'"), "{c}");
+        // Where sudo does not ask (NOPASSWD), it may not read stdin: nothing is sent.
+        let c = command_line("id", Some(&b), false, Duration::from_secs(5));
+        assert!(
+            c.starts_with("exec sudo -n -u 'root' -- timeout -k 5 5 sh -c "),
+            "{c}"
+        );
+        assert_eq!(sudo_asks_line(&b), "exec sudo -n -u 'root' -- true");
+    }
+
+    #[test]
+    fn temp_names_are_unpredictable() {
+        let a = temp_name("dump.gz");
+        let b = temp_name("dump.gz");
+        assert_ne!(a, b);
+        let suffix = a.strip_prefix(".dump.gz.part-").unwrap();
+        assert_eq!(suffix.len(), 16);
+        assert!(suffix.chars().all(|c| c.is_ascii_hexdigit()));
     }
 
     #[test]
@@ -484,7 +657,7 @@ mod tests {
         let script = "printf '%s' \"$LC_ALL\"; printf ' %s' '$(x)'";
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(command_line(script, None, Duration::from_secs(5)))
+            .arg(command_line(script, None, false, Duration::from_secs(5)))
             .output()
             .unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "C $(x)");
@@ -494,7 +667,7 @@ mod tests {
     fn run_wire(script: &str, hidden: &[Secret], stdin: &[u8]) -> (String, std::process::Output) {
         use std::io::Write;
         let (s, body) = wire(script, hidden);
-        let cmd = command_line(&s, None, Duration::from_secs(5));
+        let cmd = command_line(&s, None, false, Duration::from_secs(5));
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(&cmd)
@@ -539,7 +712,7 @@ mod tests {
         let (s, _) = wire(&private("echo a\necho b\n"), &[]);
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(command_line(&s, None, Duration::from_secs(5)))
+            .arg(command_line(&s, None, false, Duration::from_secs(5)))
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();

@@ -1471,10 +1471,10 @@ async fn drive(
                     let res = match (&op.stdin_from, &op.stdout_to) {
                         (_, Some(to)) => {
                             remote
-                                .run_to_file(&script, &to.path, Some(&to.sha256), timeout)
+                                .run_to_file(&script, &to.path, Some(&to.sha256), to.size, timeout)
                                 .await
                         }
-                        (None, None) => remote.run_ok(&script, &op.stdin, timeout).await,
+                        (None, None) => remote.run_op_ok(&script, &op.stdin, timeout).await,
                         (Some(src), None) => {
                             remote.run_stream_ok(&script, &op.stdin, src, timeout).await
                         }
@@ -1493,7 +1493,9 @@ async fn drive(
                     match res {
                         Ok(out) => {
                             if op.show_output {
-                                sp.output = Some(mask.text(&out.stdout_lossy()));
+                                sp.output = Some(mask.text(&out.stdout_shown(
+                                    "; write the output to a file on the host to keep it all",
+                                )));
                             }
                             if action == crate::plan::Action::Check {
                                 // A passing check changes nothing.
@@ -1599,7 +1601,7 @@ async fn drive(
             script = crate::remote::private(&script);
         }
         match remote
-            .run_ok(&script, &[], timeout.unwrap_or(default_timeout))
+            .run_op_ok(&script, &[], timeout.unwrap_or(default_timeout))
             .await
         {
             Ok(_) => {
@@ -1856,7 +1858,13 @@ async fn fetch_old_contents(
         return Ok(());
     }
     script.push_str("exit 0\n");
-    let out = remote.run(&script, &[], timeout).await?;
+    // Bounded by what was asked: each file's header and at most MAX_DIFF_BYTES.
+    let max = wanted.len() * (MAX_DIFF_BYTES as usize + 64) + 4096;
+    let limits = crate::ssh::Limits {
+        stdout: crate::ssh::Keep::Whole { max },
+        ..crate::ssh::Limits::PROBE
+    };
+    let out = remote.run_with(&script, &[], limits, timeout).await?;
     let mut data: &[u8] = &out.stdout;
     while let Some(nl) = data.iter().position(|b| *b == b'\n') {
         let header = String::from_utf8_lossy(&data[..nl]).to_string();

@@ -9,6 +9,7 @@ mod adhoc;
 mod apt;
 mod audit_trace;
 mod become_user;
+mod bounded_output;
 mod cert;
 mod claw_ai;
 mod claw_ai_e2e;

@@ -1,8 +1,10 @@
 //! Everything the user sees: the text plan with diffs, progress and summary, and JSON events.
 //!
-//! **Invariant:** the planner and runner print nothing; only this module writes to the terminal.
+//! **Invariant:** the planner and runner print nothing; only this module writes to the terminal,
+//! and host-supplied text reaches it only through [`terminal::safe`].
 
 pub mod json;
+pub mod terminal;
 pub mod text;
 
 use std::io::IsTerminal;

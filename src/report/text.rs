@@ -2,6 +2,7 @@
 
 use crate::plan::{Action, ContentChange, HostPlan};
 use crate::report::Verbosity;
+use crate::report::terminal::safe;
 use crate::run::{HostOutcome, HostState, Observer, StepStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -89,6 +90,7 @@ fn content_diff(c: &ContentChange, host: &str, out: &mut String, paint: Paint) {
         )
         .to_string();
     for (n, line) in text.lines().enumerate() {
+        let line = &*safe(line);
         if n == MAX_DIFF_LINES {
             let _ = writeln!(out, "{indent}… ({} more lines)", text.lines().count() - n);
             break;
@@ -173,10 +175,9 @@ pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint, all: bool)
             for x in &s.change.warnings {
                 let _ = writeln!(
                     w,
-                    "  {} {} `{}`: {x}",
+                    "  {} {}",
                     paint.yellow("warning:"),
-                    s.kind,
-                    s.name
+                    safe(&format!("{} `{}`: {x}", s.kind, s.name))
                 );
             }
         }
@@ -205,7 +206,7 @@ pub fn plan(host: &str, address: &str, plan: &HostPlan, paint: Paint, all: bool)
                 w
             }
         };
-        let _ = writeln!(out, "  {} {what}", paint.action(c.action));
+        let _ = writeln!(out, "  {} {}", paint.action(c.action), safe(&what));
         if c.action.changes()
             && let Some(cc) = &c.content
         {
@@ -321,7 +322,11 @@ fn errors(outcomes: &[HostOutcome], paint: Paint) -> String {
             } else {
                 paint.red("error:")
             };
-            let _ = writeln!(out, "{label} {} ({}){at}: {e}", o.name, o.address);
+            let _ = writeln!(
+                out,
+                "{label} {}",
+                safe(&format!("{} ({}){at}: {e}", o.name, o.address))
+            );
         }
     }
     out
@@ -562,7 +567,7 @@ impl Observer for Progress {
             // What an operation printed (status, logs, ...), under its step line.
             let mut s = format!("{host}: {} {}", step.kind, step.name);
             for l in out.lines() {
-                s.push_str(&format!("\n{host}: | {l}"));
+                s.push_str(&format!("\n{host}: | {}", safe(l)));
             }
             self.out_line(s);
             if status != StepStatus::Failed {
@@ -576,17 +581,14 @@ impl Observer for Progress {
         let c = &step.change;
         let mut s = match status {
             StepStatus::Skipped => format!(
-                "{host}: {} {} `{}` ({})",
+                "{host}: {} {}",
                 self.paint.action(c.action),
-                step.kind,
-                step.name,
-                c.reason
+                safe(&format!("{} `{}` ({})", step.kind, step.name, c.reason))
             ),
             _ => format!(
-                "{host}: {} {} {}",
+                "{host}: {} {}",
                 self.paint.action(c.action),
-                step.kind,
-                c.target
+                safe(&format!("{} {}", step.kind, c.target))
             ),
         };
         if all && status != StepStatus::Skipped {
@@ -596,7 +598,7 @@ impl Observer for Progress {
             s.push_str(&format!(
                 " {} {}",
                 self.paint.red("FAILED:"),
-                error.unwrap_or("")
+                safe(error.unwrap_or(""))
             ));
         }
         self.line(s);
@@ -614,7 +616,7 @@ impl Observer for Progress {
         match script {
             Some(script) => {
                 for l in script.lines() {
-                    s.push_str(&format!("\n{host}:     {l}"));
+                    s.push_str(&format!("\n{host}:     {}", safe(l)));
                 }
             }
             None => s.push_str(" (not shown: it handles secrets)"),
@@ -624,11 +626,14 @@ impl Observer for Progress {
 
     fn handler(&self, host: &str, name: &str, status: StepStatus, error: Option<&str>) {
         if self.steps {
-            self.line(format!(
-                "{host}: handler {name}: {}{}",
-                status.word(),
-                error.map(|e| format!(": {e}")).unwrap_or_default()
-            ));
+            self.line(
+                safe(&format!(
+                    "{host}: handler {name}: {}{}",
+                    status.word(),
+                    error.map(|e| format!(": {e}")).unwrap_or_default()
+                ))
+                .into_owned(),
+            );
         }
     }
 
@@ -713,6 +718,38 @@ mod tests {
             summary_quiet(&[d], false, Paint(false)),
             "plan: 1 host: 1 changed; 1 change pending\n"
         );
+    }
+
+    #[test]
+    fn host_text_in_diffs_is_escaped() {
+        let c = ContentChange {
+            path: "/opt/motd".into(),
+            old_sha256: Some("ab".repeat(32)),
+            new: std::sync::Arc::new(b"clean\n".to_vec()),
+            sensitive: false,
+            old: Some(b"a\x1b[2Jb\n\x1b]52;c;eA==\x07\n\xc2\x9b1m\n\xe2\x80\xaeexe\n".to_vec()),
+            keys: None,
+        };
+        for paint in [Paint(false), Paint(true)] {
+            let mut out = String::new();
+            content_diff(&c, "h1", &mut out, paint);
+            let raw: String = out
+                .replace("\x1b[31m", "")
+                .replace("\x1b[32m", "")
+                .replace("\x1b[0m", "");
+            assert!(
+                !raw.contains(['\x1b', '\x07', '\u{9b}', '\u{202e}']),
+                "{out:?}"
+            );
+            for e in [
+                "-a\\x1b[2Jb",
+                "\\x1b]52;c;eA==\\x07",
+                "-\\u{9b}1m",
+                "-\\u{202e}exe",
+            ] {
+                assert!(out.contains(e), "{e} in {out}");
+            }
+        }
     }
 
     fn env_change(old: Option<&[u8]>, new: &[u8], fetched: bool) -> ContentChange {

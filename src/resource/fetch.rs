@@ -19,12 +19,50 @@ pub struct Args {
     pub src: String,
     /// The directory on the operator's machine.
     pub dest: String,
+    /// The largest file copied (`4G`, `500M`, `1T`, or bytes); a larger one fails the step
+    /// before anything is copied. Default [`DEFAULT_MAX_SIZE`].
+    #[serde(default)]
+    pub max_size: Option<String>,
 }
+
+/// The default `max_size`: 4 GiB (a host, or a file that grew, cannot fill this machine's
+/// disk unasked).
+pub const DEFAULT_MAX_SIZE: u64 = 4 << 30;
 
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub src: String,
     pub dest: PathBuf,
+    pub max_size: u64,
+}
+
+/// `4G`, `500M`, `64K`, `1T` (powers of 1024, an optional `iB`/`B`), or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("`{s}`: unknown unit `{c}` (K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. `4G`, `500M`, `1048576`)"))?;
+    n.checked_mul(1u64 << shift)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("`{s}`: not a usable size"))
 }
 
 impl Desired {
@@ -33,9 +71,14 @@ impl Desired {
         if a.dest.trim().is_empty() {
             return Err("`dest` is empty".into());
         }
+        let max_size = match &a.max_size {
+            Some(m) => parse_size(m).map_err(|e| format!("`max_size`: {e}"))?,
+            None => DEFAULT_MAX_SIZE,
+        };
         Ok(Self {
             src: a.src,
             dest: PathBuf::from(a.dest),
+            max_size,
         })
     }
 
@@ -46,8 +89,23 @@ impl Desired {
                 return Err(format!("{} is not a regular file on the host", self.src));
             }
             FetchState::File {
-                resolved, sha256, ..
-            } => (resolved, sha256),
+                resolved,
+                sha256,
+                size,
+            } => {
+                if *size > self.max_size {
+                    return Err(format!(
+                        "{resolved} is {size} bytes, more than the step's `max_size` ({} bytes): \
+                         nothing copied; raise `max_size` to copy it",
+                        self.max_size
+                    ));
+                }
+                (resolved, sha256)
+            }
+        };
+        let size = match o {
+            FetchState::File { size, .. } => *size,
+            _ => 0,
         };
         let name = Path::new(resolved)
             .file_name()
@@ -74,6 +132,7 @@ impl Desired {
             op.stdout_to = Some(LocalFile {
                 path: local,
                 sha256: sha256.clone(),
+                size,
             });
         }
         Ok(c)
@@ -101,6 +160,7 @@ mod tests {
         Desired::from_args(Args {
             src: "/b/latest.sql.gz".into(),
             dest: dest.to_str().unwrap().into(),
+            max_size: None,
         })
         .unwrap()
     }
@@ -133,9 +193,46 @@ mod tests {
         assert!(
             Desired::from_args(Args {
                 src: "rel".into(),
-                dest: "x".into()
+                dest: "x".into(),
+                max_size: None,
             })
             .is_err()
+        );
+    }
+
+    #[test]
+    fn max_size() {
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        for bad in ["", "x", "4X", "0", "-1", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        let small = Desired::from_args(Args {
+            src: "/b/dump".into(),
+            dest: "/nonexistent-claw-dir".into(),
+            max_size: Some("1K".into()),
+        })
+        .unwrap();
+        let file = |size| FetchState::File {
+            resolved: "/b/dump.gz".into(),
+            size,
+            sha256: "0".repeat(64),
+        };
+        let e = small.diff(&file(1025)).unwrap_err();
+        assert!(e.contains("1025 bytes") && e.contains("max_size"), "{e}");
+        let c = small.diff(&file(1024)).unwrap();
+        assert_eq!(c.op.unwrap().stdout_to.unwrap().size, 1024);
+        assert!(
+            Desired::from_args(Args {
+                src: "/b/dump".into(),
+                dest: "x".into(),
+                max_size: Some("lots".into()),
+            })
+            .unwrap_err()
+            .contains("max_size")
         );
     }
 }

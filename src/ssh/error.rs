@@ -209,6 +209,21 @@ pub enum SshError {
         timeout: Duration,
     },
 
+    /// A command printed more than the client keeps of output that it parses (a probe or a
+    /// check): it was stopped; its output is not used.
+    #[error(
+        "a remote command on host `{host}` ({target}) printed more than {} on {stream}, more than \
+         any probe or check prints: it was stopped and its output not used (a tool on the host, \
+         or the login shell, prints without end?)",
+        size(*.max)
+    )]
+    OutputTooLarge {
+        host: String,
+        target: String,
+        stream: &'static str,
+        max: usize,
+    },
+
     /// The connection broke (mid-command or between commands).
     #[error(
         "lost the connection to host `{host}` ({target}) {during}: {reason}; the host may have \
@@ -247,6 +262,16 @@ pub enum SshError {
         target: String,
         reason: String,
     },
+}
+
+/// `64 MiB`, `512 KiB`, `100 bytes`.
+pub(crate) fn size(n: usize) -> String {
+    const KIB: usize = 1024;
+    match n {
+        n if n >= KIB * KIB && n % (KIB * KIB) == 0 => format!("{} MiB", n / (KIB * KIB)),
+        n if n >= KIB && n % KIB == 0 => format!("{} KiB", n / KIB),
+        n => format!("{n} bytes"),
+    }
 }
 
 impl SshError {

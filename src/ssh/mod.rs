@@ -11,6 +11,7 @@
 //! Facts about russh 0.65.1 that shaped this code are in `shared/notes/russh.md`.
 
 mod auth;
+pub mod capture;
 pub mod config;
 mod error;
 pub mod known_hosts;
@@ -21,9 +22,12 @@ use std::time::Duration;
 
 use crate::secret::Secret;
 
+pub use capture::{Dropped, Keep, Limits};
 pub use error::SshError;
 pub use known_hosts::{HostKeyPolicy, HostKeyStatus, KnownHosts};
-pub use session::{ExecOutput, MAX_CHANNELS, Session, SessionStats, take_learned_host_keys};
+pub use session::{
+    Chunk, ExecOutput, MAX_CHANNELS, Output, Session, SessionStats, take_learned_host_keys,
+};
 
 /// Default interval between SSH keepalives when the server is silent; the connection is
 /// declared lost after [`KEEPALIVE_MAX`] unanswered ones.

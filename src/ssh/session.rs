@@ -24,10 +24,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio::time::timeout_at;
 
+use super::capture::{Capture, Dropped, Keep, Limits};
 use super::known_hosts::{self, AddOutcome, HostKeyStatus, KnownHosts, Marker};
 use super::{ConnectSpec, HostKeyPolicy, KEEPALIVE_MAX, PassphraseSource, SshError, auth};
 
-/// Read size of a streamed stdin ([`Session::exec_stream`]): large writes make large packets.
+/// Read size of a streamed stdin ([`Session::exec_with`]): large writes make large packets.
 pub const STREAM_CHUNK: usize = 256 * 1024;
 
 /// Channels (concurrent commands) per connection; sshd's default `MaxSessions` is 10.
@@ -44,9 +45,15 @@ pub struct ExecOutput {
     pub exit_status: Option<u32>,
     /// The signal name (`TERM`, `KILL`, ...) if the command was killed by one.
     pub exit_signal: Option<String>,
+    /// What the client kept of stdout (see [`Limits`]; empty when it went to a sink).
     pub stdout: Vec<u8>,
+    /// What the client kept of stderr.
     pub stderr: Vec<u8>,
-    /// With [`Session::exec_to`]: the error that stopped writing stdout to the sink (the
+    /// Bytes of stdout not kept (the middle of a long output, [`Keep::Ends`]).
+    pub stdout_dropped: Option<Dropped>,
+    /// Bytes of stderr not kept.
+    pub stderr_dropped: Option<Dropped>,
+    /// With [`Output::Sink`]: the error that stopped writing stdout to the sink (the
     /// command's output was then drained and dropped).
     pub sink_error: Option<String>,
 }
@@ -66,6 +73,35 @@ impl ExecOutput {
     pub fn stderr_lossy(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(&self.stderr)
     }
+
+    /// stdout as text, with a line saying how many bytes were not kept where they were
+    /// dropped (`hint`: how to get them all).
+    pub fn stdout_shown(&self, hint: &str) -> String {
+        super::capture::shown(&self.stdout, self.stdout_dropped, "stdout", hint)
+    }
+
+    /// stderr as text, marked as [`ExecOutput::stdout_shown`].
+    pub fn stderr_shown(&self, hint: &str) -> String {
+        super::capture::shown(&self.stderr, self.stderr_dropped, "stderr", hint)
+    }
+}
+
+/// Where a command's output goes; every byte is either kept within [`Limits`] or passed on.
+pub enum Output<'a> {
+    /// Kept in [`ExecOutput`] within these limits.
+    Keep(Limits),
+    /// stdout written to the sink as it arrives (never held whole in memory); stderr kept.
+    Sink(&'a mut (dyn tokio::io::AsyncWrite + Unpin + Send), Keep),
+    /// Every chunk sent on the channel as it arrives (waiting for room: a slow reader slows
+    /// the command down, through the SSH window), and also kept within the limits.
+    Tee(tokio::sync::mpsc::Sender<Chunk>, Limits),
+}
+
+/// A piece of a command's output, as it arrived ([`Output::Tee`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
 }
 
 /// Counters of one session (a snapshot).
@@ -474,53 +510,37 @@ impl Session {
     /// feeding `stdin` (then EOF; EOF right away without stdin). One call = one channel = one
     /// counted round trip. `timeout` bounds the whole call (including waiting for a free
     /// channel); on expiry the channel is closed and [`SshError::Timeout`] returned — wrap the
-    /// remote command in `timeout` too, signals are not reliable.
+    /// remote command in `timeout` too, signals are not reliable. The output is kept within
+    /// [`Limits::PROBE`] (more stdout is [`SshError::OutputTooLarge`]).
     pub async fn exec(
         &self,
         command: &str,
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<ExecOutput, SshError> {
-        self.exec_input(command, stdin.unwrap_or_default(), None, None, timeout)
-            .await
+        self.exec_with(
+            command,
+            stdin.unwrap_or_default(),
+            None,
+            Output::Keep(Limits::PROBE),
+            timeout,
+        )
+        .await
     }
 
-    /// Like [`Session::exec`], but after `prefix` the command's stdin is read from `stream`
-    /// in chunks of [`STREAM_CHUNK`] bytes as the channel's window allows (backpressure: at
-    /// most one chunk plus the SSH window is in flight, whatever the stream's length), then EOF.
-    /// A read error ends the stream early (EOF is still sent); the caller checks the source.
-    /// `stream` is dropped when the command ends, even if it was not read to its end.
-    pub async fn exec_stream(
-        &self,
-        command: &str,
-        prefix: &[u8],
-        stream: Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>,
-        timeout: Duration,
-    ) -> Result<ExecOutput, SshError> {
-        self.exec_input(command, prefix, Some(stream), None, timeout)
-            .await
-    }
-
-    /// Like [`Session::exec`], but the command's standard output is written to `sink` as it
-    /// arrives (never held whole in memory: a database dump can be large); the returned
-    /// `stdout` stays empty. A write error is reported in `sink_error`.
-    pub async fn exec_to(
-        &self,
-        command: &str,
-        stdin: &[u8],
-        sink: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
-        timeout: Duration,
-    ) -> Result<ExecOutput, SshError> {
-        self.exec_input(command, stdin, None, Some(sink), timeout)
-            .await
-    }
-
-    async fn exec_input(
+    /// Like [`Session::exec`], with the output going to `output`; and, when `stream` is given,
+    /// after `stdin` the command's stdin is read from `stream` in chunks of [`STREAM_CHUNK`]
+    /// bytes as the channel's window allows (backpressure: at most one chunk plus the SSH
+    /// window is in flight, whatever the stream's length), then EOF. A read error ends the
+    /// stream early (EOF is still sent); the caller checks the source. `stream` is dropped
+    /// when the command ends, even if it was not read to its end. With [`Output::Sink`], a
+    /// write error is reported in `sink_error` (the rest of stdout is then drained and dropped).
+    pub async fn exec_with(
         &self,
         command: &str,
         stdin: &[u8],
         stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>>,
-        sink: Option<&mut (dyn tokio::io::AsyncWrite + Unpin + Send)>,
+        output: Output<'_>,
         timeout: Duration,
     ) -> Result<ExecOutput, SshError> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -549,26 +569,26 @@ impl Session {
         self.channels.fetch_add(1, Ordering::Relaxed);
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let (mut rx, tx) = channel.split();
-        match timeout_at(
+        let res = match timeout_at(
             deadline,
-            self.run(&mut rx, &tx, command, stdin, stream, sink),
+            self.run(&mut rx, &tx, command, stdin, stream, output),
         )
         .await
         {
-            Ok(r) => r,
-            Err(_) => {
-                // Unread messages must not stall the connection while we clean up.
-                drop(rx);
-                // Best effort: ask sshd to kill the command (ignored for some accounts), and
-                // close our side. Dropping `rx` afterwards never stalls the connection.
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    let _ = tx.signal(Sig::KILL).await;
-                    let _ = tx.close().await;
-                })
-                .await;
-                Err(timed_out())
-            }
-        }
+            Ok(Err(e @ SshError::OutputTooLarge { .. })) => e,
+            Ok(r) => return r,
+            Err(_) => timed_out(),
+        };
+        // Unread messages must not stall the connection while we clean up.
+        drop(rx);
+        // Best effort: ask sshd to kill the command (ignored for some accounts), and close
+        // our side. Dropping `rx` afterwards never stalls the connection.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = tx.signal(Sig::KILL).await;
+            let _ = tx.close().await;
+        })
+        .await;
+        Err(res)
     }
 
     async fn run(
@@ -578,8 +598,28 @@ impl Session {
         command: &str,
         stdin: &[u8],
         stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>>,
-        mut sink: Option<&mut (dyn tokio::io::AsyncWrite + Unpin + Send)>,
+        output: Output<'_>,
     ) -> Result<ExecOutput, SshError> {
+        let (mut sink, tee, limits) = match output {
+            Output::Keep(l) => (None, None, l),
+            Output::Sink(w, stderr) => (
+                Some(w),
+                None,
+                Limits {
+                    stdout: Keep::Whole { max: 0 },
+                    stderr,
+                },
+            ),
+            Output::Tee(t, l) => (None, Some(t), l),
+        };
+        let mut stdout_kept = Capture::new(limits.stdout);
+        let mut stderr_kept = Capture::new(limits.stderr);
+        let too_large = |stream: &'static str, max: usize| SshError::OutputTooLarge {
+            host: self.host.clone(),
+            target: self.target.clone(),
+            stream,
+            max,
+        };
         tx.exec(true, command)
             .await
             .map_err(|_| self.lost("before the command was sent"))?;
@@ -632,12 +672,22 @@ impl Session {
                 msg = rx.wait() => match msg {
                     Some(ChannelMsg::Data { data }) => {
                         self.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        if let Some(t) = &tee {
+                            // A reader that went away only stops the copy.
+                            let _ = t.send(Chunk::Stdout(data.to_vec())).await;
+                        }
                         match sink.as_mut() {
-                            None => out.stdout.extend_from_slice(&data),
+                            None => stdout_kept
+                                .push(&data)
+                                .map_err(|o| too_large("stdout", o.max))?,
                             Some(w) if out.sink_error.is_none() => {
                                 use tokio::io::AsyncWriteExt;
                                 if let Err(e) = w.write_all(&data).await {
+                                    // The rest is not wanted: stop the command.
                                     out.sink_error = Some(e.to_string());
+                                    let _ = tx.signal(Sig::KILL).await;
+                                    let _ = tx.close().await;
+                                    break;
                                 }
                             }
                             Some(_) => {}
@@ -645,7 +695,12 @@ impl Session {
                     }
                     Some(ChannelMsg::ExtendedData { data, .. }) => {
                         self.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
-                        out.stderr.extend_from_slice(&data);
+                        if let Some(t) = &tee {
+                            let _ = t.send(Chunk::Stderr(data.to_vec())).await;
+                        }
+                        stderr_kept
+                            .push(&data)
+                            .map_err(|o| too_large("stderr", o.max))?;
                     }
                     Some(ChannelMsg::ExitStatus { exit_status }) => {
                         out.exit_status = Some(exit_status);
@@ -669,9 +724,11 @@ impl Session {
                 },
             }
         }
-        if out.exit_status.is_none() && out.exit_signal.is_none() {
+        if out.exit_status.is_none() && out.exit_signal.is_none() && out.sink_error.is_none() {
             return Err(self.lost("while a command was running (its outcome is unknown)"));
         }
+        (out.stdout, out.stdout_dropped) = stdout_kept.finish();
+        (out.stderr, out.stderr_dropped) = stderr_kept.finish();
         Ok(out)
     }
 
