@@ -153,8 +153,8 @@ struct Rendered {
     /// Per step: the desired state, or None with the reason it is skipped.
     steps: Vec<Result<Desired, String>>,
     handlers: Vec<(String, Option<Duration>, command::Desired)>,
-    /// Per step: a secret flowed into its rendering (see `template::track`).
-    tainted: Vec<bool>,
+    /// Per step: the texts of its rendering a secret flowed into (see `template::track`).
+    tainted: Vec<Vec<crate::template::Tainted>>,
     /// The handlers a secret flowed into.
     tainted_handlers: Vec<String>,
     /// Every text rendered from a secret, with its display rendering.
@@ -177,21 +177,20 @@ fn render(
     };
     let mut errors = Vec::new();
     let mut out = Vec::new();
-    let mut tainted = vec![false; steps.len()];
+    let mut tainted = vec![Vec::new(); steps.len()];
     let mut tainted_handlers = Vec::new();
     let mut found: Vec<crate::template::Tainted> = Vec::new();
     let mut tracked = |f: &mut dyn FnMut() -> Result<Desired, String>| {
         if !reuse {
-            return (f(), false);
+            return (f(), Vec::new());
         }
         let (r, t) = crate::template::track(f);
-        let any = !t.is_empty();
-        for x in t {
-            if !found.contains(&x) {
-                found.push(x);
+        for x in &t {
+            if !found.contains(x) {
+                found.push(x.clone());
             }
         }
-        (r, any)
+        (r, t)
     };
     for (i, ps) in steps.iter().enumerate() {
         let step = &ps.step;
@@ -250,7 +249,7 @@ fn render(
             }
         }
         let (r, t) = tracked(&mut || resource::desired(&h.kind, &h.args, ctx, &sources));
-        if t {
+        if !t.is_empty() {
             tainted_handlers.push(h.name.clone());
         }
         match r {
@@ -1173,7 +1172,7 @@ async fn drive(
     let mask = Mask::new(&all_secrets, &rendered.found);
     remote.hide(mask.needles());
     *mask_out = Some(mask.clone());
-    let tainted = &rendered.tainted;
+    let tainted: Vec<bool> = rendered.tainted.iter().map(|t| !t.is_empty()).collect();
     let mut desired: Vec<Option<Desired>> = Vec::new();
     let mut skip: Vec<String> = Vec::new();
     for r in rendered.steps {
@@ -1290,7 +1289,7 @@ async fn drive(
                         c
                     }
                 };
-                mask.content(&mut c, s.names_secrets || tainted[i]);
+                mask.content(&mut c, s.names_secrets, &rendered.tainted[i]);
                 c
             }
             _ => Change::skip(String::new(), skip[i].clone()),
@@ -1440,7 +1439,7 @@ async fn drive(
                     ))
                 }
                 Ok(mut c) => {
-                    mask.content(&mut c, p.steps[i].names_secrets || tainted[i]);
+                    mask.content(&mut c, p.steps[i].names_secrets, &rendered.tainted[i]);
                     sp.change = c;
                     if let Some(ps) = o.plan.as_mut() {
                         ps.steps[i] = sp.clone();
@@ -1767,14 +1766,14 @@ async fn run_probe(
 /// `secret::MIN_SEARCHED` are not searched for (taint still makes their steps private).
 #[derive(Clone)]
 struct Mask {
-    /// (needle, replacement), longest needle first.
-    subs: Vec<(String, String)>,
+    /// (needle, replacement, ASCII case-insensitive), longest needle first.
+    subs: Vec<(String, String, bool)>,
 }
 
 impl Mask {
     fn new(secrets: &[(String, Secret)], tainted: &[crate::template::Tainted]) -> Self {
         use crate::quote::quote;
-        let mut subs: Vec<(String, String)> = Vec::new();
+        let mut subs: Vec<(String, String, bool)> = Vec::new();
         // The secrets' forms first: for a text that is both, their marker is kept.
         for (name, v) in secrets {
             let shown = if name.is_empty() {
@@ -1783,12 +1782,13 @@ impl Mask {
                 crate::template::marker(name)
             };
             for f in crate::secret::forms(v.expose()) {
-                subs.push((f, shown.clone()));
+                subs.push((f, shown.clone(), true));
             }
         }
+        // A tainted text is matched exactly: the texts of two steps may differ only in case.
         for t in tainted {
-            subs.push((t.real.clone(), t.display.clone()));
-            subs.push((quote(&t.real), quote(&t.display)));
+            subs.push((t.real.clone(), t.display.clone(), false));
+            subs.push((quote(&t.real), quote(&t.display), false));
             let r: Vec<&str> = t.real.lines().collect();
             let d: Vec<&str> = t.display.lines().collect();
             for op in similar::capture_diff_slices(similar::Algorithm::Myers, &r, &d) {
@@ -1805,15 +1805,17 @@ impl Mask {
                     } else {
                         dl.join(" ")
                     };
-                    subs.push((line.trim().to_string(), shown.trim().to_string()));
-                    subs.push((line.to_string(), shown));
+                    subs.push((line.trim().to_string(), shown.trim().to_string(), false));
+                    subs.push((line.to_string(), shown, false));
                 }
             }
         }
-        subs.retain(|(n, r)| n.len() >= crate::secret::MIN_SEARCHED && n != r);
-        // Longest first, so a text containing another is replaced whole.
-        subs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        subs.dedup_by(|a, b| a.0 == b.0);
+        subs.retain(|(n, r, _)| n.len() >= crate::secret::MIN_SEARCHED && n != r);
+        // Longest first, so a text containing another is replaced whole (a stable sort: of
+        // equal needles, the first pushed is kept).
+        subs.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        let mut seen = std::collections::HashSet::new();
+        subs.retain(|s| seen.insert(s.0.clone()));
         Self { subs }
     }
 
@@ -1821,16 +1823,25 @@ impl Mask {
     fn needles(&self) -> Vec<Secret> {
         self.subs
             .iter()
-            .map(|(n, _)| Secret::new(n.clone()))
+            .map(|(n, _, _)| Secret::new(n.clone()))
             .collect()
     }
 
     /// `data` with every needle replaced; None when it holds none.
     fn apply(&self, data: &[u8]) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
-        for (n, r) in &self.subs {
+        for (n, r, ci) in &self.subs {
             let cur = out.as_deref().unwrap_or(data);
-            let Some(mut at) = crate::secret::find_ci(cur, n.as_bytes(), 0) else {
+            let find = |from: usize| {
+                if *ci {
+                    crate::secret::find_ci(cur, n.as_bytes(), from)
+                } else {
+                    (cur.get(from..)?.windows(n.len()))
+                        .position(|w| w == n.as_bytes())
+                        .map(|i| i + from)
+                }
+            };
+            let Some(mut at) = find(0) else {
                 continue;
             };
             let mut next = Vec::with_capacity(cur.len());
@@ -1839,7 +1850,7 @@ impl Mask {
                 next.extend_from_slice(&cur[from..at]);
                 next.extend_from_slice(r.as_bytes());
                 from = at + n.len();
-                match crate::secret::find_ci(cur, n.as_bytes(), from) {
+                match find(from) {
                     Some(i) => at = i,
                     None => break,
                 }
@@ -1867,24 +1878,29 @@ impl Mask {
         }
     }
 
-    /// `sensitive`: the step or its template names `secrets`, or a secret flowed into its
-    /// rendering (its content is sensitive even when no value appears in it as such:
-    /// encoded, hashed, ...).
-    fn content(&self, c: &mut Change, sensitive: bool) {
+    /// A step's change as shown. `names_secrets`: the step or its template names `secrets`;
+    /// `own`: the texts of its rendering a secret flowed into. Either makes its content
+    /// sensitive (even when no value appears in it as such: encoded, hashed, ...). Its own
+    /// texts are replaced first: another step may have rendered the same text from other
+    /// expressions (`trim` and `striptags` of a secret, say), whose marker rendering differs.
+    fn content(&self, c: &mut Change, names_secrets: bool, own: &[crate::template::Tainted]) {
+        let tainted = !own.is_empty();
+        let own = Mask::new(&[], own);
+        let text = |s: &str| self.text(&own.text(s));
         if let Some(cc) = c.content.as_mut() {
-            if sensitive || self.apply(&cc.new).is_some() {
+            if names_secrets || tainted || self.apply(&cc.new).is_some() {
                 cc.sensitive = true;
             }
             self.old_content(cc);
         }
         for d in &mut c.details {
-            *d = self.text(d);
+            *d = text(d);
         }
         for w in &mut c.warnings {
-            *w = self.text(w);
+            *w = text(w);
         }
-        c.reason = self.text(&c.reason);
-        c.target = self.text(&c.target);
+        c.reason = text(&c.reason);
+        c.target = text(&c.target);
     }
 
     /// The current content read back from the host (the old side of a diff): a secret in it
@@ -2141,16 +2157,16 @@ mod tests {
         let mask = Mask::new(&[("k".into(), Secret::new("value-of-k"))], &[]);
         let mut c = file_change("/x");
         c.content.as_mut().unwrap().new = Arc::new(b"auth=dmFsdWUtb2Ytaw==\n".to_vec());
-        mask.content(&mut c, false);
+        mask.content(&mut c, false, &[]);
         assert!(
             c.content.as_ref().unwrap().sensitive,
             "base64 is searched for"
         );
         let mut c = file_change("/x");
         c.content.as_mut().unwrap().new = Arc::new(b"auth=k-fo-eulav\n".to_vec());
-        mask.content(&mut c, false);
+        mask.content(&mut c, false, &[]);
         assert!(!c.content.as_ref().unwrap().sensitive);
-        mask.content(&mut c, true);
+        mask.content(&mut c, true, &[]);
         assert!(c.content.as_ref().unwrap().sensitive);
     }
 
@@ -2237,7 +2253,7 @@ mod tests {
             cc.new = Arc::new(b"password=none\n".to_vec());
             cc.old = Some(format!("password={pw}\nother=LINE-TWO-VAL\n").into_bytes());
         }
-        mask.content(&mut c, false);
+        mask.content(&mut c, false, &[]);
         let cc = c.content.as_ref().unwrap();
         assert!(!cc.sensitive, "the new side holds no secret");
         assert_eq!(

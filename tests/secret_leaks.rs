@@ -880,7 +880,7 @@ fn secrets_through_every_filter_and_flow_show_only_as_markers() {
     let fc = format!("{}{}", failed_command.stdout, failed_command.stderr);
     assert!(fc.contains("BOOM <secret:TAINT_QUOTE>"), "{fc}");
     let ft = format!("{}{}", failed_template.stdout, failed_template.stderr);
-    assert!(ft.contains("forced <secret:TAINT_MIXED>"), "{ft}");
+    assert!(ft.contains("FORCED <secret:TAINT_MIXED>"), "{ft}");
     let _ = applied_json;
 
     // Every form the playbook gives each value (the exact rendering of every filter expression
