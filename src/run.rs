@@ -267,7 +267,9 @@ fn render(
             found,
         })
     } else {
-        Err(errors)
+        // An error may quote a text rendered from a secret (a path it refuses, say).
+        let m = Mask::new(&[], &found);
+        Err(errors.into_iter().map(|(i, e)| (i, m.text(&e))).collect())
     }
 }
 
@@ -1766,29 +1768,21 @@ async fn run_probe(
 /// `secret::MIN_SEARCHED` are not searched for (taint still makes their steps private).
 #[derive(Clone)]
 struct Mask {
-    /// (needle, replacement, ASCII case-insensitive), longest needle first.
-    subs: Vec<(String, String, bool)>,
+    /// The tainted texts (matched exactly: the texts of two steps may differ only in case) and
+    /// the secrets' forms (ASCII case-insensitively): each an automaton over its needles and
+    /// what replaces each. Of overlapping matches the leftmost, then longest, is replaced.
+    passes: Vec<(std::sync::Arc<aho_corasick::AhoCorasick>, Vec<String>)>,
+    /// Every needle (for `Remote::hide`).
+    all: Vec<String>,
 }
 
 impl Mask {
     fn new(secrets: &[(String, Secret)], tainted: &[crate::template::Tainted]) -> Self {
         use crate::quote::quote;
-        let mut subs: Vec<(String, String, bool)> = Vec::new();
-        // The secrets' forms first: for a text that is both, their marker is kept.
-        for (name, v) in secrets {
-            let shown = if name.is_empty() {
-                "********".to_string()
-            } else {
-                crate::template::marker(name)
-            };
-            for f in crate::secret::forms(v.expose()) {
-                subs.push((f, shown.clone(), true));
-            }
-        }
-        // A tainted text is matched exactly: the texts of two steps may differ only in case.
+        let mut exact: Vec<(String, String)> = Vec::new();
         for t in tainted {
-            subs.push((t.real.clone(), t.display.clone(), false));
-            subs.push((quote(&t.real), quote(&t.display), false));
+            exact.push((t.real.clone(), t.display.clone()));
+            exact.push((quote(&t.real), quote(&t.display)));
             let r: Vec<&str> = t.real.lines().collect();
             let d: Vec<&str> = t.display.lines().collect();
             for op in similar::capture_diff_slices(similar::Algorithm::Myers, &r, &d) {
@@ -1805,60 +1799,76 @@ impl Mask {
                     } else {
                         dl.join(" ")
                     };
-                    subs.push((line.trim().to_string(), shown.trim().to_string(), false));
-                    subs.push((line.to_string(), shown, false));
+                    exact.push((line.trim().to_string(), shown.trim().to_string()));
+                    exact.push((line.to_string(), shown));
                 }
             }
         }
-        subs.retain(|(n, r, _)| n.len() >= crate::secret::MIN_SEARCHED && n != r);
-        // Longest first, so a text containing another is replaced whole (a stable sort: of
-        // equal needles, the first pushed is kept).
-        subs.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
-        let mut seen = std::collections::HashSet::new();
-        subs.retain(|s| seen.insert(s.0.clone()));
-        Self { subs }
+        let mut forms: Vec<(String, String)> = Vec::new();
+        for (name, v) in secrets {
+            let shown = if name.is_empty() {
+                "********".to_string()
+            } else {
+                crate::template::marker(name)
+            };
+            for f in crate::secret::forms(v.expose()) {
+                forms.push((f, shown.clone()));
+            }
+        }
+        let mut all = Vec::new();
+        let mut passes = Vec::new();
+        for (mut subs, ci) in [(exact, false), (forms, true)] {
+            subs.retain(|(n, r)| n.len() >= crate::secret::MIN_SEARCHED && n != r);
+            // Of equal needles, the first is kept.
+            let mut seen = std::collections::HashSet::new();
+            subs.retain(|s| seen.insert(s.0.clone()));
+            if subs.is_empty() {
+                continue;
+            }
+            let ac = aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(ci)
+                .build(subs.iter().map(|s| s.0.as_bytes()))
+                .expect("an automaton of a host's secret texts");
+            all.extend(subs.iter().map(|s| s.0.clone()));
+            passes.push((
+                std::sync::Arc::new(ac),
+                subs.into_iter().map(|s| s.1).collect(),
+            ));
+        }
+        Self { passes, all }
     }
 
     /// Every text searched for: `Remote::hide` sends a script holding one on stdin.
     fn needles(&self) -> Vec<Secret> {
-        self.subs
-            .iter()
-            .map(|(n, _, _)| Secret::new(n.clone()))
-            .collect()
+        self.all.iter().map(|n| Secret::new(n.clone())).collect()
     }
 
-    /// `data` with every needle replaced; None when it holds none.
+    /// `data` with every needle replaced; None when it holds none. Matches start and end
+    /// where the needles' characters do, so UTF-8 text stays UTF-8.
     fn apply(&self, data: &[u8]) -> Option<Vec<u8>> {
-        let mut out: Option<Vec<u8>> = None;
-        for (n, r, ci) in &self.subs {
-            let cur = out.as_deref().unwrap_or(data);
-            let find = |from: usize| {
-                if *ci {
-                    crate::secret::find_ci(cur, n.as_bytes(), from)
-                } else {
-                    (cur.get(from..)?.windows(n.len()))
-                        .position(|w| w == n.as_bytes())
-                        .map(|i| i + from)
-                }
-            };
-            let Some(mut at) = find(0) else {
-                continue;
-            };
-            let mut next = Vec::with_capacity(cur.len());
-            let mut from = 0;
-            loop {
-                next.extend_from_slice(&cur[from..at]);
-                next.extend_from_slice(r.as_bytes());
-                from = at + n.len();
-                match find(from) {
-                    Some(i) => at = i,
-                    None => break,
-                }
+        // (start, end, automaton, pattern) of every match, overlapping ones included.
+        let mut ms: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for (a, (ac, _)) in self.passes.iter().enumerate() {
+            for m in ac.find_overlapping_iter(data) {
+                ms.push((m.start(), m.end(), a, m.pattern().as_usize()));
             }
-            next.extend_from_slice(&cur[from..]);
-            out = Some(next);
         }
-        out
+        if ms.is_empty() {
+            return None;
+        }
+        ms.sort_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)).then(x.2.cmp(&y.2)));
+        let mut out = Vec::with_capacity(data.len());
+        let mut at = 0;
+        for (start, end, a, i) in ms {
+            if start < at {
+                continue;
+            }
+            out.extend_from_slice(&data[at..start]);
+            out.extend_from_slice(self.passes[a].1[i].as_bytes());
+            at = end;
+        }
+        out.extend_from_slice(&data[at..]);
+        Some(out)
     }
 
     fn text(&self, s: &str) -> String {
@@ -2244,6 +2254,60 @@ mod tests {
     }
 
     #[test]
+    fn rendering_marks_tainted_steps_and_masks_its_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let pb = Playbook::parse(
+            &dir.path().join("pb.toml"),
+            "name = \"p\"\n\
+             [[steps]]\nname = \"plain\"\nkind = \"command\"\nrun = \"echo {{ secrets.K | length > 0 }}\"\n\
+             [[steps]]\nname = \"tainted\"\nkind = \"command\"\nrun = \"echo {{ secrets.K | upper | shell_quote }}\"\n\
+             [[steps]]\nname = \"bad\"\nkind = \"command\"\nrun = \"true\"\ncreates = \"x/{{ secrets.K | reverse }}\"\n\
+             [[handlers]]\nname = \"h\"\nkind = \"command\"\nrun = \"echo {{ secrets.K | lower }}\"\n",
+        )
+        .unwrap();
+        let info = PlaybookInfo {
+            path: pb.path.clone(),
+            name: pb.name.clone(),
+            files_dir: dir.path().into(),
+            templates_dir: dir.path().into(),
+            handlers: pb.handlers.clone(),
+            operator_secrets: vec![],
+            secret_names: vec![],
+            task: false,
+            rollout: Default::default(),
+            inventory: Value::Null,
+        };
+        let steps: Vec<PreparedStep> = (pb.steps.iter())
+            .map(|s| PreparedStep {
+                step: s.clone(),
+                probe_desired: None,
+                context_free: false,
+                names_secrets: true,
+            })
+            .collect();
+        let ctx = serde_json::json!({"secrets": {"K": "key-Value-123"}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let r = render(&steps[..2], &info, &ctx, true).unwrap();
+        assert_eq!(r.tainted[0], vec![], "a test of the value shows none of it");
+        assert_eq!(r.tainted[1].len(), 1);
+        assert_eq!(r.tainted[1][0].display, "echo '<SECRET:K>'");
+        assert_eq!(r.tainted_handlers, ["h"]);
+        assert_eq!(r.found.len(), 2);
+        // The offline render (stand-ins) is not tracked.
+        let r = render(&steps[..2], &info, &ctx, false).unwrap();
+        assert!(r.found.is_empty() && r.tainted[1].is_empty());
+        // An error quoting a tainted text (here reversed: no form the search knows).
+        let Err(e) = render(&steps, &info, &ctx, true) else {
+            panic!("a relative `creates` is an error")
+        };
+        assert_eq!(e.len(), 1);
+        assert!(e[0].1.contains("x/>K:terces<"), "{e:?}");
+        assert!(!e[0].1.contains("321-eulaV"), "{e:?}");
+    }
+
+    #[test]
     fn the_old_side_of_a_diff_and_host_errors_are_masked() {
         let pw = "Ünï-\"q\\$x-\nline-two-val";
         let (mask, _, _) = tainted_mask(pw, &["{{ secrets.DB_PW | lower }}"]);
@@ -2260,8 +2324,9 @@ mod tests {
             String::from_utf8(cc.old.clone().unwrap()).unwrap(),
             "password=<secret:DB_PW>\nother=<secret:DB_PW>\n"
         );
+        // The text the step rendered (lowercased) is its display rendering.
         let e = mask.error(RemoteError::Failed(format!("bad: {}", pw.to_lowercase())));
-        assert_eq!(e.to_string(), "bad: <secret:DB_PW>");
+        assert_eq!(e.to_string(), "bad: <secret:db_pw>");
         // Nothing to hide: the same text.
         assert_eq!(mask.text("ünïcode ok"), "ünïcode ok");
     }

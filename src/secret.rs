@@ -66,7 +66,7 @@ pub const MIN_SEARCHED: usize = 4;
 /// part), JSON-escaped, backslash-escaped, HTML/XML-escaped, base64 (standard and URL-safe,
 /// with and without padding), URL-encoded (upper- and lowercase hex), upper- and lowercase,
 /// trimmed, and each line of a multi-line value. Upper/lowercase of ASCII is also covered by
-/// the search being ASCII-case-insensitive. Forms shorter than [`MIN_SEARCHED`] are left out.
+/// the search (`run::Mask`) being ASCII-case-insensitive. Forms shorter than [`MIN_SEARCHED`] are left out.
 pub fn forms(v: &str) -> Vec<String> {
     use base64::Engine as _;
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -129,16 +129,6 @@ pub fn forms(v: &str) -> Vec<String> {
     out
 }
 
-/// Where `needle` occurs in `hay`, ASCII letters compared case-insensitively (byte offsets;
-/// always on character boundaries: a match starts and ends where the needle's characters do).
-pub fn find_ci(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
-        return None;
-    }
-    (from..=hay.len() - needle.len())
-        .find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,8 +161,5 @@ mod tests {
             !forms("ab").iter().any(|f| f == "ab"),
             "too short to search"
         );
-        assert_eq!(find_ci(b"xx SeCrEt", b"secret", 0), Some(3));
-        assert_eq!(find_ci("é-SECRET".as_bytes(), b"secret", 0), Some(3));
-        assert_eq!(find_ci(b"secre", b"secret", 0), None);
     }
 }

@@ -458,11 +458,11 @@ fn no_secret_reaches_any_output_file_log_or_command_line() {
     // The failures were reported, their secrets masked (checked after the search, which
     // reports a leak there as one).
     assert!(
-        failed_template.contains("forced failure with ********"),
+        failed_template.contains("forced failure with <secret:ZHIPUAI_API_KEY> and <secret:token>"),
         "{failed_template}"
     );
     assert!(
-        failed_command.contains("boom: ******** ********"),
+        failed_command.contains("boom: <secret:PINECONE_API_KEY> <secret:token>"),
         "{failed_command}"
     );
     eprintln!(
