@@ -277,7 +277,23 @@ impl Remote {
         if out.success() {
             Ok(out)
         } else {
-            Err(RemoteError::Failed(describe_failure(&out)))
+            Err(RemoteError::Failed(self.describe(script, &out)))
+        }
+    }
+
+    /// Whether `script` goes to the host on stdin (it holds secret material).
+    fn is_private(&self, script: &str) -> bool {
+        let hidden = self.hidden.read().unwrap_or_else(|e| e.into_inner());
+        !wire(script, &hidden).1.is_empty()
+    }
+
+    /// [`describe_failure`], or [`describe_failure_stderr`] for a script that holds secret
+    /// material: what such a script prints can hold it in any form.
+    fn describe(&self, script: &str, out: &ExecOutput) -> String {
+        if self.is_private(script) {
+            describe_failure_stderr(out)
+        } else {
+            describe_failure(out)
         }
     }
 
@@ -517,12 +533,22 @@ impl Remote {
         if out.success() {
             return Ok(out);
         }
-        Err(RemoteError::Failed(describe_failure(&out)))
+        Err(RemoteError::Failed(self.describe(script, &out)))
     }
 }
 
-/// "exit status 2: <last lines of stderr>".
+/// "exit status 2: <last lines of stderr>", never stdout: for commands whose standard output
+/// can hold secrets (the probe reads the host's secret files; scripts holding secret material).
+pub fn describe_failure_stderr(out: &ExecOutput) -> String {
+    describe_output(out, false)
+}
+
+/// "exit status 2: <last lines of stderr>" (of stdout when stderr is empty).
 pub fn describe_failure(out: &ExecOutput) -> String {
+    describe_output(out, true)
+}
+
+fn describe_output(out: &ExecOutput, use_stdout: bool) -> String {
     let status = match (&out.exit_status, &out.exit_signal) {
         (Some(s), _) => format!("exit status {s}"),
         (None, Some(sig)) => format!("killed by signal {sig}"),
@@ -531,7 +557,9 @@ pub fn describe_failure(out: &ExecOutput) -> String {
     let err = String::from_utf8_lossy(&out.stderr);
     let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = &tail[tail.len().saturating_sub(5)..];
-    if tail.is_empty() {
+    if tail.is_empty() && !use_stdout {
+        status
+    } else if tail.is_empty() {
         let outs = String::from_utf8_lossy(&out.stdout);
         let o: Vec<&str> = outs.lines().collect();
         let o = &o[o.len().saturating_sub(5)..];
@@ -680,6 +708,22 @@ mod tests {
         input.extend_from_slice(stdin);
         child.stdin.take().unwrap().write_all(&input).unwrap();
         (cmd, child.wait_with_output().unwrap())
+    }
+
+    #[test]
+    fn a_failure_of_a_secret_holder_is_described_by_stderr_only() {
+        let out = ExecOutput {
+            exit_status: Some(3),
+            stdout: b"@secret\ttok-9f8e7d\n".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(describe_failure(&out), "exit status 3: @secret\ttok-9f8e7d");
+        assert_eq!(describe_failure_stderr(&out), "exit status 3");
+        let out = ExecOutput {
+            stderr: b"boom\n".to_vec(),
+            ..out
+        };
+        assert_eq!(describe_failure_stderr(&out), "exit status 3: boom");
     }
 
     #[test]

@@ -153,11 +153,18 @@ struct Rendered {
     /// Per step: the desired state, or None with the reason it is skipped.
     steps: Vec<Result<Desired, String>>,
     handlers: Vec<(String, Option<Duration>, command::Desired)>,
+    /// Per step: the texts of its rendering a secret flowed into (see `template::track`).
+    tainted: Vec<Vec<crate::template::Tainted>>,
+    /// The handlers a secret flowed into.
+    tainted_handlers: Vec<String>,
+    /// Every text rendered from a secret, with its display rendering.
+    found: Vec<crate::template::Tainted>,
 }
 
 /// Renders a host's steps and handlers with `ctx`; errors come per step (name, message).
-/// `reuse`: the render after the probe, which reuses what cannot have changed and skips the
-/// steps not selected (the offline check before it renders every step).
+/// `reuse`: the render after the probe, which reuses what cannot have changed, skips the
+/// steps not selected (the offline check before it renders every step) and tracks which
+/// renderings a secret flowed into (the offline one has stand-ins only).
 fn render(
     steps: &[PreparedStep],
     pb: &PlaybookInfo,
@@ -170,6 +177,21 @@ fn render(
     };
     let mut errors = Vec::new();
     let mut out = Vec::new();
+    let mut tainted = vec![Vec::new(); steps.len()];
+    let mut tainted_handlers = Vec::new();
+    let mut found: Vec<crate::template::Tainted> = Vec::new();
+    let mut tracked = |f: &mut dyn FnMut() -> Result<Desired, String>| {
+        if !reuse {
+            return (f(), Vec::new());
+        }
+        let (r, t) = crate::template::track(f);
+        for x in &t {
+            if !found.contains(x) {
+                found.push(x.clone());
+            }
+        }
+        (r, t)
+    };
     for (i, ps) in steps.iter().enumerate() {
         let step = &ps.step;
         if let (true, Some(why)) = (reuse, &step.not_selected) {
@@ -203,7 +225,9 @@ fn render(
                 }
             }
         }
-        match resource::desired(&step.kind, &step.args, ctx, &sources) {
+        let (r, t) = tracked(&mut || resource::desired(&step.kind, &step.args, ctx, &sources));
+        tainted[i] = t;
+        match r {
             Ok(d) => out.push(Ok(d)),
             Err(e) => {
                 errors.push((i, e));
@@ -224,7 +248,11 @@ fn render(
                 }
             }
         }
-        match resource::desired(&h.kind, &h.args, ctx, &sources) {
+        let (r, t) = tracked(&mut || resource::desired(&h.kind, &h.args, ctx, &sources));
+        if !t.is_empty() {
+            tainted_handlers.push(h.name.clone());
+        }
+        match r {
             Ok(Desired::Command(c)) => handlers.push((h.name.clone(), h.timeout, c)),
             Ok(_) => {}
             Err(e) => errors.push((steps.len() + j, e)),
@@ -234,9 +262,14 @@ fn render(
         Ok(Rendered {
             steps: out,
             handlers,
+            tainted,
+            tainted_handlers,
+            found,
         })
     } else {
-        Err(errors)
+        // An error may quote a text rendered from a secret (a path it refuses, say).
+        let m = Mask::new(&[], &found);
+        Err(errors.into_iter().map(|(i, e)| (i, m.text(&e))).collect())
     }
 }
 
@@ -855,10 +888,19 @@ async fn host_task(
         }
     };
     o.connect_time = start.elapsed();
-    let result = drive(ctx, &p, &remote, &mut o, permit, gate, start_rx).await;
+    let mut mask = None;
+    let result = drive(ctx, &p, &remote, &mut o, permit, gate, start_rx, &mut mask).await;
     if let Err((at, e)) = result {
+        // Every error of the host once more through the host's mask (the one of the operator
+        // secrets and the sudo password before its own secrets were known).
+        let mask = mask.unwrap_or_else(|| {
+            let pw: Vec<(String, Secret)> = (ctx.opts.become_password.iter())
+                .map(|pw| (String::new(), pw.clone()))
+                .collect();
+            Mask::new(&[p.playbook.operator_secrets.as_slice(), &pw].concat(), &[])
+        });
         o.state = HostState::Failed;
-        o.error = Some(e.to_string());
+        o.error = Some(mask.text(&e.to_string()));
         o.failed_at = Some(at);
     }
     if matches!(o.state, HostState::Failed | HostState::Unreachable) && !o.halted {
@@ -1041,6 +1083,7 @@ mkdir -p -- {d} && printf '{{"time":"%s",%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" 
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     ctx: &Ctx,
     p: &Prepared,
@@ -1049,6 +1092,7 @@ async fn drive(
     permit: tokio::sync::SemaphorePermit<'_>,
     gate: Option<(Gate, PlanSender)>,
     batch_start: Option<watch::Receiver<Option<bool>>>,
+    mask_out: &mut Option<Mask>,
 ) -> Result<(), StepErr> {
     let name = &p.host.name;
     let default_timeout = p.host.command_timeout;
@@ -1074,7 +1118,16 @@ async fn drive(
         })
         .collect();
     let names: Vec<&str> = p.steps.iter().map(|s| s.step.name.as_str()).collect();
-    let mut first = run_probe(remote, &probe, &ids, &names, default_timeout).await?;
+    // The sudo password and the operator secrets are known before the probe (the host's
+    // secrets come with its answer): its errors are masked with them.
+    let become_pw: Vec<(String, Secret)> = (ctx.opts.become_password.iter())
+        .map(|pw| (String::new(), pw.clone()))
+        .collect();
+    let early = Mask::new(
+        &[p.playbook.operator_secrets.as_slice(), &become_pw].concat(),
+        &[],
+    );
+    let mut first = run_probe(remote, &probe, &ids, &names, default_timeout, false, &early).await?;
     // A run of this machine whose process is gone still holds the lock when the host's sshd
     // has not noticed its connection is lost (a cut link: until the running command ends, or
     // sshd's ClientAliveInterval). Its run cannot continue: break its lock (ending that dead
@@ -1093,7 +1146,7 @@ async fn drive(
             "taking over the lock of a lost run of this machine (its process is gone)",
         );
         probe.take_lock(holder, true);
-        first = run_probe(remote, &probe, &ids, &names, default_timeout).await?;
+        first = run_probe(remote, &probe, &ids, &names, default_timeout, false, &early).await?;
     }
     match &first.lock {
         None | Some(LockState::Taken) => {}
@@ -1138,12 +1191,11 @@ async fn drive(
         }
     }
     // The sudo password is masked too (a command's error text could echo it).
-    let become_pw: Vec<(String, Secret)> = (ctx.opts.become_password.iter())
-        .map(|pw| (String::new(), pw.clone()))
-        .collect();
-    let mask = Mask::new(&[secrets.as_slice(), &become_pw].concat());
+    let all_secrets = [secrets.as_slice(), &become_pw].concat();
+    let mask = Mask::new(&all_secrets, &[]);
     // From here on, a script that holds a secret value goes to the host on stdin.
-    remote.hide(secrets.iter().map(|(_, v)| v.clone()));
+    remote.hide(mask.needles());
+    *mask_out = Some(mask.clone());
 
     // 3. Render with the real facts and secrets; re-probe the steps whose questions changed.
     // (The full context lives only for the render: a fleet's contexts are not all kept.)
@@ -1157,6 +1209,12 @@ async fn drive(
             .map_or_else(|| "handlers".to_string(), |n| n.to_string());
         (at, RemoteError::Failed(mask.text(e)))
     })?;
+    // Every text a secret flowed into is shown as its marker rendering from now on, and a
+    // script holding one goes to the host on stdin (the steps it belongs to are private too).
+    let mask = Mask::new(&all_secrets, &rendered.found);
+    remote.hide(mask.needles());
+    *mask_out = Some(mask.clone());
+    let tainted: Vec<bool> = rendered.tainted.iter().map(|t| !t.is_empty()).collect();
     let mut desired: Vec<Option<Desired>> = Vec::new();
     let mut skip: Vec<String> = Vec::new();
     for r in rendered.steps {
@@ -1210,7 +1268,17 @@ async fn drive(
                     .unwrap_or_default()
             })
             .collect();
-        let second = run_probe(remote, &again, &flat, &names, default_timeout).await?;
+        let private = again_ids.iter().any(|(i, _)| tainted[*i]);
+        let second = run_probe(
+            remote,
+            &again,
+            &flat,
+            &names,
+            default_timeout,
+            private,
+            &mask,
+        )
+        .await?;
         for (i, v) in &again_ids {
             observed[*i] = Some(v.iter().map(|x| second.observed[*x].clone()).collect());
         }
@@ -1254,16 +1322,16 @@ async fn drive(
                             };
                             return Err(failed(
                                 &s.step.name,
-                                format!(
+                                mask.text(&format!(
                                     "{} (and no earlier step changes anything{unselected})",
                                     c.reason
-                                ),
+                                )),
                             ));
                         }
                         c
                     }
                 };
-                mask.content(&mut c, s.names_secrets);
+                mask.content(&mut c, s.names_secrets, &rendered.tainted[i]);
                 c
             }
             _ => Change::skip(String::new(), skip[i].clone()),
@@ -1289,9 +1357,9 @@ async fn drive(
     }
     // 5. Current contents of changed files, only to show diffs (one more round trip).
     if ctx.opts.fetch_diffs {
-        fetch_old_contents(remote, &mut plan, default_timeout)
+        fetch_old_contents(remote, &mut plan, default_timeout, &mask)
             .await
-            .map_err(|e| ("diff".to_string(), e))?;
+            .map_err(|e| ("diff".to_string(), mask.error(e)))?;
     }
     o.probe_time = probe_started.elapsed();
     o.plan = Some(plan.clone());
@@ -1409,21 +1477,25 @@ async fn drive(
             let rid = d.probe(&mut one);
             let mut per = vec![Vec::new(); p.steps.len()];
             per[i] = rid.clone();
-            let change = match run_probe(remote, &one, &per, &names, timeout).await {
-                Ok(r) => d
-                    .diff(&rid.iter().map(|x| &r.observed[*x]).collect::<Vec<_>>())
-                    .map_err(|e| failed(&sp.name, mask.text(&e))),
-                Err(e) => Err(e),
-            };
+            let change =
+                match run_probe(remote, &one, &per, &names, timeout, tainted[i], &mask).await {
+                    Ok(r) => d
+                        .diff(&rid.iter().map(|x| &r.observed[*x]).collect::<Vec<_>>())
+                        .map_err(|e| failed(&sp.name, mask.text(&e))),
+                    Err(e) => Err(e),
+                };
             match change {
                 Ok(c) if c.action == crate::plan::Action::Deferred => {
                     result = Err(failed(
                         &sp.name,
-                        format!("{} (still, after the earlier steps ran)", c.reason),
+                        mask.text(&format!(
+                            "{} (still, after the earlier steps ran)",
+                            c.reason
+                        )),
                     ))
                 }
                 Ok(mut c) => {
-                    mask.content(&mut c, p.steps[i].names_secrets);
+                    mask.content(&mut c, p.steps[i].names_secrets, &rendered.tainted[i]);
                     sp.change = c;
                     if let Some(ps) = o.plan.as_mut() {
                         ps.steps[i] = sp.clone();
@@ -1455,7 +1527,7 @@ async fn drive(
                         script.push_str(&journal_record(&journal, &notify));
                     }
                     script.push_str(&op.script);
-                    let private = secret_material(&p.steps[i].step, &sp.change);
+                    let private = secret_material(&p.steps[i].step, &sp.change) || tainted[i];
                     if private {
                         // Not on the command line either (`ps` on the host): on stdin.
                         script = crate::remote::private(&script);
@@ -1533,7 +1605,7 @@ async fn drive(
                     name,
                     &sp,
                     StepStatus::Failed,
-                    Some(&e.1.to_string()),
+                    Some(&mask.text(&e.1.to_string())),
                     step_started.elapsed(),
                 );
                 o.state = HostState::Failed;
@@ -1573,10 +1645,11 @@ async fn drive(
         .filter(|(n, _, _)| notified.contains(n))
     {
         ctx.observer.phase(name, &format!("handler {hname}"));
-        if ctx.observer.wants_commands() {
-            let secret = (p.playbook.handlers.iter())
+        let secret = rendered.tainted_handlers.contains(hname)
+            || (p.playbook.handlers.iter())
                 .find(|h| &h.name == hname)
                 .is_none_or(uses_secrets);
+        if ctx.observer.wants_commands() {
             let shown = (!secret).then(|| mask.text(&cmd.script()));
             ctx.observer
                 .command(name, &format!("handler `{hname}`"), shown.as_deref());
@@ -1594,10 +1667,7 @@ async fn drive(
             "( {}\n)\nrc=$?\n[ \"$rc\" -ne 0 ] || rm -f -- {marker}\nexit \"$rc\"\n",
             cmd.script()
         ));
-        if (p.playbook.handlers.iter())
-            .find(|h| &h.name == hname)
-            .is_none_or(uses_secrets)
-        {
+        if secret {
             script = crate::remote::private(&script);
         }
         match remote
@@ -1707,21 +1777,30 @@ fn journal_record(dir: &str, handlers: &[String]) -> String {
 }
 
 /// Runs a probe script and parses its answer; errors name the step whose record was bad.
+/// `private`: it asks about a text a secret flowed into (it goes on stdin). Its errors are
+/// masked with `mask`; a failure is described by its stderr only (its stdout holds the host's
+/// secret files).
 async fn run_probe(
     remote: &Remote,
     probe: &ProbeScript,
     ids: &[Vec<usize>],
     names: &[&str],
     timeout: Duration,
+    private: bool,
+    mask: &Mask,
 ) -> Result<crate::fact::ProbeResult, StepErr> {
+    let mut script = probe.script();
+    if private {
+        script = crate::remote::private(&script);
+    }
     let out = remote
-        .run(&probe.script(), &[], timeout)
+        .run(&script, &[], timeout)
         .await
-        .map_err(|e| ("probe".to_string(), e))?;
+        .map_err(|e| ("probe".to_string(), mask.error(e)))?;
     if !out.success() {
         return Err((
             "probe".into(),
-            RemoteError::Failed(crate::remote::describe_failure(&out)),
+            RemoteError::Failed(mask.text(&crate::remote::describe_failure_stderr(&out))),
         ));
     }
     probe
@@ -1737,36 +1816,133 @@ async fn run_probe(
                     .map_or_else(|| "probe".to_string(), |i| names[i].to_string()),
                 ProbeError::Output { request: None, .. } => "probe".to_string(),
             };
-            (at, RemoteError::Failed(e.to_string()))
+            (at, RemoteError::Failed(mask.text(&e.to_string())))
         })
 }
 
-/// Hides a host's secret values: in error messages (replaced by `********`) and in file
-/// contents (a file that holds one is shown as sensitive, never diffed).
+/// Hides a host's secrets in everything shown: error messages, details, reasons, targets,
+/// warnings, command output, the current content of a file shown in a diff. Two nets:
+/// - each text a secret flowed into when rendering (`template::Tainted`) is replaced by its
+///   display rendering (each secret a marker `<secret:NAME>`): whole, shell-quoted, and line
+///   by line (a display may show one line of it, e.g. a command's first line);
+/// - each secret value in any of its common forms (`secret::forms`: quoted, escaped, base64,
+///   URL-encoded, upper/lowercase, ...; ASCII case-insensitive) is replaced by its marker
+///   (the sudo password by `********`).
+///
+/// A file content holding either is sensitive (never diffed). Values shorter than
+/// `secret::MIN_SEARCHED` are not searched for (taint still makes their steps private).
+#[derive(Clone)]
 struct Mask {
-    values: Vec<String>,
+    /// The tainted texts (matched exactly: the texts of two steps may differ only in case) and
+    /// the secrets' forms (ASCII case-insensitively): each an automaton over its needles and
+    /// what replaces each. Of overlapping matches the leftmost, then longest, is replaced.
+    passes: Vec<(std::sync::Arc<aho_corasick::AhoCorasick>, Vec<String>)>,
+    /// Every needle (for `Remote::hide`).
+    all: Vec<String>,
 }
 
 impl Mask {
-    fn new(secrets: &[(String, Secret)]) -> Self {
-        let mut values: Vec<String> = secrets
-            .iter()
-            .map(|(_, v)| v.expose().to_string())
-            .filter(|v| v.len() >= 4)
-            .collect();
-        // Longest first, so a secret containing another is hidden whole.
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        Self { values }
+    fn new(secrets: &[(String, Secret)], tainted: &[crate::template::Tainted]) -> Self {
+        use crate::quote::quote;
+        let mut exact: Vec<(String, String)> = Vec::new();
+        for t in tainted {
+            exact.push((t.real.clone(), t.display.clone()));
+            exact.push((quote(&t.real), quote(&t.display)));
+            let r: Vec<&str> = t.real.lines().collect();
+            let d: Vec<&str> = t.display.lines().collect();
+            for op in similar::capture_diff_slices(similar::Algorithm::Myers, &r, &d) {
+                let (tag, old, new) = op.as_tag_tuple();
+                if tag == similar::DiffTag::Equal {
+                    continue;
+                }
+                let (rl, dl) = (&r[old], &d[new]);
+                for (k, line) in rl.iter().enumerate() {
+                    let shown = if rl.len() == dl.len() {
+                        dl[k].to_string()
+                    } else if dl.is_empty() {
+                        crate::template::HIDDEN.to_string()
+                    } else {
+                        dl.join(" ")
+                    };
+                    exact.push((line.trim().to_string(), shown.trim().to_string()));
+                    exact.push((line.to_string(), shown));
+                }
+            }
+        }
+        let mut forms: Vec<(String, String)> = Vec::new();
+        for (name, v) in secrets {
+            let shown = if name.is_empty() {
+                "********".to_string()
+            } else {
+                crate::template::marker(name)
+            };
+            for f in crate::secret::forms(v.expose()) {
+                forms.push((f, shown.clone()));
+            }
+        }
+        let mut all = Vec::new();
+        let mut passes = Vec::new();
+        for (mut subs, ci) in [(exact, false), (forms, true)] {
+            subs.retain(|(n, r)| n.len() >= crate::secret::MIN_SEARCHED && n != r);
+            // Of equal needles, the first is kept.
+            let mut seen = std::collections::HashSet::new();
+            subs.retain(|s| seen.insert(s.0.clone()));
+            if subs.is_empty() {
+                continue;
+            }
+            let ac = aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(ci)
+                .build(subs.iter().map(|s| s.0.as_bytes()))
+                .expect("an automaton of a host's secret texts");
+            all.extend(subs.iter().map(|s| s.0.clone()));
+            passes.push((
+                std::sync::Arc::new(ac),
+                subs.into_iter().map(|s| s.1).collect(),
+            ));
+        }
+        Self { passes, all }
+    }
+
+    /// Every text searched for: `Remote::hide` sends a script holding one on stdin.
+    fn needles(&self) -> Vec<Secret> {
+        self.all.iter().map(|n| Secret::new(n.clone())).collect()
+    }
+
+    /// `data` with every needle replaced; None when it holds none. Matches start and end
+    /// where the needles' characters do, so UTF-8 text stays UTF-8.
+    fn apply(&self, data: &[u8]) -> Option<Vec<u8>> {
+        // (start, end, automaton, pattern) of every match, overlapping ones included.
+        let mut ms: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for (a, (ac, _)) in self.passes.iter().enumerate() {
+            for m in ac.find_overlapping_iter(data) {
+                ms.push((m.start(), m.end(), a, m.pattern().as_usize()));
+            }
+        }
+        if ms.is_empty() {
+            return None;
+        }
+        ms.sort_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)).then(x.2.cmp(&y.2)));
+        let mut out = Vec::with_capacity(data.len());
+        let mut at = 0;
+        for (start, end, a, i) in ms {
+            if start < at {
+                continue;
+            }
+            out.extend_from_slice(&data[at..start]);
+            out.extend_from_slice(self.passes[a].1[i].as_bytes());
+            at = end;
+        }
+        out.extend_from_slice(&data[at..]);
+        Some(out)
     }
 
     fn text(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        for v in &self.values {
-            if out.contains(v.as_str()) {
-                out = out.replace(v.as_str(), "********");
-            }
+        match self.apply(s.as_bytes()) {
+            // Matches start and end on character boundaries: still UTF-8.
+            Some(b) => String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            None => s.to_string(),
         }
-        out
     }
 
     fn error(&self, e: RemoteError) -> RemoteError {
@@ -1777,27 +1953,39 @@ impl Mask {
         }
     }
 
-    /// `names_secrets`: the step or its template names `secrets` (its content is sensitive
-    /// even when no value appears in it as such: encoded, hashed, ...).
-    fn content(&self, c: &mut Change, names_secrets: bool) {
+    /// A step's change as shown. `names_secrets`: the step or its template names `secrets`;
+    /// `own`: the texts of its rendering a secret flowed into. Either makes its content
+    /// sensitive (even when no value appears in it as such: encoded, hashed, ...). Its own
+    /// texts are replaced first: another step may have rendered the same text from other
+    /// expressions (`trim` and `striptags` of a secret, say), whose marker rendering differs.
+    fn content(&self, c: &mut Change, names_secrets: bool, own: &[crate::template::Tainted]) {
+        let tainted = !own.is_empty();
+        let own = Mask::new(&[], own);
+        let text = |s: &str| self.text(&own.text(s));
         if let Some(cc) = c.content.as_mut() {
-            if names_secrets {
+            if names_secrets || tainted || self.apply(&cc.new).is_some() {
                 cc.sensitive = true;
             }
-            let hit = |data: &[u8]| {
-                self.values
-                    .iter()
-                    .any(|v| data.windows(v.len()).any(|w| w == v.as_bytes()))
-            };
-            if hit(&cc.new) {
-                cc.sensitive = true;
-            }
+            self.old_content(cc);
         }
         for d in &mut c.details {
-            *d = self.text(d);
+            *d = text(d);
         }
-        c.reason = self.text(&c.reason);
-        c.target = self.text(&c.target);
+        for w in &mut c.warnings {
+            *w = text(w);
+        }
+        c.reason = text(&c.reason);
+        c.target = text(&c.target);
+    }
+
+    /// The current content read back from the host (the old side of a diff): a secret in it
+    /// is shown as its marker.
+    fn old_content(&self, cc: &mut crate::plan::ContentChange) {
+        if let Some(old) = &cc.old
+            && let Some(masked) = self.apply(old)
+        {
+            cc.old = Some(masked);
+        }
     }
 }
 
@@ -1837,6 +2025,7 @@ async fn fetch_old_contents(
     remote: &Remote,
     plan: &mut HostPlan,
     timeout: Duration,
+    mask: &Mask,
 ) -> Result<(), RemoteError> {
     let mut script = String::new();
     let mut wanted = Vec::new();
@@ -1883,6 +2072,7 @@ async fn fetch_old_contents(
                 c.keys = crate::plan::env_keys(Some(&body[..n]), &c.new);
             } else {
                 c.old = Some(body[..n].to_vec());
+                mask.old_content(c);
             }
         }
         data = &body[n..];
@@ -2043,14 +2233,173 @@ mod tests {
             "content = \"k={{ secrets.k }}\"\npath = \"/x\""
         ));
         assert!(!with("file", "content = \"k={{ k }}\"\npath = \"/x\""));
-        // The mask then hides the content, whatever form the secret took in it.
-        let mask = Mask::new(&[("k".into(), Secret::new("value-of-k"))]);
+        // The mask then hides the content, whatever form the secret took in it: a common
+        // encoding is found by the search, anything else by the step's marking.
+        let mask = Mask::new(&[("k".into(), Secret::new("value-of-k"))], &[]);
         let mut c = file_change("/x");
         c.content.as_mut().unwrap().new = Arc::new(b"auth=dmFsdWUtb2Ytaw==\n".to_vec());
-        mask.content(&mut c, false);
+        mask.content(&mut c, false, &[]);
+        assert!(
+            c.content.as_ref().unwrap().sensitive,
+            "base64 is searched for"
+        );
+        let mut c = file_change("/x");
+        c.content.as_mut().unwrap().new = Arc::new(b"auth=k-fo-eulav\n".to_vec());
+        mask.content(&mut c, false, &[]);
         assert!(!c.content.as_ref().unwrap().sensitive);
-        mask.content(&mut c, true);
+        mask.content(&mut c, true, &[]);
         assert!(c.content.as_ref().unwrap().sensitive);
+    }
+
+    /// A host's secrets and the texts rendered from them, through the real render.
+    fn tainted_mask(pw: &str, templates: &[&str]) -> (Mask, Vec<String>, Vec<String>) {
+        let ctx = serde_json::json!({"secrets": {"DB_PW": pw}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let (real, found) = crate::template::track(|| {
+            (templates.iter())
+                .map(|t| crate::template::render_str(t, &ctx).unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(found.len(), templates.len());
+        let secrets = [
+            ("DB_PW".to_string(), Secret::new(pw)),
+            (String::new(), Secret::new("sudo-pw-1234")),
+        ];
+        let shown = found.iter().map(|t| t.display.clone()).collect();
+        (Mask::new(&secrets, &found), real, shown)
+    }
+
+    #[test]
+    fn the_mask_shows_the_marker_rendering_of_tainted_text() {
+        let pw = "it's-a-long-secret-value";
+        let (mask, real, shown) = tainted_mask(
+            pw,
+            &[
+                "mysql -p{{ secrets.DB_PW | shell_quote }} -e 'select 1'\nsecond {{ secrets.DB_PW | upper }}",
+                "{{ secrets.DB_PW | truncate(length=10) }}",
+                "/opt/{{ secrets.DB_PW | replace(from='-', to='') | title }}",
+            ],
+        );
+        // The whole text, its first line (a command's summary), shell-quoted.
+        assert_eq!(
+            mask.text(&format!("run: {}", real[0])),
+            "run: mysql -p'<secret:DB_PW>' -e 'select 1'\nsecond <SECRET:DB_PW>"
+        );
+        let first = real[0].lines().next().unwrap();
+        assert_eq!(
+            mask.text(&format!("{first} …")),
+            "mysql -p'<secret:DB_PW>' -e 'select 1' …"
+        );
+        assert!(shown[2].starts_with("/opt/<Secret:"), "{}", shown[2]);
+        assert_eq!(
+            mask.text(&format!("test -e {}", crate::quote::quote(&real[2]))),
+            format!("test -e '{}'", shown[2])
+        );
+        // A truncation is no form of the value the search knows: the taint shows it.
+        assert_eq!(mask.text(&format!("[{}]", real[1])), "[<secret:DB…]");
+        // The second net: the raw value in any common form, ASCII case-insensitively.
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pw);
+        let host_text = format!(
+            "err {pw} {} {b64} it%27s-a-long-secret-value {} \"it's-a-long-secret-value\" sudo-pw-1234",
+            pw.to_uppercase(),
+            crate::quote::quote(pw)
+        );
+        let shown = mask.text(&host_text);
+        assert_eq!(
+            shown,
+            "err <secret:DB_PW> <secret:DB_PW> <secret:DB_PW> <secret:DB_PW> <secret:DB_PW> \"<secret:DB_PW>\" ********"
+        );
+        // The needles `Remote::hide` gets include the tainted texts, so a script holding one
+        // goes on stdin whatever filter made it.
+        let needles: Vec<String> = mask
+            .needles()
+            .iter()
+            .map(|s| s.expose().to_string())
+            .collect();
+        for r in &real {
+            assert!(needles.contains(r), "{r}");
+        }
+    }
+
+    #[test]
+    fn rendering_marks_tainted_steps_and_masks_its_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let pb = Playbook::parse(
+            &dir.path().join("pb.toml"),
+            "name = \"p\"\n\
+             [[steps]]\nname = \"plain\"\nkind = \"command\"\nrun = \"echo {{ secrets.K | length > 0 }}\"\n\
+             [[steps]]\nname = \"tainted\"\nkind = \"command\"\nrun = \"echo {{ secrets.K | upper | shell_quote }}\"\n\
+             [[steps]]\nname = \"bad\"\nkind = \"command\"\nrun = \"true\"\ncreates = \"x/{{ secrets.K | reverse }}\"\n\
+             [[handlers]]\nname = \"h\"\nkind = \"command\"\nrun = \"echo {{ secrets.K | lower }}\"\n",
+        )
+        .unwrap();
+        let info = PlaybookInfo {
+            path: pb.path.clone(),
+            name: pb.name.clone(),
+            files_dir: dir.path().into(),
+            templates_dir: dir.path().into(),
+            handlers: pb.handlers.clone(),
+            operator_secrets: vec![],
+            secret_names: vec![],
+            task: false,
+            rollout: Default::default(),
+            inventory: Value::Null,
+        };
+        let steps: Vec<PreparedStep> = (pb.steps.iter())
+            .map(|s| PreparedStep {
+                step: s.clone(),
+                probe_desired: None,
+                context_free: false,
+                names_secrets: true,
+            })
+            .collect();
+        let ctx = serde_json::json!({"secrets": {"K": "key-Value-123"}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let r = render(&steps[..2], &info, &ctx, true).unwrap();
+        assert_eq!(r.tainted[0], vec![], "a test of the value shows none of it");
+        assert_eq!(r.tainted[1].len(), 1);
+        assert_eq!(r.tainted[1][0].display, "echo '<SECRET:K>'");
+        assert_eq!(r.tainted_handlers, ["h"]);
+        assert_eq!(r.found.len(), 2);
+        // The offline render (stand-ins) is not tracked.
+        let r = render(&steps[..2], &info, &ctx, false).unwrap();
+        assert!(r.found.is_empty() && r.tainted[1].is_empty());
+        // An error quoting a tainted text (here reversed: no form the search knows).
+        let Err(e) = render(&steps, &info, &ctx, true) else {
+            panic!("a relative `creates` is an error")
+        };
+        assert_eq!(e.len(), 1);
+        assert!(e[0].1.contains("x/>K:terces<"), "{e:?}");
+        assert!(!e[0].1.contains("321-eulaV"), "{e:?}");
+    }
+
+    #[test]
+    fn the_old_side_of_a_diff_and_host_errors_are_masked() {
+        let pw = "Ünï-\"q\\$x-\nline-two-val";
+        let (mask, _, _) = tainted_mask(pw, &["{{ secrets.DB_PW | lower }}"]);
+        let mut c = file_change("/etc/app.conf");
+        {
+            let cc = c.content.as_mut().unwrap();
+            cc.new = Arc::new(b"password=none\n".to_vec());
+            cc.old = Some(format!("password={pw}\nother=LINE-TWO-VAL\n").into_bytes());
+        }
+        mask.content(&mut c, false, &[]);
+        let cc = c.content.as_ref().unwrap();
+        assert!(!cc.sensitive, "the new side holds no secret");
+        assert_eq!(
+            String::from_utf8(cc.old.clone().unwrap()).unwrap(),
+            "password=<secret:DB_PW>\nother=<secret:DB_PW>\n"
+        );
+        // The text the step rendered (lowercased) is its display rendering.
+        let e = mask.error(RemoteError::Failed(format!("bad: {}", pw.to_lowercase())));
+        assert_eq!(e.to_string(), "bad: <secret:db_pw>");
+        // Nothing to hide: the same text.
+        assert_eq!(mask.text("ünïcode ok"), "ünïcode ok");
     }
 
     #[test]

@@ -57,6 +57,78 @@ impl Drop for Secret {
     }
 }
 
+/// Shortest text searched for as (a form of) a secret value: shorter ones would match
+/// ordinary text everywhere.
+pub const MIN_SEARCHED: usize = 4;
+
+/// The forms a secret value commonly takes in text, for the search that backs up taint
+/// tracking (`run::Mask`, `Remote::hide`): the value, shell-quoted (whole and as the quoted
+/// part), JSON-escaped, backslash-escaped, HTML/XML-escaped, base64 (standard and URL-safe,
+/// with and without padding), URL-encoded (upper- and lowercase hex), upper- and lowercase,
+/// trimmed, and each line of a multi-line value. Upper/lowercase of ASCII is also covered by
+/// the search (`run::Mask`) being ASCII-case-insensitive. Forms shorter than [`MIN_SEARCHED`] are left out.
+pub fn forms(v: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut out = vec![v.to_string(), v.trim().to_string()];
+    let quoted = crate::quote::quote(v);
+    out.push(quoted[1..quoted.len() - 1].to_string());
+    out.push(quoted);
+    let json = serde_json::to_string(v).unwrap_or_default();
+    out.push(
+        json.get(1..json.len().saturating_sub(1))
+            .unwrap_or("")
+            .to_string(),
+    );
+    out.push(
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\'', "\\'"),
+    );
+    let html = |v: &str, apos: &str, slash: bool| {
+        let mut o = String::new();
+        for c in v.chars() {
+            match c {
+                '&' => o.push_str("&amp;"),
+                '<' => o.push_str("&lt;"),
+                '>' => o.push_str("&gt;"),
+                '"' => o.push_str("&quot;"),
+                '\'' => o.push_str(apos),
+                '/' if slash => o.push_str("&#x2F;"),
+                c => o.push(c),
+            }
+        }
+        o
+    };
+    out.push(html(v, "&#x27;", true));
+    out.push(html(v, "&apos;", false));
+    for e in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+        out.push(e.encode(v));
+    }
+    for upper in [true, false] {
+        out.push(
+            v.bytes()
+                .map(|b| match b {
+                    b if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => {
+                        (b as char).to_string()
+                    }
+                    b if upper => format!("%{b:02X}"),
+                    b => format!("%{b:02x}"),
+                })
+                .collect(),
+        );
+    }
+    out.push(v.to_uppercase());
+    out.push(v.to_lowercase());
+    if v.contains('\n') {
+        out.extend(v.lines().map(|l| l.trim().to_string()));
+    }
+    out.retain(|f| f.len() >= MIN_SEARCHED);
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +140,26 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"<redacted>\"");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn forms_of_a_value() {
+        let f = forms("it's a \"pw\"/\\ x\nline two");
+        for want in [
+            "it's a \"pw\"/\\ x\nline two",
+            "it'\\''s a \"pw\"/\\ x\nline two",
+            "it's a \\\"pw\\\"/\\\\ x\\nline two",
+            "it&#x27;s a &quot;pw&quot;&#x2F;\\ x\nline two",
+            "IT'S A \"PW\"/\\ X\nLINE TWO",
+            "it%27s%20a%20%22pw%22%2F%5C%20x%0Aline%20two",
+            "line two",
+            "it's a \"pw\"/\\ x",
+        ] {
+            assert!(f.iter().any(|x| x == want), "{want:?} in {f:?}");
+        }
+        assert!(
+            !forms("ab").iter().any(|f| f == "ab"),
+            "too short to search"
+        );
     }
 }

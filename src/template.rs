@@ -2,6 +2,30 @@
 //!
 //! Undefined variables are errors (never rendered as empty text); errors name the template
 //! file and the line where the variable is used.
+//!
+//! # Secret taint: which rendered text a secret flowed into
+//!
+//! Inside [`track`], every render whose context can carry a secret (the template names
+//! `secrets` or `__tera_context`, or a variable it uses holds a text that was itself rendered
+//! from a secret, e.g. a template step's `vars`) is rendered three times: with the real
+//! values, with each secret replaced by its marker `<secret:NAME>` ([`marker`]), and with each
+//! replaced by a second, unrelated stand-in of another length and alphabet. The result is
+//! **tainted** when either substitute rendering differs from the real one (or fails): then
+//! some output depended on a secret value, through whatever Tera did with it (any filter,
+//! `set`, a macro, a loop, a test, slicing, string concatenation, `__tera_context`). [`track`]
+//! returns each tainted text with its display rendering (the marker version), which is what
+//! every output shows instead of it (`run::Mask`), and the runner sends every script built
+//! from a tainted text on stdin. Why this construction and not a static reading of the
+//! template: data flow through Tera expressions, filters and macros is what Tera itself
+//! computes, so letting Tera compute it with other values is exact where a reading would have
+//! to model every filter; and an output that does not change when every secret is replaced
+//! by two unrelated values does not depend on them (a coincidence would need both stand-ins to
+//! hit it, e.g. a test of the value's exact length against both). Text the template holds
+//! from elsewhere cannot carry a secret: the one Tera instance of a render holds only that
+//! template (`include`, `import` and `extends` of another file are errors), `get_env` is
+//! switched off (it would read the operator's environment, where operator secrets live), and
+//! the only variables are the context's. `when` expressions are rendered untracked: their
+//! result is a choice, never shown. The raw-value search of `run::Mask` stays as a second net.
 
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -119,7 +143,7 @@ fn parsed(name: &str, source: &str) -> Result<std::sync::Arc<Parsed>, tera::Erro
     }
     let mut tera = tera::Tera::default();
     tera.autoescape_on(vec![]);
-    tera.register_filter("shell_quote", shell_quote_filter);
+    register(&mut tera);
     tera.add_raw_template(name, source)?;
     let p = Arc::new(Parsed {
         tera,
@@ -132,6 +156,24 @@ fn parsed(name: &str, source: &str) -> Result<std::sync::Arc<Parsed>, tera::Erro
     c.insert(key, p.clone());
     Ok(p)
 }
+
+/// The filters and functions we add to (or take from) Tera's.
+fn register(tera: &mut tera::Tera) {
+    tera.register_filter("shell_quote", shell_quote_filter);
+    // The operator's environment holds the operator secrets: a template reaching it would
+    // bypass `secrets` (and its taint tracking). Operator secrets are declared instead.
+    tera.register_function(
+        "get_env",
+        |_: &std::collections::HashMap<String, Value>| -> tera::Result<Value> {
+            Err(tera::Error::msg(
+                "get_env is not available: declare the value in `operator_secrets` and use `secrets.NAME`",
+            ))
+        },
+    );
+}
+
+/// The filters we register (besides Tera's own): the secret-leak tests try each.
+pub const OWN_FILTERS: &[&str] = &["shell_quote"];
 
 /// `{{ value | shell_quote }}`: quotes a value as one word for POSIX sh.
 fn shell_quote_filter(
@@ -157,6 +199,17 @@ pub fn render_with(
     ctx: &Map<String, Value>,
     overlay: &Map<String, Value>,
 ) -> Result<String, RenderError> {
+    render_inner(name, source, ctx, overlay, true)
+}
+
+/// [`render_with`]; `tracked`: whether a render inside [`track`] is checked for taint.
+fn render_inner(
+    name: &Path,
+    source: &str,
+    ctx: &Map<String, Value>,
+    overlay: &Map<String, Value>,
+    tracked: bool,
+) -> Result<String, RenderError> {
     let key = name.to_string_lossy();
     let err = |e: tera::Error| {
         let message = tera_message(&e);
@@ -167,6 +220,12 @@ pub fn render_with(
         }
     };
     let p = parsed(&key, source).map_err(err)?;
+    if tracked && let Some(seen) = tracking_seen() {
+        let taint = secret_context(&p, ctx, overlay, &seen);
+        if taint {
+            return render_tainted(&key, &p, ctx, overlay, &seen).map_err(err);
+        }
+    }
     // The same template with the same values of the variables it names renders the same text:
     // e.g. an nginx.conf listing every backend of a 200-host inventory is rendered once, not
     // once per host. Not for text that uses `secrets` (kept out of the cache).
@@ -194,6 +253,194 @@ pub fn render_with(
         c.insert(k, out.as_str().into());
     }
     Ok(out)
+}
+
+/// A text rendered from a secret (see the module docs): never shown, never on a command line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Tainted {
+    /// The rendering with the real values.
+    pub real: String,
+    /// The rendering with each secret replaced by its [`marker`]: what outputs show.
+    pub display: String,
+    /// The rendering with the second stand-ins (None: it failed).
+    alt: Option<String>,
+}
+
+impl std::fmt::Debug for Tainted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tainted")
+            .field("display", &self.display)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How outputs show secret `name`.
+pub fn marker(name: &str) -> String {
+    format!("<secret:{name}>")
+}
+
+/// The second stand-in of secret `name`: another length and alphabet than the marker's.
+fn alternate(name: &str) -> String {
+    format!("9{}Zq~{}", name.len(), "x7".repeat(name.len() % 5 + 17))
+}
+
+/// What an output shows for a secret-dependent text whose marker rendering failed.
+pub const HIDDEN: &str = "<secret-dependent value>";
+
+thread_local! {
+    /// The tainted texts found by the innermost [`track`] running on this thread.
+    static TRACKER: std::cell::RefCell<Option<Vec<Tainted>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` and returns, besides its result, every tainted text rendered inside it (each text
+/// once). Nested calls also report to the outer one.
+pub fn track<T>(f: impl FnOnce() -> T) -> (T, Vec<Tainted>) {
+    struct Restore(Option<Vec<Tainted>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            TRACKER.with(|t| {
+                let mine = std::mem::replace(&mut *t.borrow_mut(), prev);
+                if let (Some(outer), Some(mine)) = (t.borrow_mut().as_mut(), mine) {
+                    for x in mine {
+                        if !outer.contains(&x) {
+                            outer.push(x);
+                        }
+                    }
+                }
+            });
+        }
+    }
+    let prev = TRACKER.with(|t| t.borrow_mut().replace(Vec::new()));
+    let restore = Restore(prev);
+    let out = f();
+    let found = TRACKER.with(|t| t.borrow().clone().unwrap_or_default());
+    drop(restore);
+    (out, found)
+}
+
+/// The tainted texts of the running [`track`] so far; None outside one.
+fn tracking_seen() -> Option<Vec<Tainted>> {
+    TRACKER.with(|t| t.borrow().clone())
+}
+
+fn note_tainted(x: Tainted) {
+    TRACKER.with(|t| {
+        if let Some(v) = t.borrow_mut().as_mut()
+            && !v.contains(&x)
+        {
+            v.push(x);
+        }
+    });
+}
+
+/// Whether a value holds (as one of its strings) a text rendered from a secret.
+fn holds_tainted(v: &Value, seen: &[Tainted]) -> bool {
+    match v {
+        Value::String(s) => seen.iter().any(|t| t.real == *s),
+        Value::Array(a) => a.iter().any(|x| holds_tainted(x, seen)),
+        Value::Object(o) => o.values().any(|x| holds_tainted(x, seen)),
+        _ => false,
+    }
+}
+
+/// Whether the variables a template names can carry a secret (see the module docs).
+fn secret_context(
+    p: &Parsed,
+    ctx: &Map<String, Value>,
+    overlay: &Map<String, Value>,
+    seen: &[Tainted],
+) -> bool {
+    // Only the variables the template names are in its context (see [`context`]), also for
+    // `__tera_context`.
+    ctx.iter().chain(overlay).any(|(k, v)| {
+        p.words.contains(k) && ((k == "secrets" && v.is_object()) || holds_tainted(v, seen))
+    })
+}
+
+/// Which substitute a context is built with.
+#[derive(Clone, Copy)]
+enum Stand {
+    Marker,
+    Alternate,
+}
+
+/// `v` with the secrets' values (under `secrets`) and the tainted texts replaced.
+fn substitute(key: Option<&str>, v: &Value, seen: &[Tainted], how: Stand) -> Value {
+    if key == Some("secrets")
+        && let Value::Object(o) = v
+    {
+        return Value::Object(
+            o.keys()
+                .map(|k| {
+                    let s = match how {
+                        Stand::Marker => marker(k),
+                        Stand::Alternate => alternate(k),
+                    };
+                    (k.clone(), Value::String(s))
+                })
+                .collect(),
+        );
+    }
+    match v {
+        Value::String(s) => match seen.iter().find(|t| t.real == *s) {
+            Some(t) => Value::String(match how {
+                Stand::Marker => t.display.clone(),
+                // A text whose alternate rendering failed: any other text.
+                Stand::Alternate => t.alt.clone().unwrap_or_else(|| alternate("")),
+            }),
+            None => v.clone(),
+        },
+        Value::Array(a) => Value::Array(a.iter().map(|x| substitute(None, x, seen, how)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), substitute(None, x, seen, how)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Renders a template whose context can carry a secret three times (see the module docs) and
+/// notes the result as tainted when it depends on a secret.
+fn render_tainted(
+    key: &str,
+    p: &Parsed,
+    ctx: &Map<String, Value>,
+    overlay: &Map<String, Value>,
+    seen: &[Tainted],
+) -> Result<String, tera::Error> {
+    let with = |how: Option<Stand>| {
+        let c = match how {
+            None => context(p, ctx, overlay),
+            Some(how) => {
+                let mut c = tera::Context::new();
+                for (k, v) in ctx.iter().chain(overlay) {
+                    if p.words.contains(k) {
+                        c.insert(k.as_str(), &substitute(Some(k), v, seen, how));
+                    }
+                }
+                c
+            }
+        };
+        p.tera.render(key, &c)
+    };
+    let display = with(Some(Stand::Marker));
+    let real = match with(None) {
+        Ok(r) => r,
+        // A failure with the real values only: its message may quote them (the runner's
+        // mask hides them); one the marker rendering shares is reported as that one.
+        Err(e) => return Err(display.err().unwrap_or(e)),
+    };
+    let alt = with(Some(Stand::Alternate)).ok();
+    if display.as_ref().ok() != Some(&real) || alt.as_ref() != Some(&real) {
+        note_tainted(Tainted {
+            real: real.clone(),
+            display: display.unwrap_or_else(|_| HIDDEN.to_string()),
+            alt,
+        });
+    }
+    Ok(real)
 }
 
 type MemoCache = std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<str>>>;
@@ -236,7 +483,7 @@ fn memo_key(
 /// Checks that template text parses (offline validation).
 pub fn check_syntax(name: &Path, source: &str) -> Result<(), RenderError> {
     let mut tera = tera::Tera::default();
-    tera.register_filter("shell_quote", shell_quote_filter);
+    register(&mut tera);
     tera.add_raw_template(&name.to_string_lossy(), source)
         .map(|_| ())
         .map_err(|e| RenderError {
@@ -274,10 +521,12 @@ pub fn render_value(v: &toml::Value, ctx: &Map<String, Value>) -> Result<toml::V
 
 /// Evaluates a `when` expression (Tera syntax, e.g. `env == "prod" and host.name != "db-1"`).
 pub fn eval_when(expr: &str, ctx: &Map<String, Value>) -> Result<bool, String> {
-    let out = render(
+    let out = render_inner(
         Path::new("when"),
         &format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}"),
         ctx,
+        &Map::new(),
+        false,
     )
     .map_err(|e| format!("`when = {expr:?}`: {}", e.message))?;
     Ok(out == "true")
@@ -390,6 +639,201 @@ mod tests {
                 "a", "b", "c_1", "endfor", "f", "for", "h", "hs", "in", "s", "unclosed", "x"
             ]
         );
+    }
+
+    fn with_secret(pw: &str) -> Map<String, Value> {
+        with_secrets(pw, "o-value")
+    }
+
+    fn with_secrets(pw: &str, other: &str) -> Map<String, Value> {
+        serde_json::json!({"app": "claw", "n": 2, "secrets": {"pw": pw, "other": other}})
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    /// The rendering with each secret replaced by its marker, outside any tracking.
+    fn marked(t: &str) -> String {
+        render_str(t, &with_secrets(&marker("pw"), &marker("other"))).unwrap()
+    }
+
+    const PW: &str = "Qz'7-a \"long\" \\ $HOME-x\nsecond-ligne-é€-yy";
+
+    /// Every filter of Tera 1.20 that takes a string (or what `split` makes of one), with the
+    /// arguments it needs, plus ours; numeric and array-of-objects filters (`abs`, `round`,
+    /// `pluralize`, `group_by`, `filter`, `map`) have no string to transform.
+    pub(crate) const STRING_FILTERS: &[&str] = &[
+        "upper",
+        "lower",
+        "trim",
+        "trim_start",
+        "trim_end",
+        "trim_start_matches(pat=\"Qz\")",
+        "trim_end_matches(pat=\"yy\")",
+        "truncate(length=9)",
+        "wordcount",
+        "replace(from=\"-\", to=\"_\")",
+        "capitalize",
+        "title",
+        "linebreaksbr",
+        "indent(prefix=\"> \")",
+        "striptags",
+        "spaceless",
+        "escape",
+        "escape_xml",
+        "addslashes",
+        "split(pat=\"-\") | join(sep=\"+\")",
+        "split(pat=\"-\") | first",
+        "split(pat=\"-\") | last",
+        "split(pat=\"-\") | nth(n=1)",
+        "split(pat=\"-\") | sort | join(sep=\",\")",
+        "split(pat=\"-\") | unique | join(sep=\",\")",
+        "split(pat=\"-\") | slice(start=1) | join(sep=\",\")",
+        "split(pat=\"-\") | concat(with=\"z\") | join(sep=\",\")",
+        "reverse",
+        "length",
+        "json_encode",
+        "as_str",
+        "shell_quote",
+    ];
+
+    #[test]
+    fn taint_follows_every_filter() {
+        let c = with_secret(PW);
+        for f in STRING_FILTERS {
+            let t = format!("echo {{{{ secrets.pw | {f} }}}} done");
+            let (r, found) = track(|| render_str(&t, &c));
+            let r = r.unwrap();
+            assert_eq!(found.len(), 1, "{t}: {found:?}");
+            assert_eq!(found[0].real, r, "{t}");
+            assert_eq!(found[0].display, marked(&t), "{t}");
+            assert!(found[0].display.contains("done"), "{t}");
+            for piece in ["Qz'7", "long", "HOME", "ligne", "é€"] {
+                assert!(
+                    !found[0].display.contains(piece),
+                    "{t}: {}",
+                    found[0].display
+                );
+            }
+        }
+        // `get` reads a secret by name out of the whole map.
+        let (r, found) = track(|| render_str("{{ secrets | get(key=\"pw\") | upper }}", &c));
+        assert_eq!(found[0].real, r.unwrap());
+        assert_eq!(found[0].display, "<SECRET:PW>");
+    }
+
+    #[test]
+    fn filters_left_out_of_our_tera_build_are_errors() {
+        // Tera's `builtins` feature is off: these are not available, so cannot carry a secret.
+        let c = with_secret(PW);
+        for f in [
+            "urlencode",
+            "urlencode_strict",
+            "slugify",
+            "filesizeformat",
+            "date",
+        ] {
+            let e = render_str(&format!("{{{{ secrets.pw | {f} }}}}"), &c).unwrap_err();
+            assert!(e.contains(f), "{f}: {e}");
+        }
+    }
+
+    #[test]
+    fn taint_follows_set_macros_loops_and_variables() {
+        let c = with_secret(PW);
+        let flows = [
+            "{% set p = secrets.pw | upper %}a={{ p }}",
+            "{% set_global p = secrets.pw %}{% for i in [1] %}{% set_global p = p ~ i %}{% endfor %}{{ p }}",
+            "{% macro m(v) %}[{{ v | lower }}]{% endmacro m %}{{ self::m(v=secrets.pw) }}",
+            "{% for part in secrets.pw | split(pat=\"-\") %}{{ part }};{% endfor %}",
+            "{% for k, v in secrets %}{{ k }}={{ v | length }};{% endfor %}",
+            "{{ secrets.pw ~ app }}",
+            "{{ secrets.pw | split(pat=\"\") | slice(end=4) | join(sep=\"\") }}",
+            "{{ secrets['pw'] }}",
+            "{% if secrets.pw is starting_with(\"Qz\") %}yes{% else %}no{% endif %}",
+            "{% if secrets %}{{ __tera_context }}{% endif %}",
+        ];
+        for t in flows {
+            let (r, found) = track(|| render_str(t, &c));
+            let r = r.unwrap_or_else(|e| panic!("{t}: {e}"));
+            assert_eq!(found.len(), 1, "{t}");
+            assert_eq!(found[0].real, r, "{t}");
+            if !t.contains("__tera_context") {
+                assert_eq!(found[0].display, marked(t), "{t}");
+            }
+            assert!(!found[0].display.contains("Qz'7"), "{t}");
+        }
+        // A variable defined from a secret (a template step's `vars`): rendered as an argument
+        // first, then used by a template that never names `secrets`.
+        let ((), found) = track(|| {
+            let v = render_str("{{ secrets.pw | upper }}", &c).unwrap();
+            let mut vars = Map::new();
+            vars.insert("p".into(), serde_json::json!({"list": [v]}));
+            let out =
+                render_with(Path::new("t.tera"), "P={{ p.list[0] | lower }}", &c, &vars).unwrap();
+            assert!(out.starts_with("P=qz'7"));
+        });
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[1].display, "P=<secret:pw>");
+        // Nested tracking reports to the outer one too.
+        let (inner, outer) = track(|| track(|| render_str("{{ secrets.pw }}", &c).unwrap()).1);
+        assert_eq!(inner.len(), 1);
+        assert_eq!(outer, inner);
+    }
+
+    #[test]
+    fn what_does_not_depend_on_a_secret_is_not_tainted() {
+        let c = with_secret(PW);
+        for t in [
+            "{{ app }}",
+            "{{ secrets.pw is defined }}",
+            "{% for k, v in secrets %}{{ k }},{% endfor %}",
+            "{{ secrets.pw | int(default=3) }}",
+            "plain {{ n + 1 }}",
+            // Only the variables a template names are in its context.
+            "{{ __tera_context }}",
+        ] {
+            let (r, found) = track(|| render_str(t, &c));
+            r.unwrap();
+            assert!(found.is_empty(), "{t}: {found:?}");
+        }
+        // `when` is a choice, never shown: not tracked.
+        let (r, found) = track(|| eval_when("secrets.pw is starting_with('Qz')", &c));
+        assert!(r.unwrap());
+        assert!(found.is_empty());
+        // Outside `track` nothing is rendered twice, nothing noted.
+        assert_eq!(render_str("{{ secrets.pw }}", &c).unwrap(), PW);
+    }
+
+    #[test]
+    fn errors_with_a_secret_are_the_marker_renderings() {
+        let c = with_secret(PW);
+        let (r, _) = track(|| render_str("{{ throw(message=\"bad \" ~ secrets.pw | upper) }}", &c));
+        let e = r.unwrap_err();
+        assert!(e.contains("BAD <SECRET:PW>"), "{e}");
+        assert!(!e.contains("QZ'7"), "{e}");
+        // A marker rendering that fails where the real one does not: still tainted, hidden.
+        let (r, found) = track(|| {
+            render_str(
+                "{% if secrets.pw is starting_with('<') %}{{ throw(message='x') }}{% endif %}{{ secrets.pw | upper }}",
+                &c,
+            )
+        });
+        assert!(r.unwrap().starts_with("QZ'7"));
+        assert_eq!(found[0].display, HIDDEN);
+    }
+
+    #[test]
+    fn no_other_template_or_environment_reaches_a_render() {
+        let c = with_secret(PW);
+        for t in [
+            "{% include \"other.tera\" %}",
+            "{% import \"macros.tera\" as m %}{{ m::x() }}",
+            "{% extends \"base.tera\" %}",
+            "{{ get_env(name=\"HOME\") }}",
+        ] {
+            assert!(render_str(t, &c).is_err(), "{t}");
+        }
     }
 
     #[test]

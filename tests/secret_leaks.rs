@@ -458,11 +458,11 @@ fn no_secret_reaches_any_output_file_log_or_command_line() {
     // The failures were reported, their secrets masked (checked after the search, which
     // reports a leak there as one).
     assert!(
-        failed_template.contains("forced failure with ********"),
+        failed_template.contains("forced failure with <secret:ZHIPUAI_API_KEY> and <secret:token>"),
         "{failed_template}"
     );
     assert!(
-        failed_command.contains("boom: ******** ********"),
+        failed_command.contains("boom: <secret:PINECONE_API_KEY> <secret:token>"),
         "{failed_command}"
     );
     eprintln!(
@@ -475,4 +475,564 @@ fn no_secret_reaches_any_output_file_log_or_command_line() {
         seen.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Issue 16, "Secrets by construction, not by search": secrets holding `'`, `"`, `\`, `$`, a
+/// newline and non-ASCII text (random per run) flow into commands (`run`, `unless`,
+/// `creates`), a handler, a template's `vars`, `set`, a macro, a loop and a failing step
+/// through every string filter of the Tera version in Cargo.lock plus ours; a managed file
+/// holds them on the host (the old side of a diff). Every output (plan text with diffs, JSON
+/// events, the saved plan, -vv scripts, errors, `output = true`), the files written and `ps`
+/// on the host are searched for each secret in every form the playbook gives it (the exact
+/// rendering of each filter expression) and the common encodings: zero hits; each command's
+/// plan line is its rendering with each secret replaced by `<secret:NAME>`.
+#[test]
+fn secrets_through_every_filter_and_flow_show_only_as_markers() {
+    let started = Instant::now();
+    let hex = || format!("{:016x}", rand::random::<u64>());
+    let secrets: Vec<(&str, String)> = vec![
+        (
+            "TAINT_QUOTE",
+            format!("{}'s-a-long-secret-value-{}", hex(), hex()),
+        ),
+        (
+            "TAINT_MIXED",
+            format!("{}\"dq\\bs$HOME-ünï©ødé-{}", hex(), hex()),
+        ),
+        (
+            "TAINT_LINES",
+            format!("{}-first-line\n{}-second-line", hex(), hex()),
+        ),
+    ];
+    let names = ["TAINT_QUOTE", "TAINT_MIXED", "TAINT_LINES", "token"];
+
+    // Every filter Tera registers, from its source; each is used below or said why not.
+    let unavailable = [
+        "urlencode",
+        "urlencode_strict",
+        "slugify",
+        "filesizeformat",
+        "date",
+    ];
+    let no_string = ["abs", "round", "pluralize", "group_by", "filter", "map"];
+    let mut filters: Vec<(&str, &str)> = vec![
+        ("upper", "upper"),
+        ("lower", "lower"),
+        ("trim", "trim"),
+        ("trim_start", "trim_start"),
+        ("trim_end", "trim_end"),
+        ("trim_start_matches", "trim_start_matches(pat=\"a\")"),
+        ("trim_end_matches", "trim_end_matches(pat=\"line\")"),
+        ("truncate", "truncate(length=11)"),
+        ("wordcount", "wordcount"),
+        ("replace", "replace(from=\"-\", to=\"_\")"),
+        ("capitalize", "capitalize"),
+        ("title", "title"),
+        ("linebreaksbr", "linebreaksbr"),
+        ("indent", "indent(prefix=\"> \")"),
+        ("striptags", "striptags"),
+        ("spaceless", "spaceless"),
+        ("escape", "escape"),
+        ("escape_xml", "escape_xml"),
+        ("addslashes", "addslashes"),
+        ("split", "split(pat=\"-\") | join(sep=\"+\")"),
+        ("int", "int(default=7)"),
+        ("float", "float(default=1.5)"),
+        ("first", "split(pat=\"-\") | first"),
+        ("last", "split(pat=\"-\") | last"),
+        ("nth", "split(pat=\"-\") | nth(n=2)"),
+        ("join", "split(pat=\"s\") | join(sep=\"=\")"),
+        ("sort", "split(pat=\"-\") | sort | join(sep=\",\")"),
+        ("unique", "split(pat=\"-\") | unique | join(sep=\",\")"),
+        (
+            "slice",
+            "split(pat=\"-\") | slice(start=1) | join(sep=\",\")",
+        ),
+        (
+            "concat",
+            "split(pat=\"-\") | concat(with=\"z\") | join(sep=\",\")",
+        ),
+        ("length", "length"),
+        ("reverse", "reverse"),
+        ("json_encode", "json_encode"),
+        ("as_str", "as_str"),
+    ];
+    for own in claw_provision::template::OWN_FILTERS {
+        filters.push((own, own));
+    }
+    let registered = tera_filters();
+    for f in &registered {
+        assert!(
+            filters.iter().any(|(n, _)| n == f)
+                || unavailable.contains(&f.as_str())
+                || no_string.contains(&f.as_str())
+                || *f == "get",
+            "Tera filter `{f}` is not tried"
+        );
+    }
+    let probe_ctx: serde_json::Map<String, serde_json::Value> =
+        serde_json::json!({"secrets": {"x": "y"}})
+            .as_object()
+            .unwrap()
+            .clone();
+    for f in unavailable {
+        assert!(
+            claw_provision::template::render_str(&format!("{{{{ secrets.x | {f} }}}}"), &probe_ctx)
+                .is_err(),
+            "`{f}` is available: try it"
+        );
+    }
+
+    // The playbook: one command per filter (each secret through it, in `run` and `unless`),
+    // the flows, a handler, a template with `vars`, the old side of a diff, shown output,
+    // and forced failures.
+    let s = Scratch::new();
+    let mut pb = String::from(
+        "name = \"taint\"\noperator_secrets = [\"TAINT_QUOTE\", \"TAINT_MIXED\", \"TAINT_LINES\"]\n\n\
+         [[steps]]\nname = \"dir\"\nkind = \"dir\"\npath = \"/opt/taint\"\nmode = \"0755\"\n\n\
+         [[steps]]\nname = \"token\"\nkind = \"secret\"\nsecret = \"token\"\npath = \"/opt/taint/token\"\n\n",
+    );
+    let mut commands: Vec<(String, String)> = Vec::new(); // (step name, `run` template)
+    for (i, (_, expr)) in filters.iter().enumerate() {
+        let each = |n: &str| format!("{{{{ secrets.{n} | {expr} | shell_quote }}}}");
+        let all: Vec<String> = names.iter().map(|n| each(n)).collect();
+        let run = format!("printf '%s\\n' {} > /dev/null", all.join(" "));
+        let unless = format!("test {} = never-{i}", each(names[i % names.len()]));
+        let name = format!("filter {i}");
+        pb.push_str(&format!(
+            "[[steps]]\nname = \"{name}\"\nkind = \"command\"\nrun = '''{run}'''\nunless = '''{unless}'''\n{}\n",
+            if i == 0 { "notify = \"handler\"\n" } else { "" }
+        ));
+        commands.push((name, run));
+    }
+    let flows = [
+        (
+            "set",
+            "{% set p = secrets.TAINT_QUOTE | upper %}{% set q = p ~ \"/\" ~ secrets.token %}printf %s {{ q | shell_quote }} > /dev/null",
+        ),
+        (
+            "macro",
+            "{% macro m(v) %}{{ v | lower | replace(from=\"-\", to=\"\") }}{% endmacro m %}printf %s {{ self::m(v=secrets.TAINT_MIXED) | shell_quote }} {{ self::m(v=secrets.TAINT_LINES) | shell_quote }} > /dev/null",
+        ),
+        (
+            "loop",
+            "{% for part in secrets.TAINT_LINES | split(pat=\"-\") %}printf %s {{ part | shell_quote }} > /dev/null; {% endfor %}true",
+        ),
+        (
+            "get",
+            "printf %s {{ secrets | get(key=\"TAINT_QUOTE\") | upper | shell_quote }} > /dev/null",
+        ),
+    ];
+    for (what, run) in flows {
+        let name = format!("flow {what}");
+        pb.push_str(&format!(
+            "[[steps]]\nname = \"{name}\"\nkind = \"command\"\nrun = '''{run}'''\n\n"
+        ));
+        commands.push((name, run.to_string()));
+    }
+    // `creates` named by a secret, on the first line of a two-line command.
+    pb.push_str(
+        "[[steps]]\nname = \"creates\"\nkind = \"command\"\n\
+         run = '''printf %s {{ secrets.TAINT_QUOTE | title | shell_quote }} > /dev/null\ntrue'''\n\
+         creates = '''/opt/taint/c-{{ secrets.TAINT_QUOTE | split(pat=\"-\") | last }}'''\n\n",
+    );
+    // A variable defined from a secret: a template step's `vars`; the template never names
+    // `secrets`.
+    s.file(
+        "templates/vars.conf.tera",
+        "A={{ pw }}\nB={{ parts[0] | lower }}\n{% for l in lines %}L={{ l }}\n{% endfor %}",
+    );
+    pb.push_str(
+        "[[steps]]\nname = \"vars\"\nkind = \"template\"\nsrc = \"vars.conf.tera\"\npath = \"/opt/taint/vars.conf\"\nmode = \"0600\"\n\
+         vars = { pw = '''{{ secrets.TAINT_QUOTE | title }}''', parts = ['''{{ secrets.TAINT_MIXED | upper }}'''], lines = ['''{{ secrets.TAINT_LINES | linebreaksbr }}''', '''{{ secrets.token }}'''] }\n\n",
+    );
+    // The old side of a diff: the file holds the secrets on the host today.
+    pb.push_str(
+        "[[steps]]\nname = \"old side\"\nkind = \"file\"\npath = \"/opt/taint/old.conf\"\ncontent = \"plain=1\\n\"\nmode = \"0644\"\n\n",
+    );
+    // Shown output holding secrets (encoded on the host).
+    pb.push_str(
+        "[[steps]]\nname = \"shown\"\nkind = \"command\"\noutput = true\nchanges = false\n\
+         run = '''printf %s {{ secrets.TAINT_MIXED | shell_quote }} | base64 -w0; echo; printf '%s\\n' {{ secrets.TAINT_QUOTE | shell_quote }} | tr a-z A-Z; cat /opt/taint/token'''\n\n",
+    );
+    // Forced failures: the host prints a secret (uppercased); a template throws with one.
+    pb.push_str(
+        "[[steps]]\nname = \"fails on the host\"\nkind = \"command\"\nwhen = \"fail == 'command'\"\n\
+         run = '''echo boom {{ secrets.TAINT_QUOTE | shell_quote }} | tr a-z A-Z >&2; sleep 0.5; exit 3'''\n\n\
+         [[steps]]\nname = \"fails in a template\"\nkind = \"command\"\nwhen = \"fail == 'template'\"\n\
+         run = '''{% if secrets.TAINT_MIXED is not starting_with(\"<secret\") %}{{ throw(message=\"forced \" ~ secrets.TAINT_MIXED | upper) }}{% endif %}true'''\n\n\
+         [[handlers]]\nname = \"handler\"\nkind = \"command\"\n\
+         run = '''printf %s {{ secrets.TAINT_LINES | upper | shell_quote }} > /dev/null; sleep 0.5'''\n",
+    );
+    let pb_path = s.file("taint.toml", &pb);
+    let pb_path = pb_path.to_str().unwrap();
+
+    let lab = Lab::up("taint-sc", 1);
+    let inv = lab.inventory();
+    let inv = inv.to_str().unwrap();
+    // The managed file's current content holds the secrets, raw and encoded.
+    let old_content = {
+        use base64::Engine as _;
+        let mut c = String::new();
+        for (n, v) in &secrets {
+            c.push_str(&format!(
+                "{n}={v}\n{n}_UP={}\n{n}_B64={}\n",
+                v.to_uppercase(),
+                base64::engine::general_purpose::STANDARD.encode(v)
+            ));
+        }
+        c
+    };
+    crate::support::ok(
+        lab.ssh_input(
+            "h1",
+            "sudo sh -c 'mkdir -p /opt/taint && cat > /opt/taint/old.conf'",
+            old_content.as_bytes(),
+        ),
+        "write the old file",
+    );
+
+    std::thread::sleep(Duration::from_millis(1100)); // mtime granularity margin
+    let since = SystemTime::now();
+    let ps_out = s.dir.path().join("ps.txt");
+    let sampler = host_loop(
+        &lab,
+        "h1",
+        "ps -eww -o args=; sleep 0.02",
+        "/tmp/taint-stop-ps",
+        &ps_out,
+    );
+    let env: Vec<(&str, &str)> = secrets.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let mut runs: Vec<(String, Run)> = Vec::new();
+    let mut run = |args: &[&str], want: i32| -> Run {
+        let r = claw(args, &env);
+        let what = args.join(" ");
+        assert_eq!(r.code, want, "{what}:\n{}\n{}", r.stdout, r.stderr);
+        let copy = Run {
+            code: r.code,
+            stdout: r.stdout.clone(),
+            stderr: r.stderr.clone(),
+        };
+        runs.push((what, copy));
+        r
+    };
+    let plan_file = s.dir.path().join("taint.plan");
+    let plan_file = plan_file.to_str().unwrap();
+    let e = ["-e", "fail=none"];
+    let plan_text = run(
+        &[&["plan", inv, "--playbook", pb_path, "-v"][..], &e].concat(),
+        0,
+    );
+    let plan_json = run(
+        &[
+            &["plan", inv, "--playbook", pb_path, "--output", "json"][..],
+            &e,
+        ]
+        .concat(),
+        0,
+    );
+    run(
+        &[
+            &["plan", inv, "--playbook", pb_path, "--out", plan_file][..],
+            &e,
+        ]
+        .concat(),
+        0,
+    );
+    let applied = run(
+        &[
+            &[
+                "apply",
+                inv,
+                "--playbook",
+                pb_path,
+                "--plan",
+                plan_file,
+                "-vv",
+            ][..],
+            &e,
+        ]
+        .concat(),
+        0,
+    );
+    let applied_json = run(
+        &[
+            &[
+                "apply",
+                inv,
+                "--playbook",
+                pb_path,
+                "--yes",
+                "--output",
+                "json",
+                "-vv",
+            ][..],
+            &e,
+        ]
+        .concat(),
+        0,
+    );
+    let failed_command = run(
+        &[
+            "apply",
+            inv,
+            "--playbook",
+            pb_path,
+            "--yes",
+            "-e",
+            "fail=command",
+        ],
+        1,
+    );
+    let failed_template = run(
+        &[
+            "apply",
+            inv,
+            "--playbook",
+            pb_path,
+            "--yes",
+            "--output",
+            "json",
+            "-e",
+            "fail=template",
+        ],
+        1,
+    );
+    stop_loop(&lab, "h1", "/tmp/taint-stop-ps", sampler);
+
+    // The values, now with the one generated on the host.
+    let token = lab.ssh_ok("h1", "sudo cat /opt/taint/token");
+    let token = token.trim_end_matches('\n').to_string();
+    assert!(token.len() >= 16, "{token:?}");
+    let mut all: Vec<(String, String)> = secrets
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.clone()))
+        .collect();
+    all.push(("token".into(), token.clone()));
+    let ctx_of = |real: bool| -> serde_json::Map<String, serde_json::Value> {
+        let m: serde_json::Map<String, serde_json::Value> = all
+            .iter()
+            .map(|(n, v)| {
+                let v = if real {
+                    v.clone()
+                } else {
+                    format!("<secret:{n}>")
+                };
+                (n.clone(), serde_json::Value::String(v))
+            })
+            .collect();
+        let mut c = serde_json::Map::new();
+        c.insert("secrets".into(), serde_json::Value::Object(m));
+        c
+    };
+    let (real_ctx, marker_ctx) = (ctx_of(true), ctx_of(false));
+
+    // Displays: each command's plan line is its marker rendering (its first line when a
+    // secret's newline made the real one two lines: the display shows the real text's first
+    // line, which becomes the marker rendering, and says more lines follow).
+    for (name, run_t) in &commands {
+        let shown = claw_provision::template::render_str(run_t, &marker_ctx).unwrap();
+        let real = claw_provision::template::render_str(run_t, &real_ctx).unwrap();
+        let step = plan_json
+            .events()
+            .into_iter()
+            .filter(|e| e["event"] == "plan")
+            .flat_map(|e| e["steps"].as_array().unwrap().clone())
+            .find(|s| s["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} in the JSON plan"));
+        let target = step["target"].as_str().unwrap();
+        if real.lines().count() > 1 {
+            assert_eq!(target, format!("{shown} …"), "{name}");
+        } else {
+            assert_eq!(target, shown, "{name}");
+        }
+        assert!(
+            plan_text.stdout.contains(target),
+            "{name}: {target}\n{}",
+            plan_text.stdout
+        );
+    }
+    for want in [
+        "`creates` path /opt/taint/c-<secret:TAINT_QUOTE> is absent",
+        "printf %s '<Secret:Taint_quote>' > /dev/null …",
+        "-TAINT_QUOTE=<secret:TAINT_QUOTE>",
+        "-TAINT_MIXED_B64=<secret:TAINT_MIXED>",
+        "-TAINT_LINES_UP=<secret:TAINT_LINES>",
+        "+plain=1",
+    ] {
+        assert!(
+            plan_text.stdout.contains(want),
+            "{want}:\n{}",
+            plan_text.stdout
+        );
+    }
+    for want in [
+        "<secret:TAINT_MIXED>",
+        "<secret:TAINT_QUOTE>",
+        "<secret:token>",
+    ] {
+        assert!(
+            applied.stdout.contains(want),
+            "shown output, masked: {want}\n{}",
+            applied.stdout
+        );
+    }
+    let fc = format!("{}{}", failed_command.stdout, failed_command.stderr);
+    assert!(fc.contains("BOOM <secret:TAINT_QUOTE>"), "{fc}");
+    let ft = format!("{}{}", failed_template.stdout, failed_template.stderr);
+    // (The uppercased value is also a text the `vars` step renders: shown as its rendering.)
+    assert!(ft.contains("FORCED <SECRET:TAINT_MIXED>"), "{ft}");
+    let _ = applied_json;
+
+    // Every form the playbook gives each value (the exact rendering of every filter expression
+    // and flow, line by line too) and the common encodings.
+    let mut needles: Vec<(String, String)> = Vec::new();
+    for (n, v) in &all {
+        for f in forms(v)
+            .into_iter()
+            .chain(more_forms(v))
+            .chain(v.lines().map(String::from))
+        {
+            needles.push((format!("{n} (raw or encoded)"), f));
+        }
+        for (fname, expr) in &filters {
+            let t = format!("{{{{ secrets.{n} | {expr} }}}}");
+            let out = claw_provision::template::render_str(&t, &real_ctx).unwrap();
+            let shown = claw_provision::template::render_str(&t, &marker_ctx).unwrap();
+            // (`int` of a secret that is no number is the default, whatever the secret.)
+            for piece in std::iter::once(out.as_str()).chain(out.lines()) {
+                if !shown.contains(piece) {
+                    needles.push((format!("{n} through `{fname}`"), piece.to_string()));
+                }
+            }
+        }
+    }
+    for (name, run_t) in &commands {
+        let out = claw_provision::template::render_str(run_t, &real_ctx).unwrap();
+        let shown = claw_provision::template::render_str(run_t, &marker_ctx).unwrap();
+        for piece in std::iter::once(out.as_str()).chain(out.lines()) {
+            if !shown.contains(piece) {
+                needles.push((format!("the rendering of `{name}`"), piece.to_string()));
+            }
+        }
+    }
+    // Shorter texts (a word count, a length, a one-letter part) are no secret.
+    needles.retain(|(_, f)| f.chars().count() >= 8);
+    needles.sort();
+    needles.dedup();
+
+    let mut corpus: Vec<(String, Vec<u8>)> = runs
+        .iter()
+        .flat_map(|(what, r)| {
+            [
+                (format!("stdout of `{what}`"), r.stdout.clone().into_bytes()),
+                (format!("stderr of `{what}`"), r.stderr.clone().into_bytes()),
+            ]
+        })
+        .collect();
+    let ps = std::fs::read(&ps_out).unwrap();
+    let ps_text = String::from_utf8_lossy(&ps).into_owned();
+    assert!(
+        ps_text.contains("sh -c"),
+        "the sampler saw the run:\n{ps_text}"
+    );
+    corpus.push(("ps on the host".into(), ps));
+    corpus.push((
+        "the audit log".into(),
+        lab.ssh_ok("h1", "sudo cat /var/log/claw-provision/audit.log")
+            .into_bytes(),
+    ));
+    let mut files = Vec::new();
+    files_since(s.dir.path(), since, &[], &mut files);
+    files_since(&lab.dir, since, &[lab.dir.join("hosts/h1/opt")], &mut files);
+    assert!(files.iter().any(|f| f.ends_with("taint.plan")));
+    for f in &files {
+        if let Ok(data) = std::fs::read(f) {
+            corpus.push((f.display().to_string(), data));
+        }
+    }
+    let mut hits = Vec::new();
+    for (what, form) in &needles {
+        for (src, data) in &corpus {
+            if data.windows(form.len()).any(|w| w == form.as_bytes()) {
+                hits.push(format!("{what} (as {form:?}) in {src}"));
+            }
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "secrets leaked ({} places searched):\n{}",
+        corpus.len(),
+        hits.join("\n")
+    );
+    // The host really holds them (a search finding nothing means something).
+    let held = lab.ssh_ok("h1", "sudo cat /opt/taint/vars.conf");
+    assert!(held.contains(&format!("L={token}")), "{held}");
+    eprintln!(
+        "taint: {} filters, {} commands, {} needles, {} sources ({} files), {} ps lines, {:.1}s",
+        filters.len(),
+        commands.len(),
+        needles.len(),
+        corpus.len(),
+        files.len(),
+        ps_text.lines().count(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// More forms of a value: shell-quoted, JSON- and backslash-escaped, HTML-escaped, upper- and
+/// lowercase.
+fn more_forms(v: &str) -> Vec<String> {
+    let quoted = format!("'{}'", v.replace('\'', "'\\''"));
+    let json = serde_json::to_string(v).unwrap();
+    vec![
+        quoted[1..quoted.len() - 1].to_string(),
+        quoted,
+        json[1..json.len() - 1].to_string(),
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\'', "\\'"),
+        v.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#x27;")
+            .replace('/', "&#x2F;"),
+        v.to_uppercase(),
+        v.to_lowercase(),
+    ]
+}
+
+/// The filters the Tera of Cargo.lock registers, read from its source in the cargo registry.
+fn tera_filters() -> Vec<String> {
+    let lock = std::fs::read_to_string(repo().join("Cargo.lock")).unwrap();
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"tera\"\n"))
+        .and_then(|p| p.split("version = \"").nth(1))
+        .and_then(|v| v.split('"').next())
+        .expect("tera in Cargo.lock")
+        .to_string();
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let src = std::fs::read_dir(home.join("registry/src"))
+        .expect("the cargo registry")
+        .flatten()
+        .map(|d| d.path().join(format!("tera-{version}/src/tera.rs")))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("tera-{version} sources in the cargo registry"));
+    let text = std::fs::read_to_string(src).unwrap();
+    let body = text
+        .split("fn register_tera_filters")
+        .nth(1)
+        .and_then(|b| b.split("\n    }\n").next())
+        .expect("register_tera_filters");
+    let names: Vec<String> = body
+        .split("register_filter(\"")
+        .skip(1)
+        .filter_map(|p| p.split('"').next().map(String::from))
+        .collect();
+    assert!(names.len() >= 40, "{names:?}");
+    names
 }

@@ -98,7 +98,11 @@ fn tasks_rescue_output_and_fetch() {
     // The playbook's secrets are read in a task too: a value in the output is masked.
     let token = ok(lab.ssh("h1", "sudo cat /opt/ops/token"), "token");
     assert_eq!(token.trim().len(), 64);
-    assert!(r.stdout.contains("h1: | token ********\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("h1: | token <secret:token>\n"),
+        "{}",
+        r.stdout
+    );
     assert!(!r.stdout.contains(token.trim()) && !r.stderr.contains(token.trim()));
     let r = apply(&["--task", "show", "--output", "json"]);
     assert_eq!(r.host("h2")["changed"], 0, "{}", r.stdout);
