@@ -6,6 +6,7 @@ mod tree;
 
 mod accounts;
 mod adhoc;
+mod apply_lock;
 mod apt;
 mod become_user;
 mod cert;
