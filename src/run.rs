@@ -763,10 +763,12 @@ pub(crate) fn connect_spec(h: &Host) -> ConnectSpec {
                 identities_only: j.identities_only,
                 known_hosts: j.known_hosts.clone(),
                 policy: policy(j.host_key_policy),
+                key_options: j.key_options.clone(),
             })
             .collect(),
         known_hosts: h.known_hosts.clone(),
         policy: policy(h.host_key_policy),
+        key_options: h.key_options.clone(),
         connect_timeout: h.connect_timeout,
         keepalive_interval: h.keepalive_interval,
     }

@@ -33,6 +33,7 @@ mod hostile;
 mod http_check;
 mod image_ship;
 mod jump;
+mod known_hosts_files;
 mod no_injection;
 mod rollout;
 mod saved_plan;
