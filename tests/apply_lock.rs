@@ -243,7 +243,38 @@ fn an_older_versions_apply_is_respected_and_force_unlock_ends_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(exec(&lab, "wc -l < /opt/lock-runs"), "1\n");
-    // Its `sleep` (holding the old lock) went with it.
+    // While this version applies, it holds the old lock too: an older version would wait.
+    let slow = lab.dir.join("slow.toml");
+    std::fs::write(
+        &slow,
+        "name = \"slow\"\n\n[[steps]]\nname = \"s\"\nkind = \"command\"\nrun = \"sleep 6\"\n",
+    )
+    .unwrap();
+    let slow_inv = lab.write_inventory("slow-inv.toml", &slow, &[]);
+    let running = claw_spawn(
+        &[
+            "apply",
+            slow_inv.to_str().unwrap(),
+            "--yes",
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    wait_for("the new version's lock", Duration::from_secs(20), || {
+        exec(
+            &lab,
+            "test -s /var/lib/claw-provision/lock/apply.holder && echo held || true",
+        )
+        .contains("held")
+    });
+    assert!(old_lock_busy(&lab), "the old lock is free during an apply");
+    let r = running.wait();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    wait_for("the old lock to be free", Duration::from_secs(10), || {
+        !old_lock_busy(&lab)
+    });
+    // The older run's `sleep` (holding the old lock) went with it.
     assert_eq!(
         exec(
             &lab,

@@ -197,15 +197,16 @@ CLAW_LOCK_STAT
     fi
     # The lock file of older versions: taken too while this run holds the host, so that an
     # older version waits for it; held by root: an older version is applying.
-    if [ -n "$old" ] && command exec 8<"$old" 2>/dev/null && ! flock -w 2 8; then
-      if old_by_root; then
+    # (Not waited for when another account holds it: that must not slow every apply.)
+    if [ -n "$old" ] && command exec 8<"$old" 2>/dev/null && ! flock -n 8; then
+      if ! old_by_root; then
+        exec 8<&-
+      elif ! flock -w 2 8; then
         [ "$5" = force ] || {{ say held-old; exit 0; }}
         forced=1
         broke=$(head -n 1 "${{old%/*}}/apply.holder" 2>/dev/null)
         stop_run "$(sed -n "s/^conn=//p" "${{old%/*}}/apply.holder" 2>/dev/null)"
         flock -w 15 8 || {{ say "the run of an older version did not let go within 15 s"; exit 0; }}
-      else
-        exec 8<&-
       fi
     fi
     printf "%s since %s\nconn=%s\nclient=%s\n" "$4" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$3" "$6" >"$d/apply.holder.tmp" &&
