@@ -115,12 +115,15 @@ async fn one(h: Host, pin: bool, pass: &dyn PassphraseSource) -> KeyReport {
         key.algorithm().as_str(),
         known_hosts::fingerprint(&key)
     ));
-    r.line = known_hosts::entry_line(&h.address, h.port, &key).ok();
+    let (name, port) = h.key_options.lookup(&h.address, h.port);
+    let name = name.to_string();
+    r.line = known_hosts::entry_line_as(&name, port, &key, h.key_options.hash).ok();
     let files = h.known_hosts.clone();
-    let (address, port) = (h.address.clone(), h.port);
-    let state = tokio::task::spawn_blocking(move || state_of(&files, &address, port, &key, pin))
-        .await
-        .unwrap_or_else(|e| KeyState::Failed(format!("internal error: {e}")));
+    let opts = h.key_options.clone();
+    let state =
+        tokio::task::spawn_blocking(move || state_of(&files, &opts, &name, port, &key, pin))
+            .await
+            .unwrap_or_else(|e| KeyState::Failed(format!("internal error: {e}")));
     r.state = state;
     r
 }
@@ -128,16 +131,14 @@ async fn one(h: Host, pin: bool, pass: &dyn PassphraseSource) -> KeyReport {
 /// The key's state across the user's files and the system-wide ones; records it with `pin`.
 fn state_of(
     files: &[PathBuf],
+    opts: &known_hosts::KeyOptions,
     address: &str,
     port: u16,
     key: &russh::keys::PublicKey,
     pin: bool,
 ) -> KeyState {
     let mut statuses = Vec::new();
-    let globals = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"]
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| p.exists());
+    let globals = opts.global.iter().filter(|p| p.exists()).cloned();
     for f in files.iter().cloned().chain(globals) {
         match KnownHosts::load(&f) {
             Ok(kh) => statuses.push(kh.check(address, port, key)),
@@ -162,8 +163,9 @@ fn state_of(
     let Some(first) = files.first() else {
         return KeyState::Failed("no known_hosts file is set".into());
     };
-    match known_hosts::add_if_unknown(first, address, port, key) {
+    match known_hosts::record(first, address, port, key, opts.hash) {
         Ok(AddOutcome::Added) => KeyState::Recorded(first.clone()),
+        Ok(AddOutcome::NotRecorded(why)) => KeyState::Failed(format!("not recorded: {why}")),
         Ok(AddOutcome::NotAdded(HostKeyStatus::Known)) => KeyState::Known,
         Ok(AddOutcome::NotAdded(HostKeyStatus::Revoked)) => KeyState::Revoked,
         Ok(AddOutcome::NotAdded(HostKeyStatus::Changed { line, file })) => {
@@ -249,18 +251,19 @@ mod tests {
         let a = dir.path().join("a");
         let b = dir.path().join("b");
         let k = key();
+        let o = known_hosts::KeyOptions::default();
         assert_eq!(
-            state_of(std::slice::from_ref(&a), "192.0.2.1", 22, &k, false),
+            state_of(std::slice::from_ref(&a), &o, "192.0.2.1", 22, &k, false),
             KeyState::New
         );
         assert!(!a.exists(), "printing writes nothing");
         assert_eq!(
-            state_of(&[a.clone(), b.clone()], "192.0.2.1", 22, &k, true),
+            state_of(&[a.clone(), b.clone()], &o, "192.0.2.1", 22, &k, true),
             KeyState::Recorded(a.clone())
         );
         // Known from the first file even when the second is asked first.
         assert_eq!(
-            state_of(&[b.clone(), a.clone()], "192.0.2.1", 22, &k, true),
+            state_of(&[b.clone(), a.clone()], &o, "192.0.2.1", 22, &k, true),
             KeyState::Known
         );
         // A different key recorded: never replaced.
@@ -270,7 +273,7 @@ mod tests {
         )
         .unwrap();
         let before = std::fs::read(&b).unwrap();
-        match state_of(std::slice::from_ref(&b), "192.0.2.2", 2222, &k, true) {
+        match state_of(std::slice::from_ref(&b), &o, "192.0.2.2", 2222, &k, true) {
             KeyState::Changed(at) => assert!(at.ends_with("b:1"), "{at}"),
             s => panic!("{s:?}"),
         }

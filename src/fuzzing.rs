@@ -135,6 +135,7 @@ pub fn ssh_config(data: &[u8]) {
             port: r.port.unwrap_or(22),
             remote_user: r.user.as_deref().unwrap_or("deploy"),
             jump: "",
+            alias: r.host_key_alias.as_deref(),
         };
         let files = r.user_known_hosts_files.iter().flatten();
         for f in r.identity_files.iter().chain(files) {

@@ -6,6 +6,7 @@
 use crate::duration::Secs;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::ssh::config::{Preset, Resolved, SshConfig, StrictHostKeyChecking};
+use crate::ssh::known_hosts::KeyOptions;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -121,6 +122,8 @@ pub struct Host {
     /// known_hosts files: all are read, new keys are recorded in the first.
     pub known_hosts: Vec<PathBuf>,
     pub host_key_policy: HostKeyPolicy,
+    /// ssh_config's HostKeyAlias, GlobalKnownHostsFile and HashKnownHosts.
+    pub key_options: KeyOptions,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
     /// SSH keepalive interval; the connection counts as lost after 3 unanswered (0 = off).
@@ -146,6 +149,25 @@ pub struct JumpHost {
     /// The hop's own known_hosts files and policy (ssh_config may set them per hop).
     pub known_hosts: Vec<PathBuf>,
     pub host_key_policy: HostKeyPolicy,
+    pub key_options: KeyOptions,
+}
+
+/// ssh_config's HostKeyAlias, GlobalKnownHostsFile (`~` expanded; `none`: no file) and
+/// HashKnownHosts for a host or hop; OpenSSH's defaults where it is silent.
+fn key_options(r: &Resolved) -> KeyOptions {
+    let tilde = |f: &String| match f.strip_prefix("~/") {
+        Some(rest) => home().join(rest),
+        None if f == "~" => home(),
+        None => PathBuf::from(f),
+    };
+    KeyOptions {
+        alias: r.host_key_alias.clone(),
+        global: match &r.global_known_hosts_files {
+            Some(files) => files.iter().filter(|f| *f != "none").map(tilde).collect(),
+            None => KeyOptions::default().global,
+        },
+        hash: r.hash_known_hosts.unwrap_or(false),
+    }
 }
 
 /// Which OpenSSH client configuration to read.
@@ -286,6 +308,9 @@ fn resolve_hops(ctx: &HopCtx<'_>, text: &str, depth: usize) -> Result<Vec<JumpHo
                 ));
             }
         }
+        if let Some(e) = hr.unsupported().into_iter().next() {
+            return Err(format!("jump host `{}`: {e}", hop.host));
+        }
         let address = hr.hostname.clone().unwrap_or_else(|| hop.host.clone());
         let port = hop.port.or(hr.port).unwrap_or(22);
         let user = hop
@@ -305,6 +330,7 @@ fn resolve_hops(ctx: &HopCtx<'_>, text: &str, depth: usize) -> Result<Vec<JumpHo
             port,
             remote_user: &user,
             jump: &jump_host,
+            alias: hr.host_key_alias.as_deref(),
         };
         let in_hop = |what: &str, e: String| {
             format!(
@@ -345,6 +371,7 @@ fn resolve_hops(ctx: &HopCtx<'_>, text: &str, depth: usize) -> Result<Vec<JumpHo
             host_key_policy: ctx
                 .policy
                 .unwrap_or_else(|| policy_of(hr.strict_host_key_checking)),
+            key_options: key_options(&hr),
         });
     }
     Ok(out)
@@ -557,6 +584,9 @@ impl Inventory {
                 .or_else(|| r.user.clone())
                 .unwrap_or_else(|| local_user.clone());
             let host_err = |msg: String| ConfigError::at(path, src, name_off, msg);
+            for e in r.unsupported() {
+                errors.push(host_err(format!("host `{name}`: {e}")));
+            }
             let jump_src = h.jump.as_ref().or(d.jump.as_ref());
             let jump_text = match jump_src {
                 Some(j) => j.get_ref().clone(),
@@ -584,6 +614,7 @@ impl Inventory {
                         port,
                         remote_user: user,
                         jump: &jump_host,
+                        alias: r.host_key_alias.as_deref(),
                     },
                 )
             };
@@ -669,6 +700,7 @@ impl Inventory {
                 jump,
                 known_hosts,
                 host_key_policy,
+                key_options: key_options(&r),
                 connect_timeout: d
                     .connect_timeout
                     .map(|s| s.0)

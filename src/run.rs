@@ -535,6 +535,9 @@ pub trait Observer: Send + Sync {
     fn host_done(&self, _outcome: &HostOutcome) {}
     /// A host key was recorded in known_hosts (accept-new): `ADDRESS:PORT ALGORITHM SHA256:...`.
     fn host_key_learned(&self, _host: &str, _key: &str) {}
+    /// The apply lock of `host` was taken by ending the run that held it (`--force-unlock`, or
+    /// a lost run of this machine): that run's description.
+    fn lock_broken(&self, _host: &str, _holder: &str) {}
 }
 
 /// Options of a run that are not in the input files.
@@ -796,10 +799,12 @@ pub(crate) fn connect_spec(h: &Host) -> ConnectSpec {
                 identities_only: j.identities_only,
                 known_hosts: j.known_hosts.clone(),
                 policy: policy(j.host_key_policy),
+                key_options: j.key_options.clone(),
             })
             .collect(),
         known_hosts: h.known_hosts.clone(),
         policy: policy(h.host_key_policy),
+        key_options: h.key_options.clone(),
         connect_timeout: h.connect_timeout,
         keepalive_interval: h.keepalive_interval,
     }
@@ -1150,6 +1155,7 @@ async fn drive(
     }
     match &first.lock {
         None | Some(LockState::Taken) => {}
+        Some(LockState::TakenFrom(who)) => ctx.observer.lock_broken(name, who),
         Some(LockState::Held { who, .. }) => {
             return Err(failed(
                 "lock",

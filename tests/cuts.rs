@@ -164,7 +164,7 @@ fn host_sh(lab: &Lab, script: &str) -> String {
 
 /// `held` when the apply lock's recorded connection (an sshd process, not a zombie: a killed
 /// sshd may wait unreaped) is still alive.
-const LOCK_HOLDER_ALIVE: &str = "c=$(sed -n 's/^conn=//p' /var/lib/claw-provision/apply.holder 2>/dev/null); \
+const LOCK_HOLDER_ALIVE: &str = "c=$(sed -n 's/^conn=//p' /var/lib/claw-provision/lock/apply.holder 2>/dev/null); \
      st=$(sed -n 's/^State:[[:space:]]*//p' /proc/$c/status 2>/dev/null); \
      case $(cat /proc/$c/comm 2>/dev/null):$st in sshd:[!Z]*|sshd-session:[!Z]*) echo held ;; *) echo free ;; esac";
 

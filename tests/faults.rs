@@ -185,7 +185,10 @@ fn link_down_mid_step_fails_that_host_without_hanging() {
     // stands (an operator would wait, or use --force-unlock).
     let t = Instant::now();
     while lab
-        .ssh("h1", "sudo test -s /var/lib/claw-provision/apply.holder")
+        .ssh(
+            "h1",
+            "sudo test -s /var/lib/claw-provision/lock/apply.holder",
+        )
         .status
         .success()
     {

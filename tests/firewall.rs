@@ -251,6 +251,12 @@ fn firewall_drops_what_is_not_open() {
 #[test]
 fn a_ruleset_that_locks_the_operator_out_is_rolled_back_by_the_host() {
     use std::time::{Duration, Instant};
+    if !cfg!(feature = "test-lockout-switch") {
+        panic!(
+            "this test needs the binary built with the test-only switch of the lock-out guard: \
+             cargo test --features test-lockout-switch (scripts/test.sh does)"
+        );
+    }
     let lab = Lab::up("t-fw-rollback", 1);
     let s = Scratch::new();
     let inv = lab.write_inventory("fw.toml", &playbook(&s, "fw.toml", ""), &[]);

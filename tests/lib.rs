@@ -6,6 +6,7 @@ mod tree;
 
 mod accounts;
 mod adhoc;
+mod apply_lock;
 mod apt;
 mod audit_trace;
 mod become_user;
@@ -37,6 +38,7 @@ mod hostile_swap;
 mod http_check;
 mod image_ship;
 mod jump;
+mod known_hosts_files;
 mod no_injection;
 mod rollout;
 mod saved_plan;

@@ -223,7 +223,7 @@ fn one_apply_at_a_time_per_host_and_a_dead_run_frees_its_lock() {
     let holder = || {
         lab.ssh(
             "h1",
-            "sudo cat /var/lib/claw-provision/apply.holder 2>/dev/null",
+            "sudo cat /var/lib/claw-provision/lock/apply.holder 2>/dev/null",
         )
         .stdout
     };
@@ -433,9 +433,12 @@ fn ctrl_c_finishes_the_running_step_then_stops_and_twice_aborts() {
     }
     // The locks went with the connections.
     wait_for("the locks to go", Duration::from_secs(10), || {
-        lab.ssh("h1", "sudo test -s /var/lib/claw-provision/apply.holder")
-            .status
-            .code()
+        lab.ssh(
+            "h1",
+            "sudo test -s /var/lib/claw-provision/lock/apply.holder",
+        )
+        .status
+        .code()
             == Some(1)
     });
 

@@ -74,6 +74,7 @@ fn ours(cfg: &SshConfig, host: &str, preset: &Preset) -> BTreeMap<&'static str, 
         port,
         remote_user: &user,
         jump: &jump_host,
+        alias: r.host_key_alias.as_deref(),
     };
     let home = config::home().display().to_string();
     let known: Vec<String> = match &r.user_known_hosts_files {
@@ -104,6 +105,25 @@ fn ours(cfg: &SshConfig, host: &str, preset: &Preset) -> BTreeMap<&'static str, 
     );
     m.insert("proxyjump", jump.into_iter().collect());
     m.insert("userknownhostsfile", vec![known.join(" ")]);
+    m.insert(
+        "globalknownhostsfile",
+        vec![match &r.global_known_hosts_files {
+            Some(files) => files.join(" "),
+            None => "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2".into(),
+        }],
+    );
+    m.insert("hostkeyalias", r.host_key_alias.iter().cloned().collect());
+    m.insert(
+        "hashknownhosts",
+        vec![
+            if r.hash_known_hosts == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
+            .into(),
+        ],
+    );
     m.insert(
         "stricthostkeychecking",
         vec![
@@ -175,6 +195,8 @@ fn host_patterns_tokens_and_lists_match_openssh() {
          \x20 ProxyJump bastion,ops@b2:2200\n  UserKnownHostsFile ~/kh1 /tmp/kh2_%h_%p_%r_%n\n\
          \x20 StrictHostKeyChecking accept-new\n  ConnectTimeout 7\n  ServerAliveInterval 1m\n\
          Host db?\n  ProxyJump none\n  StrictHostKeyChecking yes\n  ConnectTimeout none\n\
+         \x20 HostKeyAlias DB-Pinned\n  UserKnownHostsFile /tmp/kh_%k\n  HashKnownHosts yes\n\
+         \x20 GlobalKnownHostsFile /etc/g1 /tmp/g2\n\
          Host=quoted\n  User = \"de ploy\"\n  IdentityFile \"/k/with space\" # a comment\n\
          \x20 STRICTHOSTKEYCHECKING no\n  userknownhostsfile /tmp/%C\n\
          Host *.lan 10.*\n  User lan\n  Port 2200\n\
@@ -287,6 +309,7 @@ fn identity_file_tokens_match_openssh() {
         port,
         remote_user: "deploy",
         jump: "",
+        alias: None,
     };
     let ours: Vec<String> = r
         .identity_files

@@ -294,3 +294,76 @@ fn static_binary_in_a_bare_container() {
         assert_eq!(doc[h]["facts"]["kernel"], kernel.trim(), "{doc}");
     }
 }
+
+/// The firewall's lock-out guard has a test-only switch, `CLAW_PROVISION_TEST_ALLOW_SSH_LOCKOUT`,
+/// that only the tests' build looks at (cargo feature `test-lockout-switch`, which
+/// scripts/build-static.sh does not enable): with it set, the static release binary still refuses a
+/// ruleset that closes the SSH port, and the tests' build accepts it. `validate` renders every
+/// step offline, so no host is needed.
+#[test]
+fn the_static_binary_ignores_the_test_only_lockout_switch() {
+    const SWITCH: &str = "CLAW_PROVISION_TEST_ALLOW_SSH_LOCKOUT";
+    let sbin = static_bin();
+    assert!(
+        sbin.is_file(),
+        "the static binary {} is missing: build it with `bash scripts/build-static.sh`",
+        sbin.display()
+    );
+    assert_eq!(
+        version(&sbin),
+        version(&bin()),
+        "{} was built from another commit: rebuild it with `bash scripts/build-static.sh`",
+        sbin.display()
+    );
+    if !cfg!(feature = "test-lockout-switch") {
+        panic!(
+            "the binary under test must be the tests' build: cargo test --features test-lockout-switch"
+        );
+    }
+    let site = tempfile::tempdir().unwrap();
+    let pb = site.path().join("fw.toml");
+    std::fs::write(
+        &pb,
+        "name = \"fw\"\n\n[[steps]]\nname = \"firewall\"\nkind = \"firewall\"\nports = [80]\n",
+    )
+    .unwrap();
+    let inv = site.path().join("inventory.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "playbook = \"{}\"\n\n[hosts.h1]\naddress = \"127.0.0.1\"\nport = 22\n",
+            pb.display()
+        ),
+    )
+    .unwrap();
+    let validate = |b: &Path, switch: bool| {
+        let mut cmd = Command::new(b);
+        cmd.arg("validate").arg(&inv).env_remove(SWITCH);
+        if switch {
+            cmd.env(SWITCH, "1");
+        }
+        let o = run(&mut cmd);
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let refused = "this ruleset would block SSH port 22";
+    for switch in [false, true] {
+        let (code, out) = validate(&sbin, switch);
+        assert_eq!(code, Some(1), "static binary, switch {switch}: {out}");
+        assert!(
+            out.contains(refused),
+            "static binary, switch {switch}: {out}"
+        );
+    }
+    let (code, out) = validate(&bin(), false);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(refused), "{out}");
+    let (code, out) = validate(&bin(), true);
+    assert_eq!(code, Some(0), "the tests' build with the switch: {out}");
+}

@@ -136,6 +136,11 @@ impl Observer for JsonObserver {
             .emit(json!({"event": "host_key_learned", "host": host, "key": key}));
     }
 
+    fn lock_broken(&self, host: &str, holder: &str) {
+        self.events
+            .emit(json!({"event": "lock_broken", "host": host, "holder": holder}));
+    }
+
     fn step(
         &self,
         host: &str,

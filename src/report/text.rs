@@ -549,6 +549,16 @@ impl Observer for Progress {
             .push((host.to_string(), key.to_string()));
     }
 
+    fn lock_broken(&self, host: &str, holder: &str) {
+        // Host-supplied text: no control character reaches the terminal.
+        let holder: String = (holder.chars())
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        self.out_line(format!(
+            "{host}: ended the run holding the apply lock and took it: {holder}"
+        ));
+    }
+
     fn phase(&self, host: &str, phase: &str) {
         if let Some(b) = self.bar(host) {
             b.set_message(phase.to_string());

@@ -193,8 +193,14 @@ pub fn rolled_back_script(table: &str, token: &str) -> String {
 }
 
 /// The environment variable that lets a test force a ruleset which blocks the SSH port (to prove
-/// the rollback). Never set it on an operator's machine.
+/// the rollback). Only a build with the cargo feature `test-lockout-switch` (the integration tests'
+/// build, never a release) looks at it.
 pub const TEST_ALLOW_LOCKOUT: &str = "CLAW_PROVISION_TEST_ALLOW_SSH_LOCKOUT";
+
+/// Whether this build lets [`TEST_ALLOW_LOCKOUT`] switch the lock-out guard off, and it is set.
+fn lockout_allowed() -> bool {
+    cfg!(feature = "test-lockout-switch") && std::env::var_os(TEST_ALLOW_LOCKOUT).is_some()
+}
 
 pub const DEFAULT_TABLE: &str = "claw_provision";
 const DEFAULT_PORTS: &[u16] = &[22, 80, 443];
@@ -314,9 +320,7 @@ impl Desired {
         if !(10..=3600).contains(&confirm_secs) {
             return Err("`confirm_timeout` must be between 10s and 1h".into());
         }
-        if !ports.iter().any(|p| u64::from(*p) == ssh)
-            && std::env::var_os(TEST_ALLOW_LOCKOUT).is_none()
-        {
+        if !ports.iter().any(|p| u64::from(*p) == ssh) && !lockout_allowed() {
             return Err(format!(
                 "this ruleset would block SSH port {ssh}, which claw-provision connects to; add {ssh} to `ports`"
             ));

@@ -532,6 +532,7 @@ SgqtDrBqdBVSn7aSG1dqzXhLilpF31UrecGcCFHMwUF1VertKcIXEUb6P09ABlcgVmkzZ5
             identities_only: false,
             jump: Vec::new(),
             policy: super::super::HostKeyPolicy::Strict,
+            key_options: Default::default(),
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(15),
         }

@@ -6,7 +6,18 @@
 //! `user`, `localuser` (each may be negated with `!`); `Include` (globs; relative paths are under
 //! `~/.ssh`, as for OpenSSH's user configuration); and the keywords `HostName`, `User`, `Port`,
 //! `IdentityFile`, `IdentitiesOnly`, `ProxyJump`, `ProxyCommand` (recognized, to be refused),
-//! `UserKnownHostsFile`, `StrictHostKeyChecking`, `ConnectTimeout` and `ServerAliveInterval`.
+//! `UserKnownHostsFile`, `GlobalKnownHostsFile`, `HostKeyAlias`, `HashKnownHosts`,
+//! `StrictHostKeyChecking`, `ConnectTimeout` and `ServerAliveInterval`.
+//!
+//! Options that change how host keys are trusted and that we do not implement are an error for
+//! the hosts they apply to ([`Resolved::unsupported`], naming file and line), never ignored:
+//! `KnownHostsCommand`, `VerifyHostKeyDNS yes|ask` (trust from DNS), `CheckHostIP yes` (a second
+//! check, by address, that can refuse), `RevokedHostKeys` (keys to refuse),
+//! `NoHostAuthenticationForLocalhost yes`, and `HostKeyAlgorithms` unless it only adds (`+`) or
+//! reorders (`^`): a list that leaves algorithms out refuses keys of those types. Not errors, as
+//! they cannot make us trust a key OpenSSH would refuse: `UpdateHostKeys` (we never learn keys
+//! beyond accept-new's first one), `CASignatureAlgorithms` (host certificates are not trusted at
+//! all), `FingerprintHash`, `VisualHostKey`, `StrictHostKeyChecking ask` (taken as `yes`).
 //! Every other keyword is ignored: this is not `ssh`, and operators' files are full of options
 //! that do not concern us.
 //!
@@ -73,6 +84,12 @@ enum Value {
     ProxyJump(String),
     ProxyCommand(String),
     UserKnownHostsFile(Vec<String>),
+    GlobalKnownHostsFile(Vec<String>),
+    HostKeyAlias(String),
+    HashKnownHosts(bool),
+    /// A host-key option we do not implement (keyword as OpenSSH spells it, value as written):
+    /// the first one for a host decides whether it is an error ([`Resolved::unsupported`]).
+    Trust(&'static str, String),
     StrictHostKeyChecking(StrictHostKeyChecking),
     ConnectTimeout(Option<Duration>),
     ServerAliveInterval(Duration),
@@ -113,12 +130,48 @@ pub struct Resolved {
     pub proxy_command: Option<String>,
     /// `UserKnownHostsFile` values as written.
     pub user_known_hosts_files: Option<Vec<String>>,
+    /// `GlobalKnownHostsFile` values as written.
+    pub global_known_hosts_files: Option<Vec<String>>,
+    /// `HostKeyAlias`, in lower case (as OpenSSH uses it).
+    pub host_key_alias: Option<String>,
+    pub hash_known_hosts: Option<bool>,
+    /// The host-key options we do not implement, first value of each: (keyword, value, origin).
+    pub trust: Vec<(&'static str, String, String)>,
     pub strict_host_key_checking: Option<StrictHostKeyChecking>,
     /// `Some(None)`: `ConnectTimeout none`.
     pub connect_timeout: Option<Option<Duration>>,
     pub server_alive_interval: Option<Duration>,
     /// Where each value came from (`file:line`), for `hosts` and error messages.
     pub origin: Vec<(&'static str, String)>,
+}
+
+impl Resolved {
+    /// The host-key options set for this host that would change which keys are trusted and
+    /// that we do not implement: one message each, naming the file and line.
+    pub fn unsupported(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (keyword, value, origin) in &self.trust {
+            let v = value.to_ascii_lowercase();
+            let bad = match *keyword {
+                "KnownHostsCommand" | "RevokedHostKeys" => v != "none",
+                "VerifyHostKeyDNS" => matches!(v.as_str(), "yes" | "true" | "ask"),
+                "CheckHostIP" | "NoHostAuthenticationForLocalhost" => {
+                    matches!(v.as_str(), "yes" | "true")
+                }
+                // `+` adds to the defaults and `^` puts first: nothing is left out.
+                "HostKeyAlgorithms" => !(v.starts_with('+') || v.starts_with('^')),
+                _ => true,
+            };
+            if bad {
+                out.push(format!(
+                    "the ssh_config ({origin}) sets `{keyword} {value}`, which changes how host \
+                     keys are checked and is not supported by claw-provision; remove it for this \
+                     host or pass --ssh-config none"
+                ));
+            }
+        }
+        out
+    }
 }
 
 impl SshConfig {
@@ -267,6 +320,20 @@ impl Query<'_> {
                     "UserKnownHostsFile"
                 );
             }
+            Value::GlobalKnownHostsFile(f) => {
+                first!(
+                    self.r.global_known_hosts_files,
+                    f.clone(),
+                    "GlobalKnownHostsFile"
+                );
+            }
+            Value::HostKeyAlias(a) => first!(self.r.host_key_alias, a.clone(), "HostKeyAlias"),
+            Value::HashKnownHosts(b) => first!(self.r.hash_known_hosts, *b, "HashKnownHosts"),
+            Value::Trust(k, v) => {
+                if !self.r.trust.iter().any(|(t, _, _)| t == k) {
+                    self.r.trust.push((k, v.clone(), origin.clone()));
+                }
+            }
             Value::StrictHostKeyChecking(s) => {
                 first!(self.r.strict_host_key_checking, *s, "StrictHostKeyChecking");
             }
@@ -376,6 +443,8 @@ pub struct Tokens<'a> {
     pub remote_user: &'a str,
     /// `%j`: the host of the last ProxyJump hop (see [`jump_token`]), empty without one.
     pub jump: &'a str,
+    /// `%k`: the `HostKeyAlias`, if any (else `%k` is the name given).
+    pub alias: Option<&'a str>,
 }
 
 /// Expands `~` / `~/...` and the tokens `%%` `%C` `%d` `%h` `%i` `%j` `%k` `%L` `%l` `%n` `%p`
@@ -406,8 +475,7 @@ pub fn expand(path: &str, t: &Tokens<'_>) -> Result<PathBuf, String> {
             Some('C') => out.push_str(&connection_hash(&local_host, t)),
             Some('d') => out.push_str(&home.display().to_string()),
             Some('h') => out.push_str(t.hostname),
-            // No HostKeyAlias support: the name given.
-            Some('k') => out.push_str(t.original),
+            Some('k') => out.push_str(t.alias.unwrap_or(t.original)),
             // SAFETY: getuid cannot fail.
             Some('i') => out.push_str(&unsafe { libc::getuid() }.to_string()),
             Some('j') => out.push_str(t.jump),
@@ -624,7 +692,7 @@ fn parse(path: &Path, src: &str, depth: usize, errors: &mut Vec<ConfigError>) ->
             continue;
         }
         let one = |errors: &mut Vec<ConfigError>| -> Option<String> {
-            if args.len() > 1 && !matches!(keyword.as_str(), "proxycommand") {
+            if args.len() > 1 && !matches!(keyword.as_str(), "proxycommand" | "knownhostscommand") {
                 err(
                     errors,
                     format!("`{}` takes one value, got {}", &t[..kw_end], args.len()),
@@ -693,6 +761,23 @@ fn parse(path: &Path, src: &str, depth: usize, errors: &mut Vec<ConfigError>) ->
             "proxyjump" => one(errors).map(Value::ProxyJump),
             "proxycommand" => Some(Value::ProxyCommand(args.join(" "))),
             "userknownhostsfile" => Some(Value::UserKnownHostsFile(args.clone())),
+            "globalknownhostsfile" => Some(Value::GlobalKnownHostsFile(args.clone())),
+            "hostkeyalias" => one(errors).map(|a| Value::HostKeyAlias(a.to_lowercase())),
+            "hashknownhosts" => one(errors).and_then(|v| match yes_no("HashKnownHosts", &v) {
+                Ok(b) => Some(Value::HashKnownHosts(b)),
+                Err(e) => {
+                    err(errors, e);
+                    None
+                }
+            }),
+            "knownhostscommand" => Some(Value::Trust("KnownHostsCommand", args.join(" "))),
+            "verifyhostkeydns" => one(errors).map(|v| Value::Trust("VerifyHostKeyDNS", v)),
+            "checkhostip" => one(errors).map(|v| Value::Trust("CheckHostIP", v)),
+            "revokedhostkeys" => one(errors).map(|v| Value::Trust("RevokedHostKeys", v)),
+            "nohostauthenticationforlocalhost" => {
+                one(errors).map(|v| Value::Trust("NoHostAuthenticationForLocalhost", v))
+            }
+            "hostkeyalgorithms" => one(errors).map(|v| Value::Trust("HostKeyAlgorithms", v)),
             "stricthostkeychecking" => {
                 one(errors).and_then(|v| match v.to_ascii_lowercase().as_str() {
                     "yes" | "true" => Some(Value::StrictHostKeyChecking(StrictHostKeyChecking::Yes)),
@@ -988,6 +1073,49 @@ mod tests {
     }
 
     #[test]
+    fn host_key_options_and_unsupported_trust_options() {
+        let c = cfg(
+            "Host a\n  HostKeyAlias Web-Alias\n  HashKnownHosts yes\n  GlobalKnownHostsFile /g1 ~/g2\n\
+             Host b\n  CheckHostIP no\n  VerifyHostKeyDNS no\n  KnownHostsCommand none\n  HostKeyAlgorithms +ssh-rsa\n\
+             Host c\n  KnownHostsCommand /bin/kh %H\n  VerifyHostKeyDNS ask\n  CheckHostIP yes\n\
+               RevokedHostKeys /r\n  NoHostAuthenticationForLocalhost yes\n  HostKeyAlgorithms ssh-ed25519\n\
+             Host *\n  CheckHostIP yes\n  UpdateHostKeys yes\n  CASignatureAlgorithms ssh-ed25519\n",
+        );
+        let a = q(&c, "a");
+        assert_eq!(a.host_key_alias.as_deref(), Some("web-alias"));
+        assert_eq!(a.hash_known_hosts, Some(true));
+        assert_eq!(
+            a.global_known_hosts_files,
+            Some(vec!["/g1".to_string(), "~/g2".to_string()])
+        );
+        // `Host *` sets CheckHostIP yes for a: an error naming the line.
+        let e = a.unsupported();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("cfg:18") && e[0].contains("`CheckHostIP yes`"),
+            "{e:?}"
+        );
+        // The first value wins: b's `no`s and `none`, and `+` adding algorithms, are fine.
+        assert!(q(&c, "b").unsupported().is_empty());
+        let e = q(&c, "c").unsupported();
+        assert_eq!(e.len(), 6, "{e:?}");
+        for (i, what) in [
+            "KnownHostsCommand /bin/kh %H",
+            "VerifyHostKeyDNS ask",
+            "CheckHostIP yes",
+            "RevokedHostKeys /r",
+            "NoHostAuthenticationForLocalhost yes",
+            "HostKeyAlgorithms ssh-ed25519",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(e[i].contains(&format!("cfg:{}", i + 11)), "{e:?}");
+            assert!(e[i].contains(&format!("`{what}`")), "{e:?}");
+        }
+    }
+
+    #[test]
     fn include_applies_within_active_block_only() {
         let dir = tempfile::tempdir().unwrap();
         let inc = dir.path().join("inc");
@@ -1049,6 +1177,7 @@ mod tests {
             port: 2222,
             remote_user: "deploy",
             jump: "",
+            alias: None,
         };
         let home = home().display().to_string();
         assert_eq!(
@@ -1056,6 +1185,15 @@ mod tests {
             PathBuf::from(format!("{home}/.ssh/id_deploy@h.example:2222%"))
         );
         assert_eq!(expand("/k/%n", &t).unwrap(), PathBuf::from("/k/h"));
+        assert_eq!(expand("/k/%k", &t).unwrap(), PathBuf::from("/k/h"));
+        let aliased = Tokens {
+            alias: Some("web-alias"),
+            ..t.clone()
+        };
+        assert_eq!(
+            expand("/k/%k", &aliased).unwrap(),
+            PathBuf::from("/k/web-alias")
+        );
         assert!(expand("/k/%z", &t).unwrap_err().contains("%z"));
         assert_eq!(
             expand("%d/x", &t).unwrap(),

@@ -16,7 +16,18 @@
 //! then it counts as a recorded key that does not match anything, so a corrupted entry can never
 //! let `accept-new` silently trust a new key. Line numbers are 1-based physical lines.
 //!
-//! New entries are added unhashed (`host key` or `[host]:port key`) by [`add_if_unknown`]: under
+//! Special files (`/dev/null`, any character or block device, a FIFO, a socket, or a link to one)
+//! are read as empty and never written: no lock or temporary file is made beside them (OpenSSH
+//! users point `UserKnownHostsFile` at `/dev/null`; replacing it by a regular file would break the
+//! machine). A key that accept-new cannot record there, or in a file whose directory cannot be
+//! written (read-only), is accepted for this connection only and reported as not recorded
+//! ([`AddOutcome::NotRecorded`]), as OpenSSH warns and goes on.
+//!
+//! ssh_config's `HostKeyAlias` (the name looked up and recorded instead of the address, without
+//! port), `GlobalKnownHostsFile` (read, never written) and `HashKnownHosts` are [`KeyOptions`].
+//!
+//! New entries are added (`host key` or `[host]:port key`, hashed with `HashKnownHosts yes`) by
+//! [`record`]: under
 //! an exclusive `flock` of `known_hosts.lock` beside the file, the file is re-read and, if the
 //! host is still unknown, replaced atomically (temporary file with the old content and the new
 //! line, synced, renamed over it), so that concurrent connections (tasks of this process or
@@ -142,9 +153,12 @@ pub struct KnownHosts {
 }
 
 impl KnownHosts {
-    /// Reads and parses `path`. A missing file is an empty one; any other read error is
-    /// returned.
+    /// Reads and parses `path`. A missing file is an empty one, and so is a special file
+    /// ([`special`]: never opened, a FIFO would block); any other read error is returned.
     pub fn load(path: &Path) -> io::Result<KnownHosts> {
+        if special(path).is_some() {
+            return Ok(Self::parse(path, ""));
+        }
         match std::fs::read(path) {
             Ok(bytes) => Ok(Self::parse(path, &String::from_utf8_lossy(&bytes))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::parse(path, "")),
@@ -270,7 +284,61 @@ impl KnownHosts {
     }
 }
 
-/// The outcome of [`add_if_unknown`].
+/// System-wide known_hosts files (OpenSSH's `GlobalKnownHostsFile` default), read, never written.
+pub const DEFAULT_GLOBAL: &[&str] = &["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
+
+/// How a host's key is looked up and recorded besides the user's files and the policy:
+/// ssh_config's `HostKeyAlias`, `GlobalKnownHostsFile` and `HashKnownHosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyOptions {
+    /// `HostKeyAlias` (lower case): the name looked up and recorded instead of the address,
+    /// with no port (`[host]:port`), as OpenSSH does.
+    pub alias: Option<String>,
+    /// System-wide files: read, never written.
+    pub global: Vec<PathBuf>,
+    /// `HashKnownHosts yes`: new entries are recorded hashed (`|1|salt|hash`).
+    pub hash: bool,
+}
+
+impl Default for KeyOptions {
+    fn default() -> Self {
+        KeyOptions {
+            alias: None,
+            global: DEFAULT_GLOBAL.iter().map(PathBuf::from).collect(),
+            hash: false,
+        }
+    }
+}
+
+impl KeyOptions {
+    /// The name and port under which the key of `address`:`port` is looked up and recorded.
+    pub fn lookup<'a>(&'a self, address: &'a str, port: u16) -> (&'a str, u16) {
+        match &self.alias {
+            Some(a) => (a.as_str(), 22),
+            None => (address, port),
+        }
+    }
+}
+
+/// Why `path` is not a file to read or write as known_hosts (a device, a FIFO, a socket; links
+/// followed), or `None` for a regular file, a directory (its read fails as usual) or nothing.
+pub fn special(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path).ok()?.file_type();
+    if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        None
+    }
+}
+
+/// The outcome of [`record`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddOutcome {
     /// The entry was appended to the file.
@@ -279,6 +347,9 @@ pub enum AddOutcome {
     /// `Unknown` — another connection recorded the host meanwhile (`Known`), or it holds a
     /// different key (`Changed`) or revokes this one (`Revoked`).
     NotAdded(HostKeyStatus),
+    /// Nothing was written, and the host is still unknown: the file is special (`/dev/null`...)
+    /// or its directory cannot be written (why, naming the file).
+    NotRecorded(String),
 }
 
 /// Appends `host`:`port` with `key` to the `known_hosts` file at `path` if, re-read under an
@@ -299,7 +370,25 @@ pub fn add_if_unknown(
     port: u16,
     key: &PublicKey,
 ) -> io::Result<AddOutcome> {
-    add_with(path, host, port, key, Crash::Never)
+    add_with(path, host, port, key, false, Crash::Never)
+}
+
+/// [`add_if_unknown`], the entry hashed when `hash` (`HashKnownHosts yes`). A special file is
+/// never written, and neither is a file whose directory is read-only or not ours to write:
+/// [`AddOutcome::NotRecorded`].
+pub fn record(
+    path: &Path,
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+    hash: bool,
+) -> io::Result<AddOutcome> {
+    add_with(path, host, port, key, hash, Crash::Never)
+}
+
+/// Whether `e` says the place cannot be written at all (permissions, read-only file system).
+fn unwritable(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EROFS)
 }
 
 /// Where a test makes [`add_with`] stop as if the process had been killed there.
@@ -321,16 +410,35 @@ fn add_with(
     host: &str,
     port: u16,
     key: &PublicKey,
+    hash: bool,
     crash: Crash,
 ) -> io::Result<AddOutcome> {
+    // `/dev/null` & co: read as empty, never written, nothing made beside them.
+    if let Some(what) = special(path) {
+        return Ok(AddOutcome::NotRecorded(format!(
+            "{} is {what}",
+            path.display()
+        )));
+    }
+    let not_recorded = |e: io::Error| -> io::Result<AddOutcome> {
+        if unwritable(&e) {
+            Ok(AddOutcome::NotRecorded(format!(
+                "cannot write {}: {e}",
+                path.display()
+            )))
+        } else {
+            Err(e)
+        }
+    };
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
         && !dir.exists()
-    {
-        std::fs::DirBuilder::new()
+        && let Err(e) = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)?;
+            .create(dir)
+    {
+        return not_recorded(e);
     }
     // The file a symbolic link names is the one to replace (a dotfiles manager's link stays).
     let path = match std::fs::canonicalize(path) {
@@ -338,12 +446,16 @@ fn add_with(
         Err(e) if e.kind() == io::ErrorKind::NotFound => path.to_path_buf(),
         Err(e) => return Err(e),
     };
-    let lock_file = OpenOptions::new()
+    let lock_file = match OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(lock_path(&path))?;
+        .open(lock_path(&path))
+    {
+        Ok(f) => f,
+        Err(e) => return not_recorded(e),
+    };
     let _lock = Flock::exclusive(&lock_file)?;
     remove_stale_temps(&path);
     let (bytes, meta) = match File::open(&path) {
@@ -364,10 +476,13 @@ fn add_with(
     if !new.is_empty() && !new.ends_with(b"\n") {
         new.push(b'\n');
     }
-    new.extend_from_slice(entry_line(host, port, key)?.as_bytes());
+    new.extend_from_slice(entry_line_as(host, port, key, hash)?.as_bytes());
     new.push(b'\n');
-    replace_file(&path, &new, meta.as_ref(), crash)?;
-    Ok(AddOutcome::Added)
+    match replace_file(&path, &new, meta.as_ref(), crash) {
+        Ok(()) => Ok(AddOutcome::Added),
+        Err(Replace::Create(e)) => not_recorded(e),
+        Err(Replace::Other(e)) => Err(e),
+    }
 }
 
 /// The lock file of a known_hosts file: `PATH.lock` beside it.
@@ -407,12 +522,25 @@ fn remove_stale_temps(path: &Path) {
 /// Replaces `path` with `content` atomically (temporary file in the same directory, synced,
 /// renamed over it, directory synced), keeping the mode and owner of the file it replaces
 /// (`meta`; a new file gets 0644).
+/// Why [`replace_file`] failed: the temporary file could not be made (nothing was written), or a
+/// later step.
+enum Replace {
+    Create(io::Error),
+    Other(io::Error),
+}
+
+impl From<io::Error> for Replace {
+    fn from(e: io::Error) -> Self {
+        Replace::Other(e)
+    }
+}
+
 fn replace_file(
     path: &Path,
     content: &[u8],
     meta: Option<&std::fs::Metadata>,
     crash: Crash,
-) -> io::Result<()> {
+) -> Result<(), Replace> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -431,7 +559,7 @@ fn replace_file(
             {
                 Ok(f) => break (candidate, f),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
-                Err(e) => return Err(e),
+                Err(e) => return Err(Replace::Create(e)),
             }
         }
     };
@@ -474,28 +602,47 @@ fn replace_file(
         Ok(false) => return Ok(()),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp_path);
-            return Err(e);
+            return Err(Replace::Other(e));
         }
     }
     if crash == Crash::Renamed {
         return Ok(());
     }
     // The rename is durable once the directory is.
-    File::open(&dir)?.sync_all()
+    Ok(File::open(&dir)?.sync_all()?)
 }
 
 /// The `known_hosts` line recorded for a new host: `host key-type base64` (or `[host]:port ...`).
 pub fn entry_line(host: &str, port: u16, key: &PublicKey) -> io::Result<String> {
+    entry_line_as(host, port, key, false)
+}
+
+/// [`entry_line`], with the host field hashed when `hash` (`|1|base64(salt)|base64(HMAC-SHA1)`,
+/// a random 20-byte salt, as `HashKnownHosts yes` and `ssh-keygen -H` write).
+pub fn entry_line_as(host: &str, port: u16, key: &PublicKey, hash: bool) -> io::Result<String> {
     let mut key = key.clone();
     key.set_comment("");
     let text = key
         .to_openssh()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    Ok(format!(
-        "{} {}",
-        host_port_name(host, port),
-        text.trim_end()
-    ))
+    let name = host_port_name(host, port);
+    let name = if hash {
+        hashed_name(&name, &rand::random::<[u8; 20]>())
+    } else {
+        name
+    };
+    Ok(format!("{name} {}", text.trim_end()))
+}
+
+/// `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`.
+fn hashed_name(name: &str, salt: &[u8]) -> String {
+    let mut mac = Hmac::<Sha1>::new_from_slice(salt).expect("HMAC takes any key length");
+    mac.update(name.as_bytes());
+    format!(
+        "|1|{}|{}",
+        BASE64.encode(salt),
+        BASE64.encode(mac.finalize().into_bytes())
+    )
 }
 
 /// The name under which `host`:`port` is recorded: `host` for port 22, else `[host]:port`.
@@ -970,7 +1117,7 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
             let before = std::fs::metadata(&path).unwrap();
             assert_eq!(
-                add_with(&path, "web2", 22, &key(ECDSA), crash).unwrap(),
+                add_with(&path, "web2", 22, &key(ECDSA), false, crash).unwrap(),
                 AddOutcome::Added
             );
             let text = std::fs::read_to_string(&path).unwrap();
@@ -1038,6 +1185,104 @@ mod tests {
             format!("web1 {ED}\nweb2 {ECDSA}\n")
         );
         assert!(real.with_file_name("known_hosts.lock").exists());
+    }
+
+    #[test]
+    fn hashed_entries_are_written_with_hash_known_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        assert_eq!(
+            record(&path, "Web1.Example.com", 22, &key(ED), true).unwrap(),
+            AddOutcome::Added
+        );
+        assert_eq!(
+            record(&path, "10.0.0.2", 2222, &key(ECDSA), true).unwrap(),
+            AddOutcome::Added
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("web1") && !text.contains("10.0.0.2"),
+            "{text}"
+        );
+        assert_eq!(text.lines().filter(|l| l.starts_with("|1|")).count(), 2);
+        let k = KnownHosts::load(&path).unwrap();
+        assert_eq!(
+            k.check("web1.example.com", 22, &key(ED)),
+            HostKeyStatus::Known
+        );
+        assert_eq!(k.check("10.0.0.2", 2222, &key(ECDSA)), HostKeyStatus::Known);
+        assert_eq!(k.check("10.0.0.2", 22, &key(ECDSA)), HostKeyStatus::Unknown);
+        // OpenSSH finds them too (`ssh-keygen -F` reads hashed entries).
+        for name in ["web1.example.com", "[10.0.0.2]:2222"] {
+            let out = std::process::Command::new("ssh-keygen")
+                .args(["-F", name, "-f"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name}: {out:?}");
+        }
+        // A known salt gives OpenSSH's hash (`|1|` + base64 salt + base64 HMAC-SHA1).
+        let h = hashed_name("web1", &[0u8; 20]);
+        assert!(hashed_match(&h, "web1") && !hashed_match(&h, "web2"), "{h}");
+    }
+
+    #[test]
+    fn special_files_are_read_as_empty_and_never_written() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        for p in [&fifo, &link] {
+            // Never opened: a FIFO without a writer would block here.
+            assert!(KnownHosts::load(p).unwrap().entries_for("*", 22).is_empty());
+            assert_eq!(special(p), Some("a FIFO"));
+            match record(p, "web1", 22, &key(ED), false).unwrap() {
+                AddOutcome::NotRecorded(why) => assert!(why.contains("is a FIFO"), "{why}"),
+                o => panic!("{o:?}"),
+            }
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["fifo", "link"],
+            "no lock or temporary file beside them"
+        );
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        assert_eq!(special(&dir.path().join("missing")), None);
+        assert_eq!(special(dir.path()), None);
+    }
+
+    #[test]
+    fn an_alias_is_looked_up_without_port() {
+        let o = KeyOptions {
+            alias: Some("web-alias".into()),
+            ..KeyOptions::default()
+        };
+        assert_eq!(o.lookup("10.0.0.2", 2222), ("web-alias", 22));
+        assert_eq!(
+            KeyOptions::default().lookup("10.0.0.2", 2222),
+            ("10.0.0.2", 2222)
+        );
+        assert_eq!(
+            KeyOptions::default().global,
+            [
+                PathBuf::from("/etc/ssh/ssh_known_hosts"),
+                PathBuf::from("/etc/ssh/ssh_known_hosts2")
+            ]
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::secret::Secret;
 
 pub use capture::{Dropped, Keep, Limits};
 pub use error::SshError;
-pub use known_hosts::{HostKeyPolicy, HostKeyStatus, KnownHosts};
+pub use known_hosts::{HostKeyPolicy, HostKeyStatus, KeyOptions, KnownHosts};
 pub use session::{
     Chunk, ExecOutput, MAX_CHANNELS, Output, Session, SessionStats, take_learned_host_keys,
 };
@@ -56,6 +56,8 @@ pub struct ConnectSpec {
     /// known_hosts files: all are read; new keys (accept-new) are recorded in the first.
     pub known_hosts: Vec<PathBuf>,
     pub policy: HostKeyPolicy,
+    /// HostKeyAlias, the system-wide files, HashKnownHosts.
+    pub key_options: KeyOptions,
     /// Limit for TCP connect + key exchange + authentication together (time spent waiting
     /// for a passphrase is not counted).
     pub connect_timeout: Duration,
@@ -76,6 +78,7 @@ pub struct JumpSpec {
     /// The hop's own known_hosts files and policy.
     pub known_hosts: Vec<PathBuf>,
     pub policy: HostKeyPolicy,
+    pub key_options: KeyOptions,
 }
 
 impl ConnectSpec {

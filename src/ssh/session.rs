@@ -151,6 +151,16 @@ struct Peer {
     /// The user's known_hosts files; new keys go into the first.
     known_hosts: Vec<std::path::PathBuf>,
     policy: HostKeyPolicy,
+    /// HostKeyAlias, the system-wide files, HashKnownHosts.
+    key_options: known_hosts::KeyOptions,
+}
+
+impl Peer {
+    /// The name and port its key is looked up and recorded under (HostKeyAlias, else the
+    /// address and port).
+    fn key_name(&self) -> (&str, u16) {
+        self.key_options.lookup(&self.address, self.port)
+    }
 }
 
 /// The russh client handler: host-key verification and disconnect bookkeeping.
@@ -229,6 +239,7 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
         ));
     };
     let read_error = |e: std::io::Error, action| error(first, action, e.to_string());
+    let (name, port) = peer.key_name();
     // Every user file and the system-wide files count, as for OpenSSH (the system-wide ones are
     // read-only): a key revoked in any file is refused; a key recorded in any file is known;
     // otherwise a different key anywhere is a change.
@@ -236,17 +247,10 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
     for f in &peer.known_hosts {
         files.push(KnownHosts::load_cached(f).map_err(|e| error(f, "read", e.to_string()))?);
     }
-    for g in GLOBAL_KNOWN_HOSTS
-        .iter()
-        .map(std::path::Path::new)
-        .filter(|p| p.exists())
-    {
+    for g in peer.key_options.global.iter().filter(|p| p.exists()) {
         files.push(KnownHosts::load_cached(g).map_err(|e| error(g, "read", e.to_string()))?);
     }
-    let statuses: Vec<HostKeyStatus> = files
-        .iter()
-        .map(|f| f.check(&peer.address, peer.port, key))
-        .collect();
+    let statuses: Vec<HostKeyStatus> = files.iter().map(|f| f.check(name, port, key)).collect();
     if let Some(i) = statuses
         .iter()
         .position(|s| matches!(s, HostKeyStatus::Revoked))
@@ -265,7 +269,7 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
     // A host vouched for by a certificate authority presents certificates, which we do not check
     // yet: its plain key must not be trusted on first use behind the CA's back.
     if let Some(f) = files.iter().find(|f| {
-        f.entries_for(&peer.address, peer.port)
+        f.entries_for(name, port)
             .iter()
             .any(|e| e.marker == Marker::CertAuthority)
     }) {
@@ -280,19 +284,30 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
     let kh = &files[0];
     match (&statuses[0], peer.policy) {
         (HostKeyStatus::Unknown, HostKeyPolicy::AcceptNew) => {
-            match known_hosts::add_if_unknown(first, &peer.address, peer.port, key)
+            let fp = format!(
+                "{} {}",
+                key.algorithm().as_str(),
+                known_hosts::fingerprint(key)
+            );
+            let learned = |note: &str| {
+                learned_keys()
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((peer.host.clone(), format!("{} {fp}{note}", peer.target)));
+            };
+            match known_hosts::record(first, name, port, key, peer.key_options.hash)
                 .map_err(|e| read_error(e, "update"))?
             {
                 AddOutcome::Added => {
-                    let fp = format!(
-                        "{} {}",
-                        key.algorithm().as_str(),
-                        known_hosts::fingerprint(key)
-                    );
-                    learned_keys()
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((peer.host.clone(), format!("{} {fp}", peer.target)));
+                    learned("");
+                    Ok(Some(fp))
+                }
+                // `/dev/null`, a read-only directory: trusted for this connection only, as
+                // OpenSSH does (it warns and goes on); the report says it was not recorded.
+                AddOutcome::NotRecorded(why) => {
+                    learned(&format!(
+                        " (accepted for this run only, not recorded: {why})"
+                    ));
                     Ok(Some(fp))
                 }
                 AddOutcome::NotAdded(HostKeyStatus::Known) => Ok(None),
@@ -321,16 +336,14 @@ pub fn take_learned_host_keys() -> Vec<(String, String)> {
     std::mem::take(&mut *learned_keys().lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// System-wide known_hosts files (OpenSSH's GlobalKnownHostsFile default), read, never written.
-const GLOBAL_KNOWN_HOSTS: &[&str] = &["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
-
 /// The error for a refused host key.
 fn refusal(peer: &Peer, kh: &KnownHosts, status: &HostKeyStatus, key: &PublicKey) -> SshError {
     let (host, target) = (peer.host.clone(), peer.target.clone());
     let algorithm = key.algorithm().as_str().to_string();
     let fingerprint = known_hosts::fingerprint(key);
-    let name = known_hosts::host_port_name(&peer.address, peer.port);
-    let entries = kh.entries_for(&peer.address, peer.port);
+    let (key_name, key_port) = peer.key_name();
+    let name = known_hosts::host_port_name(key_name, key_port);
+    let entries = kh.entries_for(key_name, key_port);
     match status {
         HostKeyStatus::Revoked => {
             let line = entries
@@ -822,13 +835,14 @@ fn chain_key(spec: &ConnectSpec) -> String {
     let mut k = format!("agent={}", spec.use_agent);
     for j in &spec.jump {
         k.push_str(&format!(
-            " | {}@{} {:?} {} {:?} {:?}",
+            " | {}@{} {:?} {} {:?} {:?} {:?}",
             j.user,
             super::target_of(&j.address, j.port),
             j.identity_files,
             j.identities_only,
             j.known_hosts,
-            j.policy
+            j.policy,
+            j.key_options
         ));
     }
     k
@@ -901,6 +915,7 @@ async fn connect_hops(
             identities_only: j.identities_only,
             known_hosts: j.known_hosts.clone(),
             policy: j.policy,
+            key_options: j.key_options.clone(),
             jump: Vec::new(),
             ..spec.clone()
         };
@@ -940,6 +955,7 @@ async fn establish(
         port: spec.port,
         known_hosts: spec.known_hosts.clone(),
         policy: spec.policy,
+        key_options: spec.key_options.clone(),
     };
     let timeout = |phase| SshError::ConnectTimeout {
         host: spec.host.clone(),
@@ -950,7 +966,8 @@ async fn establish(
 
     // Which key types do we already know for this host?
     let known = {
-        let (paths, address, port) = (spec.known_hosts.clone(), spec.address.clone(), spec.port);
+        let (name, port) = spec.key_options.lookup(&spec.address, spec.port);
+        let (paths, address) = (spec.known_hosts.clone(), name.to_string());
         tokio::task::spawn_blocking(move || {
             let mut known = Vec::new();
             for path in &paths {
@@ -1224,6 +1241,7 @@ mod tests {
             port: 2222,
             known_hosts: vec!["/kh".into()],
             policy: HostKeyPolicy::Strict,
+            key_options: Default::default(),
         };
         let ed = PublicKey::from_openssh(
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIdkjSZ3tkrQooIjn1Lt+bneebVTmWTCmutm7dgYOU4A",
