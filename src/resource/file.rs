@@ -319,7 +319,9 @@ impl Desired {
         s.push_str("case $d in /) want=/${tmp#./};; *) want=$d/${tmp#./};; esac\n");
         s.push_str("cd -P -- \"$tmp\"\n");
         s.push_str("[ \"$(pwd -P)\" = \"$want\" ] && [ -O . ] && case $(stat -c %a .) in 700|2700) ;; *) false;; esac || { printf 'the private directory %s of the upload was replaced (another account writes in %s); the old file is unchanged\\n' \"$tmp\" \"$d\" >&2; exit 1; }\n");
-        s.push_str(": > ./new\n");
+        // 0600 from its creation (the private directory already keeps others out; the file
+        // must not depend on it): umask is a builtin, no process.
+        s.push_str("umask 077; : > ./new; umask 022\n");
         // Owner before mode: chown clears setuid/setgid bits.
         if let Some(c) = chown_cmd(owner, group, "./new") {
             s.push_str(&c);
