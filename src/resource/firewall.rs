@@ -684,6 +684,19 @@ pub fn ruleset(table: &str, ports: &[u16], peers: &[Peer], icmp: bool, container
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn minimal_ruleset_keeps_only_ssh_open() {
+        assert_eq!(
+            minimal_ruleset("claw", 2222),
+            "# claw-provision firewall rollback: the saved ruleset could not be loaded back\n\
+             table inet claw\ndelete table inet claw\ntable inet claw {\n\
+             \tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\
+             \t\tiif \"lo\" accept\n\
+             \t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept\n\
+             \t\tct state established,related accept\n\t\ttcp dport 2222 accept\n\t}\n}\n"
+        );
+    }
     use super::*;
     use serde_json::json;
 
