@@ -203,7 +203,7 @@ fn symlink_swap_during_a_held_prompt_never_reaches_root_files() {
         "cd /srv/swaptest/app && rm -f conf && ln -s /root/canary conf",
     );
     assert_eq!(code, 1, "{out}");
-    failed_at(&out, "conf", "is no longer the regular file the probe saw");
+    failed_at(&out, "conf", "is no longer the file the probe saw");
     assert_eq!(canaries(&lab, "h1"), CANARIES, "{out}");
 
     // 2. A directory whose owner and mode change: swapped for a link to root's directory.

@@ -141,7 +141,10 @@ impl Desired {
                 Ok(c)
             }
             SecretState::Present {
-                mode, owner, group, ..
+                mode,
+                owner,
+                group,
+                value,
             } => {
                 let attrs = Attrs {
                     mode: *mode,
@@ -159,11 +162,18 @@ impl Desired {
                 if d.is_empty() {
                     return Ok(Change::noop(target, "exists; value reused"));
                 }
+                // The content as the probe read it (its trailing newline, if any, was removed):
+                // the file root changes must still hold it.
+                let v = value.expose();
+                let sums = [
+                    file::sha256_hex(v.as_bytes()),
+                    file::sha256_hex(format!("{v}\n").as_bytes()),
+                ];
                 let mut c = Change::new(
                     crate::plan::Action::Update,
                     target,
                     "value kept",
-                    super::file_attr_script(&self.path, &d),
+                    super::file_attr_script(&self.path, &d, &[&sums[0], &sums[1]]),
                 );
                 c.details = d.details;
                 Ok(c)
