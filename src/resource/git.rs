@@ -16,7 +16,10 @@
 //! Ownership: a new `dest` is made by root and handed over with `chown -h` (never follows a
 //! link); an existing work tree whose owner or group differs from `owner`/`group` is handed over
 //! with `chown -hR` (no link followed; only when no directory of `dest`'s path is a symbolic link,
-//! so a link planted in the path cannot redirect it). Files git writes afterwards are the
+//! so a link planted in the path cannot redirect it, and only when no regular file of the tree
+//! has a second name: a hard link the current owner made to a file outside the tree, root's
+//! where `protected_hardlinks` is off, would be handed over too; a link made between that
+//! check and the `chown` is not caught). Files git writes afterwards are the
 //! owner's already: there is no `chown -R` after each change.
 //!
 //! **Checkouts made by older versions** (root ran git in the work tree, then `chown -R`): the work
@@ -245,6 +248,8 @@ else mkdir -- "./$base"; fi
 if {{ {cond}; }}; then
   physical
   {{ [ -d "./$base" ] && [ ! -L "./$base" ]; }} || {{ printf '%s is no longer a directory\n' "$dest" >&2; exit 1; }}
+  hl=$(find "./$base" -type f -links +1 -print -quit) || hl=?
+  [ -z "$hl" ] || {{ printf '%s holds a file with more than one name (%s: a hard link, maybe to a file outside the checkout): refusing to hand the tree to another account\n' "$dest" "$hl" >&2; exit 1; }}
   chown -hR -- {spec} "./$base"
 fi
 "#,
@@ -672,6 +677,11 @@ mod tests {
         assert!(s.contains("setpriv --reuid=\"$tu\""), "{s}");
         assert!(s.contains("tu='claw'"), "{s}");
         assert!(s.contains("chown -hR -- 'claw' \"./$base\""), "{s}");
+        // A file with a second name (a hard link to a file outside the tree) stops the handover.
+        let find = s
+            .find("find \"./$base\" -type f -links +1")
+            .expect("hard-link check");
+        assert!(find < s.find("chown -hR").unwrap(), "{s}");
         assert!(!s.contains("chown -R"), "{s}");
         assert!(s.contains("local modifications; refusing"), "{s}");
         assert!(!s.contains("checkout -q -f"), "{s}");
