@@ -91,8 +91,8 @@ impl Desired {
     fn create(&self, p: &str, mode: u32, first: &str) -> String {
         let mut script = accounts_exist(self.owner.as_deref(), self.group.as_deref());
         script.push_str(first);
-        // An existing parent is entered first (never through a link) and the directory made
-        // there; only missing parents are made by `mkdir -p`.
+        // An existing parent is entered first (never through a link another account can
+        // change) and the directory made there; only missing parents are made by `mkdir -p`.
         let (parent, name) = self.split();
         script.push_str(&format!(
             "if [ -e {parent} ] || [ -L {parent} ]; then\n{}[ -d {name} ] || mkdir -- {name}\nelse\nmkdir -p -- {p}\nfi\n",

@@ -10,7 +10,9 @@
 //!
 //! The directory may belong to another account, which can swap anything in it for a link at
 //! any moment: every script works from inside the directory (`enter_dir`, never through a
-//! link), attribute changes act on the opened file (`file_attr_script`), removals on the name.
+//! link another account can change: only root's links in root-only directories), attribute
+//! changes act on the opened file (`file_attr_script`: one name, the expected content),
+//! removals on the name.
 //!
 //! Something else at the path (a directory, a symbolic link) is an error unless `force = true`,
 //! which replaces it (a directory with everything in it) by the uploaded file, or removes it.
@@ -290,8 +292,8 @@ impl Desired {
     ///
     /// The directory may be writable by another account, which may rename, remove or replace by
     /// a link anything in it at any moment. So the script works from inside the directory
-    /// (`enter_dir`: never through a link) and writes the new file in a private directory it
-    /// creates there (`mktemp -d`: 0700, root's): nobody else can touch the file while it gets
+    /// (`enter_dir`: never through a link another account can change) and writes the new file
+    /// in a private directory it creates there (`mktemp -d`: 0700, root's): nobody else can touch the file while it gets
     /// its owner, mode and content, so `chown`/`chmod`/`cat` act on that file and nothing else.
     /// The rename (`mv -T`) replaces whatever is at the name, a link included, without following it.
     fn upload(&self, mode: u32, owner: Option<&str>, group: Option<&str>, replace: bool) -> String {
