@@ -293,8 +293,8 @@ impl Desired {
     /// The directory may be writable by another account, which may rename, remove or replace by
     /// a link anything in it at any moment. So the script works from inside the directory
     /// (`enter_dir`: never through a link another account can change) and writes the new file
-    /// in a private directory it creates there (`mktemp -d`: 0700, root's): nobody else can touch the file while it gets
-    /// its owner, mode and content, so `chown`/`chmod`/`cat` act on that file and nothing else.
+    /// in a private directory it creates there (`mktemp -d`: 0700, root's): nobody else can
+    /// touch the file while it gets its owner, mode and content, so `chown`/`chmod`/`cat` act on that file and nothing else.
     /// The rename (`mv -T`) replaces whatever is at the name, a link included, without following it.
     fn upload(&self, mode: u32, owner: Option<&str>, group: Option<&str>, replace: bool) -> String {
         let mut s = String::new();
