@@ -208,6 +208,30 @@ mod tests {
         }
     }
 
+    /// The mode is set only on the file holding the value the probe read (with or without its
+    /// trailing newline): another file swapped in at the name is left alone.
+    #[test]
+    fn attribute_change_only_on_the_value_the_probe_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("pw");
+        let mut d = desired(None);
+        d.path = f.to_str().unwrap().to_string();
+        let script = d.diff(&present(0o644)).unwrap().op.unwrap().script;
+        let mode = || std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        for (content, ok) in [("abc\n", true), ("abc", true), ("abd\n", false)] {
+            std::fs::write(&f, content).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
+            assert_eq!(o.status.success(), ok, "{content:?}: {o:?}");
+            assert_eq!(mode(), if ok { 0o600 } else { 0o644 }, "{content:?}");
+        }
+    }
+
     #[test]
     fn generated_values_are_random_hex() {
         let d = desired(None);
