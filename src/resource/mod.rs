@@ -757,6 +757,12 @@ content = "a\u0000b""#,
         );
         assert_eq!(phys("/"), Some("/\n".into()));
         assert_eq!(enter(&format!("{t}/real")).0, Some(format!("{t}/real\n")));
+        // The common case runs no program (shell builtins only): no PATH needed.
+        let o = sh(&format!(
+            "PATH=/nonexistent; {}echo in",
+            enter_dir(&crate::quote::quote(&format!("{t}/real/sub")))
+        ));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "in\n", "{o:?}");
         let root = nix_euid() == 0;
         let linked = [
             ("link", "real"),
