@@ -687,6 +687,48 @@ mod tests {
         assert!(!s.contains("checkout -q -f"), "{s}");
     }
 
+    /// Handing a tree over to its new owner (`chown -hR`) stops when a file has a second name:
+    /// a hard link to a file outside the tree would be handed over with it.
+    #[test]
+    fn a_hard_linked_file_stops_the_handover() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().canonicalize().unwrap();
+        let dest = t.join("app");
+        std::fs::create_dir_all(dest.join(".git")).unwrap();
+        std::fs::write(dest.join("tracked"), "x").unwrap();
+        std::fs::write(t.join("outside"), "keep").unwrap();
+        let run = || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "dest={}\n{}",
+                    quote(dest.to_str().unwrap()),
+                    want("v2").enter_tree(false)
+                ))
+                .output()
+                .unwrap()
+        };
+        let before = std::fs::metadata(t.join("outside")).unwrap();
+        std::fs::hard_link(t.join("outside"), dest.join("sub-link")).unwrap();
+        let o = run();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("holds a file with more than one name") && err.contains("sub-link"),
+            "{err}"
+        );
+        let after = std::fs::metadata(t.join("outside")).unwrap();
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        // No second name: the check lets the handover go on.
+        std::fs::remove_file(dest.join("sub-link")).unwrap();
+        let o = run();
+        assert!(
+            !String::from_utf8_lossy(&o.stderr).contains("more than one name"),
+            "{o:?}"
+        );
+    }
+
     #[test]
     fn rejects_bad_args() {
         for (f, want) in [
