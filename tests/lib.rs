@@ -34,6 +34,7 @@ mod fw_revert;
 mod git;
 mod hostile;
 mod hostile_git;
+mod hostile_read;
 mod hostile_swap;
 mod http_check;
 mod image_ship;
