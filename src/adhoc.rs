@@ -504,22 +504,7 @@ fn mask_bytes(data: &[u8], secret: &[u8]) -> Vec<u8> {
 
 /// Replaces every occurrence of `secret` in `data` by `***`.
 pub(crate) fn mask(data: &[u8], secret: &str) -> Vec<u8> {
-    let s = secret.as_bytes();
-    if s.is_empty() || data.len() < s.len() {
-        return data.to_vec();
-    }
-    let mut out = Vec::with_capacity(data.len());
-    let mut i = 0;
-    while i < data.len() {
-        if data[i..].starts_with(s) {
-            out.extend_from_slice(b"***");
-            i += s.len();
-        } else {
-            out.push(data[i]);
-            i += 1;
-        }
-    }
-    out
+    mask_bytes(data, secret.as_bytes())
 }
 
 /// What to do to see a host's whole output (in the line that says what was not kept).

@@ -519,7 +519,7 @@ impl Remote {
         if out.success() {
             return Ok(out);
         }
-        Err(RemoteError::Failed(describe_failure(&out)))
+        Err(RemoteError::Failed(self.describe(script, &out)))
     }
 
     /// Runs a script that must succeed; a failure carries the end of its stderr.

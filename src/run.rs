@@ -2027,6 +2027,16 @@ fn check_space(
 /// Largest file whose current content is fetched to show a diff.
 const MAX_DIFF_BYTES: u64 = 512 * 1024;
 
+/// Whether content read back for a diff is the file the probe hashed. Between the probe and
+/// this read another account owning the directory may have swapped the file (for a link to a
+/// file only root may read, say): what does not match the probed sha256 is never shown.
+fn old_content_is_the_probed_one(c: &crate::plan::ContentChange, body: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    c.old_sha256
+        .as_deref()
+        .is_some_and(|h| h.eq_ignore_ascii_case(&hex::encode(Sha256::digest(body))))
+}
+
 async fn fetch_old_contents(
     remote: &Remote,
     plan: &mut HostPlan,
@@ -2043,7 +2053,7 @@ async fn fetch_old_contents(
             && s.change.action == crate::plan::Action::Update
         {
             script.push_str(&format!(
-                "s=$(wc -c < {p}) && [ \"$s\" -le {MAX_DIFF_BYTES} ] && {{ printf '@%s\\t%s\\n' {i} \"$s\"; cat -- {p}; }}\n",
+                "[ -f {p} ] && [ ! -L {p} ] && s=$(wc -c < {p}) && [ \"$s\" -le {MAX_DIFF_BYTES} ] && {{ printf '@%s\\t%s\\n' {i} \"$s\"; cat -- {p}; }}\n",
                 p = crate::quote::quote(&c.path)
             ));
             wanted.push(i);
@@ -2073,7 +2083,9 @@ async fn fetch_old_contents(
         if body.len() < n || i >= plan.steps.len() {
             break;
         }
-        if let Some(c) = plan.steps[i].change.content.as_mut() {
+        if let Some(c) = plan.steps[i].change.content.as_mut()
+            && old_content_is_the_probed_one(c, &body[..n])
+        {
             if c.sensitive {
                 c.keys = crate::plan::env_keys(Some(&body[..n]), &c.new);
             } else {
@@ -2090,6 +2102,27 @@ async fn fetch_old_contents(
 mod tests {
     use super::*;
     use crate::plan::ContentChange;
+
+    #[test]
+    fn old_content_is_shown_only_when_it_is_the_probed_file() {
+        use sha2::{Digest, Sha256};
+        let mut c = ContentChange {
+            path: "/srv/app/conf".into(),
+            old_sha256: Some(hex::encode(Sha256::digest(b"old\n"))),
+            new: Arc::new(b"new\n".to_vec()),
+            sensitive: false,
+            old: None,
+            keys: None,
+        };
+        assert!(old_content_is_the_probed_one(&c, b"old\n"));
+        // Swapped after the probe (a link to another file, say): not the file the probe hashed.
+        assert!(!old_content_is_the_probed_one(
+            &c,
+            b"root:$6$...:19000::::::\n"
+        ));
+        c.old_sha256 = None;
+        assert!(!old_content_is_the_probed_one(&c, b"old\n"));
+    }
 
     fn step(kind: &str, change: Change) -> StepPlan {
         StepPlan {

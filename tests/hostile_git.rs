@@ -488,7 +488,9 @@ fn hostile_git_owner_never_gets_root_nor_the_key() {
     let r = claw(&["apply", &inv, "--yes"], &[]);
     assert_ne!(r.code, 0, "{}", r.stdout);
     assert!(
-        (r.stdout.clone() + &r.stderr).contains("is a symbolic link: refusing to hand it"),
+        (r.stdout.clone() + &r.stderr).contains(
+            "is a symbolic link another account than root can change: refusing to hand it"
+        ),
         "{}\n{}",
         r.stdout,
         r.stderr

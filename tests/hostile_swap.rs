@@ -203,7 +203,7 @@ fn symlink_swap_during_a_held_prompt_never_reaches_root_files() {
         "cd /srv/swaptest/app && rm -f conf && ln -s /root/canary conf",
     );
     assert_eq!(code, 1, "{out}");
-    failed_at(&out, "conf", "is no longer the regular file the probe saw");
+    failed_at(&out, "conf", "is no longer the file the probe saw");
     assert_eq!(canaries(&lab, "h1"), CANARIES, "{out}");
 
     // 2. A directory whose owner and mode change: swapped for a link to root's directory.
@@ -419,5 +419,122 @@ fn filling_the_directory_fails_the_upload_cleanly() {
     let r = crate::support::claw(&["apply", inv, "--yes"], &[]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(exec(&lab, "h1", "cat /srv/swaptest/app/blob"), big);
+    assert_eq!(canaries(&lab, "h1"), CANARIES);
+}
+
+/// Links nobody but root can change are followed (merged-usr `/lib -> usr/lib`, `/var/run ->
+/// /run`, an administrator's link to a data volume): chained, relative and absolute, a link
+/// inside a link's target. A link the other account owns, or one in a directory it can write,
+/// is still refused with nothing changed.
+#[test]
+fn fixpath_links_root_alone_can_change_are_followed_others_refused() {
+    let lab = Lab::up("fixpath-links", 1);
+    setup(&lab, "h1");
+    // Root's tree in the host's private /srv: real/sub, link -> real (relative), chain ->
+    // /srv/fixpath/link (absolute, to a link), real/in -> sub (a link inside a link's target).
+    exec(
+        &lab,
+        "h1",
+        "mkdir -p /srv/fixpath/real/sub && chmod 0755 /srv/fixpath /srv/fixpath/real
+         ln -s real /srv/fixpath/link && ln -s /srv/fixpath/link /srv/fixpath/chain
+         ln -s sub /srv/fixpath/real/in
+         ln -s real /srv/fixpath/theirs && chown -h swapper /srv/fixpath/theirs
+         ln -s /srv/fixpath/real /srv/swaptest/app/ln",
+    );
+    let s = Scratch::new();
+    let steps = r#"
+[[steps]]
+name = "through link"
+kind = "file"
+path = "/srv/fixpath/link/a"
+content = "a\n"
+mode = "0640"
+
+[[steps]]
+name = "through chain"
+kind = "file"
+path = "/srv/fixpath/chain/in/b"
+content = "b\n"
+mode = "0600"
+
+[[steps]]
+name = "dir through chain"
+kind = "dir"
+path = "/srv/fixpath/chain/in/d"
+mode = "0750"
+"#;
+    let inv = lab.write_inventory("ok.toml", &playbook(&s, "ok.toml", steps), &[]);
+    let inv = inv.to_str().unwrap();
+    let r = crate::support::claw(&["apply", inv, "--yes"], &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let state = "cd /srv/fixpath/real && stat -c '%n %F %a %U %i' a sub/b sub/d && cat a sub/b && ls -A . sub";
+    let after = exec(&lab, "h1", state);
+    assert!(
+        after.contains("a regular file 640 root")
+            && after.contains("sub/b regular file 600 root")
+            && after.contains("sub/d directory 750 root")
+            && after.contains("a\nb\n"),
+        "{after}"
+    );
+    // Converged: the second apply changes nothing (same inodes, nothing counted).
+    let again = crate::support::claw(&["apply", inv, "--yes", "--output", "json"], &[]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert_eq!(again.host("h1")["changed"], 0, "{}", again.stdout);
+    assert_eq!(exec(&lab, "h1", state), after);
+
+    // A link the other account owns (in root's directory), then a root link in a directory the
+    // other account can write: refused, nothing written where they lead.
+    for (name, path) in [
+        ("theirs", "/srv/fixpath/theirs/c"),
+        ("in their dir", "/srv/swaptest/app/ln/c"),
+    ] {
+        let step = format!(
+            "\n[[steps]]\nname = \"{name}\"\nkind = \"file\"\npath = \"{path}\"\ncontent = \"c\\n\"\n"
+        );
+        let file = format!("{}.toml", name.replace(' ', "-"));
+        let inv = lab.write_inventory(&file, &playbook(&s, &file, &step), &[]);
+        let r = crate::support::claw(&["apply", inv.to_str().unwrap(), "--yes"], &[]);
+        let out = format!("{}{}", r.stdout, r.stderr);
+        assert_eq!(r.code, 1, "{out}");
+        failed_at(&out, name, "reached through a symbolic link");
+        assert_eq!(exec(&lab, "h1", state), after, "{name}: nothing changed");
+        assert_eq!(canaries(&lab, "h1"), CANARIES);
+    }
+}
+
+/// An attribute-only change (owner root, setuid): while the prompt is held, the directory's
+/// owner replaces the managed file by their own program (same name, other content). Root must
+/// not make it root's and setuid: refused, their file keeps its owner and mode.
+#[test]
+fn fixpath_own_file_swapped_in_before_an_attribute_change_is_refused() {
+    let lab = Lab::up("fixpath-attr", 1);
+    setup(&lab, "h1");
+    old_state(&lab, "h1");
+    let s = Scratch::new();
+    let step = r#"
+[[steps]]
+name = "suid"
+kind = "file"
+path = "/srv/swaptest/app/conf"
+content = "managed\n"
+owner = "root"
+mode = "4755"
+"#;
+    let inv = lab.write_inventory("suid.toml", &playbook(&s, "suid.toml", step), &[]);
+    let (code, out) = held_apply(
+        &lab,
+        inv.to_str().unwrap(),
+        "cd /srv/swaptest/app && rm -f conf && printf '#!/bin/sh\\nid\\n' > conf && chmod 0755 conf",
+    );
+    assert_eq!(code, 1, "{out}");
+    failed_at(&out, "suid", "is no longer the file the probe saw");
+    assert_eq!(
+        exec(
+            &lab,
+            "h1",
+            "stat -c '%a %U' /srv/swaptest/app/conf && cat /srv/swaptest/app/conf"
+        ),
+        "755 swapper\n#!/bin/sh\nid\n"
+    );
     assert_eq!(canaries(&lab, "h1"), CANARIES);
 }

@@ -33,6 +33,7 @@ mod full_lab;
 mod fw_revert;
 mod git;
 mod hostile;
+mod hostile_diff;
 mod hostile_git;
 mod hostile_read;
 mod hostile_swap;

@@ -954,8 +954,18 @@ fn secrets_through_every_filter_and_flow_show_only_as_markers() {
     let mut hits = Vec::new();
     for (what, form) in &needles {
         for (src, data) in &corpus {
-            if data.windows(form.len()).any(|w| w == form.as_bytes()) {
-                hits.push(format!("{what} (as {form:?}) in {src}"));
+            if let Some(at) = data.windows(form.len()).position(|w| w == form.as_bytes()) {
+                // The line it is on (a test secret: showing it says where the leak is).
+                let start = data[..at]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let end = data[at..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(data.len(), |i| at + i);
+                let line = String::from_utf8_lossy(&data[start..end.min(start + 400)]);
+                hits.push(format!("{what} (as {form:?}) in {src}: {line}"));
             }
         }
     }

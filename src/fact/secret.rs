@@ -30,20 +30,23 @@ pub enum SecretState {
 ///
 /// The directory may be writable by another account, which can swap the file for a link (to a
 /// file only root can read, say) at any moment. So the file is opened from inside its directory
-/// (`cd -P`, which must land at the directory's path itself: no link on the way), then one
+/// (`cd -P`, which must land at the directory's path itself, or where the path leads through
+/// links root alone can change: `resource::PHYSDIR_FN`, which the script must define), then one
 /// `stat` compares `lstat` of the name with `fstat` of the open file (`-`, on the fd): the same
-/// regular file (device, inode, mode) or nothing is read. Whatever is at the name afterwards,
+/// regular file (device, inode, mode) with a single name (not a hard link to, say, root's
+/// file where `protected_hardlinks` is off) or nothing is read. Whatever is at the name afterwards,
 /// the value is then read from the fd. Changes the working directory.
 pub const OPEN_FUNCTION: &str = r#"claw_nl='
 '
 claw_secret_open() {
   claw_d=${1%/*}; claw_n=./${1##*/}; [ -n "$claw_d" ] || claw_d=/
-  cd -P -- "$claw_d" 2>/dev/null && [ "$PWD" = "$claw_d" ] && [ -f "$claw_n" ] && [ ! -L "$claw_n" ] &&
+  cd -P -- "$claw_d" 2>/dev/null && { [ "$PWD" = "$claw_d" ] || [ "$PWD" = "$(claw_physdir "$claw_d")" ]; } &&
+    [ -f "$claw_n" ] && [ ! -L "$claw_n" ] &&
     eval "command exec $2<\"\$claw_n\"" 2>/dev/null || return 1
-  if claw_s=$(stat -c '%d:%i %f|%a %U %G %s' -- "$claw_n" - <&"$2" 2>/dev/null) &&
+  if claw_s=$(stat -c '%d:%i %h %f|%a %U %G %s' -- "$claw_n" - <&"$2" 2>/dev/null) &&
     [ "${claw_s%%"$claw_nl"*}" = "${claw_s#*"$claw_nl"}" ]; then
     claw_h=${claw_s%%|*}; claw_st=${claw_s#*|}; claw_st=${claw_st%%"$claw_nl"*}
-    case ${claw_h##* } in 8???) return 0;; esac
+    case ${claw_h#* } in '1 '8???) return 0;; esac
   fi
   eval "exec $2<&-"; return 1
 }
@@ -246,7 +249,10 @@ mod tests {
     fn run(script: &str) -> String {
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("{OPEN_FUNCTION}{FUNCTION}{BATCH_FUNCTION}{script}"))
+            .arg(format!(
+                "{}{OPEN_FUNCTION}{FUNCTION}{BATCH_FUNCTION}{script}",
+                crate::resource::PHYSDIR_FN
+            ))
             .output()
             .unwrap();
         String::from_utf8(out.stdout).unwrap()
@@ -452,13 +458,26 @@ mod tests {
                 "CANARYCONTENT-7f3a\n"
             );
         }
-        // A link in the directory's path is not followed either.
+        // A link on the directory's path that another account could change is not followed
+        // (one only root can change is: `resource::PHYSDIR_FN`, as for every managed path).
+        use std::os::unix::fs::PermissionsExt;
         let real = d.path().join("real");
         std::fs::create_dir(&real).unwrap();
         std::fs::write(real.join("pw"), "x\n").unwrap();
-        std::os::unix::fs::symlink(&real, d.path().join("via")).unwrap();
-        let via = d.path().join("via/pw");
+        let open = d.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(&real, open.join("via")).unwrap();
+        let via = open.join("via/pw");
         let out = run(&batch_command(&[(1, via.to_str().unwrap(), None)]));
+        assert_eq!(out, "@1\tother\n");
+        // A second name (a hard link, e.g. to root's file where `protected_hardlinks` is off).
+        std::fs::hard_link(real.join("pw"), real.join("pw2")).unwrap();
+        let out = run(&batch_command(&[(
+            1,
+            real.join("pw").to_str().unwrap(),
+            None,
+        )]));
         assert_eq!(out, "@1\tother\n");
     }
 

@@ -551,9 +551,8 @@ impl Observer for Progress {
 
     fn lock_broken(&self, host: &str, holder: &str) {
         // Host-supplied text: no control character reaches the terminal.
-        let holder: String = (holder.chars())
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
+        let holder = holder.replace('\n', " ");
+        let holder = safe(&holder);
         self.out_line(format!(
             "{host}: ended the run holding the apply lock and took it: {holder}"
         ));

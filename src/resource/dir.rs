@@ -91,8 +91,8 @@ impl Desired {
     fn create(&self, p: &str, mode: u32, first: &str) -> String {
         let mut script = accounts_exist(self.owner.as_deref(), self.group.as_deref());
         script.push_str(first);
-        // An existing parent is entered first (never through a link) and the directory made
-        // there; only missing parents are made by `mkdir -p`.
+        // An existing parent is entered first (never through a link another account can
+        // change) and the directory made there; only missing parents are made by `mkdir -p`.
         let (parent, name) = self.split();
         script.push_str(&format!(
             "if [ -e {parent} ] || [ -L {parent} ]; then\n{}[ -d {name} ] || mkdir -- {name}\nelse\nmkdir -p -- {p}\nfi\n",
@@ -442,6 +442,9 @@ mod tests {
         let outside = tmp.path().join("outside");
         std::fs::create_dir_all(outside.join("sub")).unwrap();
         std::os::unix::fs::symlink(&outside, tmp.path().join("app")).unwrap();
+        // In a directory everyone can write (as /tmp): another account could change the link.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         let mut d = want(Some("0700"), None, State::Present);
         d.path = tmp.path().join("app/new").to_str().unwrap().to_string();
         let mut sub = d.clone();
@@ -464,7 +467,6 @@ mod tests {
         }
         let names: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().collect();
         assert_eq!(names.len(), 1, "only `sub`, untouched");
-        use std::os::unix::fs::PermissionsExt;
         let m = std::fs::metadata(outside.join("sub")).unwrap();
         assert_ne!(m.permissions().mode() & 0o777, 0o700);
     }

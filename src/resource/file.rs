@@ -10,7 +10,9 @@
 //!
 //! The directory may belong to another account, which can swap anything in it for a link at
 //! any moment: every script works from inside the directory (`enter_dir`, never through a
-//! link), attribute changes act on the opened file (`file_attr_script`), removals on the name.
+//! link another account can change: only root's links in root-only directories), attribute
+//! changes act on the opened file (`file_attr_script`: one name, the expected content),
+//! removals on the name.
 //!
 //! Something else at the path (a directory, a symbolic link) is an error unless `force = true`,
 //! which replaces it (a directory with everything in it) by the uploaded file, or removes it.
@@ -290,9 +292,9 @@ impl Desired {
     ///
     /// The directory may be writable by another account, which may rename, remove or replace by
     /// a link anything in it at any moment. So the script works from inside the directory
-    /// (`enter_dir`: never through a link) and writes the new file in a private directory it
-    /// creates there (`mktemp -d`: 0700, root's): nobody else can touch the file while it gets
-    /// its owner, mode and content, so `chown`/`chmod`/`cat` act on that file and nothing else.
+    /// (`enter_dir`: never through a link another account can change) and writes the new file
+    /// in a private directory it creates there (`mktemp -d`: 0700, root's): nobody else can
+    /// touch the file while it gets its owner, mode and content, so `chown`/`chmod`/`cat` act on that file and nothing else.
     /// The rename (`mv -T`) replaces whatever is at the name, a link included, without following it.
     fn upload(&self, mode: u32, owner: Option<&str>, group: Option<&str>, replace: bool) -> String {
         let mut s = String::new();
@@ -306,20 +308,24 @@ impl Desired {
         ));
         s.push_str("[ -d \"$d\" ] || { printf 'directory %s does not exist (add a dir step before this one)\\n' \"$d\" >&2; exit 1; }\n");
         s.push_str(&enter_dir("\"$d\""));
+        // The physical directory (`cd -P` set `PWD`; not `$d` when a root-only link led there).
+        s.push_str("here=$PWD\n");
         // A run cut before its rename (its connection or the host's sshd killed, SIGKILL: no
         // trap ran) leaves its private directory. Under the apply lock no other upload is using
         // one, so those of the directory are removed first (shell builtins; `rm` only if any;
         // `rm -r` never follows a link).
         s.push_str("for t in ./.claw-provision.????????; do if [ -e \"$t\" ] && [ ! -L \"$t\" ]; then rm -rf --one-file-system -- \"$t\"; fi; done\n");
         s.push_str("tmp=$(mktemp -d -- ./.claw-provision.XXXXXXXX)\n");
-        s.push_str("trap 'cd -P -- \"$d\" 2>/dev/null && [ \"$(pwd -P)\" = \"$d\" ] && rm -rf --one-file-system -- \"$tmp\"' EXIT\ntrap 'exit 1' HUP INT TERM PIPE\n");
+        s.push_str("trap 'cd -P -- \"$here\" 2>/dev/null && [ \"$(pwd -P)\" = \"$here\" ] && rm -rf --one-file-system -- \"$tmp\"' EXIT\ntrap 'exit 1' HUP INT TERM PIPE\n");
         // Inside the private directory: it must be the one just made (ours, 0700; setgid when
         // the directory is), not a link or a directory someone renamed to its name.
-        // (No pattern expansion of `$d`: dash mangles backslashes of a value there.)
-        s.push_str("case $d in /) want=/${tmp#./};; *) want=$d/${tmp#./};; esac\n");
+        // (No pattern expansion of `$here`: dash mangles backslashes of a value there.)
+        s.push_str("case $here in /) want=/${tmp#./};; *) want=$here/${tmp#./};; esac\n");
         s.push_str("cd -P -- \"$tmp\"\n");
         s.push_str("[ \"$(pwd -P)\" = \"$want\" ] && [ -O . ] && case $(stat -c %a .) in 700|2700) ;; *) false;; esac || { printf 'the private directory %s of the upload was replaced (another account writes in %s); the old file is unchanged\\n' \"$tmp\" \"$d\" >&2; exit 1; }\n");
-        s.push_str(": > ./new\n");
+        // 0600 from its creation (the private directory already keeps others out; the file
+        // must not depend on it): umask is a builtin, no process.
+        s.push_str("umask 077; : > ./new; umask 022\n");
         // Owner before mode: chown clears setuid/setgid bits.
         if let Some(c) = chown_cmd(owner, group, "./new") {
             s.push_str(&c);
@@ -334,7 +340,7 @@ impl Desired {
         // Durable before it becomes visible: a crash leaves the old file or the new one.
         s.push_str("sync -- ./new 2>/dev/null || true\n");
         // The private directory must still be in the managed one (`..` is where it is now).
-        s.push_str("[ \"$(cd .. && pwd -P)\" = \"$d\" ] || { printf 'the private directory of the upload was moved out of %s; the old file is unchanged\\n' \"$d\" >&2; exit 1; }\n");
+        s.push_str("[ \"$(cd .. && pwd -P)\" = \"$here\" ] || { printf 'the private directory of the upload was moved out of %s; the old file is unchanged\\n' \"$d\" >&2; exit 1; }\n");
         if replace {
             s.push_str("rm -rf --one-file-system -- \"../$n\"\n");
         }
@@ -445,7 +451,7 @@ impl Desired {
                     ));
                 }
                 let mut script = accounts_exist(d.owner, d.group);
-                script.push_str(&file_attr_script(&self.path, &d));
+                script.push_str(&file_attr_script(&self.path, &d, &[&self.sha256]));
                 let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
                 c.details = details;
                 Ok(c)
@@ -893,7 +899,7 @@ mod tests {
         let o = run(&attrs.script, &attrs.stdin);
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("is no longer the regular file"), "{err}");
+        assert!(err.contains("is no longer the file the probe saw"), "{err}");
         let m = std::fs::metadata(&canary).unwrap();
         assert_eq!(m.permissions().mode() & 0o7777, 0o600);
         let o = run(&content.script, &content.stdin);
@@ -925,6 +931,9 @@ mod tests {
         std::fs::create_dir(&outside).unwrap();
         std::fs::write(outside.join("conf"), "keep").unwrap();
         std::os::unix::fs::symlink(&outside, tmp.path().join("app")).unwrap();
+        // In a directory everyone can write (as /tmp): another account could change the link.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         let mut d = want("new\n", Some("0600"));
         d.path = tmp.path().join("app/conf").to_str().unwrap().to_string();
         let mut gone = d.clone();

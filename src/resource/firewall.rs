@@ -588,13 +588,12 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
     }
 }
 
-/// The ruleset text: one transaction that creates the table if missing, deletes it, and
-/// defines it again, so that loading it replaces exactly this table, atomically.
-/// What the rollback loads when the previous table cannot be loaded back: the SSH port open to
-/// everyone (and loopback, replies, neighbour discovery), everything else dropped.
-pub fn minimal_ruleset(table: &str, ssh_port: u64) -> String {
+/// One transaction that creates the table if missing, deletes it, and opens its definition
+/// again with the input chain's policy and what every ruleset accepts (loopback, neighbour
+/// discovery, replies), so that loading it replaces exactly this table, atomically.
+fn table_head(comment: &str, table: &str) -> String {
     format!(
-        "# claw-provision firewall rollback: the saved ruleset could not be loaded back\n\
+        "# {comment}\n\
          table inet {table}\n\
          delete table inet {table}\n\
          table inet {table} {{\n\
@@ -602,26 +601,28 @@ pub fn minimal_ruleset(table: &str, ssh_port: u64) -> String {
          \t\ttype filter hook input priority filter; policy drop;\n\
          \t\tiif \"lo\" accept\n\
          \t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} accept\n\
-         \t\tct state established,related accept\n\
-         \t\ttcp dport {ssh_port} accept\n\
-         \t}}\n\
-         }}\n"
+         \t\tct state established,related accept\n"
     )
 }
 
-pub fn ruleset(table: &str, ports: &[u16], peers: &[Peer], icmp: bool, containers: bool) -> String {
-    let mut s = format!(
-        "# managed by claw-provision (firewall step); changes made here are overwritten\n\
-         table inet {table}\n\
-         delete table inet {table}\n\
-         table inet {table} {{\n\
-         \tchain input {{\n\
-         \t\ttype filter hook input priority filter; policy drop;\n\
-         \t\tiif \"lo\" accept\n\
-         \t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} accept\n\
-         \t\tct state established,related accept\n\
-         \t\tct state invalid drop\n"
+/// What the rollback loads when the previous table cannot be loaded back: the SSH port open to
+/// everyone (and loopback, replies, neighbour discovery), everything else dropped.
+pub fn minimal_ruleset(table: &str, ssh_port: u64) -> String {
+    let mut s = table_head(
+        "claw-provision firewall rollback: the saved ruleset could not be loaded back",
+        table,
     );
+    s.push_str(&format!("\t\ttcp dport {ssh_port} accept\n\t}}\n}}\n"));
+    s
+}
+
+/// The ruleset text of a `firewall` step (see [`table_head`]).
+pub fn ruleset(table: &str, ports: &[u16], peers: &[Peer], icmp: bool, containers: bool) -> String {
+    let mut s = table_head(
+        "managed by claw-provision (firewall step); changes made here are overwritten",
+        table,
+    );
+    s.push_str("\t\tct state invalid drop\n");
     if icmp {
         s.push_str("\t\ticmp type echo-request accept\n");
         s.push_str("\t\ticmpv6 type echo-request accept\n");
@@ -683,6 +684,19 @@ pub fn ruleset(table: &str, ports: &[u16], peers: &[Peer], icmp: bool, container
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn minimal_ruleset_keeps_only_ssh_open() {
+        assert_eq!(
+            minimal_ruleset("claw", 2222),
+            "# claw-provision firewall rollback: the saved ruleset could not be loaded back\n\
+             table inet claw\ndelete table inet claw\ntable inet claw {\n\
+             \tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\
+             \t\tiif \"lo\" accept\n\
+             \t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept\n\
+             \t\tct state established,related accept\n\t\ttcp dport 2222 accept\n\t}\n}\n"
+        );
+    }
     use super::*;
     use serde_json::json;
 

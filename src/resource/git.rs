@@ -15,8 +15,12 @@
 //!
 //! Ownership: a new `dest` is made by root and handed over with `chown -h` (never follows a
 //! link); an existing work tree whose owner or group differs from `owner`/`group` is handed over
-//! with `chown -hR` (no link followed; only when no directory of `dest`'s path is a symbolic link,
-//! so a link planted in the path cannot redirect it). Files git writes afterwards are the
+//! with `chown -hR` (no link followed; only when no directory of `dest`'s path is a symbolic link
+//! another account than root can change (`resource::PHYSDIR_FN`), so a link planted in the path
+//! cannot redirect it, and only when no regular file of the tree
+//! has a second name: a hard link the current owner made to a file outside the tree, root's
+//! where `protected_hardlinks` is off, would be handed over too; a link made between that
+//! check and the `chown` is not caught). Files git writes afterwards are the
 //! owner's already: there is no `chown -R` after each change.
 //!
 //! **Checkouts made by older versions** (root ran git in the work tree, then `chown -R`): the work
@@ -198,9 +202,10 @@ if ! gm show-ref -q --verify "refs/tags/$ref" && gm show-ref -q --verify "refs/r
     /// path), made (`new`) or handed to `owner`/`group` first, then `tu`/`tg` set to the account
     /// git runs as there.
     fn enter_tree(&self, new: bool) -> String {
-        let mut s = String::from(
+        let mut s = String::from(super::PHYSDIR_FN);
+        s.push_str(
             r#"parent=${dest%/*}; base=${dest##*/}; [ -n "$parent" ] || parent=/
-physical() { [ "$(pwd -P)" = "$parent" ] || { printf 'a directory of %s is a symbolic link: refusing to hand it to another account (give the physical path)\n' "$dest" >&2; exit 1; }; }
+physical() { [ "$(pwd -P)" = "$parent" ] || [ "$(pwd -P)" = "$(claw_physdir "$parent")" ] || { printf 'a directory of %s is a symbolic link another account than root can change: refusing to hand it to another account (give the physical path)\n' "$dest" >&2; exit 1; }; }
 "#,
         );
         let spec = self.chown_spec();
@@ -245,6 +250,8 @@ else mkdir -- "./$base"; fi
 if {{ {cond}; }}; then
   physical
   {{ [ -d "./$base" ] && [ ! -L "./$base" ]; }} || {{ printf '%s is no longer a directory\n' "$dest" >&2; exit 1; }}
+  hl=$(find "./$base" -type f -links +1 -print -quit) || hl=?
+  [ -z "$hl" ] || {{ printf '%s holds a file with more than one name (%s: a hard link, maybe to a file outside the checkout): refusing to hand the tree to another account\n' "$dest" "$hl" >&2; exit 1; }}
   chown -hR -- {spec} "./$base"
 fi
 "#,
@@ -673,9 +680,85 @@ mod tests {
         assert!(s.contains("setpriv --reuid=\"$tu\""), "{s}");
         assert!(s.contains("tu='claw'"), "{s}");
         assert!(s.contains("chown -hR -- 'claw' \"./$base\""), "{s}");
+        // A file with a second name (a hard link to a file outside the tree) stops the handover.
+        let find = s
+            .find("find \"./$base\" -type f -links +1")
+            .expect("hard-link check");
+        assert!(find < s.find("chown -hR").unwrap(), "{s}");
         assert!(!s.contains("chown -R"), "{s}");
         assert!(s.contains("local modifications; refusing"), "{s}");
         assert!(!s.contains("checkout -q -f"), "{s}");
+    }
+
+    /// Handing a tree over to its new owner (`chown -hR`) stops when a file has a second name:
+    /// a hard link to a file outside the tree would be handed over with it.
+    #[test]
+    fn a_hard_linked_file_stops_the_handover() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().canonicalize().unwrap();
+        let dest = t.join("app");
+        std::fs::create_dir_all(dest.join(".git")).unwrap();
+        std::fs::write(dest.join("tracked"), "x").unwrap();
+        std::fs::write(t.join("outside"), "keep").unwrap();
+        let run = || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "dest={}\n{}",
+                    quote(dest.to_str().unwrap()),
+                    want("v2").enter_tree(false)
+                ))
+                .output()
+                .unwrap()
+        };
+        let before = std::fs::metadata(t.join("outside")).unwrap();
+        std::fs::hard_link(t.join("outside"), dest.join("sub-link")).unwrap();
+        let o = run();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("holds a file with more than one name") && err.contains("sub-link"),
+            "{err}"
+        );
+        let after = std::fs::metadata(t.join("outside")).unwrap();
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        // No second name: the check lets the handover go on.
+        std::fs::remove_file(dest.join("sub-link")).unwrap();
+        let o = run();
+        assert!(
+            !String::from_utf8_lossy(&o.stderr).contains("more than one name"),
+            "{o:?}"
+        );
+        // Through a link root alone can change (root's, in this 0700 directory of root's): the
+        // handover goes on; through one in a directory others can write: refused.
+        if before.uid() == 0 {
+            std::os::unix::fs::symlink(&t, t.join("link")).unwrap();
+            let via = |dir: &std::path::Path| {
+                let o = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(format!(
+                        "dest={}\n{}",
+                        quote(dir.join("link/app").to_str().unwrap()),
+                        want("v2").enter_tree(false)
+                    ))
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&o.stderr).into_owned()
+            };
+            std::fs::remove_dir_all(dest.join(".git")).unwrap();
+            std::fs::create_dir(dest.join(".git")).unwrap();
+            let err = via(&t);
+            assert!(!err.contains("symbolic link"), "{err}");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o777)).unwrap();
+            std::os::unix::fs::chown(&dest, Some(0), Some(0)).unwrap();
+            let err = via(&t);
+            assert!(
+                err.contains("is a symbolic link another account than root can change"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -496,23 +496,65 @@ impl<'a> AttrDiff<'a> {
     }
 }
 
+/// Shell function `claw_physdir PATH`: prints the physical directory PATH leads to, resolved
+/// component by component as `realpath` does (each link's target spliced into the remaining
+/// components, absolute or relative, links inside link targets too; at most 40 links), or fails
+/// if a link on the way could be changed by another account than root: every link met must be
+/// root's, in a directory that is root's and writable by nobody else (not by its group, not by
+/// others: a sticky world-writable directory such as /tmp is refused too). That is the case of
+/// merged-usr's `/lib -> usr/lib`, `/var/run -> /run`, or a link an administrator made to a
+/// data volume. Only called when a path is reached through a link (see [`enter_dir`]).
+pub const PHYSDIR_FN: &str = r#"claw_physdir() {
+  _r=$1; _c=; _n=0
+  while [ -n "$_r" ]; do
+    _h=${_r%%/*}
+    case $_r in */*) _r=${_r#*/};; *) _r=;; esac
+    case $_h in ''|.) continue;; ..) _c=${_c%/*}; continue;; esac
+    if [ -L "$_c/$_h" ]; then
+      _n=$((_n + 1)); [ "$_n" -le 40 ] || return 1
+      set -- $(stat -c '%u %a' -- "$_c/$_h" "${_c:-/}") || return 1
+      [ "$#" = 4 ] && [ "$1" = 0 ] && [ "$3" = 0 ] && [ "$((0$4 & 022))" = 0 ] || return 1
+      _t=$(readlink -- "$_c/$_h") && [ -n "$_t" ] || return 1
+      case $_t in /*) _c=;; esac
+      _r=$_t/$_r
+    else _c=$_c/$_h
+    fi
+  done
+  printf '%s\n' "${_c:-/}"
+}
+"#;
+
 /// Shell lines that make the directory `word` (a quoted path or `"$var"`) the current directory,
-/// or stop the script: a path reached through a symbolic link is refused. Root acts on what it
-/// found there through the current directory (relative names, `.`), so another account that can
-/// write in a directory of the path cannot redirect a later command elsewhere by swapping a
-/// component for a link: the working directory is an inode, not a path.
+/// or stop the script. Root acts on what it found there through the current directory (relative
+/// names, `.`), so another account that can write in a directory of the path cannot redirect a
+/// later command elsewhere by swapping a component for a link: the working directory is an
+/// inode, not a path.
+///
+/// `cd -P` then `pwd -P`: when the physical directory is `word` itself (no link on the path,
+/// the common case) nothing more is done. Otherwise the path is resolved by
+/// [`PHYSDIR_FN`], which accepts only links nobody but root can change, and the directory
+/// entered must be the physical one that resolution computed: a link another account can
+/// change (or one swapped in between) is refused.
 pub fn enter_dir(word: &str) -> String {
     format!(
-        "cd -P -- {word} 2>/dev/null && [ \"$(pwd -P)\" = {word} ] || {{ printf '%s is not a directory, or is reached through a symbolic link (not followed: another account may have put it there); nothing was changed\\n' {word} >&2; exit 1; }}\n"
+        "{PHYSDIR_FN}cd -P -- {word} 2>/dev/null && {{ [ \"$(pwd -P)\" = {word} ] || [ \"$(pwd -P)\" = \"$(claw_physdir {word})\" ]; }} || {{ printf '%s is not a directory, or is reached through a symbolic link another account than root can change (not followed); nothing was changed\\n' {word} >&2; exit 1; }}\n"
     )
 }
 
 /// The lines that apply `d` to the regular file `path` without following a link: in its
 /// directory (`enter_dir`), the file is opened (fd 3) and must be the regular file found at its
 /// name (same device and inode as `lstat` of the name, so not a link, nor a file someone swapped
-/// in between); `chown`/`chmod` then act on the open file (`/proc/self/fd/3`), whatever the
-/// name points to by then.
-pub fn file_attr_script(path: &str, d: &AttrDiff) -> String {
+/// in between), with a single name (link count 1: not a hard link to another file, e.g. root's,
+/// where `protected_hardlinks` is off) and one of the contents `sha256` (hex) the plan expects:
+/// an attribute-only change is planned only when the content already matches, so a file the
+/// directory's owner put there since the plan (say their own program, to have root make it
+/// root's and setuid) is refused. `chown`/`chmod` then act on the open file
+/// (`/proc/self/fd/3`), whatever the name points to by then.
+///
+/// Left: a FIFO swapped in between the `[ -f ]` test and the open makes the open wait for a
+/// writer (POSIX sh cannot open with `O_NONBLOCK` or a timeout); the run then waits until it is
+/// interrupted, and nothing is changed.
+pub fn file_attr_script(path: &str, d: &AttrDiff, sha256: &[&str]) -> String {
     use crate::quote::quote;
     let (dir, name) = match path.rfind('/') {
         Some(0) => ("/", &path[1..]),
@@ -521,9 +563,19 @@ pub fn file_attr_script(path: &str, d: &AttrDiff) -> String {
     };
     let p = quote(path);
     let n = quote(&format!("./{name}"));
+    let sums = if sha256.is_empty() {
+        // No content known: nothing can match.
+        "''".to_string()
+    } else {
+        sha256
+            .iter()
+            .map(|h| quote(&format!("{h}  -")))
+            .collect::<Vec<_>>()
+            .join("|")
+    };
     let mut s = enter_dir(&quote(dir));
     s.push_str(&format!(
-        "{{ [ -f {n} ] && [ ! -L {n} ] && exec 3< {n} && [ -f /proc/self/fd/3 ] && [ \"$(stat -c %d:%i -- {n})\" = \"$(stat -L -c %d:%i /proc/self/fd/3)\" ]; }} || {{ printf '%s is no longer the regular file the probe saw (a symbolic link or another file was put there); refusing to change it\\n' {p} >&2; exit 1; }}\n"
+        "{{ [ -f {n} ] && [ ! -L {n} ] && exec 3< {n} && [ -f /proc/self/fd/3 ] && [ \"$(stat -c %d:%i -- {n}):1\" = \"$(stat -L -c %d:%i:%h /proc/self/fd/3)\" ] && case $(sha256sum <&3) in {sums}) ;; *) false;; esac; }} || {{ printf '%s is no longer the file the probe saw (a symbolic link, a hard link or another file was put there); refusing to change it\\n' {p} >&2; exit 1; }}\n"
     ));
     s.push_str(&d.script("/proc/self/fd/3"));
     s.push_str("exec 3<&-\n");
@@ -656,6 +708,164 @@ content = "a\u0000b""#,
             panic!("a file")
         };
         assert_eq!(f.content.as_slice(), b"a\0b");
+    }
+
+    fn sh(script: &str) -> std::process::Output {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap()
+    }
+
+    /// `claw_physdir` resolves chained, relative, absolute links and `..` as `realpath` does,
+    /// but only through links root alone can change; `enter_dir` then lands in that directory.
+    #[test]
+    fn links_root_alone_can_change_are_followed_others_refused() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().canonicalize().unwrap();
+        let t = t.to_str().unwrap();
+        std::fs::create_dir_all(format!("{t}/real/sub")).unwrap();
+        symlink("real", format!("{t}/link")).unwrap();
+        symlink(format!("{t}/link"), format!("{t}/abs")).unwrap();
+        symlink("abs/sub", format!("{t}/chain")).unwrap();
+        symlink("loop2", format!("{t}/loop1")).unwrap();
+        symlink("loop1", format!("{t}/loop2")).unwrap();
+        let phys = |p: &str| {
+            let o = sh(&format!(
+                "{PHYSDIR_FN}claw_physdir {}",
+                crate::quote::quote(p)
+            ));
+            o.status
+                .success()
+                .then(|| String::from_utf8(o.stdout).unwrap())
+        };
+        let enter = |p: &str| {
+            let o = sh(&format!("{}pwd -P", enter_dir(&crate::quote::quote(p))));
+            (
+                o.status
+                    .success()
+                    .then(|| String::from_utf8(o.stdout.clone()).unwrap()),
+                String::from_utf8(o.stderr).unwrap(),
+            )
+        };
+        // No link: the path itself, whoever runs the test.
+        assert_eq!(
+            phys(&format!("{t}/real/sub")),
+            Some(format!("{t}/real/sub\n"))
+        );
+        assert_eq!(phys("/"), Some("/\n".into()));
+        assert_eq!(enter(&format!("{t}/real")).0, Some(format!("{t}/real\n")));
+        // The common case runs no program (shell builtins only): no PATH needed.
+        let o = sh(&format!(
+            "PATH=/nonexistent; {}echo in",
+            enter_dir(&crate::quote::quote(&format!("{t}/real/sub")))
+        ));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "in\n", "{o:?}");
+        let root = nix_euid() == 0;
+        let linked = [
+            ("link", "real"),
+            ("abs", "real"),
+            ("chain", "real/sub"),
+            ("chain/..", "real"),
+            ("link/./sub/", "real/sub"),
+        ];
+        for (p, r) in linked {
+            let p = format!("{t}/{p}");
+            let want = root.then(|| format!("{t}/{r}\n"));
+            assert_eq!(phys(&p), want, "{p}");
+        }
+        // Entering: the physical directory (root, links root's) or a refusal naming the path.
+        let (out, err) = enter(&format!("{t}/chain"));
+        if root {
+            assert_eq!(out, Some(format!("{t}/real/sub\n")), "{err}");
+        } else {
+            assert_eq!(out, None);
+            assert!(err.contains("reached through a symbolic link"), "{err}");
+        }
+        // A loop ends.
+        assert_eq!(phys(&format!("{t}/loop1")), None);
+        // The holding directory writable by its group or by others (even sticky): refused.
+        for mode in [0o775, 0o757, 0o1777] {
+            std::fs::set_permissions(t, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(phys(&format!("{t}/link")), None, "{mode:o}");
+            let (out, err) = enter(&format!("{t}/chain"));
+            assert_eq!(out, None, "{mode:o}");
+            assert!(err.contains(&format!("{t}/chain is not a directory, or is reached through a symbolic link another account than root can change")), "{err}");
+        }
+        std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // A link inside the target of a trusted link is checked too.
+        std::fs::set_permissions(format!("{t}/real"), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        symlink("sub", format!("{t}/real/inner")).unwrap();
+        assert_eq!(phys(&format!("{t}/link/inner")), None);
+    }
+
+    fn nix_euid() -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        // The owner of a file this process just made.
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().metadata().unwrap().uid()
+    }
+
+    /// The attribute-only change acts only on the file the plan saw: one name, the expected
+    /// content; a hard link or another file put at the name is refused and left as it was.
+    #[test]
+    fn attribute_change_needs_one_name_and_the_expected_content() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        let path = f.to_str().unwrap();
+        std::fs::write(&f, "managed\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let me = std::fs::metadata(&f).unwrap();
+        let o = Attrs {
+            mode: 0o644,
+            owner: "x",
+            group: "x",
+            uid: me.uid(),
+            gid: me.gid(),
+        };
+        let d = AttrDiff::new(Some(0o600), None, None, &o);
+        let sum = crate::resource::file::sha256_hex(b"managed\n");
+        let script = file_attr_script(path, &d, &[&sum]);
+        let mode = || std::fs::metadata(&f).unwrap().permissions().mode() & 0o7777;
+        let refused = |why: &str| {
+            let out = sh(&script);
+            assert!(!out.status.success(), "{why}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("is no longer the file the probe saw"),
+                "{why}: {err}"
+            );
+            assert_eq!(mode(), 0o644, "{why}: unchanged");
+        };
+        // Another file (other content) at the name.
+        std::fs::remove_file(&f).unwrap();
+        std::fs::write(&f, "#!/bin/sh\nid\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        refused("other content");
+        // The right content, but a second name (a hard link).
+        std::fs::write(&f, "managed\n").unwrap();
+        std::fs::hard_link(&f, tmp.path().join("other")).unwrap();
+        refused("hard link");
+        assert_eq!(
+            std::fs::metadata(tmp.path().join("other"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o644
+        );
+        std::fs::remove_file(tmp.path().join("other")).unwrap();
+        // No content known: nothing matches.
+        let out = sh(&file_attr_script(path, &d, &[]));
+        assert!(!out.status.success());
+        // The file the plan saw: changed.
+        let out = sh(&script);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(mode(), 0o600);
     }
 
     #[test]

@@ -143,7 +143,10 @@ impl Desired {
                 Ok(c)
             }
             SecretState::Present {
-                mode, owner, group, ..
+                mode,
+                owner,
+                group,
+                value,
             } => {
                 let attrs = Attrs {
                     mode: *mode,
@@ -161,11 +164,18 @@ impl Desired {
                 if d.is_empty() {
                     return Ok(Change::noop(target, "exists; value reused"));
                 }
+                // The content as the probe read it (its trailing newline, if any, was removed):
+                // the file root changes must still hold it.
+                let v = value.expose();
+                let sums = [
+                    file::sha256_hex(v.as_bytes()),
+                    file::sha256_hex(format!("{v}\n").as_bytes()),
+                ];
                 let mut c = Change::new(
                     crate::plan::Action::Update,
                     target,
                     "value kept",
-                    super::file_attr_script(&self.path, &d),
+                    super::file_attr_script(&self.path, &d, &[&sums[0], &sums[1]]),
                 );
                 c.details = d.details;
                 Ok(c)
@@ -197,6 +207,30 @@ mod tests {
             mode,
             owner: "root".into(),
             group: "root".into(),
+        }
+    }
+
+    /// The mode is set only on the file holding the value the probe read (with or without its
+    /// trailing newline): another file swapped in at the name is left alone.
+    #[test]
+    fn attribute_change_only_on_the_value_the_probe_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("pw");
+        let mut d = desired(None);
+        d.path = f.to_str().unwrap().to_string();
+        let script = d.diff(&present(0o644)).unwrap().op.unwrap().script;
+        let mode = || std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        for (content, ok) in [("abc\n", true), ("abc", true), ("abd\n", false)] {
+            std::fs::write(&f, content).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
+            assert_eq!(o.status.success(), ok, "{content:?}: {o:?}");
+            assert_eq!(mode(), if ok { 0o600 } else { 0o644 }, "{content:?}");
         }
     }
 
