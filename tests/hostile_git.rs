@@ -507,3 +507,96 @@ fn hostile_git_owner_never_gets_root_nor_the_key() {
 fn shq(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+/// A root-owned checkout (no `owner`): git runs there as root, directly, while nobody else can
+/// write it. Turned into a shared-deploy tree (root:app, 2775, `.git` group-writable) that
+/// `app` poisons, and with the step naming a `group` but no `owner`: plan and apply refuse
+/// clearly (host, step, what is writable, what to do) and no payload runs as uid 0.
+#[test]
+fn fixread_group_writable_root_checkout_is_refused() {
+    let lab = Lab::up("fixread-git", 2);
+    let h2 = lab.host("h2").address;
+    lab.ssh_ok(
+        "h2",
+        "set -e; sudo install -d -o claw -g claw /srv/git; git init -q --bare /srv/git/app.git; \
+         git init -q -b main /tmp/work; cd /tmp/work; git remote add origin /srv/git/app.git; \
+         git config user.name lab; git config user.email lab@lab",
+    );
+    let v1 = commit_on_h2(&lab, "one", "git tag v1; git push -q origin main v1");
+    let v2 = commit_on_h2(&lab, "two", "git tag v2; git push -q origin main v2");
+    lab.ssh_ok("h1", "sudo useradd -m -U -s /bin/sh app");
+    let app_uid = lab.ssh_ok("h1", "id -u app").trim().to_string();
+    let setup = format!("sudo sh -c {} sh {}", shq(CANARY_SETUP), shq(PAYLOAD));
+    lab.ssh_ok("h1", &setup);
+    let s = Scratch::new();
+    let write = |rev: &str, group: bool| {
+        let mut pb = playbook(&lab, &h2, "/srv/rootapp", rev, false, "");
+        if group {
+            pb.push_str("group = \"app\"\n");
+        }
+        let pb = s.file("pb.toml", &pb);
+        lab.write_inventory("fixread-git.toml", &pb, &[])
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let head = || {
+        lab.ssh_ok("h1", "sudo git -C /srv/rootapp rev-parse HEAD")
+            .trim()
+            .to_string()
+    };
+
+    // A plain root-owned checkout (0755): cloned, planned and moved, git running as root.
+    let r = claw(&["apply", &write("v1", false), "--yes"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(head(), v1);
+    assert_eq!(
+        lab.ssh_ok("h1", "stat -c '%U:%G %a' /srv/rootapp /srv/rootapp/.git"),
+        "root:root 755\nroot:root 755\n"
+    );
+    let inv = write("v2", false);
+    let plan = claw(&["plan", &inv], &[]);
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
+    let r = claw(&["apply", &inv, "--yes"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(head(), v2);
+
+    // The shared-deploy setup: root:app, 2775, a group-writable (shared) `.git`. app plants
+    // its payloads and a tracked file changes (so `git status` would run the clean filter).
+    lab.ssh_ok(
+        "h1",
+        "sudo chgrp -R app /srv/rootapp && sudo chmod 2775 /srv/rootapp && sudo chmod -R g+w /srv/rootapp/.git \
+         && sudo touch /srv/rootapp/README /srv/rootapp/notes.md",
+    );
+    lab.ssh_ok(
+        "h1",
+        &format!(
+            "sudo -u app sh -c {} sh /srv/rootapp/.git {}",
+            shq(PLANT),
+            shq(&format!("ssh://claw@{h2}/"))
+        ),
+    );
+    // A `group` and no `owner`: the tree's owner (root) would run git.
+    let inv = write("v1", true);
+    for args in [vec!["plan", inv.as_str()], vec!["apply", &inv, "--yes"]] {
+        let r = claw(&args, &[]);
+        let out = format!("{}{}", r.stdout, r.stderr);
+        assert_ne!(r.code, 0, "{args:?}: {out}");
+        assert!(!out.contains("panicked"), "{out}");
+        let ran = assert_ran_as(&lab, &[app_uid.as_str()], &format!("{args:?}"));
+        assert_eq!(ran, 0, "{args:?}: a payload ran: {:?}", canaries(&lab));
+        assert_eq!(
+            lab.ssh_ok("h1", "sudo cat /root/precious"),
+            "root only\n",
+            "{args:?}: a payload ran as root"
+        );
+        assert!(
+            out.lines().any(|l| l.contains("error: h1 (")
+                && l.contains("app checkout")
+                && l.contains("refusing to run git as root")
+                && l.contains("owner")),
+            "{args:?}: a clear refusal naming host and step:\n{out}"
+        );
+    }
+    assert_eq!(head(), v2);
+}

@@ -35,6 +35,7 @@ mod git;
 mod hostile;
 mod hostile_diff;
 mod hostile_git;
+mod hostile_read;
 mod hostile_swap;
 mod http_check;
 mod image_ship;

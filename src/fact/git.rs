@@ -12,7 +12,11 @@
 //! - the **checkout** at `dest` (a normal work tree with its `.git`): git runs there only as the
 //!   account that owns it (`setpriv --reuid --regid`, supplementary groups of that account,
 //!   `--no-new-privs`; directly when that account is the one running the script), so whatever its
-//!   configuration runs, runs with that account's rights. Objects reach it as a pack that root's
+//!   configuration runs, runs with that account's rights. When that account is root (a tree root
+//!   owns, no `owner`: the owner is taken from the work tree, whatever its group), git runs only
+//!   if no group nor other can write the work tree, `.git`, `.git/config`, `.git/hooks` or
+//!   `.git/info` and all are root's (`tree_rootcheck`); a root:app 2775 shared-deploy tree is
+//!   refused, naming what is writable, until the step names its `owner`. Objects reach it as a pack that root's
 //!   `git pack-objects` in the mirror writes into the owner's `git index-pack --stdin`.
 //!
 //! Both sides run with an empty environment (`env -i`) but `PATH`, `LC_ALL=C`,
@@ -128,7 +132,11 @@ pub fn mirror_name(dest: &str) -> String {
 /// - `genv NAME=VALUE... CMD...`: CMD with git's clean environment;
 /// - `gm ARGS...`: git in the mirror (this account, the deploy key in `GIT_SSH_COMMAND`);
 /// - `tree_account`: sets `tu`/`tg`/`tgr` to the account that owns the current directory (`tu=.`
-///   when that is this process's own);
+///   when that is this process's own), then `tree_rootcheck`;
+/// - `tree_rootcheck`: when that account is root, false (`tree_unsafe`: what) unless the work
+///   tree, `.git`, `.git/config`, `.git/hooks` and `.git/info` are root's and writable by no
+///   group nor other, and `tu=.` (git then runs directly, no `setpriv`);
+/// - `tree_refuse`: the error of a refused `tree_rootcheck`, and exit;
 /// - `tree ARGS...`: ARGS in the current directory as `tu:tg`, privileges dropped for good.
 pub fn shell_lib(optional_locks: bool, mirrors: Option<&str>) -> String {
     let base = match mirrors {
@@ -142,9 +150,25 @@ pub fn shell_lib(optional_locks: bool, mirrors: Option<&str>) -> String {
 genv() {{ env -i PATH="$PATH" LC_ALL=C HOME=/nonexistent GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_ATTR_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0{locks} "$@"; }}
 gm() {{ genv GIT_SSH_COMMAND="$ssh" git --git-dir="$m" "$@"; }}
 tree_account() {{
-  if [ -O . ] && [ -G . ]; then tu=.; return; fi
-  set -- $(stat -c '%u %g %U' .)
-  tu=$1; tg=$2; case $3 in *[!0-9]*) tgr=--init-groups ;; *) tgr=--clear-groups ;; esac
+  if [ -O . ] && [ -G . ]; then tu=.; else
+    set -- $(stat -c '%u %g %U' .)
+    tu=$1; tg=$2; case $3 in *[!0-9]*) tgr=--init-groups ;; *) tgr=--clear-groups ;; esac
+  fi
+  tree_rootcheck
+}}
+tree_rootcheck() {{
+  case $tu in .) tr_r=$(id -u) ;; *) tr_r=$(id -u -- "$tu" 2>/dev/null) || tr_r=$tu ;; esac
+  [ "$tr_r" = 0 ] || return 0
+  for tr_p in . .git .git/config .git/hooks .git/info; do
+    [ -e "$tr_p" ] || [ -L "$tr_p" ] || continue
+    set -- $(stat -c '%u %a' -- "$tr_p")
+    [ "$1" = 0 ] && case $2 in *[2367]?|*[2367]) false ;; esac || {{ tree_unsafe=$tr_p; return 1; }}
+  done
+  tu=.
+}}
+tree_refuse() {{
+  printf 'refusing to run git as root in %s: %s is writable by group or others, or not owned by root, so another account could make git run its code as root. Set `owner` on the step (git then runs as that account) or remove group/other write (chmod g-w,o-w)\n' "$dest" "$tree_unsafe" >&2
+  exit 1
 }}
 tree() {{
   if [ "$tu" = . ]; then genv "$@"; return; fi
@@ -198,6 +222,7 @@ if ! command -v git >/dev/null 2>&1; then printf '@%s\tnogit\n' "$id"
 elif [ ! -e "$dest" ] && [ ! -L "$dest" ]; then printf '@%s\tabsent\t%s\n' "$id" "$(resolve absent)"
 elif [ -d "$dest" ] && [ ! -L "$dest" ] && [ -z "$(ls -A -- "$dest" 2>/dev/null)" ]; then printf '@%s\tabsent\t%s\n' "$id" "$(resolve absent)"
 elif [ -L "$dest" ] || [ ! -d "$dest" ] || [ -L "$dest/.git" ] || [ ! -d "$dest/.git" ]; then printf '@%s\tnotrepo\n' "$id"
+elif u=$(cd -P -- "$dest" && {{ tree_account || printf '%s' "$tree_unsafe"; }}) && [ -n "$u" ]; then printf '@%s\trootunsafe\t%s\n' "$id" "$u"
 else
   # The checkout's state, asked by git running as the account that owns the work tree (what
   # that account prints is cut at 64 KiB).
@@ -256,6 +281,12 @@ fn parse_resolved(f: &[&str]) -> Result<Resolved, FactError> {
 pub fn parse(fields: &[&str]) -> Result<GitState, FactError> {
     match fields {
         ["nogit"] => Ok(GitState::NoGit),
+        ["rootunsafe", what] => Err(FactError(format!(
+            "refusing to run git as root in this checkout: `{what}` is writable by group or \
+             others, or not owned by root, so another account could make git run its code as \
+             root. Set `owner` on the step (git then runs as that account) or remove group/other \
+             write (chmod g-w,o-w)"
+        ))),
         ["notrepo"] => Ok(GitState::NotRepo),
         ["absent", rest @ ..] => Ok(GitState::Absent(parse_resolved(rest)?)),
         [
@@ -310,6 +341,71 @@ mod tests {
     use super::*;
 
     const A: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    /// Root's own tree (no `owner`): git runs directly as root only where no group nor other
+    /// can write the work tree or what of `.git` names code to run; otherwise a refusal that
+    /// names what is writable. A tree of another account is left to `setpriv`.
+    #[test]
+    fn root_runs_git_only_in_a_tree_nobody_else_writes() {
+        use std::os::unix::fs::PermissionsExt;
+        let is_root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("tree");
+        std::fs::create_dir_all(t.join(".git/hooks")).unwrap();
+        std::fs::write(t.join(".git/config"), "").unwrap();
+        let mode = |p: &str, m: u32| {
+            std::fs::set_permissions(t.join(p), std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(".", 0o755);
+        mode(".git", 0o755);
+        mode(".git/config", 0o644);
+        let lib = shell_lib(true, Some("/nonexistent"));
+        let check = || {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "m=x\n{lib}cd -P -- \"$1\" || exit 9\nif tree_account; then echo \"ok $tu\"; else echo \"refused $tree_unsafe\"; fi"
+                ))
+                .arg("sh")
+                .arg(&t)
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        if !is_root {
+            // Not root: never a root check, git runs as this account.
+            assert_eq!(check(), "ok .\n");
+            return;
+        }
+        assert_eq!(check(), "ok .\n");
+        // A shared-deploy tree, root:1 2775: refused (it falls through to uid 0 otherwise).
+        std::os::unix::fs::chown(&t, None, Some(1)).unwrap();
+        mode(".", 0o2775);
+        assert_eq!(check(), "refused .\n");
+        mode(".", 0o755);
+        assert_eq!(check(), "ok .\n");
+        mode(".git/config", 0o664);
+        assert_eq!(check(), "refused .git/config\n");
+        mode(".git/config", 0o644);
+        mode(".git/hooks", 0o757);
+        assert_eq!(check(), "refused .git/hooks\n");
+        mode(".git/hooks", 0o755);
+        std::os::unix::fs::chown(t.join(".git"), Some(1), None).unwrap();
+        // `.git` owned by another account than root: refused too.
+        std::os::unix::fs::chown(&t, Some(0), Some(0)).unwrap();
+        assert_eq!(check(), "refused .git\n");
+        // The whole tree another account's: its uid, for setpriv.
+        std::os::unix::fs::chown(&t, Some(1), Some(1)).unwrap();
+        assert_eq!(check(), "ok 1\n");
+        let e = parse(&["rootunsafe", ".git/config"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`.git/config`") && e.contains("owner"), "{e}");
+    }
 
     #[test]
     fn parses() {

@@ -250,6 +250,8 @@ impl ProbeScript {
             })
             .collect();
         if !secrets.is_empty() {
+            s.push_str(crate::resource::PHYSDIR_FN);
+            s.push_str(secret::OPEN_FUNCTION);
             s.push_str(secret::FUNCTION);
             s.push_str(secret::BATCH_FUNCTION);
             s.push_str(&secret::batch_command(&secrets));

@@ -25,39 +25,91 @@ pub enum SecretState {
     NotAFile,
 }
 
-/// Shell function for one secret: `@ID<TAB>present<TAB>MODE OWNER GROUP<TAB>BASE64`,
-/// `@ID<TAB>missing<TAB>0|1` or `@ID<TAB>other`. Arguments: id, path, guard ("" = none).
+/// Shell function that opens the secret file `$1` on fd `$2` without following a link and
+/// sets `claw_st` to `MODE OWNER GROUP SIZE`; false (fd closed) if that cannot be done safely.
+///
+/// The directory may be writable by another account, which can swap the file for a link (to a
+/// file only root can read, say) at any moment. So the file is opened from inside its directory
+/// (`cd -P`, which must land at the directory's path itself, or where the path leads through
+/// links root alone can change: `resource::PHYSDIR_FN`, which the script must define), then one
+/// `stat` compares `lstat` of the name with `fstat` of the open file (`-`, on the fd): the same
+/// regular file (device, inode, mode) with a single name (not a hard link to, say, root's
+/// file where `protected_hardlinks` is off) or nothing is read. Whatever is at the name afterwards,
+/// the value is then read from the fd. Changes the working directory.
+pub const OPEN_FUNCTION: &str = r#"claw_nl='
+'
+claw_secret_open() {
+  claw_d=${1%/*}; claw_n=./${1##*/}; [ -n "$claw_d" ] || claw_d=/
+  cd -P -- "$claw_d" 2>/dev/null && { [ "$PWD" = "$claw_d" ] || [ "$PWD" = "$(claw_physdir "$claw_d")" ]; } &&
+    [ -f "$claw_n" ] && [ ! -L "$claw_n" ] &&
+    eval "command exec $2<\"\$claw_n\"" 2>/dev/null || return 1
+  if claw_s=$(stat -c '%d:%i %h %f|%a %U %G %s' -- "$claw_n" - <&"$2" 2>/dev/null) &&
+    [ "${claw_s%%"$claw_nl"*}" = "${claw_s#*"$claw_nl"}" ]; then
+    claw_h=${claw_s%%|*}; claw_st=${claw_s#*|}; claw_st=${claw_st%%"$claw_nl"*}
+    case ${claw_h#* } in '1 '8???) return 0;; esac
+  fi
+  eval "exec $2<&-"; return 1
+}
+"#;
+
+/// Shell function for one secret (needs [`OPEN_FUNCTION`]):
+/// `@ID<TAB>present<TAB>MODE OWNER GROUP<TAB>BASE64`, `@ID<TAB>missing<TAB>0|1` or
+/// `@ID<TAB>other` (not a regular file, or not one that could be read without following a
+/// link). Arguments: id, path, guard ("" = none).
 pub const FUNCTION: &str = r#"claw_secret() {
   if [ -f "$2" ] && [ ! -L "$2" ]; then
-    printf '@%s\tpresent\t%s\t%s\n' "$1" "$(stat -c '%a %U %G' -- "$2")" "$(base64 -w0 < "$2")"
+    if claw_secret_open "$2" 9; then
+      if claw_v=$(base64 -w0 <&9); then printf '@%s\tpresent\t%s\t%s\n' "$1" "${claw_st% *}" "$claw_v"
+      else printf '@%s\tother\n' "$1"; fi
+      exec 9<&-
+    else printf '@%s\tother\n' "$1"; fi
   elif [ -e "$2" ] || [ -L "$2" ]; then printf '@%s\tother\n' "$1"
   else g=0; [ -z "$3" ] || [ ! -e "$3" ] || g=1; printf '@%s\tmissing\t%s\n' "$1" "$g"; fi
 }
 "#;
 
-/// Shell function for every secret of a script at once (id, path, guard triples): missing and
-/// other ones answered as by [`FUNCTION`]; the present ones read by two processes in all (one
-/// `stat`, one `od` of their concatenation, cut by the sizes) instead of two each:
-/// `@secrets<TAB>IDS`, one `@secrets-st<TAB>MODE OWNER GROUP SIZE` per file and
-/// `@secrets-od<TAB>HEX BYTES` lines (1 MiB each). If either fails, each present one is read on
-/// its own.
-pub const BATCH_FUNCTION: &str = r#"claw_secrets() {
-  n=$#; ids=
-  while [ $n -gt 0 ]; do
-    if [ -f "$2" ] && [ ! -L "$2" ]; then ids="$ids$1 "; set -- "$@" "$2"
-    else claw_secret "$1" "$2" "$3"; fi
-    shift 3; n=$((n - 3))
-  done
-  [ $# -gt 0 ] || return 0
-  if st=$(stat --printf '@secrets-st\t%a %U %G %s\n' -- "$@" 2>/dev/null) &&
-    v=$(od -An -v -tx1 -w1048576 -- "$@" 2>/dev/null); then
-    printf '@secrets\t%s\n%s\n' "$ids" "$st"
+/// Shell function for every secret of a script at once (id, path, guard triples; needs
+/// [`OPEN_FUNCTION`] and [`FUNCTION`]): missing and other ones answered as by [`FUNCTION`]; the
+/// present ones opened safely (one `stat` each, [`OPEN_FUNCTION`]) on fds 3 to 8, then read
+/// through those fds by one `od` per six: `@secrets<TAB>IDS`, one
+/// `@secrets-st<TAB>MODE OWNER GROUP SIZE` per file and `@secrets-od<TAB>HEX BYTES` lines
+/// (1 MiB each), these three repeated per group. If `od` fails, each file of the group is read
+/// from its fd on its own. The working directory is restored afterwards.
+pub const BATCH_FUNCTION: &str = r#"claw_secrets_flush() {
+  [ -n "$claw_fb" ] || return 0
+  if claw_v=$(od -An -v -tx1 -w1048576 -- $claw_fds 2>/dev/null); then
+    printf '@secrets\t%s\n' "$claw_ids"
+    while read -r i f a; do printf '@secrets-st\t%s\n' "$a"; done <<CLAW_EOF
+${claw_fb%"$claw_nl"}
+CLAW_EOF
     while IFS= read -r l; do printf '@secrets-od\t%s\n' "$l"; done <<CLAW_EOF
-$v
+$claw_v
 CLAW_EOF
   else
-    for p do claw_secret "${ids%% *}" "$p" ""; ids=${ids#* }; done
+    while read -r i f a; do
+      if claw_v=$(base64 -w0 <&"$f"); then printf '@%s\tpresent\t%s\t%s\n' "$i" "${a% *}" "$claw_v"
+      else printf '@%s\tother\n' "$i"; fi
+    done <<CLAW_EOF
+${claw_fb%"$claw_nl"}
+CLAW_EOF
   fi
+  while [ "$claw_fd" -gt 3 ]; do claw_fd=$((claw_fd - 1)); eval "exec $claw_fd<&-"; done
+  claw_ids=; claw_fb=; claw_fds=
+}
+claw_secrets() {
+  claw_ids=; claw_fb=; claw_fds=; claw_fd=3; claw_owd=$PWD
+  while [ $# -ge 3 ]; do
+    if [ -f "$2" ] && [ ! -L "$2" ]; then
+      if claw_secret_open "$2" "$claw_fd"; then
+        claw_ids="$claw_ids$1 "; claw_fds="$claw_fds /proc/self/fd/$claw_fd"
+        claw_fb="$claw_fb$1 $claw_fd $claw_st$claw_nl"; claw_fd=$((claw_fd + 1))
+        [ "$claw_fd" -lt 9 ] || claw_secrets_flush
+      else printf '@%s\tother\n' "$1"; fi
+    else claw_secret "$1" "$2" "$3"; fi
+    shift 3
+  done
+  claw_secrets_flush
+  cd -- "$claw_owd" 2>/dev/null || cd /
 }
 "#;
 
@@ -99,10 +151,11 @@ impl Batch {
         };
         match (tag, fields) {
             ("secrets", [ids]) => {
-                let ids = (ids.split_whitespace())
+                // One record per group of files read by one `od`: the groups follow each other.
+                let ids: Vec<usize> = (ids.split_whitespace())
                     .map(|i| i.parse().map_err(|_| bad()))
                     .collect::<Result<_, _>>()?;
-                self.ids = Some(ids);
+                self.ids.get_or_insert_with(Vec::new).extend(ids);
             }
             ("secrets-st", [st]) => self.stats.push(st.to_string()),
             ("secrets-od", [v]) => {
@@ -196,7 +249,10 @@ mod tests {
     fn run(script: &str) -> String {
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("{FUNCTION}{BATCH_FUNCTION}{script}"))
+            .arg(format!(
+                "{}{OPEN_FUNCTION}{FUNCTION}{BATCH_FUNCTION}{script}",
+                crate::resource::PHYSDIR_FN
+            ))
             .output()
             .unwrap();
         String::from_utf8(out.stdout).unwrap()
@@ -311,6 +367,122 @@ mod tests {
         b.take("secrets-od", &["68 75"]).unwrap();
         let e = b.states().unwrap_err().to_string();
         assert!(e.contains("do not add up") && !e.contains("68"), "{e}");
+    }
+
+    /// A directory of shims (each logs its name to `log`, then runs the real tool); `swap`:
+    /// the `stat` shim first replaces `victim` by a link to `canary` (as another account that
+    /// owns the directory can do at any moment).
+    fn shims(dir: &std::path::Path, swap: Option<(&str, &str)>) -> (String, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("shims");
+        std::fs::create_dir_all(&bin).unwrap();
+        let log = dir.join("log");
+        for tool in ["stat", "od", "base64", "cat", "head", "dd"] {
+            let real = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| format!("{d}/{tool}"))
+                .find(|p| std::path::Path::new(p).exists())
+                .unwrap();
+            let mut sh = format!("#!/bin/sh\necho {tool} >> '{}'\n", log.display());
+            if let (Some((victim, canary)), "stat") = (swap, tool) {
+                sh.push_str(&format!(
+                    "[ -L '{victim}' ] || {{ mv -f '{victim}' '{victim}.old'; ln -s '{canary}' '{victim}'; }}\n"
+                ));
+            }
+            sh.push_str(&format!("exec {real} \"$@\"\n"));
+            std::fs::write(bin.join(tool), sh).unwrap();
+            std::fs::set_permissions(bin.join(tool), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        (format!("PATH={}:$PATH\n", bin.display()), log)
+    }
+
+    /// Three present secrets cost three `stat` and one `od` (was one and one before files were
+    /// read through an fd checked against the name), nothing else.
+    #[test]
+    fn batch_process_count() {
+        let d = tempfile::tempdir().unwrap();
+        let paths: Vec<String> = (0..3)
+            .map(|i| d.path().join(format!("s{i}")).to_str().unwrap().to_string())
+            .collect();
+        let mut triples = vec![];
+        for (i, p) in paths.iter().enumerate() {
+            std::fs::write(p, format!("value{i}\n")).unwrap();
+            triples.push((i, p.as_str(), None));
+        }
+        let (path, log) = shims(d.path(), None);
+        let out = run(&format!("{path}{}", batch_command(&triples)));
+        assert_eq!(out.matches("@secrets-st\t").count(), 3, "{out}");
+        let mut calls: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        calls.sort();
+        assert_eq!(calls, ["od", "stat", "stat", "stat"]);
+    }
+
+    /// Another account swaps a secret file for a link to a file only root may read, after the
+    /// probe checked the name (here: inside `stat`, so after the open). The value is never taken
+    /// from the link's target: the secret reads as `other`, for the batch and on its own, and
+    /// the target's content appears nowhere in the output.
+    #[test]
+    fn swapped_for_a_link_is_never_read() {
+        let d = tempfile::tempdir().unwrap();
+        let canary = d.path().join("canary");
+        std::fs::write(&canary, "CANARYCONTENT-7f3a\n").unwrap();
+        let canary = canary.to_str().unwrap().to_string();
+        let hex: String = (canary_bytes())
+            .iter()
+            .map(|b| format!("{b:02x} "))
+            .collect();
+        for batched in [true, false] {
+            let victim = d.path().join(format!("pw{batched}"));
+            std::fs::write(&victim, "real secret\n").unwrap();
+            let victim = victim.to_str().unwrap().to_string();
+            let (path, _) = shims(d.path(), Some((&victim, &canary)));
+            let call = if batched {
+                batch_command(&[(5, &victim, None)])
+            } else {
+                command(5, &victim, None)
+            };
+            let out = run(&format!("{path}{call}"));
+            assert_eq!(out, "@5\tother\n", "{out}");
+            assert!(
+                !out.contains("CANARY") && !out.contains(hex.trim()),
+                "{out}"
+            );
+            assert_eq!(parse(&fields(&out)).unwrap(), SecretState::NotAFile);
+            assert_eq!(
+                std::fs::read_to_string(&canary).unwrap(),
+                "CANARYCONTENT-7f3a\n"
+            );
+        }
+        // A link on the directory's path that another account could change is not followed
+        // (one only root can change is: `resource::PHYSDIR_FN`, as for every managed path).
+        use std::os::unix::fs::PermissionsExt;
+        let real = d.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("pw"), "x\n").unwrap();
+        let open = d.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(&real, open.join("via")).unwrap();
+        let via = open.join("via/pw");
+        let out = run(&batch_command(&[(1, via.to_str().unwrap(), None)]));
+        assert_eq!(out, "@1\tother\n");
+        // A second name (a hard link, e.g. to root's file where `protected_hardlinks` is off).
+        std::fs::hard_link(real.join("pw"), real.join("pw2")).unwrap();
+        let out = run(&batch_command(&[(
+            1,
+            real.join("pw").to_str().unwrap(),
+            None,
+        )]));
+        assert_eq!(out, "@1\tother\n");
+    }
+
+    fn canary_bytes() -> &'static [u8] {
+        b"CANARYCONTENT"
     }
 
     #[test]

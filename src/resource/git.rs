@@ -273,11 +273,12 @@ getent passwd "$tu" >/dev/null 2>&1 || tgr=--clear-groups
 [ -n "$tg" ] || tg=$(id -g -- "$tu")
 # Without root there is no other account to run as: git's own ownership check then applies.
 [ -O / ] || tu=.
+tree_rootcheck || tree_refuse
 "#,
                 o = quote(o),
                 g = quote(self.group.as_deref().unwrap_or("")),
             )),
-            None => s.push_str("tree_account\n"),
+            None => s.push_str("tree_account || tree_refuse\n"),
         }
         if !new {
             s.push_str("{ [ -d .git ] && [ ! -L .git ]; } || { printf '%s/.git is no longer a directory; refusing\\n' \"$dest\" >&2; exit 1; }\n");

@@ -108,8 +108,10 @@ impl Desired {
         let target = format!("{} ({})", self.path, self.name);
         match o {
             SecretState::NotAFile => Err(format!(
-                "{} exists but is not a regular file; remove it or choose another path for \
-                 secret `{}`",
+                "{} exists but is not a regular file that can be read without following a \
+                 symbolic link (a link, a directory or a FIFO, a link on the way to it, or a \
+                 file swapped while it was read: another account may have put it there); \
+                 nothing was read from it. Remove it or choose another path for secret `{}`",
                 self.path, self.name
             )),
             SecretState::Missing { guarded: true } => Err(format!(
