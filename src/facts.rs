@@ -156,7 +156,8 @@ pub fn document(reports: &[HostReport]) -> String {
         out.push_str(if i + 1 < reports.len() { ",\n" } else { "\n" });
     }
     out.push_str("}\n");
-    out
+    // Host-supplied values: no control a terminal acts on (see `json_safe`).
+    crate::report::terminal::json_safe(&out).into_owned()
 }
 
 /// Probes every host (up to `forks` at a time); the reports come back in the hosts' order.

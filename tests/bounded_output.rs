@@ -415,11 +415,16 @@ run = "cat /opt/esc/evil >&2; exit 3"
         "{}",
         r.stdout
     );
-    // JSON keeps the bytes (serde escapes what JSON must).
+    // JSON keeps the value (the same string once parsed) but no raw control on the terminal:
+    // serde escapes C0, and C1/bidi controls are written as \uXXXX escapes.
     let r = claw(
         &["run", inv, "--output", "json", "--", "cat /opt/esc/evil"],
         &[],
     );
+    for c in raw {
+        assert!(!r.stdout.contains(c), "json: raw {c:?} in:\n{:?}", r.stdout);
+    }
+    assert!(r.stdout.contains("\\u202e"), "{}", r.stdout);
     let e = r
         .events()
         .into_iter()

@@ -26,7 +26,7 @@ impl Events {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{v}");
+        let _ = writeln!(out, "{}", super::terminal::json_safe(&v.to_string()));
         let _ = out.flush();
     }
 }

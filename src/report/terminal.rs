@@ -4,8 +4,9 @@
 //! bidirectional-text controls make a line read other than it is. They are shown escaped.
 //!
 //! **Invariant:** every text printer of `report/` (and `run`'s output in `adhoc.rs`) passes
-//! host-supplied text through [`safe`] before adding its own colours. JSON output needs no
-//! such step (serde escapes control characters in strings).
+//! host-supplied text through [`safe`] before adding its own colours. JSON lines go through
+//! [`json_safe`]: serde escapes C0 controls in strings, but not DEL, C1 or bidi controls, which a
+//! terminal showing the JSON (`cat`, a CI log) would act on just the same.
 
 use std::borrow::Cow;
 
@@ -39,6 +40,24 @@ pub fn safe(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A serialized JSON text with every [`is_unsafe`] character that serde left as it is written
+/// as a `\uXXXX` escape: the same JSON value, safe on a terminal. Such characters can only
+/// stand inside strings (JSON's own syntax is ASCII), where the escape means the same.
+pub fn json_safe(json: &str) -> Cow<'_, str> {
+    if !json.chars().any(is_unsafe) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if is_unsafe(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Bytes from a host as safe text (invalid UTF-8 replaced, then [`safe`]).
 pub fn safe_bytes(b: &[u8]) -> String {
     safe(&String::from_utf8_lossy(b)).into_owned()
@@ -65,6 +84,17 @@ mod tests {
         // Printable non-ASCII text is left alone.
         assert_eq!(safe("héllo → 日本 \u{a0}"), "héllo → 日本 \u{a0}");
         assert_eq!(safe_bytes(b"\xff\x1b"), "\u{fffd}\\x1b");
+    }
+
+    #[test]
+    fn json_stays_the_same_value_and_safe() {
+        let v = serde_json::json!({"stderr": "a\x1b[2J\u{9b}31m\u{202e}z\x7f\n"});
+        let text = v.to_string();
+        let shown = json_safe(&text);
+        assert!(!shown.chars().any(is_unsafe), "{shown}");
+        let back: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back, v);
+        assert!(matches!(json_safe("{\"a\":\"b\"}"), Cow::Borrowed(_)));
     }
 
     #[test]
