@@ -31,7 +31,7 @@ pub enum SecretState {
 /// The directory may be writable by another account, which can swap the file for a link (to a
 /// file only root can read, say) at any moment. So the file is opened from inside its directory
 /// (`cd -P`, which must land at the directory's path itself, or where the path leads through
-/// links root alone can change: `resource::PHYSDIR_FN`, which the script must define), then one
+/// links root alone can change: `fact::PHYSDIR_FN`, which the script must define), then one
 /// `stat` compares `lstat` of the name with `fstat` of the open file (`-`, on the fd): the same
 /// regular file (device, inode, mode) with a single name (not a hard link to, say, root's
 /// file where `protected_hardlinks` is off) or nothing is read. Whatever is at the name afterwards,
@@ -251,7 +251,7 @@ mod tests {
             .arg("-c")
             .arg(format!(
                 "{}{OPEN_FUNCTION}{FUNCTION}{BATCH_FUNCTION}{script}",
-                crate::resource::PHYSDIR_FN
+                crate::fact::PHYSDIR_FN
             ))
             .output()
             .unwrap();
@@ -459,7 +459,7 @@ mod tests {
             );
         }
         // A link on the directory's path that another account could change is not followed
-        // (one only root can change is: `resource::PHYSDIR_FN`, as for every managed path).
+        // (one only root can change is: `fact::PHYSDIR_FN`, as for every managed path).
         use std::os::unix::fs::PermissionsExt;
         let real = d.path().join("real");
         std::fs::create_dir(&real).unwrap();

@@ -16,7 +16,7 @@
 //! Ownership: a new `dest` is made by root and handed over with `chown -h` (never follows a
 //! link); an existing work tree whose owner or group differs from `owner`/`group` is handed over
 //! with `chown -hR` (no link followed; only when no directory of `dest`'s path is a symbolic link
-//! another account than root can change (`resource::PHYSDIR_FN`), so a link planted in the path
+//! another account than root can change (`fact::PHYSDIR_FN`), so a link planted in the path
 //! cannot redirect it, and only when no regular file of the tree
 //! has a second name: a hard link the current owner made to a file outside the tree, root's
 //! where `protected_hardlinks` is off, would be handed over too; a link made between that

@@ -496,33 +496,9 @@ impl<'a> AttrDiff<'a> {
     }
 }
 
-/// Shell function `claw_physdir PATH`: prints the physical directory PATH leads to, resolved
-/// component by component as `realpath` does (each link's target spliced into the remaining
-/// components, absolute or relative, links inside link targets too; at most 40 links), or fails
-/// if a link on the way could be changed by another account than root: every link met must be
-/// root's, in a directory that is root's and writable by nobody else (not by its group, not by
-/// others: a sticky world-writable directory such as /tmp is refused too). That is the case of
-/// merged-usr's `/lib -> usr/lib`, `/var/run -> /run`, or a link an administrator made to a
-/// data volume. Only called when a path is reached through a link (see [`enter_dir`]).
-pub const PHYSDIR_FN: &str = r#"claw_physdir() {
-  _r=$1; _c=; _n=0
-  while [ -n "$_r" ]; do
-    _h=${_r%%/*}
-    case $_r in */*) _r=${_r#*/};; *) _r=;; esac
-    case $_h in ''|.) continue;; ..) _c=${_c%/*}; continue;; esac
-    if [ -L "$_c/$_h" ]; then
-      _n=$((_n + 1)); [ "$_n" -le 40 ] || return 1
-      set -- $(stat -c '%u %a' -- "$_c/$_h" "${_c:-/}") || return 1
-      [ "$#" = 4 ] && [ "$1" = 0 ] && [ "$3" = 0 ] && [ "$((0$4 & 022))" = 0 ] || return 1
-      _t=$(readlink -- "$_c/$_h") && [ -n "$_t" ] || return 1
-      case $_t in /*) _c=;; esac
-      _r=$_t/$_r
-    else _c=$_c/$_h
-    fi
-  done
-  printf '%s\n' "${_c:-/}"
-}
-"#;
+/// The shell function that resolves a path through links only root can change (it lives with the
+/// probe snippets, which use it too).
+pub use crate::fact::PHYSDIR_FN;
 
 /// Shell lines that make the directory `word` (a quoted path or `"$var"`) the current directory,
 /// or stop the script. Root acts on what it found there through the current directory (relative
