@@ -18,7 +18,7 @@ fn compose(redis: &str, nginx: &str, greeting: &str, bad: bool) -> String {
   web:
     image: {nginx}
     environment: {{ GREETING: "{greeting}", TOKEN: "${{TOKEN}}" }}
-    healthcheck: {{ test: ["CMD", "healthcheck"], interval: 1s, retries: 60 }}
+    healthcheck: {{ test: ["CMD", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1/"], interval: 1s, retries: 60 }}
 "#
     );
     if bad {

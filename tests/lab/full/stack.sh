@@ -35,7 +35,10 @@ usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2; e
 # exactly the images it touches.
 BASE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-spec_postgres() {
+# Each stand-in keeps the contract of the official image it replaces (templates/claw-ai/contract.toml, checked by
+# tests/image_contract.rs) and offers nothing more the playbook relies on. Like the official images, postgres and
+# redis have no USER: they start as root and their entrypoint steps down to the image's own user.
+spec_postgres() { # postgres:15.N-bookworm: postgres is 999:999
     SUITE=bookworm VARIANT=essential
     PKGS=(postgresql-15)   # brings postgresql-client-15 (psql, pg_dump, pg_isready)
     FILES=(stack/postgres-entrypoint.sh)
@@ -45,7 +48,6 @@ spec_postgres() {
         'ENV PGDATA=/var/lib/postgresql/data'
         'VOLUME /var/lib/postgresql/data'
         'WORKDIR /var/lib/postgresql'
-        'USER postgres'
         'EXPOSE 5432'
         'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]'
         'CMD ["postgres"]'
@@ -72,7 +74,7 @@ customize_postgres() {
         "$r"/usr/share/i18n/locales "$r"/usr/share/i18n/charmaps
 }
 
-spec_redis() {
+spec_redis() { # redis:7.4.N-bookworm: redis is 999:999; no environment variable is read (REDIS_PASSWORD ignored)
     SUITE=bookworm VARIANT=essential
     PKGS=(redis-server)    # brings redis-tools (redis-cli)
     FILES=(stack/redis-entrypoint.sh)
@@ -80,7 +82,6 @@ spec_redis() {
         "ENV PATH=$BASE_PATH"
         'VOLUME /data'
         'WORKDIR /data'
-        'USER redis'
         'EXPOSE 6379'
         'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]'
         'CMD ["redis-server"]'
@@ -93,23 +94,31 @@ customize_redis() {
     in_root "$r" install -d -m 750 -o redis -g redis /data
 }
 
-spec_nginx() {
+spec_nginx() { # nginx:1.30.N-alpine: workers run as nginx (101:101), there is no www-data; curl is the HTTP client
     SUITE=trixie VARIANT=essential
-    PKGS=(nginx)
-    FILES=(stack/healthcheck)
+    PKGS=(nginx curl)
+    FILES=()
     CHANGES=(
         "ENV PATH=$BASE_PATH"
-        'ENV HEALTHCHECK_URL=http://127.0.0.1/'
         'EXPOSE 80 443'
         'CMD ["nginx", "-g", "daemon off;"]'
     )
 }
 customize_nginx() {
-    local r=$1
+    local r=$1 f
     # Like the official image: logs go to the container's stdout/stderr (`docker logs`).
     ln -sf /dev/stdout "$r/var/log/nginx/access.log"
     ln -sf /dev/stderr "$r/var/log/nginx/error.log"
-    install -m 755 "$HERE/stack/healthcheck" "$r/usr/local/bin/healthcheck"
+    # The official image's only web user is nginx (101:101, home /var/cache/nginx); it has no www-data, so
+    # neither has this one: Debian's (33) goes, what it owned becomes nginx's, and the default config names nginx.
+    for f in passwd group shadow gshadow; do
+        [ ! -e "$r/etc/$f" ] || sed -i '/^www-data:/d' "$r/etc/$f"
+    done
+    add_user "$r" nginx 101 /var/cache/nginx /sbin/nologin nginx
+    find "$r" -xdev \( -uid 33 -o -gid 33 \) -exec chown -h 101:101 {} +
+    install -d -m 755 -o 101 -g 101 "$r/var/cache/nginx"
+    sed -i 's/^user www-data;/user nginx;/' "$r/etc/nginx/nginx.conf"
+    grep -q '^user nginx;' "$r/etc/nginx/nginx.conf"
 }
 
 spec_backend() {

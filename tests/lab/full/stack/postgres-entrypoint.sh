@@ -9,7 +9,8 @@
 #   PGDATA              cluster directory (default /var/lib/postgresql/data, a volume)
 # TCP connections from anywhere need the password; the unix socket inside the container is trusted
 # (pg_isready, psql, pg_dump via `docker exec`). /docker-entrypoint-initdb.d/*.sh|*.sql run once after init.
-# Runs as postgres; started as root (compose `user: root`), it fixes $PGDATA's owner and drops to postgres.
+# Like the official image (postgres:15.N-bookworm, no USER) it starts as root, gives $PGDATA and /run/postgresql
+# to postgres (999:999) and runs again as postgres; started as another user, it runs as that user.
 set -Eeuo pipefail
 export PGDATA=${PGDATA:-/var/lib/postgresql/data}
 log() { echo "postgres-entrypoint: $*" >&2; }
@@ -18,7 +19,7 @@ if [ "${1:0:1}" = - ]; then set -- postgres "$@"; fi
 
 if [ "${1:-}" = postgres ] && [ "$(id -u)" = 0 ]; then
     mkdir -p "$PGDATA" /run/postgresql
-    chown postgres:postgres "$PGDATA" /run/postgresql
+    find "$PGDATA" /run/postgresql ! -user postgres -exec chown postgres:postgres {} +
     chmod 700 "$PGDATA"
     exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
