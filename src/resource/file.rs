@@ -540,6 +540,36 @@ mod tests {
         }
     }
 
+    /// A numeric owner (a container's uid, say redis' 999) needs no account on the host: no
+    /// `getent` check, `chown` to the number, and a file owned by that id (which `stat` may name
+    /// `UNKNOWN`) is in place.
+    #[test]
+    fn numeric_owner_needs_no_account_on_the_host() {
+        let mut d = want("requirepass x\n", Some("0600"));
+        d.owner = Some("999".into());
+        d.group = Some("999".into());
+        let s = d.diff(&PathState::Absent).unwrap().op.unwrap().script;
+        assert!(!s.contains("getent"), "{s}");
+        assert!(s.contains("chown -- '999:999' ./new"), "{s}");
+        let seen = |uid: u32| PathState::File {
+            mode: 0o600,
+            owner: "UNKNOWN".into(),
+            group: "UNKNOWN".into(),
+            uid,
+            gid: uid,
+            size: 14,
+            sha256: sha256_hex(b"requirepass x\n"),
+        };
+        assert_eq!(d.diff(&seen(999)).unwrap().action, Action::NoOp);
+        let c = d.diff(&seen(1000)).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert!(
+            c.op.unwrap()
+                .script
+                .contains("chown -- '999:999' /proc/self/fd/3")
+        );
+    }
+
     #[test]
     fn create_uploads_atomically() {
         let c = want("hi\n", Some("0600")).diff(&PathState::Absent).unwrap();
