@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// (name under `secrets`, variable in .env, test value).
-const SECRETS: &[(&str, &str, &str)] = &[
+pub(crate) const SECRETS: &[(&str, &str, &str)] = &[
     (
         "postgres_password",
         "POSTGRES_PASSWORD",
@@ -36,31 +36,34 @@ const SECRETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-const ENV: &str = "/opt/claw-ai/.env";
-const NGINX_CONF: &str = "/opt/claw-ai/nginx/conf/nginx.conf";
-const COMPOSE: &str = "/opt/claw-ai/docker-compose.prod.yml";
-const BACKUP: &str = "/opt/claw-ai/backup.sh";
+pub(crate) const ENV: &str = "/opt/claw-ai/.env";
+pub(crate) const NGINX_CONF: &str = "/opt/claw-ai/nginx/conf/nginx.conf";
+pub(crate) const COMPOSE: &str = "/opt/claw-ai/docker-compose.prod.yml";
+pub(crate) const BACKUP: &str = "/opt/claw-ai/backup.sh";
 const CRON: &str = "/etc/cron.d/claw-ai-backup";
 const LOGROTATE: &str = "/etc/logrotate.d/claw-ai";
+pub(crate) const REDIS_CONF: &str = "/opt/claw-ai/redis/redis.conf";
 
 /// A file some step of the playbook would write.
 #[derive(Debug)]
-struct File {
-    content: String,
-    mode: Option<u32>,
-    sensitive: bool,
+pub(crate) struct File {
+    pub(crate) content: String,
+    pub(crate) mode: Option<u32>,
+    pub(crate) owner: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) sensitive: bool,
 }
 
 /// What the playbook renders for one host.
 #[derive(Debug)]
-struct Rendered {
-    files: BTreeMap<String, File>,
-    dirs: BTreeMap<String, (Option<u32>, Option<String>)>,
-    skipped: Vec<String>,
+pub(crate) struct Rendered {
+    pub(crate) files: BTreeMap<String, File>,
+    pub(crate) dirs: BTreeMap<String, (Option<u32>, Option<String>)>,
+    pub(crate) skipped: Vec<String>,
 }
 
 impl Rendered {
-    fn text(&self, path: &str) -> &str {
+    pub(crate) fn text(&self, path: &str) -> &str {
         &self
             .files
             .get(path)
@@ -70,7 +73,7 @@ impl Rendered {
 }
 
 /// A hand-made inventory: web-1..3 in `backend`, lb-1 only in `edge`.
-const INVENTORY: &str = r#"
+pub(crate) const INVENTORY: &str = r#"
 [defaults]
 user = "deploy"
 
@@ -94,7 +97,7 @@ address = "192.0.2.20"
 groups = ["edge"]
 "#;
 
-fn secrets_json(secrets: &[(&str, &str, &str)]) -> Value {
+pub(crate) fn secrets_json(secrets: &[(&str, &str, &str)]) -> Value {
     Value::Object(
         secrets
             .iter()
@@ -105,7 +108,7 @@ fn secrets_json(secrets: &[(&str, &str, &str)]) -> Value {
 
 /// A self-signed certificate and its key (made once per test run with openssl), as the
 /// inventory's `tls_dir` names them for the playbook's `cert` step.
-fn tls_dir() -> &'static str {
+pub(crate) fn tls_dir() -> &'static str {
     static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let d = repo().join("target/claw-ai-test-tls");
@@ -192,6 +195,8 @@ fn render_with(
                     File {
                         content,
                         mode: f.mode,
+                        owner: f.owner.clone(),
+                        group: f.group.clone(),
                         sensitive: f.sensitive,
                     },
                 );
@@ -209,7 +214,7 @@ fn render_with(
     Ok(out)
 }
 
-fn render(inventory: &str, host: &str, extra: &[(&str, &str)]) -> Rendered {
+pub(crate) fn render(inventory: &str, host: &str, extra: &[(&str, &str)]) -> Rendered {
     render_with(inventory, host, "systemd", secrets_json(SECRETS), extra)
         .unwrap_or_else(|e| panic!("rendering for {host}: {e}"))
 }
@@ -230,7 +235,7 @@ fn upstream_servers(conf: &str) -> Vec<String> {
 
 /// The lines of one service of the compose file (text between `  NAME:` and the next service or
 /// top-level key).
-fn service<'a>(compose: &'a str, name: &str) -> Vec<&'a str> {
+pub(crate) fn service<'a>(compose: &'a str, name: &str) -> Vec<&'a str> {
     let mut out = vec![];
     let mut inside = false;
     for line in compose.lines() {
@@ -248,7 +253,7 @@ fn service<'a>(compose: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 /// The lines under `    KEY:` in a service's lines (more deeply indented).
-fn key_block<'a>(svc: &[&'a str], key: &str) -> Vec<&'a str> {
+pub(crate) fn key_block<'a>(svc: &[&'a str], key: &str) -> Vec<&'a str> {
     let head = format!("    {key}:");
     let Some(i) = svc
         .iter()
@@ -379,26 +384,50 @@ fn compose_isolates_the_data_services() {
 
     // Healthchecks, restart policy, log rotation, non-root users, images from variables.
     assert!(has("postgres", "\"pg_isready\", \"-U\", \"claw\""));
+    // Redis: the password from the mounted config into REDISCLI_AUTH (builtins), never on a command line.
     assert!(has(
         "redis",
-        "REDISCLI_AUTH=\\\"$$REDIS_PASSWORD\\\" redis-cli ping | grep -q PONG"
+        "done < /usr/local/etc/redis/redis.conf; [ \\\"$$(redis-cli ping)\\\" = PONG ]"
+    ));
+    assert!(has(
+        "redis",
+        "command: [\"redis-server\", \"/usr/local/etc/redis/redis.conf\"]"
+    ));
+    assert!(has(
+        "redis",
+        "- \"/opt/claw-ai/redis:/usr/local/etc/redis:ro\""
     ));
     assert!(has("backend", "http://127.0.0.1:8000/health"));
-    assert!(has("nginx", "http://127.0.0.1/nginx-health"));
+    assert!(has(
+        "nginx",
+        "[\"CMD\",\"curl\",\"-fsS\",\"-o\",\"/dev/null\",\"http://127.0.0.1/nginx-health\"]"
+    ));
     for svc in ["postgres", "redis", "backend", "nginx"] {
         assert!(has(svc, "restart: unless-stopped"), "{svc}");
         assert!(has(svc, "logging: *logging"), "{svc}");
         assert!(has(svc, "healthcheck:"), "{svc}");
         assert!(has(svc, "no-new-privileges:true"), "{svc}");
-        assert!(has(svc, &format!("image: \"claw-lab/{svc}\"")), "{svc}");
+    }
+    // The official images, pinned (the same tags as templates/claw-ai/contract.toml).
+    for (svc, image) in [
+        ("postgres", "postgres:15.19-bookworm"),
+        ("redis", "redis:7.4.11-bookworm"),
+        ("nginx", "nginx:1.30.5-alpine"),
+    ] {
+        assert!(has(svc, &format!("image: \"{image}\"")), "{svc}");
     }
     assert!(
         c.contains("driver: json-file")
             && c.contains("max-size: \"10m\"")
             && c.contains("max-file: \"3\"")
     );
-    assert!(has("postgres", "user: \"999:999\""));
-    assert!(has("redis", "user: \"999:999\""));
+    // PostgreSQL and Redis start as root: their entrypoints step down to the image's own user.
+    for svc in ["postgres", "redis"] {
+        assert!(
+            !service(c, svc).iter().any(|l| l.starts_with("    user:")),
+            "{svc}"
+        );
+    }
     assert!(has("backend", "user: \"10001:10001\""));
     assert!(c.contains("volumes:\n  postgres_data: {}\n  redis_data: {}\n"));
     assert!(has("postgres", "- postgres_data:/var/lib/postgresql/data"));
@@ -410,6 +439,7 @@ fn compose_isolates_the_data_services() {
     ));
     assert!(has("nginx", "\"-c\", \"/etc/nginx/claw-ai/nginx.conf\""));
     assert!(!c.contains("nginx.conf:"), "no single-file mount");
+    assert!(!c.contains("redis.conf:"), "no single-file mount");
     assert!(has("backend", "- \"/opt/claw-ai/logs:/var/log/claw-ai\""));
 
     let img = render(
@@ -435,6 +465,22 @@ fn secrets_are_written_once_and_only_to_the_env_file() {
     let env = r.files.get(ENV).expect(".env step");
     assert_eq!(env.mode, Some(0o600));
     assert!(env.sensitive, ".env must be sensitive (no diff shown)");
+    // The Redis password is also in redis.conf (0600, sensitive, the image's redis uid): Redis reads no
+    // environment.
+    let rc = r.files.get(REDIS_CONF).expect("redis.conf step");
+    assert_eq!(rc.mode, Some(0o600));
+    assert!(rc.sensitive, "redis.conf must be sensitive");
+    assert_eq!(
+        (rc.owner.as_deref(), rc.group.as_deref()),
+        (Some("999"), Some("999"))
+    );
+    assert!(
+        rc.content
+            .contains(&format!("\nrequirepass {}\n", SECRETS[1].2))
+            && rc.content.contains("\nappendonly yes\n"),
+        "{}",
+        rc.content
+    );
     for (_, var, value) in SECRETS {
         assert_eq!(count(&env.content, value), 1, "{var} once in .env");
         assert!(
@@ -442,7 +488,8 @@ fn secrets_are_written_once_and_only_to_the_env_file() {
             "{var} line"
         );
         for (path, f) in &r.files {
-            if path != ENV {
+            let allowed = path == ENV || (path == REDIS_CONF && *var == "REDIS_PASSWORD");
+            if !allowed {
                 assert!(!f.content.contains(value), "{var} leaked into {path}");
             }
         }
@@ -462,16 +509,32 @@ fn secrets_are_written_once_and_only_to_the_env_file() {
     for var in ["ZHIPUAI_API_KEY", "PINECONE_API_KEY"] {
         assert!(c.contains(&format!("${{{var}?{var} is not set in .env}}")));
     }
-    // PostgreSQL and Redis get their own password only.
-    for (svc, other) in [
-        ("postgres", "REDIS_PASSWORD"),
-        ("redis", "POSTGRES_PASSWORD"),
+    // PostgreSQL gets its own password only; Redis none (it reads its password from redis.conf).
+    let pg = service(c, "postgres").join("\n");
+    for v in [
+        "REDIS_PASSWORD",
+        "SECRET_KEY",
+        "ZHIPUAI_API_KEY",
+        "PINECONE_API_KEY",
     ] {
-        let lines = service(c, svc).join("\n");
-        for v in [other, "SECRET_KEY", "ZHIPUAI_API_KEY", "PINECONE_API_KEY"] {
-            assert!(!lines.contains(v), "{svc} gets {v}");
-        }
+        assert!(!pg.contains(v), "postgres gets {v}");
     }
+    let rd: Vec<&str> = service(c, "redis")
+        .into_iter()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    let rd = rd.join("\n");
+    for (_, v, _) in SECRETS {
+        assert!(!rd.contains(v), "redis gets {v}");
+    }
+    assert!(key_block(&service(c, "redis"), "environment").is_empty());
+
+    // A Redis password redis.conf cannot hold as one word is refused, without showing it.
+    let mut bad: Vec<(&str, &str, &str)> = SECRETS.to_vec();
+    bad[1].2 = "rd pw\"with-space";
+    let e = render_with(INVENTORY, "web-1", "systemd", secrets_json(&bad), &[]).unwrap_err();
+    assert!(e.contains("redis password"), "{e}");
+    assert!(!e.contains("rd pw"), "the error shows the secret: {e}");
     assert!(!c.contains("env_file"), "no service gets the whole .env");
 
     // A value .env cannot hold is refused, and the error does not show it.
@@ -746,7 +809,8 @@ fn rendered_stack_passes_nginx_t_and_compose_config_on_a_full_host() {
             == Some(SECRETS[0].2)
     );
     assert!(
-        cfg["services"]["redis"]["environment"]["REDIS_PASSWORD"].as_str() == Some(SECRETS[1].2)
+        cfg["services"]["redis"].get("environment").is_none(),
+        "redis reads no environment"
     );
 
     // nginx -t in the lab nginx image, with the mounts and command of the compose file's nginx service.
