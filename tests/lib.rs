@@ -38,6 +38,7 @@ mod hostile_git;
 mod hostile_read;
 mod hostile_swap;
 mod http_check;
+mod image_contract;
 mod image_ship;
 mod jump;
 mod known_hosts_files;
