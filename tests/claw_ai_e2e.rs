@@ -178,14 +178,19 @@ with c.connect('wss://nginx/ws', ssl=x) as ws:
         "nginx resolves postgres"
     );
     for svc in ["backend", "postgres", "redis"] {
+        // The server (PID 1): postgres and redis start as root and their entrypoints step down.
         let uid = ok(
             lab.ssh(
                 "h1",
-                &format!("cd /opt/claw-ai && sudo docker compose -p claw-ai exec -T {svc} id -u"),
+                &format!("cd /opt/claw-ai && sudo docker compose -p claw-ai exec -T {svc} sh -c 'grep ^Uid: /proc/1/status'"),
             ),
-            &format!("id -u in {svc}"),
+            &format!("uid of {svc}"),
         );
-        assert_ne!(uid.trim(), "0", "{svc} runs as root");
+        assert_ne!(
+            uid.split_whitespace().nth(1),
+            Some("0"),
+            "{svc} runs as root: {uid}"
+        );
     }
     for port in [5432, 6379] {
         let o = lab.ssh(
@@ -193,6 +198,93 @@ with c.connect('wss://nginx/ws', ssl=x) as ws:
             &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{h1}/{port}'"),
         );
         assert!(!o.status.success(), "port {port} of h1 reachable from h2");
+    }
+
+    // 9. Official images (issue 17): the stack runs the official names (the lab's stand-ins, tagged so on the
+    //    hosts only); Redis refuses an unauthenticated PING; PostgreSQL's data directory belongs to the
+    //    image's postgres user; `docker compose config` passes on the host; no secret is in the argv of any
+    //    process of the host, container processes (healthchecks included) too.
+    let running = ok(
+        lab.ssh("h1", "sudo docker ps --filter label=com.docker.compose.project=claw-ai --format '{{.Image}}'"),
+        "images of the stack",
+    );
+    for img in [
+        "postgres:15.19-bookworm",
+        "redis:7.4.11-bookworm",
+        "nginx:1.30.5-alpine",
+    ] {
+        assert!(
+            running.lines().any(|l| l == img),
+            "{img} not running:\n{running}"
+        );
+        let here = std::process::Command::new("docker")
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .RepoTags}}",
+                &tag(img.split(':').next().unwrap()),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&here.stdout).contains(img),
+            "{img} tagged on this machine: official names belong to the lab hosts only"
+        );
+    }
+    let ping = ok(
+        lab.ssh("h1", &format!("{dc} exec -T redis redis-cli ping")),
+        "redis-cli ping",
+    );
+    assert!(
+        ping.contains("NOAUTH"),
+        "Redis answers an unauthenticated PING: {ping}"
+    );
+    let mount = ok(
+        lab.ssh(
+            "h1",
+            "sudo docker volume inspect --format '{{.Mountpoint}}' claw-ai_postgres_data",
+        ),
+        "postgres volume",
+    );
+    let owner = ok(
+        lab.ssh("h1", &format!("sudo stat -c %u {}", mount.trim())),
+        "owner",
+    );
+    let pg_uid = ok(
+        lab.ssh("h1", &format!("{dc} exec -T postgres id -u postgres")),
+        "id -u postgres",
+    );
+    assert_eq!(
+        owner.trim(),
+        pg_uid.trim(),
+        "PostgreSQL's data directory owner"
+    );
+    ok(
+        lab.ssh("h1", &format!("{dc} config -q")),
+        "docker compose config -q",
+    );
+    let env = ok(lab.ssh("h1", "sudo cat /opt/claw-ai/.env"), ".env");
+    let argv = ok(
+        lab.ssh(
+            "h1",
+            "for i in $(seq 24); do sudo ps -eo args; sleep 0.5; done",
+        ),
+        "ps -eo args",
+    );
+    assert!(
+        argv.contains("redis-server") && argv.contains("postgres"),
+        "container processes in ps"
+    );
+    for line in env.lines().filter(|l| !l.starts_with('#')) {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim_matches('\'');
+        assert!(
+            v.len() < 6 || !argv.contains(v),
+            "the value of {k} is in a process's argv on h1"
+        );
     }
 
     // 8. Both backends serve through h1's nginx.
