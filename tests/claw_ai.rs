@@ -136,7 +136,7 @@ pub(crate) fn tls_dir() -> &'static str {
 
 /// Renders playbooks/claw-ai.toml for `host` the way `run::prepare` does, with `facts.init = init`,
 /// the given secrets and `-e` values.
-fn render_with(
+pub(crate) fn render_with(
     inventory: &str,
     host: &str,
     init: &str,
@@ -476,7 +476,7 @@ fn secrets_are_written_once_and_only_to_the_env_file() {
     );
     assert!(
         rc.content
-            .contains(&format!("\nrequirepass {}\n", SECRETS[1].2))
+            .contains(&format!("\nrequirepass \"{}\"\n", SECRETS[1].2))
             && rc.content.contains("\nappendonly yes\n"),
         "{}",
         rc.content

@@ -130,6 +130,21 @@ fn claw_ai_plans_applies_and_converges_on_fresh_light_hosts() {
             assert!(!out.contains(v.as_str()), "a secret reached the output");
         }
     }
+    // redis.conf: the Redis password of .env, 0600, owned by the redis image's uid as a number (no such
+    // account on the host).
+    assert_eq!(
+        lab.ssh_ok(
+            "h1",
+            "sudo stat -c '%a %u:%g %n' /opt/claw-ai/redis/redis.conf"
+        ),
+        "600 999:999 /opt/claw-ai/redis/redis.conf\n"
+    );
+    let rpw = lab.ssh_ok("h1", "sudo cat /opt/claw-ai/.secrets/redis_password");
+    assert!(
+        lab.ssh_ok("h1", "sudo cat /opt/claw-ai/redis/redis.conf")
+            .contains(&format!("\nrequirepass \"{}\"\n", rpw.trim())),
+        "redis.conf holds the Redis password"
+    );
     // Secrets differ per host and stay the same across runs.
     let pw = |h: &str| lab.ssh_ok(h, "sudo cat /opt/claw-ai/.secrets/postgres_password");
     assert_ne!(pw("h1"), pw("h2"));

@@ -728,3 +728,51 @@ fn rendered_nginx_conf_passes_nginx_t_in_the_stand_in() {
         "{out}"
     );
 }
+
+/// The rendered redis.conf and the compose file's redis healthcheck in the redis stand-in, mounted and started
+/// as the compose service is: the healthcheck passes (it reads the password from the file), an
+/// unauthenticated PING is refused, and no process shows the password.
+#[test]
+fn rendered_redis_conf_and_healthcheck_work_in_the_stand_in() {
+    let tags = lab_tags();
+    let redis = &contracts()["redis"];
+    // A password with spaces, `$` and `<`: what redis.conf's quoting and the healthcheck must carry.
+    let pw = "rd pw$5e91 <x>";
+    let mut secrets: Vec<(&str, &str, &str)> = crate::claw_ai::SECRETS.to_vec();
+    secrets[1].2 = pw;
+    let r = crate::claw_ai::render_with(
+        INVENTORY,
+        "web-1",
+        "systemd",
+        crate::claw_ai::secrets_json(&secrets),
+        &[],
+    )
+    .unwrap();
+    let svc = service(r.text(COMPOSE), "redis");
+    let cmd: Vec<String> = serde_json::from_str(value(&svc, "command").unwrap()).unwrap();
+    let hc = key_block(&svc, "healthcheck");
+    let test: Vec<String> = serde_json::from_str(
+        hc.iter()
+            .find_map(|l| l.trim().strip_prefix("test: "))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(test[0], "CMD-SHELL");
+    let check = test[1].replace("$$", "$");
+    let conf = mount_dir();
+    let file = conf.path().join("redis.conf");
+    std::fs::write(&file, &r.files[REDIS_CONF].content).unwrap();
+    chown(&file, redis.uid, redis.gid, 0o600);
+    let mount = format!("{}:/usr/local/etc/redis:ro", conf.path().display());
+    let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let c = Running::start(&tags["redis"], &["-v", &mount], &args);
+    c.exec_until(&[], &["sh", "-c", &check]);
+    let noauth = text(&c.exec(&[], &["redis-cli", "ping"]));
+    assert!(noauth.contains("NOAUTH"), "{noauth}");
+    let ps = text(&c.exec(
+        &[],
+        &["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"],
+    ));
+    assert!(ps.contains("redis-server"), "{ps}");
+    assert!(!ps.contains("5e91"), "the password is in a process's argv");
+}
