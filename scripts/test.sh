@@ -17,6 +17,7 @@ images() {
     # Full-host lab images (cached in Docker by recipe hash: seconds when warm, minutes cold).
     bash tests/lab/full/image.sh build
     bash tests/lab/full/mirror.sh image
+    bash tests/lab/full/pypi.sh build
     bash tests/lab/full/stack.sh build
     bash tests/lab/full/stack.sh gitserver-image
 }

@@ -59,6 +59,8 @@ pub(crate) struct File {
 pub(crate) struct Rendered {
     pub(crate) files: BTreeMap<String, File>,
     pub(crate) dirs: BTreeMap<String, (Option<u32>, Option<String>)>,
+    /// The `run` script of each command step, by step name.
+    pub(crate) commands: BTreeMap<String, String>,
     pub(crate) skipped: Vec<String>,
 }
 
@@ -176,6 +178,7 @@ pub(crate) fn render_with(
     let mut out = Rendered {
         files: BTreeMap::new(),
         dirs: BTreeMap::new(),
+        commands: BTreeMap::new(),
         skipped: vec![],
     };
     for step in &pb.steps {
@@ -203,6 +206,9 @@ pub(crate) fn render_with(
             }
             Desired::Dir(d) => {
                 out.dirs.insert(d.path.clone(), (d.mode, d.owner.clone()));
+            }
+            Desired::Command(c) => {
+                out.commands.insert(step.name.clone(), c.run.clone());
             }
             _ => {}
         }
@@ -647,6 +653,62 @@ fn an_empty_backend_group_is_refused() {
 // ------------------------------------------------------------------------------------- lab tests
 
 /// An inventory of the lab's hosts, all in the backend group.
+/// backend_build: the pip mirror and the build args reach `docker build` as build args (the trusted host
+/// derived from an http:// mirror); a mirror URL or build arg with credentials is refused before anything
+/// runs, naming the variable and not showing the value; so are a bad build arg name and a non-table.
+#[test]
+fn backend_build_args_and_a_credentialed_pip_mirror_is_refused() {
+    let key = format!("{}/privkey.pem", tls_dir());
+    let build = [
+        ("backend_build", "true"),
+        ("backend_repo", "git@git.example:/srv/git/backend.git"),
+        ("backend_ref", "v1"),
+        ("deploy_key_src", key.as_str()),
+        ("git_known_hosts", "git.example ssh-ed25519 AAAA"),
+    ];
+    let with = |extra: &[(&str, &str)]| {
+        let mut all = build.to_vec();
+        all.extend_from_slice(extra);
+        render_with(INVENTORY, "web-1", "systemd", secrets_json(SECRETS), &all)
+    };
+    let r = with(&[("pip_index_url", "http://pypi.mirror.example:8080/simple/")]).unwrap();
+    let run = &r.commands["backend image build"];
+    for want in [
+        "--build-arg 'PIP_INDEX_URL=http://pypi.mirror.example:8080/simple/'",
+        "--build-arg 'PIP_TRUSTED_HOST=pypi.mirror.example'",
+        "--build-arg GIT_COMMIT=\"$rev\"",
+        "DOCKER_BUILDKIT=0 docker build",
+        "--label \"claw-ai.revision=$rev\"",
+    ] {
+        assert!(run.contains(want), "{want} in\n{run}");
+    }
+    // https: no trusted host; none at all without a mirror (the Dockerfile's default index).
+    let r = with(&[("pip_index_url", "https://pypi.mirror.example/simple/")]).unwrap();
+    assert!(!r.commands["backend image build"].contains("PIP_TRUSTED_HOST"));
+    let r = with(&[]).unwrap();
+    assert!(!r.commands["backend image build"].contains("PIP_INDEX_URL"));
+    for (url, secret) in [
+        (
+            "https://deploy:pw-7a1c99@pypi.mirror.example/simple/",
+            "pw-7a1c99",
+        ),
+        ("http://tok-55e0b2@10.0.0.5/simple/", "tok-55e0b2"),
+    ] {
+        let e = with(&[("pip_index_url", url)]).unwrap_err();
+        assert!(
+            e.contains("backend image build")
+                && e.contains("pip_index_url")
+                && e.contains("credentials"),
+            "{e}"
+        );
+        assert!(!e.contains(secret), "the credentials are shown: {e}");
+    }
+    let e = with(&[("backend_build_args", "A=1")]).unwrap_err();
+    assert!(e.contains("backend_build_args must be a table"), "{e}");
+    let e = with(&[("backend_commit_arg", "NOT A NAME")]).unwrap_err();
+    assert!(e.contains("backend_commit_arg"), "{e}");
+}
+
 fn lab_inventory(lab: &Lab) -> String {
     let mut s = String::from("[defaults]\nuser = \"claw\"\n\n[groups.backend]\n");
     for h in lab.hosts() {

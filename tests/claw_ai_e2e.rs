@@ -50,8 +50,9 @@ fn claw_ai_from_fresh_full_hosts_to_https() {
     // The lab's inventory (tls_dir, the backend group) plus the Docker source, the images to
     // ship and the published backend port (both hosts are nginx's upstream).
     let base = std::fs::read_to_string(lab.inventory()).unwrap();
-    // The backend: checked out from the lab's git server at v1 and built on each host over the
-    // shipped runtime image (backend_build).
+    // The backend: checked out from the lab's git server at v1 and built on each host with the
+    // repository's own Dockerfile (backend_build), FROM the shipped python stand-in (tagged
+    // python:3.11.15-slim-bookworm on the host), pip through the lab's PyPI mirror.
     let git = &lab.json["git"];
     let git_addr = git["address"].as_str().unwrap();
     let extra = format!(
@@ -59,14 +60,15 @@ fn claw_ai_from_fresh_full_hosts_to_https() {
          backend_publish = true, postgres_image_local = {:?}, redis_image_local = {:?}, \
          backend_image_local = {:?}, nginx_image_local = {:?}, \
          backend_repo = {:?}, backend_ref = \"v1\", deploy_key_src = {:?}, git_known_hosts = {:?}, \
-         backend_build = true, backend_image = \"claw-ai/backend\", ",
+         backend_build = true, backend_image = \"claw-ai/backend\", pip_index_url = {:?}, ",
         tag("postgres"),
         tag("redis"),
-        tag("backend"),
+        tag("python"),
         tag("nginx"),
         format!("git@{git_addr}:{}", git["repo_path"].as_str().unwrap()),
         git["deploy_key"].as_str().unwrap(),
         format!("{git_addr} {}", git["host_key"].as_str().unwrap()),
+        lab.json["pypi"]["url"].as_str().expect("lab.json pypi.url"),
     );
     let text = base.replacen("vars = { tls_dir", &format!("vars = {{ {extra}tls_dir"), 1);
     assert_ne!(text, base, "the lab inventory has its defaults vars line");

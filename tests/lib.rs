@@ -9,6 +9,7 @@ mod adhoc;
 mod apply_lock;
 mod apt;
 mod audit_trace;
+mod backend_build;
 mod become_user;
 mod bounded_output;
 mod cert;

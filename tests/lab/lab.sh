@@ -765,14 +765,17 @@ full_template() { # authorized_keys for root, claw (uid 1000), clawpw (uid 1001)
     chown 1001:1001 "$T/home/clawpw/.ssh/authorized_keys"
 }
 
-full_mirror_up() { # IMAGE: start the apt mirror at .250, wait until it serves the signed repository
+full_mirror_up() { # IMAGE PYPI_DIR: start the apt mirror at .250 (also serving PYPI_DIR read-only at /pypi, the
+    # PyPI mirror of tests/lab/full/pypi.sh), wait until it serves the signed repository and the PyPI index
     local name addr=$FULL_NET.$K.250
     name=$(full_name mirror)
     docker run -d --name "$name" --hostname mirror --network "claw-$K-$LAB" --ip "$addr" \
+        -v "$2:/srv/www/pypi:ro" \
         --label "claw-lab.dir=$LD" --label "claw-lab.name=$LAB" --label claw-lab.host=mirror "$1" >/dev/null
     bash "$FULL/mirror.sh" key "$LD/mirror.asc"
     local end=$((SECONDS + 30))
-    until curl -sf -o /dev/null -m 2 "http://$addr/debian/dists/trixie/InRelease"; do
+    until curl -sf -o /dev/null -m 2 "http://$addr/debian/dists/trixie/InRelease" &&
+        curl -sf -o /dev/null -m 2 "http://$addr/pypi/simple/"; do
         [ $SECONDS -lt $end ] || { docker logs --tail 20 "$name" >&2 || true; die "mirror did not come up"; }
         sleep 0.1
     done
@@ -822,6 +825,7 @@ cmd_up_full() {
     full_image image.build "$FULL/image.sh" build >"$LD/host.image" &
     local jobs_=($!)
     [ -z "$with_mirror" ] || { full_image mirror.build "$FULL/mirror.sh" image >"$LD/mirror.image" & jobs_+=($!); }
+    [ -z "$with_mirror" ] || { full_image pypi.build "$FULL/pypi.sh" build >"$LD/pypi.dir" & jobs_+=($!); }
     [ -z "$with_git" ] || { full_image git.build "$FULL/stack.sh" gitserver-image >"$LD/git.image" & jobs_+=($!); }
     ssh-keygen -q -t ed25519 -N '' -C "claw-lab-$LAB" -f "$LD/id_ed25519" &
     jobs_+=($!)
@@ -847,7 +851,7 @@ cmd_up_full() {
 
     # hosts, mirror and git server in parallel (bounded)
     local par=${LAB_JOBS:-$(( $(nproc) * 4 ))} running=0
-    [ -z "$mirror_image" ] || { ( full_mirror_up "$mirror_image" ) 2>>"$LD/up.log" & running=$((running + 1)); }
+    [ -z "$mirror_image" ] || { ( full_mirror_up "$mirror_image" "$(cat "$LD/pypi.dir")" ) 2>>"$LD/up.log" & running=$((running + 1)); }
     [ -z "$git_image" ] || { ( full_git_up "$git_image" ) 2>>"$LD/up.log" & running=$((running + 1)); }
     for ((i = 1; i <= n; i++)); do
         ( full_host_up "$i" "$host_image" ) 2>>"$LD/up.log" &
@@ -904,7 +908,8 @@ full_write_client_files() { # N MIRROR_IMAGE GIT_IMAGE
     done
     printf '%s\n' "$ssh_cfg" >"$LD/ssh_config"
 
-    local mirror=null git=null
+    local mirror=null git=null pypi=null
+    [ -z "$2" ] || pypi="{\"url\": \"http://$FULL_NET.$K.250/pypi/simple/\", \"trusted_host\": \"$FULL_NET.$K.250\", \"dir\": \"$(cat "$LD/pypi.dir")\"}"
     [ -z "$2" ] || mirror="{\"url\": \"http://$FULL_NET.$K.250/debian\", \"unsigned_url\": \"http://$FULL_NET.$K.250/unsigned\", \"key\": \"$LD/mirror.asc\", \"address\": \"$FULL_NET.$K.250\", \"container\": \"$(full_name mirror)\", \"image\": \"$2\"}"
     if [ -n "$3" ]; then
         read -r -a hk <"$LD/git/ssh_host_ed25519_key.pub"
@@ -912,6 +917,7 @@ full_write_client_files() { # N MIRROR_IMAGE GIT_IMAGE
     fi
     json="{\"name\": \"$LAB\", \"kind\": \"full\", \"subnet\": \"$FULL_NET.$K.0/24\", \"network\": \"claw-$K-$LAB\", \"image\": \"$(cat "$LD/host.image")\",
  \"mirror\": $mirror,
+ \"pypi\": $pypi,
  \"git\": $git,
  \"hosts\": ["
     for ((i = 1; i <= n; i++)); do

@@ -19,7 +19,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 REPO=$(cd "$HERE/../../.." && pwd -P)
 SELF=$HERE/stack.sh
 OUT=$REPO/target/lab-images
-STACK_IMAGES=(postgres redis nginx backend)
+STACK_IMAGES=(postgres redis nginx python backend)
 ALL_IMAGES=("${STACK_IMAGES[@]}" gitserver)
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -121,27 +121,61 @@ customize_nginx() {
     grep -q '^user nginx;' "$r/etc/nginx/nginx.conf"
 }
 
-spec_backend() {
-    SUITE=trixie VARIANT=essential
-    PKGS=(python3-fastapi python3-uvicorn python3-websockets python3-psycopg2 python3-redis)
-    FILES=(backend stack/healthcheck)
+spec_python() { # stands in for python:3.11.15-slim-bookworm: see templates/claw-ai/README.md, "python"
+    SUITE=bookworm VARIANT=minbase   # minbase = Debian's required packages, as debian:bookworm-slim (apt, passwd)
+    PKGS=(python3.11 python3-pip ca-certificates netbase tzdata)   # 3.11.2, pip 23.0.1 (+ setuptools, wheel)
+    FILES=()
     CHANGES=(
-        "ENV PATH=$BASE_PATH"
-        'ENV HEALTHCHECK_URL=http://127.0.0.1:8000/health'
-        'ENV PYTHONUNBUFFERED=1'
-        'ENV PYTHONDONTWRITEBYTECODE=1'
-        'WORKDIR /app'
-        'USER app'
-        'EXPOSE 8000'
-        'CMD ["python3", "-m", "uvicorn", "app:app", "--host", "0.0.0.0", "--port", "8000", "--ws", "websockets"]'
+        'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+        'ENV LANG=C.UTF-8'
+        'ENV PYTHON_VERSION=3.11.2'
+        'CMD ["python3"]'
     )
 }
-customize_backend() {
-    local r=$1
-    add_user "$r" app 10001 /app /usr/sbin/nologin 'claw-ai backend'
-    mkdir -p "$r/app"
-    copy_tree "$HERE/backend" "$r/app"     # owned by root: the app cannot rewrite its own code
-    install -m 755 "$HERE/stack/healthcheck" "$r/usr/local/bin/healthcheck"
+customize_python() {
+    local r=$1 t
+    # pip may install into the system, as in the official image (whose Python is its own, under /usr/local):
+    # Debian marks its Python externally managed (PEP 668); root's pip installs go to /usr/local there.
+    rm -f "$r"/usr/lib/python3*/EXTERNALLY-MANAGED
+    # the official image's names, on /usr/local/bin (first on PATH)
+    for t in python python3 python3.11; do ln -sfn /usr/bin/python3.11 "$r/usr/local/bin/$t"; done
+    for t in pip pip3; do ln -sfn /usr/bin/pip3 "$r/usr/local/bin/$t"; done
+    # the official image has no HTTP client program: neither may its stand-in (tests assert it)
+    for t in curl wget; do
+        [ ! -e "$r/usr/bin/$t" ] && [ ! -e "$r/bin/$t" ] || die "python stand-in: $t must not be in the image"
+    done
+}
+
+spec_backend() { # tests/lab/full/backend built with its own Dockerfile (classic builder) FROM the python stand-in
+    BUILD=docker FROM_IMAGE=python
+    SUITE=bookworm VARIANT=- PKGS=()
+    FILES=(backend pypi.sh)
+    CHANGES=()
+}
+build_docker() { # NAME TMP_TAG: `DOCKER_BUILDKIT=0 docker build` of $HERE/NAME, its Dockerfile's FROM replaced
+    # by the stand-in's claw-lab tag (official names exist only inside lab hosts), pip from the lab's wheels
+    # (pypi.sh) served on this machine's loopback for the build only (--network host).
+    local name=$1 tmp=$2 from official pypi port pid ctx rc=0
+    from=$(tag_of "$FROM_IMAGE")
+    have_image "$from" || die "build_docker: $from missing (build $FROM_IMAGE first)"
+    official=$(awk 'toupper($1) == "FROM" { print $2; exit }' "$HERE/$name/Dockerfile")
+    pypi=$(bash "$HERE/pypi.sh" build)
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 -m http.server --bind 127.0.0.1 --directory "$pypi" "$port" >/dev/null 2>&1 &
+    pid=$!
+    ctx=$(mktemp -d)
+    copy_tree "$HERE/$name" "$ctx"
+    sed -i "s|^FROM $official\$|FROM $from|" "$ctx/Dockerfile"
+    grep -q "^FROM $from\$" "$ctx/Dockerfile" || { kill "$pid"; rm -rf "$ctx"; die "build_docker: no FROM $official line"; }
+    for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/simple/" && break; sleep 0.1; done
+    DOCKER_BUILDKIT=0 docker build --network host --pull=false \
+        --build-arg "PIP_INDEX_URL=http://127.0.0.1:$port/simple/" --build-arg PIP_TRUSTED_HOST=127.0.0.1 \
+        --build-arg "GIT_COMMIT=claw-lab-$(tag_of "$name" | cut -d: -f2)" \
+        --label "org.claw-lab.recipe=$(tag_of "$name" | cut -d: -f2)" --label "org.claw-lab.from=$from" \
+        -t "$tmp" "$ctx" || rc=$?
+    kill "$pid" 2>/dev/null || true
+    rm -rf "$ctx"
+    return $rc
 }
 
 spec_gitserver() {
@@ -290,8 +324,17 @@ mirror_url() { # the Debian archive the machine's apt uses (STACK_MIRROR overrid
 
 # ------------------------------------------------------------------------------------- tags, cache
 recipe_text() { # NAME: everything the image is made from, except the Debian archive's current contents
-    local name=$1 f
+    local name=$1 f BUILD=rootfs FROM_IMAGE=''
     "spec_$name"
+    if [ "$BUILD" = docker ]; then # from another image of this script: its tag carries its recipe
+        printf 'claw-lab image recipe 1\nname %s\nbuild docker\nfrom %s\n' "$name" "$(tag_of "$FROM_IMAGE")"
+        declare -f build_docker copy_tree
+        for f in "${FILES[@]}"; do
+            (cd "$HERE" && find "$f" \( -name __pycache__ -prune \) -o -type f -print | LC_ALL=C sort \
+                | while read -r p; do printf 'file %s %s\n' "$p" "$(stat -c %a "$p")"; cat "$p"; done)
+        done
+        return
+    fi
     printf 'claw-lab image recipe 1\nname %s\nsuite %s\nvariant %s\npackages %s\n' \
         "$name" "$SUITE" "$VARIANT" "${PKGS[*]}"
     printf 'change %s\n' "${CHANGES[@]}"
@@ -306,12 +349,26 @@ tag_of() { echo "claw-lab/$1:$(recipe_text "$1" | sha256sum | cut -c1-12)"; }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
 build_one() { # NAME: build claw-lab/NAME:<hash> unless it exists; output and errors in logs/NAME.log
-    local name=$1 tag tmp t0 log=$OUT/logs/$1.log
+    local name=$1 tag tmp t0 log=$OUT/logs/$1.log BUILD=rootfs FROM_IMAGE=''
     tag=$(tag_of "$name")
     have_image "$tag" && return 0
     "spec_$name"
     t0=$(now_ms)
     tmp=claw-lab/$name:building-$$
+    if [ "$BUILD" = docker ]; then
+        mkdir -p "$OUT/logs"
+        if ! { echo "== $(date -u +%FT%TZ) building $tag with docker build"; build_docker "$name" "$tmp"; } >"$log" 2>&1; then
+            docker rmi "$tmp" >/dev/null 2>&1 || true
+            note "building $tag failed; last lines of $log:"
+            tail -n 25 "$log" >&2
+            return 1
+        fi
+        docker tag "$tmp" "$tag" && docker rmi "$tmp" >/dev/null
+        local ms=$(($(now_ms) - t0))
+        echo "== built in $((ms / 1000)).$((ms % 1000 / 100)) s" >>"$log"
+        [ -z "${STACK_TIMING:-}" ] || note "$tag built in $((ms / 1000)).$((ms % 1000 / 100)) s, $(image_mb "$tag") MB"
+        return 0
+    fi
     local changes=() c
     for c in "${CHANGES[@]}" "LABEL org.claw-lab.recipe=${tag##*:}" "LABEL org.claw-lab.suite=$SUITE"; do
         changes+=(--change "$c")
@@ -333,8 +390,17 @@ build_one() { # NAME: build claw-lab/NAME:<hash> unless it exists; output and er
 }
 image_mb() { docker image inspect -f '{{.Size}}' "$1" | awk '{ printf "%d", $1 / 1000000 }'; }
 
-build_many() { # NAME...: build the missing images, STACK_JOBS at a time
+build_many() { # NAME...: build the missing images, STACK_JOBS at a time (backend after python, its base)
     local jobs=${STACK_JOBS:-4} name failed=0 pids=() names=() i
+    local want=("$@")
+    if [[ " ${want[*]} " == *" backend "* ]]; then
+        [[ " ${want[*]} " == *" python "* ]] || want=(python "${want[@]}")
+        local rest=() n
+        for n in "${want[@]}"; do [ "$n" = backend ] || rest+=("$n"); done
+        build_many "${rest[@]}"
+        want=(backend)
+    fi
+    set -- "${want[@]}"
     for name in "$@"; do
         have_image "$(tag_of "$name")" && continue
         while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done

@@ -1,8 +1,9 @@
 """claw-ai lab backend: the smallest FastAPI service that behaves like the real one for deployment tests.
 
-    GET /        {"service": "claw-ai-backend", "version": ...}   version: env APP_VERSION, else the VERSION file
-    GET /health  200 {"status": "ok", "postgres": "ok", "redis": "ok"}, or 503 with "error" for the failing
-                 side(s) and the reason under "detail"
+    GET /        {"service": "claw-ai-backend", "version": ..., "commit": ...}   version: env APP_VERSION, else
+                 the VERSION file; commit: env APP_COMMIT (the Dockerfile sets it from the GIT_COMMIT build arg)
+    GET /health  200 {"status": "ok", "service": ..., "version": ..., "commit": ..., "postgres": "ok",
+                 "redis": "ok"}, or 503 with "error" for the failing side(s) and the reason under "detail"
     WS  /ws      echoes every text or binary message
 
 Connection settings (read on every check, so a restart is not needed to see a change):
@@ -38,6 +39,10 @@ def app_version() -> str:
         return VERSION_FILE.read_text().strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+def app_commit() -> str:
+    return os.environ.get("APP_COMMIT", "").strip() or "unknown"
 
 
 def timeout() -> float:
@@ -95,7 +100,7 @@ app = FastAPI(title=SERVICE, version=app_version())
 
 @app.get("/")
 def root():
-    return {"service": SERVICE, "version": app_version()}
+    return {"service": SERVICE, "version": app_version(), "commit": app_commit()}
 
 
 def run_checks(checks, limit: float) -> dict:
@@ -123,7 +128,7 @@ def run_checks(checks, limit: float) -> dict:
 def health():
     # A plain `def`: FastAPI runs it in a worker thread, so waiting here does not stall the event loop.
     errors = run_checks((("postgres", check_postgres), ("redis", check_redis)), timeout())
-    body = {"status": "ok"}
+    body = {"status": "ok", "service": SERVICE, "version": app_version(), "commit": app_commit()}
     for name, error in errors.items():
         body[name] = "ok" if error is None else "error"
     detail = {name: error for name, error in errors.items() if error is not None}
