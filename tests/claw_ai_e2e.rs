@@ -436,13 +436,14 @@ fn durability(lab: &Lab, inv: &str, pb: &str, h1: &str) {
         "{listing}"
     );
 
-    // Lost: the key changes, another appears; one secret is deleted, another overwritten.
+    // Lost: the key changes, another appears; one secret is deleted, another overwritten. (A
+    // missing secret whose data exists stops every run on the host, tasks too: see below.)
     assert_eq!(rcli("SET e2e:kept after-backup"), "OK");
     assert_eq!(rcli("SET e2e:later x"), "OK");
     ok(
         lab.ssh(
             "h1",
-            "sudo rm /opt/claw-ai/.secrets/postgres_password && echo damaged | sudo tee /opt/claw-ai/.secrets/secret_key >/dev/null",
+            "sudo rm /opt/claw-ai/.secrets/secret_key && echo damaged | sudo tee /opt/claw-ai/.secrets/postgres_password >/dev/null",
         ),
         "damage the secrets",
     );
@@ -477,6 +478,33 @@ fn durability(lab: &Lab, inv: &str, pb: &str, h1: &str) {
         secrets_sums(),
         secrets_before,
         "the secrets, their modes and owners are back"
+    );
+    // The database password lost while the database exists: every run refuses to start (a new
+    // value would lock the backend out), so it comes back on the host itself, as the README says.
+    ok(
+        lab.ssh("h1", "sudo rm /opt/claw-ai/.secrets/postgres_password"),
+        "lose the database password",
+    );
+    let refused = task(inv, pb, "health", &[]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused
+            .stdout
+            .contains("Restore /opt/claw-ai/.secrets/postgres_password from a backup"),
+        "{}",
+        refused.stdout
+    );
+    ok(
+        lab.ssh(
+            "h1",
+            "sudo /opt/claw-ai/backup.sh restore-secrets latest-secrets.tar.gz",
+        ),
+        "backup.sh restore-secrets on the host",
+    );
+    assert_eq!(
+        secrets_sums(),
+        secrets_before,
+        "the database password is back"
     );
     // Healthy on the restored data, from outside; and the playbook accepts the secrets as they are.
     let health = ok(
