@@ -571,6 +571,39 @@ fn durability(lab: &Lab, inv: &str, pb: &str, h1: &str) {
         .trim(),
         "4"
     );
+
+    // The cron entry's command, run as cron runs it (its PATH, nothing else): a whole set with one
+    // time stamp, then the retention.
+    let cron = ok(
+        lab.ssh("h1", "cat /etc/cron.d/claw-ai-backup"),
+        "cron entry",
+    );
+    let path_env = cron.lines().find(|l| l.starts_with("PATH=")).unwrap();
+    let command = cron.lines().last().unwrap().splitn(7, ' ').nth(6).unwrap();
+    let out = ok(
+        lab.ssh(
+            "h1",
+            &format!(
+                "sudo env -i {path_env} sh -c {}",
+                claw_provision::quote::quote(command)
+            ),
+        ),
+        "the cron command",
+    );
+    let made: Vec<&str> = out.lines().collect();
+    assert_eq!(made.len(), 3, "{out}");
+    let stamp = made[0]
+        .strip_prefix("/opt/claw-ai/backups/claw-ai-")
+        .and_then(|s| s.strip_suffix(".sql.gz"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        made,
+        [
+            format!("/opt/claw-ai/backups/claw-ai-{stamp}.sql.gz"),
+            format!("/opt/claw-ai/backups/claw-ai-redis-{stamp}.tar.gz"),
+            format!("/opt/claw-ai/backups/claw-ai-secrets-{stamp}.tar.gz"),
+        ]
+    );
 }
 
 /// Runs a task of the claw-ai playbook on every host (JSON output; no API keys: tasks do not
