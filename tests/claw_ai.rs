@@ -466,6 +466,110 @@ fn compose_isolates_the_data_services() {
 }
 
 #[test]
+fn resource_limits_per_service() {
+    // The defaults: every service ends with its deploy.resources.limits.
+    let r = render(INVENTORY, "web-1", &[]);
+    let c = r.text(COMPOSE);
+    for (svc, cpus, memory) in [
+        ("postgres", "1.0", "512m"),
+        ("redis", "0.5", "256m"),
+        ("backend", "1.0", "512m"),
+        ("nginx", "0.5", "128m"),
+    ] {
+        let deploy: Vec<String> = key_block(&service(c, svc), "deploy")
+            .iter()
+            .map(|l| l.trim().to_string())
+            .collect();
+        assert_eq!(
+            deploy,
+            [
+                "deploy:".to_string(),
+                "resources:".into(),
+                "limits:".into(),
+                format!("cpus: \"{cpus}\""),
+                format!("memory: \"{memory}\""),
+            ],
+            "{svc}"
+        );
+    }
+    // Overrides (-e values are strings, inventory values may be numbers); "" leaves a limit out, both
+    // empty leave the block out.
+    let r = render(
+        INVENTORY,
+        "web-1",
+        &[
+            ("postgres_cpus", "2"),
+            ("postgres_memory", "1G"),
+            ("redis_cpus", ""),
+            ("nginx_cpus", ""),
+            ("nginx_memory", ""),
+        ],
+    );
+    let c = r.text(COMPOSE);
+    let deploy = |svc: &str| key_block(&service(c, svc), "deploy").join("\n");
+    assert!(
+        deploy("postgres").contains("cpus: \"2\"") && deploy("postgres").contains("memory: \"1G\"")
+    );
+    assert!(!deploy("redis").contains("cpus") && deploy("redis").contains("memory: \"256m\""));
+    assert_eq!(deploy("nginx"), "", "no limits, no deploy block");
+    let inv = INVENTORY.replace(
+        "user = \"deploy\"\n",
+        "user = \"deploy\"\nvars = { backend_cpus = 1.5, backend_memory = \"768m\" }\n",
+    );
+    let r = render(&inv, "web-1", &[]);
+    assert!(
+        key_block(&service(r.text(COMPOSE), "backend"), "deploy")
+            .join("\n")
+            .contains("cpus: \"1.5\"")
+    );
+
+    // Bad values: an error naming the variable and the value; nothing rendered.
+    for (var, value, want) in [
+        (
+            "postgres_cpus",
+            "two",
+            "postgres_cpus = `two` is not a number of CPUs",
+        ),
+        (
+            "redis_cpus",
+            "-1",
+            "redis_cpus = `-1` is not a number of CPUs",
+        ),
+        (
+            "backend_cpus",
+            "0.0",
+            "backend_cpus = `0.0` must be more than 0",
+        ),
+        (
+            "nginx_memory",
+            "128 MB",
+            "nginx_memory = `128 MB` is not a size",
+        ),
+        (
+            "redis_memory",
+            "4m",
+            "redis_memory = `4m` is less than Docker's minimum of 6m",
+        ),
+        (
+            "postgres_memory",
+            "1000",
+            "postgres_memory = `1000` is less than Docker's minimum",
+        ),
+    ] {
+        let e = render_with(
+            INVENTORY,
+            "web-1",
+            "systemd",
+            secrets_json(SECRETS),
+            &[(var, value)],
+        )
+        .unwrap_err();
+        assert!(e.contains(want), "{var}={value}: {e}");
+        assert!(e.contains("compose file"), "{e}");
+    }
+}
+
+#[test]
 fn secrets_are_written_once_and_only_to_the_env_file() {
     let r = render(INVENTORY, "web-1", &[]);
     let env = r.files.get(ENV).expect(".env step");
@@ -582,7 +686,7 @@ fn steps_directories_and_conditions() {
     let cron = r.text(CRON);
     assert!(
         cron.ends_with(
-            "30 3 * * * root /opt/claw-ai/backup.sh dump && /opt/claw-ai/backup.sh prune\n"
+            "30 3 * * * root /opt/claw-ai/backup.sh all && /opt/claw-ai/backup.sh prune\n"
         ),
         "{cron}"
     );
@@ -924,7 +1028,18 @@ fn backup_retention_as_the_cron_entry_runs_it() {
          touch claw-ai-20260201T033000Z.sql.gz && \
          touch -d '45 days ago' notes.txt && \
          touch -d '2 days ago' .claw-ai-20260130T033000Z.sql.gz.part && \
-         touch -d '1 hour ago' .claw-ai-20260201T033000Z.sql.gz.part"
+         touch -d '1 hour ago' .claw-ai-20260201T033000Z.sql.gz.part && \
+         touch -d '31 days ago' claw-ai-redis-20260101T033000Z.tar.gz claw-ai-secrets-20260101T033000Z.tar.gz && \
+         touch -d '29 days ago' claw-ai-redis-20260103T033000Z.tar.gz claw-ai-secrets-20260103T033000Z.tar.gz && \
+         touch claw-ai-redis-20260201T033000Z.tar.gz claw-ai-secrets-20260201T033000Z.tar.gz && \
+         ln -s claw-ai-20260201T033000Z.sql.gz latest.sql.gz && \
+         ln -s claw-ai-redis-20260201T033000Z.tar.gz latest-redis.tar.gz && \
+         ln -s claw-ai-secrets-20260201T033000Z.tar.gz latest-secrets.tar.gz && \
+         touch -d '45 days ago' redis-notes.tar.gz && \
+         touch -d '2 days ago' .claw-ai-redis-20260130T033000Z.tar.gz.part && \
+         mkdir .claw-ai-redis-20260130T033000Z.d && touch .claw-ai-redis-20260130T033000Z.d/dump.rdb && \
+         touch -d '2 days ago' .claw-ai-redis-20260130T033000Z.d && \
+         mkdir .claw-ai-redis-20260201T033000Z.d && touch -d '1 hour ago' .claw-ai-redis-20260201T033000Z.d"
     );
     ok(
         lab.ssh(
@@ -944,18 +1059,50 @@ fn backup_retention_as_the_cron_entry_runs_it() {
         "prune",
     );
     let left = ok(lab.ssh("h1", &format!("sudo ls -A {d}")), "ls");
-    let left: Vec<&str> = left.lines().collect();
+    let mut left: Vec<&str> = left.lines().collect();
+    left.sort();
     assert_eq!(
         left,
         [
             ".claw-ai-20260201T033000Z.sql.gz.part",
+            ".claw-ai-redis-20260201T033000Z.d",
             "claw-ai-20260103T033000Z.sql.gz",
             "claw-ai-20260201T033000Z.sql.gz",
-            "notes.txt"
+            "claw-ai-redis-20260103T033000Z.tar.gz",
+            "claw-ai-redis-20260201T033000Z.tar.gz",
+            "claw-ai-secrets-20260103T033000Z.tar.gz",
+            "claw-ai-secrets-20260201T033000Z.tar.gz",
+            "latest-redis.tar.gz",
+            "latest-secrets.tar.gz",
+            "latest.sql.gz",
+            "notes.txt",
+            "redis-notes.tar.gz",
         ],
         "prune printed:\n{out}"
     );
-    assert!(out.contains("claw-ai-20260101T033000Z.sql.gz"), "{out}");
+    let mut removed: Vec<&str> = out
+        .lines()
+        .map(|l| l.strip_prefix(&format!("{d}/")).unwrap_or(l))
+        .collect();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            ".claw-ai-20260130T033000Z.sql.gz.part",
+            ".claw-ai-redis-20260130T033000Z.d",
+            ".claw-ai-redis-20260130T033000Z.tar.gz.part",
+            "claw-ai-20260101T033000Z.sql.gz",
+            "claw-ai-redis-20260101T033000Z.tar.gz",
+            "claw-ai-secrets-20260101T033000Z.tar.gz",
+        ],
+        "{out}"
+    );
+    // The directory stays 0700 (files made in it by backup.sh are 0600: its umask is 077).
+    assert_eq!(
+        ok(lab.ssh("h1", &format!("sudo stat -c %a {d}")), "stat").trim(),
+        "700"
+    );
+    assert!(r.text(BACKUP).contains("\numask 077\n"));
     // Again: nothing more to remove.
     let again = ok(
         lab.ssh(
@@ -965,6 +1112,143 @@ fn backup_retention_as_the_cron_entry_runs_it() {
         "prune again",
     );
     assert_eq!(again, "");
+}
+
+#[test]
+fn secrets_archive_and_restore_without_docker() {
+    // backup.sh secrets / restore-secrets need no Docker: a light host runs them as root.
+    let lab = Lab::up("t-clawai-secrets", 1);
+    let r = render(&lab_inventory(&lab), "h1", &[]);
+    put(&lab, "h1", BACKUP, r.text(BACKUP).as_bytes(), "750");
+    let sh = |cmd: &str, what: &str| {
+        ok(
+            lab.ssh(
+                "h1",
+                &format!("sudo sh -c {}", claw_provision::quote::quote(cmd)),
+            ),
+            what,
+        )
+    };
+    sh(
+        "install -d -m 0700 /opt/claw-ai/backups /opt/claw-ai/.secrets && cd /opt/claw-ai/.secrets && \
+         printf 'pg-7e1f' >postgres_password && printf 'rd-90ab' >redis_password && \
+         printf 'sk-c4d2' >secret_key && chmod 0600 *",
+        "secrets",
+    );
+    let out = sh(&format!("{BACKUP} secrets"), "backup.sh secrets");
+    let archive = out.trim();
+    assert!(
+        archive.starts_with("/opt/claw-ai/backups/claw-ai-secrets-")
+            && archive.ends_with(".tar.gz"),
+        "{out}"
+    );
+    let name = archive.rsplit('/').next().unwrap();
+    // 0600 in the 0700 directory; the archive keeps the modes and owners; latest points at it.
+    assert_eq!(
+        sh(
+            &format!(
+                "stat -c '%a %U' /opt/claw-ai/backups {archive}; readlink /opt/claw-ai/backups/latest-secrets.tar.gz"
+            ),
+            "stat"
+        ),
+        format!("700 root\n600 root\n{name}\n")
+    );
+    let listing = sh(&format!("tar -tvzf {archive}"), "tar -tv");
+    let mut entries: Vec<(String, String)> = listing
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[5].to_string())
+        })
+        .collect();
+    entries.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        entries,
+        [
+            ("drwx------", ".secrets/"),
+            ("-rw-------", ".secrets/postgres_password"),
+            ("-rw-------", ".secrets/redis_password"),
+            ("-rw-------", ".secrets/secret_key"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string())),
+        "{listing}"
+    );
+    // Owned by root (numeric: restored by number wherever it is unpacked).
+    assert!(
+        listing
+            .lines()
+            .all(|l| l.split_whitespace().nth(1) == Some("0/0")),
+        "{listing}"
+    );
+
+    // Lost and changed: restore-secrets puts them back, 0600 root in a 0700 directory.
+    sh(
+        "rm /opt/claw-ai/.secrets/postgres_password && printf 'other' >/opt/claw-ai/.secrets/secret_key && \
+         chmod 0644 /opt/claw-ai/.secrets/redis_password /opt/claw-ai/.secrets/secret_key && chmod 0755 /opt/claw-ai/.secrets",
+        "damage",
+    );
+    let out = sh(
+        &format!("{BACKUP} restore-secrets {name} 2>&1"),
+        "restore-secrets",
+    );
+    assert!(out.contains("secret postgres_password restored"), "{out}");
+    assert!(out.contains("secret secret_key restored"), "{out}");
+    assert!(out.contains("secret redis_password unchanged"), "{out}");
+    assert!(
+        !out.contains("pg-7e1f") && !out.contains("sk-c4d2"),
+        "a value shown: {out}"
+    );
+    assert_eq!(
+        sh(
+            "cd /opt/claw-ai/.secrets && stat -c '%a %U %G %n' . * && cat postgres_password secret_key",
+            "restored"
+        ),
+        "700 root root .\n600 root root postgres_password\n600 root root redis_password\n600 root root secret_key\npg-7e1fsk-c4d2"
+    );
+    assert!(
+        sh("ls -A /opt/claw-ai/backups", "ls")
+            .lines()
+            .all(|l| !l.contains("restore")),
+        "no staging left"
+    );
+
+    // An archive with anything but files under .secrets/ changes nothing.
+    for (what, make) in [
+        (
+            "outside",
+            "mkdir -p /tmp/evil/.secrets && echo x >/tmp/evil/owned && tar -C /tmp/evil -czf /tmp/evil.tar.gz .secrets owned",
+        ),
+        (
+            "a link",
+            "mkdir -p /tmp/evil/.secrets && ln -sf /etc/shadow /tmp/evil/.secrets/secret_key && tar -C /tmp/evil -czf /tmp/evil.tar.gz .secrets",
+        ),
+        ("not gzip", "echo nothing >/tmp/evil.tar.gz"),
+    ] {
+        sh(
+            &format!("rm -rf /tmp/evil /tmp/evil.tar.gz && {make}"),
+            what,
+        );
+        let o = lab.ssh(
+            "h1",
+            &format!("sudo {BACKUP} restore-secrets /tmp/evil.tar.gz"),
+        );
+        assert!(!o.status.success(), "{what} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("nothing changed"), "{what}: {err}");
+        assert_eq!(
+            sh(
+                "cd /opt/claw-ai/.secrets && stat -c '%F %n' * && cat secret_key",
+                "unchanged"
+            ),
+            "regular file postgres_password\nregular file redis_password\nregular file secret_key\nsk-c4d2",
+            "{what}"
+        );
+    }
+    assert!(
+        !lab.ssh("h1", &format!("sudo {BACKUP} restore-secrets ../x"))
+            .status
+            .success()
+    );
 }
 
 #[test]

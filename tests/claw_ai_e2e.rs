@@ -380,6 +380,324 @@ with c.connect('wss://nginx/ws', ssl=x) as ws:
     }
 
     day_two(&lab, inv, pb, &h1);
+
+    // 9. Resource limits reach the containers (Compose v2 applies deploy.resources.limits without
+    //    swarm), and the daemon keeps containers running through its own restarts (live-restore).
+    for h in ["h1", "h2"] {
+        let limits = ok(
+            lab.ssh(
+                h,
+                "sudo docker ps -q --filter label=com.docker.compose.project=claw-ai | xargs sudo docker inspect \
+                 --format '{{index .Config.Labels \"com.docker.compose.service\"}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}' | sort",
+            ),
+            "docker inspect limits",
+        );
+        assert_eq!(
+            limits,
+            "backend 536870912 1000000000\nnginx 134217728 500000000\n\
+             postgres 536870912 1000000000\nredis 268435456 500000000\n",
+            "{h}"
+        );
+        assert_eq!(
+            ok(
+                lab.ssh(h, "sudo docker info --format '{{.LiveRestoreEnabled}}'"),
+                "docker info"
+            )
+            .trim(),
+            "true"
+        );
+    }
+
+    // 10. Redis data and the secrets directory: backed up (0600 files in the 0700 directory, copied
+    //     off the host), lost, restored by the restore task; the stack is healthy on them.
+    durability(&lab, inv, pb, &h1);
+}
+
+/// Block 10 of the e2e test.
+fn durability(lab: &Lab, inv: &str, pb: &str, h1: &str) {
+    // redis-cli in the redis container, the password on stdin (from the host's secret file), then
+    // in REDISCLI_AUTH: never on a command line.
+    let rcli = |args: &str| {
+        ok(
+            lab.ssh(
+                "h1",
+                &format!(
+                    "cd /opt/claw-ai && sudo cat .secrets/redis_password | sudo docker compose -p claw-ai exec -T redis \
+                     sh -c 'read -r REDISCLI_AUTH && export REDISCLI_AUTH && exec redis-cli {args}'"
+                ),
+            ),
+            &format!("redis-cli {args}"),
+        )
+        .trim()
+        .to_string()
+    };
+    let secrets_sums = || {
+        ok(
+            lab.ssh(
+                "h1",
+                "cd /opt/claw-ai && sudo sh -c \"stat -c '%a %U %G %n' .secrets .secrets/* && sha256sum .secrets/*\"",
+            ),
+            "secrets",
+        )
+    };
+    assert_eq!(rcli("SET e2e:kept before-backup"), "OK");
+    let secrets_before = secrets_sums();
+    assert!(
+        secrets_before
+            .starts_with("700 root root .secrets\n600 root root .secrets/postgres_password\n"),
+        "{secrets_before}"
+    );
+
+    let fetched = lab.dir.join("fetched-10");
+    let backup = task(
+        inv,
+        pb,
+        "backup",
+        &[&format!("fetch_dir={}", fetched.display())],
+    );
+    assert_eq!(backup.code, 0, "{}\n{}", backup.stdout, backup.stderr);
+    let mut names = vec![];
+    for (step, prefix) in [
+        ("snapshot redis", "claw-ai-redis-"),
+        ("archive the secrets", "claw-ai-secrets-"),
+    ] {
+        let remote = step_output(&backup, "h1", step);
+        let remote = remote.trim();
+        assert!(
+            remote.starts_with(&format!("/opt/claw-ai/backups/{prefix}"))
+                && remote.ends_with(".tar.gz"),
+            "{step}: {remote}"
+        );
+        let name = remote.rsplit('/').next().unwrap().to_string();
+        // The off-host copy: the same bytes, 0600 on this machine too.
+        let local = fetched.join("h1").join(&name);
+        let meta = std::fs::metadata(&local).unwrap_or_else(|e| panic!("{}: {e}", local.display()));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            local.display()
+        );
+        let sha = ok(
+            lab.ssh("h1", &format!("sudo sha256sum {remote}")),
+            "sha256sum",
+        );
+        let local_sha = std::process::Command::new("sha256sum")
+            .arg(&local)
+            .output()
+            .unwrap();
+        assert_eq!(
+            sha.split(' ').next(),
+            String::from_utf8_lossy(&local_sha.stdout).split(' ').next(),
+            "the copy is the archive"
+        );
+        names.push(name);
+    }
+    for h in ["h1", "h2"] {
+        assert_eq!(
+            fetched.join(h).read_dir().unwrap().count(),
+            3,
+            "{h}: dump, redis, secrets"
+        );
+    }
+    // Every backup file 0600 root, in the 0700 directory; the Redis archive holds the append-only
+    // files and the snapshot.
+    let modes = ok(
+        lab.ssh(
+            "h1",
+            "sudo stat -c '%a %U' /opt/claw-ai/backups && sudo find /opt/claw-ai/backups -mindepth 1 -type f -printf '%m %u %f\\n'",
+        ),
+        "backup modes",
+    );
+    let mut lines = modes.lines();
+    assert_eq!(lines.next(), Some("700 root"), "{modes}");
+    let files: Vec<&str> = lines.collect();
+    assert!(files.len() >= 4, "{modes}");
+    assert!(files.iter().all(|l| l.starts_with("600 root ")), "{modes}");
+    let listing = ok(
+        lab.ssh(
+            "h1",
+            &format!("sudo tar -tzf /opt/claw-ai/backups/{}", names[0]),
+        ),
+        "tar -t",
+    );
+    assert!(
+        listing.lines().any(|l| l == "./dump.rdb")
+            && listing
+                .lines()
+                .any(|l| l.starts_with("./appendonlydir/") && l.ends_with(".manifest")),
+        "{listing}"
+    );
+
+    // Lost: the key changes, another appears; one secret is deleted, another overwritten. (A
+    // missing secret whose data exists stops every run on the host, tasks too: see below.)
+    assert_eq!(rcli("SET e2e:kept after-backup"), "OK");
+    assert_eq!(rcli("SET e2e:later x"), "OK");
+    ok(
+        lab.ssh(
+            "h1",
+            "sudo rm /opt/claw-ai/.secrets/secret_key && echo damaged | sudo tee /opt/claw-ai/.secrets/postgres_password >/dev/null",
+        ),
+        "damage the secrets",
+    );
+    let restore = claw(
+        &[
+            "apply",
+            inv,
+            "--playbook",
+            pb,
+            "--task",
+            "restore",
+            "--limit",
+            "h1",
+            "-e",
+            &format!("redis_backup={}", names[0]),
+            "-e",
+            &format!("secrets_backup={}", names[1]),
+            "--yes",
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(restore.code, 0, "{}\n{}", restore.stdout, restore.stderr);
+    assert_eq!(rcli("GET e2e:kept"), "before-backup");
+    assert_eq!(
+        rcli("EXISTS e2e:later"),
+        "0",
+        "the snapshot's data, not a merge"
+    );
+    assert_eq!(
+        secrets_sums(),
+        secrets_before,
+        "the secrets, their modes and owners are back"
+    );
+    // The database password lost while the database exists: every run refuses to start (a new
+    // value would lock the backend out), so it comes back on the host itself, as the README says.
+    ok(
+        lab.ssh("h1", "sudo rm /opt/claw-ai/.secrets/postgres_password"),
+        "lose the database password",
+    );
+    let refused = task(inv, pb, "health", &[]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused
+            .stdout
+            .contains("Restore /opt/claw-ai/.secrets/postgres_password from a backup"),
+        "{}",
+        refused.stdout
+    );
+    ok(
+        lab.ssh(
+            "h1",
+            "sudo /opt/claw-ai/backup.sh restore-secrets latest-secrets.tar.gz",
+        ),
+        "backup.sh restore-secrets on the host",
+    );
+    assert_eq!(
+        secrets_sums(),
+        secrets_before,
+        "the database password is back"
+    );
+    // Healthy on the restored data, from outside; and the playbook accepts the secrets as they are.
+    let health = ok(
+        lab.ssh(
+            "h2",
+            &format!("curl -sS -m 10 --cacert /tmp/ca.pem --resolve claw-ai.lab:443:{h1} https://claw-ai.lab/health"),
+        ),
+        "health after the restore",
+    );
+    assert!(
+        health.contains("\"postgres\":\"ok\"") && health.contains("\"redis\":\"ok\""),
+        "{health}"
+    );
+    let plan = claw(
+        &[
+            "plan",
+            inv,
+            "--playbook",
+            pb,
+            "--limit",
+            "h1",
+            "--output",
+            "json",
+        ],
+        &KEYS,
+    );
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
+    let ev = plan
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "plan")
+        .unwrap();
+    for step in [
+        "database password",
+        "redis password",
+        "backend secret key",
+        "secrets file",
+    ] {
+        let s = ev["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == step)
+            .unwrap_or_else(|| panic!("{step} in {ev}"));
+        assert_eq!(s["action"], "ok", "{step}: {ev}");
+    }
+    // A restore that names nothing is refused before anything stops.
+    let none = task(inv, pb, "restore", &[]);
+    assert_ne!(none.code, 0);
+    assert!(
+        format!("{}{}", none.stdout, none.stderr).contains("name what to restore"),
+        "{}\n{}",
+        none.stdout,
+        none.stderr
+    );
+    assert_eq!(
+        ok(
+            lab.ssh(
+                "h1",
+                "sudo docker ps -q --filter label=com.docker.compose.project=claw-ai | wc -l"
+            ),
+            "docker ps"
+        )
+        .trim(),
+        "4"
+    );
+
+    // The cron entry's command, run as cron runs it (its PATH, nothing else): a whole set with one
+    // time stamp, then the retention.
+    let cron = ok(
+        lab.ssh("h1", "cat /etc/cron.d/claw-ai-backup"),
+        "cron entry",
+    );
+    let path_env = cron.lines().find(|l| l.starts_with("PATH=")).unwrap();
+    let command = cron.lines().last().unwrap().splitn(7, ' ').nth(6).unwrap();
+    let out = ok(
+        lab.ssh(
+            "h1",
+            &format!(
+                "sudo env -i {path_env} sh -c {}",
+                claw_provision::quote::quote(command)
+            ),
+        ),
+        "the cron command",
+    );
+    let made: Vec<&str> = out.lines().collect();
+    assert_eq!(made.len(), 3, "{out}");
+    let stamp = made[0]
+        .strip_prefix("/opt/claw-ai/backups/claw-ai-")
+        .and_then(|s| s.strip_suffix(".sql.gz"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        made,
+        [
+            format!("/opt/claw-ai/backups/claw-ai-{stamp}.sql.gz"),
+            format!("/opt/claw-ai/backups/claw-ai-redis-{stamp}.tar.gz"),
+            format!("/opt/claw-ai/backups/claw-ai-secrets-{stamp}.tar.gz"),
+        ]
+    );
 }
 
 /// Runs a task of the claw-ai playbook on every host (JSON output; no API keys: tasks do not
@@ -508,7 +826,18 @@ fn day_two(lab: &Lab, inv: &str, pb: &str, h1: &str) {
     assert!(sql.status.success());
     assert!(String::from_utf8_lossy(&sql.stdout).contains("row-before-backup"));
     assert!(
-        fetched.join("h2").read_dir().unwrap().count() == 1,
+        fetched
+            .join("h2")
+            .read_dir()
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".sql.gz"))
+            .count()
+            == 1,
         "h2's dump too"
     );
     // The data changes after the backup; restore brings the dumped state back.

@@ -25,12 +25,22 @@ fn render(vars: Value) -> Result<String, String> {
 
 #[test]
 fn daemon_json_renders_rotation_and_mirrors() {
-    let base = || json!({"log_max_size": "10m", "log_max_file": 3, "docker_registry_mirrors": []});
+    let base = || {
+        json!({"log_max_size": "10m", "log_max_file": 3, "docker_registry_mirrors": [],
+               "docker_live_restore": true})
+    };
     let text = render(base()).unwrap();
     assert_eq!(
         text,
-        "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\n    \"max-size\": \"10m\",\n    \"max-file\": \"3\"\n  }\n}\n"
+        "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\n    \"max-size\": \"10m\",\n    \"max-file\": \"3\"\n  },\n  \"live-restore\": true\n}\n"
     );
+    // live-restore off: a boolean (inventory) or a string (-e).
+    for off in [json!(false), json!("false"), json!("False")] {
+        let mut v = base();
+        v["docker_live_restore"] = off;
+        let parsed: Value = serde_json::from_str(&render(v).unwrap()).unwrap();
+        assert_eq!(parsed["live-restore"], json!(false));
+    }
     // Mirrors: a list (inventory, playbook) or a comma-separated string (-e).
     for mirrors in [
         json!(["https://mirror.example:5000", "http://10.0.0.5"]),
@@ -45,6 +55,7 @@ fn daemon_json_renders_rotation_and_mirrors() {
             json!({
                 "log-driver": "json-file",
                 "log-opts": {"max-size": "10m", "max-file": "5"},
+                "live-restore": true,
                 "registry-mirrors": ["https://mirror.example:5000", "http://10.0.0.5"],
             })
         );
@@ -58,6 +69,11 @@ fn daemon_json_renders_rotation_and_mirrors() {
         ("log_max_size", json!("10 MB"), "log_max_size = `10 MB`"),
         ("log_max_file", json!(0), "log_max_file = `0`"),
         ("log_max_file", json!("three"), "log_max_file = `three`"),
+        (
+            "docker_live_restore",
+            json!("yes please"),
+            "docker_live_restore = `yes please` is not true or false",
+        ),
         (
             "docker_registry_mirrors",
             json!(["mirror.example"]),
@@ -276,7 +292,12 @@ fn claw_ai_installs_docker_from_the_signed_mirror_and_restarts_it_only_on_config
     assert_eq!(mode, "644 root root");
     assert_eq!(
         serde_json::from_str::<Value>(text).unwrap(),
-        json!({"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}})
+        json!({"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"},
+               "live-restore": true})
+    );
+    assert_eq!(
+        lab.ssh_ok("h1", "sudo docker info --format '{{.LiveRestoreEnabled}}'"),
+        "true\n"
     );
     let since = daemon_start(&lab);
 
