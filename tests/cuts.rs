@@ -219,6 +219,9 @@ pub struct Tally {
     files_new: usize,
     files_old: usize,
     temps_after_cut: usize,
+    /// Temporary files left by a cut in a directory whose managed files all hold their new
+    /// content already (a cut after the rename: no upload comes there on the next apply).
+    temps_next_to_new: usize,
     lock_held_after_cut: usize,
     max_recovery: Duration,
 }
@@ -329,6 +332,14 @@ pub fn cut_loop(lab_name: &str, n: u64, seed: u64) -> Tally {
             }
         }
         tally.temps_after_cut += st.temps.len();
+        tally.temps_next_to_new += (st.temps.iter())
+            .filter(|t| {
+                let dir = t.rsplit_once('/').map_or("", |(d, _)| d);
+                (new.iter())
+                    .filter(|(f, _)| f.rsplit_once('/').map(|(d, _)| d) == Some(dir))
+                    .all(|(f, want)| &st.files[*f] == want)
+            })
+            .count();
         tally.lock_held_after_cut += st.lock_held as usize;
         if !st.temps.is_empty() {
             eprintln!("{ctx}: temporary files left by the cut: {:?}", st.temps);
@@ -390,7 +401,7 @@ fn applies_cut_at_random_moments_leave_old_or_new_and_converge() {
     let t = cut_loop("sk-cuts", n, seed);
     eprintln!(
         "cuts: seed {seed}: {} cuts ({:?}) in {:?}: {} mid-apply (failed at: {:?}), {} after the apply had ended; \
-         files after a cut: {} new, {} old, {} mixed; temporary files left by cuts: {}; \
+         files after a cut: {} new, {} old, {} mixed; temporary files left by cuts: {} ({} next to new files only); \
          apply lock still held by the cut run's connection (taken over by the next apply): {}; slowest apply after a cut: {:?}",
         t.cuts,
         t.by_kind,
@@ -402,6 +413,7 @@ fn applies_cut_at_random_moments_leave_old_or_new_and_converge() {
         t.files_old,
         t.mixed_files,
         t.temps_after_cut,
+        t.temps_next_to_new,
         t.lock_held_after_cut,
         t.max_recovery,
     );
