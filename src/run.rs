@@ -1325,10 +1325,12 @@ async fn drive(
                                     .any(|x| x.change.tidies.contains(d))
                             })
                         {
+                            let warnings = std::mem::take(&mut c.warnings);
                             c = Change::noop(
                                 c.target,
                                 "up to date (an earlier step removes the leftovers of an interrupted upload here)",
                             );
+                            c.warnings = warnings;
                         }
                         if c.action == crate::plan::Action::Deferred
                             && !plan.steps.iter().any(|x| x.change.action.changes())
