@@ -193,6 +193,7 @@ pub fn probe_script() -> ProbeScript {
         guard: None,
     }); // 13
     p.add(Request::Packages(vec!["docker.io".into()])); // 14
+    p.add(Request::Leftovers("/opt/app".into())); // 15
     p
 }
 
@@ -236,7 +237,10 @@ pub fn facts(data: &[u8]) {
         .collect();
     let packages = ["nginx".to_string(), "libc6:amd64".to_string()];
     match pick % 16 {
-        0 => each(&records, |f| path::parse(f).map(drop)),
+        0 => each(&records, |f| {
+            let _ = path::parse_leftovers(f);
+            path::parse(f).map(drop)
+        }),
         1 => each(&records, |f| crate::fact::guard::parse(f).map(drop)),
         2 => each(&records, |f| crate::fact::account::parse_user(f).map(drop)),
         3 => each(&records, |f| crate::fact::account::parse_group(f).map(drop)),

@@ -243,6 +243,12 @@ pub struct Change {
     /// or directory replaced with `force`): what later steps probed below it (possibly through
     /// a link) is gone afterwards, so they are probed again when reached.
     pub clears: Option<String>,
+    /// The change only tidies up after an interrupted run (the private directory an upload
+    /// cut short left): what the step manages is already as wanted, so its handlers are not
+    /// notified.
+    pub housekeeping: bool,
+    /// Directories whose leftovers of interrupted uploads this change removes.
+    pub tidies: Vec<String>,
 }
 
 impl Change {
@@ -258,6 +264,8 @@ impl Change {
             upload_dir: None,
             warnings: vec![],
             clears: None,
+            housekeeping: false,
+            tidies: vec![],
         }
     }
 

@@ -1175,7 +1175,7 @@ async fn drive(
     let mut secrets: Vec<(String, Secret)> = p.playbook.operator_secrets.clone();
     let mut generated: Vec<(String, Secret)> = Vec::new();
     for (s, id) in p.steps.iter().zip(&ids) {
-        if let (Some(Desired::Secret(d)), [i]) = (&s.probe_desired, id.as_slice()) {
+        if let (Some(Desired::Secret(d)), [i, ..]) = (&s.probe_desired, id.as_slice()) {
             match &first.observed[*i] {
                 Observed::Secret(SecretState::Present { value, .. }) => {
                     secrets.push((d.name.clone(), value.clone()))
@@ -1314,7 +1314,24 @@ async fn drive(
                     (Some(why), Ok(c)) => Change::deferred(c.target, why),
                     (Some(why), Err(_)) => Change::deferred(String::new(), why),
                     (None, diffed) => {
-                        let c = diffed.map_err(|e| failed(&s.step.name, mask.text(&e)))?;
+                        let mut c = diffed.map_err(|e| failed(&s.step.name, mask.text(&e)))?;
+                        // The leftovers of interrupted uploads in a directory are removed by
+                        // the first step that changes something there for them: a later step
+                        // with nothing else to do is up to date.
+                        if c.housekeeping
+                            && c.tidies.iter().all(|d| {
+                                (plan.steps.iter())
+                                    .filter(|x| x.change.action.changes())
+                                    .any(|x| x.change.tidies.contains(d))
+                            })
+                        {
+                            let warnings = std::mem::take(&mut c.warnings);
+                            c = Change::noop(
+                                c.target,
+                                "up to date (an earlier step removes the leftovers of an interrupted upload here)",
+                            );
+                            c.warnings = warnings;
+                        }
                         if c.action == crate::plan::Action::Deferred
                             && !plan.steps.iter().any(|x| x.change.action.changes())
                         {
@@ -1342,11 +1359,17 @@ async fn drive(
             }
             _ => Change::skip(String::new(), skip[i].clone()),
         };
+        // A housekeeping change (what the step manages is as wanted) notifies nobody.
+        let notify = if change.housekeeping {
+            vec![]
+        } else {
+            s.step.notify.clone()
+        };
         plan.steps.push(StepPlan {
             name: s.step.name.clone(),
             kind: s.step.kind.clone(),
             change,
-            notify: s.step.notify.clone(),
+            notify,
             output: None,
         });
     }
@@ -1502,6 +1525,9 @@ async fn drive(
                 }
                 Ok(mut c) => {
                     mask.content(&mut c, p.steps[i].names_secrets, &rendered.tainted[i]);
+                    if c.housekeeping {
+                        sp.notify.clear();
+                    }
                     sp.change = c;
                     if let Some(ps) = o.plan.as_mut() {
                         ps.steps[i] = sp.clone();

@@ -219,6 +219,9 @@ pub struct Tally {
     files_new: usize,
     files_old: usize,
     temps_after_cut: usize,
+    /// Temporary files left by a cut in a directory whose managed files all hold their new
+    /// content already (a cut after the rename: no upload comes there on the next apply).
+    temps_next_to_new: usize,
     lock_held_after_cut: usize,
     max_recovery: Duration,
 }
@@ -329,6 +332,14 @@ pub fn cut_loop(lab_name: &str, n: u64, seed: u64) -> Tally {
             }
         }
         tally.temps_after_cut += st.temps.len();
+        tally.temps_next_to_new += (st.temps.iter())
+            .filter(|t| {
+                let dir = t.rsplit_once('/').map_or("", |(d, _)| d);
+                (new.iter())
+                    .filter(|(f, _)| f.rsplit_once('/').map(|(d, _)| d) == Some(dir))
+                    .all(|(f, want)| &st.files[*f] == want)
+            })
+            .count();
         tally.lock_held_after_cut += st.lock_held as usize;
         if !st.temps.is_empty() {
             eprintln!("{ctx}: temporary files left by the cut: {:?}", st.temps);
@@ -390,7 +401,7 @@ fn applies_cut_at_random_moments_leave_old_or_new_and_converge() {
     let t = cut_loop("sk-cuts", n, seed);
     eprintln!(
         "cuts: seed {seed}: {} cuts ({:?}) in {:?}: {} mid-apply (failed at: {:?}), {} after the apply had ended; \
-         files after a cut: {} new, {} old, {} mixed; temporary files left by cuts: {}; \
+         files after a cut: {} new, {} old, {} mixed; temporary files left by cuts: {} ({} next to new files only); \
          apply lock still held by the cut run's connection (taken over by the next apply): {}; slowest apply after a cut: {:?}",
         t.cuts,
         t.by_kind,
@@ -402,6 +413,7 @@ fn applies_cut_at_random_moments_leave_old_or_new_and_converge() {
         t.files_old,
         t.mixed_files,
         t.temps_after_cut,
+        t.temps_next_to_new,
         t.lock_held_after_cut,
         t.max_recovery,
     );
@@ -477,4 +489,127 @@ fn a_lost_run_of_this_machine_does_not_keep_the_host_locked() {
     assert!(!st.lock_held);
     let r = apply(inv, 1, &["--detailed-exitcode"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+}
+
+/// A cut after an upload's rename leaves the new file and, next to it, the upload's private
+/// directory: the file is up to date, so no later upload comes to that directory. The plan
+/// shows the leftovers of such uploads (next to a file, a template and a secret, all up to
+/// date) as a change of their step that notifies no handler; apply removes them, and only
+/// them (not another account's directory, not a link, not a file of that name); the apply after
+/// changes nothing.
+#[test]
+fn leftovers_of_a_cut_upload_next_to_an_up_to_date_file_are_removed() {
+    let lab = Lab::up("sk-leftovers", 1);
+    let s = Scratch::new();
+    let pb = s.file(
+        "tidy.toml",
+        r#"name = "tidy"
+
+[[steps]]
+name = "tidy dir"
+kind = "dir"
+path = "/srv/tidy"
+mode = "0777"
+
+[[steps]]
+name = "conf"
+kind = "file"
+path = "/srv/tidy/conf"
+content = "v1\n"
+notify = "mark"
+
+[[steps]]
+name = "page"
+kind = "template"
+path = "/srv/tidy/page.html"
+src = "page.tera"
+notify = "mark"
+
+[[steps]]
+name = "secrets dir"
+kind = "dir"
+path = "/srv/tidy-secrets"
+mode = "0700"
+
+[[steps]]
+name = "password"
+kind = "secret"
+secret = "tidy_pw"
+path = "/srv/tidy-secrets/pw"
+
+[[handlers]]
+name = "mark"
+kind = "command"
+run = "echo ran >> /srv/handled"
+"#,
+    );
+    s.file("templates/page.tera", "<p>page</p>\n");
+    let inv = lab.write_inventory("tidy.toml", &pb, &[]);
+    let inv = inv.to_str().unwrap();
+    let r = claw(&["apply", inv, "--yes", "--output", "json"], &[]);
+    assert_eq!(r.code, 0, "first apply: {}\n{}", r.stdout, r.stderr);
+    let handled = || host_sh(&lab, "cat /srv/handled");
+    assert_eq!(handled(), "ran\n");
+
+    // What cuts after the rename leave (empty private directories, root's, 0700), and what
+    // is not ours to remove: another account's directory of that name, a link, a file.
+    host_sh(
+        &lab,
+        "set -e; mkdir -m 0700 /srv/tidy/.claw-provision.AbCd1234 /srv/tidy/.claw-provision.Ef56gH78 \
+         /srv/tidy-secrets/.claw-provision.Zz009911; \
+         mkdir -m 0700 /srv/tidy/.claw-provision.Others12; chown 65534:65534 /srv/tidy/.claw-provision.Others12; \
+         ln -s /srv/tidy-secrets /srv/tidy/.claw-provision.LinkLink; : > /srv/tidy/.claw-provision.FileFile",
+    );
+    let listing = || {
+        host_sh(
+            &lab,
+            "export LC_ALL=C; cd /srv/tidy && ls -A; echo --; ls -A /srv/tidy-secrets",
+        )
+    };
+
+    let plan = claw(&["plan", inv], &[]);
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
+    for line in [
+        "~ update  file /srv/tidy/conf: remove an interrupted upload's leftovers in /srv/tidy: .claw-provision.AbCd1234, .claw-provision.Ef56gH78",
+        "    ok      template /srv/tidy/page.html: up to date (an earlier step removes the leftovers of an interrupted upload here)",
+        "~ update  secret /srv/tidy-secrets/pw (tidy_pw): remove an interrupted upload's leftovers in /srv/tidy-secrets: .claw-provision.Zz009911",
+    ] {
+        assert!(plan.stdout.contains(line), "{line} in:\n{}", plan.stdout);
+    }
+    assert!(!plan.stdout.contains("Others12"), "{}", plan.stdout);
+    assert!(!plan.stdout.contains("then handlers"), "{}", plan.stdout);
+    let r = claw(&["plan", inv, "--output", "json"], &[]);
+    let ev = r
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "plan")
+        .unwrap_or_else(|| panic!("no plan event: {}", r.stdout));
+    assert_eq!(ev["handlers"], serde_json::json!([]), "{ev}");
+    assert_eq!(ev["changes"], 2, "{ev}");
+
+    let r = claw(&["apply", inv, "--yes", "--output", "json"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        listing(),
+        ".claw-provision.FileFile\n.claw-provision.LinkLink\n.claw-provision.Others12\nconf\npage.html\n--\npw\n"
+    );
+    assert_eq!(handled(), "ran\n", "no handler for a housekeeping change");
+    assert_eq!(host_sh(&lab, "cat /srv/tidy/conf"), "v1\n");
+
+    let r = claw(
+        &[
+            "apply",
+            inv,
+            "--yes",
+            "--output",
+            "json",
+            "--detailed-exitcode",
+        ],
+        &[],
+    );
+    assert_eq!(
+        r.code, 0,
+        "a second apply changes nothing: {}\n{}",
+        r.stdout, r.stderr
+    );
 }

@@ -62,6 +62,9 @@ pub enum Request {
     Image(image::Query),
     /// The file a `fetch` step copies (links followed).
     Fetch(String),
+    /// The private directories interrupted uploads left in a directory (see
+    /// [`path::LEFTOVERS_FUNCTION`]).
+    Leftovers(String),
 }
 
 /// What a probe observed.
@@ -79,6 +82,8 @@ pub enum Observed {
     Service(ServiceState),
     Image(ImageState),
     Fetch(FetchState),
+    /// Names of upload private directories left in a directory, sorted.
+    Leftovers(Vec<String>),
 }
 
 /// A probe output that cannot be parsed.
@@ -226,6 +231,9 @@ impl ProbeScript {
         {
             s.push_str(firewall::FUNCTION);
         }
+        if (self.requests.iter()).any(|r| matches!(r, Request::Leftovers(_))) {
+            s.push_str(path::LEFTOVERS_FUNCTION);
+        }
         if !self.upload_dirs.is_empty() {
             s.push_str(preflight::FREE_FUNCTION);
             s.push_str(&preflight::free_space(&self.upload_dirs));
@@ -272,6 +280,7 @@ impl ProbeScript {
                 Request::Service(u) => s.push_str(&service::command(id, u)),
                 Request::Image(q) => s.push_str(&image::command(id, q)),
                 Request::Fetch(p) => s.push_str(&fetch::command(id, p)),
+                Request::Leftovers(d) => s.push_str(&path::leftovers_command(id, d)),
             }
         }
         s.push_str("echo '@end'\n");
@@ -357,6 +366,9 @@ impl ProbeScript {
                     Request::Service(_) => service::parse(&fields).map(Observed::Service),
                     Request::Image(_) => image::parse(&fields).map(Observed::Image),
                     Request::Fetch(_) => fetch::parse(&fields).map(Observed::Fetch),
+                    Request::Leftovers(_) => {
+                        path::parse_leftovers(&fields).map(Observed::Leftovers)
+                    }
                 };
                 observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
                     request: Some(id),
@@ -523,6 +535,50 @@ mod tests {
         ));
         assert!(r.preflight.sha256sum);
         assert!(r.preflight.free_kb[0] > 0);
+    }
+
+    /// The leftovers of interrupted uploads in a directory: only our directories of the exact
+    /// name pattern (not a link to one, not a file, not other names); none in a directory
+    /// that does not exist, or in `/`.
+    #[test]
+    fn leftovers_run_locally() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("a dir '$(x)'");
+        std::fs::create_dir(&d).unwrap();
+        for n in [
+            ".claw-provision.AbCd1234",
+            ".claw-provision.00000000",
+            ".claw-provision.TooLong12",
+        ] {
+            std::fs::create_dir(d.join(n)).unwrap();
+        }
+        std::fs::write(d.join(".claw-provision.FileFile"), "").unwrap();
+        std::os::unix::fs::symlink(dir.path(), d.join(".claw-provision.LinkLink")).unwrap();
+        let mut p = ProbeScript::default();
+        let a = p.add(Request::Leftovers(d.to_str().unwrap().into()));
+        let b = p.add(Request::Leftovers(
+            d.join("missing").to_str().unwrap().into(),
+        ));
+        let c = p.add(Request::Path(d.join("f").to_str().unwrap().into()));
+        let e = p.add(Request::Leftovers(format!("{}/", d.to_str().unwrap())));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(p.script())
+            .output()
+            .unwrap();
+        let r = p.parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        let want = Observed::Leftovers(vec![
+            ".claw-provision.00000000".into(),
+            ".claw-provision.AbCd1234".into(),
+        ]);
+        assert_eq!(r.observed[a], want);
+        assert_eq!(r.observed[b], Observed::Leftovers(vec![]));
+        assert_eq!(r.observed[c], Observed::Path(PathState::Absent));
+        assert_eq!(r.observed[e], want);
+        // Without a leftovers request, no function for it.
+        let mut q = ProbeScript::default();
+        q.add(Request::Path("/x".into()));
+        assert!(!q.script().contains("claw_leftovers"));
     }
 
     /// Paths of every kind, with names the batch must keep apart (spaces, a newline, quotes,

@@ -41,6 +41,59 @@ pub const FUNCTION: &str = r#"claw_path() {
 }
 "#;
 
+/// The name an upload gives its private directory (`mktemp -d` in the file's directory, see
+/// `resource::file`): this prefix and 8 letters or digits.
+pub const PRIVATE_DIR_PREFIX: &str = ".claw-provision.";
+
+/// The shell pattern of [`PRIVATE_DIR_PREFIX`] names (mktemp's X's are ASCII letters and digits).
+pub const PRIVATE_DIR_GLOB: &str = ".claw-provision.[0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z]";
+
+/// Whether `name` is the name of an upload's private directory.
+pub fn is_private_dir_name(name: &str) -> bool {
+    name.strip_prefix(PRIVATE_DIR_PREFIX)
+        .is_some_and(|x| x.len() == 8 && x.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Shell function `claw_leftovers ID DIR`: the private directories of interrupted uploads in
+/// DIR (names of [`PRIVATE_DIR_GLOB`], directories, not links, owned by the account the probe
+/// runs as: the one the uploads run as; nobody else's), as `@ID<TAB>leftovers[<TAB>NAME]...`.
+/// Only shell builtins.
+pub const LEFTOVERS_FUNCTION: &str = r#"claw_leftovers() {
+  printf '@%s\tleftovers' "$1"
+  for t in "${2%/}"/.claw-provision.[0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z]; do
+    if [ -d "$t" ] && [ ! -L "$t" ] && [ -O "$t" ]; then printf '\t%s' "${t##*/}"; fi
+  done
+  printf '\n'
+}
+"#;
+
+/// The probe line asking for the leftovers of interrupted uploads in `dir`.
+pub fn leftovers_command(id: usize, dir: &str) -> String {
+    format!("claw_leftovers {id} {}\n", quote(dir))
+}
+
+/// Parses the fields after `@ID` of a `claw_leftovers` record: the names, sorted.
+pub fn parse_leftovers(fields: &[&str]) -> Result<Vec<String>, FactError> {
+    match fields {
+        ["leftovers", names @ ..] => {
+            let mut v = Vec::with_capacity(names.len());
+            for n in names {
+                if !is_private_dir_name(n) {
+                    return Err(FactError(format!(
+                        "bad leftover upload directory name `{}`",
+                        n.escape_debug()
+                    )));
+                }
+                v.push(n.to_string());
+            }
+            v.sort();
+            v.dedup();
+            Ok(v)
+        }
+        _ => Err(FactError("bad leftovers record".into())),
+    }
+}
+
 /// The probe line for one path (the fallback of [`batch_command`]).
 pub fn command(id: usize, path: &str) -> String {
     format!("claw_path {id} {}\n", quote(path))
@@ -283,5 +336,38 @@ mod tests {
     #[test]
     fn quoting_keeps_path_literal() {
         assert_eq!(command(3, "/tmp/a b$(x)"), "claw_path 3 '/tmp/a b$(x)'\n");
+    }
+
+    #[test]
+    fn leftover_names() {
+        assert!(is_private_dir_name(".claw-provision.AbCd1234"));
+        for bad in [
+            ".claw-provision.AbCd123",
+            ".claw-provision.AbCd12345",
+            ".claw-provision.AbCd-234",
+            ".claw-provision.AbCd12\u{e9}",
+            "claw-provision.AbCd1234",
+            "",
+        ] {
+            assert!(!is_private_dir_name(bad), "{bad}");
+        }
+        assert_eq!(
+            parse_leftovers(&["leftovers"]).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            parse_leftovers(&[
+                "leftovers",
+                ".claw-provision.zzzzzzzz",
+                ".claw-provision.AAAAAAAA"
+            ])
+            .unwrap(),
+            [".claw-provision.AAAAAAAA", ".claw-provision.zzzzzzzz"]
+        );
+        assert!(parse_leftovers(&["leftovers", "../../etc"]).is_err());
+        assert!(parse_leftovers(&["absent"]).is_err());
+        assert!(parse_leftovers(&[]).is_err());
+        // The shell pattern is the one the names are checked against.
+        assert!(LEFTOVERS_FUNCTION.contains(&format!("\"${{2%/}}\"/{PRIVATE_DIR_GLOB};")));
     }
 }

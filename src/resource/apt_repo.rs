@@ -170,11 +170,23 @@ impl Desired {
 
     /// One change for both files: observed states in the order of [`Self::files`].
     pub fn diff(&self, observed: [&crate::fact::PathState; 2]) -> Result<Change, String> {
+        self.diff_with(observed, [&[], &[]])
+    }
+
+    /// [`Self::diff`], and the removal of the leftovers of interrupted uploads the probe found
+    /// in the files' directories (see [`file::with_leftovers`]), in the order of [`Self::files`].
+    pub fn diff_with(
+        &self,
+        observed: [&crate::fact::PathState; 2],
+        leftovers: [&[String]; 2],
+    ) -> Result<Change, String> {
         let target = self.repo.clone();
         let files = self.files();
         let mut parts = vec![];
-        for (f, o) in files.iter().zip(observed) {
-            parts.push(f.diff(o)?);
+        for (i, (f, o)) in files.iter().zip(observed).enumerate() {
+            // Both in one directory: the first file's change removes them.
+            let same = i == 1 && files[0].parent() == f.parent();
+            parts.push(f.diff_with(o, if same { &[] } else { leftovers[i] })?);
         }
         let changed: Vec<&Change> = parts.iter().filter(|c| c.action.changes()).collect();
         if changed.is_empty() {
@@ -184,7 +196,9 @@ impl Desired {
             };
             return Ok(Change::noop(target, why));
         }
+        let housekeeping = changed.iter().all(|c| c.housekeeping);
         let action = match self.state {
+            _ if housekeeping => Action::Update,
             State::Absent => Action::Delete,
             State::Present if changed.iter().all(|c| c.action == Action::Create) => Action::Create,
             State::Present => Action::Update,
@@ -238,6 +252,8 @@ impl Desired {
                 .filter(|cc| cc.path == self.sources.path)
                 .cloned()
         });
+        c.housekeeping = housekeeping;
+        c.tidies = changed.iter().flat_map(|x| x.tidies.clone()).collect();
         Ok(c)
     }
 }

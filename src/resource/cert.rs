@@ -383,8 +383,25 @@ impl Desired {
 
     /// Compares with the observed certificate and key files.
     pub fn diff(&self, cert: &PathState, key: &PathState) -> Result<Change, String> {
-        let c = self.cert.diff(cert)?;
-        let k = self.key.diff(key)?;
+        self.diff_with(cert, key, [&[], &[]])
+    }
+
+    /// [`Self::diff`], and the removal of the leftovers of interrupted uploads the probe found
+    /// in the directories of the certificate and of the key (see [`file::with_leftovers`]).
+    pub fn diff_with(
+        &self,
+        cert: &PathState,
+        key: &PathState,
+        leftovers: [&[String]; 2],
+    ) -> Result<Change, String> {
+        let c = self.cert.diff_with(cert, leftovers[0])?;
+        // Both in one directory: the certificate's change removes them.
+        let lk = if self.key.parent() == self.cert.parent() {
+            &[][..]
+        } else {
+            leftovers[1]
+        };
+        let k = self.key.diff_with(key, lk)?;
         let target = format!("{} + {}", self.cert.path, self.key.path);
         if c.action == Action::NoOp && k.action == Action::NoOp {
             let mut n = Change::noop(
@@ -462,6 +479,10 @@ impl Desired {
         });
         change.details = details;
         change.warnings = self.warnings.clone();
+        change.housekeeping = [&c, &k]
+            .iter()
+            .all(|x| x.housekeeping || x.action == Action::NoOp);
+        change.tidies = [&c, &k].iter().flat_map(|x| x.tidies.clone()).collect();
         Ok(change)
     }
 }

@@ -4,9 +4,11 @@
 //! Uploads are atomic: a file in a private directory made in the same directory (`mktemp -d`:
 //! 0700, root's, so no other account can touch the file), given its final mode and owner before
 //! the first byte is written, checked by sha256, then renamed over the target (`mv -T`: a link
-//! there is replaced, never followed). An interrupted upload leaves the old file, never a mix; a
-//! private directory left by a run killed mid-upload (no trap runs on SIGKILL) is removed by the
-//! next upload into its directory (under the apply lock, no other upload uses one).
+//! there is replaced, never followed). An interrupted upload leaves the old file, never a mix.
+//! A run killed mid-upload (no trap runs on SIGKILL) leaves its private directory, before the
+//! rename or after it (then next to the new file): the probe of a file step reports those of
+//! its directory, and the step removes them (with an upload, an attribute change, or on their
+//! own: see [`with_leftovers`]); under the apply lock no other upload uses one.
 //!
 //! The directory may belong to another account, which can swap anything in it for a link at
 //! any moment: every script works from inside the directory (`enter_dir`, never through a
@@ -310,11 +312,9 @@ impl Desired {
         s.push_str(&enter_dir("\"$d\""));
         // The physical directory (`cd -P` set `PWD`; not `$d` when a root-only link led there).
         s.push_str("here=$PWD\n");
-        // A run cut before its rename (its connection or the host's sshd killed, SIGKILL: no
-        // trap ran) leaves its private directory. Under the apply lock no other upload is using
-        // one, so those of the directory are removed first (shell builtins; `rm` only if any;
-        // `rm -r` never follows a link).
-        s.push_str("for t in ./.claw-provision.????????; do if [ -e \"$t\" ] && [ ! -L \"$t\" ]; then rm -rf --one-file-system -- \"$t\"; fi; done\n");
+        // A run cut short (its connection or the host's sshd killed, SIGKILL: no trap ran)
+        // leaves its private directory; those of the directory are removed first.
+        s.push_str(&sweep());
         s.push_str("tmp=$(mktemp -d -- ./.claw-provision.XXXXXXXX)\n");
         s.push_str("trap 'cd -P -- \"$here\" 2>/dev/null && [ \"$(pwd -P)\" = \"$here\" ] && rm -rf --one-file-system -- \"$tmp\"' EXIT\ntrap 'exit 1' HUP INT TERM PIPE\n");
         // Inside the private directory: it must be the one just made (ours, 0700; setgid when
@@ -348,6 +348,12 @@ impl Desired {
         // at the path is replaced, never followed.
         s.push_str("mv -fT -- ./new \"../$n\"\n");
         s
+    }
+
+    /// [`Self::diff`], and the removal of the `leftovers` the probe found in the file's
+    /// directory (see [`with_leftovers`]).
+    pub fn diff_with(&self, o: &PathState, leftovers: &[String]) -> Result<Change, String> {
+        Ok(with_leftovers(self.diff(o)?, &self.parent(), leftovers))
     }
 
     pub fn diff(&self, o: &PathState) -> Result<Change, String> {
@@ -503,6 +509,63 @@ impl Desired {
                 kind_name(other)
             )),
         }
+    }
+}
+
+/// The lines that remove, from inside a directory (entered with `enter_dir`), the private
+/// directories uploads cut short left there (no trap runs on SIGKILL; a cut after the rename
+/// leaves an empty one next to the new file): names of the exact pattern, directories (not
+/// links) owned by the account the uploads run as; anything else, another account's
+/// included, is left alone. Under the apply lock no other upload is using one. Shell builtins,
+/// `rm` only for each one found; `rm -r` never follows a link.
+pub fn sweep() -> String {
+    format!(
+        "for t in ./{}; do if [ -d \"$t\" ] && [ ! -L \"$t\" ] && [ -O \"$t\" ]; then rm -rf --one-file-system -- \"$t\"; fi; done\n",
+        crate::fact::path::PRIVATE_DIR_GLOB
+    )
+}
+
+/// Adds to `c` (a change of a file in `dir`) the removal of the private directories
+/// `leftovers` (names, as the probe found them in `dir`) that uploads cut short left there:
+/// an upload into `dir` removes them first anyway; any other change (attributes, a removal)
+/// does so first; when nothing else changes, their removal is the change, a housekeeping one
+/// (no handler is notified: the file is as wanted). A cut after an upload's rename leaves the
+/// file new and its private directory behind, and no later upload may ever come to that
+/// directory: without this, the leftover would stay forever.
+pub fn with_leftovers(mut c: Change, dir: &str, leftovers: &[String]) -> Change {
+    if leftovers.is_empty() {
+        return c;
+    }
+    let detail = format!(
+        "remove an interrupted upload's leftovers in {dir}: {}",
+        leftovers.join(", ")
+    );
+    let sweep = format!("{}{}", enter_dir(&quote(dir)), sweep());
+    match c.action {
+        Action::NoOp => {
+            let mut n = Change::new(
+                Action::Update,
+                c.target,
+                "an interrupted upload left its private directory",
+                format!("set -e\n{sweep}"),
+            );
+            n.details.push(detail);
+            n.warnings = c.warnings;
+            n.housekeeping = true;
+            n.tidies.push(dir.to_string());
+            n
+        }
+        Action::Create | Action::Update | Action::Delete => {
+            if let Some(op) = c.op.as_mut()
+                && c.upload_dir.as_deref() != Some(dir)
+            {
+                op.script = format!("(\n{sweep}) || exit 1\n{}", op.script);
+            }
+            c.details.push(detail);
+            c.tidies.push(dir.to_string());
+            c
+        }
+        _ => c,
     }
 }
 
@@ -996,5 +1059,153 @@ mod tests {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(std::fs::read(dir.join("f")).unwrap(), b"new\n");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    /// Private directories of uploads cut short, next to an up-to-date file: the step removes
+    /// them (a housekeeping change: no handler), only those (ours, directories, the exact
+    /// pattern), never following a link; with an attribute change they go first; an upload
+    /// sweeps them itself.
+    #[test]
+    fn leftovers_of_interrupted_uploads_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("app");
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("conf");
+        std::fs::write(&path, "hi\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "keep").unwrap();
+        let make = || {
+            // Two left by cuts (one before its rename: the new file still inside).
+            std::fs::create_dir(dir.join(".claw-provision.AbCd1234")).unwrap();
+            std::fs::create_dir(dir.join(".claw-provision.zz99ZZ00")).unwrap();
+            std::fs::write(dir.join(".claw-provision.zz99ZZ00/new"), "half").unwrap();
+        };
+        // Not ours to remove: a link to a directory, a file, other names.
+        std::os::unix::fs::symlink(&outside, dir.join(".claw-provision.LinkLink")).unwrap();
+        std::fs::write(dir.join(".claw-provision.FileFile"), "x").unwrap();
+        std::fs::create_dir(dir.join(".claw-provision.TooLong12")).unwrap();
+        std::fs::create_dir(dir.join(".claw-provision.a-b_c.d!")).unwrap();
+        let names = |d: &std::path::Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let kept = [
+            ".claw-provision.FileFile",
+            ".claw-provision.LinkLink",
+            ".claw-provision.TooLong12",
+            ".claw-provision.a-b_c.d!",
+            "conf",
+        ];
+        let leftovers = vec![
+            ".claw-provision.AbCd1234".to_string(),
+            ".claw-provision.zz99ZZ00".to_string(),
+        ];
+        use std::os::unix::fs::MetadataExt;
+        let me = std::fs::metadata(&path).unwrap();
+        let seen = |mode: u32| PathState::File {
+            mode,
+            owner: me.uid().to_string(),
+            group: me.gid().to_string(),
+            uid: me.uid(),
+            gid: me.gid(),
+            size: 3,
+            sha256: sha256_hex(b"hi\n"),
+        };
+        let mut d = want("hi\n", Some("0644"));
+        d.path = path.to_str().unwrap().to_string();
+
+        // Up to date: the removal is the change.
+        assert_eq!(d.diff(&seen(0o644)).unwrap().action, Action::NoOp);
+        assert_eq!(d.diff_with(&seen(0o644), &[]).unwrap().action, Action::NoOp);
+        let c = d.diff_with(&seen(0o644), &leftovers).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert!(c.housekeeping);
+        assert_eq!(c.upload_bytes, 0);
+        assert_eq!(
+            c.details,
+            [format!(
+                "remove an interrupted upload's leftovers in {}: .claw-provision.AbCd1234, .claw-provision.zz99ZZ00",
+                dir.display()
+            )]
+        );
+        make();
+        let op = c.op.unwrap();
+        let o = run(&op.script, &op.stdin);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(names(&dir), kept);
+        assert_eq!(names(&outside), ["keep"]);
+        assert_eq!(std::fs::read(&path).unwrap(), b"hi\n");
+
+        // With an attribute change: removed first, then the mode set.
+        let c = d.diff_with(&seen(0o600), &leftovers).unwrap();
+        assert!(!c.housekeeping);
+        assert_eq!(c.details.len(), 2, "{:?}", c.details);
+        make();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let op = c.op.unwrap();
+        let o = run(&op.script, &op.stdin);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(names(&dir), kept);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644);
+
+        // A content change: the upload sweeps them (its script is the plain upload).
+        let old = PathState::File {
+            mode: 0o644,
+            owner: me.uid().to_string(),
+            group: me.gid().to_string(),
+            uid: me.uid(),
+            gid: me.gid(),
+            size: 3,
+            sha256: sha256_hex(b"old"),
+        };
+        let c = d.diff_with(&old, &leftovers).unwrap();
+        assert!(!c.housekeeping);
+        let plain = d.diff(&old).unwrap();
+        assert_eq!(c.op.as_ref().unwrap().script, plain.op.unwrap().script);
+        assert!(
+            c.details
+                .iter()
+                .any(|x| x.starts_with("remove an interrupted upload's leftovers"))
+        );
+        make();
+        let op = c.op.unwrap();
+        let o = run(&op.script, &op.stdin);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(names(&dir), kept);
+
+        // Removal of the file: leftovers first.
+        let mut gone = d.clone();
+        gone.state = State::Absent;
+        let c = gone.diff_with(&seen(0o644), &leftovers).unwrap();
+        assert_eq!(c.action, Action::Delete);
+        make();
+        let op = c.op.unwrap();
+        let o = run(&op.script, &op.stdin);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(names(&dir), &kept[..4]);
+
+        // The directory reached through a link another account could change: nothing removed.
+        std::fs::write(&path, "hi\n").unwrap();
+        make();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let linked = tmp.path().join("linked");
+        std::os::unix::fs::symlink(&dir, &linked).unwrap();
+        let mut via = d.clone();
+        via.path = linked.join("conf").to_str().unwrap().to_string();
+        let op = via.diff_with(&seen(0o644), &leftovers).unwrap().op.unwrap();
+        let o = run(&op.script, &op.stdin);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("reached through a symbolic link"), "{err}");
+        assert!(dir.join(".claw-provision.AbCd1234").is_dir());
+        assert!(dir.join(".claw-provision.zz99ZZ00/new").is_file());
     }
 }

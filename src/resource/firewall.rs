@@ -393,6 +393,8 @@ impl Desired {
         format!(
             r#"set -eu
 mkdir -p /etc/claw-provision/firewall /var/lib/claw-provision/firewall
+# Uploads of a run cut short (SIGKILL: no trap ran); under the apply lock, none is in use.
+rm -f -- /etc/claw-provision/firewall/.upload.*
 tmp=$(mktemp /etc/claw-provision/firewall/.upload.XXXXXX)
 trap 'rm -f "$tmp" "$tmp.unit"' EXIT
 cat > "$tmp"
@@ -555,6 +557,8 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
             reason: reasons.join("; "),
             content,
             clears: None,
+            housekeeping: false,
+            tidies: vec![],
             op: Some(Op {
                 script: self.script(),
                 stdin: Arc::new(self.ruleset.clone().into_bytes()),

@@ -205,7 +205,10 @@ impl Desired {
                 if f.state == State::Present {
                     p.add_upload_dir(&f.parent());
                 }
-                vec![p.add(Request::Path(f.path.clone()))]
+                vec![
+                    p.add(Request::Path(f.path.clone())),
+                    p.add(Request::Leftovers(f.parent())),
+                ]
             }
             Desired::Command(c) => vec![p.add(Request::Guard {
                 creates: c.creates.clone(),
@@ -214,21 +217,27 @@ impl Desired {
             Desired::User(u) => vec![p.add(Request::User(u.name.clone()))],
             Desired::Group(g) => vec![p.add(Request::Group(g.name.clone()))],
             Desired::HttpCheck(_) => vec![],
-            Desired::Secret(s) => vec![p.add(Request::Secret {
-                path: s.path.clone(),
-                guard: s.guard.clone(),
-            })],
+            Desired::Secret(s) => vec![
+                p.add(Request::Secret {
+                    path: s.path.clone(),
+                    guard: s.guard.clone(),
+                }),
+                p.add(Request::Leftovers(s.dir())),
+            ],
             Desired::Apt(a) => vec![p.add(Request::Packages(a.packages.clone()))],
-            Desired::AptRepo(r) => r
-                .files()
-                .iter()
-                .map(|f| {
-                    if f.state == State::Present {
-                        p.add_upload_dir(&f.parent());
-                    }
-                    p.add(Request::Path(f.path.clone()))
-                })
-                .collect(),
+            Desired::AptRepo(r) => {
+                let files = r.files();
+                let mut ids: Vec<usize> = (files.iter())
+                    .map(|f| {
+                        if f.state == State::Present {
+                            p.add_upload_dir(&f.parent());
+                        }
+                        p.add(Request::Path(f.path.clone()))
+                    })
+                    .collect();
+                ids.extend(files.iter().map(|f| p.add(Request::Leftovers(f.parent()))));
+                ids
+            }
             Desired::Firewall(f) => {
                 p.add_upload_dir("/etc/claw-provision/firewall");
                 vec![p.add(Request::Firewall(f.table.clone()))]
@@ -247,6 +256,8 @@ impl Desired {
                 vec![
                     p.add(Request::Path(c.cert.path.clone())),
                     p.add(Request::Path(c.key.path.clone())),
+                    p.add(Request::Leftovers(c.cert.parent())),
+                    p.add(Request::Leftovers(c.key.parent())),
                 ]
             }
         }
@@ -285,15 +296,33 @@ impl Desired {
         match (self, observed) {
             (Desired::HttpCheck(h), []) => Ok(h.diff()),
             (Desired::Dir(d), [Observed::Path(o)]) => d.diff(o),
-            (Desired::File(f), [Observed::Path(o)]) => f.diff(o),
+            (Desired::File(f), [Observed::Path(o), Observed::Leftovers(l)]) => f.diff_with(o, l),
             (Desired::Command(c), [Observed::Guard(g)]) => Ok(c.diff(g)),
             (Desired::User(u), [Observed::User(o)]) => u.diff(o),
             (Desired::Group(g), [Observed::Group(o)]) => g.diff(o),
-            (Desired::Secret(s), [Observed::Secret(o)]) => s.diff(o),
+            (Desired::Secret(s), [Observed::Secret(o), Observed::Leftovers(l)]) => {
+                s.diff_with(o, l)
+            }
             (Desired::Apt(a), [Observed::Dpkg(o)]) => a.diff(o),
-            (Desired::AptRepo(r), [Observed::Path(a), Observed::Path(b)]) => r.diff([a, b]),
+            (
+                Desired::AptRepo(r),
+                [
+                    Observed::Path(a),
+                    Observed::Path(b),
+                    Observed::Leftovers(la),
+                    Observed::Leftovers(lb),
+                ],
+            ) => r.diff_with([a, b], [la, lb]),
             (Desired::Firewall(f), [Observed::Firewall(o)]) => f.diff(o),
-            (Desired::Cert(c), [Observed::Path(cert), Observed::Path(key)]) => c.diff(cert, key),
+            (
+                Desired::Cert(c),
+                [
+                    Observed::Path(cert),
+                    Observed::Path(key),
+                    Observed::Leftovers(lc),
+                    Observed::Leftovers(lk),
+                ],
+            ) => c.diff_with(cert, key, [lc, lk]),
             (Desired::Git(g), [Observed::Git(o)]) => g.diff(o),
             (Desired::Compose(c), [Observed::Compose(o)]) => c.diff(o),
             (Desired::Service(s), [Observed::Service(o)]) => s.diff(o),

@@ -103,6 +103,21 @@ impl Desired {
         Ok(Secret::new(hex))
     }
 
+    /// The directory of the secret's file.
+    pub fn dir(&self) -> String {
+        match self.path.rfind('/') {
+            Some(0) | None => "/".into(),
+            Some(i) => self.path[..i].to_string(),
+        }
+    }
+
+    /// [`Self::diff`], and the removal of the `leftovers` the probe found in the file's
+    /// directory: a secret written by an upload cut after its rename is there (value reused),
+    /// its private directory too (see [`file::with_leftovers`]).
+    pub fn diff_with(&self, o: &SecretState, leftovers: &[String]) -> Result<Change, String> {
+        Ok(file::with_leftovers(self.diff(o)?, &self.dir(), leftovers))
+    }
+
     /// What must happen, given the probe's view of the file.
     pub fn diff(&self, o: &SecretState) -> Result<Change, String> {
         let target = format!("{} ({})", self.path, self.name);
