@@ -42,7 +42,7 @@ fn contracts() -> BTreeMap<String, Contract> {
         toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(
         c.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["nginx", "postgres", "redis"],
+        ["nginx", "postgres", "python", "redis"],
         "one contract per official image"
     );
     c
