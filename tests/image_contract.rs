@@ -427,6 +427,19 @@ fn nginx_behaviour(c: &Contract, tag: &str) -> BTreeSet<String> {
     BTreeSet::new()
 }
 
+/// python-slim: the standard library the healthchecks use, and pip may install into the system (no
+/// Debian `EXTERNALLY-MANAGED` marker). It reads no environment the playbook sets.
+fn python_behaviour(tag: &str) -> BTreeSet<String> {
+    let script = "import os, ssl, sys, sysconfig, urllib.request\n\
+                  m = os.path.join(sysconfig.get_paths()['stdlib'], 'EXTERNALLY-MANAGED')\n\
+                  sys.exit('pip may not install: ' + m if os.path.exists(m) else 0)";
+    let o = docker(&["run", "--rm", tag, "python3", "-c", script]);
+    assert!(o.status.success(), "python: {}", text(&o));
+    let o = docker(&["run", "--rm", tag, "pip", "--version"]);
+    assert!(o.status.success(), "python: pip --version: {}", text(&o));
+    BTreeSet::new()
+}
+
 #[test]
 fn lab_stand_ins_keep_the_contract_of_the_official_images() {
     let tags = lab_tags();
@@ -523,6 +536,7 @@ fn lab_stand_ins_keep_the_contract_of_the_official_images() {
             "postgres" => postgres_behaviour(&c, tag),
             "redis" => redis_behaviour(&c, tag),
             "nginx" => nginx_behaviour(&c, tag),
+            "python" => python_behaviour(tag),
             other => panic!("no behaviour check for the contract of {other}"),
         };
         let listed: BTreeSet<String> = c.env.iter().chain(&c.ignored_env).cloned().collect();
@@ -551,11 +565,64 @@ fn items(block: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// python-slim is the base of the backend's image (its repository's Dockerfile): the lab repository's
+/// Dockerfile starts FROM the contract's image, the playbook ships that image for the build, and the
+/// healthchecks (compose's and the Dockerfile's) run only the contract's tools.
+fn backend_uses_only_python(compose: &str, c: &Contract) {
+    let df = std::fs::read_to_string(repo().join("tests/lab/full/backend/Dockerfile")).unwrap();
+    let from: Vec<&str> = df
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(from, [c.image.as_str()], "the backend Dockerfile's FROM");
+    let pb = std::fs::read_to_string(repo().join("playbooks/claw-ai.toml")).unwrap();
+    assert!(
+        pb.contains(&format!("\nbackend_base_image = {:?}", c.image)),
+        "backend_base_image defaults to the contract's image"
+    );
+    let svc = service(compose, "backend");
+    let hc = key_block(&svc, "healthcheck");
+    let test = hc
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("test: "))
+        .expect("backend: no healthcheck test");
+    let test: Vec<String> = serde_json::from_str(test).unwrap();
+    assert_eq!(test[0], "CMD", "backend healthcheck {test:?}");
+    let df_hc = df
+        .split("HEALTHCHECK")
+        .nth(1)
+        .and_then(|h| h.split("CMD").nth(1))
+        .expect("the Dockerfile has a HEALTHCHECK CMD");
+    let df_hc: Vec<String> = serde_json::from_str(
+        df_hc
+            .lines()
+            .map(|l| l.trim().trim_end_matches('\\'))
+            .collect::<String>()
+            .trim(),
+    )
+    .unwrap_or_else(|e| panic!("the Dockerfile's HEALTHCHECK CMD is not an exec form: {e}"));
+    for p in [&test[1], &df_hc[0]] {
+        assert!(
+            c.tools.contains(p),
+            "backend healthcheck runs {p}, outside python's contract"
+        );
+        assert!(
+            !c.absent_tools.contains(p),
+            "backend healthcheck runs {p}, which python-slim lacks"
+        );
+    }
+}
+
 #[test]
 fn the_playbook_uses_nothing_outside_the_contracts() {
     let r = render(INVENTORY, "web-1", &[]);
     let compose = r.text(COMPOSE);
     for (name, c) in contracts() {
+        if name == "python" {
+            backend_uses_only_python(compose, &c);
+            continue;
+        }
         let svc = service(compose, &name);
         // The default image is the one the contract was read from.
         assert_eq!(
