@@ -28,6 +28,21 @@ phase fmt cargo fmt --all -- --check
 # lock-out guard off with it); release and static builds never do.
 FEATURES=(--features test-lockout-switch)
 phase build cargo build --locked --all-targets "${FEATURES[@]}"
+# inventory/prod.toml validates as an operator runs it: placeholder API keys, a throwaway certificate and
+# deploy key in place of the operator's files (tests/prod_inventory.rs also checks that it names every
+# variable the claw-ai playbook reads).
+prod_inventory() {
+    local d rc=0
+    d=$(mktemp -d)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj /CN=claw-ai.example.com -keyout "$d/privkey.pem" -out "$d/fullchain.pem" 2>/dev/null
+    echo placeholder >"$d/deploy-key"
+    ZHIPUAI_API_KEY=ci-placeholder PINECONE_API_KEY=ci-placeholder target/debug/claw-provision \
+        validate inventory/prod.toml -e tls_dir="$d" -e deploy_key_src="$d/deploy-key" || rc=$?
+    rm -rf "$d"
+    return $rc
+}
+phase prod-inventory prod_inventory
 phase unit-tests cargo test --locked --lib --bins "${FEATURES[@]}"
 # The static release binary and the bare Debian image it is tested in (tests/static_binary.rs).
 # Both cached: the image by recipe hash, the binary by cargo in target/static.

@@ -44,6 +44,7 @@ mod image_ship;
 mod jump;
 mod known_hosts_files;
 mod no_injection;
+mod prod_inventory;
 mod rollout;
 mod saved_plan;
 mod secret_leaks;
