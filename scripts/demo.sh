@@ -82,6 +82,7 @@ command -v docker >/dev/null && docker info >/dev/null 2>&1 ||
 images() {
     bash tests/lab/full/image.sh build
     bash tests/lab/full/mirror.sh image
+    bash tests/lab/full/pypi.sh build
     bash tests/lab/full/stack.sh build
     bash tests/lab/full/stack.sh gitserver-image
 }
@@ -116,13 +117,16 @@ v = {
     "postgres_image_local": images["postgres"]["tag"],
     "redis_image_local": images["redis"]["tag"],
     "nginx_image_local": images["nginx"]["tag"],
-    "backend_image_local": images["backend"]["tag"],
+    # backend_build: what is shipped for the backend is its Dockerfile's FROM (python:3.11-slim's stand-in);
+    # the image is built on the host from the checkout, pip reading the lab's PyPI mirror.
+    "backend_image_local": images["python"]["tag"],
     "backend_repo": f"git@{git['address']}:{git['repo_path']}",
     "backend_ref": "v1",
     "deploy_key_src": git["deploy_key"],
     "git_known_hosts": f"{git['address']} {git['host_key']}",
     "backend_build": True,
     "backend_image": "claw-ai/backend",
+    "pip_index_url": lab["pypi"]["url"],
     "backend_publish": len(lab["hosts"]) > 1,   # every host is one of nginx's upstreams
 }
 for k, x in v.items():
