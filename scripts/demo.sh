@@ -159,8 +159,13 @@ echo
 
 say "claw-provision apply $rel --yes   (again: nothing to change)"
 t=$SECONDS
-"$bin" apply "$inv" --yes
-say "second apply: $((SECONDS - t)) s"
+rc=0
+"$bin" apply "$inv" --yes --detailed-exitcode || rc=$?
+case $rc in
+0) say "second apply: $((SECONDS - t)) s, nothing changed" ;;
+2) say "the second apply changed something (see above): the deployment does not converge"; exit 1 ;;
+*) say "the second apply failed (exit $rc)"; exit 1 ;;
+esac
 
 say "done in $((SECONDS - T0)) s. The lab keeps running:"
 cat <<EOF

@@ -42,7 +42,7 @@ pub(crate) const COMPOSE: &str = "/opt/claw-ai/docker-compose.prod.yml";
 pub(crate) const BACKUP: &str = "/opt/claw-ai/backup.sh";
 const CRON: &str = "/etc/cron.d/claw-ai-backup";
 const LOGROTATE: &str = "/etc/logrotate.d/claw-ai";
-pub(crate) const REDIS_CONF: &str = "/opt/claw-ai/redis/redis.conf";
+pub(crate) const REDIS_CONF: &str = "/opt/claw-ai/private/redis/redis.conf";
 
 /// A file some step of the playbook would write.
 #[derive(Debug)]
@@ -401,7 +401,7 @@ fn compose_isolates_the_data_services() {
     ));
     assert!(has(
         "redis",
-        "- \"/opt/claw-ai/redis:/usr/local/etc/redis:ro\""
+        "- \"/opt/claw-ai/private/redis:/usr/local/etc/redis:ro\""
     ));
     assert!(has("backend", "http://127.0.0.1:8000/health"));
     assert!(has(

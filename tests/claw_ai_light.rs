@@ -135,13 +135,13 @@ fn claw_ai_plans_applies_and_converges_on_fresh_light_hosts() {
     assert_eq!(
         lab.ssh_ok(
             "h1",
-            "sudo stat -c '%a %u:%g %n' /opt/claw-ai/redis/redis.conf"
+            "sudo stat -c '%a %u:%g %n' /opt/claw-ai/private/redis/redis.conf"
         ),
-        "600 999:999 /opt/claw-ai/redis/redis.conf\n"
+        "600 999:999 /opt/claw-ai/private/redis/redis.conf\n"
     );
     let rpw = lab.ssh_ok("h1", "sudo cat /opt/claw-ai/.secrets/redis_password");
     assert!(
-        lab.ssh_ok("h1", "sudo cat /opt/claw-ai/redis/redis.conf")
+        lab.ssh_ok("h1", "sudo cat /opt/claw-ai/private/redis/redis.conf")
             .contains(&format!("\nrequirepass \"{}\"\n", rpw.trim())),
         "redis.conf holds the Redis password"
     );
