@@ -8,7 +8,9 @@
 //! A run killed mid-upload (no trap runs on SIGKILL) leaves its private directory, before the
 //! rename or after it (then next to the new file): the probe of a file step reports those of
 //! its directory, and the step removes them (with an upload, an attribute change, or on their
-//! own: see [`with_leftovers`]); under the apply lock no other upload uses one.
+//! own: see [`with_leftovers`]); under the apply lock no other upload uses one. Only where no
+//! other account can rename entries of the directory ([`crate::fact::path::sweepable`]): in one
+//! it can, such a name may be any of root's directories renamed so, and is left alone.
 //!
 //! The directory may belong to another account, which can swap anything in it for a link at
 //! any moment: every script works from inside the directory (`enter_dir`, never through a
