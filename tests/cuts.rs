@@ -495,8 +495,10 @@ fn a_lost_run_of_this_machine_does_not_keep_the_host_locked() {
 /// directory: the file is up to date, so no later upload comes to that directory. The plan
 /// shows the leftovers of such uploads (next to a file, a template and a secret, all up to
 /// date) as a change of their step that notifies no handler; apply removes them, and only
-/// them (not another account's directory, not a link, not a file of that name); the apply after
-/// changes nothing.
+/// them (not another account's directory, not a link, not a file of that name), and only
+/// where no other account can rename root's directories to such a name (a sticky directory
+/// writable by all: yes; one without the sticky bit: left alone); the apply after changes
+/// nothing.
 #[test]
 fn leftovers_of_a_cut_upload_next_to_an_up_to_date_file_are_removed() {
     let lab = Lab::up("sk-leftovers", 1);
@@ -509,7 +511,7 @@ fn leftovers_of_a_cut_upload_next_to_an_up_to_date_file_are_removed() {
 name = "tidy dir"
 kind = "dir"
 path = "/srv/tidy"
-mode = "0777"
+mode = "1777"
 
 [[steps]]
 name = "conf"
@@ -524,6 +526,18 @@ kind = "template"
 path = "/srv/tidy/page.html"
 src = "page.tera"
 notify = "mark"
+
+[[steps]]
+name = "open dir"
+kind = "dir"
+path = "/srv/tidy-open"
+mode = "0777"
+
+[[steps]]
+name = "open conf"
+kind = "file"
+path = "/srv/tidy-open/conf"
+content = "v1\n"
 
 [[steps]]
 name = "secrets dir"
@@ -558,7 +572,8 @@ run = "echo ran >> /srv/handled"
         "set -e; mkdir -m 0700 /srv/tidy/.claw-provision.AbCd1234 /srv/tidy/.claw-provision.Ef56gH78 \
          /srv/tidy-secrets/.claw-provision.Zz009911; \
          mkdir -m 0700 /srv/tidy/.claw-provision.Others12; chown 65534:65534 /srv/tidy/.claw-provision.Others12; \
-         ln -s /srv/tidy-secrets /srv/tidy/.claw-provision.LinkLink; : > /srv/tidy/.claw-provision.FileFile",
+         ln -s /srv/tidy-secrets /srv/tidy/.claw-provision.LinkLink; : > /srv/tidy/.claw-provision.FileFile; \
+         mkdir -p -m 0700 /srv/tidy-open/.claw-provision.Open1234/tree; echo keep > /srv/tidy-open/.claw-provision.Open1234/tree/data",
     );
     let listing = || {
         host_sh(
@@ -577,6 +592,9 @@ run = "echo ran >> /srv/handled"
         assert!(plan.stdout.contains(line), "{line} in:\n{}", plan.stdout);
     }
     assert!(!plan.stdout.contains("Others12"), "{}", plan.stdout);
+    // In a directory others can write without the sticky bit, that name may be any of root's
+    // directories someone renamed: not reported, not removed.
+    assert!(!plan.stdout.contains("Open1234"), "{}", plan.stdout);
     assert!(!plan.stdout.contains("then handlers"), "{}", plan.stdout);
     let r = claw(&["plan", inv, "--output", "json"], &[]);
     let ev = r
@@ -594,6 +612,13 @@ run = "echo ran >> /srv/handled"
         ".claw-provision.FileFile\n.claw-provision.LinkLink\n.claw-provision.Others12\nconf\npage.html\n--\npw\n"
     );
     assert_eq!(handled(), "ran\n", "no handler for a housekeeping change");
+    assert_eq!(
+        host_sh(
+            &lab,
+            "cat /srv/tidy-open/.claw-provision.Open1234/tree/data"
+        ),
+        "keep\n"
+    );
     assert_eq!(host_sh(&lab, "cat /srv/tidy/conf"), "v1\n");
 
     let r = claw(

@@ -54,14 +54,29 @@ pub fn is_private_dir_name(name: &str) -> bool {
         .is_some_and(|x| x.len() == 8 && x.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
+/// Shell condition: in the directory `word` (a shell word, quoted) no account but root and the
+/// one running can rename entries, so a directory of [`PRIVATE_DIR_GLOB`] name in it owned by
+/// the one running is one an upload made there, not one of its other directories another
+/// account renamed to that name (to have it removed, tree and all): the directory is owned by
+/// root or the one running, and it is not writable by group or others, or it has the sticky
+/// bit (then only an entry's owner, or the directory's, can rename it). One `stat`.
+pub fn sweepable(word: &str) -> String {
+    format!(
+        "claw_m=$(stat -c '%u %a' -- {word}) && {{ [ \"${{claw_m%% *}}\" = 0 ] || [ -O {word} ]; }} && {{ [ $((0${{claw_m#* }} & 01000)) -ne 0 ] || [ $((0${{claw_m#* }} & 022)) -eq 0 ]; }}"
+    )
+}
+
 /// Shell function `claw_leftovers ID DIR`: the private directories of interrupted uploads in
 /// DIR (names of [`PRIVATE_DIR_GLOB`], directories, not links, owned by the account the probe
-/// runs as: the one the uploads run as; nobody else's), as `@ID<TAB>leftovers[<TAB>NAME]...`.
-/// Only shell builtins.
+/// runs as: the one the uploads run as; nobody else's), as `@ID<TAB>leftovers[<TAB>NAME]...`;
+/// none when others could have renamed them there (see [`sweepable`]: then they are left
+/// alone). Shell builtins, and a `stat` of DIR only when there is a candidate.
 pub const LEFTOVERS_FUNCTION: &str = r#"claw_leftovers() {
   printf '@%s\tleftovers' "$1"
   for t in "${2%/}"/.claw-provision.[0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z]; do
-    if [ -d "$t" ] && [ ! -L "$t" ] && [ -O "$t" ]; then printf '\t%s' "${t##*/}"; fi
+    if [ -d "$t" ] && [ ! -L "$t" ] && [ -O "$t" ]; then
+      if claw_m=$(stat -c '%u %a' -- "${2%/}/.") && { [ "${claw_m%% *}" = 0 ] || [ -O "${2%/}/." ]; } && { [ $((0${claw_m#* } & 01000)) -ne 0 ] || [ $((0${claw_m#* } & 022)) -eq 0 ]; }; then printf '\t%s' "${t##*/}"; else break; fi
+    fi
   done
   printf '\n'
 }
@@ -369,5 +384,7 @@ mod tests {
         assert!(parse_leftovers(&[]).is_err());
         // The shell pattern is the one the names are checked against.
         assert!(LEFTOVERS_FUNCTION.contains(&format!("\"${{2%/}}\"/{PRIVATE_DIR_GLOB};")));
+        // So is the condition on the directory.
+        assert!(LEFTOVERS_FUNCTION.contains(&format!("if {}; then", sweepable("\"${2%/}/.\""))));
     }
 }

@@ -8,7 +8,9 @@
 //! A run killed mid-upload (no trap runs on SIGKILL) leaves its private directory, before the
 //! rename or after it (then next to the new file): the probe of a file step reports those of
 //! its directory, and the step removes them (with an upload, an attribute change, or on their
-//! own: see [`with_leftovers`]); under the apply lock no other upload uses one.
+//! own: see [`with_leftovers`]); under the apply lock no other upload uses one. Only where no
+//! other account can rename entries of the directory ([`crate::fact::path::sweepable`]): in one
+//! it can, such a name may be any of root's directories renamed so, and is left alone.
 //!
 //! The directory may belong to another account, which can swap anything in it for a link at
 //! any moment: every script works from inside the directory (`enter_dir`, never through a
@@ -516,12 +518,16 @@ impl Desired {
 /// directories uploads cut short left there (no trap runs on SIGKILL; a cut after the rename
 /// leaves an empty one next to the new file): names of the exact pattern, directories (not
 /// links) owned by the account the uploads run as; anything else, another account's
-/// included, is left alone. Under the apply lock no other upload is using one. Shell builtins,
-/// `rm` only for each one found; `rm -r` never follows a link.
+/// included, is left alone. Only where no other account can rename entries of the directory
+/// ([`crate::fact::path::sweepable`]): elsewhere one could rename any of root's directories
+/// there to such a name and have it removed, so nothing is. Under the apply lock no other
+/// upload is using one. Shell builtins, `stat` and `rm` only for each one found; `rm -r` never
+/// follows a link.
 pub fn sweep() -> String {
     format!(
-        "for t in ./{}; do if [ -d \"$t\" ] && [ ! -L \"$t\" ] && [ -O \"$t\" ]; then rm -rf --one-file-system -- \"$t\"; fi; done\n",
-        crate::fact::path::PRIVATE_DIR_GLOB
+        "for t in ./{}; do if [ -d \"$t\" ] && [ ! -L \"$t\" ] && [ -O \"$t\" ] && {}; then rm -rf --one-file-system -- \"$t\"; fi; done\n",
+        crate::fact::path::PRIVATE_DIR_GLOB,
+        crate::fact::path::sweepable(".")
     )
 }
 
@@ -1059,6 +1065,102 @@ mod tests {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(std::fs::read(dir.join("f")).unwrap(), b"new\n");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    /// Where another account can rename root's directories (the directory writable by group or
+    /// others, no sticky bit), a directory of a leftover's name may be any of them renamed so:
+    /// neither the probe reports it nor a sweep (of the step, of an upload) removes it.
+    /// Elsewhere (not writable by others, or sticky) leftovers go.
+    #[test]
+    fn leftovers_are_removed_only_where_others_cannot_rename_entries() {
+        use std::os::unix::fs::PermissionsExt;
+        for (mode, removed) in [
+            (0o755, true),
+            (0o777, false),
+            (0o1777, true),
+            (0o775, false),
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("d '$x");
+            std::fs::create_dir(&dir).unwrap();
+            let path = dir.join("conf");
+            std::fs::write(&path, "hi\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            let left = dir.join(".claw-provision.AbCd1234");
+            let make = || {
+                std::fs::create_dir_all(left.join("tree")).unwrap();
+                std::fs::write(left.join("tree/data"), "precious").unwrap();
+            };
+            make();
+            let ctx = format!("mode {mode:o}");
+
+            // The probe.
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "{}claw_leftovers 7 {}/",
+                    crate::fact::path::LEFTOVERS_FUNCTION,
+                    quote(dir.to_str().unwrap())
+                ))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{ctx}");
+            let expect = if removed {
+                "@7\tleftovers\t.claw-provision.AbCd1234\n"
+            } else {
+                "@7\tleftovers\n"
+            };
+            assert_eq!(String::from_utf8_lossy(&o.stdout), expect, "{ctx}");
+
+            // The step's housekeeping (planned from a probe of an earlier moment).
+            use std::os::unix::fs::MetadataExt;
+            let me = std::fs::metadata(&path).unwrap();
+            let seen = |sha: &[u8]| PathState::File {
+                mode: 0o644,
+                owner: me.uid().to_string(),
+                group: me.gid().to_string(),
+                uid: me.uid(),
+                gid: me.gid(),
+                size: 3,
+                sha256: sha256_hex(sha),
+            };
+            let mut d = want("hi\n", Some("0644"));
+            d.path = path.to_str().unwrap().to_string();
+            let c = d
+                .diff_with(&seen(b"hi\n"), &[".claw-provision.AbCd1234".into()])
+                .unwrap();
+            assert!(c.housekeeping, "{ctx}");
+            let op = c.op.unwrap();
+            let o = run(&op.script, &op.stdin);
+            assert!(
+                o.status.success(),
+                "{ctx}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert_eq!(!left.exists(), removed, "{ctx}: housekeeping");
+            assert_eq!(std::fs::read(&path).unwrap(), b"hi\n");
+
+            // An upload's own sweep.
+            make();
+            let mut d = want("new\n", Some("0644"));
+            d.path = path.to_str().unwrap().to_string();
+            let op = d.diff(&seen(b"old")).unwrap().op.unwrap();
+            let o = run(&op.script, &op.stdin);
+            assert!(
+                o.status.success(),
+                "{ctx}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), b"new\n");
+            assert_eq!(!left.exists(), removed, "{ctx}: upload");
+            if !removed {
+                assert_eq!(std::fs::read(left.join("tree/data")).unwrap(), b"precious");
+            }
+            // Nothing else is left behind: the upload's own private directory is gone.
+            let n = std::fs::read_dir(&dir).unwrap().count();
+            assert_eq!(n, if removed { 1 } else { 2 }, "{ctx}");
+        }
     }
 
     /// Private directories of uploads cut short, next to an up-to-date file: the step removes
