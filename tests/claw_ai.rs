@@ -747,6 +747,38 @@ fn steps_directories_and_conditions() {
     assert!(l.contains("su claw-app claw-app"));
 }
 
+/// backup.sh: `docker compose` gets the deployment's env file (the compose file's `${VAR:?}` need it),
+/// whatever env_file names; backup_keep_days must be a positive whole number.
+#[test]
+fn backup_script_takes_env_file_and_checks_keep_days() {
+    let r = render(INVENTORY, "web-1", &[("env_file", "/srv/claw env/.env")]);
+    let b = r.text(BACKUP);
+    assert!(b.contains("\nENV_FILE='/srv/claw env/.env'\n"), "{b}");
+    let dc = b
+        .lines()
+        .find(|l| l.starts_with("dc() {"))
+        .expect("dc() in backup.sh");
+    assert!(dc.contains(" --env-file \"$ENV_FILE\" "), "{dc}");
+    let r = render(INVENTORY, "web-1", &[("backup_keep_days", "7")]);
+    assert!(r.text(BACKUP).contains("\nKEEP_DAYS='7'\n"));
+    for bad in ["0", "-1", "7d", "", "1.5", "30; rm -rf /"] {
+        let e = render_with(
+            INVENTORY,
+            "web-1",
+            "systemd",
+            secrets_json(SECRETS),
+            &[("backup_keep_days", bad)],
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert!(
+            e.contains(&format!("backup_keep_days = `{bad}`"))
+                && e.contains("not a positive whole number"),
+            "{bad}: {e}"
+        );
+    }
+}
+
 #[test]
 fn an_empty_backend_group_is_refused() {
     let inv = INVENTORY.replace("groups = [\"backend\"]", "groups = [\"edge\"]");
