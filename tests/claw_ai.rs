@@ -747,6 +747,38 @@ fn steps_directories_and_conditions() {
     assert!(l.contains("su claw-app claw-app"));
 }
 
+/// backup.sh: `docker compose` gets the deployment's env file (the compose file's `${VAR:?}` need it),
+/// whatever env_file names; backup_keep_days must be a positive whole number.
+#[test]
+fn backup_script_takes_env_file_and_checks_keep_days() {
+    let r = render(INVENTORY, "web-1", &[("env_file", "/srv/claw env/.env")]);
+    let b = r.text(BACKUP);
+    assert!(b.contains("\nENV_FILE='/srv/claw env/.env'\n"), "{b}");
+    let dc = b
+        .lines()
+        .find(|l| l.starts_with("dc() {"))
+        .expect("dc() in backup.sh");
+    assert!(dc.contains(" --env-file \"$ENV_FILE\" "), "{dc}");
+    let r = render(INVENTORY, "web-1", &[("backup_keep_days", "7")]);
+    assert!(r.text(BACKUP).contains("\nKEEP_DAYS='7'\n"));
+    for bad in ["0", "-1", "7d", "", "1.5", "30; rm -rf /"] {
+        let e = render_with(
+            INVENTORY,
+            "web-1",
+            "systemd",
+            secrets_json(SECRETS),
+            &[("backup_keep_days", bad)],
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert!(
+            e.contains(&format!("backup_keep_days = `{bad}`"))
+                && e.contains("not a positive whole number"),
+            "{bad}: {e}"
+        );
+    }
+}
+
 #[test]
 fn an_empty_backend_group_is_refused() {
     let inv = INVENTORY.replace("groups = [\"backend\"]", "groups = [\"edge\"]");
@@ -1248,6 +1280,130 @@ fn secrets_archive_and_restore_without_docker() {
         !lab.ssh("h1", &format!("sudo {BACKUP} restore-secrets ../x"))
             .status
             .success()
+    );
+
+    // latest-secrets.tar.gz (a link beside the archives) names the newest; a link given as a path is
+    // refused; a secret that is a link is never written through (and nothing changes).
+    let out = sh(
+        &format!("{BACKUP} restore-secrets latest-secrets.tar.gz 2>&1"),
+        "restore latest",
+    );
+    assert!(
+        out.contains(&format!("from /opt/claw-ai/backups/{name}")),
+        "{out}"
+    );
+    for (what, make, arg) in [
+        (
+            "a link to the archive",
+            format!("ln -sf {archive} /tmp/evil.tar.gz"),
+            "/tmp/evil.tar.gz",
+        ),
+        (
+            "a secret that is a link",
+            "echo keep >/tmp/victim && printf other >/opt/claw-ai/.secrets/postgres_password && \
+             ln -sf /tmp/victim /opt/claw-ai/.secrets/secret_key"
+                .to_string(),
+            name,
+        ),
+    ] {
+        sh(&format!("rm -rf /tmp/evil.tar.gz && {make}"), what);
+        let o = lab.ssh("h1", &format!("sudo {BACKUP} restore-secrets {arg}"));
+        assert!(!o.status.success(), "{what} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("nothing changed"), "{what}: {err}");
+    }
+    assert_eq!(
+        sh(
+            "cat /tmp/victim /opt/claw-ai/.secrets/postgres_password",
+            "victim"
+        ),
+        "keep\nother",
+        "written through a link, or changed"
+    );
+    assert!(
+        sh("ls -A /opt/claw-ai/backups", "ls")
+            .lines()
+            .all(|l| !l.contains("restore")),
+        "no staging left"
+    );
+}
+
+/// restore-redis around a failing swap, with a stand-in `docker` (this light host has none) that
+/// answers for the redis service: the old data comes back, Redis is started again, the exit fails.
+#[test]
+fn redis_restore_puts_the_old_data_back_on_failure() {
+    let lab = Lab::up("t-clawai-rredis", 1);
+    let r = render(&lab_inventory(&lab), "h1", &[]);
+    put(&lab, "h1", BACKUP, r.text(BACKUP).as_bytes(), "750");
+    let sh = |cmd: &str, what: &str| {
+        ok(
+            lab.ssh(
+                "h1",
+                &format!("sudo sh -c {}", claw_provision::quote::quote(cmd)),
+            ),
+            what,
+        )
+    };
+    let fake = r#"#!/bin/sh
+for a; do last=$a; done
+case "$*" in
+*" ps -a -q redis"|*" ps -q redis") echo c0ffee ;;
+"inspect "*) echo /tmp/rdata ;;
+*" stop redis") echo stop >>/tmp/dlog ;;
+*" start redis") echo start >>/tmp/dlog ;;
+*" exec -T redis "*) case $last in PING) echo PONG ;; DBSIZE) echo 1 ;; esac ;;
+*) echo "fake docker: $*" >&2; exit 1 ;;
+esac
+"#;
+    // mv fails (once /tmp/mvfail exists) for the archive's appendonlydir moving into place.
+    let mv = r#"#!/bin/sh
+[ ! -e /tmp/mvfail ] || case "$2" in */.claw-ai-restore-new/appendonlydir) exit 1 ;; esac
+exec /bin/mv "$@"
+"#;
+    put(&lab, "h1", "/tmp/fake/docker", fake.as_bytes(), "755");
+    put(&lab, "h1", "/tmp/fake/mv", mv.as_bytes(), "755");
+    sh(
+        "install -d -m 0700 /opt/claw-ai/backups && rm -rf /tmp/rdata /tmp/new /tmp/dlog /tmp/mvfail && \
+         mkdir -p /tmp/rdata/appendonlydir /tmp/new/appendonlydir && echo old >/tmp/rdata/dump.rdb && \
+         echo old >/tmp/rdata/appendonlydir/a.aof && echo new >/tmp/new/dump.rdb && \
+         echo new >/tmp/new/appendonlydir/a.aof && \
+         tar -C /tmp/new -czf /opt/claw-ai/backups/claw-ai-redis-20260201T033000Z.tar.gz .",
+        "data",
+    );
+    let run = format!(
+        "sudo env PATH=/tmp/fake:/usr/sbin:/usr/bin:/sbin:/bin {BACKUP} restore-redis claw-ai-redis-20260201T033000Z.tar.gz"
+    );
+    let state = || {
+        sh(
+            "cd /tmp/rdata && ls -A && cat dump.rdb appendonlydir/a.aof && cat /tmp/dlog",
+            "state",
+        )
+    };
+    sh("touch /tmp/mvfail", "mvfail");
+    let o = lab.ssh("h1", &run);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a failed swap succeeded: {err}");
+    assert!(err.contains("the old data is back"), "{err}");
+    assert_eq!(
+        state(),
+        "appendonlydir\ndump.rdb\nold\nold\nstop\nstart\n",
+        "{err}"
+    );
+
+    sh("rm /tmp/mvfail /tmp/dlog", "mvfail");
+    let o = lab.ssh("h1", &run);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        state(),
+        "appendonlydir\ndump.rdb\nnew\nnew\nstop\nstart\n",
+        "{err}"
+    );
+    assert!(
+        sh("ls -A /opt/claw-ai/backups", "ls")
+            .lines()
+            .all(|l| !l.contains("restore")),
+        "no staging left"
     );
 }
 
