@@ -33,6 +33,7 @@ mod fleet_keys;
 mod full_lab;
 mod fw_revert;
 mod git;
+mod golden;
 mod hostile;
 mod hostile_diff;
 mod hostile_git;
