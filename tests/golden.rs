@@ -316,7 +316,11 @@ impl Snapshots {
             "{}\n\n{} golden snapshot(s) differ. If the change is intended, rewrite them with\n  \
              UPDATE_GOLDEN=1 cargo test --test integration --features test-lockout-switch -- golden\n\
              and name the change in the commit message.",
-            self.failures.join("\n"),
+            self.failures
+                .iter()
+                .map(|f| f.trim_end())
+                .collect::<Vec<_>>()
+                .join("\n\n"),
             self.failures.len()
         );
     }
