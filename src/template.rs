@@ -501,6 +501,25 @@ pub fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
     render(Path::new("value"), s, ctx).map_err(|e| e.message)
 }
 
+/// Converts a TOML value (a variable, a template step's `vars`) to the JSON value that
+/// templates see (dates become strings).
+pub fn to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => Value::from(*f),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(to_json).collect()),
+        toml::Value::Table(t) => Value::Object(table_to_json(t)),
+    }
+}
+
+/// Converts a TOML table to the JSON object that templates see (see [`to_json`]).
+pub fn table_to_json(t: &toml::Table) -> Map<String, Value> {
+    t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()
+}
+
 /// Renders every string inside a TOML value.
 pub fn render_value(v: &toml::Value, ctx: &Map<String, Value>) -> Result<toml::Value, String> {
     Ok(match v {
