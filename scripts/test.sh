@@ -23,10 +23,13 @@ images() {
 }
 phase deps bash tests/lab/lab.sh deps
 phase images images
-phase fmt cargo fmt --all -- --check
 # The tests' build has the feature `test-lockout-switch` (tests/firewall.rs switches the firewall's
 # lock-out guard off with it); release and static builds never do.
 FEATURES=(--features test-lockout-switch)
+phase fmt cargo fmt --all -- --check
+# Lints as Cargo.toml's [lints] sets them, warnings as errors; the dependencies it checks are
+# shared with the build below (same target/, same features).
+phase clippy cargo clippy --locked --all-targets "${FEATURES[@]}" -- -D warnings
 phase build cargo build --locked --all-targets "${FEATURES[@]}"
 # inventory/prod.toml validates as an operator runs it: placeholder API keys, a throwaway certificate and
 # deploy key in place of the operator's files (tests/prod_inventory.rs also checks that it names every

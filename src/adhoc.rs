@@ -700,7 +700,7 @@ mod tests {
 
     #[test]
     fn words_are_joined_like_ssh() {
-        let w = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let w = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(command_line(&w(&["hostname"])).unwrap(), "hostname");
         assert_eq!(
             command_line(&w(&["echo", "a b", "|", "wc -c"])).unwrap(),

@@ -451,7 +451,7 @@ fn init(dir: &Path) -> Result<i32, Error> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         }
         Err(e) => return Err(io(dir, e)),
     }
@@ -481,7 +481,7 @@ fn init(dir: &Path) -> Result<i32, Error> {
 
 fn write_stdout(bytes: &[u8]) -> Result<i32, Error> {
     let mut o = std::io::stdout().lock();
-    match o.write_all(bytes).and_then(|_| o.flush()) {
+    match o.write_all(bytes).and_then(|()| o.flush()) {
         Ok(()) => Ok(0),
         // `| head` closed the pipe: not an error worth a message.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),

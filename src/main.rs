@@ -1,3 +1,6 @@
+//! The `claw-provision` binary: parses the command line, runs it (`cli::execute`) and turns an
+//! error into its message on stderr and the exit code.
+
 use clap::Parser;
 
 fn main() {

@@ -175,7 +175,7 @@ pub fn env_lines(data: &[u8]) -> Option<Vec<(&str, &[u8])>> {
         }
         let l = l.strip_prefix("export ").unwrap_or(l);
         let (k, v) = l.split_once('=')?;
-        crate::resource::secret::check_name(k).ok()?;
+        crate::secret::check_name(k).ok()?;
         out.retain(|(n, _)| *n != k);
         out.push((k, v.as_bytes()));
     }

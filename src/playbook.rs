@@ -261,7 +261,7 @@ impl Playbook {
             }
         };
         for n in &raw.operator_secrets {
-            if let Err(e) = resource::secret::check_name(n) {
+            if let Err(e) = crate::secret::check_name(n) {
                 let off = find_key(src, 0, "operator_secrets").unwrap_or(0);
                 errors.push(ConfigError::at(
                     path,
@@ -435,7 +435,7 @@ fn read_secrets_file(path: &Path) -> Result<Vec<(String, Secret)>, ConfigError> 
             ));
         };
         let k = k.trim();
-        if resource::secret::check_name(k).is_err() {
+        if crate::secret::check_name(k).is_err() {
             return Err(ConfigError::new(path, i + 1, 1, "bad name before `=`"));
         }
         let v = v.trim();

@@ -15,6 +15,7 @@ use crate::plan::LocalSource;
 use crate::quote::quote;
 use crate::secret::Secret;
 use crate::ssh::{Chunk, ExecOutput, Limits, Output, Session, SshError};
+use std::sync::PoisonError;
 use std::time::Duration;
 
 /// How to become another user.
@@ -139,7 +140,11 @@ impl Remote {
         let Some(b) = self.become_.as_ref().filter(|b| b.password.is_some()) else {
             return Ok(false);
         };
-        if let Some(known) = *self.sudo_asks.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(known) = *self
+            .sudo_asks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
             return Ok(known);
         }
         let t = timeout.min(Duration::from_secs(60));
@@ -152,14 +157,17 @@ impl Remote {
                 other => RemoteError::Ssh(other),
             })?;
         let asks = !out.success();
-        *self.sudo_asks.lock().unwrap_or_else(|e| e.into_inner()) = Some(asks);
+        *self
+            .sudo_asks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(asks);
         Ok(asks)
     }
 
     /// Secret values that must never reach a command line: from now on, a script that holds
     /// one is sent on stdin (read by a fixed loader), never as an argument.
     pub fn hide(&self, values: impl IntoIterator<Item = Secret>) {
-        let mut h = self.hidden.write().unwrap_or_else(|e| e.into_inner());
+        let mut h = self.hidden.write().unwrap_or_else(PoisonError::into_inner);
         h.extend(values.into_iter().filter(|v| !v.is_empty()));
     }
 
@@ -283,7 +291,7 @@ impl Remote {
 
     /// Whether `script` goes to the host on stdin (it holds secret material).
     fn is_private(&self, script: &str) -> bool {
-        let hidden = self.hidden.read().unwrap_or_else(|e| e.into_inner());
+        let hidden = self.hidden.read().unwrap_or_else(PoisonError::into_inner);
         !wire(script, &hidden).1.is_empty()
     }
 
@@ -314,7 +322,7 @@ impl Remote {
             ));
         }
         let (script, body) = {
-            let hidden = self.hidden.read().unwrap_or_else(|e| e.into_inner());
+            let hidden = self.hidden.read().unwrap_or_else(PoisonError::into_inner);
             wire(script, &hidden)
         };
         let mut send_password = self.send_password(timeout).await?;
@@ -340,7 +348,10 @@ impl Remote {
                 && m.contains("password is required")
                 && self.become_.as_ref().is_some_and(|b| b.password.is_some())
             {
-                *self.sudo_asks.lock().unwrap_or_else(|e| e.into_inner()) = Some(true);
+                *self
+                    .sudo_asks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(true);
                 if !had_stream {
                     send_password = true;
                     continue;
@@ -445,7 +456,7 @@ impl Remote {
                 match o.open(&tmp).await {
                     Ok(f) => break (tmp, f),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => {
-                        tries += 1
+                        tries += 1;
                     }
                     Err(e) => return Err(local("cannot create a temporary file for", &e)),
                 }

@@ -1178,7 +1178,7 @@ async fn drive(
         if let (Some(Desired::Secret(d)), [i, ..]) = (&s.probe_desired, id.as_slice()) {
             match &first.observed[*i] {
                 Observed::Secret(SecretState::Present { value, .. }) => {
-                    secrets.push((d.name.clone(), value.clone()))
+                    secrets.push((d.name.clone(), value.clone()));
                 }
                 Observed::Secret(SecretState::Missing { guarded: false }) => {
                     let v = d.generate().map_err(|e| failed(&s.step.name, e))?;
@@ -1212,7 +1212,7 @@ async fn drive(
         let (i, e) = &es[0];
         let at = names
             .get(*i)
-            .map_or_else(|| "handlers".to_string(), |n| n.to_string());
+            .map_or_else(|| "handlers".to_string(), ToString::to_string);
         (at, RemoteError::Failed(mask.text(e)))
     })?;
     // Every text a secret flowed into is shown as its marker rendering from now on, and a
@@ -1521,7 +1521,7 @@ async fn drive(
                             "{} (still, after the earlier steps ran)",
                             c.reason
                         )),
-                    ))
+                    ));
                 }
                 Ok(mut c) => {
                     mask.content(&mut c, p.steps[i].names_secrets, &rendered.tainted[i]);
@@ -2169,7 +2169,7 @@ mod tests {
             notify: vec![],
             tags: vec![],
             timeout: None,
-            recheck_after: recheck_after.iter().map(|s| s.to_string()).collect(),
+            recheck_after: recheck_after.iter().map(ToString::to_string).collect(),
             rescue: false,
             not_selected: None,
             line: 1,

@@ -204,7 +204,7 @@ pub fn inputs(key: &Key, sel: &Selection<'_>, operator_secrets: &[(String, Secre
         task: sel.playbook.task.clone(),
         limit: sel.limit.map(String::from),
         steps: sel.steps.clone(),
-        extra_vars: seen.keys().map(|k| k.to_string()).collect(),
+        extra_vars: seen.keys().map(ToString::to_string).collect(),
         extra_vars_fingerprint: key.digest(&parts),
         operator_secrets: operator_secrets
             .iter()
@@ -334,7 +334,7 @@ impl PlanFile {
                 "not a saved plan (no `\"format\": \"{FORMAT}\"`); make one with `claw-provision plan INVENTORY --out FILE`"
             ));
         }
-        match v.get("version").and_then(|v| v.as_u64()) {
+        match v.get("version").and_then(serde_json::Value::as_u64) {
             Some(n) if n == u64::from(VERSION) => {}
             Some(n) => {
                 return Err(format!(
@@ -585,8 +585,8 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     };
     let res = f
         .write_all(data)
-        .and_then(|_| f.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, path));
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

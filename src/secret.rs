@@ -2,6 +2,9 @@
 //!
 //! `Debug`, `Display` and `Serialize` all print `<redacted>`; the only way to the bytes is
 //! [`Secret::expose`], so every place that reveals a secret is greppable.
+//!
+//! Also the rule for a secret's name ([`check_name`]), shared by `secret` steps, operator
+//! secrets and env-file keys.
 
 use std::fmt;
 
@@ -54,6 +57,23 @@ impl Drop for Secret {
                 std::ptr::write_volatile(b, 0);
             }
         }
+    }
+}
+
+/// Checks a secret's name: a `secret` step's, an operator-supplied secret's, a key of an env
+/// file. It is used as `secrets.NAME` in templates.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let mut c = name.chars();
+    let ok = c
+        .next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "secret name `{name}`: use letters, digits and `_` (it is used as `secrets.{name}`)"
+        ))
     }
 }
 

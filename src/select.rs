@@ -398,8 +398,8 @@ run = "true"
 
     fn filter(tags: &[&str], skip: &[&str], step: Option<&str>) -> StepFilter {
         StepFilter {
-            tags: tags.iter().map(|s| s.to_string()).collect(),
-            skip_tags: skip.iter().map(|s| s.to_string()).collect(),
+            tags: tags.iter().map(ToString::to_string).collect(),
+            skip_tags: skip.iter().map(ToString::to_string).collect(),
             start_at: step.map(String::from),
         }
     }

@@ -138,7 +138,11 @@ fn parsed(name: &str, source: &str) -> Result<std::sync::Arc<Parsed>, tera::Erro
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let key = (name.to_string(), source.to_string());
-    if let Some(t) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+    if let Some(t) = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
         return Ok(t.clone());
     }
     let mut tera = tera::Tera::default();
@@ -149,7 +153,9 @@ fn parsed(name: &str, source: &str) -> Result<std::sync::Arc<Parsed>, tera::Erro
         tera,
         words: tag_words(source),
     });
-    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if c.len() >= 4096 {
         c.clear(); // a bound, never reached by a playbook's own templates
     }
@@ -233,7 +239,7 @@ fn render_inner(
     if let Some(k) = &memo
         && let Some(out) = memo_cache()
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(k)
     {
         return Ok(out.to_string());
@@ -246,7 +252,9 @@ fn render_inner(
     // string would keep kilobytes (per host, per argument) unless trimmed.
     out.shrink_to_fit();
     if let Some(k) = memo {
-        let mut c = memo_cache().lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = memo_cache()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if c.len() >= 4096 {
             c.clear(); // a bound
         }
@@ -485,7 +493,6 @@ pub fn check_syntax(name: &Path, source: &str) -> Result<(), RenderError> {
     let mut tera = tera::Tera::default();
     register(&mut tera);
     tera.add_raw_template(&name.to_string_lossy(), source)
-        .map(|_| ())
         .map_err(|e| RenderError {
             file: Some(name.to_path_buf()),
             line: 0,
@@ -499,6 +506,25 @@ pub fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
         return Ok(s.to_string());
     }
     render(Path::new("value"), s, ctx).map_err(|e| e.message)
+}
+
+/// Converts a TOML value (a variable, a template step's `vars`) to the JSON value that
+/// templates see (dates become strings).
+pub fn to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => Value::from(*f),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(to_json).collect()),
+        toml::Value::Table(t) => Value::Object(table_to_json(t)),
+    }
+}
+
+/// Converts a TOML table to the JSON object that templates see (see [`to_json`]).
+pub fn table_to_json(t: &toml::Table) -> Map<String, Value> {
+    t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()
 }
 
 /// Renders every string inside a TOML value.

@@ -5,24 +5,8 @@
 
 use crate::inventory::{Host, Inventory};
 use crate::playbook::Playbook;
+use crate::template::table_to_json;
 use serde_json::{Map, Value};
-
-/// Converts TOML to JSON values (dates become strings).
-pub fn to_json(v: &toml::Value) -> Value {
-    match v {
-        toml::Value::String(s) => Value::String(s.clone()),
-        toml::Value::Integer(i) => Value::from(*i),
-        toml::Value::Float(f) => Value::from(*f),
-        toml::Value::Boolean(b) => Value::Bool(*b),
-        toml::Value::Datetime(d) => Value::String(d.to_string()),
-        toml::Value::Array(a) => Value::Array(a.iter().map(to_json).collect()),
-        toml::Value::Table(t) => Value::Object(table_to_json(t)),
-    }
-}
-
-fn table_to_json(t: &toml::Table) -> Map<String, Value> {
-    t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()
-}
 
 /// Parses `-e key=value`. Values stay strings (no guessing: `1.10` is not `1.1`).
 pub fn parse_extra(s: &str) -> Result<(String, String), String> {

@@ -326,8 +326,11 @@ fn applies_with_force_unlock_started_together_never_overlap() {
                 )
             })
             .collect();
-        let pids: Vec<u32> = runs.iter().map(|r| r.id()).collect();
-        let results: Vec<Run> = runs.into_iter().map(|r| r.wait()).collect();
+        let pids: Vec<u32> = runs.iter().map(crate::support::Running::id).collect();
+        let results: Vec<Run> = runs
+            .into_iter()
+            .map(crate::support::Running::wait)
+            .collect();
         let overlap = exec(&lab, "cat /opt/lk/overlap 2>/dev/null || true");
         assert_eq!(overlap, "", "round {round}: two applies ran at once");
         // The last one standing completed its step; every run it ended is named by the run

@@ -381,7 +381,7 @@ impl Case {
             let p = e.rel.as_bytes().to_vec();
             let cur = t.get(&p).cloned();
             let remove = |t: &mut Tree| {
-                t.retain(|k, _| !(k == &p || (k.starts_with(&p) && k.get(p.len()) == Some(&b'/'))))
+                t.retain(|k, _| !(k == &p || (k.starts_with(&p) && k.get(p.len()) == Some(&b'/'))));
             };
             // Group of something new: the parent's when it has the setgid bit.
             let parent = e.rel.rsplit_once('/').map(|(d, _)| d.as_bytes().to_vec());
@@ -538,7 +538,7 @@ fn random_states_and_drift_converge() {
             let inv = lab.write_inventory("conv.toml", &pb, &[]);
             let inv = inv.to_str().unwrap();
             if round > 0 {
-                let script: String = cases.iter_mut().map(|c| c.drift_script()).collect();
+                let script: String = cases.iter_mut().map(Case::drift_script).collect();
                 // Drift may undo itself (a path deleted before its chmod): errors don't matter.
                 lab.ssh_ok(
                     "h1",

@@ -340,7 +340,7 @@ pub fn cut_loop(lab_name: &str, n: u64, seed: u64) -> Tally {
                     .all(|(f, want)| &st.files[*f] == want)
             })
             .count();
-        tally.lock_held_after_cut += st.lock_held as usize;
+        tally.lock_held_after_cut += usize::from(st.lock_held);
         if !st.temps.is_empty() {
             eprintln!("{ctx}: temporary files left by the cut: {:?}", st.temps);
         }

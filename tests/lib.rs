@@ -8,6 +8,7 @@ mod accounts;
 mod adhoc;
 mod apply_lock;
 mod apt;
+mod architecture;
 mod audit_trace;
 mod backend_build;
 mod become_user;

@@ -209,7 +209,7 @@ fn prod_names(path: &Path) -> (BTreeSet<String>, BTreeMap<String, String>) {
     };
     set.extend(vars_of(inv.get("defaults")));
     for section in ["groups", "hosts"] {
-        for t in inv.get(section).and_then(|g| g.as_table()).into_iter() {
+        if let Some(t) = inv.get(section).and_then(|g| g.as_table()) {
             for v in t.values() {
                 set.extend(vars_of(Some(v)));
             }

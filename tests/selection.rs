@@ -467,7 +467,7 @@ fn on_terminal(args: &[&str], no_color: bool) -> String {
 /// [`on_terminal`], with a shell redirection after the command (`2>FILE`).
 fn on_terminal_redirected(args: &[&str], no_color: bool, redirect: &str) -> String {
     let mut line = std::iter::once(crate::support::bin().display().to_string())
-        .chain(args.iter().map(|a| a.to_string()))
+        .chain(args.iter().map(ToString::to_string))
         .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
         .collect::<Vec<_>>()
         .join(" ");

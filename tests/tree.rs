@@ -103,7 +103,7 @@ pub fn toml_str(s: &str) -> String {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\u{:04X}", c as u32))
+                out.push_str(&format!("\\u{:04X}", c as u32));
             }
             c => out.push(c),
         }

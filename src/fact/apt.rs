@@ -194,7 +194,7 @@ mod tests {
     use super::*;
 
     fn names(n: &[&str]) -> Vec<String> {
-        n.iter().map(|s| s.to_string()).collect()
+        n.iter().map(ToString::to_string).collect()
     }
 
     #[test]

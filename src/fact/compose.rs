@@ -172,7 +172,7 @@ pub fn parse_inputs(s: &str) -> Result<Inputs, FactError> {
                 let (svc, id) = (t.next(), t.next());
                 match (svc, id) {
                     (Some(svc), Some(id)) if name_ok(svc) && image_id_ok(id) => {
-                        i.images.push((svc.to_string(), id.to_string()))
+                        i.images.push((svc.to_string(), id.to_string()));
                     }
                     _ => return Err(bad("bad image entry")),
                 }

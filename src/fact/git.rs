@@ -358,7 +358,7 @@ mod tests {
         std::fs::create_dir_all(t.join(".git/hooks")).unwrap();
         std::fs::write(t.join(".git/config"), "").unwrap();
         let mode = |p: &str, m: u32| {
-            std::fs::set_permissions(t.join(p), std::fs::Permissions::from_mode(m)).unwrap()
+            std::fs::set_permissions(t.join(p), std::fs::Permissions::from_mode(m)).unwrap();
         };
         mode(".", 0o755);
         mode(".git", 0o755);

@@ -319,7 +319,7 @@ fn machine_id() -> String {
     let id: String = id
         .trim()
         .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
+        .filter(char::is_ascii_alphanumeric)
         .collect();
     if !id.is_empty() {
         return id;

@@ -268,7 +268,7 @@ impl ProbeScript {
             match r {
                 Request::Path(_) => {}
                 Request::Guard { creates, unless } => {
-                    s.push_str(&guard::command(id, creates.as_deref(), unless.as_deref()))
+                    s.push_str(&guard::command(id, creates.as_deref(), unless.as_deref()));
                 }
                 Request::User(name) => s.push_str(&account::user_command(id, name)),
                 Request::Group(name) => s.push_str(&account::group_command(id, name)),
@@ -620,7 +620,7 @@ mod tests {
             let want = hex::encode(<sha2::Sha256 as sha2::Digest>::digest("x".repeat(i)));
             match &r.observed[ids[i]] {
                 Observed::Path(PathState::File { sha256, size, .. }) => {
-                    assert_eq!((sha256, *size), (&want, i as u64), "{n}")
+                    assert_eq!((sha256, *size), (&want, i as u64), "{n}");
                 }
                 o => panic!("{n}: {o:?}"),
             }

@@ -332,7 +332,7 @@ mod tests {
             for (i, v) in vals.iter().enumerate() {
                 match &per_id[&(i * 2)] {
                     SecretState::Present { value, .. } => {
-                        assert_eq!(value.expose(), v.strip_suffix('\n').unwrap_or(v))
+                        assert_eq!(value.expose(), v.strip_suffix('\n').unwrap_or(v));
                     }
                     s => panic!("{s:?}"),
                 }

@@ -5,7 +5,7 @@ use crate::plan::{HostPlan, StepPlan};
 use crate::run::{HostOutcome, Observer, StepStatus};
 use serde_json::{Value, json};
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 /// Version of the event format; bumped on incompatible changes.
 pub const SCHEMA: u32 = 1;
@@ -21,10 +21,7 @@ impl Events {
         if let Some(m) = v.as_object_mut() {
             m.insert("schema".into(), json!(SCHEMA));
         }
-        let _g = self
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _g = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", super::terminal::json_safe(&v.to_string()));
         let _ = out.flush();

@@ -45,7 +45,7 @@ impl Verbosity {
 /// Whether text written to a stream may carry colours: it is a terminal and `NO_COLOR` is not
 /// set to a non-empty value (<https://no-color.org>).
 pub fn color_enabled(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
-    terminal && no_color.is_none_or(|v| v.is_empty())
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 /// Whether to use colour on stdout (plans, summaries).

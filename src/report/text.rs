@@ -8,7 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// Colours (ANSI) when enabled.
@@ -446,10 +446,7 @@ impl Progress {
     /// Removes every progress line and draws nothing until [`Progress::resume`].
     pub fn pause(&self) {
         self.paused.store(true, std::sync::atomic::Ordering::SeqCst);
-        let mut bars = self
-            .bars
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut bars = self.bars.lock().unwrap_or_else(PoisonError::into_inner);
         for (_, b) in bars.drain() {
             b.finish_and_clear();
         }
@@ -465,10 +462,7 @@ impl Progress {
             return None;
         }
         let multi = self.multi.as_ref()?;
-        let mut bars = self
-            .bars
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut bars = self.bars.lock().unwrap_or_else(PoisonError::into_inner);
         Some(
             bars.entry(host.to_string())
                 .or_insert_with(|| {
@@ -506,12 +500,8 @@ impl Progress {
     /// The host keys recorded since the last call, as one block (empty when none), hosts in
     /// `order`.
     pub fn take_learned(&self, order: &[String]) -> String {
-        let mut keys = std::mem::take(
-            &mut *self
-                .learned
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let mut keys =
+            std::mem::take(&mut *self.learned.lock().unwrap_or_else(PoisonError::into_inner));
         learned_keys(&mut keys, order)
     }
 
@@ -545,7 +535,7 @@ impl Observer for Progress {
     fn host_key_learned(&self, host: &str, key: &str) {
         self.learned
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .push((host.to_string(), key.to_string()));
     }
 

@@ -288,7 +288,7 @@ mod tests {
             group: "claw".into(),
             home: "/opt/claw-ai".into(),
             shell: "/usr/sbin/nologin".into(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
+            groups: groups.iter().map(ToString::to_string).collect(),
         })
     }
 

@@ -324,7 +324,7 @@ mod tests {
 
     fn want(pkgs: &[&str], state: State) -> Desired {
         Desired::from_args(Args {
-            packages: pkgs.iter().map(|p| p.to_string()).collect(),
+            packages: pkgs.iter().map(ToString::to_string).collect(),
             state,
             purge: false,
             install_recommends: None,
@@ -342,7 +342,7 @@ mod tests {
         assert_eq!(d.packages, ["docker.io", "docker-compose", "git"]);
         let e = |p: &[&str]| {
             Desired::from_args(Args {
-                packages: p.iter().map(|p| p.to_string()).collect(),
+                packages: p.iter().map(ToString::to_string).collect(),
                 state: State::Present,
                 purge: false,
                 install_recommends: None,
@@ -515,7 +515,7 @@ mod tests {
     #[test]
     fn arguments_are_checked() {
         let args = |pkgs: &[&str], state: State, purge: bool, rec: Option<bool>| Args {
-            packages: pkgs.iter().map(|p| p.to_string()).collect(),
+            packages: pkgs.iter().map(ToString::to_string).collect(),
             state,
             purge,
             install_recommends: rec,

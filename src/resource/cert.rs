@@ -163,7 +163,10 @@ fn ec_public(curve: Option<ObjectIdentifier>, secret: &[u8]) -> Result<PublicKey
 fn sec1_public(der: &[u8], curve: Option<ObjectIdentifier>) -> Result<PublicKey, String> {
     let k = sec1::EcPrivateKey::from_der(der)
         .map_err(|_| "the EC private key cannot be parsed".to_string())?;
-    let curve = k.parameters.and_then(|p| p.named_curve()).or(curve);
+    let curve = k
+        .parameters
+        .and_then(sec1::EcParameters::named_curve)
+        .or(curve);
     ec_public(curve, k.private_key)
 }
 
@@ -278,13 +281,12 @@ fn expiry(
     now: Duration,
     warn_days: u32,
 ) -> Result<Option<String>, String> {
-    if not_after <= now {
+    let Some(left) = not_after.checked_sub(now).filter(|l| !l.is_zero()) else {
         // Deploying it would break every TLS client: nothing good can come of this plan.
         return Err(format!(
             "the certificate in {shown} expired on {date}; renew it before deploying"
         ));
-    }
-    let left = not_after - now;
+    };
     let days = left.as_secs() / 86_400;
     if left < Duration::from_secs(u64::from(warn_days) * 86_400) {
         let when = match days {

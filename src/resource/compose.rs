@@ -221,7 +221,7 @@ mv -f "$st.tmp.$$" "$st"
             match last.images.iter().find(|(s, _)| s == svc) {
                 None => r.push(format!("service {svc} added")),
                 Some((_, old)) if old != id && id != "missing" => {
-                    r.push(format!("image of {svc} changed"))
+                    r.push(format!("image of {svc} changed"));
                 }
                 _ => {}
             }

@@ -182,7 +182,7 @@ impl Desired {
         let source = std::fs::read_to_string(&file)
             .map_err(|e| format!("cannot read template {}: {e}", file.display()))?;
         let vars: serde_json::Map<String, serde_json::Value> = (a.vars.iter())
-            .map(|(k, v)| (k.clone(), crate::vars::to_json(v)))
+            .map(|(k, v)| (k.clone(), crate::template::to_json(v)))
             .collect();
         let text =
             crate::template::render_with(&file, &source, ctx, &vars).map_err(|e| e.to_string())?;

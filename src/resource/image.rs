@@ -16,7 +16,7 @@ use crate::plan::{Action, Change, LocalSource};
 use crate::quote::quote;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,7 +120,7 @@ pub fn local_image(reference: &str) -> Result<LocalImage, String> {
     let cache = CACHE.get_or_init(Default::default);
     if let Some(r) = cache
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(PoisonError::into_inner)
         .get(reference)
     {
         return r.clone();
@@ -128,7 +128,7 @@ pub fn local_image(reference: &str) -> Result<LocalImage, String> {
     let r = inspect_local(reference);
     cache
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(PoisonError::into_inner)
         .insert(reference.to_string(), r.clone());
     r
 }

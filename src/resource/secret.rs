@@ -46,25 +46,9 @@ pub struct Desired {
     pub generated: Option<Secret>,
 }
 
-/// Checks a secret's name (also used for operator-supplied secrets).
-pub fn check_name(name: &str) -> Result<(), String> {
-    let mut c = name.chars();
-    let ok = c
-        .next()
-        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
-        && c.all(|x| x.is_ascii_alphanumeric() || x == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "secret name `{name}`: use letters, digits and `_` (it is used as `secrets.{name}`)"
-        ))
-    }
-}
-
 impl Desired {
     pub fn from_args(a: Args) -> Result<Self, String> {
-        check_name(&a.name)?;
+        crate::secret::check_name(&a.name)?;
         check_path(&a.path)?;
         if let Some(g) = &a.guard {
             check_path(g)?;

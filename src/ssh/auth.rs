@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use russh::client::{AuthResult, Handle, Handler};
@@ -420,7 +420,7 @@ fn key_cache() -> &'static Mutex<HashMap<PathBuf, CachedKey>> {
 fn gate(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
     static GATES: OnceLock<Gates> = OnceLock::new();
     let gates = GATES.get_or_init(Default::default);
-    let mut gates = gates.lock().unwrap_or_else(|e| e.into_inner());
+    let mut gates = gates.lock().unwrap_or_else(PoisonError::into_inner);
     gates.entry(path.to_path_buf()).or_default().clone()
 }
 
@@ -434,7 +434,7 @@ async fn load_key(path: &Path, pass: &dyn PassphraseSource) -> Result<Arc<Privat
     let (len, modified) = (meta.len(), meta.modified().ok());
     if let Some(c) = key_cache()
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(PoisonError::into_inner)
         .get(path)
         && c.len == len
         && c.modified == modified
@@ -462,7 +462,7 @@ async fn load_key(path: &Path, pass: &dyn PassphraseSource) -> Result<Arc<Privat
     let key = Arc::new(key);
     key_cache()
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(PoisonError::into_inner)
         .insert(
             path.to_path_buf(),
             CachedKey {
@@ -480,7 +480,10 @@ async fn decode(
     passphrase: Option<crate::secret::Secret>,
 ) -> Result<PrivateKey, russh::keys::Error> {
     tokio::task::spawn_blocking(move || {
-        russh::keys::decode_secret_key(&text, passphrase.as_ref().map(|s| s.expose()))
+        russh::keys::decode_secret_key(
+            &text,
+            passphrase.as_ref().map(crate::secret::Secret::expose),
+        )
     })
     .await
     .unwrap_or(Err(russh::keys::Error::CouldNotReadKey))

@@ -1061,7 +1061,7 @@ mod tests {
             "Host a\n  Port 70000\n  Match exec true\n  User\n  StrictHostKeyChecking maybe\n",
         )
         .unwrap_err();
-        let msgs: Vec<String> = e.0.iter().map(|e| e.to_string()).collect();
+        let msgs: Vec<String> = e.0.iter().map(ToString::to_string).collect();
         assert_eq!(msgs.len(), 4, "{msgs:?}");
         assert!(msgs[0].starts_with("/x/cfg:2"), "{msgs:?}");
         assert!(

@@ -43,6 +43,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::PoisonError;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -181,13 +182,16 @@ impl KnownHosts {
             Err(e) => return Err(e),
         };
         let cache = CACHE.get_or_init(Default::default);
-        if let Some((s, k)) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(path)
+        if let Some((s, k)) = cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(path)
             && *s == stamp
         {
             return Ok(k.clone());
         }
         let k = Arc::new(Self::load(path)?);
-        (cache.lock().unwrap_or_else(|e| e.into_inner()))
+        (cache.lock().unwrap_or_else(PoisonError::into_inner))
             .insert(path.to_path_buf(), (stamp, k.clone()));
         Ok(k)
     }

@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use russh::client::{self, DisconnectReason, Handle};
@@ -134,11 +134,11 @@ struct Shared {
 }
 
 fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
-    m.lock().unwrap_or_else(|e| e.into_inner()).take()
+    m.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 fn put<T>(m: &Mutex<Option<T>>, v: T) {
-    *m.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+    *m.lock().unwrap_or_else(PoisonError::into_inner) = Some(v);
 }
 
 /// Who we are talking to, for the host-key check and messages.
@@ -292,7 +292,7 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
             let learned = |note: &str| {
                 learned_keys()
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(PoisonError::into_inner)
                     .push((peer.host.clone(), format!("{} {fp}{note}", peer.target)));
             };
             match known_hosts::record(first, name, port, key, peer.key_options.hash)
@@ -333,7 +333,11 @@ fn learned_keys() -> &'static Mutex<Vec<(String, String)>> {
 
 /// Takes the host keys recorded under accept-new since the last call (see [`learned_keys`]).
 pub fn take_learned_host_keys() -> Vec<(String, String)> {
-    std::mem::take(&mut *learned_keys().lock().unwrap_or_else(|e| e.into_inner()))
+    std::mem::take(
+        &mut *learned_keys()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    )
 }
 
 /// The error for a refused host key.
@@ -675,7 +679,7 @@ impl Session {
             let grace = after_exit
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
             tokio::select! {
-                _ = tokio::time::sleep_until(grace), if after_exit.is_some() => {
+                () = tokio::time::sleep_until(grace), if after_exit.is_some() => {
                     let _ = tx.close().await;
                     break;
                 }
@@ -750,7 +754,7 @@ impl Session {
             .shared
             .disconnect
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .unwrap_or_else(|| "the connection closed".to_string());
         SshError::ConnectionLost {
@@ -860,7 +864,7 @@ async fn shared_hops(
     }
     let slot = chain_slots()
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or_else(PoisonError::into_inner)
         .entry(chain_key(spec))
         .or_default()
         .clone();

@@ -1,0 +1,170 @@
+//! Invariants of the code map (ARCHITECTURE.md), checked by reading `src/`: every module has a
+//! `//!` doc, only `src/ssh/` names russh, only `src/report/` (and `main.rs`) writes to the
+//! terminal. Pure file reading: no lab, no binary.
+
+use std::path::Path;
+
+/// Every `.rs` file under `src/`: its path relative to the crate (with `/`) and its text, sorted.
+fn sources() -> Vec<(String, String)> {
+    fn walk(dir: &Path, out: &mut Vec<(String, String)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let rel = p.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap();
+                let rel = rel.to_str().unwrap().replace('\\', "/");
+                out.push((rel, std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut out);
+    out.sort();
+    assert!(out.len() > 50, "src/ read: {} files", out.len());
+    out
+}
+
+/// The code lines of a text: lines that are only a comment (`//`, `///`, `//!`) are dropped, so a
+/// doc that mentions a name is not a use of it.
+fn code(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `text` without its `#[cfg(test)]` modules: from a `#[cfg(test)]` line at column 0 that is
+/// followed by `mod NAME {` to the `}` at column 0 that closes it (rustfmt puts it there).
+fn without_test_modules(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let opens_tests = lines[i] == "#[cfg(test)]"
+            && lines.get(i + 1).is_some_and(|n| {
+                n.starts_with("mod ") || n.starts_with("pub mod ") || n.starts_with("#[")
+            })
+            && lines[i + 1..]
+                .iter()
+                .find(|n| !n.starts_with("#["))
+                .is_some_and(|n| n.contains("mod ") && n.ends_with('{'));
+        if opens_tests {
+            while i < lines.len() && lines[i] != "}" {
+                i += 1;
+            }
+        } else {
+            out.push(lines[i]);
+        }
+        i += 1;
+    }
+    out.join("\n")
+}
+
+/// How often `token` occurs in `text` not preceded by a letter, digit or `_` (so `print!` is not
+/// counted inside `eprint!`, nor `stderr()` inside `color_stderr()`).
+fn count(text: &str, token: &str) -> usize {
+    text.match_indices(token)
+        .filter(|(i, _)| {
+            !text[..*i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+        .count()
+}
+
+#[test]
+fn every_module_starts_with_a_doc_comment() {
+    let missing: Vec<String> = sources()
+        .into_iter()
+        .filter(|(_, text)| !text.starts_with("//!"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(missing.is_empty(), "no `//!` module doc: {missing:?}");
+}
+
+/// Files outside `src/ssh/` that still use russh directly.
+// FIXME(issue 18): connect move removes these
+const RUSSH_ALLOWED: &[&str] = &["src/fleet_keys.rs", "src/fuzzing.rs"];
+
+#[test]
+fn only_ssh_names_russh() {
+    let mut users = Vec::new();
+    for (path, text) in sources() {
+        if path.starts_with("src/ssh/") {
+            continue;
+        }
+        let uses = count(&code(&text), "russh") > 0;
+        let allowed = RUSSH_ALLOWED.contains(&path.as_str());
+        assert!(
+            uses || !allowed,
+            "{path} no longer uses russh: remove it from RUSSH_ALLOWED"
+        );
+        if uses && !allowed {
+            users.push(path);
+        }
+    }
+    assert!(
+        users.is_empty(),
+        "only src/ssh/ may name russh (connect through `ssh::`): {users:?}"
+    );
+}
+
+/// What writes to the terminal: print macros, the standard streams, password prompts.
+const TERMINAL: &[&str] = &[
+    "println!",
+    "eprintln!",
+    "print!",
+    "eprint!",
+    "dbg!",
+    "stdout()",
+    "stderr()",
+    "rpassword::",
+];
+
+/// Files outside `src/report/` and `src/main.rs` that still write to the terminal, with today's
+/// count of such writes (issue 18: 26 in cli.rs: printing plans, listings, the y/N prompt, the
+/// passphrase prompts and the key scan).
+// FIXME(issue 18): the command-line move (arguments → options → execute, printing in report/)
+// removes these
+const TERMINAL_ALLOWED: &[&str] = &["src/cli.rs"];
+
+/// Test modules are left out: a test's own diagnostics (`eprintln!` of how many inputs a fuzz
+/// replay ran) are not the program's output.
+#[test]
+fn only_report_writes_to_the_terminal() {
+    let mut writers = Vec::new();
+    for (path, text) in sources() {
+        if path.starts_with("src/report/") || path == "src/main.rs" {
+            continue;
+        }
+        let text = code(&without_test_modules(&text));
+        let n: usize = TERMINAL.iter().map(|t| count(&text, t)).sum();
+        let allowed = TERMINAL_ALLOWED.contains(&path.as_str());
+        assert!(
+            n > 0 || !allowed,
+            "{path} no longer writes to the terminal: remove it from TERMINAL_ALLOWED"
+        );
+        if n > 0 && !allowed {
+            writers.push(format!("{path} ({n})"));
+        }
+    }
+    assert!(
+        writers.is_empty(),
+        "only src/report/ (and main.rs) may write to the terminal: {writers:?}"
+    );
+}
+
+#[test]
+fn the_checks_see_what_they_look_for() {
+    assert_eq!(count("eprint!(x); print!(y); println!()", "print!"), 1);
+    assert_eq!(count("color_stderr() + std::io::stderr()", "stderr()"), 1);
+    assert_eq!(count(&code("/// russh docs\nuse russh::keys;"), "russh"), 1);
+    let t = "fn a() {}\n#[cfg(test)]\nmod tests {\n    fn b() { println!() }\n}\nfn c() {}";
+    assert_eq!(without_test_modules(t), "fn a() {}\nfn c() {}");
+    let t = "#[cfg(test)]\n#[allow(unused)]\nmod tests {\n    x\n}\ny";
+    assert_eq!(without_test_modules(t), "y");
+    let t = "#[cfg(test)]\nfn only_in_tests() {}";
+    assert_eq!(without_test_modules(t), t);
+}
