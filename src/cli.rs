@@ -467,15 +467,15 @@ fn init(dir: &Path) -> Result<i32, Error> {
             .open(&path)
             .map_err(|e| io(&path, e))?;
         f.write_all(text.as_bytes()).map_err(|e| io(&path, e))?;
-        println!("created {}", path.display());
+        report::out(&format!("created {}\n", path.display()));
     }
     let inv = dir.join("inventory.toml");
-    println!(
+    report::out(&format!(
         "next: set your servers in {inv}, then
   claw-provision validate {inv}
-  claw-provision plan {inv}",
+  claw-provision plan {inv}\n",
         inv = inv.display()
-    );
+    ));
     Ok(0)
 }
 
@@ -568,10 +568,10 @@ fn validate(va: &ValidateArgs, v: Verbosity) -> Result<i32, Error> {
         Format::Text if v == Verbosity::Quiet => {}
         Format::Text => {
             if let Some(sel) = &l.selection {
-                print!("{}", text::selection(sel));
+                report::out(&text::selection(sel));
             }
-            println!(
-                "ok: {} hosts, playbook `{}`{} with {steps} steps and {} handlers",
+            report::out(&format!(
+                "ok: {} hosts, playbook `{}`{} with {steps} steps and {} handlers\n",
                 hosts.len(),
                 l.pb.name,
                 l.pb.task
@@ -579,9 +579,9 @@ fn validate(va: &ValidateArgs, v: Verbosity) -> Result<i32, Error> {
                     .map(|t| format!(", task `{t}`"))
                     .unwrap_or_default(),
                 l.pb.handlers.len()
-            );
+            ));
             if v >= Verbosity::Verbose {
-                println!("steps:");
+                report::out("steps:\n");
                 for s in &l.pb.steps {
                     let tags = if s.tags.is_empty() {
                         String::new()
@@ -593,14 +593,14 @@ fn validate(va: &ValidateArgs, v: Verbosity) -> Result<i32, Error> {
                         (None, true) => " (rescue)".into(),
                         (None, false) => String::new(),
                     };
-                    println!("  {} {}{tags}{what}", s.kind, s.name);
+                    report::out(&format!("  {} {}{tags}{what}\n", s.kind, s.name));
                 }
             }
             if l.pb.task.is_none() && !l.pb.tasks.is_empty() {
-                println!("tasks (--task NAME):");
+                report::out("tasks (--task NAME):\n");
                 let w = l.pb.tasks.iter().map(|t| t.name.len()).max().unwrap_or(0);
                 for t in &l.pb.tasks {
-                    println!("  {:w$}  {}", t.name, t.description);
+                    report::out(&format!("  {:w$}  {}\n", t.name, t.description));
                 }
             }
         }
@@ -620,8 +620,8 @@ fn hosts(a: &SelectArgs) -> Result<i32, Error> {
             .map(|p| p.display().to_string())
             .collect();
         match a.output {
-            Format::Text => println!(
-                "{}\t{}@{}:{}\tgroups={}\tkeys={}{}\tknown_hosts={} ({})\tbecome={}{}",
+            Format::Text => report::out(&format!(
+                "{}\t{}@{}:{}\tgroups={}\tkeys={}{}\tknown_hosts={} ({})\tbecome={}{}\n",
                 h.name,
                 h.user,
                 h.address,
@@ -636,7 +636,7 @@ fn hosts(a: &SelectArgs) -> Result<i32, Error> {
                 },
                 if h.become_ { format!("sudo -u {}", h.become_user) } else { "no".into() },
                 if h.jump.is_empty() { String::new() } else { format!("\tjump={}", jump_text(&h.jump)) },
-            ),
+            )),
             Format::Json => ev.emit(serde_json::json!({
                 "event": "host", "host": h.name, "address": h.address, "port": h.port, "user": h.user,
                 "groups": h.groups, "identity_files": keys, "known_hosts": h.known_hosts,
@@ -727,11 +727,11 @@ fn on_ctrl_c(interrupt: Arc<std::sync::atomic::AtomicBool>) {
             return;
         }
         interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
-        eprintln!(
-            "\ninterrupted: every host stops after its running step (Ctrl-C again to abort now)"
+        report::err(
+            "\ninterrupted: every host stops after its running step (Ctrl-C again to abort now)\n",
         );
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("aborted");
+            report::err("aborted\n");
             std::process::exit(130);
         }
     });
@@ -745,8 +745,8 @@ fn confirm_force_unlock() -> Result<(), Error> {
                 .into(),
         ));
     }
-    eprint!(
-        "--force-unlock ends the connection of any other apply running on the selected hosts (its running step is cut short, and that run fails). Break the locks? [y/N] "
+    report::err(
+        "--force-unlock ends the connection of any other apply running on the selected hosts (its running step is cut short, and that run fails). Break the locks? [y/N] ",
     );
     let mut answer = String::new();
     let _ = std::io::stdin().read_line(&mut answer);
@@ -1034,12 +1034,12 @@ fn run_cmd(
         let changes: usize = file.hosts.iter().map(|h| h.changes).sum();
         match format {
             Format::Json => events.emit(serde_json::json!({"event": "plan_saved", "file": f.display().to_string(), "changes": changes, "hosts": file.hosts.len()})),
-            Format::Text => println!(
-                "Plan saved to {}: apply exactly it with `claw-provision apply {} --plan {}`",
+            Format::Text => report::out(&format!(
+                "Plan saved to {}: apply exactly it with `claw-provision apply {} --plan {}`\n",
                 f.display(),
                 a.select.inventory.display(),
                 f.display()
-            ),
+            )),
         }
     }
     if outcomes
@@ -1087,8 +1087,8 @@ fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
     let mut learned = crate::ssh::take_learned_host_keys();
     match a.output {
         Format::Text => {
-            print!("{}", crate::fleet_keys::text(&reports, a.pin));
-            eprint!("{}", text::learned_keys(&mut learned, &[]));
+            report::out(&crate::fleet_keys::text(&reports, a.pin));
+            report::err(&text::learned_keys(&mut learned, &[]));
         }
         Format::Json => {
             let ev = json::Events::default();
@@ -1164,11 +1164,11 @@ fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<i32, Error> {
     }));
     let mut learned = crate::ssh::take_learned_host_keys();
     match format {
-        Format::Text => print!(
+        Format::Text => report::out(&format!(
             "{}{}",
             text::learned_keys(&mut learned, &[]),
             crate::adhoc::text_summary(&results, v > Verbosity::Quiet)
-        ),
+        )),
         Format::Json => {
             for (who, key) in learned {
                 events.emit(
@@ -1202,10 +1202,10 @@ fn facts(a: &FactsArgs) -> Result<i32, Error> {
     let reports = rt.block_on(crate::facts::gather(hosts, opts));
     write_stdout(crate::facts::document(&reports).as_bytes())?;
     // stdout is the JSON document: new host keys (accept-new) are told on stderr.
-    eprint!(
-        "{}",
-        text::learned_keys(&mut crate::ssh::take_learned_host_keys(), &[])
-    );
+    report::err(&text::learned_keys(
+        &mut crate::ssh::take_learned_host_keys(),
+        &[],
+    ));
     Ok(if reports.iter().all(|r| r.outcome.is_ok()) {
         0
     } else {
