@@ -1,6 +1,6 @@
 //! Command line: clap arguments → a command that runs. Parsing does no I/O.
 
-use crate::error::Error;
+use crate::error::{Error, Outcome};
 use crate::inventory::Inventory;
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success (nothing to change), 1 error or a host failed/unreachable,
-2 changes pending (plan) or made (apply) when --detailed-exitcode is given.
+Exit codes: 0 success (nothing to change), 1 error (a bad input or argument, a host failed or
+unreachable, the confirmation declined), 2 changes pending (plan) or made (apply) when
+--detailed-exitcode is given, 130 plan or apply interrupted by Ctrl-C.
 
 Environment: CLAW_SSH_PASSPHRASE (passphrase of encrypted keys), CLAW_BECOME_PASSWORD
 (sudo password), SSH_AUTH_SOCK (ssh-agent), CLAW_SSH_CONFIG (as --ssh-config), NO_COLOR.";
@@ -129,7 +130,7 @@ It runs as the become user when the inventory says `become = true` (override wit
 --timeout). Output is grouped per host, in inventory order, then a summary.
 
 Exit codes: 0 if the command exited 0 on every host, 1 otherwise (a non-zero exit, a signal, a
-timeout, an unreachable or failed host, a bad inventory or --limit); 2 for unusable arguments.
+timeout, an unreachable or failed host, a bad inventory, --limit or argument).
 
 Examples:
   claw-provision run inventory/prod.toml -- uptime
@@ -376,8 +377,38 @@ pub struct ApplyArgs {
     pub force_unlock: bool,
 }
 
-/// Runs the parsed command; returns the exit code.
-pub fn execute(cli: Cli) -> Result<i32, Error> {
+impl Cli {
+    /// The output format the command was given (`--output`); text for the commands without one.
+    pub fn format(&self) -> Format {
+        match &self.command {
+            Command::Validate(a) => a.select.output,
+            Command::Hosts(a) => a.output,
+            Command::Plan(a) => a.run.select.output,
+            Command::Apply(a) => a.run.select.output,
+            Command::Run(a) => a.output,
+            Command::KnownHosts(a) => a.output,
+            Command::Facts(_)
+            | Command::Completions { .. }
+            | Command::Init { .. }
+            | Command::Man => Format::Text,
+        }
+    }
+}
+
+/// Whether raw arguments that clap refused ask for `--output json` (before any `--`), so that
+/// their error is a JSON event too.
+pub fn json_requested(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let args = args.split(|a| a == "--").next().unwrap_or_default();
+    args.iter().any(|a| a == "--output=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--output" && w[1] == "json")
+}
+
+/// Runs the parsed command; how it ended decides the exit code ([`Outcome::code`],
+/// [`Error::code`]).
+pub fn execute(cli: Cli) -> Result<Outcome, Error> {
     let _ = SSH_CONFIG.set(match cli.ssh_config {
         None => crate::inventory::SshConfigChoice::Default,
         Some(p) if p.as_os_str() == "none" => crate::inventory::SshConfigChoice::Off,
@@ -439,7 +470,7 @@ const INIT_FILES: [(&str, &str); 3] = [
     ),
 ];
 
-fn init(dir: &Path) -> Result<i32, Error> {
+fn init(dir: &Path) -> Result<Outcome, Error> {
     let io = |what: &Path, e: std::io::Error| Error::Io(format!("{}: {e}", what.display()));
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
@@ -476,15 +507,15 @@ fn init(dir: &Path) -> Result<i32, Error> {
   claw-provision plan {inv}\n",
         inv = inv.display()
     ));
-    Ok(0)
+    Ok(Outcome::Done)
 }
 
-fn write_stdout(bytes: &[u8]) -> Result<i32, Error> {
+fn write_stdout(bytes: &[u8]) -> Result<Outcome, Error> {
     let mut o = std::io::stdout().lock();
     match o.write_all(bytes).and_then(|_| o.flush()) {
-        Ok(()) => Ok(0),
+        Ok(()) => Ok(Outcome::Done),
         // `| head` closed the pipe: not an error worth a message.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Outcome::Done),
         Err(e) => Err(Error::Io(format!("cannot write to stdout: {e}"))),
     }
 }
@@ -554,7 +585,7 @@ fn select<'a>(l: &'a Loaded, a: &SelectArgs) -> Result<Vec<&'a crate::inventory:
     Ok(out)
 }
 
-fn validate(va: &ValidateArgs, v: Verbosity) -> Result<i32, Error> {
+fn validate(va: &ValidateArgs, v: Verbosity) -> Result<Outcome, Error> {
     let a = &va.select;
     let l = load(a, &va.steps.filter())?;
     let hosts = select(&l, a)?;
@@ -606,10 +637,10 @@ fn validate(va: &ValidateArgs, v: Verbosity) -> Result<i32, Error> {
         }
         Format::Json => json::Events::default().emit(serde_json::json!({"event": "validate", "ok": true, "hosts": hosts.len(), "steps": steps, "selected_steps": selected, "task": l.pb.task, "tasks": l.pb.tasks.iter().map(|t| serde_json::json!({"name": t.name, "description": t.description})).collect::<Vec<_>>()})),
     }
-    Ok(0)
+    Ok(Outcome::Done)
 }
 
-fn hosts(a: &SelectArgs) -> Result<i32, Error> {
+fn hosts(a: &SelectArgs) -> Result<Outcome, Error> {
     let l = load(a, &StepFilter::default())?;
     let hosts = select(&l, a)?;
     let ev = json::Events::default();
@@ -651,7 +682,7 @@ fn hosts(a: &SelectArgs) -> Result<i32, Error> {
             })),
         }
     }
-    Ok(0)
+    Ok(Outcome::Done)
 }
 
 /// Jump hosts as `user@address:port,...`.
@@ -797,7 +828,7 @@ fn run_cmd(
     force_unlock: bool,
     v: Verbosity,
     saved: Saved,
-) -> Result<i32, Error> {
+) -> Result<Outcome, Error> {
     // A saved plan that cannot be used stops the run before anything else.
     let plan_file = match &saved {
         Saved::Apply(f) => Some(Arc::new(saved_plan::PlanFile::read(f)?)),
@@ -904,6 +935,8 @@ fn run_cmd(
         .enable_all()
         .build()
         .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
+    // The operator answered no to the confirmation.
+    let mut declined = false;
     let mut outcomes: Vec<HostOutcome> = rt.block_on(async {
         if !confirm {
             on_ctrl_c(interrupt.clone());
@@ -972,6 +1005,7 @@ fn run_cmd(
             if !yes {
                 let _ = writeln!(out, "Cancelled: nothing was changed.");
             }
+            declined = !yes;
             yes
         };
         drop(out);
@@ -1042,14 +1076,25 @@ fn run_cmd(
             )),
         }
     }
+    // Ctrl-C wins: the hosts it stopped count as failed.
+    if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::Interrupted);
+    }
     if outcomes
         .iter()
         .any(|o| matches!(o.state, HostState::Failed | HostState::Unreachable))
     {
-        return Ok(1);
+        return Err(Error::Reported);
+    }
+    if declined {
+        return Err(Error::Declined);
     }
     let changed = outcomes.iter().any(|o| o.state == HostState::Changed);
-    Ok(if a.detailed_exitcode && changed { 2 } else { 0 })
+    Ok(if a.detailed_exitcode && changed {
+        Outcome::Changes
+    } else {
+        Outcome::Done
+    })
 }
 
 /// The hosts `--limit` selects (globs, `!`, `@FILE`), or all of them.
@@ -1067,7 +1112,7 @@ fn limited_hosts(
     Ok(selected.into_iter().cloned().collect())
 }
 
-fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
+fn fleet_keys(a: &KnownHostsArgs) -> Result<Outcome, Error> {
     let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
     let hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1100,10 +1145,14 @@ fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
             }
         }
     }
-    Ok(i32::from(reports.iter().any(|r| r.state.is_problem())))
+    if reports.iter().any(|r| r.state.is_problem()) {
+        Err(Error::Reported)
+    } else {
+        Ok(Outcome::Done)
+    }
 }
 
-fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<i32, Error> {
+fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<Outcome, Error> {
     let command = crate::adhoc::command_line(&a.command).map_err(Error::Usage)?;
     let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
     let mut hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
@@ -1178,14 +1227,14 @@ fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<i32, Error> {
             events.emit(crate::adhoc::summary_event(&results, start.elapsed()));
         }
     }
-    Ok(if results.iter().all(crate::adhoc::HostResult::ok) {
-        0
+    if results.iter().all(crate::adhoc::HostResult::ok) {
+        Ok(Outcome::Done)
     } else {
-        1
-    })
+        Err(Error::Reported)
+    }
 }
 
-fn facts(a: &FactsArgs) -> Result<i32, Error> {
+fn facts(a: &FactsArgs) -> Result<Outcome, Error> {
     let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
     let hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
     let opts = crate::facts::Options {
@@ -1206,14 +1255,14 @@ fn facts(a: &FactsArgs) -> Result<i32, Error> {
         &mut crate::ssh::take_learned_host_keys(),
         &[],
     ));
-    Ok(if reports.iter().all(|r| r.outcome.is_ok()) {
-        0
+    // A host that did not answer has its entry in the document.
+    if reports.iter().all(|r| r.outcome.is_ok()) {
+        Ok(Outcome::Done)
     } else {
-        1
-    })
+        Err(Error::Reported)
+    }
 }
 
-/// The message printed for a failed command.
 /// `--output-limit`: a size of at least 2 bytes.
 fn output_limit(s: &str) -> Result<usize, String> {
     let n = crate::resource::fetch::parse_size(s)?;
@@ -1223,9 +1272,32 @@ fn output_limit(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{s}`: not a usable size"))
 }
 
+/// Tells how a command failed, unless its report already did: on stderr, and with `--output
+/// json` also as `error` events on stdout (see [`json::error_events`]). Argument errors are
+/// printed as clap prints them (with colour on a terminal).
+pub fn report_error(e: &Error, format: Format) {
+    if format == Format::Json {
+        let events = json::Events::default();
+        for ev in json::error_events(e) {
+            events.emit(ev);
+        }
+    }
+    if !e.needs_report() {
+        return;
+    }
+    if let Error::Arguments(c) = e {
+        let _ = c.print();
+        return;
+    }
+    report::err(&format!("{}\n", render_error(e)));
+}
+
+/// The message printed for a failed command.
 pub fn render_error(e: &Error) -> String {
     match e {
         Error::Config(c) => c.to_string(),
+        // clap's own words (usage, `--help` hint), without a second `error: `.
+        Error::Arguments(c) => c.render().to_string().trim_end().to_string(),
         // Host-supplied text (stderr, banners) can be part of an error.
         other => format!(
             "error: {}",
