@@ -1,6 +1,6 @@
 //! Command line: clap arguments → a command that runs. Parsing does no I/O.
 
-use crate::error::Error;
+use crate::error::{Error, Outcome};
 use crate::inventory::Inventory;
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success (nothing to change), 1 error or a host failed/unreachable,
-2 changes pending (plan) or made (apply) when --detailed-exitcode is given.
+Exit codes: 0 success (nothing to change), 1 error (a bad input or argument, a host failed or
+unreachable, the confirmation declined), 2 changes pending (plan) or made (apply) when
+--detailed-exitcode is given, 130 plan or apply interrupted by Ctrl-C.
 
 Environment: CLAW_SSH_PASSPHRASE (passphrase of encrypted keys), CLAW_BECOME_PASSWORD
 (sudo password), SSH_AUTH_SOCK (ssh-agent), CLAW_SSH_CONFIG (as --ssh-config), NO_COLOR.";
@@ -129,7 +130,7 @@ It runs as the become user when the inventory says `become = true` (override wit
 --timeout). Output is grouped per host, in inventory order, then a summary.
 
 Exit codes: 0 if the command exited 0 on every host, 1 otherwise (a non-zero exit, a signal, a
-timeout, an unreachable or failed host, a bad inventory or --limit); 2 for unusable arguments.
+timeout, an unreachable or failed host, a bad inventory, --limit or argument).
 
 Examples:
   claw-provision run inventory/prod.toml -- uptime
@@ -376,8 +377,38 @@ pub struct ApplyArgs {
     pub force_unlock: bool,
 }
 
-/// Runs the parsed command; returns the exit code.
-pub fn execute(cli: Cli) -> Result<i32, Error> {
+impl Cli {
+    /// The output format the command was given (`--output`); text for the commands without one.
+    pub fn format(&self) -> Format {
+        match &self.command {
+            Command::Validate(a) => a.select.output,
+            Command::Hosts(a) => a.output,
+            Command::Plan(a) => a.run.select.output,
+            Command::Apply(a) => a.run.select.output,
+            Command::Run(a) => a.output,
+            Command::KnownHosts(a) => a.output,
+            Command::Facts(_)
+            | Command::Completions { .. }
+            | Command::Init { .. }
+            | Command::Man => Format::Text,
+        }
+    }
+}
+
+/// Whether raw arguments that clap refused ask for `--output json` (before any `--`), so that
+/// their error is a JSON event too.
+pub fn json_requested(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let args = args.split(|a| a == "--").next().unwrap_or_default();
+    args.iter().any(|a| a == "--output=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--output" && w[1] == "json")
+}
+
+/// Runs the parsed command; how it ended decides the exit code ([`Outcome::code`],
+/// [`Error::code`]).
+pub fn execute(cli: Cli) -> Result<Outcome, Error> {
     let _ = SSH_CONFIG.set(match cli.ssh_config {
         None => crate::inventory::SshConfigChoice::Default,
         Some(p) if p.as_os_str() == "none" => crate::inventory::SshConfigChoice::Off,
@@ -439,7 +470,7 @@ const INIT_FILES: [(&str, &str); 3] = [
     ),
 ];
 
-fn init(dir: &Path) -> Result<i32, Error> {
+fn init(dir: &Path) -> Result<Outcome, Error> {
     let io = |what: &Path, e: std::io::Error| Error::Io(format!("{}: {e}", what.display()));
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
@@ -467,24 +498,24 @@ fn init(dir: &Path) -> Result<i32, Error> {
             .open(&path)
             .map_err(|e| io(&path, e))?;
         f.write_all(text.as_bytes()).map_err(|e| io(&path, e))?;
-        println!("created {}", path.display());
+        report::out(&format!("created {}\n", path.display()));
     }
     let inv = dir.join("inventory.toml");
-    println!(
+    report::out(&format!(
         "next: set your servers in {inv}, then
   claw-provision validate {inv}
-  claw-provision plan {inv}",
+  claw-provision plan {inv}\n",
         inv = inv.display()
-    );
-    Ok(0)
+    ));
+    Ok(Outcome::Done)
 }
 
-fn write_stdout(bytes: &[u8]) -> Result<i32, Error> {
+fn write_stdout(bytes: &[u8]) -> Result<Outcome, Error> {
     let mut o = std::io::stdout().lock();
     match o.write_all(bytes).and_then(|()| o.flush()) {
-        Ok(()) => Ok(0),
+        Ok(()) => Ok(Outcome::Done),
         // `| head` closed the pipe: not an error worth a message.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Outcome::Done),
         Err(e) => Err(Error::Io(format!("cannot write to stdout: {e}"))),
     }
 }
@@ -554,7 +585,7 @@ fn select<'a>(l: &'a Loaded, a: &SelectArgs) -> Result<Vec<&'a crate::inventory:
     Ok(out)
 }
 
-fn validate(va: &ValidateArgs, v: Verbosity) -> Result<i32, Error> {
+fn validate(va: &ValidateArgs, v: Verbosity) -> Result<Outcome, Error> {
     let a = &va.select;
     let l = load(a, &va.steps.filter())?;
     let hosts = select(&l, a)?;
@@ -568,10 +599,10 @@ fn validate(va: &ValidateArgs, v: Verbosity) -> Result<i32, Error> {
         Format::Text if v == Verbosity::Quiet => {}
         Format::Text => {
             if let Some(sel) = &l.selection {
-                print!("{}", text::selection(sel));
+                report::out(&text::selection(sel));
             }
-            println!(
-                "ok: {} hosts, playbook `{}`{} with {steps} steps and {} handlers",
+            report::out(&format!(
+                "ok: {} hosts, playbook `{}`{} with {steps} steps and {} handlers\n",
                 hosts.len(),
                 l.pb.name,
                 l.pb.task
@@ -579,9 +610,9 @@ fn validate(va: &ValidateArgs, v: Verbosity) -> Result<i32, Error> {
                     .map(|t| format!(", task `{t}`"))
                     .unwrap_or_default(),
                 l.pb.handlers.len()
-            );
+            ));
             if v >= Verbosity::Verbose {
-                println!("steps:");
+                report::out("steps:\n");
                 for s in &l.pb.steps {
                     let tags = if s.tags.is_empty() {
                         String::new()
@@ -593,23 +624,23 @@ fn validate(va: &ValidateArgs, v: Verbosity) -> Result<i32, Error> {
                         (None, true) => " (rescue)".into(),
                         (None, false) => String::new(),
                     };
-                    println!("  {} {}{tags}{what}", s.kind, s.name);
+                    report::out(&format!("  {} {}{tags}{what}\n", s.kind, s.name));
                 }
             }
             if l.pb.task.is_none() && !l.pb.tasks.is_empty() {
-                println!("tasks (--task NAME):");
+                report::out("tasks (--task NAME):\n");
                 let w = l.pb.tasks.iter().map(|t| t.name.len()).max().unwrap_or(0);
                 for t in &l.pb.tasks {
-                    println!("  {:w$}  {}", t.name, t.description);
+                    report::out(&format!("  {:w$}  {}\n", t.name, t.description));
                 }
             }
         }
         Format::Json => json::Events::default().emit(serde_json::json!({"event": "validate", "ok": true, "hosts": hosts.len(), "steps": steps, "selected_steps": selected, "task": l.pb.task, "tasks": l.pb.tasks.iter().map(|t| serde_json::json!({"name": t.name, "description": t.description})).collect::<Vec<_>>()})),
     }
-    Ok(0)
+    Ok(Outcome::Done)
 }
 
-fn hosts(a: &SelectArgs) -> Result<i32, Error> {
+fn hosts(a: &SelectArgs) -> Result<Outcome, Error> {
     let l = load(a, &StepFilter::default())?;
     let hosts = select(&l, a)?;
     let ev = json::Events::default();
@@ -620,8 +651,8 @@ fn hosts(a: &SelectArgs) -> Result<i32, Error> {
             .map(|p| p.display().to_string())
             .collect();
         match a.output {
-            Format::Text => println!(
-                "{}\t{}@{}:{}\tgroups={}\tkeys={}{}\tknown_hosts={} ({})\tbecome={}{}",
+            Format::Text => report::out(&format!(
+                "{}\t{}@{}:{}\tgroups={}\tkeys={}{}\tknown_hosts={} ({})\tbecome={}{}\n",
                 h.name,
                 h.user,
                 h.address,
@@ -636,7 +667,7 @@ fn hosts(a: &SelectArgs) -> Result<i32, Error> {
                 },
                 if h.become_ { format!("sudo -u {}", h.become_user) } else { "no".into() },
                 if h.jump.is_empty() { String::new() } else { format!("\tjump={}", jump_text(&h.jump)) },
-            ),
+            )),
             Format::Json => ev.emit(serde_json::json!({
                 "event": "host", "host": h.name, "address": h.address, "port": h.port, "user": h.user,
                 "groups": h.groups, "identity_files": keys, "known_hosts": h.known_hosts,
@@ -651,7 +682,7 @@ fn hosts(a: &SelectArgs) -> Result<i32, Error> {
             })),
         }
     }
-    Ok(0)
+    Ok(Outcome::Done)
 }
 
 /// Jump hosts as `user@address:port,...`.
@@ -727,11 +758,11 @@ fn on_ctrl_c(interrupt: Arc<std::sync::atomic::AtomicBool>) {
             return;
         }
         interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
-        eprintln!(
-            "\ninterrupted: every host stops after its running step (Ctrl-C again to abort now)"
+        report::err(
+            "\ninterrupted: every host stops after its running step (Ctrl-C again to abort now)\n",
         );
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("aborted");
+            report::err("aborted\n");
             std::process::exit(130);
         }
     });
@@ -745,8 +776,8 @@ fn confirm_force_unlock() -> Result<(), Error> {
                 .into(),
         ));
     }
-    eprint!(
-        "--force-unlock ends the connection of any other apply running on the selected hosts (its running step is cut short, and that run fails). Break the locks? [y/N] "
+    report::err(
+        "--force-unlock ends the connection of any other apply running on the selected hosts (its running step is cut short, and that run fails). Break the locks? [y/N] ",
     );
     let mut answer = String::new();
     let _ = std::io::stdin().read_line(&mut answer);
@@ -797,7 +828,7 @@ fn run_cmd(
     force_unlock: bool,
     v: Verbosity,
     saved: Saved,
-) -> Result<i32, Error> {
+) -> Result<Outcome, Error> {
     // A saved plan that cannot be used stops the run before anything else.
     let plan_file = match &saved {
         Saved::Apply(f) => Some(Arc::new(saved_plan::PlanFile::read(f)?)),
@@ -904,6 +935,8 @@ fn run_cmd(
         .enable_all()
         .build()
         .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
+    // The operator answered no to the confirmation.
+    let mut declined = false;
     let mut outcomes: Vec<HostOutcome> = rt.block_on(async {
         if !confirm {
             on_ctrl_c(interrupt.clone());
@@ -972,6 +1005,7 @@ fn run_cmd(
             if !yes {
                 let _ = writeln!(out, "Cancelled: nothing was changed.");
             }
+            declined = !yes;
             yes
         };
         drop(out);
@@ -1034,22 +1068,33 @@ fn run_cmd(
         let changes: usize = file.hosts.iter().map(|h| h.changes).sum();
         match format {
             Format::Json => events.emit(serde_json::json!({"event": "plan_saved", "file": f.display().to_string(), "changes": changes, "hosts": file.hosts.len()})),
-            Format::Text => println!(
-                "Plan saved to {}: apply exactly it with `claw-provision apply {} --plan {}`",
+            Format::Text => report::out(&format!(
+                "Plan saved to {}: apply exactly it with `claw-provision apply {} --plan {}`\n",
                 f.display(),
                 a.select.inventory.display(),
                 f.display()
-            ),
+            )),
         }
+    }
+    // Ctrl-C wins: the hosts it stopped count as failed.
+    if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::Interrupted);
     }
     if outcomes
         .iter()
         .any(|o| matches!(o.state, HostState::Failed | HostState::Unreachable))
     {
-        return Ok(1);
+        return Err(Error::Reported);
+    }
+    if declined {
+        return Err(Error::Declined);
     }
     let changed = outcomes.iter().any(|o| o.state == HostState::Changed);
-    Ok(if a.detailed_exitcode && changed { 2 } else { 0 })
+    Ok(if a.detailed_exitcode && changed {
+        Outcome::Changes
+    } else {
+        Outcome::Done
+    })
 }
 
 /// The hosts `--limit` selects (globs, `!`, `@FILE`), or all of them.
@@ -1067,7 +1112,7 @@ fn limited_hosts(
     Ok(selected.into_iter().cloned().collect())
 }
 
-fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
+fn fleet_keys(a: &KnownHostsArgs) -> Result<Outcome, Error> {
     let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
     let hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1087,8 +1132,8 @@ fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
     let mut learned = crate::ssh::take_learned_host_keys();
     match a.output {
         Format::Text => {
-            print!("{}", crate::fleet_keys::text(&reports, a.pin));
-            eprint!("{}", text::learned_keys(&mut learned, &[]));
+            report::out(&crate::fleet_keys::text(&reports, a.pin));
+            report::err(&text::learned_keys(&mut learned, &[]));
         }
         Format::Json => {
             let ev = json::Events::default();
@@ -1100,10 +1145,14 @@ fn fleet_keys(a: &KnownHostsArgs) -> Result<i32, Error> {
             }
         }
     }
-    Ok(i32::from(reports.iter().any(|r| r.state.is_problem())))
+    if reports.iter().any(|r| r.state.is_problem()) {
+        Err(Error::Reported)
+    } else {
+        Ok(Outcome::Done)
+    }
 }
 
-fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<i32, Error> {
+fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<Outcome, Error> {
     let command = crate::adhoc::command_line(&a.command).map_err(Error::Usage)?;
     let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
     let mut hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
@@ -1164,11 +1213,11 @@ fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<i32, Error> {
     }));
     let mut learned = crate::ssh::take_learned_host_keys();
     match format {
-        Format::Text => print!(
+        Format::Text => report::out(&format!(
             "{}{}",
             text::learned_keys(&mut learned, &[]),
             crate::adhoc::text_summary(&results, v > Verbosity::Quiet)
-        ),
+        )),
         Format::Json => {
             for (who, key) in learned {
                 events.emit(
@@ -1178,14 +1227,14 @@ fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<i32, Error> {
             events.emit(crate::adhoc::summary_event(&results, start.elapsed()));
         }
     }
-    Ok(if results.iter().all(crate::adhoc::HostResult::ok) {
-        0
+    if results.iter().all(crate::adhoc::HostResult::ok) {
+        Ok(Outcome::Done)
     } else {
-        1
-    })
+        Err(Error::Reported)
+    }
 }
 
-fn facts(a: &FactsArgs) -> Result<i32, Error> {
+fn facts(a: &FactsArgs) -> Result<Outcome, Error> {
     let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
     let hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
     let opts = crate::facts::Options {
@@ -1202,18 +1251,18 @@ fn facts(a: &FactsArgs) -> Result<i32, Error> {
     let reports = rt.block_on(crate::facts::gather(hosts, opts));
     write_stdout(crate::facts::document(&reports).as_bytes())?;
     // stdout is the JSON document: new host keys (accept-new) are told on stderr.
-    eprint!(
-        "{}",
-        text::learned_keys(&mut crate::ssh::take_learned_host_keys(), &[])
-    );
-    Ok(if reports.iter().all(|r| r.outcome.is_ok()) {
-        0
+    report::err(&text::learned_keys(
+        &mut crate::ssh::take_learned_host_keys(),
+        &[],
+    ));
+    // A host that did not answer has its entry in the document.
+    if reports.iter().all(|r| r.outcome.is_ok()) {
+        Ok(Outcome::Done)
     } else {
-        1
-    })
+        Err(Error::Reported)
+    }
 }
 
-/// The message printed for a failed command.
 /// `--output-limit`: a size of at least 2 bytes.
 fn output_limit(s: &str) -> Result<usize, String> {
     let n = crate::resource::fetch::parse_size(s)?;
@@ -1223,9 +1272,32 @@ fn output_limit(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{s}`: not a usable size"))
 }
 
+/// Tells how a command failed, unless its report already did: on stderr, and with `--output
+/// json` also as `error` events on stdout (see [`json::error_events`]). Argument errors are
+/// printed as clap prints them (with colour on a terminal).
+pub fn report_error(e: &Error, format: Format) {
+    if format == Format::Json {
+        let events = json::Events::default();
+        for ev in json::error_events(e) {
+            events.emit(ev);
+        }
+    }
+    if !e.needs_report() {
+        return;
+    }
+    if let Error::Arguments(c) = e {
+        let _ = c.print();
+        return;
+    }
+    report::err(&format!("{}\n", render_error(e)));
+}
+
+/// The message printed for a failed command.
 pub fn render_error(e: &Error) -> String {
     match e {
         Error::Config(c) => c.to_string(),
+        // clap's own words (usage, `--help` hint), without a second `error: `.
+        Error::Arguments(c) => c.render().to_string().trim_end().to_string(),
         // Host-supplied text (stderr, banners) can be part of an error.
         other => format!(
             "error: {}",

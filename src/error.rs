@@ -91,24 +91,67 @@ pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// The top-level error of a command.
+/// How a command ended when nothing went wrong; with [`Error::code`] it decides the exit status
+/// (README "Exit codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: nothing to change, or every change made (exit 0).
+    Done,
+    /// `--detailed-exitcode` only: changes are pending (plan) or were made (apply) (exit 2).
+    Changes,
+}
+
+impl Outcome {
+    /// The process exit code: 0, or 2 for [`Outcome::Changes`].
+    pub fn code(self) -> i32 {
+        match self {
+            Outcome::Done => 0,
+            Outcome::Changes => 2,
+        }
+    }
+}
+
+/// The top-level error of a command: it decides the exit code ([`Error::code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
+    /// Command-line arguments clap refused; shown as clap renders them.
+    #[error("{}", .0.render())]
+    Arguments(clap::Error),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
     Io(String),
-    /// Some hosts failed; details were already reported.
+    /// Some hosts failed; the message says what could not be done because of them.
     #[error("{0}")]
     HostsFailed(String),
+    /// A host failed or was unreachable, or a command failed on one: the report (summary,
+    /// events) already says which, nothing more is printed.
+    #[error("a host failed")]
+    Reported,
+    /// The operator answered no to `Apply N changes? [y/N]`; the report already says that
+    /// nothing was changed.
+    #[error("cancelled: nothing was changed")]
+    Declined,
+    /// Ctrl-C: every host stopped after its running step; the report already says so.
+    #[error("interrupted (Ctrl-C)")]
+    Interrupted,
 }
 
 impl Error {
-    /// The process exit code for this error (1 for every error, as documented).
+    /// The process exit code: 130 after Ctrl-C, 1 for every other error (argument errors and a
+    /// declined confirmation included).
     pub fn code(&self) -> i32 {
-        1
+        match self {
+            Error::Interrupted => 130,
+            _ => 1,
+        }
+    }
+
+    /// Whether the error still has to be shown (false: the run's report already told it).
+    pub fn needs_report(&self) -> bool {
+        !matches!(self, Error::Reported | Error::Declined | Error::Interrupted)
     }
 }
 
@@ -124,5 +167,19 @@ mod tests {
         assert_eq!(line_col(src, 8), (2, 3));
         let e = ConfigError::at(Path::new("inv.toml"), src, 8, "bad");
         assert_eq!(e.to_string(), "inv.toml:2:3: bad");
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(Outcome::Done.code(), 0);
+        assert_eq!(Outcome::Changes.code(), 2);
+        assert_eq!(Error::Usage("x".into()).code(), 1);
+        assert_eq!(Error::Declined.code(), 1);
+        assert_eq!(Error::Reported.code(), 1);
+        assert_eq!(Error::Interrupted.code(), 130);
+        let clap = <clap::Command>::new("x").try_get_matches_from(["x", "--nope"]);
+        let e = Error::Arguments(clap.expect_err("an unknown flag"));
+        assert_eq!(e.code(), 1, "never clap's own 2");
+        assert!(e.needs_report() && !Error::Interrupted.needs_report());
     }
 }

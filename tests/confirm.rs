@@ -36,7 +36,7 @@ fn apply_asks_before_changing() {
     let inv = inv.to_str().unwrap();
 
     let (code, out) = on_terminal(inv, "n\n");
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(code, 1, "declined is not a success: {out}");
     assert!(
         out.contains("+ create  dir /opt/demo"),
         "the plan is shown: {out}"

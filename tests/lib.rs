@@ -26,6 +26,7 @@ mod converge;
 mod converge_fuzz;
 mod cuts;
 mod docker_host;
+mod exit_codes;
 mod facts_cmd;
 mod facts_secrets;
 mod faults;

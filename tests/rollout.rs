@@ -414,7 +414,7 @@ fn ctrl_c_finishes_the_running_step_then_stops_and_twice_aborts() {
     int(run.id());
     let r = run.wait();
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("interrupted"), "{}", r.stderr);
     for h in ["h1", "h2"] {
         let e = r.host(h);

@@ -1,6 +1,7 @@
 //! JSON output: one event per line, each with `"schema"`, ending with a `summary` event.
 //! The event shapes are built here (DTOs), not derived from internal types.
 
+use crate::error::Error;
 use crate::plan::{HostPlan, StepPlan};
 use crate::run::{HostOutcome, Observer, StepStatus};
 use serde_json::{Value, json};
@@ -119,6 +120,34 @@ pub fn summary_event(
         "peak_rss_kb": crate::report::peak_rss_kb(),
         "cpu_ms": crate::report::cpu_time().as_millis() as u64,
     })
+}
+
+/// The `error` events of a command that failed before its report (none when the report already
+/// told it: failed hosts are in the summary). An input error is one event per problem, with
+/// `file`, `line` and `column` (null when the problem concerns the whole file or the column is
+/// unknown); the others have only `kind` and `message`.
+pub fn error_events(e: &Error) -> Vec<Value> {
+    let pos = |n: usize| (n > 0).then_some(n);
+    let kind = match e {
+        Error::Config(c) => {
+            return c
+                .0
+                .iter()
+                .map(|c| {
+                    json!({
+                        "event": "error", "kind": "input", "file": c.file.display().to_string(),
+                        "line": pos(c.line), "column": pos(c.col), "message": c.message,
+                    })
+                })
+                .collect();
+        }
+        _ if !e.needs_report() => return Vec::new(),
+        Error::Arguments(_) => "arguments",
+        Error::Usage(_) => "usage",
+        Error::Io(_) => "io",
+        _ => "failed",
+    };
+    vec![json!({"event": "error", "kind": kind, "message": e.to_string().trim_end()})]
 }
 
 /// Streams step and host events while an apply runs.

@@ -7,7 +7,19 @@ pub mod json;
 pub mod terminal;
 pub mod text;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+
+/// Writes `s` to stdout, where `print!` would panic when the reader is gone (`| head` closed
+/// the pipe: EPIPE, since Rust ignores SIGPIPE). A failed write is dropped: the command goes
+/// on, and its exit status stays its own (not 141 or a panic's 101).
+pub fn out(s: &str) {
+    let _ = std::io::stdout().lock().write_all(s.as_bytes());
+}
+
+/// Writes `s` to stderr, as [`out`] does to stdout (`2>&1 | head` closes it too).
+pub fn err(s: &str) {
+    let _ = std::io::stderr().lock().write_all(s.as_bytes());
+}
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

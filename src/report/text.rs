@@ -485,15 +485,15 @@ impl Progress {
             Some(m) => {
                 let _ = m.println(s);
             }
-            None => eprintln!("{s}"),
+            None => super::err(&format!("{s}\n")),
         }
     }
 
     /// A line of a command's output: on stdout (it can be piped or saved), above the spinners.
     fn out_line(&self, s: String) {
         match &self.multi {
-            Some(m) => m.suspend(|| println!("{s}")),
-            None => println!("{s}"),
+            Some(m) => m.suspend(|| super::out(&format!("{s}\n"))),
+            None => super::out(&format!("{s}\n")),
         }
     }
 
@@ -640,7 +640,9 @@ impl Observer for Progress {
         let msg = format!("{} in {:.1}s", o.state.word(), o.elapsed.as_secs_f64());
         match self.bar(&o.name) {
             Some(b) => b.finish_with_message(msg),
-            None if self.steps && self.multi.is_none() => eprintln!("{}: {msg}", o.name),
+            None if self.steps && self.multi.is_none() => {
+                super::err(&format!("{}: {msg}\n", o.name));
+            }
             None => {}
         }
     }
