@@ -12,7 +12,6 @@
 
 mod auth;
 pub mod capture;
-pub mod config;
 mod error;
 pub mod known_hosts;
 mod session;
