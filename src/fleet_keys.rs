@@ -95,7 +95,7 @@ pub async fn scan(
 }
 
 async fn one(h: Host, pin: bool, pass: &dyn PassphraseSource) -> KeyReport {
-    let spec = crate::run::connect_spec(&h);
+    let spec = crate::connect::spec(&h);
     let mut r = KeyReport {
         host: h.name.clone(),
         target: spec.target(),
