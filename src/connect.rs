@@ -7,13 +7,19 @@
 //!
 //! Layers, top to bottom: the commands and the runner → `connect` → `inventory` (input, with its
 //! `ssh_config` parser) and `remote` → `ssh` (the transport, the only user of russh).
+//!
+//! **The host-key policy is declared once, by `ssh/`** ([`ssh::HostKeyPolicy`], used under that
+//! one path everywhere): `ssh/` is the layer that enforces it (the known_hosts check of every host
+//! and jump host), and the inventory, which reads it from input, already sits above `ssh/` (it
+//! takes `KeyOptions` from there). Declared here or in the inventory, it would make `ssh/` import
+//! upward, or need a second enum and a copy between the two, which is what this module replaced.
 
 use std::path::PathBuf;
 
 use crate::inventory::{Host, JumpHost};
 use crate::remote::{Become, Remote};
 use crate::secret::Secret;
-use crate::ssh::{self, ConnectSpec, HostKeyPolicy, JumpSpec, PassphraseSource};
+use crate::ssh::{self, ConnectSpec, JumpSpec, PassphraseSource};
 
 /// Connects to a host (its address, keys, known_hosts, timeouts, jump hosts) and wraps the
 /// session with its become settings.
@@ -48,7 +54,7 @@ pub fn spec(h: &Host) -> ConnectSpec {
         identities_only: h.identities_only,
         jump: h.jump.iter().map(jump_spec).collect(),
         known_hosts: h.known_hosts.clone(),
-        policy: policy(h.host_key_policy),
+        policy: h.host_key_policy,
         key_options: h.key_options.clone(),
         connect_timeout: h.connect_timeout,
         keepalive_interval: h.keepalive_interval,
@@ -65,15 +71,8 @@ fn jump_spec(j: &JumpHost) -> JumpSpec {
         identity_files: identities_or_default(&j.identity_files),
         identities_only: j.identities_only,
         known_hosts: j.known_hosts.clone(),
-        policy: policy(j.host_key_policy),
+        policy: j.host_key_policy,
         key_options: j.key_options.clone(),
-    }
-}
-
-fn policy(p: crate::inventory::HostKeyPolicy) -> HostKeyPolicy {
-    match p {
-        crate::inventory::HostKeyPolicy::Strict => HostKeyPolicy::Strict,
-        crate::inventory::HostKeyPolicy::AcceptNew => HostKeyPolicy::AcceptNew,
     }
 }
 
@@ -102,6 +101,7 @@ fn default_identities() -> Vec<PathBuf> {
 mod tests {
     use super::*;
     use crate::inventory::Inventory;
+    use crate::ssh::HostKeyPolicy;
     use std::path::Path;
 
     const INV: &str = r#"

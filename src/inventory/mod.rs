@@ -9,6 +9,7 @@ pub mod ssh_config;
 
 use crate::duration::Secs;
 use crate::error::{ConfigError, ConfigErrors};
+use crate::ssh::HostKeyPolicy;
 use crate::ssh::known_hosts::KeyOptions;
 use serde::Deserialize;
 use ssh_config::{Preset, Resolved, SshConfig, StrictHostKeyChecking};
@@ -16,17 +17,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
-
-/// What to do with a host key that is not in known_hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyPolicy {
-    /// Refuse unknown and changed keys (the default).
-    #[default]
-    Strict,
-    /// Record unknown keys; refuse changed ones.
-    AcceptNew,
-}
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
