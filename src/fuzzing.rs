@@ -81,7 +81,7 @@ pub fn known_hosts(data: &[u8]) {
     };
     let kh = KnownHosts::parse("/nonexistent/claw-fuzz/known_hosts", text);
     let _ = kh.bad_lines();
-    let key = russh::keys::PublicKey::from_openssh(KEY).expect("the fixed key parses");
+    let key = crate::ssh::PublicKey::from_openssh(KEY).expect("the fixed key parses");
     let (h, port) = match q.rsplit_once(':') {
         Some((h, p)) => (h, p.parse().unwrap_or(22)),
         None => (q, 22),
