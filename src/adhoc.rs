@@ -1,5 +1,5 @@
 //! `run`: one ad-hoc shell command on every selected host, in parallel (bounded by `forks`), over
-//! the same connection as `plan`/`apply` (`run::connect`: keys, known_hosts, become).
+//! the same connection as `plan`/`apply` (`connect::connect`: keys, known_hosts, become).
 //!
 //! **Output is streamed with a bound.** Every byte a host prints passes through once: masked
 //! (the become password, [`StreamMask`]), written whole to `--output-dir` files when asked, and
@@ -330,7 +330,7 @@ async fn one_host(
             None => None,
         };
         let remote =
-            crate::run::connect(h, opts.become_password.clone(), opts.passphrases.as_ref())
+            crate::connect::connect(h, opts.become_password.clone(), opts.passphrases.as_ref())
                 .await
                 .map_err(|e| Failure {
                     unreachable: e.is_unreachable(),

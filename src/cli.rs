@@ -661,10 +661,7 @@ fn hosts(a: &SelectArgs) -> Result<Outcome, Error> {
                 if keys.is_empty() { "agent,~/.ssh/id_*".into() } else { keys.join(",") },
                 if h.identities_only { " (identities only)" } else { "" },
                 h.known_hosts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
-                match h.host_key_policy {
-                    crate::inventory::HostKeyPolicy::Strict => "strict",
-                    crate::inventory::HostKeyPolicy::AcceptNew => "accept-new",
-                },
+                h.host_key_policy.as_str(),
                 if h.become_ { format!("sudo -u {}", h.become_user) } else { "no".into() },
                 if h.jump.is_empty() { String::new() } else { format!("\tjump={}", jump_text(&h.jump)) },
             )),

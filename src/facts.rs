@@ -194,7 +194,7 @@ async fn one_host(h: &Host, opts: &Options) -> HostReport {
     let start = Instant::now();
     let outcome = async {
         let remote =
-            crate::run::connect(h, opts.become_password.clone(), opts.passphrases.as_ref())
+            crate::connect::connect(h, opts.become_password.clone(), opts.passphrases.as_ref())
                 .await
                 .map_err(|e| Failure {
                     unreachable: e.is_unreachable(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::inventory::Host;
 use crate::ssh::known_hosts::{self, AddOutcome, HostKeyStatus, KnownHosts};
-use crate::ssh::{PassphraseSource, Session};
+use crate::ssh::{PassphraseSource, PublicKey, Session};
 
 /// What was found for one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +95,7 @@ pub async fn scan(
 }
 
 async fn one(h: Host, pin: bool, pass: &dyn PassphraseSource) -> KeyReport {
-    let spec = crate::run::connect_spec(&h);
+    let spec = crate::connect::spec(&h);
     let mut r = KeyReport {
         host: h.name.clone(),
         target: spec.target(),
@@ -134,7 +134,7 @@ fn state_of(
     opts: &known_hosts::KeyOptions,
     address: &str,
     port: u16,
-    key: &russh::keys::PublicKey,
+    key: &PublicKey,
     pin: bool,
 ) -> KeyState {
     let mut statuses = Vec::new();
@@ -238,9 +238,9 @@ pub fn json(r: &KeyReport) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    fn key() -> russh::keys::PublicKey {
-        russh::keys::parse_public_key_base64(
-            "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ",
+    fn key() -> PublicKey {
+        PublicKey::from_openssh(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ",
         )
         .unwrap()
     }

@@ -81,7 +81,7 @@ pub fn known_hosts(data: &[u8]) {
     };
     let kh = KnownHosts::parse("/nonexistent/claw-fuzz/known_hosts", text);
     let _ = kh.bad_lines();
-    let key = russh::keys::PublicKey::from_openssh(KEY).expect("the fixed key parses");
+    let key = crate::ssh::PublicKey::from_openssh(KEY).expect("the fixed key parses");
     let (h, port) = match q.rsplit_once(':') {
         Some((h, p)) => (h, p.parse().unwrap_or(22)),
         None => (q, 22),
@@ -98,7 +98,7 @@ pub fn known_hosts(data: &[u8]) {
 /// `SshConfig::parse` and `query`. First line: the host asked about; the rest: the file.
 /// `Include` lines are dropped: they read the local file system, which is not input.
 pub fn ssh_config(data: &[u8]) {
-    use crate::ssh::config::{Preset, SshConfig};
+    use crate::inventory::ssh_config::{Preset, SshConfig};
     let Some((q, text)) = query_and_text(data) else {
         return;
     };
@@ -127,9 +127,9 @@ pub fn ssh_config(data: &[u8]) {
     for host in [q, "web1", "bastion.example"] {
         let r = cfg.query(host, &Preset::default());
         if let Some(j) = &r.proxy_jump {
-            let _ = crate::ssh::config::parse_jump(j);
+            let _ = crate::inventory::ssh_config::parse_jump(j);
         }
-        let tokens = crate::ssh::config::Tokens {
+        let tokens = crate::inventory::ssh_config::Tokens {
             hostname: r.hostname.as_deref().unwrap_or(host),
             original: host,
             port: r.port.unwrap_or(22),
@@ -139,7 +139,7 @@ pub fn ssh_config(data: &[u8]) {
         };
         let files = r.user_known_hosts_files.iter().flatten();
         for f in r.identity_files.iter().chain(files) {
-            let _ = crate::ssh::config::expand(f, &tokens);
+            let _ = crate::inventory::ssh_config::expand(f, &tokens);
         }
         let _ = cfg.query(host, &preset);
     }

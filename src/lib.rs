@@ -2,6 +2,7 @@
 
 pub mod adhoc;
 pub mod cli;
+pub mod connect;
 pub mod duration;
 pub mod error;
 pub mod fact;

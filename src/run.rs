@@ -4,16 +4,17 @@
 //! **Invariant:** `plan` never runs anything but the read-only probe and content fetch.
 //! **Invariant:** bad input fails the whole run before any connection is made.
 
+use crate::connect::connect;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::fact::lock::LockState;
 use crate::fact::{Observed, ProbeError, ProbeScript, Request, SecretState};
-use crate::inventory::{Host, HostKeyPolicy, Inventory};
+use crate::inventory::{Host, Inventory};
 use crate::plan::{Change, HostPlan, StepPlan};
 use crate::playbook::{Playbook, Step};
-use crate::remote::{Become, Remote, RemoteError};
+use crate::remote::{Remote, RemoteError};
 use crate::resource::{self, Desired, Sources, command};
 use crate::secret::Secret;
-use crate::ssh::{self, ConnectSpec, PassphraseSource, SessionStats};
+use crate::ssh::{self, PassphraseSource, SessionStats};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
@@ -750,83 +751,6 @@ fn batch_verdict(
         }
     }
     None
-}
-
-/// Connects to a host (its address, keys, known_hosts, timeouts) and wraps the session with its
-/// become settings: the one connection path of `plan`, `apply` and `run`.
-pub async fn connect(
-    h: &Host,
-    become_password: Option<Secret>,
-    passphrases: &dyn PassphraseSource,
-) -> Result<Remote, ssh::SshError> {
-    let session = ssh::Session::connect(&connect_spec(h), passphrases).await?;
-    Ok(Remote::new(
-        session,
-        // Logged in as the become user already (typically root): no sudo needed.
-        (h.become_ && h.user != h.become_user).then(|| Become {
-            user: h.become_user.clone(),
-            password: become_password,
-        }),
-    ))
-}
-
-pub(crate) fn connect_spec(h: &Host) -> ConnectSpec {
-    ConnectSpec {
-        host: h.name.clone(),
-        address: h.address.clone(),
-        port: h.port,
-        user: h.user.clone(),
-        identity_files: if h.identity_files.is_empty() {
-            default_identities()
-        } else {
-            h.identity_files.clone()
-        },
-        use_agent: true,
-        identities_only: h.identities_only,
-        jump: h
-            .jump
-            .iter()
-            .map(|j| ssh::JumpSpec {
-                name: j.name.clone(),
-                address: j.address.clone(),
-                port: j.port,
-                user: j.user.clone(),
-                identity_files: if j.identity_files.is_empty() {
-                    default_identities()
-                } else {
-                    j.identity_files.clone()
-                },
-                identities_only: j.identities_only,
-                known_hosts: j.known_hosts.clone(),
-                policy: policy(j.host_key_policy),
-                key_options: j.key_options.clone(),
-            })
-            .collect(),
-        known_hosts: h.known_hosts.clone(),
-        policy: policy(h.host_key_policy),
-        key_options: h.key_options.clone(),
-        connect_timeout: h.connect_timeout,
-        keepalive_interval: h.keepalive_interval,
-    }
-}
-
-fn policy(p: HostKeyPolicy) -> ssh::HostKeyPolicy {
-    match p {
-        HostKeyPolicy::Strict => ssh::HostKeyPolicy::Strict,
-        HostKeyPolicy::AcceptNew => ssh::HostKeyPolicy::AcceptNew,
-    }
-}
-
-/// `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` that exist, as OpenSSH tries them.
-fn default_identities() -> Vec<std::path::PathBuf> {
-    let home = std::env::var_os("HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_default();
-    ["id_ed25519", "id_ecdsa", "id_rsa"]
-        .iter()
-        .map(|k| home.join(".ssh").join(k))
-        .filter(|p| p.exists())
-        .collect()
 }
 
 /// Waits for a batch's start signal: true = go, false (or the run ended) = do not start.

@@ -2,7 +2,9 @@
 //! inventory > ssh_config > defaults through `claw-provision hosts`.
 
 use crate::support::{Scratch, claw};
-use claw_provision::ssh::config::{self, Preset, SshConfig, StrictHostKeyChecking, Tokens};
+use claw_provision::inventory::ssh_config::{
+    self as config, Preset, SshConfig, StrictHostKeyChecking, Tokens,
+};
 use std::collections::BTreeMap;
 use std::process::Command;
 

@@ -53,7 +53,12 @@ use sha1::Sha1;
 
 /// What to do with a host key that `known_hosts` does not know yet. A key that differs from a
 /// recorded one is refused under every policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// The project's one host-key policy type: the inventory reads it (`host_key_policy`, spelled
+/// `strict` / `accept-new` as serde and [`HostKeyPolicy::as_str`] write it) and `crate::connect`
+/// passes it here unchanged, where every host's and jump host's key check enforces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HostKeyPolicy {
     /// Refuse unknown hosts (OpenSSH `StrictHostKeyChecking yes`).
     #[default]
@@ -1054,6 +1059,23 @@ mod tests {
         assert_eq!("accept-new".parse(), Ok(HostKeyPolicy::AcceptNew));
         assert!("yes".parse::<HostKeyPolicy>().is_err());
         assert_eq!(HostKeyPolicy::AcceptNew.to_string(), "accept-new");
+        // The same spelling in inventories (serde) and in `hosts --output json`.
+        #[derive(serde::Deserialize)]
+        struct Inv {
+            p: HostKeyPolicy,
+        }
+        let p = |t: &str| toml::from_str::<Inv>(t).map(|i| i.p);
+        assert_eq!(p("p = \"accept-new\"").unwrap(), HostKeyPolicy::AcceptNew);
+        assert_eq!(p("p = \"strict\"").unwrap(), HostKeyPolicy::Strict);
+        let e = p("p = \"yes\"").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown variant `yes`, expected `strict` or `accept-new`"),
+            "{e}"
+        );
+        assert_eq!(
+            serde_json::to_string(&HostKeyPolicy::AcceptNew).unwrap(),
+            "\"accept-new\""
+        );
     }
 
     #[test]

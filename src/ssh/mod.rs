@@ -6,13 +6,13 @@
 //!   [`Session::exec`] (one command = one channel = one counted round trip);
 //! - host-key trust in [`known_hosts`] (our own OpenSSH-compatible parser and writer);
 //! - authentication (agent, then identity files) in `auth`;
-//! - the operator-facing errors in [`SshError`].
+//! - the operator-facing errors in [`SshError`];
+//! - the key type the layers above handle ([`PublicKey`], re-exported from russh).
 //!
 //! Facts about russh 0.65.1 that shaped this code are in `shared/notes/russh.md`.
 
 mod auth;
 pub mod capture;
-pub mod config;
 mod error;
 pub mod known_hosts;
 mod session;
@@ -25,6 +25,10 @@ use crate::secret::Secret;
 pub use capture::{Dropped, Keep, Limits};
 pub use error::SshError;
 pub use known_hosts::{HostKeyPolicy, HostKeyStatus, KeyOptions, KnownHosts};
+/// A public key: a host's key as [`Session::scan_host_key`] reads it, or as a known_hosts line
+/// holds it (`PublicKey::from_openssh("ssh-ed25519 AAAA...")`). russh's type, re-exported so
+/// that the modules above `ssh/` use keys without naming russh.
+pub use russh::keys::PublicKey;
 pub use session::{
     Chunk, ExecOutput, MAX_CHANNELS, Output, Session, SessionStats, take_learned_host_keys,
 };
@@ -128,5 +132,34 @@ mod tests {
         assert_eq!(target("10.0.0.2", 22), "10.0.0.2:22");
         assert_eq!(target("::1", 2222), "[::1]:2222");
         assert_eq!(target("web1.example.com", 22), "web1.example.com:22");
+    }
+
+    /// The invariant of this module's doc: no source file outside `src/ssh/` names russh.
+    #[test]
+    fn only_ssh_names_russh() {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        assert!(files.len() > 20, "{files:?}");
+        let ssh = src.join("ssh");
+        let naming: Vec<_> = files
+            .iter()
+            .filter(|f| !f.starts_with(&ssh))
+            .filter(|f| std::fs::read_to_string(f).unwrap().contains("russh::"))
+            .collect();
+        assert!(
+            naming.is_empty(),
+            "russh named outside src/ssh/: {naming:?}"
+        );
     }
 }

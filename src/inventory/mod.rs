@@ -1,28 +1,22 @@
 //! The inventory file: connection defaults, groups with vars, hosts with address, groups and vars.
 //!
 //! Loading validates everything it can offline and reports every problem at once, each with
-//! file:line:column. Only [`Inventory::load`] builds an [`Inventory`].
+//! file:line:column. Only [`Inventory::load`] builds an [`Inventory`]. The operator's OpenSSH
+//! client configuration is input too: [`ssh_config`] parses it, and loading applies it to every
+//! host and jump host (inventory > ssh_config > defaults).
+
+pub mod ssh_config;
 
 use crate::duration::Secs;
 use crate::error::{ConfigError, ConfigErrors};
-use crate::ssh::config::{Preset, Resolved, SshConfig, StrictHostKeyChecking};
+use crate::ssh::HostKeyPolicy;
 use crate::ssh::known_hosts::KeyOptions;
 use serde::Deserialize;
+use ssh_config::{Preset, Resolved, SshConfig, StrictHostKeyChecking};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
-
-/// What to do with a host key that is not in known_hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyPolicy {
-    /// Refuse unknown and changed keys (the default).
-    #[default]
-    Strict,
-    /// Record unknown keys; refuse changed ones.
-    AcceptNew,
-}
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -229,14 +223,8 @@ fn port_of(file: &Path, src: &str, p: &Spanned<i64>, errors: &mut Vec<ConfigErro
 }
 
 /// Expands `~` and `%` tokens of ssh_config file names.
-fn expand_files(
-    files: &[String],
-    t: &crate::ssh::config::Tokens<'_>,
-) -> Result<Vec<PathBuf>, String> {
-    files
-        .iter()
-        .map(|f| crate::ssh::config::expand(f, t))
-        .collect()
+fn expand_files(files: &[String], t: &ssh_config::Tokens<'_>) -> Result<Vec<PathBuf>, String> {
+    files.iter().map(|f| ssh_config::expand(f, t)).collect()
 }
 
 /// ssh_config's StrictHostKeyChecking as our policy: `no` would accept changed keys too; we
@@ -278,10 +266,7 @@ fn resolve_hops(ctx: &HopCtx<'_>, text: &str, depth: usize) -> Result<Vec<JumpHo
         ));
     }
     let mut out = Vec::new();
-    for (i, hop) in crate::ssh::config::parse_jump(text)?
-        .into_iter()
-        .enumerate()
-    {
+    for (i, hop) in ssh_config::parse_jump(text)?.into_iter().enumerate() {
         let hr = ctx.ssh.query(
             &hop.host,
             &Preset {
@@ -320,11 +305,11 @@ fn resolve_hops(ctx: &HopCtx<'_>, text: &str, depth: usize) -> Result<Vec<JumpHo
             .or_else(|| ctx.user.map(String::from))
             .unwrap_or_else(|| ctx.local_user.to_string());
         let jump_host = if i == 0 {
-            crate::ssh::config::jump_token(own_jump.as_deref().unwrap_or(""))
+            ssh_config::jump_token(own_jump.as_deref().unwrap_or(""))
         } else {
             String::new()
         };
-        let tokens = crate::ssh::config::Tokens {
+        let tokens = ssh_config::Tokens {
             hostname: &address,
             original: &hop.host,
             port,
@@ -472,7 +457,7 @@ impl Inventory {
             SshConfigChoice::Default => match d.ssh_config.as_deref() {
                 Some("none") => None,
                 Some(p) => Some(resolve_path(&dir, p)),
-                None => Some(crate::ssh::config::home().join(".ssh/config")).filter(|p| p.exists()),
+                None => Some(ssh_config::home().join(".ssh/config")).filter(|p| p.exists()),
             },
         };
         let ssh_cfg = match ssh_file {
@@ -499,7 +484,7 @@ impl Inventory {
             .and_then(|p| port_of(path, src, p, &mut errors));
         // The user when neither the inventory nor ssh_config names one: $USER, else the
         // password database's name (what OpenSSH uses).
-        let local_user = std::env::var("USER").unwrap_or_else(|_| crate::ssh::config::local_user());
+        let local_user = std::env::var("USER").unwrap_or_else(|_| ssh_config::local_user());
         let default_keys: Vec<PathBuf> = d
             .identity_file
             .clone()
@@ -604,11 +589,11 @@ impl Inventory {
                     origin(&r, "ProxyCommand")
                 )));
             }
-            let jump_host = crate::ssh::config::jump_token(&jump_text);
+            let jump_host = ssh_config::jump_token(&jump_text);
             let expand_all = |files: &[String], hostname: &str, port: u16, user: &str| {
                 expand_files(
                     files,
-                    &crate::ssh::config::Tokens {
+                    &ssh_config::Tokens {
                         hostname,
                         original: &name,
                         port,
