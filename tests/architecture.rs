@@ -84,27 +84,14 @@ fn every_module_starts_with_a_doc_comment() {
     assert!(missing.is_empty(), "no `//!` module doc: {missing:?}");
 }
 
-/// Files outside `src/ssh/` that still use russh directly.
-// FIXME(issue 18): connect move removes these
-const RUSSH_ALLOWED: &[&str] = &["src/fleet_keys.rs", "src/fuzzing.rs"];
-
+/// Only `src/ssh/` names russh: the rest connects through `connect` and uses `ssh::` types.
 #[test]
 fn only_ssh_names_russh() {
-    let mut users = Vec::new();
-    for (path, text) in sources() {
-        if path.starts_with("src/ssh/") {
-            continue;
-        }
-        let uses = count(&code(&text), "russh") > 0;
-        let allowed = RUSSH_ALLOWED.contains(&path.as_str());
-        assert!(
-            uses || !allowed,
-            "{path} no longer uses russh: remove it from RUSSH_ALLOWED"
-        );
-        if uses && !allowed {
-            users.push(path);
-        }
-    }
+    let users: Vec<String> = sources()
+        .into_iter()
+        .filter(|(path, text)| !path.starts_with("src/ssh/") && count(&code(text), "russh") > 0)
+        .map(|(path, _)| path)
+        .collect();
     assert!(
         users.is_empty(),
         "only src/ssh/ may name russh (connect through `ssh::`): {users:?}"

@@ -133,33 +133,4 @@ mod tests {
         assert_eq!(target("::1", 2222), "[::1]:2222");
         assert_eq!(target("web1.example.com", 22), "web1.example.com:22");
     }
-
-    /// The invariant of this module's doc: no source file outside `src/ssh/` names russh.
-    #[test]
-    fn only_ssh_names_russh() {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            for e in std::fs::read_dir(dir).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    walk(&p, out);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    out.push(p);
-                }
-            }
-        }
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = Vec::new();
-        walk(&src, &mut files);
-        assert!(files.len() > 20, "{files:?}");
-        let ssh = src.join("ssh");
-        let naming: Vec<_> = files
-            .iter()
-            .filter(|f| !f.starts_with(&ssh))
-            .filter(|f| std::fs::read_to_string(f).unwrap().contains("russh::"))
-            .collect();
-        assert!(
-            naming.is_empty(),
-            "russh named outside src/ssh/: {naming:?}"
-        );
-    }
 }
