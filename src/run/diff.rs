@@ -1,14 +1,155 @@
-//! What the diff needs besides the resources' own diffs: why a probe answer is stale by the
-//! time its step runs ([`stale_after`]), the disk space for uploads, and the current contents
-//! of changed files shown in diffs.
+//! Phases 4–5 of a host: the plan, diffed from what the host answered (pure), checked against
+//! the disk space and a saved plan; then the current contents of changed files, to show diffs.
+//! Also why a probe answer is stale by the time its step runs ([`stale_after`]).
 
+use super::host::{HostRun, Known, Probed};
 use super::mask::Mask;
-use crate::fact::ProbeScript;
-use crate::plan::HostPlan;
+use super::{HostOutcome, StepErr, failed};
+use crate::fact::{Observed, ProbeScript};
+use crate::plan::{Change, HostPlan, StepPlan};
 use crate::playbook::Step;
 use crate::remote::{Remote, RemoteError};
 use crate::resource::Desired;
 use std::time::Duration;
+
+impl HostRun<'_> {
+    /// 4. Diff (pure).
+    // The phases share `StepErr`, as large as `RemoteError`; only a failure builds one.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn diff(
+        &self,
+        o: &mut HostOutcome,
+        probed: &Probed,
+        known: &Known,
+    ) -> Result<HostPlan, StepErr> {
+        let (ctx, p) = (self.ctx, self.p);
+        let mut plan = HostPlan {
+            pending_handlers: (probed.first.journal.iter())
+                .filter(|_| !p.playbook.task)
+                .filter(|j| known.rendered.handlers.iter().any(|(h, _, _)| h == *j))
+                .cloned()
+                .collect(),
+            ..HostPlan::default()
+        };
+        for (i, s) in p.steps.iter().enumerate() {
+            let change = match (&known.desired[i], &known.observed[i]) {
+                (Some(_), _) if s.step.rescue => {
+                    Change::skip(String::new(), "rescue: runs only if a step before it fails")
+                }
+                (Some(d), Some(obs)) => self.diff_step(i, d, obs, &plan, known)?,
+                _ => Change::skip(String::new(), known.skip[i].clone()),
+            };
+            // A housekeeping change (what the step manages is as wanted) notifies nobody.
+            let notify = if change.housekeeping {
+                vec![]
+            } else {
+                s.step.notify.clone()
+            };
+            plan.steps.push(StepPlan {
+                name: s.step.name.clone(),
+                kind: s.step.kind.clone(),
+                change,
+                notify,
+                output: None,
+            });
+        }
+        check_space(&probed.probe, &probed.first.preflight, &plan)
+            .map_err(|e| failed("preflight", e))?;
+        if let Some(key) = &ctx.opts.fingerprint {
+            plan.probed = Some(crate::saved_plan::probed(
+                key,
+                &probed.facts,
+                &known.observed,
+            ));
+        }
+        if let Some(saved) = &ctx.opts.saved
+            && let Err(why) = saved.check_host(self.name, &plan)
+        {
+            o.probe_time = probed.started.elapsed();
+            o.plan = Some(plan);
+            return Err(failed("drift", why));
+        }
+        Ok(plan)
+    }
+
+    /// The change of step `i` (desired `d`, the host's answers `obs`) after the steps of
+    /// `plan` before it, as shown.
+    // The phases share `StepErr`, as large as `RemoteError`; only a failure builds one.
+    #[allow(clippy::result_large_err)]
+    fn diff_step(
+        &self,
+        i: usize,
+        d: &Desired,
+        obs: &[Observed],
+        plan: &HostPlan,
+        known: &Known,
+    ) -> Result<Change, StepErr> {
+        let (s, mask) = (&self.p.steps[i], &known.mask);
+        let diffed = d.diff(&obs.iter().collect::<Vec<_>>());
+        // An earlier change makes the answer stale: whatever it says now (even an
+        // error, e.g. a file an earlier step creates), the step is probed again.
+        let mut c = match (stale_after(d, &s.step, plan), diffed) {
+            (Some(why), Ok(c)) => Change::deferred(c.target, why),
+            (Some(why), Err(_)) => Change::deferred(String::new(), why),
+            (None, diffed) => {
+                let mut c = diffed.map_err(|e| failed(&s.step.name, mask.text(&e)))?;
+                // The leftovers of interrupted uploads in a directory are removed by
+                // the first step that changes something there for them: a later step
+                // with nothing else to do is up to date.
+                if c.housekeeping
+                    && c.tidies.iter().all(|d| {
+                        (plan.steps.iter())
+                            .filter(|x| x.change.action.changes())
+                            .any(|x| x.change.tidies.contains(d))
+                    })
+                {
+                    let warnings = std::mem::take(&mut c.warnings);
+                    c = Change::noop(
+                        c.target,
+                        "up to date (an earlier step removes the leftovers of an interrupted upload here)",
+                    );
+                    c.warnings = warnings;
+                }
+                if c.action == crate::plan::Action::Deferred
+                    && !plan.steps.iter().any(|x| x.change.action.changes())
+                {
+                    let unselected = if self.p.steps[..i]
+                        .iter()
+                        .any(|x| x.step.not_selected.is_some())
+                    {
+                        "; earlier steps not selected (--tags, --skip-tags, --step) do not run"
+                    } else {
+                        ""
+                    };
+                    return Err(failed(
+                        &s.step.name,
+                        mask.text(&format!(
+                            "{} (and no earlier step changes anything{unselected})",
+                            c.reason
+                        )),
+                    ));
+                }
+                c
+            }
+        };
+        mask.content(&mut c, s.names_secrets, &known.rendered.tainted[i]);
+        Ok(c)
+    }
+
+    /// 5. Current contents of changed files, only to show diffs (one more round trip).
+    pub(super) async fn fetch_diffs(
+        &self,
+        plan: &mut HostPlan,
+        mask: &Mask,
+    ) -> Result<(), StepErr> {
+        if self.ctx.opts.fetch_diffs {
+            fetch_old_contents(self.remote, plan, self.default_timeout, mask)
+                .await
+                .map_err(|e| ("diff".to_string(), mask.error(e)))?;
+        }
+        Ok(())
+    }
+}
 
 /// Why a step's probe answer will be stale by the time it runs: an earlier step of the plan
 /// changes a file it watches, ships an image (what `compose` runs), or removes or replaces a
@@ -53,7 +194,7 @@ pub(super) fn stale_after(d: &Desired, step: &Step, plan: &HostPlan) -> Option<S
 }
 
 /// Refuses uploads that do not fit on the target's file systems.
-pub(super) fn check_space(
+fn check_space(
     probe: &ProbeScript,
     pre: &crate::fact::preflight::Preflight,
     plan: &HostPlan,
@@ -94,7 +235,7 @@ fn old_content_is_the_probed_one(c: &crate::plan::ContentChange, body: &[u8]) ->
         .is_some_and(|h| h.eq_ignore_ascii_case(&hex::encode(Sha256::digest(body))))
 }
 
-pub(super) async fn fetch_old_contents(
+async fn fetch_old_contents(
     remote: &Remote,
     plan: &mut HostPlan,
     timeout: Duration,
@@ -159,7 +300,7 @@ pub(super) async fn fetch_old_contents(
 mod tests {
     use super::super::fixtures::{file_change, pb_step, step};
     use super::*;
-    use crate::plan::{Change, ContentChange, StepPlan};
+    use crate::plan::ContentChange;
     use crate::resource::{self, Sources};
     use serde_json::Map;
     use std::sync::Arc;

@@ -13,9 +13,10 @@
 //! - `host`: one host's task: connect, then `drive` it through its phases (1 probe and the
 //!   apply lock, 2 secrets, 3 render, 4 diff, 5 fetch diffs, 6 the operator's decision,
 //!   7 apply, 8 handlers), then the audit record;
-//! - `probe`: `run_probe`; `diff`: what makes a probe answer stale, disk space, the current
-//!   contents shown in diffs; `apply`: which scripts carry secret material, the handler
-//!   journal; `confirm`: a firewall change confirmed through a new connection;
+//! - `probe`: phases 1–3 and `run_probe`; `diff`: phases 4–5 (the plan, what makes a probe
+//!   answer stale, disk space, the current contents shown in diffs);
+//! - `apply`: phases 7–8 (the steps' changes, then the handlers); `confirm`: a firewall
+//!   change confirmed through a new connection;
 //! - `mask`: hides a host's secrets in everything shown; `audit`: the audit log's lines;
 //! - `outcome`: what reports and saved plans read ([`HostOutcome`], [`Observer`], ...);
 //! - `connect`: an inventory host to a connection ([`connect()`]).
