@@ -153,6 +153,26 @@ pub async fn run(
         halt: Default::default(),
         run_id: hex::encode(rand::random::<[u8; 8]>()),
     });
+    let (starts, tasks) = spawn_hosts(&ctx, prepared, gate);
+    await_batches(&ctx, starts, tasks).await
+}
+
+/// A host's task: its batch, its index, name and address, and the task.
+type HostTask = (
+    usize,
+    usize,
+    String,
+    String,
+    tokio::task::JoinHandle<HostOutcome>,
+);
+
+/// Spawns every host's task: each waits for its batch's start signal (one sender per batch).
+fn spawn_hosts(
+    ctx: &Arc<Ctx>,
+    prepared: Vec<Prepared>,
+    gate: Option<(Gate, PlanSender)>,
+) -> (Vec<watch::Sender<Option<bool>>>, Vec<HostTask>) {
+    let total = ctx.total;
     // Hosts in rollout order, cut into batches; each host waits for its batch's start signal
     // (before connecting; with a confirmation, after the decision) so that a batch starts only
     // when the one before it ended and the policy allows.
@@ -183,7 +203,17 @@ pub async fn run(
             tasks.push((b, i, name, address, task));
         }
     }
-    drop(gate);
+    (starts, tasks)
+}
+
+/// Starts the batches one after the other, each when the one before it ended and the policy
+/// allows, and collects the hosts' outcomes (in the order they were prepared).
+async fn await_batches(
+    ctx: &Ctx,
+    starts: Vec<watch::Sender<Option<bool>>>,
+    tasks: Vec<HostTask>,
+) -> Vec<HostOutcome> {
+    let (total, n_batches) = (ctx.total, starts.len());
     let mut out: Vec<Option<HostOutcome>> = (0..total).map(|_| None).collect();
     let mut stopped: Option<String> = None;
     let mut pending = tasks.into_iter().peekable();
@@ -207,7 +237,7 @@ pub async fn run(
             batch.push(i);
             out[i] = Some(o);
         }
-        if stopped.is_some() || b + 1 == batches.len() {
+        if stopped.is_some() || b + 1 == n_batches {
             continue;
         }
         if ctx.interrupted() {

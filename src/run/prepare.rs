@@ -165,22 +165,71 @@ pub(super) fn render(
         templates_dir: &pb.templates_dir,
     };
     let mut errors = Vec::new();
-    let mut out = Vec::new();
-    let mut tainted = vec![Vec::new(); steps.len()];
-    let mut tainted_handlers = Vec::new();
-    let mut found: Vec<crate::template::Tainted> = Vec::new();
-    let mut tracked = |f: &mut dyn FnMut() -> Result<Desired, String>| {
-        if !reuse {
+    let mut tracker = Tracker {
+        reuse,
+        found: Vec::new(),
+    };
+    let (out, tainted) = render_steps(steps, ctx, &sources, &mut tracker, &mut errors);
+    let (handlers, tainted_handlers) =
+        render_handlers(steps.len(), pb, ctx, &sources, &mut tracker, &mut errors);
+    let found = tracker.found;
+    if errors.is_empty() {
+        Ok(Rendered {
+            steps: out,
+            handlers,
+            tainted,
+            tainted_handlers,
+            found,
+        })
+    } else {
+        // An error may quote a text rendered from a secret (a path it refuses, say).
+        let m = Mask::new(&[], &found);
+        Err(errors.into_iter().map(|(i, e)| (i, m.text(&e))).collect())
+    }
+}
+
+/// Which texts of a render a secret flowed into (only when `reuse`: the render after the
+/// probe; see [`render`]).
+struct Tracker {
+    reuse: bool,
+    /// Every text a secret flowed into so far, each once.
+    found: Vec<crate::template::Tainted>,
+}
+
+impl Tracker {
+    /// The desired state of a step or handler, and the texts of it a secret flowed into.
+    fn desired(
+        &mut self,
+        f: &mut dyn FnMut() -> Result<Desired, String>,
+    ) -> (Result<Desired, String>, Vec<crate::template::Tainted>) {
+        if !self.reuse {
             return (f(), Vec::new());
         }
         let (r, t) = crate::template::track(f);
         for x in &t {
-            if !found.contains(x) {
-                found.push(x.clone());
+            if !self.found.contains(x) {
+                self.found.push(x.clone());
             }
         }
         (r, t)
-    };
+    }
+}
+
+/// The steps of [`render`]: per step its desired state (or the reason it is skipped) and the
+/// texts a secret flowed into; errors go to `errors`.
+fn render_steps(
+    steps: &[PreparedStep],
+    ctx: &Map<String, Value>,
+    sources: &Sources,
+    tracker: &mut Tracker,
+    errors: &mut Vec<(usize, String)>,
+) -> (
+    Vec<Result<Desired, String>>,
+    Vec<Vec<crate::template::Tainted>>,
+) {
+    let reuse = tracker.reuse;
+    let mut out = Vec::new();
+    let mut tainted = vec![Vec::new(); steps.len()];
     for (i, ps) in steps.iter().enumerate() {
         let step = &ps.step;
         if let (true, Some(why)) = (reuse, &step.not_selected) {
@@ -214,7 +263,8 @@ pub(super) fn render(
                 }
             }
         }
-        let (r, t) = tracked(&mut || resource::desired(&step.kind, &step.args, ctx, &sources));
+        let (r, t) =
+            tracker.desired(&mut || resource::desired(&step.kind, &step.args, ctx, sources));
         tainted[i] = t;
         match r {
             Ok(d) => out.push(Ok(d)),
@@ -224,6 +274,20 @@ pub(super) fn render(
             }
         }
     }
+    (out, tainted)
+}
+
+/// The handlers of [`render`] that run on this host (their `when`), and those a secret flowed
+/// into; errors go to `errors` (numbered after the `n_steps` steps).
+fn render_handlers(
+    n_steps: usize,
+    pb: &PlaybookInfo,
+    ctx: &Map<String, Value>,
+    sources: &Sources,
+    tracker: &mut Tracker,
+    errors: &mut Vec<(usize, String)>,
+) -> (Vec<Handler>, Vec<String>) {
+    let mut tainted_handlers = Vec::new();
     let mut handlers = Vec::new();
     for (j, h) in pb.handlers.iter().enumerate() {
         // A handler whose `when` is false on this host is never run there.
@@ -232,34 +296,22 @@ pub(super) fn render(
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
-                    errors.push((steps.len() + j, e));
+                    errors.push((n_steps + j, e));
                     continue;
                 }
             }
         }
-        let (r, t) = tracked(&mut || resource::desired(&h.kind, &h.args, ctx, &sources));
+        let (r, t) = tracker.desired(&mut || resource::desired(&h.kind, &h.args, ctx, sources));
         if !t.is_empty() {
             tainted_handlers.push(h.name.clone());
         }
         match r {
             Ok(Desired::Command(c)) => handlers.push((h.name.clone(), h.timeout, c)),
             Ok(_) => {}
-            Err(e) => errors.push((steps.len() + j, e)),
+            Err(e) => errors.push((n_steps + j, e)),
         }
     }
-    if errors.is_empty() {
-        Ok(Rendered {
-            steps: out,
-            handlers,
-            tainted,
-            tainted_handlers,
-            found,
-        })
-    } else {
-        // An error may quote a text rendered from a secret (a path it refuses, say).
-        let m = Mask::new(&[], &found);
-        Err(errors.into_iter().map(|(i, e)| (i, m.text(&e))).collect())
-    }
+    (handlers, tainted_handlers)
 }
 
 /// The template context of a host once its facts and secrets are known.
@@ -290,14 +342,8 @@ fn step_error(pb: &Playbook, step: &Step, host: &Host, msg: &str) -> ConfigError
     )
 }
 
-/// Checks every step for every host offline (with stand-in facts and secrets) and works out
-/// what the first probe asks. All problems are returned together.
-pub fn prepare(
-    inv: &Inventory,
-    pb: &Playbook,
-    hosts: &[&Host],
-    extra: &[(String, String)],
-) -> Result<Vec<Prepared>, ConfigErrors> {
+/// What every host of a run shares from the playbook (its operator secrets loaded).
+fn playbook_info(inv: &Inventory, pb: &Playbook) -> Result<PlaybookInfo, ConfigErrors> {
     let operator_secrets = pb.load_operator_secrets()?;
     let secret_names: Vec<String> = pb
         .steps
@@ -310,7 +356,7 @@ pub fn prepare(
                 .map(String::from)
         })
         .collect();
-    let info = Arc::new(PlaybookInfo {
+    Ok(PlaybookInfo {
         path: pb.path.clone(),
         name: pb.name.clone(),
         files_dir: pb.dir.clone(),
@@ -321,7 +367,18 @@ pub fn prepare(
         task: pb.task.is_some(),
         rollout: pb.rollout.clone(),
         inventory: crate::vars::inventory_value(inv),
-    });
+    })
+}
+
+/// Checks every step for every host offline (with stand-in facts and secrets) and works out
+/// what the first probe asks. All problems are returned together.
+pub fn prepare(
+    inv: &Inventory,
+    pb: &Playbook,
+    hosts: &[&Host],
+    extra: &[(String, String)],
+) -> Result<Vec<Prepared>, ConfigErrors> {
+    let info = Arc::new(playbook_info(inv, pb)?);
     let stand_in_secrets: Vec<(String, Secret)> = info
         .secret_names
         .iter()
