@@ -1,7 +1,7 @@
 //! Plan values: what one step would change on one host, and the commands that would do it.
 //!
 //! Built by the pure diff functions of `src/resource/`; rendered by `src/report/`; executed by
-//! `src/run.rs`. Apply never branches on the human-readable `reason` or `details`.
+//! `src/run/`. Apply never branches on the human-readable `reason` or `details`.
 
 use std::sync::Arc;
 

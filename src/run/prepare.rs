@@ -1,0 +1,640 @@
+//! Offline preparation: every step of every host rendered with stand-in facts and secrets and
+//! checked before any connection ([`prepare`]), and the render of a host's steps and handlers
+//! with its real facts and secrets once the probe brought them ([`render`]).
+
+use super::apply::uses_secrets;
+use super::mask::Mask;
+use crate::error::{ConfigError, ConfigErrors};
+use crate::inventory::{Host, Inventory};
+use crate::playbook::{Playbook, Step};
+use crate::resource::{self, Desired, Sources, command};
+use crate::secret::Secret;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One step of one host, ready to probe.
+#[derive(Debug, Clone)]
+pub struct PreparedStep {
+    /// The step as written (rendered again with the host's facts and secrets after the probe).
+    pub step: Step,
+    /// Rendered offline with stand-in facts and secrets: what the first probe asks about.
+    /// None when `when` is false with the stand-ins.
+    pub probe_desired: Option<Desired>,
+    /// Neither the step (arguments, `when`) nor its template names `facts` or `secrets`: the
+    /// render with the host's real facts and secrets would be the same as `probe_desired`, so
+    /// it is reused instead of rendered again.
+    pub context_free: bool,
+    /// The step (arguments, `when`) or its template names `secrets`: a file it writes is
+    /// sensitive (never diffed in clear), whatever form the secret takes in it.
+    pub names_secrets: bool,
+}
+
+/// Whether a step or its template names `secrets` (see [`PreparedStep::names_secrets`]).
+/// Conservative: a template whose name is itself templated, or cannot be read, counts.
+fn names_secrets(step: &Step, templates_dir: &std::path::Path) -> bool {
+    if uses_secrets(step) {
+        return true;
+    }
+    if step.kind == "template" {
+        let Some(src) = step.args.get("src").and_then(|v| v.as_str()) else {
+            return true;
+        };
+        if src.contains("{{") || src.contains("{%") {
+            return true;
+        }
+        return std::fs::read_to_string(templates_dir.join(src)).map_or(true, |t| {
+            tera_code(&t).any(|c| c.contains("secrets") || c.contains("__tera_context"))
+        });
+    }
+    false
+}
+
+/// The code of a template's `{{ }}` and `{% %}` blocks (not its text or `{# #}` comments).
+fn tera_code(t: &str) -> impl Iterator<Item = &str> {
+    let mut rest = t;
+    std::iter::from_fn(move || {
+        loop {
+            let i = rest.find('{')?;
+            let close = match rest.as_bytes().get(i + 1) {
+                Some(b'{') => "}}",
+                Some(b'%') => "%}",
+                _ => {
+                    rest = &rest[i + 1..];
+                    continue;
+                }
+            };
+            let body = &rest[i + 2..];
+            let end = body.find(close).unwrap_or(body.len());
+            rest = &body[(end + close.len()).min(body.len())..];
+            return Some(&body[..end]);
+        }
+    })
+}
+
+/// Whether a step's rendering can depend on the facts or secrets (see
+/// [`PreparedStep::context_free`]). Conservative: any mention of either name counts.
+fn context_free(step: &Step, templates_dir: &std::path::Path) -> bool {
+    fn mentions(s: &str) -> bool {
+        s.contains("facts") || s.contains("secrets")
+    }
+    fn strings_free(v: &toml::Value) -> bool {
+        match v {
+            toml::Value::String(s) => !mentions(s),
+            toml::Value::Array(a) => a.iter().all(strings_free),
+            toml::Value::Table(t) => t.iter().all(|(k, v)| !mentions(k) && strings_free(v)),
+            _ => true,
+        }
+    }
+    if step.when.as_deref().is_some_and(mentions)
+        || !strings_free(&toml::Value::Table(step.args.clone()))
+    {
+        return false;
+    }
+    if step.kind == "template" {
+        let Some(src) = step.args.get("src").and_then(|v| v.as_str()) else {
+            return false;
+        };
+        if src.contains("{{") || src.contains("{%") {
+            return false;
+        }
+        return std::fs::read_to_string(templates_dir.join(src)).is_ok_and(|t| !mentions(&t));
+    }
+    true
+}
+
+/// What every host of a run shares from the playbook.
+#[derive(Debug)]
+pub struct PlaybookInfo {
+    pub path: std::path::PathBuf,
+    pub name: String,
+    pub files_dir: std::path::PathBuf,
+    pub templates_dir: std::path::PathBuf,
+    pub handlers: Vec<Step>,
+    pub operator_secrets: Vec<(String, Secret)>,
+    /// Names of the `secret` steps' secrets (for the stand-ins).
+    pub secret_names: Vec<String>,
+    /// A task runs (`--task`): handlers left pending by an earlier apply wait for the next
+    /// plain apply (an operation such as `status` must not restart a daemon).
+    pub task: bool,
+    /// `[rollout]` (apply only).
+    pub rollout: crate::rollout::Rollout,
+    /// The `inventory` variable, the same for every host.
+    pub inventory: Value,
+}
+
+/// A host with its steps checked and ready to probe.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub host: Host,
+    pub steps: Vec<PreparedStep>,
+    /// The host's variables and `host` (without `inventory`, shared in [`PlaybookInfo`], and
+    /// without `facts` and `secrets`).
+    pub base: Map<String, Value>,
+    pub playbook: Arc<PlaybookInfo>,
+}
+
+/// A handler as rendered for a host: its name, its timeout, its command.
+pub(super) type Handler = (String, Option<Duration>, command::Desired);
+
+/// The steps and handlers of a host rendered with one context.
+pub(super) struct Rendered {
+    /// Per step: the desired state, or None with the reason it is skipped.
+    pub(super) steps: Vec<Result<Desired, String>>,
+    pub(super) handlers: Vec<Handler>,
+    /// Per step: the texts of its rendering a secret flowed into (see `template::track`).
+    pub(super) tainted: Vec<Vec<crate::template::Tainted>>,
+    /// The handlers a secret flowed into.
+    pub(super) tainted_handlers: Vec<String>,
+    /// Every text rendered from a secret, with its display rendering.
+    pub(super) found: Vec<crate::template::Tainted>,
+}
+
+/// Renders a host's steps and handlers with `ctx`; errors come per step (name, message).
+/// `reuse`: the render after the probe, which reuses what cannot have changed, skips the
+/// steps not selected (the offline check before it renders every step) and tracks which
+/// renderings a secret flowed into (the offline one has stand-ins only).
+pub(super) fn render(
+    steps: &[PreparedStep],
+    pb: &PlaybookInfo,
+    ctx: &Map<String, Value>,
+    reuse: bool,
+) -> Result<Rendered, Vec<(usize, String)>> {
+    let sources = Sources {
+        files_dir: &pb.files_dir,
+        templates_dir: &pb.templates_dir,
+    };
+    let mut errors = Vec::new();
+    let mut tracker = Tracker {
+        reuse,
+        found: Vec::new(),
+    };
+    let (out, tainted) = render_steps(steps, ctx, &sources, &mut tracker, &mut errors);
+    let (handlers, tainted_handlers) =
+        render_handlers(steps.len(), pb, ctx, &sources, &mut tracker, &mut errors);
+    let found = tracker.found;
+    if errors.is_empty() {
+        Ok(Rendered {
+            steps: out,
+            handlers,
+            tainted,
+            tainted_handlers,
+            found,
+        })
+    } else {
+        // An error may quote a text rendered from a secret (a path it refuses, say).
+        let m = Mask::new(&[], &found);
+        Err(errors.into_iter().map(|(i, e)| (i, m.text(&e))).collect())
+    }
+}
+
+/// Which texts of a render a secret flowed into (only when `reuse`: the render after the
+/// probe; see [`render`]).
+struct Tracker {
+    reuse: bool,
+    /// Every text a secret flowed into so far, each once.
+    found: Vec<crate::template::Tainted>,
+}
+
+impl Tracker {
+    /// The desired state of a step or handler, and the texts of it a secret flowed into.
+    fn desired(
+        &mut self,
+        f: &mut dyn FnMut() -> Result<Desired, String>,
+    ) -> (Result<Desired, String>, Vec<crate::template::Tainted>) {
+        if !self.reuse {
+            return (f(), Vec::new());
+        }
+        let (r, t) = crate::template::track(f);
+        for x in &t {
+            if !self.found.contains(x) {
+                self.found.push(x.clone());
+            }
+        }
+        (r, t)
+    }
+}
+
+/// The steps of [`render`]: per step its desired state (or the reason it is skipped) and the
+/// texts a secret flowed into; errors go to `errors`.
+fn render_steps(
+    steps: &[PreparedStep],
+    ctx: &Map<String, Value>,
+    sources: &Sources,
+    tracker: &mut Tracker,
+    errors: &mut Vec<(usize, String)>,
+) -> (
+    Vec<Result<Desired, String>>,
+    Vec<Vec<crate::template::Tainted>>,
+) {
+    let reuse = tracker.reuse;
+    let mut out = Vec::new();
+    let mut tainted = vec![Vec::new(); steps.len()];
+    for (i, ps) in steps.iter().enumerate() {
+        let step = &ps.step;
+        if let (true, Some(why)) = (reuse, &step.not_selected) {
+            out.push(Err(why.clone()));
+            continue;
+        }
+        if reuse && ps.context_free {
+            match (&ps.probe_desired, &step.when) {
+                (Some(d), _) => {
+                    out.push(Ok(d.clone()));
+                    continue;
+                }
+                (None, Some(w)) => {
+                    out.push(Err(format!("when: {w}")));
+                    continue;
+                }
+                (None, None) => {}
+            }
+        }
+        if let Some(w) = &step.when {
+            match crate::template::eval_when(w, ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.push(Err(format!("when: {w}")));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push((i, e));
+                    out.push(Err(String::new()));
+                    continue;
+                }
+            }
+        }
+        let (r, t) =
+            tracker.desired(&mut || resource::desired(&step.kind, &step.args, ctx, sources));
+        tainted[i] = t;
+        match r {
+            Ok(d) => out.push(Ok(d)),
+            Err(e) => {
+                errors.push((i, e));
+                out.push(Err(String::new()));
+            }
+        }
+    }
+    (out, tainted)
+}
+
+/// The handlers of [`render`] that run on this host (their `when`), and those a secret flowed
+/// into; errors go to `errors` (numbered after the `n_steps` steps).
+fn render_handlers(
+    n_steps: usize,
+    pb: &PlaybookInfo,
+    ctx: &Map<String, Value>,
+    sources: &Sources,
+    tracker: &mut Tracker,
+    errors: &mut Vec<(usize, String)>,
+) -> (Vec<Handler>, Vec<String>) {
+    let mut tainted_handlers = Vec::new();
+    let mut handlers = Vec::new();
+    for (j, h) in pb.handlers.iter().enumerate() {
+        // A handler whose `when` is false on this host is never run there.
+        if let Some(w) = &h.when {
+            match crate::template::eval_when(w, ctx) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    errors.push((n_steps + j, e));
+                    continue;
+                }
+            }
+        }
+        let (r, t) = tracker.desired(&mut || resource::desired(&h.kind, &h.args, ctx, sources));
+        if !t.is_empty() {
+            tainted_handlers.push(h.name.clone());
+        }
+        match r {
+            Ok(Desired::Command(c)) => handlers.push((h.name.clone(), h.timeout, c)),
+            Ok(_) => {}
+            Err(e) => errors.push((n_steps + j, e)),
+        }
+    }
+    (handlers, tainted_handlers)
+}
+
+/// The template context of a host once its facts and secrets are known.
+pub(super) fn full_context(
+    base: &Map<String, Value>,
+    inventory: &Value,
+    facts: &crate::fact::HostFacts,
+    secrets: &[(String, Secret)],
+) -> Map<String, Value> {
+    let mut ctx = base.clone();
+    ctx.insert("inventory".into(), inventory.clone());
+    ctx.insert("facts".into(), facts.to_json());
+    let s: Map<String, Value> = secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.expose().to_string())))
+        .collect();
+    ctx.insert("secrets".into(), Value::Object(s));
+    ctx
+}
+
+fn step_error(pb: &Playbook, step: &Step, host: &Host, msg: &str) -> ConfigError {
+    // Template errors already name their own file and line; keep the step and host as context.
+    ConfigError::new(
+        &pb.path,
+        step.line,
+        0,
+        format!("step `{}` on host `{}`: {msg}", step.name, host.name),
+    )
+}
+
+/// What every host of a run shares from the playbook (its operator secrets loaded).
+fn playbook_info(inv: &Inventory, pb: &Playbook) -> Result<PlaybookInfo, ConfigErrors> {
+    let operator_secrets = pb.load_operator_secrets()?;
+    let secret_names: Vec<String> = pb
+        .steps
+        .iter()
+        .filter(|s| s.kind == "secret")
+        .filter_map(|s| {
+            s.args
+                .get("secret")
+                .and_then(|n| n.as_str())
+                .map(String::from)
+        })
+        .collect();
+    Ok(PlaybookInfo {
+        path: pb.path.clone(),
+        name: pb.name.clone(),
+        files_dir: pb.dir.clone(),
+        templates_dir: pb.templates_dir.clone(),
+        handlers: pb.handlers.clone(),
+        secret_names,
+        operator_secrets,
+        task: pb.task.is_some(),
+        rollout: pb.rollout.clone(),
+        inventory: crate::vars::inventory_value(inv),
+    })
+}
+
+/// Checks every step for every host offline (with stand-in facts and secrets) and works out
+/// what the first probe asks. All problems are returned together.
+pub fn prepare(
+    inv: &Inventory,
+    pb: &Playbook,
+    hosts: &[&Host],
+    extra: &[(String, String)],
+) -> Result<Vec<Prepared>, ConfigErrors> {
+    let info = Arc::new(playbook_info(inv, pb)?);
+    let stand_in_secrets: Vec<(String, Secret)> = info
+        .secret_names
+        .iter()
+        .chain(info.operator_secrets.iter().map(|(k, _)| k))
+        .map(|k| (k.clone(), Secret::new(format!("<secret {k}>"))))
+        .collect();
+    let free: Vec<(bool, bool)> = (pb.steps.iter())
+        .map(|s| {
+            (
+                context_free(s, &pb.templates_dir),
+                names_secrets(s, &pb.templates_dir),
+            )
+        })
+        .collect();
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for host in hosts {
+        let base = crate::vars::host_context(inv, host, pb, extra);
+        let ctx = full_context(
+            &base,
+            &info.inventory,
+            &crate::fact::HostFacts::placeholder(),
+            &stand_in_secrets,
+        );
+        let mut steps: Vec<PreparedStep> = pb
+            .steps
+            .iter()
+            .zip(&free)
+            .map(|(s, (free, names))| PreparedStep {
+                step: s.clone(),
+                probe_desired: None,
+                context_free: *free,
+                names_secrets: *names,
+            })
+            .collect();
+        match render(&steps, &info, &ctx, false) {
+            Ok(r) => {
+                for (ps, d) in steps.iter_mut().zip(r.steps) {
+                    // A step not selected is checked, but not probed.
+                    ps.probe_desired = d.ok().filter(|_| ps.step.not_selected.is_none());
+                }
+            }
+            Err(es) => {
+                for (i, e) in es {
+                    let s = pb
+                        .steps
+                        .get(i)
+                        .unwrap_or_else(|| &pb.handlers[i - pb.steps.len()]);
+                    errors.push(step_error(pb, s, host, &e));
+                }
+            }
+        }
+        out.push(Prepared {
+            host: (*host).clone(),
+            steps,
+            base,
+            playbook: info.clone(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{file_change, pb_step};
+    use super::*;
+
+    #[test]
+    fn steps_not_selected_are_checked_but_not_probed() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv_path = dir.path().join("inv.toml");
+        std::fs::write(&inv_path, "[defaults]\nuser = \"u\"\n[hosts.h1]\n").unwrap();
+        let inv = Inventory::load_with(&inv_path, &crate::inventory::SshConfigChoice::Off).unwrap();
+        let hosts: Vec<&Host> = inv.hosts.iter().collect();
+        let src = |second: &str| {
+            format!(
+                "name = \"p\"\n[[steps]]\nname = \"a\"\nkind = \"dir\"\npath = \"/a\"\ntags = [\"x\"]\n\
+                 [[steps]]\nname = \"b\"\nkind = \"dir\"\npath = \"{second}\"\ntags = [\"y\"]\n"
+            )
+        };
+        let filter = crate::select::StepFilter {
+            tags: vec!["x".into()],
+            ..Default::default()
+        };
+        let mut pb = Playbook::parse(&dir.path().join("pb.toml"), &src("/b")).unwrap();
+        crate::select::select_steps(&mut pb, &filter).unwrap();
+        let p = prepare(&inv, &pb, &hosts, &[]).unwrap();
+        assert!(p[0].steps[0].probe_desired.is_some());
+        assert!(p[0].steps[1].probe_desired.is_none(), "not probed");
+        // The render after the probe skips it, with the reason the plan shows.
+        let ctx = full_context(
+            &p[0].base,
+            &p[0].playbook.inventory,
+            &crate::fact::HostFacts::placeholder(),
+            &[],
+        );
+        let r = render(&p[0].steps, &p[0].playbook, &ctx, true).unwrap();
+        assert!(r.steps[0].is_ok());
+        assert_eq!(
+            r.steps[1].as_ref().unwrap_err(),
+            "not selected: no tag of --tags x"
+        );
+        // Bad input in a step not selected still stops the run before any connection.
+        let mut pb = Playbook::parse(&dir.path().join("pb.toml"), &src("{{ nope }}")).unwrap();
+        crate::select::select_steps(&mut pb, &filter).unwrap();
+        let e = prepare(&inv, &pb, &hosts, &[]).unwrap_err().to_string();
+        assert!(e.contains("step `b` on host `h1`"), "{e}");
+    }
+
+    #[test]
+    fn steps_naming_secrets_write_sensitive_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            (
+                "plain.tera",
+                "# the .env holds the secrets\nlisten {{ port }};\n",
+            ),
+            ("secret.tera", "auth={{ secrets.k | urlencode }}\n"),
+            (
+                "loop.tera",
+                "{% for k, v in secrets %}{{ k }}{% endfor %}\n",
+            ),
+            ("comment.tera", "{# secrets #}x={{ a }}\n"),
+        ];
+        for (f, t) in files {
+            std::fs::write(dir.path().join(f), t).unwrap();
+        }
+        let with = |kind: &str, args: &str| {
+            let mut s = pb_step(&[]);
+            s.kind = kind.into();
+            s.args = toml::from_str(args).unwrap();
+            names_secrets(&s, dir.path())
+        };
+        let t = |src: &str| with("template", &format!("src = {src:?}\npath = \"/x\""));
+        assert!(!t("plain.tera"));
+        assert!(!t("comment.tera"));
+        assert!(t("secret.tera"));
+        assert!(t("loop.tera"));
+        assert!(t("{{ name }}.tera"));
+        assert!(t("missing.tera"));
+        assert!(with(
+            "file",
+            "content = \"k={{ secrets.k }}\"\npath = \"/x\""
+        ));
+        assert!(!with("file", "content = \"k={{ k }}\"\npath = \"/x\""));
+        // The mask then hides the content, whatever form the secret took in it: a common
+        // encoding is found by the search, anything else by the step's marking.
+        let mask = Mask::new(&[("k".into(), Secret::new("value-of-k"))], &[]);
+        let mut c = file_change("/x");
+        c.content.as_mut().unwrap().new = Arc::new(b"auth=dmFsdWUtb2Ytaw==\n".to_vec());
+        mask.content(&mut c, false, &[]);
+        assert!(
+            c.content.as_ref().unwrap().sensitive,
+            "base64 is searched for"
+        );
+        let mut c = file_change("/x");
+        c.content.as_mut().unwrap().new = Arc::new(b"auth=k-fo-eulav\n".to_vec());
+        mask.content(&mut c, false, &[]);
+        assert!(!c.content.as_ref().unwrap().sensitive);
+        mask.content(&mut c, true, &[]);
+        assert!(c.content.as_ref().unwrap().sensitive);
+    }
+
+    #[test]
+    fn rendering_marks_tainted_steps_and_masks_its_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let pb = Playbook::parse(
+            &dir.path().join("pb.toml"),
+            "name = \"p\"\n\
+             [[steps]]\nname = \"plain\"\nkind = \"command\"\nrun = \"echo {{ secrets.K | length > 0 }}\"\n\
+             [[steps]]\nname = \"tainted\"\nkind = \"command\"\nrun = \"echo {{ secrets.K | upper | shell_quote }}\"\n\
+             [[steps]]\nname = \"bad\"\nkind = \"command\"\nrun = \"true\"\ncreates = \"x/{{ secrets.K | reverse }}\"\n\
+             [[handlers]]\nname = \"h\"\nkind = \"command\"\nrun = \"echo {{ secrets.K | lower }}\"\n",
+        )
+        .unwrap();
+        let info = PlaybookInfo {
+            path: pb.path.clone(),
+            name: pb.name.clone(),
+            files_dir: dir.path().into(),
+            templates_dir: dir.path().into(),
+            handlers: pb.handlers.clone(),
+            operator_secrets: vec![],
+            secret_names: vec![],
+            task: false,
+            rollout: Default::default(),
+            inventory: Value::Null,
+        };
+        let steps: Vec<PreparedStep> = (pb.steps.iter())
+            .map(|s| PreparedStep {
+                step: s.clone(),
+                probe_desired: None,
+                context_free: false,
+                names_secrets: true,
+            })
+            .collect();
+        let ctx = serde_json::json!({"secrets": {"K": "key-Value-123"}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let r = render(&steps[..2], &info, &ctx, true).unwrap();
+        assert_eq!(r.tainted[0], vec![], "a test of the value shows none of it");
+        assert_eq!(r.tainted[1].len(), 1);
+        assert_eq!(r.tainted[1][0].display, "echo '<SECRET:K>'");
+        assert_eq!(r.tainted_handlers, ["h"]);
+        assert_eq!(r.found.len(), 2);
+        // The offline render (stand-ins) is not tracked.
+        let r = render(&steps[..2], &info, &ctx, false).unwrap();
+        assert!(r.found.is_empty() && r.tainted[1].is_empty());
+        // An error quoting a tainted text (here reversed: no form the search knows).
+        let Err(e) = render(&steps, &info, &ctx, true) else {
+            panic!("a relative `creates` is an error")
+        };
+        assert_eq!(e.len(), 1);
+        assert!(e[0].1.contains("x/>K:terces<"), "{e:?}");
+        assert!(!e[0].1.contains("321-eulaV"), "{e:?}");
+    }
+
+    #[test]
+    fn context_free_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plain.tera"), "listen {{ port }};\n").unwrap();
+        std::fs::write(dir.path().join("secret.tera"), "KEY={{ secrets.k }}\n").unwrap();
+        let with = |kind: &str, args: &str, when: Option<&str>| {
+            let mut s = pb_step(&[]);
+            s.kind = kind.into();
+            s.args = toml::from_str(args).unwrap();
+            s.when = when.map(String::from);
+            context_free(&s, dir.path())
+        };
+        assert!(with("command", "run = \"echo {{ app }}\"", None));
+        assert!(with(
+            "template",
+            "src = \"plain.tera\"\npath = \"/x\"",
+            Some("app == \"a\"")
+        ));
+        assert!(!with("command", "run = \"echo {{ facts.arch }}\"", None));
+        assert!(!with("command", "env = { A = \"{{ secrets.k }}\" }", None));
+        assert!(!with("command", "run = \"true\"", Some("facts.docker")));
+        assert!(!with(
+            "template",
+            "src = \"secret.tera\"\npath = \"/x\"",
+            None
+        ));
+        assert!(!with(
+            "template",
+            "src = \"{{ name }}.tera\"\npath = \"/x\"",
+            None
+        ));
+        assert!(!with(
+            "template",
+            "src = \"missing.tera\"\npath = \"/x\"",
+            None
+        ));
+    }
+}

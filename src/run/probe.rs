@@ -1,0 +1,322 @@
+//! Phases 1–3 of a host: the first probe (and the apply lock), the host's secrets, and the
+//! render with its real facts and secrets (probing again the steps whose questions changed);
+//! [`run_probe`] runs one probe script.
+
+use super::host::{HostRun, HostSecrets, Known, Probed};
+use super::mask::Mask;
+use super::prepare::full_context;
+use super::{Mode, StepErr, failed};
+use crate::fact::lock::LockState;
+use crate::fact::{Observed, ProbeError, ProbeScript, Request, SecretState};
+use crate::remote::{Remote, RemoteError};
+use crate::resource::Desired;
+use crate::secret::Secret;
+use std::time::{Duration, Instant};
+
+impl HostRun<'_> {
+    /// 1. Probe: the host's facts, the handler journal, the secrets and every step's facts
+    ///    (as rendered with stand-ins) in one round trip.
+    pub(super) async fn probe(&self) -> Result<Probed, StepErr> {
+        let (ctx, p) = (self.ctx, self.p);
+        ctx.observer.phase(self.name, "probing");
+        let started = Instant::now();
+        let mut probe = ProbeScript::for_host(&p.playbook.name);
+        if let (Mode::Apply, Some(holder)) = (ctx.opts.mode, &ctx.opts.lock_holder) {
+            probe.take_lock(holder, ctx.opts.force_unlock);
+        }
+        let ids: Vec<Vec<usize>> = p
+            .steps
+            .iter()
+            .map(|s| {
+                // Rescue steps are probed only when they are needed (after a failure).
+                s.probe_desired
+                    .as_ref()
+                    .filter(|_| !s.step.rescue)
+                    .map(|d| d.probe(&mut probe))
+                    .unwrap_or_default()
+            })
+            .collect();
+        // The sudo password and the operator secrets are known before the probe (the host's
+        // secrets come with its answer): its errors are masked with them.
+        let become_pw: Vec<(String, Secret)> = (ctx.opts.become_password.iter())
+            .map(|pw| (String::new(), pw.clone()))
+            .collect();
+        let early = Mask::new(
+            &[p.playbook.operator_secrets.as_slice(), &become_pw].concat(),
+            &[],
+        );
+        let first = self.lock(&mut probe, &ids, &early).await?;
+        let facts = first.facts.clone().unwrap_or_default();
+        facts.check_supported().map_err(|e| failed("facts", e))?;
+        Ok(Probed {
+            started,
+            probe,
+            ids,
+            first,
+            facts,
+            become_pw,
+        })
+    }
+
+    /// Runs the first probe (which takes the apply lock, if asked to): the lock of a lost run
+    /// of this machine is taken over, another run's refuses the host.
+    async fn lock(
+        &self,
+        probe: &mut ProbeScript,
+        ids: &[Vec<usize>],
+        early: &Mask,
+    ) -> Result<crate::fact::ProbeResult, StepErr> {
+        let (ctx, remote, names) = (self.ctx, self.remote, &self.names);
+        let timeout = self.default_timeout;
+        let mut first = run_probe(remote, probe, ids, names, timeout, false, early).await?;
+        // A run of this machine whose process is gone still holds the lock when the host's sshd
+        // has not noticed its connection is lost (a cut link: until the running command ends, or
+        // sshd's ClientAliveInterval). Its run cannot continue: break its lock (ending that dead
+        // connection, as --force-unlock does) in one more round trip.
+        if let (
+            Some(LockState::Held {
+                client: Some(c), ..
+            }),
+            Some(holder),
+        ) = (&first.lock, &ctx.opts.lock_holder)
+            && !probe.lock_forced()
+            && crate::fact::lock::local_client_gone(c)
+        {
+            ctx.observer.phase(
+                self.name,
+                "taking over the lock of a lost run of this machine (its process is gone)",
+            );
+            probe.take_lock(holder, true);
+            first = run_probe(remote, probe, ids, names, timeout, false, early).await?;
+        }
+        match &first.lock {
+            None | Some(LockState::Taken) => {}
+            Some(LockState::TakenFrom(who)) => ctx.observer.lock_broken(self.name, who),
+            Some(LockState::Held { who, .. }) => {
+                return Err(failed(
+                    "lock",
+                    format!(
+                        "another apply holds this host: {who}; wait for it to end, or break the lock with --force-unlock"
+                    ),
+                ));
+            }
+            Some(LockState::Error(why)) => {
+                return Err(failed("lock", format!("cannot take the apply lock: {why}")));
+            }
+        }
+        Ok(first)
+    }
+
+    /// 2. Secrets: read back, or generated now for the ones that do not exist yet.
+    // The phases share `StepErr`, as large as `RemoteError`; only a failure builds one.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn secrets(&mut self, probed: &Probed) -> Result<HostSecrets, StepErr> {
+        let mut secrets: Vec<(String, Secret)> = self.p.playbook.operator_secrets.clone();
+        let mut generated: Vec<(String, Secret)> = Vec::new();
+        for (s, id) in self.p.steps.iter().zip(&probed.ids) {
+            if let (Some(Desired::Secret(d)), [i, ..]) = (&s.probe_desired, id.as_slice()) {
+                match &probed.first.observed[*i] {
+                    Observed::Secret(SecretState::Present { value, .. }) => {
+                        secrets.push((d.name.clone(), value.clone()));
+                    }
+                    Observed::Secret(SecretState::Missing { guarded: false }) => {
+                        let v = d.generate().map_err(|e| failed(&s.step.name, e))?;
+                        secrets.push((d.name.clone(), v.clone()));
+                        generated.push((d.name.clone(), v));
+                    }
+                    // Guarded or blocked: the step's own error says why (before templates that
+                    // use the secret fail for want of it).
+                    Observed::Secret(obs) => {
+                        if let Err(e) = d.diff(obs) {
+                            return Err(failed(&s.step.name, e));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // The sudo password is masked too (a command's error text could echo it).
+        let all = [secrets.as_slice(), &probed.become_pw].concat();
+        let mask = Mask::new(&all, &[]);
+        // From here on, a script that holds a secret value goes to the host on stdin.
+        self.remote.hide(mask.needles());
+        self.mask = Some(mask.clone());
+        Ok(HostSecrets {
+            secrets,
+            generated,
+            all,
+            mask,
+        })
+    }
+
+    /// 3. Render with the real facts and secrets; re-probe the steps whose questions changed.
+    pub(super) async fn render(
+        &mut self,
+        probed: &Probed,
+        secrets: &HostSecrets,
+    ) -> Result<Known, StepErr> {
+        let p = self.p;
+        // (The full context lives only for the render: a fleet's contexts are not all kept.)
+        let full = full_context(
+            &p.base,
+            &p.playbook.inventory,
+            &probed.facts,
+            &secrets.secrets,
+        );
+        let rendered = super::prepare::render(&p.steps, &p.playbook, &full, true);
+        drop(full);
+        let mut rendered = rendered.map_err(|es| {
+            let (i, e) = &es[0];
+            let at = (self.names)
+                .get(*i)
+                .map_or_else(|| "handlers".to_string(), std::string::ToString::to_string);
+            (at, RemoteError::Failed(secrets.mask.text(e)))
+        })?;
+        // Every text a secret flowed into is shown as its marker rendering from now on, and a
+        // script holding one goes to the host on stdin (the steps it belongs to are private too).
+        let mask = Mask::new(&secrets.all, &rendered.found);
+        self.remote.hide(mask.needles());
+        self.mask = Some(mask.clone());
+        let tainted: Vec<bool> = rendered.tainted.iter().map(|t| !t.is_empty()).collect();
+        let (desired, skip) =
+            desired_states(std::mem::take(&mut rendered.steps), &secrets.generated);
+        let observed = self.probe_again(probed, &desired, &tainted, &mask).await?;
+        Ok(Known {
+            mask,
+            rendered,
+            tainted,
+            desired,
+            skip,
+            observed,
+        })
+    }
+
+    /// The host's answers for each step rendered (`desired`): the first probe's where the
+    /// step asks the same questions as it did with stand-ins, else those of a second probe.
+    async fn probe_again(
+        &self,
+        probed: &Probed,
+        desired: &[Option<Desired>],
+        tainted: &[bool],
+        mask: &Mask,
+    ) -> Result<Vec<Option<Vec<Observed>>>, StepErr> {
+        let (p, ids, first) = (self.p, &probed.ids, &probed.first);
+        let mut observed: Vec<Option<Vec<Observed>>> = vec![None; p.steps.len()];
+        let mut again = ProbeScript::default();
+        let mut again_ids: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, d) in desired.iter().enumerate() {
+            let Some(d) = d else { continue };
+            if p.steps[i].step.rescue {
+                continue;
+            }
+            let mut mine = ProbeScript::default();
+            let want = d.probe(&mut mine);
+            let asked: Vec<&Request> = ids[i]
+                .iter()
+                .map(|x| &probed.probe.requests()[*x])
+                .collect();
+            let same = p.steps[i].probe_desired.is_some()
+                && asked.len() == want.len()
+                && want
+                    .iter()
+                    .zip(&asked)
+                    .all(|(w, a)| &mine.requests()[*w] == *a);
+            if same {
+                observed[i] = Some(ids[i].iter().map(|x| first.observed[*x].clone()).collect());
+            } else {
+                again_ids.push((i, d.probe(&mut again)));
+            }
+        }
+        if !again_ids.is_empty() {
+            let flat: Vec<Vec<usize>> = (0..p.steps.len())
+                .map(|i| {
+                    again_ids
+                        .iter()
+                        .find(|(j, _)| *j == i)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let private = again_ids.iter().any(|(i, _)| tainted[*i]);
+            let (remote, names, timeout) = (self.remote, &self.names, self.default_timeout);
+            let second = run_probe(remote, &again, &flat, names, timeout, private, mask).await?;
+            for (i, v) in &again_ids {
+                observed[*i] = Some(v.iter().map(|x| second.observed[*x].clone()).collect());
+            }
+        }
+        Ok(observed)
+    }
+}
+
+/// Per step of the render: its desired state (a generated secret given to its `secret` step),
+/// or None and the reason it is skipped.
+fn desired_states(
+    steps: Vec<Result<Desired, String>>,
+    generated: &[(String, Secret)],
+) -> (Vec<Option<Desired>>, Vec<String>) {
+    let mut desired: Vec<Option<Desired>> = Vec::new();
+    let mut skip: Vec<String> = Vec::new();
+    for r in steps {
+        match r {
+            Ok(mut d) => {
+                if let Desired::Secret(sd) = &mut d {
+                    sd.generated = generated
+                        .iter()
+                        .find(|(n, _)| *n == sd.name)
+                        .map(|(_, v)| v.clone());
+                }
+                desired.push(Some(d));
+                skip.push(String::new());
+            }
+            Err(reason) => {
+                desired.push(None);
+                skip.push(reason);
+            }
+        }
+    }
+    (desired, skip)
+}
+
+/// Runs a probe script and parses its answer; errors name the step whose record was bad.
+/// `private`: it asks about a text a secret flowed into (it goes on stdin). Its errors are
+/// masked with `mask`; a failure is described by its stderr only (its stdout holds the host's
+/// secret files).
+pub(super) async fn run_probe(
+    remote: &Remote,
+    probe: &ProbeScript,
+    ids: &[Vec<usize>],
+    names: &[&str],
+    timeout: Duration,
+    private: bool,
+    mask: &Mask,
+) -> Result<crate::fact::ProbeResult, StepErr> {
+    let mut script = probe.script();
+    if private {
+        script = crate::remote::private(&script);
+    }
+    let out = remote
+        .run(&script, &[], timeout)
+        .await
+        .map_err(|e| ("probe".to_string(), mask.error(e)))?;
+    if !out.success() {
+        return Err((
+            "probe".into(),
+            RemoteError::Failed(mask.text(&crate::remote::describe_failure_stderr(&out))),
+        ));
+    }
+    probe
+        .parse(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| {
+            let at = match &e {
+                ProbeError::Preflight(_) => "preflight".to_string(),
+                ProbeError::Output {
+                    request: Some(r), ..
+                } => ids
+                    .iter()
+                    .position(|id| id.contains(r))
+                    .map_or_else(|| "probe".to_string(), |i| names[i].to_string()),
+                ProbeError::Output { request: None, .. } => "probe".to_string(),
+            };
+            (at, RemoteError::Failed(mask.text(&e.to_string())))
+        })
+}
