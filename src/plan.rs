@@ -309,8 +309,12 @@ impl Change {
 #[derive(Debug, Clone)]
 pub struct StepPlan {
     pub name: String,
+    /// The step's kind, as written in the playbook (for display).
     pub kind: String,
     pub change: Change,
+    /// A change by this step makes stale the probe answers of later steps that watch paths
+    /// (the step kind says so: an image shipped is what a compose project runs).
+    pub makes_watchers_stale: bool,
     pub notify: Vec<String>,
     /// What the step's command printed (`output = true`), secrets masked; set by apply.
     pub output: Option<String>,

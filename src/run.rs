@@ -48,7 +48,7 @@ fn names_secrets(step: &Step, templates_dir: &std::path::Path) -> bool {
     if uses_secrets(step) {
         return true;
     }
-    if step.kind == "template" {
+    if step.kind.renders_template_file() {
         let Some(src) = step.args.get("src").and_then(|v| v.as_str()) else {
             return true;
         };
@@ -103,7 +103,7 @@ fn context_free(step: &Step, templates_dir: &std::path::Path) -> bool {
     {
         return false;
     }
-    if step.kind == "template" {
+    if step.kind.renders_template_file() {
         let Some(src) = step.args.get("src").and_then(|v| v.as_str()) else {
             return false;
         };
@@ -313,7 +313,7 @@ pub fn prepare(
     let secret_names: Vec<String> = pb
         .steps
         .iter()
-        .filter(|s| s.kind == "secret")
+        .filter(|s| s.kind.provides_secret())
         .filter_map(|s| {
             s.args
                 .get("secret")
@@ -1367,8 +1367,9 @@ async fn drive(
         };
         plan.steps.push(StepPlan {
             name: s.step.name.clone(),
-            kind: s.step.kind.clone(),
+            kind: s.step.kind.to_string(),
             change,
+            makes_watchers_stale: s.step.kind.makes_watchers_stale(),
             notify,
             output: None,
         });
@@ -1733,7 +1734,7 @@ async fn drive(
 /// and `cert` steps, and files whose content is sensitive or holds a secret.
 fn secret_material(step: &Step, change: &Change) -> bool {
     uses_secrets(step)
-        || matches!(step.kind.as_str(), "secret" | "cert")
+        || step.kind.uploads_secret_material()
         || change.content.as_ref().is_some_and(|c| c.sensitive)
 }
 
@@ -1786,7 +1787,7 @@ fn stale_after(d: &Desired, step: &Step, plan: &HostPlan) -> Option<String> {
         .iter()
         .filter(|s| s.change.action.changes())
         .find_map(|s| {
-            if s.kind == "image" {
+            if s.makes_watchers_stale {
                 return Some(format!("step `{}` ships an image first", s.name));
             }
             let path = s.change.content.as_ref().map(|c| c.path.as_str())?;
@@ -2155,6 +2156,10 @@ mod tests {
             name: format!("a {kind}"),
             kind: kind.into(),
             change,
+            makes_watchers_stale: kind
+                .parse::<crate::resource::Kind>()
+                .unwrap()
+                .makes_watchers_stale(),
             notify: vec![],
             output: None,
         }
@@ -2163,7 +2168,7 @@ mod tests {
     fn pb_step(recheck_after: &[&str]) -> Step {
         Step {
             name: "s".into(),
-            kind: "command".into(),
+            kind: "command".parse().unwrap(),
             args: toml::Table::new(),
             when: None,
             notify: vec![],
@@ -2243,11 +2248,11 @@ mod tests {
         assert!(uses_secrets(&s));
         s.args.remove("vars");
         for kind in ["secret", "cert"] {
-            s.kind = kind.into();
+            s.kind = kind.parse().unwrap();
             assert!(secret_material(&s, &plain), "{kind}");
         }
         // a file whose content is sensitive (or holds a secret: the mask marks it so)
-        s.kind = "file".into();
+        s.kind = "file".parse().unwrap();
         let mut c = Change::noop("x", "y");
         c.content = Some(ContentChange {
             path: "/etc/app.env".into(),
@@ -2282,7 +2287,7 @@ mod tests {
         }
         let with = |kind: &str, args: &str| {
             let mut s = pb_step(&[]);
-            s.kind = kind.into();
+            s.kind = kind.parse().unwrap();
             s.args = toml::from_str(args).unwrap();
             names_secrets(&s, dir.path())
         };
@@ -2474,7 +2479,7 @@ mod tests {
         std::fs::write(dir.path().join("secret.tera"), "KEY={{ secrets.k }}\n").unwrap();
         let with = |kind: &str, args: &str, when: Option<&str>| {
             let mut s = pb_step(&[]);
-            s.kind = kind.into();
+            s.kind = kind.parse().unwrap();
             s.args = toml::from_str(args).unwrap();
             s.when = when.map(String::from);
             context_free(&s, dir.path())
@@ -2568,7 +2573,7 @@ mod tests {
         )
         .unwrap();
         let d = resource::desired(
-            "compose",
+            &"compose".parse().unwrap(),
             &t,
             &Map::new(),
             &Sources {
@@ -2621,7 +2626,7 @@ mod tests {
         // Other kinds watch nothing.
         let dir = toml::from_str::<toml::Table>("path = \"/opt/p\"\n").unwrap();
         let dd = resource::desired(
-            "dir",
+            &"dir".parse().unwrap(),
             &dir,
             &Map::new(),
             &Sources {
@@ -2663,7 +2668,8 @@ mod tests {
             templates_dir: std::path::Path::new("."),
         };
         let desired = |kind: &str, t: &str| {
-            resource::desired(kind, &toml::from_str(t).unwrap(), &Map::new(), &src).unwrap()
+            let kind = kind.parse().unwrap();
+            resource::desired(&kind, &toml::from_str(t).unwrap(), &Map::new(), &src).unwrap()
         };
         let parent = desired("dir", "path = \"/srv/a\"\nforce = true\n");
         let child = desired("file", "path = \"/srv/a/f\"\ncontent = \"x\"\n");

@@ -262,6 +262,50 @@ impl Group {
     }
 }
 
+/// The `user` step kind.
+pub struct UserKind;
+
+impl super::StepKind for UserKind {
+    fn name(&self) -> &'static str {
+        "user"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<UserArgs>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::User(User::from_args(super::args(args)?)?))
+    }
+}
+
+/// The `group` step kind.
+pub struct GroupKind;
+
+impl super::StepKind for GroupKind {
+    fn name(&self) -> &'static str {
+        "group"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<GroupArgs>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Group(Group::from_args(super::args(args)?)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,6 +258,31 @@ impl Desired {
     }
 }
 
+/// The `apt_repo` step kind.
+pub struct AptRepoKind;
+
+impl super::StepKind for AptRepoKind {
+    fn name(&self) -> &'static str {
+        "apt_repo"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        src: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::AptRepo(desired(
+            super::args(args)?,
+            src.files_dir,
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -487,6 +487,35 @@ impl Desired {
     }
 }
 
+/// The `cert` step kind.
+pub struct CertKind;
+
+impl super::StepKind for CertKind {
+    fn name(&self) -> &'static str {
+        "cert"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        src: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Cert(Desired::from_args(
+            super::args(args)?,
+            src.files_dir,
+        )?))
+    }
+
+    fn uploads_secret_material(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

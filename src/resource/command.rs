@@ -133,6 +133,34 @@ impl Desired {
     }
 }
 
+/// The `command` step kind (also the kind of handlers).
+pub struct CommandKind;
+
+impl super::StepKind for CommandKind {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Command(Desired::from_args(super::args(
+            args,
+        )?)?))
+    }
+
+    fn runs_when_notified(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

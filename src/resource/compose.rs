@@ -325,6 +325,30 @@ mv -f "$st.tmp.$$" "$st"
     }
 }
 
+/// The `compose` step kind.
+pub struct ComposeKind;
+
+impl super::StepKind for ComposeKind {
+    fn name(&self) -> &'static str {
+        "compose"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Compose(Desired::from_args(super::args(
+            args,
+        )?)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

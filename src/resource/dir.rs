@@ -226,6 +226,28 @@ pub fn kind_name(o: &PathState) -> &'static str {
     }
 }
 
+/// The `dir` step kind.
+pub struct DirKind;
+
+impl super::StepKind for DirKind {
+    fn name(&self) -> &'static str {
+        "dir"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Dir(Desired::from_args(super::args(args)?)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -686,6 +686,31 @@ pub fn ruleset(table: &str, ports: &[u16], peers: &[Peer], icmp: bool, container
     s
 }
 
+/// The `firewall` step kind.
+pub struct FirewallKind;
+
+impl super::StepKind for FirewallKind {
+    fn name(&self) -> &'static str {
+        "firewall"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        ctx: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Firewall(Desired::from_args(
+            super::args(args)?,
+            ctx,
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
 

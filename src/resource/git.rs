@@ -447,6 +447,28 @@ fi
     }
 }
 
+/// The `git` step kind.
+pub struct GitKind;
+
+impl super::StepKind for GitKind {
+    fn name(&self) -> &'static str {
+        "git"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Git(Desired::from_args(super::args(args)?)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

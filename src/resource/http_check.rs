@@ -108,6 +108,30 @@ done
     }
 }
 
+/// The `http_check` step kind.
+pub struct HttpCheckKind;
+
+impl super::StepKind for HttpCheckKind {
+    fn name(&self) -> &'static str {
+        "http_check"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::HttpCheck(Desired::from_args(super::args(
+            args,
+        )?)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -284,6 +284,34 @@ fn human_size(b: u64) -> String {
     format!("{:.1} MB", b as f64 / 1e6)
 }
 
+/// The `image` step kind.
+pub struct ImageKind;
+
+impl super::StepKind for ImageKind {
+    fn name(&self) -> &'static str {
+        "image"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Image(Desired::from_args(super::args(
+            args,
+        )?)?))
+    }
+
+    fn makes_watchers_stale(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

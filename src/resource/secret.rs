@@ -199,6 +199,38 @@ impl Desired {
     }
 }
 
+/// The `secret` step kind.
+pub struct SecretKind;
+
+impl super::StepKind for SecretKind {
+    fn name(&self) -> &'static str {
+        "secret"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Secret(Desired::from_args(super::args(
+            args,
+        )?)?))
+    }
+
+    fn provides_secret(&self) -> bool {
+        true
+    }
+
+    fn uploads_secret_material(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,6 +174,30 @@ impl Desired {
     }
 }
 
+/// The `service` step kind.
+pub struct ServiceKind;
+
+impl super::StepKind for ServiceKind {
+    fn name(&self) -> &'static str {
+        "service"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Service(Desired::from_args(super::args(
+            args,
+        )?)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
