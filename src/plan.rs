@@ -73,7 +73,8 @@ pub struct Op {
     /// streamed into a temporary file beside it, renamed into place when the command succeeded.
     pub stdout_to: Option<LocalFile>,
     /// A firewall change the host rolls back by itself unless confirmed through a new SSH
-    /// connection within `window` (the script prints `@fw-token\tTOKEN`).
+    /// connection within `window` (the script prints `@fw-token\tTOKEN`). The protocol's
+    /// scripts and messages are [`Confirm`]'s methods, in `resource/firewall.rs`.
     pub confirm: Option<Confirm>,
 }
 
