@@ -306,6 +306,34 @@ impl super::StepKind for GroupKind {
     }
 }
 
+/// Asks for the account.
+impl super::DesiredState for User {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::User(self.name.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::User(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+}
+
+/// Asks for the group.
+impl super::DesiredState for Group {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::Group(self.name.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Group(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

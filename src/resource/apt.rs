@@ -340,6 +340,20 @@ impl super::StepKind for AptKind {
     }
 }
 
+/// Asks for the packages' states.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::Packages(self.packages.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Dpkg(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

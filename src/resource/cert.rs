@@ -516,6 +516,36 @@ impl super::StepKind for CertKind {
     }
 }
 
+/// Asks for the certificate and key files, then the leftovers beside each.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        p.add_upload_dir(&self.cert.parent());
+        p.add_upload_dir(&self.key.parent());
+        vec![
+            p.add(crate::fact::Request::Path(self.cert.path.clone())),
+            p.add(crate::fact::Request::Path(self.key.path.clone())),
+            p.add(crate::fact::Request::Leftovers(self.cert.parent())),
+            p.add(crate::fact::Request::Leftovers(self.key.parent())),
+        ]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [
+                crate::fact::Observed::Path(cert),
+                crate::fact::Observed::Path(key),
+                crate::fact::Observed::Leftovers(lc),
+                crate::fact::Observed::Leftovers(lk),
+            ] => Some(self.diff_with(cert, key, [lc, lk])),
+            _ => None,
+        }
+    }
+
+    fn paths(&self) -> Vec<&str> {
+        vec![self.cert.path.as_str(), self.key.path.as_str()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,6 +161,23 @@ impl super::StepKind for CommandKind {
     }
 }
 
+/// Asks for the guards (`creates`, `unless`).
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::Guard {
+            creates: self.creates.clone(),
+            unless: self.unless.clone(),
+        })]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Guard(g)] => Some(Ok(self.diff(g))),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -349,6 +349,26 @@ impl super::StepKind for ComposeKind {
     }
 }
 
+/// Asks for the project; watches its compose file and env file.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::Compose(self.query.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Compose(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+
+    fn watches(&self) -> Vec<String> {
+        std::iter::once(self.query.file.clone())
+            .chain(self.query.env_file.clone())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

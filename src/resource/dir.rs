@@ -248,6 +248,24 @@ impl super::StepKind for DirKind {
     }
 }
 
+/// Asks for the path; diffs its state.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::Path(self.path.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Path(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+
+    fn paths(&self) -> Vec<&str> {
+        vec![self.path.as_str()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

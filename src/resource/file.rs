@@ -639,6 +639,33 @@ impl super::StepKind for TemplateKind {
     }
 }
 
+/// Asks for the path and the leftovers of interrupted uploads beside it.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        if self.state == State::Present {
+            p.add_upload_dir(&self.parent());
+        }
+        vec![
+            p.add(crate::fact::Request::Path(self.path.clone())),
+            p.add(crate::fact::Request::Leftovers(self.parent())),
+        ]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [
+                crate::fact::Observed::Path(o),
+                crate::fact::Observed::Leftovers(l),
+            ] => Some(self.diff_with(o, l)),
+            _ => None,
+        }
+    }
+
+    fn paths(&self) -> Vec<&str> {
+        vec![self.path.as_str()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

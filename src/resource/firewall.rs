@@ -768,6 +768,21 @@ impl super::StepKind for FirewallKind {
     }
 }
 
+/// Asks for the live table and the recorded state.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        p.add_upload_dir("/etc/claw-provision/firewall");
+        vec![p.add(crate::fact::Request::Firewall(self.table.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Firewall(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
 

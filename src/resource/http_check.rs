@@ -132,6 +132,20 @@ impl super::StepKind for HttpCheckKind {
     }
 }
 
+/// Asks nothing: the check runs at apply.
+impl super::DesiredState for Desired {
+    fn probe(&self, _: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [] => Some(Ok(self.diff())),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

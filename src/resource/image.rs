@@ -312,6 +312,21 @@ impl super::StepKind for ImageKind {
     }
 }
 
+/// Asks for the image and its tag in the docker daemon.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        p.add_upload_dir(DOCKER_ROOT);
+        vec![p.add(crate::fact::Request::Image(self.query.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Image(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,20 +6,22 @@
 //! once in [`KINDS`]; a playbook's `kind = "..."` is parsed into a [`Kind`] when it is loaded.
 //! Validation ([`StepKind::check_args`]), the desired state ([`StepKind::desired`]) and what
 //! the runner must know about a kind come from its `impl StepKind`; probe and diff come from
-//! the [`Desired`] state it builds. The runner never compares kind names.
+//! the [`DesiredState`] it builds (a [`Desired`] variant). The runner never compares kind names.
 //!
 //! **Adding a step kind** touches:
-//! - `resource/NAME.rs` (new): its arguments, desired state, diff (into [`Change`] and its
-//!   [`Op`]s: apply and display come from these) and its `impl StepKind`;
-//! - this file: `pub mod NAME;`, one entry in [`KINDS`], and, when its desired state is a new
-//!   type (not a file, say), a [`Desired`] variant with its arms in [`Desired::probe`] and
-//!   [`Desired::diff`];
+//! - `resource/NAME.rs` (new): its arguments, desired state with its `impl DesiredState`
+//!   (probe, diff into a [`Change`] whose [`Op`]s apply runs and plans display) and its
+//!   `impl StepKind`;
+//! - this file: `pub mod NAME;` and one entry in [`KINDS`]; when its desired state is a new
+//!   type (not a file, say), also a [`Desired`] variant and its line in `Desired::state`
+//!   (the compiler points at it);
 //! - `fact/` only when it needs a fact no kind asks for yet (a [`Request`] and its
 //!   [`Observed`] answer).
 //!
 //! **Invariant:** nothing here touches SSH; diff functions are pure and unit-tested.
 //!
 //! [`Op`]: crate::plan::Op
+//! [`Request`]: crate::fact::Request
 
 pub mod account;
 pub mod apt;
@@ -39,7 +41,7 @@ pub mod kind;
 pub mod secret;
 pub mod service;
 
-use crate::fact::{Observed, ProbeScript, Request};
+use crate::fact::{Observed, ProbeScript};
 use crate::plan::Change;
 use crate::quote::check_remote_path;
 pub use kind::{Kind, StepKind};
@@ -131,141 +133,77 @@ pub fn desired(
     kind.desired(rendered, ctx, src)
 }
 
+/// What a desired state does against the host: the facts it asks the probe for, and the diff
+/// against the answers. Implemented by each kind's desired state, in the kind's file.
+pub trait DesiredState {
+    /// Registers the facts this step needs; returns their request ids, in the order
+    /// `diff_answers` expects the answers (empty: it needs none).
+    fn probe(&self, p: &mut ProbeScript) -> Vec<usize>;
+
+    /// Compares with what was observed (the answers to `probe`'s requests, in order). An error
+    /// means the step cannot proceed (e.g. a file where a directory is wanted); None, answers
+    /// of the wrong type (a bug).
+    fn diff_answers(&self, observed: &[&Observed]) -> Option<Result<Change, String>>;
+
+    /// The paths on the target this step manages (its probe reads them).
+    fn paths(&self) -> Vec<&str> {
+        vec![]
+    }
+
+    /// Paths on the target whose change by an earlier step makes this step's probe answer stale.
+    fn watches(&self) -> Vec<String> {
+        vec![]
+    }
+}
+
 impl Desired {
+    /// The desired state behind the variant.
+    fn state(&self) -> &dyn DesiredState {
+        match self {
+            Desired::Dir(d) => d,
+            Desired::File(d) => d,
+            Desired::Command(d) => d,
+            Desired::User(d) => d,
+            Desired::Group(d) => d,
+            Desired::HttpCheck(d) => d,
+            Desired::Secret(d) => d,
+            Desired::Apt(d) => d,
+            Desired::AptRepo(d) => d,
+            Desired::Firewall(d) => d,
+            Desired::Cert(d) => d,
+            Desired::Git(d) => d,
+            Desired::Compose(d) => d,
+            Desired::Service(d) => d,
+            Desired::Image(d) => d,
+            Desired::Fetch(d) => d,
+        }
+    }
+
     /// Registers the facts this step needs; returns their request ids, in the order `diff`
     /// expects the answers (empty: it needs none).
     pub fn probe(&self, p: &mut ProbeScript) -> Vec<usize> {
-        match self {
-            Desired::Dir(d) => vec![p.add(Request::Path(d.path.clone()))],
-            Desired::File(f) => {
-                if f.state == State::Present {
-                    p.add_upload_dir(&f.parent());
-                }
-                vec![
-                    p.add(Request::Path(f.path.clone())),
-                    p.add(Request::Leftovers(f.parent())),
-                ]
-            }
-            Desired::Command(c) => vec![p.add(Request::Guard {
-                creates: c.creates.clone(),
-                unless: c.unless.clone(),
-            })],
-            Desired::User(u) => vec![p.add(Request::User(u.name.clone()))],
-            Desired::Group(g) => vec![p.add(Request::Group(g.name.clone()))],
-            Desired::HttpCheck(_) => vec![],
-            Desired::Secret(s) => vec![
-                p.add(Request::Secret {
-                    path: s.path.clone(),
-                    guard: s.guard.clone(),
-                }),
-                p.add(Request::Leftovers(s.dir())),
-            ],
-            Desired::Apt(a) => vec![p.add(Request::Packages(a.packages.clone()))],
-            Desired::AptRepo(r) => {
-                let files = r.files();
-                let mut ids: Vec<usize> = (files.iter())
-                    .map(|f| {
-                        if f.state == State::Present {
-                            p.add_upload_dir(&f.parent());
-                        }
-                        p.add(Request::Path(f.path.clone()))
-                    })
-                    .collect();
-                ids.extend(files.iter().map(|f| p.add(Request::Leftovers(f.parent()))));
-                ids
-            }
-            Desired::Firewall(f) => {
-                p.add_upload_dir("/etc/claw-provision/firewall");
-                vec![p.add(Request::Firewall(f.table.clone()))]
-            }
-            Desired::Git(g) => vec![p.add(Request::Git(g.query.clone()))],
-            Desired::Compose(c) => vec![p.add(Request::Compose(c.query.clone()))],
-            Desired::Service(s) => vec![p.add(Request::Service(s.unit.clone()))],
-            Desired::Image(i) => {
-                p.add_upload_dir(image::DOCKER_ROOT);
-                vec![p.add(Request::Image(i.query.clone()))]
-            }
-            Desired::Fetch(f) => vec![p.add(Request::Fetch(f.src.clone()))],
-            Desired::Cert(c) => {
-                p.add_upload_dir(&c.cert.parent());
-                p.add_upload_dir(&c.key.parent());
-                vec![
-                    p.add(Request::Path(c.cert.path.clone())),
-                    p.add(Request::Path(c.key.path.clone())),
-                    p.add(Request::Leftovers(c.cert.parent())),
-                    p.add(Request::Leftovers(c.key.parent())),
-                ]
-            }
-        }
+        self.state().probe(p)
     }
 
     /// Paths on the target whose change by an earlier step of the same run makes this step's
     /// probe answer stale: `apply` probes it again once they changed (`compose` watches its
     /// compose file and env file).
     pub fn watches(&self) -> Vec<String> {
-        match self {
-            Desired::Compose(c) => std::iter::once(c.query.file.clone())
-                .chain(c.query.env_file.clone())
-                .collect(),
-            _ => vec![],
-        }
+        self.state().watches()
     }
 
     /// The paths on the target this step manages (its probe reads them), for telling whether
     /// an earlier step's change removes what was probed below a path.
     pub fn paths(&self) -> Vec<&str> {
-        match self {
-            Desired::Dir(d) => vec![d.path.as_str()],
-            Desired::File(f) => vec![f.path.as_str()],
-            Desired::Cert(c) => vec![c.cert.path.as_str(), c.key.path.as_str()],
-            Desired::Secret(s) => vec![s.path.as_str()],
-            Desired::AptRepo(r) => r.files().iter().map(|f| f.path.as_str()).collect(),
-            _ => vec![],
-        }
+        self.state().paths()
     }
 
     /// Compares with what was observed (the answers to `probe`'s requests, in order). An error
     /// means the step cannot proceed (e.g. a file where a directory is wanted).
     pub fn diff(&self, observed: &[&Observed]) -> Result<Change, String> {
-        let wrong =
-            || "internal error: probe answers of the wrong type (bug, please report)".into();
-        match (self, observed) {
-            (Desired::HttpCheck(h), []) => Ok(h.diff()),
-            (Desired::Dir(d), [Observed::Path(o)]) => d.diff(o),
-            (Desired::File(f), [Observed::Path(o), Observed::Leftovers(l)]) => f.diff_with(o, l),
-            (Desired::Command(c), [Observed::Guard(g)]) => Ok(c.diff(g)),
-            (Desired::User(u), [Observed::User(o)]) => u.diff(o),
-            (Desired::Group(g), [Observed::Group(o)]) => g.diff(o),
-            (Desired::Secret(s), [Observed::Secret(o), Observed::Leftovers(l)]) => {
-                s.diff_with(o, l)
-            }
-            (Desired::Apt(a), [Observed::Dpkg(o)]) => a.diff(o),
-            (
-                Desired::AptRepo(r),
-                [
-                    Observed::Path(a),
-                    Observed::Path(b),
-                    Observed::Leftovers(la),
-                    Observed::Leftovers(lb),
-                ],
-            ) => r.diff_with([a, b], [la, lb]),
-            (Desired::Firewall(f), [Observed::Firewall(o)]) => f.diff(o),
-            (
-                Desired::Cert(c),
-                [
-                    Observed::Path(cert),
-                    Observed::Path(key),
-                    Observed::Leftovers(lc),
-                    Observed::Leftovers(lk),
-                ],
-            ) => c.diff_with(cert, key, [lc, lk]),
-            (Desired::Git(g), [Observed::Git(o)]) => g.diff(o),
-            (Desired::Compose(c), [Observed::Compose(o)]) => c.diff(o),
-            (Desired::Service(s), [Observed::Service(o)]) => s.diff(o),
-            (Desired::Image(i), [Observed::Image(o)]) => i.diff(o),
-            (Desired::Fetch(f), [Observed::Fetch(o)]) => f.diff(o),
-            _ => Err(wrong()),
-        }
+        self.state().diff_answers(observed).unwrap_or_else(|| {
+            Err("internal error: probe answers of the wrong type (bug, please report)".into())
+        })
     }
 }
 

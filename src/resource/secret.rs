@@ -231,6 +231,33 @@ impl super::StepKind for SecretKind {
     }
 }
 
+/// Asks for the secret file (its value) and the leftovers beside it.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![
+            p.add(crate::fact::Request::Secret {
+                path: self.path.clone(),
+                guard: self.guard.clone(),
+            }),
+            p.add(crate::fact::Request::Leftovers(self.dir())),
+        ]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [
+                crate::fact::Observed::Secret(o),
+                crate::fact::Observed::Leftovers(l),
+            ] => Some(self.diff_with(o, l)),
+            _ => None,
+        }
+    }
+
+    fn paths(&self) -> Vec<&str> {
+        vec![self.path.as_str()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,6 +198,20 @@ impl super::StepKind for ServiceKind {
     }
 }
 
+/// Asks for the unit.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::Service(self.unit.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Service(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
