@@ -73,7 +73,8 @@ pub struct Op {
     /// streamed into a temporary file beside it, renamed into place when the command succeeded.
     pub stdout_to: Option<LocalFile>,
     /// A firewall change the host rolls back by itself unless confirmed through a new SSH
-    /// connection within `window` (the script prints `@fw-token\tTOKEN`).
+    /// connection within `window` (the script prints `@fw-token\tTOKEN`). The protocol's
+    /// scripts and messages are [`Confirm`]'s methods, in `resource/firewall.rs`.
     pub confirm: Option<Confirm>,
 }
 
@@ -309,8 +310,12 @@ impl Change {
 #[derive(Debug, Clone)]
 pub struct StepPlan {
     pub name: String,
+    /// The step's kind, as written in the playbook (for display).
     pub kind: String,
     pub change: Change,
+    /// A change by this step makes stale the probe answers of later steps that watch paths
+    /// (the step kind says so: an image shipped is what a compose project runs).
+    pub makes_watchers_stale: bool,
     pub notify: Vec<String>,
     /// What the step's command printed (`output = true`), secrets masked; set by apply.
     pub output: Option<String>,

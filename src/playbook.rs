@@ -6,7 +6,7 @@
 use crate::duration::Secs;
 use crate::error::{ConfigError, ConfigErrors, line_col};
 use crate::inventory::{find_key, toml_error};
-use crate::resource;
+use crate::resource::Kind;
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -78,8 +78,8 @@ pub struct Task {
 #[derive(Debug, Clone)]
 pub struct Step {
     pub name: String,
-    /// The resource kind (`dir`, `file`, `template`, `command`).
-    pub kind: String,
+    /// The resource kind (`dir`, `file`, `template`, `command`...), parsed when loaded.
+    pub kind: Kind,
     /// Kind-specific arguments, unrendered.
     pub args: toml::Table,
     /// A Tera expression; the step is skipped on hosts where it is false.
@@ -204,7 +204,7 @@ impl Playbook {
             }
         }
         for h in &handlers {
-            if h.kind != "command" {
+            if !h.kind.runs_when_notified() {
                 errors.push(ConfigError::new(
                     path,
                     h.line,
@@ -325,7 +325,7 @@ impl Playbook {
         let mut steps: Vec<Step> = self
             .steps
             .iter()
-            .filter(|s| s.kind == "secret" && !t.steps.iter().any(|x| x.name == s.name))
+            .filter(|s| s.kind.provides_secret() && !t.steps.iter().any(|x| x.name == s.name))
             .cloned()
             .collect();
         steps.extend(t.steps.iter().cloned());
@@ -493,17 +493,19 @@ fn parse_steps(
             }
         };
         let kind = match table.remove("kind") {
-            Some(toml::Value::String(k)) if resource::KINDS.contains(&k.as_str()) => k,
-            Some(toml::Value::String(k)) => {
-                errors.push(err_at(
-                    "kind",
-                    format!(
-                        "step `{name}`: unknown step kind `{k}` (known kinds: {})",
-                        resource::KINDS.join(", ")
-                    ),
-                ));
-                continue;
-            }
+            Some(toml::Value::String(k)) => match Kind::parse(&k) {
+                Some(kind) => kind,
+                None => {
+                    errors.push(err_at(
+                        "kind",
+                        format!(
+                            "step `{name}`: unknown step kind `{k}` (known kinds: {})",
+                            Kind::names()
+                        ),
+                    ));
+                    continue;
+                }
+            },
             Some(_) => {
                 errors.push(err_at(
                     "kind",
@@ -516,10 +518,7 @@ fn parse_steps(
                     path,
                     src,
                     start,
-                    format!(
-                        "step `{name}`: missing `kind` (one of: {})",
-                        resource::KINDS.join(", ")
-                    ),
+                    format!("step `{name}`: missing `kind` (one of: {})", Kind::names()),
                 ));
                 continue;
             }
@@ -572,7 +571,7 @@ fn parse_steps(
                 }
             },
         };
-        if let Err(e) = resource::check_args(&kind, table.clone()) {
+        if let Err(e) = kind.check_args(toml::Value::Table(table.clone())) {
             let msg = e.message().trim().to_string();
             let key = msg
                 .strip_prefix("unknown field `")
@@ -783,7 +782,7 @@ run = "echo hi"
         assert_eq!(p.steps[1].notify, ["say hi"]);
         assert_eq!(p.steps[1].timeout, Some(Duration::from_secs(30)));
         assert_eq!(p.steps[1].line, 13);
-        assert_eq!(p.handlers[0].kind, "command");
+        assert_eq!(p.handlers[0].kind.as_str(), "command");
         assert_eq!(p.templates_dir, PathBuf::from("/nonexistent/../templates"));
     }
 
@@ -804,6 +803,22 @@ run = "echo hi"
             e[0].starts_with("pb.toml:4:1: step `a`: unknown step kind `dri`"),
             "{e:?}"
         );
+        // The whole text, as it was when kinds were strings: the file, line and column of
+        // the `kind` key, then every known kind in the registry's order.
+        let all = "dir, file, template, command, user, group, cron, http_check, secret, apt, apt_repo, firewall, cert, git, compose, service, image, fetch";
+        assert_eq!(
+            e[0],
+            format!("pb.toml:4:1: step `a`: unknown step kind `dri` (known kinds: {all})")
+        );
+        let e = errs("name = \"x\"\n[[steps]]\nname = \"a\"\npath = \"/x\"\n");
+        assert_eq!(
+            e,
+            [format!(
+                "pb.toml:2:1: step `a`: missing `kind` (one of: {all})"
+            )]
+        );
+        let e = errs("name = \"x\"\n[[steps]]\nname = \"a\"\nkind = 3\n");
+        assert_eq!(e, ["pb.toml:4:1: step `a`: `kind` must be a string"]);
     }
 
     #[test]

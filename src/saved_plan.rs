@@ -736,6 +736,7 @@ content = "hello {{ who }}\n"
         let step = |name: &str, kind: &str, change: Change| StepPlan {
             name: name.into(),
             kind: kind.into(),
+            makes_watchers_stale: false,
             change,
             notify: vec![],
             output: None,

@@ -58,7 +58,7 @@ pub struct Selection {
 
 /// Why a step runs whatever the filter says (None: the filter decides).
 fn always_runs(pb: &Playbook, step: &crate::playbook::Step) -> Option<&'static str> {
-    if step.kind == "secret" {
+    if step.kind.provides_secret() {
         // Read back so that their values mask every output, and templates can use them.
         Some("a secret step: read back to mask output and for templates")
     } else if pb.rollout.health.as_deref() == Some(step.name.as_str()) {

@@ -657,6 +657,7 @@ mod tests {
         StepPlan {
             name: name.into(),
             kind: "file".into(),
+            makes_watchers_stale: false,
             change,
             notify: vec![],
             output: None,

@@ -262,6 +262,78 @@ impl Group {
     }
 }
 
+/// The `user` step kind.
+pub struct UserKind;
+
+impl super::StepKind for UserKind {
+    fn name(&self) -> &'static str {
+        "user"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<UserArgs>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::User(User::from_args(super::args(args)?)?))
+    }
+}
+
+/// The `group` step kind.
+pub struct GroupKind;
+
+impl super::StepKind for GroupKind {
+    fn name(&self) -> &'static str {
+        "group"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<GroupArgs>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Group(Group::from_args(super::args(args)?)?))
+    }
+}
+
+/// Asks for the account.
+impl super::DesiredState for User {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::User(self.name.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::User(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+}
+
+/// Asks for the group.
+impl super::DesiredState for Group {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::Group(self.name.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Group(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,6 +258,68 @@ impl Desired {
     }
 }
 
+/// The `apt_repo` step kind.
+pub struct AptRepoKind;
+
+impl super::StepKind for AptRepoKind {
+    fn name(&self) -> &'static str {
+        "apt_repo"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        src: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::AptRepo(desired(
+            super::args(args)?,
+            src.files_dir,
+        )?))
+    }
+}
+
+/// Asks for its two files, then the leftovers beside each.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        let files = self.files();
+        let mut ids: Vec<usize> = (files.iter())
+            .map(|f| {
+                if f.state == State::Present {
+                    p.add_upload_dir(&f.parent());
+                }
+                p.add(crate::fact::Request::Path(f.path.clone()))
+            })
+            .collect();
+        ids.extend(
+            files
+                .iter()
+                .map(|f| p.add(crate::fact::Request::Leftovers(f.parent()))),
+        );
+        ids
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [
+                crate::fact::Observed::Path(a),
+                crate::fact::Observed::Path(b),
+                crate::fact::Observed::Leftovers(la),
+                crate::fact::Observed::Leftovers(lb),
+            ] => Some(self.diff_with([a, b], [la, lb])),
+            _ => None,
+        }
+    }
+
+    fn paths(&self) -> Vec<&str> {
+        self.files().iter().map(|f| f.path.as_str()).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -489,6 +489,65 @@ impl Desired {
     }
 }
 
+/// The `cert` step kind.
+pub struct CertKind;
+
+impl super::StepKind for CertKind {
+    fn name(&self) -> &'static str {
+        "cert"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        src: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Cert(Desired::from_args(
+            super::args(args)?,
+            src.files_dir,
+        )?))
+    }
+
+    fn uploads_secret_material(&self) -> bool {
+        true
+    }
+}
+
+/// Asks for the certificate and key files, then the leftovers beside each.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        p.add_upload_dir(&self.cert.parent());
+        p.add_upload_dir(&self.key.parent());
+        vec![
+            p.add(crate::fact::Request::Path(self.cert.path.clone())),
+            p.add(crate::fact::Request::Path(self.key.path.clone())),
+            p.add(crate::fact::Request::Leftovers(self.cert.parent())),
+            p.add(crate::fact::Request::Leftovers(self.key.parent())),
+        ]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [
+                crate::fact::Observed::Path(cert),
+                crate::fact::Observed::Path(key),
+                crate::fact::Observed::Leftovers(lc),
+                crate::fact::Observed::Leftovers(lk),
+            ] => Some(self.diff_with(cert, key, [lc, lk])),
+            _ => None,
+        }
+    }
+
+    fn paths(&self) -> Vec<&str> {
+        vec![self.cert.path.as_str(), self.key.path.as_str()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -133,6 +133,51 @@ impl Desired {
     }
 }
 
+/// The `command` step kind (also the kind of handlers).
+pub struct CommandKind;
+
+impl super::StepKind for CommandKind {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Command(Desired::from_args(super::args(
+            args,
+        )?)?))
+    }
+
+    fn runs_when_notified(&self) -> bool {
+        true
+    }
+}
+
+/// Asks for the guards (`creates`, `unless`).
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::Guard {
+            creates: self.creates.clone(),
+            unless: self.unless.clone(),
+        })]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Guard(g)] => Some(Ok(self.diff(g))),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

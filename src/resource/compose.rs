@@ -325,6 +325,50 @@ mv -f "$st.tmp.$$" "$st"
     }
 }
 
+/// The `compose` step kind.
+pub struct ComposeKind;
+
+impl super::StepKind for ComposeKind {
+    fn name(&self) -> &'static str {
+        "compose"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Compose(Desired::from_args(super::args(
+            args,
+        )?)?))
+    }
+}
+
+/// Asks for the project; watches its compose file and env file.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::Compose(self.query.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Compose(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+
+    fn watches(&self) -> Vec<String> {
+        std::iter::once(self.query.file.clone())
+            .chain(self.query.env_file.clone())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -118,6 +118,28 @@ fn build(
     file::Desired::generated(path, text.into_bytes(), 0o644)
 }
 
+/// The `cron` step kind (a file in `/etc/cron.d`).
+pub struct CronKind;
+
+impl super::StepKind for CronKind {
+    fn name(&self) -> &'static str {
+        "cron"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::File(desired(super::args(args)?)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -226,6 +226,46 @@ pub fn kind_name(o: &PathState) -> &'static str {
     }
 }
 
+/// The `dir` step kind.
+pub struct DirKind;
+
+impl super::StepKind for DirKind {
+    fn name(&self) -> &'static str {
+        "dir"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Dir(Desired::from_args(super::args(args)?)?))
+    }
+}
+
+/// Asks for the path; diffs its state.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::Path(self.path.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Path(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+
+    fn paths(&self) -> Vec<&str> {
+        vec![self.path.as_str()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,6 +152,44 @@ fn local_sha256(p: &Path) -> std::io::Result<Option<String>> {
     Ok(Some(hex::encode(h.finalize())))
 }
 
+/// The `fetch` step kind.
+pub struct FetchKind;
+
+impl super::StepKind for FetchKind {
+    fn name(&self) -> &'static str {
+        "fetch"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Fetch(Desired::from_args(super::args(
+            args,
+        )?)?))
+    }
+}
+
+/// Asks for the remote file.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![p.add(crate::fact::Request::Fetch(self.src.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Fetch(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -575,6 +575,97 @@ pub fn with_leftovers(mut c: Change, dir: &str, leftovers: &[String]) -> Change 
     }
 }
 
+/// The `file` step kind.
+pub struct FileKind;
+
+impl super::StepKind for FileKind {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<FileArgs>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        src: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::File(Desired::from_file_args(
+            super::args(args)?,
+            src.files_dir,
+        )?))
+    }
+
+    fn nul_allowed(&self) -> &'static [&'static str] {
+        &["content"]
+    }
+}
+
+/// The `template` step kind: a file rendered from a template.
+pub struct TemplateKind;
+
+impl super::StepKind for TemplateKind {
+    fn name(&self) -> &'static str {
+        "template"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<TemplateArgs>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        ctx: &serde_json::Map<String, serde_json::Value>,
+        src: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        // The template's own text must not be pre-rendered as an argument: use the raw `vars`.
+        Ok(super::Desired::File(Desired::from_template_args(
+            super::args(args)?,
+            src.templates_dir,
+            ctx,
+        )?))
+    }
+
+    fn nul_allowed(&self) -> &'static [&'static str] {
+        &["vars"]
+    }
+
+    fn renders_template_file(&self) -> bool {
+        true
+    }
+}
+
+/// Asks for the path and the leftovers of interrupted uploads beside it.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        if self.state == State::Present {
+            p.add_upload_dir(&self.parent());
+        }
+        vec![
+            p.add(crate::fact::Request::Path(self.path.clone())),
+            p.add(crate::fact::Request::Leftovers(self.parent())),
+        ]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [
+                crate::fact::Observed::Path(o),
+                crate::fact::Observed::Leftovers(l),
+            ] => Some(self.diff_with(o, l)),
+            _ => None,
+        }
+    }
+
+    fn paths(&self) -> Vec<&str> {
+        vec![self.path.as_str()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

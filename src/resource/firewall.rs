@@ -26,7 +26,7 @@
 
 use crate::fact::FirewallState;
 use crate::fact::firewall::{UNIT_PATH, ruleset_path, state_path, unit_instance};
-use crate::plan::{Action, Change, ContentChange, Op};
+use crate::plan::{Action, Change, Confirm, ContentChange, Op};
 use crate::quote::quote;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -155,10 +155,67 @@ pub struct Desired {
     pub ssh_port: u64,
 }
 
+/// The confirm-or-revert protocol of a firewall change ([`crate::plan::Op::confirm`]), which the
+/// runner drives through these methods without knowing which kind asked for it: the applied
+/// script printed a token ([`Confirm::token`]); a NEW connection runs
+/// [`Confirm::confirm_script`] within the window; if none can, the host's timer rolls the
+/// change back, and [`Confirm::rolled_back_script`], run through the old connection after the
+/// window, tells how, for [`Confirm::failure`].
+impl Confirm {
+    /// The rollback token the applied script printed (`@fw-token\tTOKEN`).
+    pub fn token(&self, applied_stdout: &str) -> Result<String, String> {
+        applied_stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("@fw-token\t").map(|t| t.trim().to_string()))
+            .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit()))
+            .ok_or_else(|| {
+                "internal error: the firewall change did not report its rollback token (bug)"
+                    .to_string()
+            })
+    }
+
+    /// The script a new connection runs to confirm the change (see [`confirm_script`]).
+    pub fn confirm_script(&self, token: &str) -> String {
+        confirm_script(&self.table, token)
+    }
+
+    /// Whether the confirmation script's answer (trimmed) says the change stays.
+    pub fn confirmed(&self, answer: &str) -> bool {
+        answer == "confirmed"
+    }
+
+    /// The script the old connection runs after the window (see [`rolled_back_script`]).
+    pub fn rolled_back_script(&self, token: &str) -> String {
+        rolled_back_script(&self.table, token)
+    }
+
+    /// The error of a change that was not confirmed: `why` no confirmation landed, and what
+    /// the rollback check answered (its output, trimmed) or why it could not run.
+    pub fn failure(&self, why: &str, rollback: Result<&str, &str>) -> String {
+        let secs = self.window.as_secs();
+        let verdict = match rollback {
+            Ok(answer) if answer.starts_with("rolled-back") => {
+                match answer.trim_start_matches("rolled-back").trim() {
+                    "minimal" => format!(
+                        "after {secs} s the host could not load the previous ruleset back and loaded a minimal one instead (the SSH port open, everything else dropped): check the firewall"
+                    ),
+                    "deleted" => format!(
+                        "after {secs} s the host could load neither the previous ruleset nor a minimal one and deleted the table: check the firewall"
+                    ),
+                    _ => format!("the host restored the previous ruleset after {secs} s"),
+                }
+            }
+            Ok(_) => "the host's rollback did not report back: check the firewall".to_string(),
+            Err(e) => format!("the rollback cannot be checked ({e})"),
+        };
+        format!("the new firewall ruleset was not confirmed ({why}); {verdict}")
+    }
+}
+
 /// The confirmation of a firewall change, run through a NEW connection: it wins the race
 /// against the rollback timer (both rename the change's own token file first) and puts the new
 /// ruleset file and state in place, or reports `expired`.
-pub fn confirm_script(table: &str, token: &str) -> String {
+fn confirm_script(table: &str, token: &str) -> String {
     let d = "/var/lib/claw-provision/firewall";
     format!(
         r#"pend={pend}
@@ -183,7 +240,7 @@ fi
 /// Through the old connection, after the window: whether the timer rolled `token`'s change back
 /// (`rolled-back previous`, `rolled-back minimal`: the fallback ruleset, `rolled-back deleted`), or
 /// `unknown`.
-pub fn rolled_back_script(table: &str, token: &str) -> String {
+fn rolled_back_script(table: &str, token: &str) -> String {
     let f = quote(&format!(
         "/var/lib/claw-provision/firewall/{table}.pending.{token}.rolled-back"
     ));
@@ -565,7 +622,7 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
                 stdin_from: None,
                 show_output: false,
                 stdout_to: None,
-                confirm: Some(crate::plan::Confirm {
+                confirm: Some(Confirm {
                     table: self.table.clone(),
                     window: std::time::Duration::from_secs(self.confirm_secs),
                 }),
@@ -686,6 +743,46 @@ pub fn ruleset(table: &str, ports: &[u16], peers: &[Peer], icmp: bool, container
     s
 }
 
+/// The `firewall` step kind.
+pub struct FirewallKind;
+
+impl super::StepKind for FirewallKind {
+    fn name(&self) -> &'static str {
+        "firewall"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        ctx: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Firewall(Desired::from_args(
+            super::args(args)?,
+            ctx,
+        )?))
+    }
+}
+
+/// Asks for the live table and the recorded state.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        p.add_upload_dir("/etc/claw-provision/firewall");
+        vec![p.add(crate::fact::Request::Firewall(self.table.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Firewall(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -703,6 +800,54 @@ mod tests {
     }
     use super::*;
     use serde_json::json;
+
+    /// The confirm-or-revert protocol the runner drives: the token, the answers, the messages.
+    #[test]
+    fn confirmation_token_answers_and_failure_messages() {
+        let c = Confirm {
+            table: DEFAULT_TABLE.into(),
+            window: std::time::Duration::from_secs(30),
+        };
+        assert_eq!(c.token("loaded\n@fw-token\t0a1B9f \n").unwrap(), "0a1B9f");
+        let bug = "internal error: the firewall change did not report its rollback token (bug)";
+        for out in ["loaded\n", "@fw-token\t\n", "@fw-token\tnot-hex\n"] {
+            assert_eq!(c.token(out).unwrap_err(), bug, "{out:?}");
+        }
+        let script = c.confirm_script("0a1b");
+        assert!(script.contains("claw_provision.pending.0a1b"), "{script}");
+        assert!(c.confirmed("confirmed"));
+        assert!(!c.confirmed("expired"));
+        assert!(
+            c.rolled_back_script("0a1b")
+                .contains("pending.0a1b.rolled-back")
+        );
+        let why = "no new SSH connection within 28 s";
+        let head = format!("the new firewall ruleset was not confirmed ({why}); ");
+        for (answer, verdict) in [
+            (
+                Ok("rolled-back previous"),
+                "the host restored the previous ruleset after 30 s".to_string(),
+            ),
+            (
+                Ok("rolled-back minimal"),
+                "after 30 s the host could not load the previous ruleset back and loaded a minimal one instead (the SSH port open, everything else dropped): check the firewall".into(),
+            ),
+            (
+                Ok("rolled-back deleted"),
+                "after 30 s the host could load neither the previous ruleset nor a minimal one and deleted the table: check the firewall".into(),
+            ),
+            (
+                Ok("unknown"),
+                "the host's rollback did not report back: check the firewall".into(),
+            ),
+            (
+                Err("connection lost"),
+                "the rollback cannot be checked (connection lost)".into(),
+            ),
+        ] {
+            assert_eq!(c.failure(why, answer), format!("{head}{verdict}"));
+        }
+    }
 
     fn ctx(port: u16) -> Map<String, Value> {
         let v = json!({

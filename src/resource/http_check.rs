@@ -108,6 +108,44 @@ done
     }
 }
 
+/// The `http_check` step kind.
+pub struct HttpCheckKind;
+
+impl super::StepKind for HttpCheckKind {
+    fn name(&self) -> &'static str {
+        "http_check"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::HttpCheck(Desired::from_args(super::args(
+            args,
+        )?)?))
+    }
+}
+
+/// Asks nothing: the check runs at apply.
+impl super::DesiredState for Desired {
+    fn probe(&self, _: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [] => Some(Ok(self.diff())),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

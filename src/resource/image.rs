@@ -284,6 +284,49 @@ fn human_size(b: u64) -> String {
     format!("{:.1} MB", b as f64 / 1e6)
 }
 
+/// The `image` step kind.
+pub struct ImageKind;
+
+impl super::StepKind for ImageKind {
+    fn name(&self) -> &'static str {
+        "image"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Image(Desired::from_args(super::args(
+            args,
+        )?)?))
+    }
+
+    fn makes_watchers_stale(&self) -> bool {
+        true
+    }
+}
+
+/// Asks for the image and its tag in the docker daemon.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        p.add_upload_dir(DOCKER_ROOT);
+        vec![p.add(crate::fact::Request::Image(self.query.clone()))]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [crate::fact::Observed::Image(o)] => Some(self.diff(o)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

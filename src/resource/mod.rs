@@ -1,7 +1,27 @@
 //! Resource kinds. Each kind has the same shape: arguments (checked at load) → desired state
-//! (rendered per host) → the facts it needs → a pure diff into a [`Change`].
+//! (rendered per host) → the facts it needs → a pure diff into a [`Change`], whose [`Op`]s are
+//! what apply runs.
+//!
+//! A step kind is a [`StepKind`] (see `kind.rs` for why a list of trait objects), registered
+//! once in [`KINDS`]; a playbook's `kind = "..."` is parsed into a [`Kind`] when it is loaded.
+//! Validation ([`StepKind::check_args`]), the desired state ([`StepKind::desired`]) and what
+//! the runner must know about a kind come from its `impl StepKind`; probe and diff come from
+//! the [`DesiredState`] it builds (a [`Desired`] variant). The runner never compares kind names.
+//!
+//! **Adding a step kind** touches:
+//! - `resource/NAME.rs` (new): its arguments, desired state with its `impl DesiredState`
+//!   (probe, diff into a [`Change`] whose [`Op`]s apply runs and plans display) and its
+//!   `impl StepKind`;
+//! - this file: `pub mod NAME;` and one entry in [`KINDS`]; when its desired state is a new
+//!   type (not a file, say), also a [`Desired`] variant and its line in `Desired::state`
+//!   (the compiler points at it);
+//! - `fact/` only when it needs a fact no kind asks for yet (a [`Request`] and its
+//!   [`Observed`] answer).
 //!
 //! **Invariant:** nothing here touches SSH; diff functions are pure and unit-tested.
+//!
+//! [`Op`]: crate::plan::Op
+//! [`Request`]: crate::fact::Request
 
 pub mod account;
 pub mod apt;
@@ -17,36 +37,40 @@ pub mod firewall;
 pub mod git;
 pub mod http_check;
 pub mod image;
+pub mod kind;
 pub mod secret;
 pub mod service;
 
-use crate::fact::{Observed, ProbeScript, Request};
+use crate::fact::{Observed, ProbeScript};
 use crate::plan::Change;
 use crate::quote::check_remote_path;
+pub use kind::{Kind, StepKind};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::path::Path;
 
-/// Every step kind, as written in playbooks.
-pub const KINDS: &[&str] = &[
-    "dir",
-    "file",
-    "template",
-    "command",
-    "user",
-    "group",
-    "cron",
-    "http_check",
-    "secret",
-    "apt",
-    "apt_repo",
-    "firewall",
-    "cert",
-    "git",
-    "compose",
-    "service",
-    "image",
-    "fetch",
+/// Every step kind: the one registry (a kind's `impl StepKind` lives in its own file). The order
+/// is the one error messages list the kinds in.
+pub const KINDS: &[Kind] = &[
+    Kind::new(&dir::DirKind),
+    Kind::new(&file::FileKind),
+    Kind::new(&file::TemplateKind),
+    Kind::new(&command::CommandKind),
+    Kind::new(&account::UserKind),
+    Kind::new(&account::GroupKind),
+    Kind::new(&cron::CronKind),
+    Kind::new(&http_check::HttpCheckKind),
+    Kind::new(&secret::SecretKind),
+    Kind::new(&apt::AptKind),
+    Kind::new(&apt_repo::AptRepoKind),
+    Kind::new(&firewall::FirewallKind),
+    Kind::new(&cert::CertKind),
+    Kind::new(&git::GitKind),
+    Kind::new(&compose::ComposeKind),
+    Kind::new(&service::ServiceKind),
+    Kind::new(&image::ImageKind),
+    Kind::new(&fetch::FetchKind),
 ];
 
 /// `state = "present" | "absent"`.
@@ -58,32 +82,14 @@ pub enum State {
     Absent,
 }
 
-/// Checks a step's arguments against its kind (unknown keys, wrong types, missing keys).
-pub fn check_args(kind: &str, args: toml::Table) -> Result<(), toml::de::Error> {
-    let v = toml::Value::Table(args);
-    match kind {
-        "dir" => dir::Args::deserialize(v).map(drop),
-        "file" => file::FileArgs::deserialize(v).map(drop),
-        "template" => file::TemplateArgs::deserialize(v).map(drop),
-        "command" => command::Args::deserialize(v).map(drop),
-        "user" => account::UserArgs::deserialize(v).map(drop),
-        "group" => account::GroupArgs::deserialize(v).map(drop),
-        "cron" => cron::Args::deserialize(v).map(drop),
-        "http_check" => http_check::Args::deserialize(v).map(drop),
-        "secret" => secret::Args::deserialize(v).map(drop),
-        "apt" => apt::Args::deserialize(v).map(drop),
-        "apt_repo" => apt_repo::Args::deserialize(v).map(drop),
-        "firewall" => firewall::Args::deserialize(v).map(drop),
-        "cert" => cert::Args::deserialize(v).map(drop),
-        "git" => git::Args::deserialize(v).map(drop),
-        "compose" => compose::Args::deserialize(v).map(drop),
-        "service" => service::Args::deserialize(v).map(drop),
-        "image" => image::Args::deserialize(v).map(drop),
-        "fetch" => fetch::Args::deserialize(v).map(drop),
-        _ => Err(serde::de::Error::custom(format!(
-            "unknown step kind `{kind}`"
-        ))),
-    }
+/// A step's arguments, deserialized for its kind: the error is the message alone.
+fn args<A: DeserializeOwned>(v: toml::Value) -> Result<A, String> {
+    A::deserialize(v).map_err(|e| e.message().to_string())
+}
+
+/// Checks a step's arguments against `A` (for [`StepKind::check_args`]).
+fn check<A: DeserializeOwned>(v: toml::Value) -> Result<(), toml::de::Error> {
+    A::deserialize(v).map(drop)
 }
 
 /// The desired state of one step on one host.
@@ -117,219 +123,87 @@ pub struct Sources<'a> {
 /// Builds the desired state of a step for one host: renders its templated arguments (and its
 /// template file) with the host's context.
 pub fn desired(
-    kind: &str,
+    kind: &Kind,
     args: &toml::Table,
     ctx: &Map<String, Value>,
     src: &Sources<'_>,
 ) -> Result<Desired, String> {
     let rendered = crate::template::render_value(&toml::Value::Table(args.clone()), ctx)?;
     check_no_nul(kind, &rendered)?;
-    let bad = |e: toml::de::Error| e.message().to_string();
-    let d = match kind {
-        "dir" => Desired::Dir(dir::Desired::from_args(
-            dir::Args::deserialize(rendered).map_err(bad)?,
-        )?),
-        "file" => Desired::File(file::Desired::from_file_args(
-            file::FileArgs::deserialize(rendered).map_err(bad)?,
-            src.files_dir,
-        )?),
-        "template" => {
-            // The template's own text must not be pre-rendered as an argument: use the raw `vars`.
-            let t = file::TemplateArgs::deserialize(rendered).map_err(bad)?;
-            Desired::File(file::Desired::from_template_args(
-                t,
-                src.templates_dir,
-                ctx,
-            )?)
-        }
-        "command" => Desired::Command(command::Desired::from_args(
-            command::Args::deserialize(rendered).map_err(bad)?,
-        )?),
-        "user" => Desired::User(account::User::from_args(
-            account::UserArgs::deserialize(rendered).map_err(bad)?,
-        )?),
-        "group" => Desired::Group(account::Group::from_args(
-            account::GroupArgs::deserialize(rendered).map_err(bad)?,
-        )?),
-        "cron" => Desired::File(cron::desired(
-            cron::Args::deserialize(rendered).map_err(bad)?,
-        )?),
-        "http_check" => Desired::HttpCheck(http_check::Desired::from_args(
-            http_check::Args::deserialize(rendered).map_err(bad)?,
-        )?),
-        "secret" => Desired::Secret(secret::Desired::from_args(
-            secret::Args::deserialize(rendered).map_err(bad)?,
-        )?),
-        "apt" => Desired::Apt(apt::Desired::from_args(
-            apt::Args::deserialize(rendered).map_err(bad)?,
-        )?),
-        "apt_repo" => Desired::AptRepo(apt_repo::desired(
-            apt_repo::Args::deserialize(rendered).map_err(bad)?,
-            src.files_dir,
-        )?),
-        "firewall" => Desired::Firewall(firewall::Desired::from_args(
-            firewall::Args::deserialize(rendered).map_err(bad)?,
-            ctx,
-        )?),
-        "cert" => Desired::Cert(cert::Desired::from_args(
-            cert::Args::deserialize(rendered).map_err(bad)?,
-            src.files_dir,
-        )?),
-        "git" => Desired::Git(git::Desired::from_args(
-            git::Args::deserialize(rendered).map_err(bad)?,
-        )?),
-        "compose" => Desired::Compose(compose::Desired::from_args(
-            compose::Args::deserialize(rendered).map_err(bad)?,
-        )?),
-        "service" => Desired::Service(service::Desired::from_args(
-            service::Args::deserialize(rendered).map_err(bad)?,
-        )?),
-        "image" => Desired::Image(image::Desired::from_args(
-            image::Args::deserialize(rendered).map_err(bad)?,
-        )?),
-        "fetch" => Desired::Fetch(fetch::Desired::from_args(
-            fetch::Args::deserialize(rendered).map_err(bad)?,
-        )?),
-        _ => return Err(format!("unknown step kind `{kind}`")),
-    };
-    Ok(d)
+    kind.desired(rendered, ctx, src)
+}
+
+/// What a desired state does against the host: the facts it asks the probe for, and the diff
+/// against the answers. Implemented by each kind's desired state, in the kind's file.
+pub trait DesiredState {
+    /// Registers the facts this step needs; returns their request ids, in the order
+    /// `diff_answers` expects the answers (empty: it needs none).
+    fn probe(&self, p: &mut ProbeScript) -> Vec<usize>;
+
+    /// Compares with what was observed (the answers to `probe`'s requests, in order). An error
+    /// means the step cannot proceed (e.g. a file where a directory is wanted); None, answers
+    /// of the wrong type (a bug).
+    fn diff_answers(&self, observed: &[&Observed]) -> Option<Result<Change, String>>;
+
+    /// The paths on the target this step manages (its probe reads them).
+    fn paths(&self) -> Vec<&str> {
+        vec![]
+    }
+
+    /// Paths on the target whose change by an earlier step makes this step's probe answer stale.
+    fn watches(&self) -> Vec<String> {
+        vec![]
+    }
 }
 
 impl Desired {
+    /// The desired state behind the variant.
+    fn state(&self) -> &dyn DesiredState {
+        match self {
+            Desired::Dir(d) => d,
+            Desired::File(d) => d,
+            Desired::Command(d) => d,
+            Desired::User(d) => d,
+            Desired::Group(d) => d,
+            Desired::HttpCheck(d) => d,
+            Desired::Secret(d) => d,
+            Desired::Apt(d) => d,
+            Desired::AptRepo(d) => d,
+            Desired::Firewall(d) => d,
+            Desired::Cert(d) => d,
+            Desired::Git(d) => d,
+            Desired::Compose(d) => d,
+            Desired::Service(d) => d,
+            Desired::Image(d) => d,
+            Desired::Fetch(d) => d,
+        }
+    }
+
     /// Registers the facts this step needs; returns their request ids, in the order `diff`
     /// expects the answers (empty: it needs none).
     pub fn probe(&self, p: &mut ProbeScript) -> Vec<usize> {
-        match self {
-            Desired::Dir(d) => vec![p.add(Request::Path(d.path.clone()))],
-            Desired::File(f) => {
-                if f.state == State::Present {
-                    p.add_upload_dir(&f.parent());
-                }
-                vec![
-                    p.add(Request::Path(f.path.clone())),
-                    p.add(Request::Leftovers(f.parent())),
-                ]
-            }
-            Desired::Command(c) => vec![p.add(Request::Guard {
-                creates: c.creates.clone(),
-                unless: c.unless.clone(),
-            })],
-            Desired::User(u) => vec![p.add(Request::User(u.name.clone()))],
-            Desired::Group(g) => vec![p.add(Request::Group(g.name.clone()))],
-            Desired::HttpCheck(_) => vec![],
-            Desired::Secret(s) => vec![
-                p.add(Request::Secret {
-                    path: s.path.clone(),
-                    guard: s.guard.clone(),
-                }),
-                p.add(Request::Leftovers(s.dir())),
-            ],
-            Desired::Apt(a) => vec![p.add(Request::Packages(a.packages.clone()))],
-            Desired::AptRepo(r) => {
-                let files = r.files();
-                let mut ids: Vec<usize> = (files.iter())
-                    .map(|f| {
-                        if f.state == State::Present {
-                            p.add_upload_dir(&f.parent());
-                        }
-                        p.add(Request::Path(f.path.clone()))
-                    })
-                    .collect();
-                ids.extend(files.iter().map(|f| p.add(Request::Leftovers(f.parent()))));
-                ids
-            }
-            Desired::Firewall(f) => {
-                p.add_upload_dir("/etc/claw-provision/firewall");
-                vec![p.add(Request::Firewall(f.table.clone()))]
-            }
-            Desired::Git(g) => vec![p.add(Request::Git(g.query.clone()))],
-            Desired::Compose(c) => vec![p.add(Request::Compose(c.query.clone()))],
-            Desired::Service(s) => vec![p.add(Request::Service(s.unit.clone()))],
-            Desired::Image(i) => {
-                p.add_upload_dir(image::DOCKER_ROOT);
-                vec![p.add(Request::Image(i.query.clone()))]
-            }
-            Desired::Fetch(f) => vec![p.add(Request::Fetch(f.src.clone()))],
-            Desired::Cert(c) => {
-                p.add_upload_dir(&c.cert.parent());
-                p.add_upload_dir(&c.key.parent());
-                vec![
-                    p.add(Request::Path(c.cert.path.clone())),
-                    p.add(Request::Path(c.key.path.clone())),
-                    p.add(Request::Leftovers(c.cert.parent())),
-                    p.add(Request::Leftovers(c.key.parent())),
-                ]
-            }
-        }
+        self.state().probe(p)
     }
 
     /// Paths on the target whose change by an earlier step of the same run makes this step's
     /// probe answer stale: `apply` probes it again once they changed (`compose` watches its
     /// compose file and env file).
     pub fn watches(&self) -> Vec<String> {
-        match self {
-            Desired::Compose(c) => std::iter::once(c.query.file.clone())
-                .chain(c.query.env_file.clone())
-                .collect(),
-            _ => vec![],
-        }
+        self.state().watches()
     }
 
     /// The paths on the target this step manages (its probe reads them), for telling whether
     /// an earlier step's change removes what was probed below a path.
     pub fn paths(&self) -> Vec<&str> {
-        match self {
-            Desired::Dir(d) => vec![d.path.as_str()],
-            Desired::File(f) => vec![f.path.as_str()],
-            Desired::Cert(c) => vec![c.cert.path.as_str(), c.key.path.as_str()],
-            Desired::Secret(s) => vec![s.path.as_str()],
-            Desired::AptRepo(r) => r.files().iter().map(|f| f.path.as_str()).collect(),
-            _ => vec![],
-        }
+        self.state().paths()
     }
 
     /// Compares with what was observed (the answers to `probe`'s requests, in order). An error
     /// means the step cannot proceed (e.g. a file where a directory is wanted).
     pub fn diff(&self, observed: &[&Observed]) -> Result<Change, String> {
-        let wrong =
-            || "internal error: probe answers of the wrong type (bug, please report)".into();
-        match (self, observed) {
-            (Desired::HttpCheck(h), []) => Ok(h.diff()),
-            (Desired::Dir(d), [Observed::Path(o)]) => d.diff(o),
-            (Desired::File(f), [Observed::Path(o), Observed::Leftovers(l)]) => f.diff_with(o, l),
-            (Desired::Command(c), [Observed::Guard(g)]) => Ok(c.diff(g)),
-            (Desired::User(u), [Observed::User(o)]) => u.diff(o),
-            (Desired::Group(g), [Observed::Group(o)]) => g.diff(o),
-            (Desired::Secret(s), [Observed::Secret(o), Observed::Leftovers(l)]) => {
-                s.diff_with(o, l)
-            }
-            (Desired::Apt(a), [Observed::Dpkg(o)]) => a.diff(o),
-            (
-                Desired::AptRepo(r),
-                [
-                    Observed::Path(a),
-                    Observed::Path(b),
-                    Observed::Leftovers(la),
-                    Observed::Leftovers(lb),
-                ],
-            ) => r.diff_with([a, b], [la, lb]),
-            (Desired::Firewall(f), [Observed::Firewall(o)]) => f.diff(o),
-            (
-                Desired::Cert(c),
-                [
-                    Observed::Path(cert),
-                    Observed::Path(key),
-                    Observed::Leftovers(lc),
-                    Observed::Leftovers(lk),
-                ],
-            ) => c.diff_with(cert, key, [lc, lk]),
-            (Desired::Git(g), [Observed::Git(o)]) => g.diff(o),
-            (Desired::Compose(c), [Observed::Compose(o)]) => c.diff(o),
-            (Desired::Service(s), [Observed::Service(o)]) => s.diff(o),
-            (Desired::Image(i), [Observed::Image(o)]) => i.diff(o),
-            (Desired::Fetch(f), [Observed::Fetch(o)]) => f.diff(o),
-            _ => Err(wrong()),
-        }
+        self.state().diff_answers(observed).unwrap_or_else(|| {
+            Err("internal error: probe answers of the wrong type (bug, please report)".into())
+        })
     }
 }
 
@@ -389,13 +263,10 @@ pub fn check_account(what: &str, v: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Step arguments that never reach a shell, so they may hold any text (NUL included): the
-/// content of a `file` (sent on stdin) and a template's extra `vars` (rendered into content).
-const NUL_ALLOWED: &[(&str, &str)] = &[("file", "content"), ("template", "vars")];
-
 /// Refuses a NUL byte in any rendered argument that may reach a remote shell: it cannot pass
 /// through one (the command line is cut at the first NUL), so it is an input error, offline.
-fn check_no_nul(kind: &str, args: &toml::Value) -> Result<(), String> {
+/// The arguments that never reach a shell may hold any text ([`StepKind::nul_allowed`]).
+fn check_no_nul(kind: &Kind, args: &toml::Value) -> Result<(), String> {
     fn find(v: &toml::Value, at: &mut Vec<String>) -> Option<String> {
         match v {
             toml::Value::String(s) if s.contains('\0') => Some(at.join(".")),
@@ -418,7 +289,7 @@ fn check_no_nul(kind: &str, args: &toml::Value) -> Result<(), String> {
         return Ok(());
     };
     for (k, v) in t {
-        if NUL_ALLOWED.contains(&(kind, k.as_str())) {
+        if kind.nul_allowed().contains(&k.as_str()) {
             continue;
         }
         let mut at = vec![k.clone()];
@@ -690,7 +561,7 @@ mod tests {
             files_dir: Path::new("."),
             templates_dir: Path::new("."),
         };
-        let d = |kind: &str, t: &str| desired(kind, &args(t), &ctx, &src);
+        let d = |kind: &str, t: &str| desired(&kind.parse().unwrap(), &args(t), &ctx, &src);
         let e = d("command", r#"run = "echo a\u0000; touch /tmp/x""#).unwrap_err();
         assert!(e.contains("`run` contains a NUL byte"), "{e}");
         let e = d("dir", r#"path = "/srv/a\u0000b""#).unwrap_err();

@@ -183,6 +183,65 @@ impl Desired {
     }
 }
 
+/// The `secret` step kind.
+pub struct SecretKind;
+
+impl super::StepKind for SecretKind {
+    fn name(&self) -> &'static str {
+        "secret"
+    }
+
+    fn check_args(&self, args: toml::Value) -> Result<(), toml::de::Error> {
+        super::check::<Args>(args)
+    }
+
+    fn desired(
+        &self,
+        args: toml::Value,
+        _: &serde_json::Map<String, serde_json::Value>,
+        _: &super::Sources<'_>,
+    ) -> Result<super::Desired, String> {
+        Ok(super::Desired::Secret(Desired::from_args(super::args(
+            args,
+        )?)?))
+    }
+
+    fn provides_secret(&self) -> bool {
+        true
+    }
+
+    fn uploads_secret_material(&self) -> bool {
+        true
+    }
+}
+
+/// Asks for the secret file (its value) and the leftovers beside it.
+impl super::DesiredState for Desired {
+    fn probe(&self, p: &mut crate::fact::ProbeScript) -> Vec<usize> {
+        vec![
+            p.add(crate::fact::Request::Secret {
+                path: self.path.clone(),
+                guard: self.guard.clone(),
+            }),
+            p.add(crate::fact::Request::Leftovers(self.dir())),
+        ]
+    }
+
+    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+        match observed {
+            [
+                crate::fact::Observed::Secret(o),
+                crate::fact::Observed::Leftovers(l),
+            ] => Some(self.diff_with(o, l)),
+            _ => None,
+        }
+    }
+
+    fn paths(&self) -> Vec<&str> {
+        vec![self.path.as_str()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -418,7 +418,7 @@ impl HostRun<'_> {
 /// and `cert` steps, and files whose content is sensitive or holds a secret.
 fn secret_material(step: &Step, change: &Change) -> bool {
     uses_secrets(step)
-        || matches!(step.kind.as_str(), "secret" | "cert")
+        || step.kind.uploads_secret_material()
         || change.content.as_ref().is_some_and(|c| c.sensitive)
 }
 
@@ -483,11 +483,11 @@ mod tests {
         assert!(uses_secrets(&s));
         s.args.remove("vars");
         for kind in ["secret", "cert"] {
-            s.kind = kind.into();
+            s.kind = kind.parse().unwrap();
             assert!(secret_material(&s, &plain), "{kind}");
         }
         // a file whose content is sensitive (or holds a secret: the mask marks it so)
-        s.kind = "file".into();
+        s.kind = "file".parse().unwrap();
         let mut c = Change::noop("x", "y");
         c.content = Some(ContentChange {
             path: "/etc/app.env".into(),

@@ -18,14 +18,8 @@ pub(super) async fn confirm_by_new_connection(
     out: &crate::ssh::ExecOutput,
     timeout: Duration,
 ) -> Result<(), String> {
-    use crate::resource::firewall::{confirm_script, rolled_back_script};
     let started = Instant::now();
-    let token = out
-        .stdout_lossy()
-        .lines()
-        .find_map(|l| l.strip_prefix("@fw-token\t").map(|t| t.trim().to_string()))
-        .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit()))
-        .ok_or("internal error: the firewall change did not report its rollback token (bug)")?;
+    let token = c.token(&out.stdout_lossy())?;
     // Leave the host's timer a margin: a confirmation must land before it fires.
     let budget = c.window.saturating_sub(Duration::from_secs(2));
     // A slow connection is still a proof: it may take the whole window (a busy host or client
@@ -41,14 +35,14 @@ pub(super) async fn confirm_by_new_connection(
         .await
         .map_err(|e| e.to_string())?;
         let res = r2
-            .run_ok(&confirm_script(&c.table, &token), &[], timeout)
+            .run_ok(&c.confirm_script(&token), &[], timeout)
             .await
             .map_err(|e| e.to_string());
         r2.session.close().await;
         res.map(|o| o.stdout_lossy().trim().to_string())
     };
     let why = match tokio::time::timeout(budget, attempt).await {
-        Ok(Ok(answer)) if answer == "confirmed" => return Ok(()),
+        Ok(Ok(answer)) if c.confirmed(&answer) => return Ok(()),
         Ok(Ok(_)) => "the confirmation came too late".to_string(),
         Ok(Err(e)) => format!("a new SSH connection failed: {e}"),
         Err(_) => format!("no new SSH connection within {} s", budget.as_secs()),
@@ -56,35 +50,10 @@ pub(super) async fn confirm_by_new_connection(
     // The timer fires `window` after the change: wait for it, then look through the old
     // connection (established connections survive a ruleset that blocks new ones).
     tokio::time::sleep((c.window + Duration::from_secs(3)).saturating_sub(started.elapsed())).await;
-    let verdict = match remote
-        .run_ok(&rolled_back_script(&c.table, &token), &[], timeout)
+    let rollback = remote
+        .run_ok(&c.rolled_back_script(&token), &[], timeout)
         .await
-    {
-        Ok(o) if o.stdout_lossy().trim().starts_with("rolled-back") => {
-            match o
-                .stdout_lossy()
-                .trim()
-                .trim_start_matches("rolled-back")
-                .trim()
-            {
-                "minimal" => format!(
-                    "after {} s the host could not load the previous ruleset back and loaded a minimal one instead (the SSH port open, everything else dropped): check the firewall",
-                    c.window.as_secs()
-                ),
-                "deleted" => format!(
-                    "after {} s the host could load neither the previous ruleset nor a minimal one and deleted the table: check the firewall",
-                    c.window.as_secs()
-                ),
-                _ => format!(
-                    "the host restored the previous ruleset after {} s",
-                    c.window.as_secs()
-                ),
-            }
-        }
-        Ok(_) => "the host's rollback did not report back: check the firewall".to_string(),
-        Err(e) => format!("the rollback cannot be checked ({e})"),
-    };
-    Err(format!(
-        "the new firewall ruleset was not confirmed ({why}); {verdict}"
-    ))
+        .map(|o| o.stdout_lossy().trim().to_string())
+        .map_err(|e| e.to_string());
+    Err(c.failure(&why, rollback.as_deref().map_err(String::as_str)))
 }

@@ -47,8 +47,9 @@ impl HostRun<'_> {
             };
             plan.steps.push(StepPlan {
                 name: s.step.name.clone(),
-                kind: s.step.kind.clone(),
+                kind: s.step.kind.to_string(),
                 change,
+                makes_watchers_stale: s.step.kind.makes_watchers_stale(),
                 notify,
                 output: None,
             });
@@ -182,7 +183,7 @@ pub(super) fn stale_after(d: &Desired, step: &Step, plan: &HostPlan) -> Option<S
         .iter()
         .filter(|s| s.change.action.changes())
         .find_map(|s| {
-            if s.kind == "image" {
+            if s.makes_watchers_stale {
                 return Some(format!("step `{}` ships an image first", s.name));
             }
             let path = s.change.content.as_ref().map(|c| c.path.as_str())?;
@@ -333,7 +334,7 @@ mod tests {
         )
         .unwrap();
         let d = resource::desired(
-            "compose",
+            &"compose".parse().unwrap(),
             &t,
             &Map::new(),
             &Sources {
@@ -386,7 +387,7 @@ mod tests {
         // Other kinds watch nothing.
         let dir = toml::from_str::<toml::Table>("path = \"/opt/p\"\n").unwrap();
         let dd = resource::desired(
-            "dir",
+            &"dir".parse().unwrap(),
             &dir,
             &Map::new(),
             &Sources {
@@ -428,7 +429,8 @@ mod tests {
             templates_dir: std::path::Path::new("."),
         };
         let desired = |kind: &str, t: &str| {
-            resource::desired(kind, &toml::from_str(t).unwrap(), &Map::new(), &src).unwrap()
+            let kind = kind.parse().unwrap();
+            resource::desired(&kind, &toml::from_str(t).unwrap(), &Map::new(), &src).unwrap()
         };
         let parent = desired("dir", "path = \"/srv/a\"\nforce = true\n");
         let child = desired("file", "path = \"/srv/a/f\"\ncontent = \"x\"\n");

@@ -10,6 +10,10 @@ pub(super) fn step(kind: &str, change: Change) -> StepPlan {
         name: format!("a {kind}"),
         kind: kind.into(),
         change,
+        makes_watchers_stale: kind
+            .parse::<crate::resource::Kind>()
+            .unwrap()
+            .makes_watchers_stale(),
         notify: vec![],
         output: None,
     }
@@ -19,7 +23,7 @@ pub(super) fn step(kind: &str, change: Change) -> StepPlan {
 pub(super) fn pb_step(recheck_after: &[&str]) -> Step {
     Step {
         name: "s".into(),
-        kind: "command".into(),
+        kind: "command".parse().unwrap(),
         args: toml::Table::new(),
         when: None,
         notify: vec![],

@@ -36,7 +36,7 @@ fn names_secrets(step: &Step, templates_dir: &std::path::Path) -> bool {
     if uses_secrets(step) {
         return true;
     }
-    if step.kind == "template" {
+    if step.kind.renders_template_file() {
         let Some(src) = step.args.get("src").and_then(|v| v.as_str()) else {
             return true;
         };
@@ -91,7 +91,7 @@ fn context_free(step: &Step, templates_dir: &std::path::Path) -> bool {
     {
         return false;
     }
-    if step.kind == "template" {
+    if step.kind.renders_template_file() {
         let Some(src) = step.args.get("src").and_then(|v| v.as_str()) else {
             return false;
         };
@@ -348,7 +348,7 @@ fn playbook_info(inv: &Inventory, pb: &Playbook) -> Result<PlaybookInfo, ConfigE
     let secret_names: Vec<String> = pb
         .steps
         .iter()
-        .filter(|s| s.kind == "secret")
+        .filter(|s| s.kind.provides_secret())
         .filter_map(|s| {
             s.args
                 .get("secret")
@@ -512,7 +512,7 @@ mod tests {
         }
         let with = |kind: &str, args: &str| {
             let mut s = pb_step(&[]);
-            s.kind = kind.into();
+            s.kind = kind.parse().unwrap();
             s.args = toml::from_str(args).unwrap();
             names_secrets(&s, dir.path())
         };
@@ -607,7 +607,7 @@ mod tests {
         std::fs::write(dir.path().join("secret.tera"), "KEY={{ secrets.k }}\n").unwrap();
         let with = |kind: &str, args: &str, when: Option<&str>| {
             let mut s = pb_step(&[]);
-            s.kind = kind.into();
+            s.kind = kind.parse().unwrap();
             s.args = toml::from_str(args).unwrap();
             s.when = when.map(String::from);
             context_free(&s, dir.path())
