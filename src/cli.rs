@@ -25,13 +25,7 @@ unreachable, the confirmation declined), 2 changes pending (plan) or made (apply
 Environment: CLAW_SSH_PASSPHRASE (passphrase of encrypted keys), CLAW_BECOME_PASSWORD
 (sudo password), SSH_AUTH_SOCK (ssh-agent), CLAW_SSH_CONFIG (as --ssh-config), NO_COLOR.";
 
-/// `--version`: the crate version and the git commit it was built from.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("CLAW_GIT_COMMIT"),
-    ")"
-);
+pub use crate::version::VERSION;
 
 #[derive(Debug, Parser)]
 #[command(name = "claw-provision", version = VERSION, about = "Brings servers to a declared state over one SSH connection per host.", after_help = AFTER_HELP)]
@@ -1029,7 +1023,7 @@ fn run_cmd(
             if mode == Mode::Plan {
                 for o in &outcomes {
                     if let Some(p) = &o.plan {
-                        events.emit(json::plan_event(&o.name, p));
+                        events.emit(p.event(&o.name));
                     }
                 }
             }

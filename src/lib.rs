@@ -25,3 +25,4 @@ pub mod select;
 pub mod ssh;
 pub mod template;
 pub mod vars;
+pub mod version;

@@ -342,7 +342,35 @@ pub struct Probed {
     pub steps: Vec<String>,
 }
 
+impl StepPlan {
+    /// The step as JSON events and saved plans show it.
+    pub fn json(&self) -> serde_json::Value {
+        let c = &self.change;
+        serde_json::json!({
+            "name": self.name,
+            "kind": self.kind,
+            "action": c.action.word(),
+            "target": c.target,
+            "details": c.details,
+            "reason": c.reason,
+            "warnings": c.warnings,
+        })
+    }
+}
+
 impl HostPlan {
+    /// The `plan` event of a host (JSON output; a saved plan's hosts are built from it).
+    pub fn event(&self, host: &str) -> serde_json::Value {
+        serde_json::json!({
+            "event": "plan",
+            "host": host,
+            "changes": self.changes(),
+            "steps": self.steps.iter().map(StepPlan::json).collect::<Vec<_>>(),
+            "handlers": self.notified(),
+            "pending_handlers": self.pending_handlers,
+        })
+    }
+
     /// Number of steps (and pending handlers) that would change something.
     pub fn changes(&self) -> usize {
         self.step_changes() + self.pending_handlers.len()

@@ -28,7 +28,9 @@ use crate::error::Error;
 use crate::fact::{HostFacts, Observed, SecretState};
 use crate::plan::{HostPlan, Probed};
 use crate::resource::{Desired, file};
-use crate::run::{HostOutcome, HostState, Prepared};
+// The outcome and preparation types, not the runner that drives hosts (which reads saved plans).
+use crate::run::outcome::{HostOutcome, HostState};
+use crate::run::prepare::Prepared;
 use crate::secret::Secret;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -271,7 +273,7 @@ fn host_entry(key: &Key, p: &Prepared, plan: &HostPlan) -> Result<HostEntry, Str
             p.host.name
         ));
     }
-    let mut v = crate::report::json::plan_event(&p.host.name, plan);
+    let mut v = plan.event(&p.host.name);
     let m = v.as_object_mut().expect("an object");
     m.remove("event");
     m.insert("address".into(), p.host.address.clone().into());
@@ -312,7 +314,7 @@ impl PlanFile {
         Ok(Self {
             format: FORMAT.into(),
             version: VERSION,
-            tool: crate::cli::VERSION.into(),
+            tool: crate::version::VERSION.into(),
             fingerprint_key: key.to_hex(),
             inputs,
             hosts,
@@ -344,11 +346,11 @@ impl PlanFile {
             None => return Err("`version`: missing or not a number".into()),
         }
         let f: PlanFile = serde_json::from_value(v).map_err(|e| format!("{e}"))?;
-        if f.tool != crate::cli::VERSION {
+        if f.tool != crate::version::VERSION {
             return Err(format!(
                 "made by claw-provision {}; this is {}: a plan is applied by the build that made it, plan again",
                 f.tool,
-                crate::cli::VERSION
+                crate::version::VERSION
             ));
         }
         f.key()?;

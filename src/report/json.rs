@@ -29,31 +29,6 @@ impl Events {
     }
 }
 
-fn step_json(s: &StepPlan) -> Value {
-    let c = &s.change;
-    json!({
-        "name": s.name,
-        "kind": s.kind,
-        "action": c.action.word(),
-        "target": c.target,
-        "details": c.details,
-        "reason": c.reason,
-        "warnings": c.warnings,
-    })
-}
-
-/// The `plan` event of a host.
-pub fn plan_event(host: &str, plan: &HostPlan) -> Value {
-    json!({
-        "event": "plan",
-        "host": host,
-        "changes": plan.changes(),
-        "steps": plan.steps.iter().map(step_json).collect::<Vec<_>>(),
-        "handlers": plan.notified(),
-        "pending_handlers": plan.pending_handlers,
-    })
-}
-
 fn host_json(o: &HostOutcome, apply: bool) -> Value {
     let (changed, ok, failed, skipped) = if apply {
         (
@@ -175,7 +150,7 @@ impl Observer for JsonObserver {
         error: Option<&str>,
         elapsed: std::time::Duration,
     ) {
-        let mut v = step_json(step);
+        let mut v = step.json();
         let m = v.as_object_mut().expect("object");
         m.insert("event".into(), json!("step"));
         m.insert("host".into(), json!(host));

@@ -6,6 +6,7 @@
 use super::audit::{audit_script, audit_started};
 use super::confirm::confirm_by_new_connection;
 use super::host::{HostRun, Known};
+use super::prepare::uses_secrets;
 use super::probe::run_probe;
 use super::{HostOutcome, HostState, StepErr, StepStatus, failed};
 use crate::fact::ProbeScript;
@@ -420,24 +421,6 @@ fn secret_material(step: &Step, change: &Change) -> bool {
     uses_secrets(step)
         || step.kind.uploads_secret_material()
         || change.content.as_ref().is_some_and(|c| c.sensitive)
-}
-
-/// Whether a step's text can bring a secret value into its script: it names `secrets` (or
-/// Tera's whole-context variable). Such scripts are never shown (`-vv`), masked or not: a
-/// filter (`shell_quote`, `upper`, ...) can change a value past recognition.
-pub(super) fn uses_secrets(step: &Step) -> bool {
-    fn mentions(s: &str) -> bool {
-        s.contains("secrets") || s.contains("__tera_context")
-    }
-    fn any(v: &toml::Value) -> bool {
-        match v {
-            toml::Value::String(s) => mentions(s),
-            toml::Value::Array(a) => a.iter().any(any),
-            toml::Value::Table(t) => t.iter().any(|(k, v)| mentions(k) || any(v)),
-            _ => false,
-        }
-    }
-    step.when.as_deref().is_some_and(mentions) || step.args.values().any(any)
 }
 
 /// The lines that record notified handlers in the journal before a step changes anything.

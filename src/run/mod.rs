@@ -30,16 +30,15 @@ mod diff;
 mod fixtures;
 mod host;
 mod mask;
-mod outcome;
-mod prepare;
+pub(crate) mod outcome;
+pub(crate) mod prepare;
 mod probe;
 
 pub use self::audit::AUDIT_LOG;
-pub use self::outcome::{HostOutcome, HostState, Observer, StepStatus};
+pub use self::outcome::{HostOutcome, HostState, Observer, PlanSender, StepStatus};
 pub use self::prepare::{PlaybookInfo, Prepared, PreparedStep, prepare};
 
 use self::outcome::EndGuard;
-use crate::plan::HostPlan;
 use crate::remote::RemoteError;
 use crate::secret::Secret;
 use crate::ssh::PassphraseSource;
@@ -77,9 +76,6 @@ pub struct RunOptions {
 
 /// The decision after the plan was shown: apply or not.
 pub type Gate = watch::Receiver<Option<bool>>;
-
-/// Where hosts send their plan (Some) before waiting at the gate, and None when they end.
-pub type PlanSender = tokio::sync::mpsc::UnboundedSender<(String, Option<HostPlan>)>;
 
 struct Ctx {
     opts: RunOptions,
@@ -307,7 +303,7 @@ fn failed(at: &str, e: String) -> StepErr {
 mod tests {
     use super::fixtures::step;
     use super::*;
-    use crate::plan::Change;
+    use crate::plan::{Change, HostPlan};
 
     #[test]
     fn a_batch_closes_the_rollout_when_the_budget_is_spent_or_a_host_is_not_healthy() {

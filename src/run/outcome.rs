@@ -1,7 +1,6 @@
 //! What a run tells about each host: the state words, the steps' statuses, the outcome that
 //! reports and saved plans read, and the [`Observer`] of events while the run goes.
 
-use super::PlanSender;
 use crate::plan::{HostPlan, StepPlan};
 use crate::ssh::SessionStats;
 use std::time::Duration;
@@ -50,6 +49,9 @@ impl StepStatus {
         }
     }
 }
+
+/// Where hosts send their plan (Some) before waiting at the gate, and None when they end.
+pub type PlanSender = tokio::sync::mpsc::UnboundedSender<(String, Option<HostPlan>)>;
 
 /// Sends the end marker of a host to the confirmation gate when dropped.
 pub(super) struct EndGuard(pub(super) Option<(PlanSender, String)>);

@@ -2,7 +2,6 @@
 //! checked before any connection ([`prepare`]), and the render of a host's steps and handlers
 //! with its real facts and secrets once the probe brought them ([`render`]).
 
-use super::apply::uses_secrets;
 use super::mask::Mask;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::inventory::{Host, Inventory};
@@ -28,6 +27,24 @@ pub struct PreparedStep {
     /// The step (arguments, `when`) or its template names `secrets`: a file it writes is
     /// sensitive (never diffed in clear), whatever form the secret takes in it.
     pub names_secrets: bool,
+}
+
+/// Whether a step's text can bring a secret value into its script: it names `secrets` (or
+/// Tera's whole-context variable). Such scripts are never shown (`-vv`), masked or not: a
+/// filter (`shell_quote`, `upper`, ...) can change a value past recognition.
+pub(super) fn uses_secrets(step: &Step) -> bool {
+    fn mentions(s: &str) -> bool {
+        s.contains("secrets") || s.contains("__tera_context")
+    }
+    fn any(v: &toml::Value) -> bool {
+        match v {
+            toml::Value::String(s) => mentions(s),
+            toml::Value::Array(a) => a.iter().any(any),
+            toml::Value::Table(t) => t.iter().any(|(k, v)| mentions(k) || any(v)),
+            _ => false,
+        }
+    }
+    step.when.as_deref().is_some_and(mentions) || step.args.values().any(any)
 }
 
 /// Whether a step or its template names `secrets` (see [`PreparedStep::names_secrets`]).
