@@ -1858,8 +1858,9 @@ async fn run_probe(
 ///   display rendering (each secret a marker `<secret:NAME>`): whole, shell-quoted, and line
 ///   by line (a display may show one line of it, e.g. a command's first line);
 /// - each secret value in any of its common forms (`secret::forms`: quoted, escaped, base64,
-///   URL-encoded, upper/lowercase, ...; ASCII case-insensitive) is replaced by its marker
-///   (the sudo password by `********`).
+///   URL-encoded, hex, upper/lowercase, ...; ASCII case-insensitive) is replaced by its marker
+///   (the sudo password by `********`), and so is each value as the spaced hex bytes `od`
+///   prints (`secret::SpacedHex`, wrapped over lines).
 ///
 /// A file content holding either is sensitive (never diffed). Values shorter than
 /// `secret::MIN_SEARCHED` are not searched for (taint still makes their steps private).
@@ -1871,6 +1872,8 @@ struct Mask {
     passes: Vec<(std::sync::Arc<aho_corasick::AhoCorasick>, Vec<String>)>,
     /// Every needle (for `Remote::hide`).
     all: Vec<String>,
+    /// The secret values as spaced hex bytes (matches: automaton index `passes.len()`).
+    od: crate::secret::SpacedHex,
 }
 
 impl Mask {
@@ -1902,12 +1905,14 @@ impl Mask {
             }
         }
         let mut forms: Vec<(String, String)> = Vec::new();
+        let mut od = crate::secret::SpacedHex::default();
         for (name, v) in secrets {
             let shown = if name.is_empty() {
                 "********".to_string()
             } else {
                 crate::template::marker(name)
             };
+            od.push(v, &shown);
             for f in crate::secret::forms(v.expose()) {
                 forms.push((f, shown.clone()));
             }
@@ -1932,7 +1937,7 @@ impl Mask {
                 subs.into_iter().map(|s| s.1).collect(),
             ));
         }
-        Self { passes, all }
+        Self { passes, all, od }
     }
 
     /// Every text searched for: `Remote::hide` sends a script holding one on stdin.
@@ -1950,6 +1955,13 @@ impl Mask {
                 ms.push((m.start(), m.end(), a, m.pattern().as_usize()));
             }
         }
+        let od = self.passes.len();
+        ms.extend(
+            self.od
+                .find(data)
+                .into_iter()
+                .map(|(s, e, i)| (s, e, od, i)),
+        );
         if ms.is_empty() {
             return None;
         }
@@ -1961,7 +1973,11 @@ impl Mask {
                 continue;
             }
             out.extend_from_slice(&data[at..start]);
-            out.extend_from_slice(self.passes[a].1[i].as_bytes());
+            let shown = match self.passes.get(a) {
+                Some(p) => &p.1[i],
+                None => self.od.shown(i),
+            };
+            out.extend_from_slice(shown.as_bytes());
             at = end;
         }
         out.extend_from_slice(&data[at..]);
