@@ -1061,12 +1061,15 @@ fn random_hex() -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Every form of `v` a failing probe's output could carry: [`forms`], its bytes in hex, and the
-/// first line `od -An -tx1` prints of it.
+/// Every form of `v` a failing probe's output could carry: [`forms`], its bytes in hex (lower-
+/// and uppercase), and each line `od -An -tx1` prints of it.
 fn probe_forms(v: &str) -> Vec<String> {
     let mut out = forms(v);
     out.push(v.bytes().map(|b| format!("{b:02x}")).collect());
-    out.push(v.bytes().take(16).map(|b| format!(" {b:02x}")).collect());
+    out.push(v.bytes().map(|b| format!("{b:02X}")).collect());
+    for line in v.as_bytes().chunks(16) {
+        out.push(line.iter().map(|b| format!(" {b:02x}")).collect());
+    }
     out
 }
 
@@ -1117,7 +1120,8 @@ exit 1
 /// read the host's secret (random per run): once with the host's secret and the operator secret
 /// in every form (raw, base64, hex, od) on the probe's stdout and nothing on stderr (the
 /// description may not fall back to stdout), once with the operator secret (known before the
-/// probe) also on stderr (the description is masked). `plan`, in text and JSON, fails with an
+/// probe) and the host's secret (known from the records the probe printed before it failed:
+/// raw, hex and the lines of `od -An -tx1`) also on stderr (the description is masked). `plan`, in text and JSON, fails with an
 /// error naming the probe, and shows none of them. Then a failing command that prints the
 /// host's secret in hex (a form the mask does not know) on stdout only: its description, too,
 /// never shows stdout (a script holding a secret).
@@ -1149,9 +1153,19 @@ fn a_failing_probe_shows_no_secret_read_before_it_failed() {
     let secrets = [host_secret.as_str(), op_secret.as_str()];
     let every: Vec<String> = secrets.iter().flat_map(|v| probe_forms(v)).collect();
     let lines = |vs: &[String]| vs.iter().map(|v| format!("{v}\n")).collect::<String>();
-    // The operator secret's forms the mask knows (hex and od are not among them: on stderr
-    // those would be shown).
-    let known: Vec<String> = forms(&op_secret);
+    // The operator secret's forms, then (the last five lines, those a description shows) the
+    // operator secret, the host's secret raw and in hex, and `od` of it (two lines, added on
+    // the host).
+    let hex: String = host_secret.bytes().map(|b| format!("{b:02x}")).collect();
+    let known: Vec<String> = [
+        forms(&op_secret),
+        vec![
+            op_secret.clone(),
+            host_secret.clone(),
+            format!("{hex} {}", hex.to_uppercase()),
+        ],
+    ]
+    .concat();
 
     let mut outs = String::new();
     exec("mount --bind /opt/sc-probe-shim /usr/local/sbin");
@@ -1165,6 +1179,12 @@ fn a_failing_probe_shows_no_secret_read_before_it_failed() {
             q(&(lines(&every) + &host_secret + "\n")),
             q(&err)
         ));
+        if !err.is_empty() {
+            exec(&format!(
+                "printf '%s' {} | od -An -tx1 >> /opt/sc-probe/err",
+                q(&host_secret)
+            ));
+        }
         for json in [false, true] {
             exec(": > /opt/sc-probe/log");
             let mut args = vec!["plan", inv];
@@ -1199,9 +1219,15 @@ fn a_failing_probe_shows_no_secret_read_before_it_failed() {
                     "{mode} {args:?}: `{f}` shown\n{out}"
                 );
             }
-            // The description did use stderr (masked).
+            // The description did use stderr (masked): the operator secret by its name, the
+            // host's secret as `********` (raw, hex twice, the od lines as one).
             assert_eq!(
                 out.contains("<secret:SC_PROBE_OP>"),
+                !err.is_empty(),
+                "{mode} {args:?}\n{out}"
+            );
+            assert_eq!(
+                out.matches("********").count() >= 4,
                 !err.is_empty(),
                 "{mode} {args:?}\n{out}"
             );
