@@ -1,8 +1,8 @@
 //! `facts`: what the probe sees on each host, as one JSON document.
 
 use super::load::limited_hosts;
-use super::secrets::{Passphrases, become_password};
 use super::*;
+use crate::report::prompt::{Passphrases, become_password};
 
 pub(super) fn facts(a: &FactsArgs) -> Result<Outcome, Error> {
     let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
@@ -10,9 +10,7 @@ pub(super) fn facts(a: &FactsArgs) -> Result<Outcome, Error> {
     let opts = crate::facts::Options {
         forks: usize::from(a.forks),
         become_password: become_password(a.ask_become_pass && hosts.iter().any(|h| h.become_))?,
-        passphrases: Arc::new(Passphrases {
-            cache: Mutex::new(HashMap::new()),
-        }),
+        passphrases: Arc::new(Passphrases::default()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,6 +1,7 @@
 //! `init`: a starter inventory, playbook and template in a new directory.
 
 use super::*;
+use std::io::Write;
 
 /// The files `init` writes, relative to its directory.
 const INIT_FILES: [(&str, &str); 3] = [

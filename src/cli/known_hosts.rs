@@ -1,8 +1,8 @@
 //! `known-hosts`: scan and pin the hosts' keys.
 
 use super::load::limited_hosts;
-use super::secrets::Passphrases;
 use super::*;
+use crate::report::prompt::Passphrases;
 
 pub(super) fn fleet_keys(a: &KnownHostsArgs) -> Result<Outcome, Error> {
     let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
@@ -11,9 +11,7 @@ pub(super) fn fleet_keys(a: &KnownHostsArgs) -> Result<Outcome, Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
-    let pass: Arc<dyn crate::ssh::PassphraseSource> = Arc::new(Passphrases {
-        cache: Mutex::new(HashMap::new()),
-    });
+    let pass: Arc<dyn crate::ssh::PassphraseSource> = Arc::new(Passphrases::default());
     let reports = rt.block_on(crate::fleet_keys::scan(
         hosts,
         usize::from(a.forks),

@@ -7,9 +7,9 @@ mod hosts;
 mod init;
 mod known_hosts;
 mod load;
+mod options;
 mod plan_apply;
 mod run;
-mod secrets;
 mod validate;
 
 use crate::error::{Error, Outcome};
@@ -19,14 +19,11 @@ use crate::playbook::Playbook;
 use crate::report::{self, Format, Verbosity, json, text};
 use crate::run::{HostOutcome, HostState, Mode, Observer, Prepared, RunOptions};
 use crate::saved_plan;
-use crate::secret::Secret;
 use crate::select::{Selection, StepFilter};
-use crate::ssh::PassphraseSource;
 use clap::{Args, Parser, Subcommand};
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 const AFTER_HELP: &str = "\
@@ -424,24 +421,8 @@ pub fn execute(cli: Cli) -> Result<Outcome, Error> {
     match cli.command {
         Command::Validate(a) => validate::validate(&a, v),
         Command::Hosts(a) => hosts::hosts(&a),
-        Command::Plan(a) => {
-            let saved = match a.out {
-                Some(f) => plan_apply::Saved::Out(f),
-                None => plan_apply::Saved::None,
-            };
-            plan_apply::run_cmd(a.run, Mode::Plan, false, false, v, saved)
-        }
-        Command::Apply(a) => {
-            if a.force_unlock && !a.yes {
-                plan_apply::confirm_force_unlock()?;
-            }
-            let (yes, saved) = match a.plan {
-                // A saved plan was reviewed when it was made: it is applied without asking.
-                Some(f) => (true, plan_apply::Saved::Apply(f)),
-                None => (a.yes, plan_apply::Saved::None),
-            };
-            plan_apply::run_cmd(a.run, Mode::Apply, yes, a.force_unlock, v, saved)
-        }
+        Command::Plan(a) => plan_apply::run_cmd(options::plan(a, v)),
+        Command::Apply(a) => plan_apply::run_cmd(options::apply(a, v)),
         Command::Run(a) => run::adhoc(&a, v),
         Command::KnownHosts(a) => known_hosts::fleet_keys(&a),
         Command::Facts(a) => facts::facts(&a),
@@ -452,8 +433,7 @@ pub fn execute(cli: Cli) -> Result<Outcome, Error> {
 }
 
 fn write_stdout(bytes: &[u8]) -> Result<Outcome, Error> {
-    let mut o = std::io::stdout().lock();
-    match o.write_all(bytes).and_then(|()| o.flush()) {
+    match report::out_bytes(bytes) {
         Ok(()) => Ok(Outcome::Done),
         // `| head` closed the pipe: not an error worth a message.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Outcome::Done),

@@ -1,8 +1,13 @@
-//! `plan` and `apply`: prepare, connect, show the plan, confirm, apply, summarise.
+//! `plan` and `apply` as named steps: read the saved plan, load and prepare, fingerprint the
+//! inputs, run with an observer (showing the plans and asking between the two halves of
+//! apply), summarise, write the plan file, and the exit.
 
-use super::load::{load, select};
-use super::secrets::{Passphrases, become_password};
+use super::load::{Loaded, load, select};
+use super::options::{PlanApply, Saved, check_confirmable};
 use super::*;
+use crate::report::prompt::{self, Passphrases, become_password};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Ctrl-C during a run: the first lets every host finish its running step and stop (locks go
 /// with the connections, the summary is printed); the second ends the process at once.
@@ -20,28 +25,6 @@ pub(super) fn on_ctrl_c(interrupt: Arc<std::sync::atomic::AtomicBool>) {
             std::process::exit(130);
         }
     });
-}
-
-/// --force-unlock without --yes: the operator confirms on a terminal.
-pub(super) fn confirm_force_unlock() -> Result<(), Error> {
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::Usage(
-            "apply --force-unlock: no terminal to confirm on; add --yes to break the locks without asking"
-                .into(),
-        ));
-    }
-    report::err(
-        "--force-unlock ends the connection of any other apply running on the selected hosts (its running step is cut short, and that run fails). Break the locks? [y/N] ",
-    );
-    let mut answer = String::new();
-    let _ = std::io::stdin().read_line(&mut answer);
-    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
-        Ok(())
-    } else {
-        Err(Error::Usage(
-            "cancelled: no lock was broken, nothing was changed".into(),
-        ))
-    }
 }
 
 /// Who takes the apply lock: `user@machine pid N, playbook NAME[, task T]` (no secret in it).
@@ -68,24 +51,55 @@ pub(super) fn lock_holder(pb: &Playbook) -> String {
     )
 }
 
-/// A saved plan to write (`plan --out`) or to apply (`apply --plan`).
-pub(super) enum Saved {
-    None,
-    Out(PathBuf),
-    Apply(PathBuf),
+/// `plan` or `apply`, from validated options.
+pub(super) fn run_cmd(o: PlanApply) -> Result<Outcome, Error> {
+    if o.confirm_force_unlock {
+        prompt::confirm_force_unlock()?;
+    }
+    check_confirmable(&o, prompt::interactive())?;
+    // A saved plan that cannot be used stops the run before anything else.
+    let plan_file = read_saved(&o.saved)?;
+    let l = load(&o.run.select, &o.run.steps.filter())?;
+    let hosts = select(&l, &o.run.select)?;
+    let prepared = crate::run::prepare(&l.inv, &l.pb, &hosts, &o.run.select.extra)?;
+    let (key, inputs) = fingerprint(&o, &l, plan_file.as_deref(), &prepared)?;
+    // What `plan --out` writes needs the hosts' steps after the run.
+    let kept: Vec<Prepared> = match &o.saved {
+        Saved::Out(_) => prepared.clone(),
+        _ => Vec::new(),
+    };
+    let v = o.verbosity;
+    if let (Format::Text, Some(sel), true) = (o.format(), &l.selection, v > Verbosity::Quiet) {
+        report::out_now(&text::selection(sel));
+    }
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let opts = RunOptions {
+        mode: o.mode,
+        forks: usize::from(o.run.forks),
+        become_password: become_password(o.run.ask_become_pass && hosts.iter().any(|h| h.become_))?,
+        fetch_diffs: o.format() == Format::Text && (o.mode == Mode::Plan || o.confirm()),
+        passphrases: Arc::new(Passphrases::default()),
+        lock_holder: (o.mode == Mode::Apply).then(|| lock_holder(&l.pb)),
+        force_unlock: o.force_unlock,
+        interrupt: interrupt.clone(),
+        fingerprint: key.clone(),
+        saved: plan_file,
+    };
+    let shown = Shown::new(&o, &prepared);
+    let start = Instant::now();
+    let (outcomes, declined) = execute_run(&o, &shown, prepared, opts, &interrupt)?;
+    let outcomes = shown.in_order(outcomes);
+    summarise(&o, &shown, &outcomes, start);
+    if let (Saved::Out(f), Some(k), Some(inputs)) = (&o.saved, &key, inputs) {
+        write_plan_file(&o, &shown, f, k, inputs, &kept, &outcomes)?;
+    }
+    exit(&o, &interrupt, &outcomes, declined)
 }
 
-pub(super) fn run_cmd(
-    a: RunArgs,
-    mode: Mode,
-    yes: bool,
-    force_unlock: bool,
-    v: Verbosity,
-    saved: Saved,
-) -> Result<Outcome, Error> {
-    // A saved plan that cannot be used stops the run before anything else.
-    let plan_file = match &saved {
-        Saved::Apply(f) => Some(Arc::new(saved_plan::PlanFile::read(f)?)),
+/// Reads the plan `apply --plan` applies, or checks that `plan --out` can write its file.
+fn read_saved(saved: &Saved) -> Result<Option<Arc<saved_plan::PlanFile>>, Error> {
+    match saved {
+        Saved::Apply(f) => Ok(Some(Arc::new(saved_plan::PlanFile::read(f)?))),
         Saved::Out(f) => {
             let dir = crate::error::base_dir(f);
             if !dir.is_dir() {
@@ -95,46 +109,40 @@ pub(super) fn run_cmd(
                     dir.display()
                 )));
             }
-            None
+            Ok(None)
         }
-        Saved::None => None,
-    };
-    let interactive = std::io::stdin().is_terminal()
-        && std::io::stdout().is_terminal()
-        && std::io::stderr().is_terminal();
-    if mode == Mode::Apply && !yes && !interactive {
-        return Err(Error::Usage(
-            "apply: no terminal to confirm on; pass --yes to apply without asking".into(),
-        ));
+        Saved::None => Ok(None),
     }
-    if mode == Mode::Apply && !yes && a.select.output == Format::Json {
-        return Err(Error::Usage(
-            "apply --output json needs --yes (the plan cannot be confirmed in JSON mode)".into(),
-        ));
-    }
-    let l = load(&a.select, &a.steps.filter())?;
-    let hosts = select(&l, &a.select)?;
-    let prepared = crate::run::prepare(&l.inv, &l.pb, &hosts, &a.select.extra)?;
-    let key = match (&saved, &plan_file) {
+}
+
+/// The key and fingerprints of the inputs a saved plan is bound to (none without one); a plan
+/// made from other inputs is refused here.
+fn fingerprint(
+    o: &PlanApply,
+    l: &Loaded,
+    plan_file: Option<&saved_plan::PlanFile>,
+    prepared: &[Prepared],
+) -> Result<(Option<saved_plan::Key>, Option<saved_plan::Inputs>), Error> {
+    let key = match (&o.saved, plan_file) {
         (Saved::Out(_), _) => Some(saved_plan::Key::random()?),
         (_, Some(f)) => Some(f.key().map_err(Error::Usage)?),
         _ => None,
     };
     let inputs = key.as_ref().map(|k| {
         let sel = saved_plan::Selection {
-            inventory: &a.select.inventory,
+            inventory: &o.run.select.inventory,
             playbook: &l.pb,
-            limit: a.select.limit.as_deref(),
-            steps: a.steps.describe(),
-            extra: &a.select.extra,
+            limit: o.run.select.limit.as_deref(),
+            steps: o.run.steps.describe(),
+            extra: &o.run.select.extra,
         };
         let secrets = prepared
             .first()
             .map_or(&[][..], |p| &p.playbook.operator_secrets[..]);
         saved_plan::inputs(k, &sel, secrets)
     });
-    if let (Saved::Apply(f), Some(plan), Some(k), Some(now)) = (&saved, &plan_file, &key, &inputs)
-        && let Err(why) = plan.check_inputs(k, now, &prepared)
+    if let (Saved::Apply(f), Some(plan), Some(k), Some(now)) = (&o.saved, plan_file, &key, &inputs)
+        && let Err(why) = plan.check_inputs(k, now, prepared)
     {
         return Err(Error::Usage(format!(
             "--plan {}: made from other inputs, nothing was changed; plan again:\n  - {}",
@@ -142,59 +150,71 @@ pub(super) fn run_cmd(
             why.join("\n  - ")
         )));
     }
-    // What `plan --out` writes needs the hosts' steps after the run.
-    let kept: Vec<Prepared> = match &saved {
-        Saved::Out(_) => prepared.clone(),
-        _ => Vec::new(),
-    };
-    let format = a.select.output;
-    if let (Format::Text, Some(sel), true) = (format, &l.selection, v > Verbosity::Quiet) {
-        let mut out = std::io::stdout().lock();
-        let _ = write!(out, "{}", text::selection(sel));
-        let _ = out.flush();
+    Ok((key, inputs))
+}
+
+/// Where the run is shown: JSON events or the text progress, the hosts' order and addresses.
+struct Shown {
+    events: Arc<json::Events>,
+    progress: Arc<text::Progress>,
+    observer: Arc<dyn Observer>,
+    order: Vec<String>,
+    addresses: HashMap<String, String>,
+    paint: text::Paint,
+}
+
+impl Shown {
+    fn new(o: &PlanApply, prepared: &[Prepared]) -> Self {
+        let events = Arc::new(json::Events::default());
+        let progress = Arc::new(text::Progress::new(o.mode == Mode::Apply, o.verbosity));
+        let observer: Arc<dyn Observer> = match o.format() {
+            Format::Json => Arc::new(json::JsonObserver {
+                events: events.clone(),
+                apply: o.mode == Mode::Apply,
+            }),
+            Format::Text => progress.clone(),
+        };
+        Shown {
+            events,
+            progress,
+            observer,
+            order: prepared.iter().map(|p| p.host.name.clone()).collect(),
+            addresses: (prepared.iter())
+                .map(|p| (p.host.name.clone(), p.host.address.clone()))
+                .collect(),
+            paint: text::Paint(report::color()),
+        }
     }
-    let interrupt = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let confirm = mode == Mode::Apply && !yes;
-    let opts = RunOptions {
-        mode,
-        forks: usize::from(a.forks),
-        become_password: become_password(a.ask_become_pass && hosts.iter().any(|h| h.become_))?,
-        fetch_diffs: format == Format::Text && (mode == Mode::Plan || confirm),
-        passphrases: Arc::new(Passphrases {
-            cache: Mutex::new(HashMap::new()),
-        }),
-        lock_holder: (mode == Mode::Apply).then(|| lock_holder(&l.pb)),
-        force_unlock,
-        interrupt: interrupt.clone(),
-        fingerprint: key.clone(),
-        saved: plan_file.clone(),
-    };
-    let events = Arc::new(json::Events::default());
-    let progress = Arc::new(text::Progress::new(mode == Mode::Apply, v));
-    let observer: Arc<dyn Observer> = match format {
-        Format::Json => Arc::new(json::JsonObserver {
-            events: events.clone(),
-            apply: mode == Mode::Apply,
-        }),
-        Format::Text => progress.clone(),
-    };
-    let order: Vec<String> = prepared.iter().map(|p| p.host.name.clone()).collect();
-    let addresses: HashMap<String, String> = prepared
-        .iter()
-        .map(|p| (p.host.name.clone(), p.host.address.clone()))
-        .collect();
-    let paint = text::Paint(report::color());
-    let start = Instant::now();
+
+    /// The outcomes in the inventory's order of the hosts.
+    fn in_order(&self, mut outcomes: Vec<HostOutcome>) -> Vec<HostOutcome> {
+        let by_name: HashMap<&str, usize> = (self.order.iter())
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        outcomes.sort_by_key(|o| by_name.get(o.name.as_str()).copied().unwrap_or(usize::MAX));
+        outcomes
+    }
+}
+
+/// Runs the hosts; with a confirmation, shows their plans and asks between planning and
+/// applying. The outcomes, and whether the operator declined.
+fn execute_run(
+    o: &PlanApply,
+    shown: &Shown,
+    prepared: Vec<Prepared>,
+    opts: RunOptions,
+    interrupt: &Arc<AtomicBool>,
+) -> Result<(Vec<HostOutcome>, bool), Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
-    // The operator answered no to the confirmation.
-    let mut declined = false;
-    let mut outcomes: Vec<HostOutcome> = rt.block_on(async {
-        if !confirm {
+    let observer = shown.observer.clone();
+    let outcomes = rt.block_on(async {
+        if !o.confirm() {
             on_ctrl_c(interrupt.clone());
-            return Ok(crate::run::run(prepared, opts, observer, None).await);
+            return Ok::<_, Error>((crate::run::run(prepared, opts, observer, None).await, false));
         }
         let (gate_tx, gate_rx) = tokio::sync::watch::channel(None);
         let (plan_tx, mut plan_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -206,7 +226,7 @@ pub(super) fn run_cmd(
             Some((gate_rx, plan_tx)),
         ));
         let mut plans: HashMap<String, HostPlan> = HashMap::new();
-        let mut ended = std::collections::HashSet::new();
+        let mut ended = HashSet::new();
         while plans.len() + ended.len() < n {
             match plan_rx.recv().await {
                 Some((host, Some(plan))) => {
@@ -220,123 +240,128 @@ pub(super) fn run_cmd(
                 None => break,
             }
         }
-        progress.pause();
-        let mut out = std::io::stdout().lock();
-        for h in &order {
-            if let Some(p) = plans.get(h) {
-                let _ = write!(
-                    out,
-                    "{}",
-                    text::plan(h, &addresses[h], p, paint, v >= Verbosity::Verbose)
-                );
-            }
-        }
-        // All new host keys at once, before the question (never a prompt per host).
-        let _ = write!(out, "{}", progress.take_learned(&order));
-        if !ended.is_empty() {
-            let mut names: Vec<&String> = ended.iter().collect();
-            names.sort_by_key(|n| order.iter().position(|o| o == *n));
-            let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
-            let _ = writeln!(
-                out,
-                "\nnot planned (failed or unreachable; see the summary): {}",
-                names.join(", ")
-            );
-        }
-        let changes: usize = plans.values().map(HostPlan::changes).sum();
-        let go = if changes == 0 {
-            if !plans.is_empty() {
-                let _ = writeln!(out, "\nNothing to change.");
-            }
-            true
-        } else {
-            let hosts = plans.values().filter(|p| !p.is_empty()).count();
-            let _ = write!(
-                out,
-                "\nApply {changes} change{} on {hosts} host{}? [y/N] ",
-                if changes == 1 { "" } else { "s" },
-                if hosts == 1 { "" } else { "s" }
-            );
-            let _ = out.flush();
-            let mut answer = String::new();
-            let _ = std::io::stdin().read_line(&mut answer);
-            let yes = matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes");
-            if !yes {
-                let _ = writeln!(out, "Cancelled: nothing was changed.");
-            }
-            declined = !yes;
-            yes
-        };
-        drop(out);
-        progress.resume();
+        shown.progress.pause();
+        let go = ask(o, shown, &plans, &ended);
+        shown.progress.resume();
         // Until the answer, Ctrl-C ends the process (nothing was changed yet).
         on_ctrl_c(interrupt.clone());
         let _ = gate_tx.send(Some(go));
-        handle.await.map_err(|e| {
+        let outcomes = handle.await.map_err(|e| {
             Error::Io(format!(
                 "internal error: the run ended abnormally: {e} (bug, please report)"
             ))
-        })
+        })?;
+        Ok((outcomes, !go))
     })?;
-    progress.finish();
-    let by_name: HashMap<String, usize> = order
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.clone(), i))
-        .collect();
-    outcomes.sort_by_key(|o| by_name.get(&o.name).copied().unwrap_or(usize::MAX));
-    let command = if mode == Mode::Plan { "plan" } else { "apply" };
-    match format {
+    shown.progress.finish();
+    Ok(outcomes)
+}
+
+/// Shows the plans (with the new host keys and the hosts not planned) and asks whether to
+/// apply them.
+fn ask(
+    o: &PlanApply,
+    shown: &Shown,
+    plans: &HashMap<String, HostPlan>,
+    ended: &HashSet<String>,
+) -> bool {
+    let mut text = String::new();
+    for h in &shown.order {
+        if let Some(p) = plans.get(h) {
+            let all = o.verbosity >= Verbosity::Verbose;
+            text += &text::plan(h, &shown.addresses[h], p, shown.paint, all);
+        }
+    }
+    // All new host keys at once, before the question (never a prompt per host).
+    text += &shown.progress.take_learned(&shown.order);
+    if !ended.is_empty() {
+        let mut names: Vec<&String> = ended.iter().collect();
+        names.sort_by_key(|n| shown.order.iter().position(|o| o == *n));
+        let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+        text += &format!(
+            "\nnot planned (failed or unreachable; see the summary): {}\n",
+            names.join(", ")
+        );
+    }
+    let changes: usize = plans.values().map(HostPlan::changes).sum();
+    let hosts = plans.values().filter(|p| !p.is_empty()).count();
+    prompt::confirm_apply(&text, changes, hosts, !plans.is_empty())
+}
+
+/// The plans (plan), new host keys, summary and statistics; or the JSON events.
+fn summarise(o: &PlanApply, shown: &Shown, outcomes: &[HostOutcome], start: Instant) {
+    let (v, apply) = (o.verbosity, o.mode == Mode::Apply);
+    match o.format() {
         Format::Json => {
-            if mode == Mode::Plan {
-                for o in &outcomes {
-                    if let Some(p) = &o.plan {
-                        events.emit(p.event(&o.name));
+            if !apply {
+                for h in outcomes {
+                    if let Some(p) = &h.plan {
+                        shown.events.emit(p.event(&h.name));
                     }
                 }
             }
-            events.emit(json::summary_event(command, &outcomes, start.elapsed()));
+            let command = if apply { "apply" } else { "plan" };
+            (shown.events).emit(json::summary_event(command, outcomes, start.elapsed()));
         }
         Format::Text => {
-            let mut out = std::io::stdout().lock();
-            if mode == Mode::Plan && v > Verbosity::Quiet {
-                for o in &outcomes {
-                    if let Some(p) = &o.plan {
+            let mut out = String::new();
+            if !apply && v > Verbosity::Quiet {
+                for h in outcomes {
+                    if let Some(p) = &h.plan {
                         let all = v >= Verbosity::Verbose;
-                        let _ = write!(out, "{}", text::plan(&o.name, &o.address, p, paint, all));
+                        out += &text::plan(&h.name, &h.address, p, shown.paint, all);
                     }
                 }
             }
-            let _ = write!(out, "{}", progress.take_learned(&order));
-            let summary = if v == Verbosity::Quiet {
-                text::summary_quiet(&outcomes, mode == Mode::Apply, paint)
+            out += &shown.progress.take_learned(&shown.order);
+            out += &if v == Verbosity::Quiet {
+                text::summary_quiet(outcomes, apply, shown.paint)
             } else {
-                text::summary(&outcomes, mode == Mode::Apply, paint)
+                text::summary(outcomes, apply, shown.paint)
             };
-            let _ = write!(out, "{summary}");
-            if a.stats {
-                let _ = write!(out, "{}", text::stats(&outcomes, start.elapsed()));
+            if o.run.stats {
+                out += &text::stats(outcomes, start.elapsed());
             }
+            report::out(&out);
         }
     }
-    if let (Saved::Out(f), Some(k), Some(inputs)) = (&saved, &key, inputs) {
-        let file = saved_plan::PlanFile::new(k, inputs, &kept, &outcomes).map_err(|e| {
-            Error::HostsFailed(format!("--out {}: no plan written: {e}", f.display()))
-        })?;
-        file.write(f)?;
-        let changes: usize = file.hosts.iter().map(|h| h.changes).sum();
-        match format {
-            Format::Json => events.emit(serde_json::json!({"event": "plan_saved", "file": f.display().to_string(), "changes": changes, "hosts": file.hosts.len()})),
-            Format::Text => report::out(&format!(
-                "Plan saved to {}: apply exactly it with `claw-provision apply {} --plan {}`\n",
-                f.display(),
-                a.select.inventory.display(),
-                f.display()
-            )),
-        }
+}
+
+/// `plan --out FILE`: writes the saved plan and says how to apply it.
+fn write_plan_file(
+    o: &PlanApply,
+    shown: &Shown,
+    f: &Path,
+    k: &saved_plan::Key,
+    inputs: saved_plan::Inputs,
+    kept: &[Prepared],
+    outcomes: &[HostOutcome],
+) -> Result<(), Error> {
+    let file = saved_plan::PlanFile::new(k, inputs, kept, outcomes)
+        .map_err(|e| Error::HostsFailed(format!("--out {}: no plan written: {e}", f.display())))?;
+    file.write(f)?;
+    let changes: usize = file.hosts.iter().map(|h| h.changes).sum();
+    match o.format() {
+        Format::Json => shown.events.emit(serde_json::json!({"event": "plan_saved", "file": f.display().to_string(), "changes": changes, "hosts": file.hosts.len()})),
+        Format::Text => report::out(&format!(
+            "Plan saved to {}: apply exactly it with `claw-provision apply {} --plan {}`\n",
+            f.display(),
+            o.run.select.inventory.display(),
+            f.display()
+        )),
     }
+    Ok(())
+}
+
+/// How the run ended: Ctrl-C, a failed host, a declined confirmation, or changes.
+fn exit(
+    o: &PlanApply,
+    interrupt: &AtomicBool,
+    outcomes: &[HostOutcome],
+    declined: bool,
+) -> Result<Outcome, Error> {
     // Ctrl-C wins: the hosts it stopped count as failed.
-    if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+    if interrupt.load(Ordering::SeqCst) {
         return Err(Error::Interrupted);
     }
     if outcomes
@@ -349,7 +374,7 @@ pub(super) fn run_cmd(
         return Err(Error::Declined);
     }
     let changed = outcomes.iter().any(|o| o.state == HostState::Changed);
-    Ok(if a.detailed_exitcode && changed {
+    Ok(if o.run.detailed_exitcode && changed {
         Outcome::Changes
     } else {
         Outcome::Done

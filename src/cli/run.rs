@@ -1,8 +1,8 @@
 //! `run`: one ad-hoc command on the selected hosts.
 
 use super::load::limited_hosts;
-use super::secrets::{Passphrases, become_password};
 use super::*;
+use crate::report::prompt::{Passphrases, become_password};
 
 pub(super) fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<Outcome, Error> {
     let command = crate::adhoc::command_line(&a.command).map_err(Error::Usage)?;
@@ -18,9 +18,7 @@ pub(super) fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<Outcome, Error> {
     let opts = crate::adhoc::Options {
         forks: usize::from(a.forks),
         become_password: become_password(a.ask_become_pass && hosts.iter().any(|h| h.become_))?,
-        passphrases: Arc::new(Passphrases {
-            cache: Mutex::new(HashMap::new()),
-        }),
+        passphrases: Arc::new(Passphrases::default()),
         timeout: a.timeout,
         output_limit: a.output_limit.unwrap_or(crate::adhoc::DEFAULT_OUTPUT_LIMIT),
         output_dir: a.output_dir.clone(),
@@ -59,9 +57,7 @@ pub(super) fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<Outcome, Error> {
         if !text.is_empty() {
             at_line_start = text.ends_with('\n');
         }
-        let mut out = std::io::stdout().lock();
-        let _ = write!(out, "{text}");
-        let _ = out.flush();
+        report::out_now(&text);
     }));
     let mut learned = crate::ssh::take_learned_host_keys();
     match format {

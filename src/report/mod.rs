@@ -4,6 +4,7 @@
 //! and host-supplied text reaches it only through [`terminal::safe`].
 
 pub mod json;
+pub mod prompt;
 pub mod terminal;
 pub mod text;
 
@@ -19,6 +20,21 @@ pub fn out(s: &str) {
 /// Writes `s` to stderr, as [`out`] does to stdout (`2>&1 | head` closes it too).
 pub fn err(s: &str) {
     let _ = std::io::stderr().lock().write_all(s.as_bytes());
+}
+
+/// Writes `s` to stdout and flushes it: text shown before something slow or interactive
+/// (live output of `run`, the selection before connecting).
+pub fn out_now(s: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(s.as_bytes());
+    let _ = o.flush();
+}
+
+/// Writes `bytes` to stdout and flushes them, telling a failed write (a document, a manual
+/// page, completions: the caller decides what a closed pipe means).
+pub fn out_bytes(bytes: &[u8]) -> std::io::Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(bytes).and_then(|()| o.flush())
 }
 
 /// Output format.
