@@ -450,40 +450,6 @@ fn output_limit(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{s}`: not a usable size"))
 }
 
-/// Tells how a command failed, unless its report already did: on stderr, and with `--output
-/// json` also as `error` events on stdout (see [`json::error_events`]). Argument errors are
-/// printed as clap prints them (with colour on a terminal).
-pub fn report_error(e: &Error, format: Format) {
-    if format == Format::Json {
-        let events = json::Events::default();
-        for ev in json::error_events(e) {
-            events.emit(ev);
-        }
-    }
-    if !e.needs_report() {
-        return;
-    }
-    if let Error::Arguments(c) = e {
-        let _ = c.print();
-        return;
-    }
-    report::err(&format!("{}\n", render_error(e)));
-}
-
-/// The message printed for a failed command.
-pub fn render_error(e: &Error) -> String {
-    match e {
-        Error::Config(c) => c.to_string(),
-        // clap's own words (usage, `--help` hint), without a second `error: `.
-        Error::Arguments(c) => c.render().to_string().trim_end().to_string(),
-        // Host-supplied text (stderr, banners) can be part of an error.
-        other => format!(
-            "error: {}",
-            crate::report::terminal::safe(&other.to_string())
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
