@@ -157,120 +157,12 @@ impl Playbook {
         let steps = parse_steps(path, src, raw.steps, "steps", &mut errors);
         let handlers = parse_steps(path, src, raw.handlers, "handlers", &mut errors);
         let tasks = parse_tasks(path, src, raw.tasks, &steps, &mut errors);
-        for (list, what) in [(&steps, "step"), (&handlers, "handler")] {
-            for (i, s) in list.iter().enumerate() {
-                if list[..i].iter().any(|o| o.name == s.name) {
-                    errors.push(ConfigError::new(
-                        path,
-                        s.line,
-                        1,
-                        format!("duplicate {what} name `{}`", s.name),
-                    ));
-                }
-            }
-        }
-        for (i, s) in steps.iter().enumerate() {
-            for r in &s.recheck_after {
-                if !steps[..i].iter().any(|o| &o.name == r) {
-                    let off = find_key(src, line_offset(src, s.line), "recheck_after")
-                        .unwrap_or(line_offset(src, s.line));
-                    errors.push(ConfigError::at(
-                        path,
-                        src,
-                        off,
-                        format!(
-                            "step `{}`: `recheck_after` names `{r}`, which is not an earlier step",
-                            s.name
-                        ),
-                    ));
-                }
-            }
-        }
-        for s in steps.iter().chain(tasks.iter().flat_map(|t| &t.steps)) {
-            for n in &s.notify {
-                if !handlers.iter().any(|h| &h.name == n) {
-                    let off = find_key(src, line_offset(src, s.line), "notify")
-                        .unwrap_or(line_offset(src, s.line));
-                    errors.push(ConfigError::at(
-                        path,
-                        src,
-                        off,
-                        format!(
-                            "step `{}` notifies `{n}`, but no handler has that name",
-                            s.name
-                        ),
-                    ));
-                }
-            }
-        }
-        for h in &handlers {
-            if !h.kind.runs_when_notified() {
-                errors.push(ConfigError::new(
-                    path,
-                    h.line,
-                    1,
-                    format!(
-                        "handler `{}` must be of kind `command` (it runs when notified)",
-                        h.name
-                    ),
-                ));
-            }
-            if !h.notify.is_empty() {
-                errors.push(ConfigError::new(
-                    path,
-                    h.line,
-                    1,
-                    format!("handler `{}` cannot notify other handlers", h.name),
-                ));
-            }
-        }
-        let rollout = match raw.rollout {
-            None => crate::rollout::Rollout::default(),
-            Some(r) => {
-                let at = r.span().start;
-                let r = r.into_inner();
-                let mut amount = |key: &str, v: Option<toml::Value>, zero: bool| {
-                    v.and_then(|v| match crate::rollout::Amount::parse(&v, key, zero) {
-                        Ok(a) => Some(a),
-                        Err(e) => {
-                            let off = find_key(src, at, key).unwrap_or(at);
-                            errors.push(ConfigError::at(path, src, off, format!("rollout: {e}")));
-                            None
-                        }
-                    })
-                };
-                let serial = amount("serial", r.serial, false);
-                let max_fail = amount("max_fail", r.max_fail, true);
-                if let Some(h) = &r.health
-                    && !steps.iter().any(|s| &s.name == h)
-                {
-                    let off = find_key(src, at, "health").unwrap_or(at);
-                    errors.push(ConfigError::at(
-                        path,
-                        src,
-                        off,
-                        format!("rollout: `health = \"{h}\"` names no step of the playbook"),
-                    ));
-                }
-                crate::rollout::Rollout {
-                    serial,
-                    max_fail,
-                    health: r.health,
-                    order: r.order,
-                }
-            }
-        };
-        for n in &raw.operator_secrets {
-            if let Err(e) = crate::secret::check_name(n) {
-                let off = find_key(src, 0, "operator_secrets").unwrap_or(0);
-                errors.push(ConfigError::at(
-                    path,
-                    src,
-                    off,
-                    format!("operator_secrets: {e}"),
-                ));
-            }
-        }
+        check_duplicates(path, &steps, &handlers, &mut errors);
+        check_recheck_after(path, src, &steps, &mut errors);
+        check_notify(path, src, &steps, &tasks, &handlers, &mut errors);
+        check_handlers(path, &handlers, &mut errors);
+        let rollout = parse_rollout(path, src, raw.rollout, &steps, &mut errors);
+        check_operator_secrets(path, src, &raw.operator_secrets, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -405,6 +297,156 @@ impl Playbook {
     /// A step or handler by name.
     pub fn handler(&self, name: &str) -> Option<&Step> {
         self.handlers.iter().find(|h| h.name == name)
+    }
+}
+/// Step and handler names are unique within their list.
+fn check_duplicates(path: &Path, steps: &[Step], handlers: &[Step], errors: &mut Vec<ConfigError>) {
+    for (list, what) in [(&steps, "step"), (&handlers, "handler")] {
+        for (i, s) in list.iter().enumerate() {
+            if list[..i].iter().any(|o| o.name == s.name) {
+                errors.push(ConfigError::new(
+                    path,
+                    s.line,
+                    1,
+                    format!("duplicate {what} name `{}`", s.name),
+                ));
+            }
+        }
+    }
+}
+
+/// `recheck_after` names earlier steps.
+fn check_recheck_after(path: &Path, src: &str, steps: &[Step], errors: &mut Vec<ConfigError>) {
+    for (i, s) in steps.iter().enumerate() {
+        for r in &s.recheck_after {
+            if !steps[..i].iter().any(|o| &o.name == r) {
+                let off = find_key(src, line_offset(src, s.line), "recheck_after")
+                    .unwrap_or(line_offset(src, s.line));
+                errors.push(ConfigError::at(
+                    path,
+                    src,
+                    off,
+                    format!(
+                        "step `{}`: `recheck_after` names `{r}`, which is not an earlier step",
+                        s.name
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// What steps (the playbook's and its tasks') notify is a handler.
+fn check_notify(
+    path: &Path,
+    src: &str,
+    steps: &[Step],
+    tasks: &[Task],
+    handlers: &[Step],
+    errors: &mut Vec<ConfigError>,
+) {
+    for s in steps.iter().chain(tasks.iter().flat_map(|t| &t.steps)) {
+        for n in &s.notify {
+            if !handlers.iter().any(|h| &h.name == n) {
+                let off = find_key(src, line_offset(src, s.line), "notify")
+                    .unwrap_or(line_offset(src, s.line));
+                errors.push(ConfigError::at(
+                    path,
+                    src,
+                    off,
+                    format!(
+                        "step `{}` notifies `{n}`, but no handler has that name",
+                        s.name
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Handlers run commands and notify nothing.
+fn check_handlers(path: &Path, handlers: &[Step], errors: &mut Vec<ConfigError>) {
+    for h in handlers {
+        if !h.kind.runs_when_notified() {
+            errors.push(ConfigError::new(
+                path,
+                h.line,
+                1,
+                format!(
+                    "handler `{}` must be of kind `command` (it runs when notified)",
+                    h.name
+                ),
+            ));
+        }
+        if !h.notify.is_empty() {
+            errors.push(ConfigError::new(
+                path,
+                h.line,
+                1,
+                format!("handler `{}` cannot notify other handlers", h.name),
+            ));
+        }
+    }
+}
+
+/// The `[rollout]` table; its `health` names a step.
+fn parse_rollout(
+    path: &Path,
+    src: &str,
+    rollout: Option<Spanned<RawRollout>>,
+    steps: &[Step],
+    errors: &mut Vec<ConfigError>,
+) -> crate::rollout::Rollout {
+    match rollout {
+        None => crate::rollout::Rollout::default(),
+        Some(r) => {
+            let at = r.span().start;
+            let r = r.into_inner();
+            let mut amount = |key: &str, v: Option<toml::Value>, zero: bool| {
+                v.and_then(|v| match crate::rollout::Amount::parse(&v, key, zero) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        let off = find_key(src, at, key).unwrap_or(at);
+                        errors.push(ConfigError::at(path, src, off, format!("rollout: {e}")));
+                        None
+                    }
+                })
+            };
+            let serial = amount("serial", r.serial, false);
+            let max_fail = amount("max_fail", r.max_fail, true);
+            if let Some(h) = &r.health
+                && !steps.iter().any(|s| &s.name == h)
+            {
+                let off = find_key(src, at, "health").unwrap_or(at);
+                errors.push(ConfigError::at(
+                    path,
+                    src,
+                    off,
+                    format!("rollout: `health = \"{h}\"` names no step of the playbook"),
+                ));
+            }
+            crate::rollout::Rollout {
+                serial,
+                max_fail,
+                health: r.health,
+                order: r.order,
+            }
+        }
+    }
+}
+
+/// `operator_secrets` names are valid secret names.
+fn check_operator_secrets(path: &Path, src: &str, names: &[String], errors: &mut Vec<ConfigError>) {
+    for n in names {
+        if let Err(e) = crate::secret::check_name(n) {
+            let off = find_key(src, 0, "operator_secrets").unwrap_or(0);
+            errors.push(ConfigError::at(
+                path,
+                src,
+                off,
+                format!("operator_secrets: {e}"),
+            ));
+        }
     }
 }
 
