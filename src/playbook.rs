@@ -157,120 +157,12 @@ impl Playbook {
         let steps = parse_steps(path, src, raw.steps, "steps", &mut errors);
         let handlers = parse_steps(path, src, raw.handlers, "handlers", &mut errors);
         let tasks = parse_tasks(path, src, raw.tasks, &steps, &mut errors);
-        for (list, what) in [(&steps, "step"), (&handlers, "handler")] {
-            for (i, s) in list.iter().enumerate() {
-                if list[..i].iter().any(|o| o.name == s.name) {
-                    errors.push(ConfigError::new(
-                        path,
-                        s.line,
-                        1,
-                        format!("duplicate {what} name `{}`", s.name),
-                    ));
-                }
-            }
-        }
-        for (i, s) in steps.iter().enumerate() {
-            for r in &s.recheck_after {
-                if !steps[..i].iter().any(|o| &o.name == r) {
-                    let off = find_key(src, line_offset(src, s.line), "recheck_after")
-                        .unwrap_or(line_offset(src, s.line));
-                    errors.push(ConfigError::at(
-                        path,
-                        src,
-                        off,
-                        format!(
-                            "step `{}`: `recheck_after` names `{r}`, which is not an earlier step",
-                            s.name
-                        ),
-                    ));
-                }
-            }
-        }
-        for s in steps.iter().chain(tasks.iter().flat_map(|t| &t.steps)) {
-            for n in &s.notify {
-                if !handlers.iter().any(|h| &h.name == n) {
-                    let off = find_key(src, line_offset(src, s.line), "notify")
-                        .unwrap_or(line_offset(src, s.line));
-                    errors.push(ConfigError::at(
-                        path,
-                        src,
-                        off,
-                        format!(
-                            "step `{}` notifies `{n}`, but no handler has that name",
-                            s.name
-                        ),
-                    ));
-                }
-            }
-        }
-        for h in &handlers {
-            if !h.kind.runs_when_notified() {
-                errors.push(ConfigError::new(
-                    path,
-                    h.line,
-                    1,
-                    format!(
-                        "handler `{}` must be of kind `command` (it runs when notified)",
-                        h.name
-                    ),
-                ));
-            }
-            if !h.notify.is_empty() {
-                errors.push(ConfigError::new(
-                    path,
-                    h.line,
-                    1,
-                    format!("handler `{}` cannot notify other handlers", h.name),
-                ));
-            }
-        }
-        let rollout = match raw.rollout {
-            None => crate::rollout::Rollout::default(),
-            Some(r) => {
-                let at = r.span().start;
-                let r = r.into_inner();
-                let mut amount = |key: &str, v: Option<toml::Value>, zero: bool| {
-                    v.and_then(|v| match crate::rollout::Amount::parse(&v, key, zero) {
-                        Ok(a) => Some(a),
-                        Err(e) => {
-                            let off = find_key(src, at, key).unwrap_or(at);
-                            errors.push(ConfigError::at(path, src, off, format!("rollout: {e}")));
-                            None
-                        }
-                    })
-                };
-                let serial = amount("serial", r.serial, false);
-                let max_fail = amount("max_fail", r.max_fail, true);
-                if let Some(h) = &r.health
-                    && !steps.iter().any(|s| &s.name == h)
-                {
-                    let off = find_key(src, at, "health").unwrap_or(at);
-                    errors.push(ConfigError::at(
-                        path,
-                        src,
-                        off,
-                        format!("rollout: `health = \"{h}\"` names no step of the playbook"),
-                    ));
-                }
-                crate::rollout::Rollout {
-                    serial,
-                    max_fail,
-                    health: r.health,
-                    order: r.order,
-                }
-            }
-        };
-        for n in &raw.operator_secrets {
-            if let Err(e) = crate::secret::check_name(n) {
-                let off = find_key(src, 0, "operator_secrets").unwrap_or(0);
-                errors.push(ConfigError::at(
-                    path,
-                    src,
-                    off,
-                    format!("operator_secrets: {e}"),
-                ));
-            }
-        }
+        check_duplicates(path, &steps, &handlers, &mut errors);
+        check_recheck_after(path, src, &steps, &mut errors);
+        check_notify(path, src, &steps, &tasks, &handlers, &mut errors);
+        check_handlers(path, &handlers, &mut errors);
+        let rollout = parse_rollout(path, src, raw.rollout, &steps, &mut errors);
+        check_operator_secrets(path, src, &raw.operator_secrets, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -407,6 +299,156 @@ impl Playbook {
         self.handlers.iter().find(|h| h.name == name)
     }
 }
+/// Step and handler names are unique within their list.
+fn check_duplicates(path: &Path, steps: &[Step], handlers: &[Step], errors: &mut Vec<ConfigError>) {
+    for (list, what) in [(&steps, "step"), (&handlers, "handler")] {
+        for (i, s) in list.iter().enumerate() {
+            if list[..i].iter().any(|o| o.name == s.name) {
+                errors.push(ConfigError::new(
+                    path,
+                    s.line,
+                    1,
+                    format!("duplicate {what} name `{}`", s.name),
+                ));
+            }
+        }
+    }
+}
+
+/// `recheck_after` names earlier steps.
+fn check_recheck_after(path: &Path, src: &str, steps: &[Step], errors: &mut Vec<ConfigError>) {
+    for (i, s) in steps.iter().enumerate() {
+        for r in &s.recheck_after {
+            if !steps[..i].iter().any(|o| &o.name == r) {
+                let off = find_key(src, line_offset(src, s.line), "recheck_after")
+                    .unwrap_or(line_offset(src, s.line));
+                errors.push(ConfigError::at(
+                    path,
+                    src,
+                    off,
+                    format!(
+                        "step `{}`: `recheck_after` names `{r}`, which is not an earlier step",
+                        s.name
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// What steps (the playbook's and its tasks') notify is a handler.
+fn check_notify(
+    path: &Path,
+    src: &str,
+    steps: &[Step],
+    tasks: &[Task],
+    handlers: &[Step],
+    errors: &mut Vec<ConfigError>,
+) {
+    for s in steps.iter().chain(tasks.iter().flat_map(|t| &t.steps)) {
+        for n in &s.notify {
+            if !handlers.iter().any(|h| &h.name == n) {
+                let off = find_key(src, line_offset(src, s.line), "notify")
+                    .unwrap_or(line_offset(src, s.line));
+                errors.push(ConfigError::at(
+                    path,
+                    src,
+                    off,
+                    format!(
+                        "step `{}` notifies `{n}`, but no handler has that name",
+                        s.name
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Handlers run commands and notify nothing.
+fn check_handlers(path: &Path, handlers: &[Step], errors: &mut Vec<ConfigError>) {
+    for h in handlers {
+        if !h.kind.runs_when_notified() {
+            errors.push(ConfigError::new(
+                path,
+                h.line,
+                1,
+                format!(
+                    "handler `{}` must be of kind `command` (it runs when notified)",
+                    h.name
+                ),
+            ));
+        }
+        if !h.notify.is_empty() {
+            errors.push(ConfigError::new(
+                path,
+                h.line,
+                1,
+                format!("handler `{}` cannot notify other handlers", h.name),
+            ));
+        }
+    }
+}
+
+/// The `[rollout]` table; its `health` names a step.
+fn parse_rollout(
+    path: &Path,
+    src: &str,
+    rollout: Option<Spanned<RawRollout>>,
+    steps: &[Step],
+    errors: &mut Vec<ConfigError>,
+) -> crate::rollout::Rollout {
+    match rollout {
+        None => crate::rollout::Rollout::default(),
+        Some(r) => {
+            let at = r.span().start;
+            let r = r.into_inner();
+            let mut amount = |key: &str, v: Option<toml::Value>, zero: bool| {
+                v.and_then(|v| match crate::rollout::Amount::parse(&v, key, zero) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        let off = find_key(src, at, key).unwrap_or(at);
+                        errors.push(ConfigError::at(path, src, off, format!("rollout: {e}")));
+                        None
+                    }
+                })
+            };
+            let serial = amount("serial", r.serial, false);
+            let max_fail = amount("max_fail", r.max_fail, true);
+            if let Some(h) = &r.health
+                && !steps.iter().any(|s| &s.name == h)
+            {
+                let off = find_key(src, at, "health").unwrap_or(at);
+                errors.push(ConfigError::at(
+                    path,
+                    src,
+                    off,
+                    format!("rollout: `health = \"{h}\"` names no step of the playbook"),
+                ));
+            }
+            crate::rollout::Rollout {
+                serial,
+                max_fail,
+                health: r.health,
+                order: r.order,
+            }
+        }
+    }
+}
+
+/// `operator_secrets` names are valid secret names.
+fn check_operator_secrets(path: &Path, src: &str, names: &[String], errors: &mut Vec<ConfigError>) {
+    for n in names {
+        if let Err(e) = crate::secret::check_name(n) {
+            let off = find_key(src, 0, "operator_secrets").unwrap_or(0);
+            errors.push(ConfigError::at(
+                path,
+                src,
+                off,
+                format!("operator_secrets: {e}"),
+            ));
+        }
+    }
+}
 
 /// Reads a `NAME=value` file (`#` comments, blank lines, optional surrounding quotes).
 /// Errors name the file and line, never a value.
@@ -463,68 +505,118 @@ fn parse_steps(
     section: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Step> {
-    let mut out = Vec::new();
-    for (i, t) in raw.into_iter().enumerate() {
-        let start = t.span().start;
-        let line = line_col(src, start).0;
-        let mut table = t.into_inner();
-        let err_at = |key: &str, msg: String| {
-            let off = find_key(src, start, key).unwrap_or(start);
-            ConfigError::at(path, src, off, msg)
-        };
-        let what = format!("{section}[{}]", i + 1);
-        let name = match table.remove("name") {
-            Some(toml::Value::String(s)) if !s.trim().is_empty() => s,
-            Some(_) => {
-                errors.push(err_at(
-                    "name",
-                    format!("{what}: `name` must be a non-empty string"),
-                ));
-                continue;
-            }
-            None => {
-                errors.push(ConfigError::at(
-                    path,
-                    src,
-                    start,
-                    format!("{what}: missing `name`"),
-                ));
-                continue;
-            }
-        };
-        let kind = match table.remove("kind") {
-            Some(toml::Value::String(k)) => match Kind::parse(&k) {
-                Some(kind) => kind,
-                None => {
-                    errors.push(err_at(
-                        "kind",
-                        format!(
-                            "step `{name}`: unknown step kind `{k}` (known kinds: {})",
-                            Kind::names()
-                        ),
-                    ));
-                    continue;
-                }
-            },
-            Some(_) => {
-                errors.push(err_at(
-                    "kind",
-                    format!("step `{name}`: `kind` must be a string"),
-                ));
-                continue;
-            }
-            None => {
-                errors.push(ConfigError::at(
-                    path,
-                    src,
-                    start,
-                    format!("step `{name}`: missing `kind` (one of: {})", Kind::names()),
-                ));
-                continue;
-            }
-        };
+    raw.into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| parse_step(path, src, t, &format!("{section}[{}]", i + 1), errors))
+        .collect()
+}
+
+/// Where a step table is, for its errors.
+struct StepAt<'a> {
+    path: &'a Path,
+    src: &'a str,
+    start: usize,
+}
+
+impl StepAt<'_> {
+    /// An error at `key` of the table (else at the table).
+    fn key(&self, key: &str, msg: String) -> ConfigError {
+        let off = find_key(self.src, self.start, key).unwrap_or(self.start);
+        ConfigError::at(self.path, self.src, off, msg)
+    }
+
+    /// An error at the table.
+    fn table(&self, msg: String) -> ConfigError {
+        ConfigError::at(self.path, self.src, self.start, msg)
+    }
+}
+
+/// One step table (`what` names it before it has a name); `None` when it is not usable.
+fn parse_step(
+    path: &Path,
+    src: &str,
+    t: Spanned<toml::Table>,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Step> {
+    let at = StepAt {
+        path,
+        src,
+        start: t.span().start,
+    };
+    let line = line_col(src, at.start).0;
+    let mut table = t.into_inner();
+    let step = step_name(&mut table, what, &at)
+        .and_then(|name| step_kind(&mut table, &name, &at).map(|kind| (name, kind)));
+    let (name, kind) = step.map_err(|e| errors.push(e)).ok()?;
+    let common = CommonKeys::take(&mut table, &name, &at, errors);
+    if let Err(e) = check_args(kind, &table, &name, &at) {
+        errors.push(e);
+        return None;
+    }
+    Some(Step {
+        name,
+        kind,
+        args: table,
+        when: common.when,
+        notify: common.notify,
+        tags: common.tags,
+        timeout: common.timeout,
+        recheck_after: common.recheck_after,
+        rescue: false,
+        not_selected: None,
+        line,
+    })
+}
+
+/// The step's `name`: a non-empty string.
+fn step_name(table: &mut toml::Table, what: &str, at: &StepAt<'_>) -> Result<String, ConfigError> {
+    match table.remove("name") {
+        Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        Some(_) => Err(at.key("name", format!("{what}: `name` must be a non-empty string"))),
+        None => Err(at.table(format!("{what}: missing `name`"))),
+    }
+}
+
+/// The step's `kind`: one of the known kinds.
+fn step_kind(table: &mut toml::Table, name: &str, at: &StepAt<'_>) -> Result<Kind, ConfigError> {
+    match table.remove("kind") {
+        Some(toml::Value::String(k)) => Kind::parse(&k).ok_or_else(|| {
+            at.key(
+                "kind",
+                format!(
+                    "step `{name}`: unknown step kind `{k}` (known kinds: {})",
+                    Kind::names()
+                ),
+            )
+        }),
+        Some(_) => Err(at.key("kind", format!("step `{name}`: `kind` must be a string"))),
+        None => Err(at.table(format!(
+            "step `{name}`: missing `kind` (one of: {})",
+            Kind::names()
+        ))),
+    }
+}
+
+/// The keys every step kind takes; a bad one is reported and left out.
+struct CommonKeys {
+    when: Option<String>,
+    notify: Vec<String>,
+    tags: Vec<String>,
+    recheck_after: Vec<String>,
+    timeout: Option<Duration>,
+}
+
+impl CommonKeys {
+    /// Takes the common keys out of `table`, so that what is left is the kind's arguments.
+    fn take(
+        table: &mut toml::Table,
+        name: &str,
+        at: &StepAt<'_>,
+        errors: &mut Vec<ConfigError>,
+    ) -> CommonKeys {
         let mut common_err =
-            |key: &str, msg: &str| errors.push(err_at(key, format!("step `{name}`: {msg}")));
+            |key: &str, msg: &str| errors.push(at.key(key, format!("step `{name}`: {msg}")));
         let when = match table.remove("when") {
             None => None,
             Some(toml::Value::String(s)) => Some(s),
@@ -571,39 +663,41 @@ fn parse_steps(
                 }
             },
         };
-        if let Err(e) = kind.check_args(toml::Value::Table(table.clone())) {
-            let msg = e.message().trim().to_string();
-            let key = msg
-                .strip_prefix("unknown field `")
-                .or_else(|| msg.strip_prefix("missing field `"))
-                .and_then(|r| r.split('`').next())
-                .unwrap_or("");
-            let mut full = format!("step `{name}` ({kind}): {msg}");
-            if msg.starts_with("unknown field") {
-                full.push_str(&format!(" (common step keys: {})", COMMON_KEYS.join(", ")));
-            }
-            errors.push(if msg.starts_with("missing field") {
-                ConfigError::at(path, src, start, full)
-            } else {
-                err_at(key, full)
-            });
-            continue;
-        }
-        out.push(Step {
-            name,
-            kind,
-            args: table,
+        CommonKeys {
             when,
             notify,
             tags,
-            timeout,
             recheck_after,
-            rescue: false,
-            not_selected: None,
-            line,
-        });
+            timeout,
+        }
     }
-    out
+}
+
+/// The kind's own arguments (what is left of the table) are what it takes.
+fn check_args(
+    kind: Kind,
+    table: &toml::Table,
+    name: &str,
+    at: &StepAt<'_>,
+) -> Result<(), ConfigError> {
+    let Err(e) = kind.check_args(toml::Value::Table(table.clone())) else {
+        return Ok(());
+    };
+    let msg = e.message().trim().to_string();
+    let key = msg
+        .strip_prefix("unknown field `")
+        .or_else(|| msg.strip_prefix("missing field `"))
+        .and_then(|r| r.split('`').next())
+        .unwrap_or("");
+    let mut full = format!("step `{name}` ({kind}): {msg}");
+    if msg.starts_with("unknown field") {
+        full.push_str(&format!(" (common step keys: {})", COMMON_KEYS.join(", ")));
+    }
+    Err(if msg.starts_with("missing field") {
+        at.table(full)
+    } else {
+        at.key(key, full)
+    })
 }
 
 /// The `[[tasks]]`: each step is written in place or is `use = "NAME"` (a step of the
@@ -639,95 +733,11 @@ fn parse_tasks(
                 if rescue { "rescue" } else { "steps" }
             );
             for table in list {
-                let at = table.span().start;
-                let use_ = table.get_ref().get("use").cloned();
-                let mut parsed = match use_.clone() {
-                    None => parse_steps(path, src, vec![table], &section, errors),
-                    Some(toml::Value::String(u)) => {
-                        let mut rest = table.into_inner();
-                        rest.remove("use");
-                        let rename = match rest.remove("name") {
-                            None => None,
-                            Some(toml::Value::String(n)) if !n.trim().is_empty() => Some(n),
-                            Some(_) => {
-                                errors.push(ConfigError::at(
-                                    path,
-                                    src,
-                                    find_key(src, at, "name").unwrap_or(at),
-                                    format!("{section}: `name` must be a non-empty string"),
-                                ));
-                                None
-                            }
-                        };
-                        if let Some(k) = rest.keys().next() {
-                            errors.push(ConfigError::at(
-                                path,
-                                src,
-                                find_key(src, at, k).unwrap_or(at),
-                                format!(
-                                    "{section}: a step with `use` takes only `name` (found `{k}`); \
-                                     change the playbook's step or write the step in place"
-                                ),
-                            ));
-                        }
-                        match main.iter().find(|s| s.name == u) {
-                            Some(s) => {
-                                let mut s = s.clone();
-                                if let Some(n) = rename {
-                                    s.name = n;
-                                }
-                                s.line = line_col(src, at).0;
-                                vec![s]
-                            }
-                            None => {
-                                errors.push(ConfigError::at(
-                                    path,
-                                    src,
-                                    find_key(src, at, "use").unwrap_or(at),
-                                    format!("{section}: `use = \"{u}\"`: the playbook has no step of that name"),
-                                ));
-                                vec![]
-                            }
-                        }
-                    }
-                    Some(_) => {
-                        errors.push(ConfigError::at(
-                            path,
-                            src,
-                            find_key(src, at, "use").unwrap_or(at),
-                            format!("{section}: `use` must be the name of a step of the playbook"),
-                        ));
-                        vec![]
-                    }
-                };
-                let in_place = use_.is_none();
+                let in_place = !table.get_ref().contains_key("use");
+                let mut parsed = task_step(path, src, table, &section, main, errors);
                 for s in &mut parsed {
                     s.rescue = rescue;
-                    // A step taken with `use` keeps its playbook's names (checked there).
-                    for r in s.recheck_after.iter().filter(|_| in_place) {
-                        if !steps.iter().any(|o: &Step| &o.name == r) {
-                            errors.push(ConfigError::new(
-                                path,
-                                s.line,
-                                1,
-                                format!(
-                                    "task `{}`: step `{}`: `recheck_after` names `{r}`, which is not an earlier step of the task",
-                                    t.name, s.name
-                                ),
-                            ));
-                        }
-                    }
-                    if steps.iter().any(|o: &Step| o.name == s.name) {
-                        errors.push(ConfigError::new(
-                            path,
-                            s.line,
-                            1,
-                            format!(
-                                "task `{}`: duplicate step name `{}` (rename it: `name = \"...\"`)",
-                                t.name, s.name
-                            ),
-                        ));
-                    }
+                    check_task_step(path, &t.name, s, &steps, in_place, errors);
                 }
                 steps.extend(parsed);
             }
@@ -740,6 +750,123 @@ fn parse_tasks(
         });
     }
     out
+}
+
+/// One step of a task: written in place, or `use = "NAME"` (a step of the playbook, `main`).
+fn task_step(
+    path: &Path,
+    src: &str,
+    table: Spanned<toml::Table>,
+    section: &str,
+    main: &[Step],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Step> {
+    let at = table.span().start;
+    match table.get_ref().get("use").cloned() {
+        None => parse_steps(path, src, vec![table], section, errors),
+        Some(toml::Value::String(u)) => {
+            let at = StepAt {
+                path,
+                src,
+                start: at,
+            };
+            used_step(&u, table.into_inner(), &at, section, main, errors)
+                .into_iter()
+                .collect()
+        }
+        Some(_) => {
+            errors.push(ConfigError::at(
+                path,
+                src,
+                find_key(src, at, "use").unwrap_or(at),
+                format!("{section}: `use` must be the name of a step of the playbook"),
+            ));
+            vec![]
+        }
+    }
+}
+
+/// `use = "u"`: the playbook's step `u`, renamed if the table gives a `name` (it may give
+/// nothing else).
+fn used_step(
+    u: &str,
+    mut rest: toml::Table,
+    at: &StepAt<'_>,
+    section: &str,
+    main: &[Step],
+    errors: &mut Vec<ConfigError>,
+) -> Option<Step> {
+    rest.remove("use");
+    let rename = match rest.remove("name") {
+        None => None,
+        Some(toml::Value::String(n)) if !n.trim().is_empty() => Some(n),
+        Some(_) => {
+            errors.push(at.key(
+                "name",
+                format!("{section}: `name` must be a non-empty string"),
+            ));
+            None
+        }
+    };
+    if let Some(k) = rest.keys().next() {
+        errors.push(at.key(
+            k,
+            format!(
+                "{section}: a step with `use` takes only `name` (found `{k}`); \
+                 change the playbook's step or write the step in place"
+            ),
+        ));
+    }
+    let Some(s) = main.iter().find(|s| s.name == u) else {
+        errors.push(at.key(
+            "use",
+            format!("{section}: `use = \"{u}\"`: the playbook has no step of that name"),
+        ));
+        return None;
+    };
+    let mut s = s.clone();
+    if let Some(n) = rename {
+        s.name = n;
+    }
+    s.line = line_col(at.src, at.start).0;
+    Some(s)
+}
+
+/// A task's step against the task's earlier `steps`: its `recheck_after` names one of them (for
+/// a step written in place; one taken with `use` keeps its playbook's names, checked there),
+/// and its name is none of theirs.
+fn check_task_step(
+    path: &Path,
+    task: &str,
+    s: &Step,
+    steps: &[Step],
+    in_place: bool,
+    errors: &mut Vec<ConfigError>,
+) {
+    for r in s.recheck_after.iter().filter(|_| in_place) {
+        if !steps.iter().any(|o: &Step| &o.name == r) {
+            errors.push(ConfigError::new(
+                path,
+                s.line,
+                1,
+                format!(
+                    "task `{task}`: step `{}`: `recheck_after` names `{r}`, which is not an earlier step of the task",
+                    s.name
+                ),
+            ));
+        }
+    }
+    if steps.iter().any(|o: &Step| o.name == s.name) {
+        errors.push(ConfigError::new(
+            path,
+            s.line,
+            1,
+            format!(
+                "task `{task}`: duplicate step name `{}` (rename it: `name = \"...\"`)",
+                s.name
+            ),
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -389,6 +389,20 @@ impl PlanFile {
     ) -> Result<(), Vec<String>> {
         let mut why = Vec::new();
         let was = &self.inputs;
+        self.check_hosts(was, now, prepared, &mut why);
+        changed_inputs(was, now, &mut why);
+        self.check_steps(key, prepared, &mut why);
+        if why.is_empty() { Ok(()) } else { Err(why) }
+    }
+
+    /// The hosts this apply selects are the plan's.
+    fn check_hosts(
+        &self,
+        was: &Inputs,
+        now: &Inputs,
+        prepared: &[Prepared],
+        why: &mut Vec<String>,
+    ) {
         let limit = |l: &Option<String>| {
             l.as_ref()
                 .map_or_else(|| "no --limit".to_string(), |l| format!("--limit '{l}'"))
@@ -408,63 +422,10 @@ impl PlanFile {
                 limit(&now.limit)
             ));
         }
-        if was.inventory_fingerprint != now.inventory_fingerprint {
-            why.push(format!(
-                "the inventory changed (the plan was made from {}, this apply reads {})",
-                was.inventory, now.inventory
-            ));
-        }
-        if was.playbook_fingerprint != now.playbook_fingerprint {
-            why.push(format!(
-                "the playbook changed (the plan was made from {}, this apply reads {})",
-                was.playbook, now.playbook
-            ));
-        }
-        if was.steps != now.steps {
-            let t = |t: &Option<String>| t.clone().unwrap_or_else(|| "every step".to_string());
-            why.push(format!(
-                "the plan was made for {}, this apply selects {}",
-                t(&was.steps),
-                t(&now.steps)
-            ));
-        }
-        if was.task != now.task {
-            let t = |t: &Option<String>| {
-                t.as_ref()
-                    .map_or_else(|| "no --task".to_string(), |t| format!("--task {t}"))
-            };
-            why.push(format!(
-                "the plan was made with {}, this apply has {}",
-                t(&was.task),
-                t(&now.task)
-            ));
-        }
-        if was.extra_vars_fingerprint != now.extra_vars_fingerprint {
-            let e = |v: &[String]| {
-                if v.is_empty() {
-                    "no -e".to_string()
-                } else {
-                    format!("-e {}", v.join(", "))
-                }
-            };
-            why.push(format!(
-                "the extra variables differ (the plan was made with {}; this apply has {}; values are compared, not shown)",
-                e(&was.extra_vars),
-                e(&now.extra_vars)
-            ));
-        }
-        for (name, d) in &was.operator_secrets {
-            match now.operator_secrets.get(name) {
-                Some(n) if n == d => {}
-                Some(_) => why.push(format!("operator secret `{name}` has another value")),
-                None => why.push(format!("operator secret `{name}` is not used any more")),
-            }
-        }
-        for name in now.operator_secrets.keys() {
-            if !was.operator_secrets.contains_key(name) {
-                why.push(format!("operator secret `{name}` is new"));
-            }
-        }
+    }
+
+    /// Each host's address, step names and desired states are the plan's.
+    fn check_steps(&self, key: &Key, prepared: &[Prepared], why: &mut Vec<String>) {
         for p in prepared {
             let Some(h) = self.hosts.iter().find(|h| h.host == p.host.name) else {
                 continue;
@@ -499,7 +460,6 @@ impl PlanFile {
                 }
             }
         }
-        if why.is_empty() { Ok(()) } else { Err(why) }
     }
 
     /// Why a host's state drifted since the plan (the steps, and what), or Ok when the plan
@@ -548,6 +508,68 @@ impl PlanFile {
                 "the host changed since the plan: {}; nothing was changed on it: plan again",
                 drifted.join(", ")
             ))
+        }
+    }
+}
+
+/// What changed in the inputs since the plan: inventory, playbook, selection, task, extra
+/// variables, operator secrets.
+fn changed_inputs(was: &Inputs, now: &Inputs, why: &mut Vec<String>) {
+    if was.inventory_fingerprint != now.inventory_fingerprint {
+        why.push(format!(
+            "the inventory changed (the plan was made from {}, this apply reads {})",
+            was.inventory, now.inventory
+        ));
+    }
+    if was.playbook_fingerprint != now.playbook_fingerprint {
+        why.push(format!(
+            "the playbook changed (the plan was made from {}, this apply reads {})",
+            was.playbook, now.playbook
+        ));
+    }
+    if was.steps != now.steps {
+        let t = |t: &Option<String>| t.clone().unwrap_or_else(|| "every step".to_string());
+        why.push(format!(
+            "the plan was made for {}, this apply selects {}",
+            t(&was.steps),
+            t(&now.steps)
+        ));
+    }
+    if was.task != now.task {
+        let t = |t: &Option<String>| {
+            t.as_ref()
+                .map_or_else(|| "no --task".to_string(), |t| format!("--task {t}"))
+        };
+        why.push(format!(
+            "the plan was made with {}, this apply has {}",
+            t(&was.task),
+            t(&now.task)
+        ));
+    }
+    if was.extra_vars_fingerprint != now.extra_vars_fingerprint {
+        let e = |v: &[String]| {
+            if v.is_empty() {
+                "no -e".to_string()
+            } else {
+                format!("-e {}", v.join(", "))
+            }
+        };
+        why.push(format!(
+            "the extra variables differ (the plan was made with {}; this apply has {}; values are compared, not shown)",
+            e(&was.extra_vars),
+            e(&now.extra_vars)
+        ));
+    }
+    for (name, d) in &was.operator_secrets {
+        match now.operator_secrets.get(name) {
+            Some(n) if n == d => {}
+            Some(_) => why.push(format!("operator secret `{name}` has another value")),
+            None => why.push(format!("operator secret `{name}` is not used any more")),
+        }
+    }
+    for name in now.operator_secrets.keys() {
+        if !was.operator_secrets.contains_key(name) {
+            why.push(format!("operator secret `{name}` is new"));
         }
     }
 }

@@ -79,54 +79,13 @@ pub fn select_steps(pb: &mut Playbook, f: &StepFilter) -> Result<Option<Selectio
         Some(t) => format!("{} (task `{t}`)", pb.path.display()),
         None => pb.path.display().to_string(),
     };
-    let mut known: Vec<&str> = pb
-        .steps
-        .iter()
-        .flat_map(|s| s.tags.iter().map(String::as_str))
-        .collect();
-    known.sort_unstable();
-    known.dedup();
-    let mut errors = Vec::new();
-    for (flag, list) in [("--tags", &f.tags), ("--skip-tags", &f.skip_tags)] {
-        for t in list.iter().filter(|t| !known.contains(&t.as_str())) {
-            let mut e = format!("{flag} {t}: no step of {whose} has the tag `{t}`");
-            let near = close_names(t, known.iter().copied());
-            if !near.is_empty() {
-                e.push_str(&format!(" (did you mean {}?)", quoted(&near)));
-            }
-            if known.is_empty() {
-                e.push_str("; its steps have no tags (`tags = [\"...\"]` in a step)");
-            } else {
-                e.push_str(&format!("; tags: {}", known.join(", ")));
-            }
+    let mut errors = unknown_tags(pb, f, &whose);
+    let start = match start_index(pb, f, &whose) {
+        Ok(i) => i,
+        Err(e) => {
             errors.push(e);
+            0
         }
-    }
-    let start = match &f.start_at {
-        None => 0,
-        Some(name) => match pb.steps.iter().position(|s| !s.rescue && &s.name == name) {
-            Some(i) => i,
-            None => {
-                let mut e = format!("--step {name:?}: {whose} has no such step");
-                if pb.steps.iter().any(|s| s.rescue && &s.name == name) {
-                    e.push_str(" to start at (it is a rescue step: it runs only after a failure)");
-                }
-                let names = pb
-                    .steps
-                    .iter()
-                    .filter(|s| !s.rescue)
-                    .map(|s| s.name.as_str());
-                let near = close_names(name, names.clone());
-                if !near.is_empty() {
-                    e.push_str(&format!("; did you mean {}?", quoted(&near)));
-                } else {
-                    let all: Vec<&str> = names.collect();
-                    e.push_str(&format!("; steps: {}", quoted(&all)));
-                }
-                errors.push(e);
-                0
-            }
-        },
     };
     if !errors.is_empty() {
         return Err(errors.join("\n"));
@@ -183,6 +142,63 @@ pub fn select_steps(pb: &mut Playbook, f: &StepFilter) -> Result<Option<Selectio
         ));
     }
     Ok(Some(sel))
+}
+
+/// An error for each `--tags`/`--skip-tags` tag no step has.
+fn unknown_tags(pb: &Playbook, f: &StepFilter, whose: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut known: Vec<&str> = pb
+        .steps
+        .iter()
+        .flat_map(|s| s.tags.iter().map(String::as_str))
+        .collect();
+    known.sort_unstable();
+    known.dedup();
+    for (flag, list) in [("--tags", &f.tags), ("--skip-tags", &f.skip_tags)] {
+        for t in list.iter().filter(|t| !known.contains(&t.as_str())) {
+            let mut e = format!("{flag} {t}: no step of {whose} has the tag `{t}`");
+            let near = close_names(t, known.iter().copied());
+            if !near.is_empty() {
+                e.push_str(&format!(" (did you mean {}?)", quoted(&near)));
+            }
+            if known.is_empty() {
+                e.push_str("; its steps have no tags (`tags = [\"...\"]` in a step)");
+            } else {
+                e.push_str(&format!("; tags: {}", known.join(", ")));
+            }
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+/// The index of `--step`'s step (0 without one): an error for a name that is no step.
+fn start_index(pb: &Playbook, f: &StepFilter, whose: &str) -> Result<usize, String> {
+    let Some(name) = &f.start_at else {
+        return Ok(0);
+    };
+    match pb.steps.iter().position(|s| !s.rescue && &s.name == name) {
+        Some(i) => Ok(i),
+        None => {
+            let mut e = format!("--step {name:?}: {whose} has no such step");
+            if pb.steps.iter().any(|s| s.rescue && &s.name == name) {
+                e.push_str(" to start at (it is a rescue step: it runs only after a failure)");
+            }
+            let names = pb
+                .steps
+                .iter()
+                .filter(|s| !s.rescue)
+                .map(|s| s.name.as_str());
+            let near = close_names(name, names.clone());
+            if !near.is_empty() {
+                e.push_str(&format!("; did you mean {}?", quoted(&near)));
+            } else {
+                let all: Vec<&str> = names.collect();
+                e.push_str(&format!("; steps: {}", quoted(&all)));
+            }
+            Err(e)
+        }
+    }
 }
 
 /// `a`, `b` and `c` for messages.

@@ -58,6 +58,8 @@ pub enum LockState {
 /// The probe section that takes the lock. `holder`: who asks (one line); `client`: this
 /// process ([`local_client`]), recorded so that a later run from the same machine can tell that
 /// the holder's run is gone.
+// Long: one shell script literal (take the lock, its holder process); its parts share
+// variables and quoting, so pieces would not read on their own.
 pub fn command(holder: &str, client: &str, force: bool) -> String {
     let client: String = client
         .chars()

@@ -264,6 +264,13 @@ impl ProbeScript {
             s.push_str(secret::BATCH_FUNCTION);
             s.push_str(&secret::batch_command(&secrets));
         }
+        self.request_commands(&mut s);
+        s.push_str("echo '@end'\n");
+        s
+    }
+
+    /// The script's section for each request not answered by a batch, in request order.
+    fn request_commands(&self, s: &mut String) {
         for (id, r) in self.requests.iter().enumerate() {
             match r {
                 Request::Path(_) => {}
@@ -283,8 +290,6 @@ impl ProbeScript {
                 Request::Leftovers(d) => s.push_str(&path::leftovers_command(id, d)),
             }
         }
-        s.push_str("echo '@end'\n");
-        s
     }
 
     /// The secret values in the output of this script when it failed (`secret::recover`): the

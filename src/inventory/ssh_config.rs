@@ -664,171 +664,152 @@ fn parse(path: &Path, src: &str, depth: usize, errors: &mut Vec<ConfigError>) ->
         let err = |errors: &mut Vec<ConfigError>, msg: String| {
             errors.push(ConfigError::new(path, line, 1, msg));
         };
-        // `Keyword value`, `Keyword=value`, `Keyword = value`.
-        let t = raw.trim_start();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let kw_end = t
-            .find(|c: char| c.is_whitespace() || c == '=')
-            .unwrap_or(t.len());
-        let keyword = t[..kw_end].to_ascii_lowercase();
-        let mut rest = t[kw_end..].trim_start();
-        if let Some(r) = rest.strip_prefix('=') {
-            rest = r.trim_start();
-        }
-        let args = match split_words(rest.trim_end()) {
-            Ok(a) => a,
-            Err(e) => {
-                err(errors, format!("`{}`: {e}", &t[..kw_end]));
+        let (kw, args) = match split_line(raw) {
+            None => continue,
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                err(errors, e);
                 continue;
             }
         };
-        if args.is_empty() {
-            err(
+        let keyword = kw.to_ascii_lowercase();
+        match keyword.as_str() {
+            "host" => items.push(Item::Host(args)),
+            "match" => match parse_match(&args) {
+                Ok(c) => items.push(Item::Match(c)),
+                Err(e) => err(errors, e),
+            },
+            "include" if depth >= MAX_DEPTH => err(
                 errors,
-                format!("no argument after keyword `{}`", &t[..kw_end]),
-            );
-            continue;
-        }
-        let one = |errors: &mut Vec<ConfigError>| -> Option<String> {
-            if args.len() > 1 && !matches!(keyword.as_str(), "proxycommand" | "knownhostscommand") {
-                err(
-                    errors,
-                    format!("`{}` takes one value, got {}", &t[..kw_end], args.len()),
-                );
-                return None;
-            }
-            Some(args[0].clone())
-        };
-        let value = match keyword.as_str() {
-            "host" => {
-                items.push(Item::Host(args));
-                continue;
-            }
-            "match" => {
-                match parse_match(&args) {
-                    Ok(c) => items.push(Item::Match(c)),
-                    Err(e) => err(errors, e),
-                }
-                continue;
-            }
-            "include" => {
-                if depth >= MAX_DEPTH {
-                    err(
-                        errors,
-                        format!("`Include` nested deeper than {MAX_DEPTH} files"),
-                    );
-                    continue;
-                }
-                for a in &args {
-                    for file in include_files(a) {
-                        match std::fs::read_to_string(&file) {
-                            Ok(s) => {
-                                let inner = parse(&file, &s, depth + 1, errors);
-                                items.push(Item::Include(inner));
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => err(
-                                errors,
-                                format!("cannot read included file {}: {e}", file.display()),
-                            ),
-                        }
-                    }
-                }
-                continue;
-            }
-            "hostname" => one(errors).map(Value::HostName),
-            "user" => one(errors).map(Value::User),
-            "port" => one(errors).and_then(|v| match v.parse::<u16>() {
-                Ok(p) if p > 0 => Some(Value::Port(p)),
-                _ => {
-                    err(
-                        errors,
-                        format!("`Port` must be between 1 and 65535, got `{v}`"),
-                    );
-                    None
-                }
-            }),
-            "identityfile" => one(errors).map(Value::IdentityFile),
-            "identitiesonly" => one(errors).and_then(|v| match yes_no("IdentitiesOnly", &v) {
-                Ok(b) => Some(Value::IdentitiesOnly(b)),
-                Err(e) => {
-                    err(errors, e);
-                    None
-                }
-            }),
-            "proxyjump" => one(errors).map(Value::ProxyJump),
-            "proxycommand" => Some(Value::ProxyCommand(args.join(" "))),
-            "userknownhostsfile" => Some(Value::UserKnownHostsFile(args.clone())),
-            "globalknownhostsfile" => Some(Value::GlobalKnownHostsFile(args.clone())),
-            "hostkeyalias" => one(errors).map(|a| Value::HostKeyAlias(a.to_lowercase())),
-            "hashknownhosts" => one(errors).and_then(|v| match yes_no("HashKnownHosts", &v) {
-                Ok(b) => Some(Value::HashKnownHosts(b)),
-                Err(e) => {
-                    err(errors, e);
-                    None
-                }
-            }),
-            "knownhostscommand" => Some(Value::Trust("KnownHostsCommand", args.join(" "))),
-            "verifyhostkeydns" => one(errors).map(|v| Value::Trust("VerifyHostKeyDNS", v)),
-            "checkhostip" => one(errors).map(|v| Value::Trust("CheckHostIP", v)),
-            "revokedhostkeys" => one(errors).map(|v| Value::Trust("RevokedHostKeys", v)),
-            "nohostauthenticationforlocalhost" => {
-                one(errors).map(|v| Value::Trust("NoHostAuthenticationForLocalhost", v))
-            }
-            "hostkeyalgorithms" => one(errors).map(|v| Value::Trust("HostKeyAlgorithms", v)),
-            "stricthostkeychecking" => {
-                one(errors).and_then(|v| match v.to_ascii_lowercase().as_str() {
-                    "yes" | "true" => Some(Value::StrictHostKeyChecking(StrictHostKeyChecking::Yes)),
-                    "no" | "false" | "off" => {
-                        Some(Value::StrictHostKeyChecking(StrictHostKeyChecking::No))
-                    }
-                    "ask" => Some(Value::StrictHostKeyChecking(StrictHostKeyChecking::Ask)),
-                    "accept-new" => Some(Value::StrictHostKeyChecking(
-                        StrictHostKeyChecking::AcceptNew,
-                    )),
-                    _ => {
-                        err(
-                            errors,
-                            format!(
-                                "`StrictHostKeyChecking` must be yes, no, ask or accept-new, got `{v}`"
-                            ),
-                        );
-                        None
-                    }
-                })
-            }
-            "connecttimeout" => one(errors).and_then(|v| {
-                if v.eq_ignore_ascii_case("none") {
-                    return Some(Value::ConnectTimeout(None));
-                }
-                match parse_time(&v) {
-                    Ok(d) => Some(Value::ConnectTimeout(Some(d).filter(|d| !d.is_zero()))),
-                    Err(e) => {
-                        err(errors, format!("`ConnectTimeout`: {e}"));
-                        None
-                    }
-                }
-            }),
-            "serveraliveinterval" => one(errors).and_then(|v| match parse_time(&v) {
-                Ok(d) => Some(Value::ServerAliveInterval(d)),
-                Err(e) => {
-                    err(errors, format!("`ServerAliveInterval`: {e}"));
-                    None
-                }
-            }),
-            _ => None,
-        };
-        if let Some(value) = value {
-            items.push(Item::Opt(Opt {
-                value,
-                file: path.to_path_buf(),
-                line,
-            }));
+                format!("`Include` nested deeper than {MAX_DEPTH} files"),
+            ),
+            "include" => include(&args, depth, &mut items, line, path, errors),
+            _ => match value(&keyword, kw, &args) {
+                Ok(Some(value)) => items.push(Item::Opt(Opt {
+                    value,
+                    file: path.to_path_buf(),
+                    line,
+                })),
+                Ok(None) => {}
+                Err(e) => err(errors, e),
+            },
         }
     }
     SshConfig { items }
+}
+
+/// A line's keyword (as written) and its arguments (`Keyword value`, `Keyword=value`,
+/// `Keyword = value`); `None` for a blank or comment line.
+fn split_line(raw: &str) -> Option<Result<(&str, Vec<String>), String>> {
+    let t = raw.trim_start();
+    if t.is_empty() || t.starts_with('#') {
+        return None;
+    }
+    let kw_end = t
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(t.len());
+    let kw = &t[..kw_end];
+    let mut rest = t[kw_end..].trim_start();
+    if let Some(r) = rest.strip_prefix('=') {
+        rest = r.trim_start();
+    }
+    Some(match split_words(rest.trim_end()) {
+        Err(e) => Err(format!("`{kw}`: {e}")),
+        Ok(args) if args.is_empty() => Err(format!("no argument after keyword `{kw}`")),
+        Ok(args) => Ok((kw, args)),
+    })
+}
+
+/// `Include`: each file the arguments name, parsed in place; missing files are skipped.
+fn include(
+    args: &[String],
+    depth: usize,
+    items: &mut Vec<Item>,
+    line: usize,
+    path: &Path,
+    errors: &mut Vec<ConfigError>,
+) {
+    for a in args {
+        for file in include_files(a) {
+            match std::fs::read_to_string(&file) {
+                Ok(s) => {
+                    let inner = parse(&file, &s, depth + 1, errors);
+                    items.push(Item::Include(inner));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => errors.push(ConfigError::new(
+                    path,
+                    line,
+                    1,
+                    format!("cannot read included file {}: {e}", file.display()),
+                )),
+            }
+        }
+    }
+}
+
+/// The setting of one option line (`keyword` lowercased, `kw` as written); `None` for an
+/// option claw-provision does not read.
+fn value(keyword: &str, kw: &str, args: &[String]) -> Result<Option<Value>, String> {
+    let one = || -> Result<String, String> {
+        if args.len() > 1 && !matches!(keyword, "proxycommand" | "knownhostscommand") {
+            return Err(format!("`{kw}` takes one value, got {}", args.len()));
+        }
+        Ok(args[0].clone())
+    };
+    Ok(Some(match keyword {
+        "hostname" => Value::HostName(one()?),
+        "user" => Value::User(one()?),
+        "port" => {
+            let v = one()?;
+            match v.parse::<u16>() {
+                Ok(p) if p > 0 => Value::Port(p),
+                _ => return Err(format!("`Port` must be between 1 and 65535, got `{v}`")),
+            }
+        }
+        "identityfile" => Value::IdentityFile(one()?),
+        "identitiesonly" => Value::IdentitiesOnly(yes_no("IdentitiesOnly", &one()?)?),
+        "proxyjump" => Value::ProxyJump(one()?),
+        "proxycommand" => Value::ProxyCommand(args.join(" ")),
+        "userknownhostsfile" => Value::UserKnownHostsFile(args.to_vec()),
+        "globalknownhostsfile" => Value::GlobalKnownHostsFile(args.to_vec()),
+        "hostkeyalias" => Value::HostKeyAlias(one()?.to_lowercase()),
+        "hashknownhosts" => Value::HashKnownHosts(yes_no("HashKnownHosts", &one()?)?),
+        "knownhostscommand" => Value::Trust("KnownHostsCommand", args.join(" ")),
+        "verifyhostkeydns" => Value::Trust("VerifyHostKeyDNS", one()?),
+        "checkhostip" => Value::Trust("CheckHostIP", one()?),
+        "revokedhostkeys" => Value::Trust("RevokedHostKeys", one()?),
+        "nohostauthenticationforlocalhost" => {
+            Value::Trust("NoHostAuthenticationForLocalhost", one()?)
+        }
+        "hostkeyalgorithms" => Value::Trust("HostKeyAlgorithms", one()?),
+        "stricthostkeychecking" => Value::StrictHostKeyChecking(strict_host_key_checking(&one()?)?),
+        "connecttimeout" => {
+            let v = one()?;
+            if v.eq_ignore_ascii_case("none") {
+                Value::ConnectTimeout(None)
+            } else {
+                let d = parse_time(&v).map_err(|e| format!("`ConnectTimeout`: {e}"))?;
+                Value::ConnectTimeout(Some(d).filter(|d| !d.is_zero()))
+            }
+        }
+        "serveraliveinterval" => Value::ServerAliveInterval(
+            parse_time(&one()?).map_err(|e| format!("`ServerAliveInterval`: {e}"))?,
+        ),
+        _ => return Ok(None),
+    }))
+}
+
+fn strict_host_key_checking(v: &str) -> Result<StrictHostKeyChecking, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Ok(StrictHostKeyChecking::Yes),
+        "no" | "false" | "off" => Ok(StrictHostKeyChecking::No),
+        "ask" => Ok(StrictHostKeyChecking::Ask),
+        "accept-new" => Ok(StrictHostKeyChecking::AcceptNew),
+        _ => Err(format!(
+            "`StrictHostKeyChecking` must be yes, no, ask or accept-new, got `{v}`"
+        )),
+    }
 }
 
 fn parse_match(args: &[String]) -> Result<Vec<Criterion>, String> {
