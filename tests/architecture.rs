@@ -145,3 +145,209 @@ fn the_checks_see_what_they_look_for() {
     let t = "#[cfg(test)]\nfn only_in_tests() {}";
     assert_eq!(without_test_modules(t), t);
 }
+
+/// The file a module path names: `src/a/b.rs` or `src/a/b/mod.rs` for `a::b`, trying the
+/// longest prefix of `segments` that is a file (the rest are items).
+fn module_file(files: &std::collections::BTreeSet<String>, segments: &[&str]) -> Option<String> {
+    (1..=segments.len()).rev().find_map(|n| {
+        let base = format!("src/{}", segments[..n].join("/"));
+        [format!("{base}.rs"), format!("{base}/mod.rs")]
+            .into_iter()
+            .find(|f| files.contains(f))
+    })
+}
+
+/// The folder of a file's module: `src/run/` for `src/run/host.rs` and `src/run/mod.rs`, `src/`
+/// for `src/plan.rs`.
+fn module_dir(file: &str) -> String {
+    let dir = &file[..=file.rfind('/').unwrap()];
+    if file.ends_with("/mod.rs") || file == "src/lib.rs" || file == "src/main.rs" {
+        dir.to_string()
+    } else {
+        format!("{dir}{}/", &file[dir.len()..file.len() - 3])
+    }
+}
+
+/// Which files of `src/` each file imports: every `crate::a::b` and `super::x` path in its code
+/// (tests left out), resolved to the file that defines the module. A folder's `mod.rs` and its own
+/// children are not arrows of each other (a parent declares and re-exports its children, and a
+/// child names its parent's items as `super::`): what is checked is between rooms.
+fn imports() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let srcs = sources();
+    let files: std::collections::BTreeSet<String> = srcs.iter().map(|(p, _)| p.clone()).collect();
+    let ident = |s: &str| {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect::<String>()
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for (path, text) in &srcs {
+        let code = code(&without_test_modules(text));
+        let own = module_dir(path);
+        let parent = if path.ends_with("/mod.rs") {
+            let d = own.trim_end_matches('/');
+            format!("{}/", &d[..d.rfind('/').unwrap()])
+        } else {
+            path[..=path.rfind('/').unwrap()].to_string()
+        };
+        let mut to = std::collections::BTreeSet::new();
+        for (prefix, base) in [("crate::", "src/".to_string()), ("super::", parent.clone())] {
+            for (i, _) in code.match_indices(prefix) {
+                if code[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+                {
+                    continue;
+                }
+                let mut segs: Vec<String> = base
+                    .trim_start_matches("src/")
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                let mut rest = &code[i + prefix.len()..];
+                loop {
+                    let id = ident(rest);
+                    if id.is_empty() {
+                        break;
+                    }
+                    segs.push(id.clone());
+                    rest = &rest[id.len()..];
+                    match rest.strip_prefix("::") {
+                        Some(r) => rest = r,
+                        None => break,
+                    }
+                }
+                // `use crate::{a, b::c}`: each name of the group is a path of its own.
+                let groups: Vec<Vec<String>> = if let Some(g) = rest.strip_prefix('{') {
+                    let g = &g[..g.find('}').unwrap_or(g.len())];
+                    g.split(',')
+                        .map(|p| {
+                            let mut s = segs.clone();
+                            s.extend(p.trim().split("::").map(ident).filter(|x| !x.is_empty()));
+                            s
+                        })
+                        .collect()
+                } else {
+                    vec![segs]
+                };
+                for s in groups {
+                    let s: Vec<&str> = s.iter().map(String::as_str).collect();
+                    if let Some(f) = module_file(&files, &s) {
+                        let f_dir = module_dir(&f);
+                        let family = f == *path
+                            || (path.ends_with("/mod.rs") && f.starts_with(&own))
+                            || (f.ends_with("/mod.rs") && path.starts_with(&f_dir));
+                        if !family && f != "src/lib.rs" {
+                            to.insert(f);
+                        }
+                    }
+                }
+            }
+        }
+        out.insert(path.clone(), to);
+    }
+    out
+}
+
+/// No two files of `src/` import each other through any chain: the code is layered, each room
+/// above what it imports (ARCHITECTURE.md "Layers"). A circle is printed whole.
+#[test]
+fn no_import_circle() {
+    let graph = imports();
+    assert!(
+        graph["src/run/mod.rs"].contains("src/saved_plan.rs")
+            && graph["src/saved_plan.rs"].contains("src/run/outcome.rs"),
+        "the import reader finds `crate::` paths: {:?}",
+        graph["src/run/mod.rs"]
+    );
+    // Depth-first search for a back edge; `stack` is the current path.
+    fn visit(
+        n: &str,
+        g: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        state: &mut std::collections::BTreeMap<String, u8>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(n.to_string(), 1);
+        stack.push(n.to_string());
+        for m in g.get(n).into_iter().flatten() {
+            match state.get(m.as_str()) {
+                Some(1) => {
+                    let from = stack.iter().position(|s| s == m).unwrap();
+                    let mut circle = stack[from..].to_vec();
+                    circle.push(m.clone());
+                    return Some(circle);
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(c) = visit(m, g, state, stack) {
+                        return Some(c);
+                    }
+                }
+            }
+        }
+        stack.pop();
+        state.insert(n.to_string(), 2);
+        None
+    }
+    let mut state = std::collections::BTreeMap::new();
+    for n in graph.keys() {
+        if !state.contains_key(n.as_str()) {
+            let circle = visit(n, &graph, &mut state, &mut Vec::new());
+            assert!(
+                circle.is_none(),
+                "import circle: {}",
+                circle.unwrap_or_default().join(" -> ")
+            );
+        }
+    }
+}
+
+/// Resources see only facts and return changes whose ops are the exact scripts: they never reach
+/// the transport, the runner or the command line.
+#[test]
+fn resources_never_touch_the_transport() {
+    let graph = imports();
+    let bad: Vec<String> = graph
+        .iter()
+        .filter(|(f, _)| f.starts_with("src/resource/") || f.starts_with("src/fact/"))
+        .flat_map(|(f, to)| {
+            to.iter()
+                .filter(|t| {
+                    [
+                        "src/ssh/",
+                        "src/remote.rs",
+                        "src/connect.rs",
+                        "src/run/",
+                        "src/cli/",
+                    ]
+                    .iter()
+                    .any(|p| t.starts_with(p))
+                })
+                .map(move |t| format!("{f} -> {t}"))
+        })
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+/// Step kinds are types (`resource::Kind`): nothing outside `src/resource/` compares a kind with a
+/// name; what differs between kinds is asked of the kind.
+#[test]
+fn kinds_are_never_compared_as_strings() {
+    let mut hits = Vec::new();
+    for (path, text) in sources() {
+        if path.starts_with("src/resource/") {
+            continue;
+        }
+        let code = code(&without_test_modules(&text));
+        for (n, line) in code.lines().enumerate() {
+            let l = line.replace(' ', "");
+            if l.contains("kind==\"") || l.contains("kind!=\"") || l.contains("kind.as_str()") {
+                hits.push(format!("{path}: {}", line.trim()));
+            }
+            let _ = n;
+        }
+    }
+    assert!(hits.is_empty(), "{hits:?}");
+}
