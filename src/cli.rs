@@ -1,7 +1,7 @@
 //! Command line: clap arguments → a command that runs. Parsing does no I/O.
 
 use crate::error::{Error, Outcome};
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, SshConfigChoice};
 use crate::plan::HostPlan;
 use crate::playbook::Playbook;
 use crate::report::{self, Format, Verbosity, json, text};
@@ -48,13 +48,13 @@ pub struct Cli {
     pub quiet: bool,
 }
 
-/// The ssh_config chosen by `--ssh-config` (set once, at the start of [`execute`]).
-static SSH_CONFIG: std::sync::OnceLock<crate::inventory::SshConfigChoice> =
-    std::sync::OnceLock::new();
-
-/// Loads an inventory with the ssh_config the command line chose.
-fn load_inventory(path: &Path) -> Result<Inventory, crate::error::ConfigErrors> {
-    Inventory::load_with(path, SSH_CONFIG.get().unwrap_or(&Default::default()))
+/// Loads an inventory with the ssh_config the command line chose (`--ssh-config`, read once by
+/// [`execute`] and passed to each command).
+fn load_inventory(
+    path: &Path,
+    ssh: &SshConfigChoice,
+) -> Result<Inventory, crate::error::ConfigErrors> {
+    Inventory::load_with(path, ssh)
 }
 
 #[derive(Debug, Subcommand)]
@@ -403,21 +403,21 @@ pub fn json_requested(args: impl IntoIterator<Item = std::ffi::OsString>) -> boo
 /// Runs the parsed command; how it ended decides the exit code ([`Outcome::code`],
 /// [`Error::code`]).
 pub fn execute(cli: Cli) -> Result<Outcome, Error> {
-    let _ = SSH_CONFIG.set(match cli.ssh_config {
-        None => crate::inventory::SshConfigChoice::Default,
-        Some(p) if p.as_os_str() == "none" => crate::inventory::SshConfigChoice::Off,
-        Some(p) => crate::inventory::SshConfigChoice::File(p),
-    });
+    let ssh = &match cli.ssh_config {
+        None => SshConfigChoice::Default,
+        Some(p) if p.as_os_str() == "none" => SshConfigChoice::Off,
+        Some(p) => SshConfigChoice::File(p),
+    };
     let v = Verbosity::from_flags(cli.verbose, cli.quiet);
     match cli.command {
-        Command::Validate(a) => validate(&a, v),
-        Command::Hosts(a) => hosts(&a),
+        Command::Validate(a) => validate(&a, v, ssh),
+        Command::Hosts(a) => hosts(&a, ssh),
         Command::Plan(a) => {
             let saved = match a.out {
                 Some(f) => Saved::Out(f),
                 None => Saved::None,
             };
-            run_cmd(a.run, Mode::Plan, false, false, v, saved)
+            run_cmd(a.run, Mode::Plan, false, false, v, saved, ssh)
         }
         Command::Apply(a) => {
             if a.force_unlock && !a.yes {
@@ -428,11 +428,11 @@ pub fn execute(cli: Cli) -> Result<Outcome, Error> {
                 Some(f) => (true, Saved::Apply(f)),
                 None => (a.yes, Saved::None),
             };
-            run_cmd(a.run, Mode::Apply, yes, a.force_unlock, v, saved)
+            run_cmd(a.run, Mode::Apply, yes, a.force_unlock, v, saved, ssh)
         }
-        Command::Run(a) => adhoc(&a, v),
-        Command::KnownHosts(a) => fleet_keys(&a),
-        Command::Facts(a) => facts(&a),
+        Command::Run(a) => adhoc(&a, v, ssh),
+        Command::KnownHosts(a) => fleet_keys(&a, ssh),
+        Command::Facts(a) => facts(&a, ssh),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(
@@ -521,8 +521,8 @@ struct Loaded {
     selection: Option<Selection>,
 }
 
-fn load(a: &SelectArgs, filter: &StepFilter) -> Result<Loaded, Error> {
-    let inv = load_inventory(&a.inventory);
+fn load(a: &SelectArgs, filter: &StepFilter, ssh: &SshConfigChoice) -> Result<Loaded, Error> {
+    let inv = load_inventory(&a.inventory, ssh);
     let pb_path = match (&a.playbook, &inv) {
         (Some(p), _) => Some(p.clone()),
         (None, Ok(i)) => i.playbook.clone(),
@@ -579,9 +579,9 @@ fn select<'a>(l: &'a Loaded, a: &SelectArgs) -> Result<Vec<&'a crate::inventory:
     Ok(out)
 }
 
-fn validate(va: &ValidateArgs, v: Verbosity) -> Result<Outcome, Error> {
+fn validate(va: &ValidateArgs, v: Verbosity, ssh: &SshConfigChoice) -> Result<Outcome, Error> {
     let a = &va.select;
-    let l = load(a, &va.steps.filter())?;
+    let l = load(a, &va.steps.filter(), ssh)?;
     let hosts = select(&l, a)?;
     run::prepare(&l.inv, &l.pb, &hosts, &a.extra)?;
     let steps = l.pb.steps.len();
@@ -634,8 +634,8 @@ fn validate(va: &ValidateArgs, v: Verbosity) -> Result<Outcome, Error> {
     Ok(Outcome::Done)
 }
 
-fn hosts(a: &SelectArgs) -> Result<Outcome, Error> {
-    let l = load(a, &StepFilter::default())?;
+fn hosts(a: &SelectArgs, ssh: &SshConfigChoice) -> Result<Outcome, Error> {
+    let l = load(a, &StepFilter::default(), ssh)?;
     let hosts = select(&l, a)?;
     let ev = json::Events::default();
     for h in hosts {
@@ -819,6 +819,7 @@ fn run_cmd(
     force_unlock: bool,
     v: Verbosity,
     saved: Saved,
+    ssh: &SshConfigChoice,
 ) -> Result<Outcome, Error> {
     // A saved plan that cannot be used stops the run before anything else.
     let plan_file = match &saved {
@@ -849,7 +850,7 @@ fn run_cmd(
             "apply --output json needs --yes (the plan cannot be confirmed in JSON mode)".into(),
         ));
     }
-    let l = load(&a.select, &a.steps.filter())?;
+    let l = load(&a.select, &a.steps.filter(), ssh)?;
     let hosts = select(&l, &a.select)?;
     let prepared = run::prepare(&l.inv, &l.pb, &hosts, &a.select.extra)?;
     let key = match (&saved, &plan_file) {
@@ -1103,8 +1104,8 @@ fn limited_hosts(
     Ok(selected.into_iter().cloned().collect())
 }
 
-fn fleet_keys(a: &KnownHostsArgs) -> Result<Outcome, Error> {
-    let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
+fn fleet_keys(a: &KnownHostsArgs, ssh: &SshConfigChoice) -> Result<Outcome, Error> {
+    let inv = load_inventory(&a.inventory, ssh).map_err(Error::Config)?;
     let hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -1143,9 +1144,9 @@ fn fleet_keys(a: &KnownHostsArgs) -> Result<Outcome, Error> {
     }
 }
 
-fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<Outcome, Error> {
+fn adhoc(a: &AdhocArgs, v: Verbosity, ssh: &SshConfigChoice) -> Result<Outcome, Error> {
     let command = crate::adhoc::command_line(&a.command).map_err(Error::Usage)?;
-    let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
+    let inv = load_inventory(&a.inventory, ssh).map_err(Error::Config)?;
     let mut hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
     if let Some(b) = a.become_override() {
         hosts.iter_mut().for_each(|h| h.become_ = b);
@@ -1225,8 +1226,8 @@ fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<Outcome, Error> {
     }
 }
 
-fn facts(a: &FactsArgs) -> Result<Outcome, Error> {
-    let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
+fn facts(a: &FactsArgs, ssh: &SshConfigChoice) -> Result<Outcome, Error> {
+    let inv = load_inventory(&a.inventory, ssh).map_err(Error::Config)?;
     let hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
     let opts = crate::facts::Options {
         forks: usize::from(a.forks),
