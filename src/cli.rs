@@ -902,6 +902,7 @@ fn run_cmd(
             cache: Mutex::new(HashMap::new()),
         }),
         lock_holder: (mode == Mode::Apply).then(|| lock_holder(&l.pb)),
+        lock_client: crate::fact::lock::local_client(),
         force_unlock,
         interrupt: interrupt.clone(),
         fingerprint: key.clone(),

@@ -62,6 +62,9 @@ pub struct RunOptions {
     pub passphrases: Arc<dyn PassphraseSource>,
     /// apply: who takes each host's apply lock (operator, machine, pid, playbook); None: no lock.
     pub lock_holder: Option<String>,
+    /// This process as a lock client (`fact::lock::local_client`), computed once by the command:
+    /// recorded in each lock it takes, so a later run can tell a lock left by a dead run.
+    pub lock_client: String,
     /// apply --force-unlock: end the current holder's lock first.
     pub force_unlock: bool,
     /// Set on the first Ctrl-C: hosts stop before their next step, no new host starts.
