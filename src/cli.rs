@@ -898,9 +898,9 @@ fn run_cmd(
         forks: usize::from(a.forks),
         become_password: become_password(a.ask_become_pass && hosts.iter().any(|h| h.become_))?,
         fetch_diffs: format == Format::Text && (mode == Mode::Plan || confirm),
-        passphrases: Arc::new(Passphrases {
+        ssh: crate::ssh::Client::new(Arc::new(Passphrases {
             cache: Mutex::new(HashMap::new()),
-        }),
+        })),
         lock_holder: (mode == Mode::Apply).then(|| lock_holder(&l.pb)),
         lock_client: crate::fact::lock::local_client(),
         force_unlock,
@@ -1112,17 +1112,17 @@ fn fleet_keys(a: &KnownHostsArgs, ssh: &SshConfigChoice) -> Result<Outcome, Erro
         .enable_all()
         .build()
         .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
-    let pass: Arc<dyn crate::ssh::PassphraseSource> = Arc::new(Passphrases {
+    let client = crate::ssh::Client::new(Arc::new(Passphrases {
         cache: Mutex::new(HashMap::new()),
-    });
+    }));
     let reports = rt.block_on(crate::fleet_keys::scan(
         hosts,
         usize::from(a.forks),
         a.pin,
-        pass,
+        &client,
     ));
     // Jump hosts' keys recorded on the way (accept-new).
-    let mut learned = crate::ssh::take_learned_host_keys();
+    let mut learned = client.take_learned_host_keys();
     match a.output {
         Format::Text => {
             report::out(&crate::fleet_keys::text(&reports, a.pin));
@@ -1159,9 +1159,9 @@ fn adhoc(a: &AdhocArgs, v: Verbosity, ssh: &SshConfigChoice) -> Result<Outcome, 
     let opts = crate::adhoc::Options {
         forks: usize::from(a.forks),
         become_password: become_password(a.ask_become_pass && hosts.iter().any(|h| h.become_))?,
-        passphrases: Arc::new(Passphrases {
+        ssh: crate::ssh::Client::new(Arc::new(Passphrases {
             cache: Mutex::new(HashMap::new()),
-        }),
+        })),
         timeout: a.timeout,
         output_limit: a.output_limit.unwrap_or(crate::adhoc::DEFAULT_OUTPUT_LIMIT),
         output_dir: a.output_dir.clone(),
@@ -1176,6 +1176,7 @@ fn adhoc(a: &AdhocArgs, v: Verbosity, ssh: &SshConfigChoice) -> Result<Outcome, 
     let format = a.output;
     // Whether the live text shown last ended a line.
     let mut at_line_start = true;
+    let client = opts.ssh.clone();
     let results = rt.block_on(crate::adhoc::run(hosts, command, opts, |shown| {
         use crate::adhoc::Shown;
         let text = match (format, shown) {
@@ -1204,7 +1205,7 @@ fn adhoc(a: &AdhocArgs, v: Verbosity, ssh: &SshConfigChoice) -> Result<Outcome, 
         let _ = write!(out, "{text}");
         let _ = out.flush();
     }));
-    let mut learned = crate::ssh::take_learned_host_keys();
+    let mut learned = client.take_learned_host_keys();
     match format {
         Format::Text => report::out(&format!(
             "{}{}",
@@ -1233,19 +1234,20 @@ fn facts(a: &FactsArgs, ssh: &SshConfigChoice) -> Result<Outcome, Error> {
     let opts = crate::facts::Options {
         forks: usize::from(a.forks),
         become_password: become_password(a.ask_become_pass && hosts.iter().any(|h| h.become_))?,
-        passphrases: Arc::new(Passphrases {
+        ssh: crate::ssh::Client::new(Arc::new(Passphrases {
             cache: Mutex::new(HashMap::new()),
-        }),
+        })),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
+    let client = opts.ssh.clone();
     let reports = rt.block_on(crate::facts::gather(hosts, opts));
     write_stdout(crate::facts::document(&reports).as_bytes())?;
     // stdout is the JSON document: new host keys (accept-new) are told on stderr.
     report::err(&text::learned_keys(
-        &mut crate::ssh::take_learned_host_keys(),
+        &mut client.take_learned_host_keys(),
         &[],
     ));
     // A host that did not answer has its entry in the document.
