@@ -174,6 +174,7 @@ pub(crate) fn render_with(
     let sources = Sources {
         files_dir: &pb.dir,
         templates_dir: &pb.templates_dir,
+        images: &Default::default(),
     };
     let mut out = Rendered {
         files: BTreeMap::new(),

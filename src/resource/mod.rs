@@ -118,6 +118,8 @@ pub struct Sources<'a> {
     /// `src` of `file` steps is relative to this (the playbook's directory).
     pub files_dir: &'a Path,
     pub templates_dir: &'a Path,
+    /// The local images the run has read (`image` steps; owned by the run).
+    pub images: &'a image::LocalImages,
 }
 
 /// Builds the desired state of a step for one host: renders its templated arguments (and its
@@ -560,6 +562,7 @@ mod tests {
         let src = Sources {
             files_dir: Path::new("."),
             templates_dir: Path::new("."),
+            images: &Default::default(),
         };
         let d = |kind: &str, t: &str| desired(&kind.parse().unwrap(), &args(t), &ctx, &src);
         let e = d("command", r#"run = "echo a\u0000; touch /tmp/x""#).unwrap_err();

@@ -340,6 +340,7 @@ mod tests {
             &Sources {
                 files_dir: std::path::Path::new("."),
                 templates_dir: std::path::Path::new("."),
+                images: &Default::default(),
             },
         )
         .unwrap();
@@ -393,6 +394,7 @@ mod tests {
             &Sources {
                 files_dir: std::path::Path::new("."),
                 templates_dir: std::path::Path::new("."),
+                images: &Default::default(),
             },
         )
         .unwrap();
@@ -427,6 +429,7 @@ mod tests {
         let src = Sources {
             files_dir: std::path::Path::new("."),
             templates_dir: std::path::Path::new("."),
+            images: &Default::default(),
         };
         let desired = |kind: &str, t: &str| {
             let kind = kind.parse().unwrap();

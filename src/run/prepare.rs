@@ -138,6 +138,9 @@ pub struct PlaybookInfo {
     pub rollout: crate::rollout::Rollout,
     /// The `inventory` variable, the same for every host.
     pub inventory: Value,
+    /// The local images read for `image` steps: once per reference per run (prepare and every
+    /// host's render after its probe share it).
+    pub images: crate::resource::image::LocalImages,
 }
 
 /// A host with its steps checked and ready to probe.
@@ -180,6 +183,7 @@ pub(super) fn render(
     let sources = Sources {
         files_dir: &pb.files_dir,
         templates_dir: &pb.templates_dir,
+        images: &pb.images,
     };
     let mut errors = Vec::new();
     let mut tracker = Tracker {
@@ -384,6 +388,7 @@ fn playbook_info(inv: &Inventory, pb: &Playbook) -> Result<PlaybookInfo, ConfigE
         task: pb.task.is_some(),
         rollout: pb.rollout.clone(),
         inventory: crate::vars::inventory_value(inv),
+        images: Default::default(),
     })
 }
 
@@ -586,6 +591,7 @@ mod tests {
             task: false,
             rollout: Default::default(),
             inventory: Value::Null,
+            images: Default::default(),
         };
         let steps: Vec<PreparedStep> = (pb.steps.iter())
             .map(|s| PreparedStep {
