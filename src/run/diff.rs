@@ -341,6 +341,7 @@ mod tests {
                 files_dir: std::path::Path::new("."),
                 templates_dir: std::path::Path::new("."),
                 images: &Default::default(),
+                templates: &crate::template::Renderer::new(&Default::default()),
             },
         )
         .unwrap();
@@ -395,6 +396,7 @@ mod tests {
                 files_dir: std::path::Path::new("."),
                 templates_dir: std::path::Path::new("."),
                 images: &Default::default(),
+                templates: &crate::template::Renderer::new(&Default::default()),
             },
         )
         .unwrap();
@@ -426,10 +428,12 @@ mod tests {
     /// before that: it is probed again when reached (a link's target had answered for it).
     #[test]
     fn paths_below_a_replaced_directory_are_probed_again() {
+        let cache = crate::template::Cache::default();
         let src = Sources {
             files_dir: std::path::Path::new("."),
             templates_dir: std::path::Path::new("."),
             images: &Default::default(),
+            templates: &crate::template::Renderer::new(&cache),
         };
         let desired = |kind: &str, t: &str| {
             let kind = kind.parse().unwrap();
