@@ -5,7 +5,7 @@
 use clap::Parser;
 use claw_provision::cli::{self, Cli};
 use claw_provision::error::Error;
-use claw_provision::report::Format;
+use claw_provision::report::{self, Format};
 
 fn main() {
     let code = match Cli::try_parse() {
@@ -35,6 +35,6 @@ fn main() {
 }
 
 fn fail(e: &Error, format: Format) -> i32 {
-    cli::report_error(e, format);
+    report::report_error(e, format);
     e.code()
 }

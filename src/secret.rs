@@ -85,8 +85,12 @@ pub const MIN_SEARCHED: usize = 4;
 /// tracking (`run::Mask`, `Remote::hide`): the value, shell-quoted (whole and as the quoted
 /// part), JSON-escaped, backslash-escaped, HTML/XML-escaped, base64 (standard and URL-safe,
 /// with and without padding), URL-encoded (upper- and lowercase hex), upper- and lowercase,
-/// trimmed, and each line of a multi-line value. Upper/lowercase of ASCII is also covered by
-/// the search (`run::Mask`) being ASCII-case-insensitive. Forms shorter than [`MIN_SEARCHED`] are left out.
+/// trimmed, each line of a multi-line value, and its bytes in hex (lower- and uppercase, as
+/// `xxd -p` or `sha256sum`-like tools print them; only for values of at least [`MIN_SEARCHED`]
+/// bytes: the hex of a shorter one is too likely in ordinary hex output). Upper/lowercase of
+/// ASCII is also covered by the search (`run::Mask`) being ASCII-case-insensitive. Forms
+/// shorter than [`MIN_SEARCHED`] are left out. The hex bytes `od` prints (spaced, wrapped over
+/// lines) are searched for by [`SpacedHex`].
 pub fn forms(v: &str) -> Vec<String> {
     use base64::Engine as _;
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -143,10 +147,162 @@ pub fn forms(v: &str) -> Vec<String> {
     if v.contains('\n') {
         out.extend(v.lines().map(|l| l.trim().to_string()));
     }
+    if v.len() >= MIN_SEARCHED {
+        out.push(v.bytes().map(|b| format!("{b:02x}")).collect());
+        out.push(v.bytes().map(|b| format!("{b:02X}")).collect());
+    }
     out.retain(|f| f.len() >= MIN_SEARCHED);
     out.sort();
     out.dedup();
     out
+}
+
+/// Secret values searched for as the bytes `od -An -tx1` (or `hexdump`, `xxd` without `-p`)
+/// prints them: two-digit hex tokens between spaces, wrapped over lines at any width. The
+/// tokens of a text are read as one byte stream across spaces, line ends and `|` (a failure
+/// description joins the lines it shows with ` | `); a match is the tokens of
+/// - a whole value anywhere in a stream;
+/// - at least [`MIN_SEARCHED`] bytes of a value's start at a stream's end, or of its end at a
+///   stream's start (the rest cut off: a tail of lines, one line shown alone);
+/// - a whole stream of at least [`MIN_SEARCHED`] bytes found inside a value.
+///
+/// Values shorter than [`MIN_SEARCHED`] bytes are not searched for. Each value is kept with
+/// what replaces it (`shown`).
+#[derive(Clone, Default)]
+pub struct SpacedHex {
+    /// Value, what is shown instead, and the KMP failure functions of its bytes and of its
+    /// bytes reversed.
+    values: Vec<(Secret, String, Vec<usize>, Vec<usize>)>,
+}
+
+/// The KMP failure function of the pattern `p(0..n)`.
+fn failure(n: usize, p: impl Fn(usize) -> u8) -> Vec<usize> {
+    let mut f = vec![0; n];
+    let mut k = 0;
+    for i in 1..n {
+        while k > 0 && p(i) != p(k) {
+            k = f[k - 1];
+        }
+        if p(i) == p(k) {
+            k += 1;
+        }
+        f[i] = k;
+    }
+    f
+}
+
+/// Runs the pattern `p` (failure function `f`) over `text`: calls `hit` with the index of the
+/// last byte of each whole match; returns how much of the pattern's start the text ends with.
+fn scan(
+    f: &[usize],
+    p: impl Fn(usize) -> u8,
+    text: impl Iterator<Item = u8>,
+    mut hit: impl FnMut(usize),
+) -> usize {
+    let mut k = 0;
+    for (i, c) in text.enumerate() {
+        while k > 0 && c != p(k) {
+            k = f[k - 1];
+        }
+        if c == p(k) {
+            k += 1;
+        }
+        if k == f.len() {
+            hit(i);
+            k = f[k - 1];
+        }
+    }
+    k
+}
+
+impl SpacedHex {
+    /// Adds a value (ignored if shorter than [`MIN_SEARCHED`] bytes).
+    pub fn push(&mut self, v: &Secret, shown: &str) {
+        let b = v.expose().as_bytes();
+        let n = b.len();
+        if n >= MIN_SEARCHED {
+            let fwd = failure(n, |i| b[i]);
+            let back = failure(n, |i| b[n - 1 - i]);
+            self.values.push((v.clone(), shown.to_string(), fwd, back));
+        }
+    }
+
+    /// What replaces the value of index `i` (as returned by [`SpacedHex::find`]).
+    pub fn shown(&self, i: usize) -> &str {
+        &self.values[i].1
+    }
+
+    /// `(start, end, value index)` of every match in `data` (overlapping ones included).
+    pub fn find(&self, data: &[u8]) -> Vec<(usize, usize, usize)> {
+        let mut out = Vec::new();
+        if self.values.is_empty() {
+            return out;
+        }
+        let sep = |c: u8| c.is_ascii_whitespace() || c == b'|';
+        // Streams of (start, end, byte) tokens.
+        let mut stream: Vec<(usize, usize, u8)> = Vec::new();
+        let mut i = 0;
+        while i <= data.len() {
+            let start = i;
+            while i < data.len() && !sep(data[i]) {
+                i += 1;
+            }
+            let tok = &data[start..i];
+            let byte = (tok.len() == 2)
+                .then(|| std::str::from_utf8(tok).ok())
+                .flatten()
+                .and_then(|t| u8::from_str_radix(t, 16).ok());
+            match byte {
+                Some(b) => stream.push((start, i, b)),
+                None if tok.is_empty() && i < data.len() => {}
+                None => {
+                    self.stream(&stream, &mut out);
+                    stream.clear();
+                }
+            }
+            if i == data.len() {
+                self.stream(&stream, &mut out);
+                break;
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// The matches in one stream of tokens.
+    fn stream(&self, s: &[(usize, usize, u8)], out: &mut Vec<(usize, usize, usize)>) {
+        let m = s.len();
+        if m < MIN_SEARCHED {
+            return;
+        }
+        let span = |a: usize, b: usize| (s[a].0, s[b - 1].1);
+        for (vi, (v, _, fwd, back)) in self.values.iter().enumerate() {
+            let v = v.expose().as_bytes();
+            let n = v.len();
+            let mut push = |(a, b): (usize, usize)| out.push((a, b, vi));
+            let end = scan(
+                fwd,
+                |k| v[k],
+                s.iter().map(|t| t.2),
+                |i| push(span(i + 1 - n, i + 1)),
+            );
+            if end >= MIN_SEARCHED {
+                push(span(m - end, m));
+            }
+            let start = scan(back, |k| v[n - 1 - k], s.iter().rev().map(|t| t.2), |_| {});
+            if start >= MIN_SEARCHED {
+                push(span(0, start));
+            }
+            if m < n {
+                let f = failure(m, |k| s[k].2);
+                let mut inside = false;
+                scan(&f, |k| s[k].2, v.iter().copied(), |_| inside = true);
+                if inside {
+                    push(span(0, m));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -181,5 +337,110 @@ mod tests {
             !forms("ab").iter().any(|f| f == "ab"),
             "too short to search"
         );
+    }
+
+    /// `od -An -tx1 -wW` of `data`, as the tool prints it.
+    fn od(data: &[u8], w: usize) -> String {
+        data.chunks(w)
+            .map(|c| c.iter().map(|b| format!(" {b:02x}")).collect::<String>() + "\n")
+            .collect()
+    }
+
+    fn hide(h: &SpacedHex, text: &str) -> String {
+        let mut ms = h.find(text.as_bytes());
+        ms.sort_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)));
+        let mut out = String::new();
+        let mut at = 0;
+        for (s, e, i) in ms {
+            if s >= at {
+                out.push_str(&text[at..s]);
+                out.push_str(h.shown(i));
+                at = e;
+            }
+        }
+        out + &text[at..]
+    }
+
+    #[test]
+    fn hex_forms() {
+        let f = forms("pw\u{e9}1");
+        assert!(f.iter().any(|x| x == "7077c3a931"), "{f:?}");
+        assert!(f.iter().any(|x| x == "7077C3A931"), "{f:?}");
+        // Too short for its hex to be searched for.
+        assert!(!forms("abc").iter().any(|x| x == "616263"));
+    }
+
+    /// The value in `od` output after any number of other bytes, at several widths, whole or as
+    /// the tail of lines a failure description shows (joined by ` | `): no byte of it that
+    /// stands in a run of four or more is left; the other bytes are.
+    #[test]
+    fn spaced_hex_is_found_wrapped_at_any_place() {
+        let v = "a-secret-of-40-bytes-0123456789abcdefghi";
+        let mut h = SpacedHex::default();
+        h.push(&Secret::new(v), "<secret:x>");
+        let bytes = |t: &str| t.split_whitespace().count();
+        for w in [8, 16, 32] {
+            for lead in 0..w {
+                let data = [&b"#".repeat(lead)[..], v.as_bytes(), b"\n"].concat();
+                let out = od(&data, w);
+                let shown = hide(&h, &out);
+                assert!(shown.contains("<secret:x>"), "{w} {lead}: {shown}");
+                // The lead bytes (23) and the newline (0a) stay, nothing of the value does.
+                assert_eq!(shown.matches("23").count(), lead, "{w} {lead}: {shown}");
+                assert!(shown.contains("0a"), "{shown}");
+                assert_eq!(
+                    bytes(&shown),
+                    lead + 1 + shown.matches("<secret:x>").count()
+                );
+                // The last three lines, joined as a description shows them.
+                let lines: Vec<&str> = out.lines().collect();
+                let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+                let shown = hide(&h, &tail);
+                let left: Vec<&str> = shown
+                    .split(['|', ' '])
+                    .filter(|t| t.len() == 2 && *t != "23" && *t != "0a")
+                    .collect();
+                assert!(left.len() < MIN_SEARCHED, "{w} {lead}: {tail} -> {shown}");
+            }
+        }
+        // A line alone from the middle of the value, uppercase.
+        let mid: String = v.as_bytes()[10..26]
+            .iter()
+            .map(|b| format!("{b:02X} "))
+            .collect();
+        assert_eq!(hide(&h, &mid), "<secret:x> ");
+    }
+
+    /// Ordinary output: the hex of other data (a sha256 sum, `od` of another text, numbers of
+    /// two digits) is left as it is, as are fewer than four bytes of the value.
+    #[test]
+    fn spaced_hex_leaves_other_output_alone() {
+        let v = "hunter2-long-enough";
+        let mut h = SpacedHex::default();
+        h.push(&Secret::new(v), "<s>");
+        h.push(&Secret::new("abc"), "<short>");
+        let other = [
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  -".to_string(),
+            od(b"hunting for 2 long enough lines of other text\n", 16),
+            "10 20 30 40 50 60 | 99 98 97".to_string(),
+            format!("{} zz", od(b"hun", 16)),
+            od(b"abc", 16),
+            format!("ab 63 {}", &od(v.as_bytes(), 16)[..6]),
+        ];
+        for t in other {
+            assert!(h.find(t.as_bytes()).is_empty(), "{t}");
+        }
+        let f: Vec<String> = forms(v);
+        // The contiguous hex forms: not in a sha256 sum (of the empty string), nor in the hex
+        // of another text sharing the value's first bytes.
+        let other: String = (b"hunter1-long-enough".iter())
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        for t in [
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  -",
+            &other,
+        ] {
+            assert!(!f.iter().any(|x| t.contains(x.as_str())), "{t}");
+        }
     }
 }

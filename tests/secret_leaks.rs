@@ -9,6 +9,9 @@
 //! the TLS private key, raw, in base64 (standard and URL-safe, with and without padding) and
 //! URL-encoded: zero hits. A watcher on the host records the mode of every upload temp file it
 //! sees while a large 0600 file is uploaded: 0600 from the first byte.
+//!
+//! Issue 16: a probe killed right after it read the host's secrets (a `getent` shim) and a
+//! failing command holding a secret are described without their stdout, masked.
 
 use crate::support::{Lab, Run, Scratch, claw, repo};
 use base64::Engine as _;
@@ -1045,4 +1048,226 @@ fn tera_filters() -> Vec<String> {
         .collect();
     assert!(names.len() >= 40, "{names:?}");
     names
+}
+
+/// 16 random bytes from the OS, as hex: a value no earlier run printed.
+fn random_hex() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every form of `v` a failing probe's output could carry: [`forms`], its bytes in hex (lower-
+/// and uppercase), and each line `od -An -tx1` prints of it.
+fn probe_forms(v: &str) -> Vec<String> {
+    let mut out = forms(v);
+    out.push(v.bytes().map(|b| format!("{b:02x}")).collect());
+    out.push(v.bytes().map(|b| format!("{b:02X}")).collect());
+    for line in v.as_bytes().chunks(16) {
+        out.push(line.iter().map(|b| format!(" {b:02x}")).collect());
+    }
+    out
+}
+
+const FAILING_PROBE: &str = r#"name = "sc-probe-fails"
+hosts = "h1"
+operator_secrets = ["SC_PROBE_OP"]
+
+[[steps]]
+name = "probe db password"
+kind = "secret"
+secret = "db_pw"
+path = "/srv/sc-probe/db_pw"
+
+[[steps]]
+name = "probe user"
+kind = "user"
+user = "scprobeuser"
+
+[[steps]]
+name = "probe config"
+kind = "file"
+path = "/srv/sc-probe/config"
+mode = "0600"
+content = "DB_PW={{ secrets.db_pw }}\nOP={{ secrets.SC_PROBE_OP }}\n"
+"#;
+
+/// `getent` for the probe's user question (asked after the secrets section, whose records
+/// are already on the probe's stdout): writes `/opt/sc-probe/err` to its stderr (the probe's)
+/// and `/opt/sc-probe/out` to the probe shell's stdout, then kills that shell (the child of
+/// `timeout`): the probe fails with the host's secret in hand.
+const GETENT_SHIM: &str = r#"#!/bin/sh
+# test shim: the probe dies right after reading the secrets
+case "$*" in
+  'passwd scprobeuser') ;;
+  *) exec /usr/bin/getent "$@" ;;
+esac
+p=$PPID
+while q=$(awk '{print $4}' /proc/$p/stat) && [ "$q" -gt 1 ] && [ "$(cat /proc/$q/comm)" != timeout ]; do p=$q; done
+cat /opt/sc-probe/err >&2
+cat /opt/sc-probe/out > /proc/$p/fd/1
+echo "killed $p" >> /opt/sc-probe/log
+kill -9 $p
+exit 1
+"#;
+
+/// Issue 16: "probe errors are not masked, and a failure description falls back to stdout
+/// (which holds secret files)". A `getent` shim kills the probe right after its secrets section
+/// read the host's secret (random per run): once with the host's secret and the operator secret
+/// in every form (raw, base64, hex, od) on the probe's stdout and nothing on stderr (the
+/// description may not fall back to stdout), once with the operator secret (known before the
+/// probe) and the host's secret (known from the records the probe printed before it failed:
+/// raw, hex and the lines of `od -An -tx1`) also on stderr (the description is masked). `plan`, in text and JSON, fails with an
+/// error naming the probe, and shows none of them. Then a failing command that prints the
+/// host's secret in hex (a form the mask does not know) on stdout only: its description, too,
+/// never shows stdout (a script holding a secret).
+#[test]
+fn a_failing_probe_shows_no_secret_read_before_it_failed() {
+    let lab = Lab::up("sc-probe-fails", 1);
+    let host_secret = random_hex();
+    let op_secret = format!("op-{}", random_hex());
+    let exec = |script: &str| {
+        let o = lab.exec("h1", &["sh", "-c", script]);
+        assert!(
+            o.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    exec(&format!(
+        "install -d -m 0700 /srv/sc-probe /opt/sc-probe /opt/sc-probe-shim
+         umask 077; printf '%s\\n' {} > /srv/sc-probe/db_pw
+         printf '%s' {} > /opt/sc-probe-shim/getent && chmod 0755 /opt/sc-probe-shim/getent",
+        q(&host_secret),
+        q(GETENT_SHIM)
+    ));
+    let s = Scratch::new();
+    let inv = lab.write_inventory("probe.toml", &s.file("probe.toml", FAILING_PROBE), &[]);
+    let inv = inv.to_str().unwrap();
+    let env = [("SC_PROBE_OP", op_secret.as_str())];
+    let secrets = [host_secret.as_str(), op_secret.as_str()];
+    let every: Vec<String> = secrets.iter().flat_map(|v| probe_forms(v)).collect();
+    let lines = |vs: &[String]| vs.iter().map(|v| format!("{v}\n")).collect::<String>();
+    // The operator secret's forms, then (the last five lines, those a description shows) the
+    // operator secret, the host's secret raw and in hex, and `od` of it (two lines, added on
+    // the host).
+    let hex: String = host_secret.bytes().map(|b| format!("{b:02x}")).collect();
+    let known: Vec<String> = [
+        forms(&op_secret),
+        vec![
+            op_secret.clone(),
+            host_secret.clone(),
+            format!("{hex} {}", hex.to_uppercase()),
+        ],
+    ]
+    .concat();
+
+    let mut outs = String::new();
+    exec("mount --bind /opt/sc-probe-shim /usr/local/sbin");
+    for (mode, err) in [
+        ("stdout only", String::new()),
+        ("stderr too", lines(&known)),
+    ] {
+        exec(&format!(
+            "printf '%s' {} > /opt/sc-probe/out; printf '%s' {} > /opt/sc-probe/err",
+            // Last, the host's secret itself (the mask cannot know it yet): in any tail.
+            q(&(lines(&every) + &host_secret + "\n")),
+            q(&err)
+        ));
+        if !err.is_empty() {
+            exec(&format!(
+                "printf '%s' {} | od -An -tx1 >> /opt/sc-probe/err",
+                q(&host_secret)
+            ));
+        }
+        for json in [false, true] {
+            exec(": > /opt/sc-probe/log");
+            let mut args = vec!["plan", inv];
+            if json {
+                args.extend(["--output", "json"]);
+            }
+            let r = claw(&args, &env);
+            let out = format!("{}\n{}", r.stdout, r.stderr);
+            let log =
+                String::from_utf8_lossy(&lab.exec("h1", &["cat", "/opt/sc-probe/log"]).stdout)
+                    .into_owned();
+            assert!(
+                log.contains("killed"),
+                "{mode} {args:?}: the shim ran\n{log}\n{out}"
+            );
+            assert!(!out.contains("panicked"), "{out}");
+            assert_ne!(r.code, 0, "{mode} {args:?}: {out}");
+            if json {
+                let h = r.host("h1");
+                assert_eq!(h["state"], "failed", "{mode}: {h}\n{out}");
+                assert_eq!(h["failed_at"], "probe", "{mode}: {h}\n{out}");
+            } else {
+                assert!(
+                    out.lines()
+                        .any(|l| l.contains("error: h1 (") && l.contains("probe")),
+                    "{mode}: an error naming h1 and the probe\n{out}"
+                );
+            }
+            for f in &every {
+                assert!(
+                    !out.contains(f.as_str()),
+                    "{mode} {args:?}: `{f}` shown\n{out}"
+                );
+            }
+            // The description did use stderr (masked): the operator secret by its name, the
+            // host's secret as `********` (raw, hex twice, the od lines as one).
+            assert_eq!(
+                out.contains("<secret:SC_PROBE_OP>"),
+                !err.is_empty(),
+                "{mode} {args:?}\n{out}"
+            );
+            assert_eq!(
+                out.matches("********").count() >= 4,
+                !err.is_empty(),
+                "{mode} {args:?}\n{out}"
+            );
+            outs.push_str(&out);
+        }
+    }
+    exec("umount /usr/local/sbin");
+
+    // A step's command holding the secret fails with the secret in hex on stdout, nothing on
+    // stderr: described by its exit status only.
+    let pb = s.file(
+        "hex.toml",
+        r#"name = "sc-probe-hex"
+hosts = "h1"
+
+[[steps]]
+name = "probe db password"
+kind = "secret"
+secret = "db_pw"
+path = "/srv/sc-probe/db_pw"
+
+[[steps]]
+name = "prints the secret in hex"
+kind = "command"
+run = "v={{ secrets.db_pw | shell_quote }}; printf '%s' \"$v\" | od -An -tx1; printf '%s' \"$v\" | od -An -tx1 | tr -d ' \\n'; echo; exit 3"
+"#,
+    );
+    let inv = lab.write_inventory("hex.toml", &pb, &[]);
+    let r = claw(&["apply", inv.to_str().unwrap(), "--yes"], &[]);
+    let out = format!("{}\n{}", r.stdout, r.stderr);
+    assert_ne!(r.code, 0, "{out}");
+    assert!(
+        out.lines().any(|l| l.contains("error: h1 (")
+            && l.contains("prints the secret in hex")
+            && l.contains("exit status 3")),
+        "an error naming h1, the step and its status\n{out}"
+    );
+    for f in probe_forms(&host_secret) {
+        assert!(!out.contains(f.as_str()), "`{f}` shown\n{out}");
+    }
+    outs.push_str(&out);
+    eprintln!("{outs}");
 }

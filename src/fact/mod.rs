@@ -288,6 +288,13 @@ impl ProbeScript {
         s
     }
 
+    /// The secret values in the output of this script when it failed (`secret::recover`): the
+    /// caller masks them in what it shows of the failure.
+    pub fn secrets_read(&self, out: &[u8]) -> Vec<crate::secret::Secret> {
+        let is_secret = |id: usize| matches!(self.requests.get(id), Some(Request::Secret { .. }));
+        secret::recover(&String::from_utf8_lossy(out), is_secret)
+    }
+
     /// Parses the script's output.
     pub fn parse(&self, out: &str) -> Result<ProbeResult, ProbeError> {
         let mut observed: Vec<Option<Observed>> = vec![None; self.requests.len()];

@@ -210,6 +210,68 @@ impl Batch {
     }
 }
 
+/// Every secret value the output of a probe that failed holds (to mask them in what is shown
+/// of the failure: the values are otherwise learnt from a parsed answer only). `is_secret`:
+/// whether a request id asks for a secret. Both record forms, `@ID present` (base64) and the
+/// batch (`@secrets-st` sizes, `@secrets-od` hex bytes); whatever does not decode is passed
+/// over, never reported. A record cut off (the output ends inside it, or the batch's bytes
+/// fall short of its sizes) gives the start of its value, as far as it decodes.
+pub fn recover(out: &str, is_secret: impl Fn(usize) -> bool) -> Vec<Secret> {
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut hex: Vec<u8> = Vec::new();
+    for line in out.lines() {
+        let Some(rest) = line.strip_prefix('@') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split('\t').collect();
+        match f.as_slice() {
+            ["secrets-st", st] => {
+                sizes.extend(
+                    st.rsplit_once(' ')
+                        .and_then(|(_, n)| n.parse::<usize>().ok()),
+                );
+            }
+            ["secrets-od", v] => {
+                // Up to the first token that is not a byte (the end of a cut line).
+                let byte = |h: &str| (h.len() == 2).then(|| u8::from_str_radix(h, 16).ok());
+                hex.extend(v.split_whitespace().map_while(|h| byte(h).flatten()));
+            }
+            [id, "present", _, b64] if id.parse().is_ok_and(&is_secret) => {
+                // Whole groups of four only (a cut record).
+                let b64 = b64.trim().as_bytes();
+                let b64 = &b64[..b64.len() - b64.len() % 4];
+                let eng = base64::engine::general_purpose::STANDARD;
+                values.extend(eng.decode(b64));
+            }
+            _ => {}
+        }
+    }
+    let mut at = 0;
+    for n in sizes {
+        let end = (at + n).min(hex.len());
+        values.push(hex[at..end].to_vec());
+        at = end;
+    }
+    values
+        .into_iter()
+        .map(|b| {
+            // A cut value may end inside a character: its whole characters.
+            let text = match String::from_utf8(b) {
+                Ok(t) => t,
+                Err(e) => {
+                    let ok = e.utf8_error().valid_up_to();
+                    let mut b = e.into_bytes();
+                    b.truncate(ok);
+                    String::from_utf8(b).unwrap_or_default()
+                }
+            };
+            Secret::new(text.strip_suffix('\n').unwrap_or(&text))
+        })
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
 /// Parses the fields after `@ID`.
 pub fn parse(f: &[&str]) -> Result<SecretState, FactError> {
     let bad = || FactError("bad secret record (contents not shown)".into());
@@ -479,6 +541,67 @@ mod tests {
             None,
         )]));
         assert_eq!(out, "@1\tother\n");
+    }
+
+    /// The values of a failed probe's output: each whole one, batched (`od`) or on its own
+    /// (base64, as when `od` fails); cut off anywhere, the start of the one it ends in (never
+    /// anything else); a record of a request that is not a secret is passed over.
+    #[test]
+    fn recovered_from_a_failed_probe() {
+        let d = tempfile::tempdir().unwrap();
+        let vals = ["first-value\n", "second \u{e9}t\u{e9}", "third\nlines\n"];
+        let mut triples = vec![];
+        let paths: Vec<String> = (0..vals.len())
+            .map(|i| d.path().join(format!("s{i}")).to_str().unwrap().to_string())
+            .collect();
+        for (i, v) in vals.iter().enumerate() {
+            std::fs::write(&paths[i], v).unwrap();
+            triples.push((i, paths[i].as_str(), None));
+        }
+        let want: Vec<&str> = vals
+            .iter()
+            .map(|v| v.strip_suffix('\n').unwrap_or(v))
+            .collect();
+        let script = batch_command(&triples);
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("od"), "#!/bin/sh\nexit 1\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("od"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fallback = format!("PATH={}:$PATH\n{script}", bin.display());
+        for out in [run(&script), run(&fallback)] {
+            let all = |_| true;
+            let got: Vec<String> = (recover(&out, all).iter())
+                .map(|v| v.expose().to_string())
+                .collect();
+            assert_eq!(got, want, "{out}");
+            assert!(recover(&out, |id| id > 5).len() < 3 || out.contains("@secrets"));
+            // Cut anywhere: each value recovered is (the start of) a true one, at most one cut.
+            for cut in (0..out.len()).filter(|c| out.is_char_boundary(*c)) {
+                let got = recover(&out[..cut], all);
+                let cut_ones = got.iter().filter(|v| !want.contains(&v.expose())).count();
+                assert!(cut_ones <= 1, "{cut}");
+                for v in got {
+                    assert!(
+                        vals.iter().any(|w| w.starts_with(v.expose())),
+                        "{cut}: not a true value's start"
+                    );
+                }
+            }
+        }
+        // Garbage: nothing, no panic.
+        for out in [
+            "@1\tpresent\t600 root root\t!!notbase64\n",
+            "@secrets\t1\n@secrets-st\tbad\n@secrets-od\tzz 61\n",
+            "@secrets-st\t600 root root 99999\n@secrets-od\t\n",
+            "@1\tpresent\t600 root root\taHV\u{e9}dGVy\n",
+        ] {
+            assert!(recover(out, |_| true).is_empty(), "{out}");
+        }
+        // A `present` record of a request that is not a secret is not taken for one.
+        let out = "@1\tpresent\t600 root root\taHVudGVyMg==\n";
+        assert_eq!(recover(out, |id| id == 1).len(), 1);
+        assert!(recover(out, |id| id != 1).is_empty());
     }
 
     fn canary_bytes() -> &'static [u8] {

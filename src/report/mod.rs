@@ -4,9 +4,11 @@
 //! and host-supplied text reaches it only through [`terminal::safe`].
 
 pub mod json;
+pub mod prompt;
 pub mod terminal;
 pub mod text;
 
+use crate::error::Error;
 use std::io::{IsTerminal, Write};
 
 /// Writes `s` to stdout, where `print!` would panic when the reader is gone (`| head` closed
@@ -19,6 +21,52 @@ pub fn out(s: &str) {
 /// Writes `s` to stderr, as [`out`] does to stdout (`2>&1 | head` closes it too).
 pub fn err(s: &str) {
     let _ = std::io::stderr().lock().write_all(s.as_bytes());
+}
+
+/// Writes `s` to stdout and flushes it: text shown before something slow or interactive
+/// (live output of `run`, the selection before connecting).
+pub fn out_now(s: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(s.as_bytes());
+    let _ = o.flush();
+}
+
+/// Writes `bytes` to stdout and flushes them, telling a failed write (a document, a manual
+/// page, completions: the caller decides what a closed pipe means).
+pub fn out_bytes(bytes: &[u8]) -> std::io::Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(bytes).and_then(|()| o.flush())
+}
+
+/// Tells how a command failed, unless its report already did: on stderr, and with `--output
+/// json` also as `error` events on stdout (see [`json::error_events`]). Argument errors are
+/// printed as clap prints them (with colour on a terminal).
+pub fn report_error(e: &Error, format: Format) {
+    if format == Format::Json {
+        let events = json::Events::default();
+        for ev in json::error_events(e) {
+            events.emit(ev);
+        }
+    }
+    if !e.needs_report() {
+        return;
+    }
+    if let Error::Arguments(c) = e {
+        let _ = c.print();
+        return;
+    }
+    err(&format!("{}\n", render_error(e)));
+}
+
+/// The message printed for a failed command.
+pub fn render_error(e: &Error) -> String {
+    match e {
+        Error::Config(c) => c.to_string(),
+        // clap's own words (usage, `--help` hint), without a second `error: `.
+        Error::Arguments(c) => c.render().to_string().trim_end().to_string(),
+        // Host-supplied text (stderr, banners) can be part of an error.
+        other => format!("error: {}", terminal::safe(&other.to_string())),
+    }
 }
 
 /// Output format.

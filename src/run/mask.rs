@@ -11,8 +11,9 @@ use crate::secret::Secret;
 ///   display rendering (each secret a marker `<secret:NAME>`): whole, shell-quoted, and line
 ///   by line (a display may show one line of it, e.g. a command's first line);
 /// - each secret value in any of its common forms (`secret::forms`: quoted, escaped, base64,
-///   URL-encoded, upper/lowercase, ...; ASCII case-insensitive) is replaced by its marker
-///   (the sudo password by `********`).
+///   URL-encoded, hex, upper/lowercase, ...; ASCII case-insensitive) is replaced by its marker
+///   (the sudo password by `********`), and so is each value as the spaced hex bytes `od`
+///   prints (`secret::SpacedHex`, wrapped over lines).
 ///
 /// A file content holding either is sensitive (never diffed). Values shorter than
 /// `secret::MIN_SEARCHED` are not searched for (taint still makes their steps private).
@@ -24,6 +25,8 @@ pub(super) struct Mask {
     passes: Vec<(std::sync::Arc<aho_corasick::AhoCorasick>, Vec<String>)>,
     /// Every needle (for `Remote::hide`).
     all: Vec<String>,
+    /// The secret values as spaced hex bytes (matches: automaton index `passes.len()`).
+    od: crate::secret::SpacedHex,
 }
 
 impl Mask {
@@ -55,12 +58,14 @@ impl Mask {
             }
         }
         let mut forms: Vec<(String, String)> = Vec::new();
+        let mut od = crate::secret::SpacedHex::default();
         for (name, v) in secrets {
             let shown = if name.is_empty() {
                 "********".to_string()
             } else {
                 crate::template::marker(name)
             };
+            od.push(v, &shown);
             for f in crate::secret::forms(v.expose()) {
                 forms.push((f, shown.clone()));
             }
@@ -85,7 +90,7 @@ impl Mask {
                 subs.into_iter().map(|s| s.1).collect(),
             ));
         }
-        Self { passes, all }
+        Self { passes, all, od }
     }
 
     /// Every text searched for: `Remote::hide` sends a script holding one on stdin.
@@ -103,6 +108,13 @@ impl Mask {
                 ms.push((m.start(), m.end(), a, m.pattern().as_usize()));
             }
         }
+        let od = self.passes.len();
+        ms.extend(
+            self.od
+                .find(data)
+                .into_iter()
+                .map(|(s, e, i)| (s, e, od, i)),
+        );
         if ms.is_empty() {
             return None;
         }
@@ -114,7 +126,11 @@ impl Mask {
                 continue;
             }
             out.extend_from_slice(&data[at..start]);
-            out.extend_from_slice(self.passes[a].1[i].as_bytes());
+            let shown = match self.passes.get(a) {
+                Some(p) => &p.1[i],
+                None => self.od.shown(i),
+            };
+            out.extend_from_slice(shown.as_bytes());
             at = end;
         }
         out.extend_from_slice(&data[at..]);

@@ -299,10 +299,8 @@ pub(super) async fn run_probe(
         .await
         .map_err(|e| ("probe".to_string(), mask.error(e)))?;
     if !out.success() {
-        return Err((
-            "probe".into(),
-            RemoteError::Failed(mask.text(&crate::remote::describe_failure_stderr(&out))),
-        ));
+        let why = probe_failure(probe, &out, mask);
+        return Err(("probe".into(), RemoteError::Failed(why)));
     }
     probe
         .parse(&String::from_utf8_lossy(&out.stdout))
@@ -319,4 +317,71 @@ pub(super) async fn run_probe(
             };
             (at, RemoteError::Failed(mask.text(&e.to_string())))
         })
+}
+
+/// A failed probe described by its stderr (its stdout holds the host's secret files), masked
+/// with `mask`, then with the secret values it has already printed, shown as `********`
+/// (`ProbeScript::secrets_read`: the host's secrets are otherwise learnt from a parsed answer,
+/// which a failed probe does not give).
+fn probe_failure(probe: &ProbeScript, out: &crate::ssh::ExecOutput, mask: &Mask) -> String {
+    let read: Vec<(String, Secret)> = (probe.secrets_read(&out.stdout).into_iter())
+        .map(|v| (String::new(), v))
+        .collect();
+    let text = mask.text(&crate::remote::describe_failure_stderr(out));
+    Mask::new(&read, &[]).text(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The secret values a probe printed before it failed are masked in its description
+    /// (its stderr), in any form, beside the secrets known before (`mask`); its stdout is
+    /// never shown. The output is cut inside a second value: the start it holds is masked.
+    #[test]
+    fn a_failed_probe_is_described_without_the_secrets_it_read() {
+        use base64::Engine as _;
+        let mut probe = ProbeScript::default();
+        for p in ["/srv/a", "/srv/b"] {
+            probe.add(crate::fact::Request::Secret {
+                path: p.into(),
+                guard: None,
+            });
+        }
+        let host = "host-secret-\u{e9}-1234";
+        let cut = "second-secret-cut-off-here";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{host}\n"));
+        let od: String = cut.bytes().map(|b| format!(" {b:02x}")).collect();
+        let stdout = format!(
+            "@fact-os\tlinux\n@0\tpresent\t600 root root\t{b64}\n@secrets\t1\n\
+             @secrets-st\t600 root root 26\n@secrets-od\t{}",
+            &od[..od.len() - 20]
+        );
+        let hex: String = host.bytes().map(|b| format!("{b:02x}")).collect();
+        let od_host: String = host.bytes().map(|b| format!(" {b:02x}")).collect();
+        let stderr = format!(
+            "raw {host}\nhex {hex} {}\n{}\nop op-secret-value\ncut {cut}\n",
+            hex.to_uppercase(),
+            od_host.trim()
+        );
+        let out = crate::ssh::ExecOutput {
+            exit_status: Some(1),
+            stdout: stdout.into_bytes(),
+            stderr: stderr.into_bytes(),
+            ..Default::default()
+        };
+        let mask = Mask::new(&[("OP".into(), Secret::new("op-secret-value"))], &[]);
+        let why = probe_failure(&probe, &out, &mask);
+        assert_eq!(
+            why,
+            "exit status 1: raw ******** | hex ******** ******** | ******** | \
+             op <secret:OP> | cut ********ff-here"
+        );
+        // Without the records, the same stderr shows the host's secret.
+        let bare = crate::ssh::ExecOutput {
+            stdout: vec![],
+            ..out
+        };
+        assert!(probe_failure(&probe, &bare, &mask).contains(host));
+    }
 }
