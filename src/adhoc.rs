@@ -16,7 +16,7 @@ use crate::remote::RemoteError;
 use crate::report::terminal::safe;
 use crate::secret::Secret;
 use crate::ssh::capture::Capture;
-use crate::ssh::{Chunk, ExecOutput, Keep, Limits, PassphraseSource};
+use crate::ssh::{Chunk, ExecOutput, Keep, Limits};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -35,7 +35,9 @@ const LIVE_AFTER: Duration = Duration::from_secs(2);
 pub struct Options {
     pub forks: usize,
     pub become_password: Option<Secret>,
-    pub passphrases: Arc<dyn PassphraseSource>,
+    /// The command's connection state (passphrases, key and known_hosts caches, jump chains,
+    /// the host keys learned on the way).
+    pub ssh: crate::ssh::Client,
     /// Overrides every host's `command_timeout`.
     pub timeout: Option<Duration>,
     /// Bytes kept per host and stream for the terminal and JSON (first and last halves).
@@ -329,13 +331,12 @@ async fn one_host(
             })?),
             None => None,
         };
-        let remote =
-            crate::connect::connect(h, opts.become_password.clone(), opts.passphrases.as_ref())
-                .await
-                .map_err(|e| Failure {
-                    unreachable: e.is_unreachable(),
-                    reason: e.to_string(),
-                })?;
+        let remote = crate::connect::connect(h, opts.become_password.clone(), &opts.ssh)
+            .await
+            .map_err(|e| Failure {
+                unreachable: e.is_unreachable(),
+                reason: e.to_string(),
+            })?;
         let timeout = opts.timeout.unwrap_or(h.command_timeout);
         let (tee, mut chunks) = mpsc::channel::<Chunk>(16);
         // The client keeps only what the become diagnostics need; the output itself flows

@@ -19,16 +19,17 @@ use std::path::PathBuf;
 use crate::inventory::{Host, JumpHost};
 use crate::remote::{Become, Remote};
 use crate::secret::Secret;
-use crate::ssh::{self, ConnectSpec, JumpSpec, PassphraseSource};
+use crate::ssh::{self, ConnectSpec, JumpSpec};
 
 /// Connects to a host (its address, keys, known_hosts, timeouts, jump hosts) and wraps the
-/// session with its become settings.
+/// session with its become settings. `client`: the command's connection state (passphrases, key
+/// and known_hosts caches, jump chains, learned host keys).
 pub async fn connect(
     h: &Host,
     become_password: Option<Secret>,
-    passphrases: &dyn PassphraseSource,
+    client: &ssh::Client,
 ) -> Result<Remote, ssh::SshError> {
-    let session = ssh::Session::connect(&spec(h), passphrases).await?;
+    let session = ssh::Session::connect(&spec(h), client).await?;
     Ok(Remote::new(session, become_of(h, become_password)))
 }
 

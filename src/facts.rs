@@ -9,7 +9,6 @@
 use crate::fact::{HostFacts, ProbeScript, SystemFacts};
 use crate::inventory::Host;
 use crate::secret::Secret;
-use crate::ssh::PassphraseSource;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -23,7 +22,9 @@ pub const FREE_DIRS: [&str; 3] = ["/", "/tmp", "/var"];
 pub struct Options {
     pub forks: usize,
     pub become_password: Option<Secret>,
-    pub passphrases: Arc<dyn PassphraseSource>,
+    /// The command's connection state (passphrases, key and known_hosts caches, jump chains,
+    /// the host keys learned on the way).
+    pub ssh: crate::ssh::Client,
 }
 
 /// What the probe of one host found.
@@ -193,13 +194,12 @@ pub async fn gather(hosts: Vec<Host>, opts: Options) -> Vec<HostReport> {
 async fn one_host(h: &Host, opts: &Options) -> HostReport {
     let start = Instant::now();
     let outcome = async {
-        let remote =
-            crate::connect::connect(h, opts.become_password.clone(), opts.passphrases.as_ref())
-                .await
-                .map_err(|e| Failure {
-                    unreachable: e.is_unreachable(),
-                    reason: format!("connect: {e}"),
-                })?;
+        let remote = crate::connect::connect(h, opts.become_password.clone(), &opts.ssh)
+            .await
+            .map_err(|e| Failure {
+                unreachable: e.is_unreachable(),
+                reason: format!("connect: {e}"),
+            })?;
         let probe = ProbeScript::host_report(&FREE_DIRS);
         let res = remote.run(&probe.script(), b"", h.command_timeout).await;
         remote.session.close().await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::inventory::Host;
 use crate::ssh::known_hosts::{self, AddOutcome, HostKeyStatus, KnownHosts};
-use crate::ssh::{PassphraseSource, PublicKey, Session};
+use crate::ssh::{PublicKey, Session};
 
 /// What was found for one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,15 +67,15 @@ pub async fn scan(
     hosts: Vec<Host>,
     forks: usize,
     pin: bool,
-    pass: Arc<dyn PassphraseSource>,
+    client: &crate::ssh::Client,
 ) -> Vec<KeyReport> {
     let sem = Arc::new(tokio::sync::Semaphore::new(forks.max(1)));
     let mut tasks = Vec::new();
     for h in hosts {
-        let (sem, pass) = (sem.clone(), pass.clone());
+        let (sem, client) = (sem.clone(), client.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire().await.expect("semaphore is never closed");
-            one(h, pin, pass.as_ref()).await
+            one(h, pin, &client).await
         }));
     }
     let mut out = Vec::new();
@@ -94,7 +94,7 @@ pub async fn scan(
     out
 }
 
-async fn one(h: Host, pin: bool, pass: &dyn PassphraseSource) -> KeyReport {
+async fn one(h: Host, pin: bool, client: &crate::ssh::Client) -> KeyReport {
     let spec = crate::connect::spec(&h);
     let mut r = KeyReport {
         host: h.name.clone(),
@@ -103,7 +103,7 @@ async fn one(h: Host, pin: bool, pass: &dyn PassphraseSource) -> KeyReport {
         fingerprint: None,
         state: KeyState::Failed(String::new()),
     };
-    let key = match Session::scan_host_key(&spec, pass).await {
+    let key = match Session::scan_host_key(&spec, client).await {
         Ok(k) => k,
         Err(e) => {
             r.state = KeyState::Failed(e.to_string());

@@ -150,7 +150,7 @@ pub fn ssh_config(data: &[u8]) {
 /// kind), as `run` builds it.
 pub fn probe_script() -> ProbeScript {
     let mut p = ProbeScript::for_host("fuzz");
-    p.take_lock("fuzz", false);
+    p.take_lock("fuzz", "unknown:1:1", false);
     p.add_upload_dir("/opt/app");
     p.add_upload_dir("/srv");
     p.add(Request::Path("/opt/app/a".into())); // 0

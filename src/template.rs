@@ -5,14 +5,14 @@
 //!
 //! # Secret taint: which rendered text a secret flowed into
 //!
-//! Inside [`track`], every render whose context can carry a secret (the template names
+//! Inside [`Renderer::track`], every render whose context can carry a secret (the template names
 //! `secrets` or `__tera_context`, or a variable it uses holds a text that was itself rendered
 //! from a secret, e.g. a template step's `vars`) is rendered three times: with the real
 //! values, with each secret replaced by its marker `<secret:NAME>` ([`marker`]), and with each
 //! replaced by a second, unrelated stand-in of another length and alphabet. The result is
 //! **tainted** when either substitute rendering differs from the real one (or fails): then
 //! some output depended on a secret value, through whatever Tera did with it (any filter,
-//! `set`, a macro, a loop, a test, slicing, string concatenation, `__tera_context`). [`track`]
+//! `set`, a macro, a loop, a test, slicing, string concatenation, `__tera_context`). `track`
 //! returns each tainted text with its display rendering (the marker version), which is what
 //! every output shows instead of it (`run::Mask`), and the runner sends every script built
 //! from a tainted text on stdin. Why this construction and not a static reading of the
@@ -129,38 +129,79 @@ fn context(p: &Parsed, ctx: &Map<String, Value>, overlay: &Map<String, Value>) -
     c
 }
 
-/// Parsed templates, by name and source: each distinct template text of a run is parsed once,
-/// however many hosts render it (parsing is most of the cost of a render).
-fn parsed(name: &str, source: &str) -> Result<std::sync::Arc<Parsed>, tera::Error> {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock};
-    type Cache = Mutex<HashMap<(String, String), Arc<Parsed>>>;
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let key = (name.to_string(), source.to_string());
-    if let Some(t) = cache
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(&key)
-    {
-        return Ok(t.clone());
+/// What the renders of one run share (owned by the run's preparation, `run::PlaybookInfo`, and
+/// reached through a [`Renderer`]; it lives as long as the run):
+/// - the parsed templates, by name and source: each distinct template text of a run is parsed
+///   once, however many hosts render it (parsing is most of the cost of a render);
+/// - the rendered texts, by template and the values of the variables it names ([`memo_key`]):
+///   e.g. an nginx.conf listing every backend of a 200-host inventory is rendered once, not once
+///   per host (never a text that uses `secrets`).
+///
+/// Each holds at most 4096 entries (then it starts over): a bound a playbook's own templates
+/// never reach.
+#[derive(Default)]
+pub struct Cache {
+    parsed: std::sync::Mutex<std::collections::HashMap<(String, String), std::sync::Arc<Parsed>>>,
+    memo: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<str>>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("template::Cache").finish_non_exhaustive()
     }
-    let mut tera = tera::Tera::default();
-    tera.autoescape_on(vec![]);
-    register(&mut tera);
-    tera.add_raw_template(name, source)?;
-    let p = Arc::new(Parsed {
-        tera,
-        words: tag_words(source),
-    });
-    let mut c = cache
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if c.len() >= 4096 {
-        c.clear(); // a bound, never reached by a playbook's own templates
+}
+
+impl Cache {
+    /// The parsed template `name` with text `source`, parsed at most once.
+    fn parsed(&self, name: &str, source: &str) -> Result<std::sync::Arc<Parsed>, tera::Error> {
+        let key = (name.to_string(), source.to_string());
+        if let Some(t) = (self.parsed.lock())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(t.clone());
+        }
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(vec![]);
+        register(&mut tera);
+        tera.add_raw_template(name, source)?;
+        let p = std::sync::Arc::new(Parsed {
+            tera,
+            words: tag_words(source),
+        });
+        let mut c = (self.parsed.lock()).unwrap_or_else(std::sync::PoisonError::into_inner);
+        if c.len() >= 4096 {
+            c.clear(); // a bound, never reached by a playbook's own templates
+        }
+        c.insert(key, p.clone());
+        Ok(p)
     }
-    c.insert(key, p.clone());
-    Ok(p)
+
+    /// A memoised rendering.
+    fn memo(&self, key: &[u8; 32]) -> Option<std::sync::Arc<str>> {
+        (self.memo.lock())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// Memoises a rendering.
+    fn remember(&self, key: [u8; 32], out: &str) {
+        let mut c = (self.memo.lock()).unwrap_or_else(std::sync::PoisonError::into_inner);
+        if c.len() >= 4096 {
+            c.clear(); // a bound
+        }
+        c.insert(key, out.into());
+    }
+}
+
+/// Renders templates through a run's [`Cache`], and notes which rendered texts a secret flowed
+/// into while [`Renderer::track`] runs. Made per use (one host's render, say), so its tracking
+/// is that use's own; not `Sync` (tracking is the state of one thread's render).
+pub struct Renderer<'a> {
+    cache: &'a Cache,
+    /// The tainted texts found by the innermost [`Renderer::track`] running; None outside one.
+    tracker: std::cell::RefCell<Option<Vec<Tainted>>>,
 }
 
 /// The filters and functions we add to (or take from) Tera's.
@@ -193,74 +234,185 @@ fn shell_quote_filter(
     Ok(Value::String(crate::quote::quote(&s)))
 }
 
-/// Renders template text. `name` is used in errors.
+/// Renders template text with a cache of its own (nothing shared, nothing tracked): for a
+/// one-off render. `name` is used in errors. A run renders through its [`Renderer`].
 pub fn render(name: &Path, source: &str, ctx: &Map<String, Value>) -> Result<String, RenderError> {
-    render_with(name, source, ctx, &Map::new())
+    Renderer::new(&Cache::default()).render(name, source, ctx)
 }
 
-/// Renders template text with `ctx` and, over it, the variables of `overlay`.
-pub fn render_with(
-    name: &Path,
-    source: &str,
-    ctx: &Map<String, Value>,
-    overlay: &Map<String, Value>,
-) -> Result<String, RenderError> {
-    render_inner(name, source, ctx, overlay, true)
+/// Renders a templated string argument with a cache of its own (see [`render`]); plain strings
+/// are returned as they are.
+pub fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
+    Renderer::new(&Cache::default()).render_str(s, ctx)
 }
 
-/// [`render_with`]; `tracked`: whether a render inside [`track`] is checked for taint.
-fn render_inner(
-    name: &Path,
-    source: &str,
-    ctx: &Map<String, Value>,
-    overlay: &Map<String, Value>,
-    tracked: bool,
-) -> Result<String, RenderError> {
-    let key = name.to_string_lossy();
-    let err = |e: tera::Error| {
-        let message = tera_message(&e);
-        RenderError {
-            file: Some(name.to_path_buf()),
-            line: missing_var_line(source, &message),
-            message,
-        }
-    };
-    let p = parsed(&key, source).map_err(err)?;
-    if tracked && let Some(seen) = tracking_seen() {
-        let taint = secret_context(&p, ctx, overlay, &seen);
-        if taint {
-            return render_tainted(&key, &p, ctx, overlay, &seen).map_err(err);
+impl<'a> Renderer<'a> {
+    /// A renderer through `cache`, tracking nothing until [`Renderer::track`].
+    pub fn new(cache: &'a Cache) -> Self {
+        Renderer {
+            cache,
+            tracker: std::cell::RefCell::new(None),
         }
     }
-    // The same template with the same values of the variables it names renders the same text:
-    // e.g. an nginx.conf listing every backend of a 200-host inventory is rendered once, not
-    // once per host. Not for text that uses `secrets` (kept out of the cache).
-    let memo = memo_key(&key, source, &p, ctx, overlay);
-    if let Some(k) = &memo
-        && let Some(out) = memo_cache()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(k)
-    {
-        return Ok(out.to_string());
+
+    /// Renders template text. `name` is used in errors.
+    pub fn render(
+        &self,
+        name: &Path,
+        source: &str,
+        ctx: &Map<String, Value>,
+    ) -> Result<String, RenderError> {
+        self.render_with(name, source, ctx, &Map::new())
     }
-    let mut out = p
-        .tera
-        .render(&key, &context(&p, ctx, overlay))
-        .map_err(err)?;
-    // Tera sizes its buffer for the template, not the result: a path rendered from a short
-    // string would keep kilobytes (per host, per argument) unless trimmed.
-    out.shrink_to_fit();
-    if let Some(k) = memo {
-        let mut c = memo_cache()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if c.len() >= 4096 {
-            c.clear(); // a bound
+
+    /// Renders template text with `ctx` and, over it, the variables of `overlay`.
+    pub fn render_with(
+        &self,
+        name: &Path,
+        source: &str,
+        ctx: &Map<String, Value>,
+        overlay: &Map<String, Value>,
+    ) -> Result<String, RenderError> {
+        self.render_inner(name, source, ctx, overlay, true)
+    }
+
+    /// [`Renderer::render_with`]; `tracked`: whether a render inside [`Renderer::track`] is
+    /// checked for taint.
+    fn render_inner(
+        &self,
+        name: &Path,
+        source: &str,
+        ctx: &Map<String, Value>,
+        overlay: &Map<String, Value>,
+        tracked: bool,
+    ) -> Result<String, RenderError> {
+        let key = name.to_string_lossy();
+        let err = |e: tera::Error| {
+            let message = tera_message(&e);
+            RenderError {
+                file: Some(name.to_path_buf()),
+                line: missing_var_line(source, &message),
+                message,
+            }
+        };
+        let p = self.cache.parsed(&key, source).map_err(err)?;
+        if tracked && let Some(seen) = self.tracking_seen() {
+            let taint = secret_context(&p, ctx, overlay, &seen);
+            if taint {
+                return self
+                    .render_tainted(&key, &p, ctx, overlay, &seen)
+                    .map_err(err);
+            }
         }
-        c.insert(k, out.as_str().into());
+        // The same template with the same values of the variables it names renders the same
+        // text: e.g. an nginx.conf listing every backend of a 200-host inventory is rendered
+        // once, not once per host. Not for text that uses `secrets` (kept out of the cache).
+        let memo = memo_key(&key, source, &p, ctx, overlay);
+        if let Some(k) = &memo
+            && let Some(out) = self.cache.memo(k)
+        {
+            return Ok(out.to_string());
+        }
+        let mut out = p
+            .tera
+            .render(&key, &context(&p, ctx, overlay))
+            .map_err(err)?;
+        // Tera sizes its buffer for the template, not the result: a path rendered from a short
+        // string would keep kilobytes (per host, per argument) unless trimmed.
+        out.shrink_to_fit();
+        if let Some(k) = memo {
+            self.cache.remember(k, &out);
+        }
+        Ok(out)
     }
-    Ok(out)
+
+    /// Runs `f` and returns, besides its result, every tainted text rendered by this renderer
+    /// inside it (each text once). Nested calls also report to the outer one.
+    pub fn track<T>(&self, f: impl FnOnce() -> T) -> (T, Vec<Tainted>) {
+        struct Restore<'r>(
+            &'r std::cell::RefCell<Option<Vec<Tainted>>>,
+            Option<Vec<Tainted>>,
+        );
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                let prev = self.1.take();
+                let t = self.0;
+                let mine = std::mem::replace(&mut *t.borrow_mut(), prev);
+                if let (Some(outer), Some(mine)) = (t.borrow_mut().as_mut(), mine) {
+                    for x in mine {
+                        if !outer.contains(&x) {
+                            outer.push(x);
+                        }
+                    }
+                }
+            }
+        }
+        let prev = self.tracker.borrow_mut().replace(Vec::new());
+        let restore = Restore(&self.tracker, prev);
+        let out = f();
+        let found = self.tracker.borrow().clone().unwrap_or_default();
+        drop(restore);
+        (out, found)
+    }
+
+    /// The tainted texts of the running [`Renderer::track`] so far; None outside one.
+    fn tracking_seen(&self) -> Option<Vec<Tainted>> {
+        self.tracker.borrow().clone()
+    }
+
+    fn note_tainted(&self, x: Tainted) {
+        if let Some(v) = self.tracker.borrow_mut().as_mut()
+            && !v.contains(&x)
+        {
+            v.push(x);
+        }
+    }
+
+    /// Renders a templated string argument; plain strings are returned as they are.
+    pub fn render_str(&self, s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
+        if !s.contains("{{") && !s.contains("{%") && !s.contains("{#") {
+            return Ok(s.to_string());
+        }
+        self.render(Path::new("value"), s, ctx)
+            .map_err(|e| e.message)
+    }
+
+    /// Renders every string inside a TOML value.
+    pub fn render_value(
+        &self,
+        v: &toml::Value,
+        ctx: &Map<String, Value>,
+    ) -> Result<toml::Value, String> {
+        Ok(match v {
+            toml::Value::String(s) => toml::Value::String(self.render_str(s, ctx)?),
+            toml::Value::Array(a) => toml::Value::Array(
+                a.iter()
+                    .map(|x| self.render_value(x, ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            toml::Value::Table(t) => toml::Value::Table(
+                t.iter()
+                    .map(|(k, x)| Ok((k.clone(), self.render_value(x, ctx)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// Evaluates a `when` expression (Tera syntax, e.g. `env == "prod" and host.name !=
+    /// "db-1"`). Never tracked: its result is a choice, never shown.
+    pub fn eval_when(&self, expr: &str, ctx: &Map<String, Value>) -> Result<bool, String> {
+        let out = self
+            .render_inner(
+                Path::new("when"),
+                &format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}"),
+                ctx,
+                &Map::new(),
+                false,
+            )
+            .map_err(|e| format!("`when = {expr:?}`: {}", e.message))?;
+        Ok(out == "true")
+    }
 }
 
 /// A text rendered from a secret (see the module docs): never shown, never on a command line.
@@ -294,53 +446,6 @@ fn alternate(name: &str) -> String {
 
 /// What an output shows for a secret-dependent text whose marker rendering failed.
 pub const HIDDEN: &str = "<secret-dependent value>";
-
-thread_local! {
-    /// The tainted texts found by the innermost [`track`] running on this thread.
-    static TRACKER: std::cell::RefCell<Option<Vec<Tainted>>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Runs `f` and returns, besides its result, every tainted text rendered inside it (each text
-/// once). Nested calls also report to the outer one.
-pub fn track<T>(f: impl FnOnce() -> T) -> (T, Vec<Tainted>) {
-    struct Restore(Option<Vec<Tainted>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let prev = self.0.take();
-            TRACKER.with(|t| {
-                let mine = std::mem::replace(&mut *t.borrow_mut(), prev);
-                if let (Some(outer), Some(mine)) = (t.borrow_mut().as_mut(), mine) {
-                    for x in mine {
-                        if !outer.contains(&x) {
-                            outer.push(x);
-                        }
-                    }
-                }
-            });
-        }
-    }
-    let prev = TRACKER.with(|t| t.borrow_mut().replace(Vec::new()));
-    let restore = Restore(prev);
-    let out = f();
-    let found = TRACKER.with(|t| t.borrow().clone().unwrap_or_default());
-    drop(restore);
-    (out, found)
-}
-
-/// The tainted texts of the running [`track`] so far; None outside one.
-fn tracking_seen() -> Option<Vec<Tainted>> {
-    TRACKER.with(|t| t.borrow().clone())
-}
-
-fn note_tainted(x: Tainted) {
-    TRACKER.with(|t| {
-        if let Some(v) = t.borrow_mut().as_mut()
-            && !v.contains(&x)
-        {
-            v.push(x);
-        }
-    });
-}
 
 /// Whether a value holds (as one of its strings) a text rendered from a secret.
 fn holds_tainted(v: &Value, seen: &[Tainted]) -> bool {
@@ -409,53 +514,49 @@ fn substitute(key: Option<&str>, v: &Value, seen: &[Tainted], how: Stand) -> Val
     }
 }
 
-/// Renders a template whose context can carry a secret three times (see the module docs) and
-/// notes the result as tainted when it depends on a secret.
-fn render_tainted(
-    key: &str,
-    p: &Parsed,
-    ctx: &Map<String, Value>,
-    overlay: &Map<String, Value>,
-    seen: &[Tainted],
-) -> Result<String, tera::Error> {
-    let with = |how: Option<Stand>| {
-        let c = match how {
-            None => context(p, ctx, overlay),
-            Some(how) => {
-                let mut c = tera::Context::new();
-                for (k, v) in ctx.iter().chain(overlay) {
-                    if p.words.contains(k) {
-                        c.insert(k.as_str(), &substitute(Some(k), v, seen, how));
+impl Renderer<'_> {
+    /// Renders a template whose context can carry a secret three times (see the module docs) and
+    /// notes the result as tainted when it depends on a secret.
+    fn render_tainted(
+        &self,
+        key: &str,
+        p: &Parsed,
+        ctx: &Map<String, Value>,
+        overlay: &Map<String, Value>,
+        seen: &[Tainted],
+    ) -> Result<String, tera::Error> {
+        let with = |how: Option<Stand>| {
+            let c = match how {
+                None => context(p, ctx, overlay),
+                Some(how) => {
+                    let mut c = tera::Context::new();
+                    for (k, v) in ctx.iter().chain(overlay) {
+                        if p.words.contains(k) {
+                            c.insert(k.as_str(), &substitute(Some(k), v, seen, how));
+                        }
                     }
+                    c
                 }
-                c
-            }
+            };
+            p.tera.render(key, &c)
         };
-        p.tera.render(key, &c)
-    };
-    let display = with(Some(Stand::Marker));
-    let real = match with(None) {
-        Ok(r) => r,
-        // A failure with the real values only: its message may quote them (the runner's
-        // mask hides them); one the marker rendering shares is reported as that one.
-        Err(e) => return Err(display.err().unwrap_or(e)),
-    };
-    let alt = with(Some(Stand::Alternate)).ok();
-    if display.as_ref().ok() != Some(&real) || alt.as_ref() != Some(&real) {
-        note_tainted(Tainted {
-            real: real.clone(),
-            display: display.unwrap_or_else(|_| HIDDEN.to_string()),
-            alt,
-        });
+        let display = with(Some(Stand::Marker));
+        let real = match with(None) {
+            Ok(r) => r,
+            // A failure with the real values only: its message may quote them (the runner's
+            // mask hides them); one the marker rendering shares is reported as that one.
+            Err(e) => return Err(display.err().unwrap_or(e)),
+        };
+        let alt = with(Some(Stand::Alternate)).ok();
+        if display.as_ref().ok() != Some(&real) || alt.as_ref() != Some(&real) {
+            self.note_tainted(Tainted {
+                real: real.clone(),
+                display: display.unwrap_or_else(|_| HIDDEN.to_string()),
+                alt,
+            });
+        }
+        Ok(real)
     }
-    Ok(real)
-}
-
-type MemoCache = std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<str>>>;
-
-fn memo_cache() -> &'static MemoCache {
-    static CACHE: std::sync::OnceLock<MemoCache> = std::sync::OnceLock::new();
-    CACHE.get_or_init(Default::default)
 }
 
 /// sha256 of the template's name, its source and the variables [`context`] would give it;
@@ -500,14 +601,6 @@ pub fn check_syntax(name: &Path, source: &str) -> Result<(), RenderError> {
         })
 }
 
-/// Renders a templated string argument; plain strings are returned as they are.
-pub fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
-    if !s.contains("{{") && !s.contains("{%") && !s.contains("{#") {
-        return Ok(s.to_string());
-    }
-    render(Path::new("value"), s, ctx).map_err(|e| e.message)
-}
-
 /// Converts a TOML value (a variable, a template step's `vars`) to the JSON value that
 /// templates see (dates become strings).
 pub fn to_json(v: &toml::Value) -> Value {
@@ -527,40 +620,43 @@ pub fn table_to_json(t: &toml::Table) -> Map<String, Value> {
     t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()
 }
 
-/// Renders every string inside a TOML value.
-pub fn render_value(v: &toml::Value, ctx: &Map<String, Value>) -> Result<toml::Value, String> {
-    Ok(match v {
-        toml::Value::String(s) => toml::Value::String(render_str(s, ctx)?),
-        toml::Value::Array(a) => toml::Value::Array(
-            a.iter()
-                .map(|x| render_value(x, ctx))
-                .collect::<Result<_, _>>()?,
-        ),
-        toml::Value::Table(t) => toml::Value::Table(
-            t.iter()
-                .map(|(k, x)| Ok((k.clone(), render_value(x, ctx)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
-/// Evaluates a `when` expression (Tera syntax, e.g. `env == "prod" and host.name != "db-1"`).
-pub fn eval_when(expr: &str, ctx: &Map<String, Value>) -> Result<bool, String> {
-    let out = render_inner(
-        Path::new("when"),
-        &format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}"),
-        ctx,
-        &Map::new(),
-        false,
-    )
-    .map_err(|e| format!("`when = {expr:?}`: {}", e.message))?;
-    Ok(out == "true")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// The tests' renderer (its cache lives as long as the test thread).
+        static R: Renderer<'static> = Renderer::new(Box::leak(Box::default()));
+    }
+
+    fn render(name: &Path, source: &str, ctx: &Map<String, Value>) -> Result<String, RenderError> {
+        R.with(|r| r.render(name, source, ctx))
+    }
+
+    fn render_with(
+        name: &Path,
+        source: &str,
+        ctx: &Map<String, Value>,
+        overlay: &Map<String, Value>,
+    ) -> Result<String, RenderError> {
+        R.with(|r| r.render_with(name, source, ctx, overlay))
+    }
+
+    fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
+        R.with(|r| r.render_str(s, ctx))
+    }
+
+    fn eval_when(expr: &str, ctx: &Map<String, Value>) -> Result<bool, String> {
+        R.with(|r| r.eval_when(expr, ctx))
+    }
+
+    fn track<T>(f: impl FnOnce() -> T) -> (T, Vec<Tainted>) {
+        R.with(|r| r.track(f))
+    }
+
+    fn parsed(name: &str, source: &str) -> Result<std::sync::Arc<Parsed>, tera::Error> {
+        R.with(|r| r.cache.parsed(name, source))
+    }
 
     fn ctx() -> Map<String, Value> {
         serde_json::json!({"app": "claw", "port": 8000, "env": "prod", "hosts": ["a", "b"]})

@@ -1,6 +1,7 @@
 //! Invariants of the code map (ARCHITECTURE.md), checked by reading `src/`: every module has a
 //! `//!` doc, only `src/ssh/` names russh, only `src/report/` (and `main.rs`) writes to the
-//! terminal. Pure file reading: no lab, no binary.
+//! terminal, no process-wide mutable state (`static` cells, `thread_local!`). Pure file reading:
+//! no lab, no binary.
 
 use std::path::Path;
 
@@ -350,4 +351,78 @@ fn kinds_are_never_compared_as_strings() {
         }
     }
     assert!(hits.is_empty(), "{hits:?}");
+}
+
+/// Types whose `static` would be process-wide mutable state (interior mutability).
+const CELLS: [&str; 8] = [
+    "OnceLock", "OnceCell", "LazyLock", "Mutex", "RwLock", "Atomic", "RefCell", "Cell",
+];
+
+/// Process-wide state that is allowed, with the reason: (file, what).
+const GLOBALS_ALLOWED: &[(&str, &str)] = &[
+    // An immutable value (the probe script the fuzz target parses against), built once per
+    // fuzzing thread: nothing in it changes.
+    ("src/fuzzing.rs", "thread_local!"),
+];
+
+/// The process-wide mutable state declared in `text`: each `static NAME: TYPE` whose type names
+/// one of [`CELLS`] (the declaration is read up to its `=` or `;`, so a type rustfmt wrapped
+/// onto the next line counts), and each `thread_local!`.
+fn mutable_globals(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (i, _) in text.match_indices("static ") {
+        // `static` as an item keyword: at a line start or after `pub`/`pub(crate)`, not `'static`.
+        let before = text[..i].rsplit('\n').next().unwrap_or("").trim();
+        if !(before.is_empty() || before.starts_with("pub")) {
+            continue;
+        }
+        let decl = &text[i..];
+        let end = decl.find(['=', ';']).unwrap_or(decl.len());
+        let decl = decl[..end].split_whitespace().collect::<Vec<_>>().join(" ");
+        if CELLS.iter().any(|c| decl.contains(c)) {
+            found.push(decl);
+        }
+    }
+    found.extend((0..count(text, "thread_local!")).map(|_| "thread_local!".to_string()));
+    found
+}
+
+/// Issue 18: "a cache owned by a run context and passed explicitly is fine; hidden process-wide
+/// mutable state is not". Each cache is owned by a context a command creates (`ssh::Client`, the
+/// run's `PlaybookInfo`, ...). Test modules are left out.
+#[test]
+fn no_process_wide_mutable_state() {
+    let mut globals = Vec::new();
+    for (path, text) in sources() {
+        for g in mutable_globals(&code(&without_test_modules(&text))) {
+            let allowed = GLOBALS_ALLOWED
+                .iter()
+                .any(|(f, what)| *f == path && g.contains(what));
+            if !allowed {
+                globals.push(format!("{path}: {g}"));
+            }
+        }
+    }
+    assert!(
+        globals.is_empty(),
+        "process-wide mutable state in src/ (own it in a context passed explicitly): {globals:?}"
+    );
+}
+
+#[test]
+fn the_globals_check_sees_them() {
+    let t = "static A: OnceLock<String> = OnceLock::new();\n\
+             pub(crate) static B:\n    std::sync::Mutex<u8> = Mutex::new(0);\n\
+             static C: &str = \"Mutex\";\n\
+             fn f(x: &'static Mutex<u8>) {}\n\
+             thread_local! { static D: u8 = 0; }\n\
+             const E: AtomicBool = AtomicBool::new(false);";
+    assert_eq!(
+        mutable_globals(t),
+        [
+            "static A: OnceLock<String>",
+            "static B: std::sync::Mutex<u8>",
+            "thread_local!"
+        ]
+    );
 }

@@ -171,9 +171,12 @@ pub(crate) fn render_with(
                "hostname": host}),
     );
     ctx.insert("secrets".into(), secrets);
+    let cache = template::Cache::default();
     let sources = Sources {
         files_dir: &pb.dir,
         templates_dir: &pb.templates_dir,
+        images: &Default::default(),
+        templates: &template::Renderer::new(&cache),
     };
     let mut out = Rendered {
         files: BTreeMap::new(),
@@ -183,7 +186,10 @@ pub(crate) fn render_with(
     };
     for step in &pb.steps {
         if let Some(w) = &step.when
-            && !template::eval_when(w, &ctx).map_err(|e| format!("{}: {e}", step.name))?
+            && !sources
+                .templates
+                .eval_when(w, &ctx)
+                .map_err(|e| format!("{}: {e}", step.name))?
         {
             out.skipped.push(step.name.clone());
             continue;

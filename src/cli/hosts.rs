@@ -3,8 +3,11 @@
 use super::load::{load, select};
 use super::*;
 
-pub(super) fn hosts(a: &SelectArgs) -> Result<Outcome, Error> {
-    let l = load(a, &StepFilter::default())?;
+pub(super) fn hosts(
+    a: &SelectArgs,
+    ssh: &crate::inventory::SshConfigChoice,
+) -> Result<Outcome, Error> {
+    let l = load(a, &StepFilter::default(), ssh)?;
     let hosts = select(&l, a)?;
     let ev = json::Events::default();
     for h in hosts {

@@ -4,22 +4,25 @@ use super::load::limited_hosts;
 use super::*;
 use crate::report::prompt::Passphrases;
 
-pub(super) fn fleet_keys(a: &KnownHostsArgs) -> Result<Outcome, Error> {
-    let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
+pub(super) fn fleet_keys(
+    a: &KnownHostsArgs,
+    ssh: &crate::inventory::SshConfigChoice,
+) -> Result<Outcome, Error> {
+    let inv = load_inventory(&a.inventory, ssh).map_err(Error::Config)?;
     let hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
-    let pass: Arc<dyn crate::ssh::PassphraseSource> = Arc::new(Passphrases::default());
+    let client = crate::ssh::Client::new(Arc::new(Passphrases::default()));
     let reports = rt.block_on(crate::fleet_keys::scan(
         hosts,
         usize::from(a.forks),
         a.pin,
-        pass,
+        &client,
     ));
     // Jump hosts' keys recorded on the way (accept-new).
-    let mut learned = crate::ssh::take_learned_host_keys();
+    let mut learned = client.take_learned_host_keys();
     match a.output {
         Format::Text => {
             report::out(&crate::fleet_keys::text(&reports, a.pin));

@@ -9,8 +9,12 @@ pub(super) struct Loaded {
     pub(super) selection: Option<Selection>,
 }
 
-pub(super) fn load(a: &SelectArgs, filter: &StepFilter) -> Result<Loaded, Error> {
-    let inv = load_inventory(&a.inventory);
+pub(super) fn load(
+    a: &SelectArgs,
+    filter: &StepFilter,
+    ssh: &crate::inventory::SshConfigChoice,
+) -> Result<Loaded, Error> {
+    let inv = load_inventory(&a.inventory, ssh);
     let pb_path = match (&a.playbook, &inv) {
         (Some(p), _) => Some(p.clone()),
         (None, Ok(i)) => i.playbook.clone(),

@@ -57,13 +57,13 @@ pub struct Cli {
     pub quiet: bool,
 }
 
-/// The ssh_config chosen by `--ssh-config` (set once, at the start of [`execute`]).
-static SSH_CONFIG: std::sync::OnceLock<crate::inventory::SshConfigChoice> =
-    std::sync::OnceLock::new();
-
-/// Loads an inventory with the ssh_config the command line chose.
-fn load_inventory(path: &Path) -> Result<Inventory, crate::error::ConfigErrors> {
-    Inventory::load_with(path, SSH_CONFIG.get().unwrap_or(&Default::default()))
+/// Loads an inventory with the ssh_config the command line chose (`--ssh-config`, read once by
+/// [`execute`] and passed to each command).
+fn load_inventory(
+    path: &Path,
+    ssh: &crate::inventory::SshConfigChoice,
+) -> Result<Inventory, crate::error::ConfigErrors> {
+    Inventory::load_with(path, ssh)
 }
 
 #[derive(Debug, Subcommand)]
@@ -412,20 +412,20 @@ pub fn json_requested(args: impl IntoIterator<Item = std::ffi::OsString>) -> boo
 /// Runs the parsed command; how it ended decides the exit code ([`Outcome::code`],
 /// [`Error::code`]).
 pub fn execute(cli: Cli) -> Result<Outcome, Error> {
-    let _ = SSH_CONFIG.set(match cli.ssh_config {
+    let ssh = &match cli.ssh_config {
         None => crate::inventory::SshConfigChoice::Default,
         Some(p) if p.as_os_str() == "none" => crate::inventory::SshConfigChoice::Off,
         Some(p) => crate::inventory::SshConfigChoice::File(p),
-    });
+    };
     let v = Verbosity::from_flags(cli.verbose, cli.quiet);
     match cli.command {
-        Command::Validate(a) => validate::validate(&a, v),
-        Command::Hosts(a) => hosts::hosts(&a),
-        Command::Plan(a) => plan_apply::run_cmd(options::plan(a, v)),
-        Command::Apply(a) => plan_apply::run_cmd(options::apply(a, v)),
-        Command::Run(a) => run::adhoc(&a, v),
-        Command::KnownHosts(a) => known_hosts::fleet_keys(&a),
-        Command::Facts(a) => facts::facts(&a),
+        Command::Validate(a) => validate::validate(&a, v, ssh),
+        Command::Hosts(a) => hosts::hosts(&a, ssh),
+        Command::Plan(a) => plan_apply::run_cmd(options::plan(a, v), ssh),
+        Command::Apply(a) => plan_apply::run_cmd(options::apply(a, v), ssh),
+        Command::Run(a) => run::adhoc(&a, v, ssh),
+        Command::KnownHosts(a) => known_hosts::fleet_keys(&a, ssh),
+        Command::Facts(a) => facts::facts(&a, ssh),
         Command::Completions { shell } => completions::completions(shell),
         Command::Init { dir } => init::init(&dir),
         Command::Man => completions::man(),

@@ -52,14 +52,17 @@ pub(super) fn lock_holder(pb: &Playbook) -> String {
 }
 
 /// `plan` or `apply`, from validated options.
-pub(super) fn run_cmd(o: PlanApply) -> Result<Outcome, Error> {
+pub(super) fn run_cmd(
+    o: PlanApply,
+    ssh: &crate::inventory::SshConfigChoice,
+) -> Result<Outcome, Error> {
     if o.confirm_force_unlock {
         prompt::confirm_force_unlock()?;
     }
     check_confirmable(&o, prompt::interactive())?;
     // A saved plan that cannot be used stops the run before anything else.
     let plan_file = read_saved(&o.saved)?;
-    let l = load(&o.run.select, &o.run.steps.filter())?;
+    let l = load(&o.run.select, &o.run.steps.filter(), ssh)?;
     let hosts = select(&l, &o.run.select)?;
     let prepared = crate::run::prepare(&l.inv, &l.pb, &hosts, &o.run.select.extra)?;
     let (key, inputs) = fingerprint(&o, &l, plan_file.as_deref(), &prepared)?;
@@ -78,8 +81,9 @@ pub(super) fn run_cmd(o: PlanApply) -> Result<Outcome, Error> {
         forks: usize::from(o.run.forks),
         become_password: become_password(o.run.ask_become_pass && hosts.iter().any(|h| h.become_))?,
         fetch_diffs: o.format() == Format::Text && (o.mode == Mode::Plan || o.confirm()),
-        passphrases: Arc::new(Passphrases::default()),
+        ssh: crate::ssh::Client::new(Arc::new(Passphrases::default())),
         lock_holder: (o.mode == Mode::Apply).then(|| lock_holder(&l.pb)),
+        lock_client: crate::fact::lock::local_client(),
         force_unlock: o.force_unlock,
         interrupt: interrupt.clone(),
         fingerprint: key.clone(),

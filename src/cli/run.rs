@@ -4,9 +4,13 @@ use super::load::limited_hosts;
 use super::*;
 use crate::report::prompt::{Passphrases, become_password};
 
-pub(super) fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<Outcome, Error> {
+pub(super) fn adhoc(
+    a: &AdhocArgs,
+    v: Verbosity,
+    ssh: &crate::inventory::SshConfigChoice,
+) -> Result<Outcome, Error> {
     let command = crate::adhoc::command_line(&a.command).map_err(Error::Usage)?;
-    let inv = load_inventory(&a.inventory).map_err(Error::Config)?;
+    let inv = load_inventory(&a.inventory, ssh).map_err(Error::Config)?;
     let mut hosts = limited_hosts(&inv, a.limit.as_deref(), &a.inventory)?;
     if let Some(b) = a.become_override() {
         hosts.iter_mut().for_each(|h| h.become_ = b);
@@ -18,7 +22,7 @@ pub(super) fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<Outcome, Error> {
     let opts = crate::adhoc::Options {
         forks: usize::from(a.forks),
         become_password: become_password(a.ask_become_pass && hosts.iter().any(|h| h.become_))?,
-        passphrases: Arc::new(Passphrases::default()),
+        ssh: crate::ssh::Client::new(Arc::new(Passphrases::default())),
         timeout: a.timeout,
         output_limit: a.output_limit.unwrap_or(crate::adhoc::DEFAULT_OUTPUT_LIMIT),
         output_dir: a.output_dir.clone(),
@@ -33,6 +37,7 @@ pub(super) fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<Outcome, Error> {
     let format = a.output;
     // Whether the live text shown last ended a line.
     let mut at_line_start = true;
+    let client = opts.ssh.clone();
     let results = rt.block_on(crate::adhoc::run(hosts, command, opts, |shown| {
         use crate::adhoc::Shown;
         let text = match (format, shown) {
@@ -59,7 +64,7 @@ pub(super) fn adhoc(a: &AdhocArgs, v: Verbosity) -> Result<Outcome, Error> {
         }
         report::out_now(&text);
     }));
-    let mut learned = crate::ssh::take_learned_host_keys();
+    let mut learned = client.take_learned_host_keys();
     match format {
         Format::Text => report::out(&format!(
             "{}{}",

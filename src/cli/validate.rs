@@ -3,9 +3,13 @@
 use super::load::{load, select};
 use super::*;
 
-pub(super) fn validate(va: &ValidateArgs, v: Verbosity) -> Result<Outcome, Error> {
+pub(super) fn validate(
+    va: &ValidateArgs,
+    v: Verbosity,
+    ssh: &crate::inventory::SshConfigChoice,
+) -> Result<Outcome, Error> {
     let a = &va.select;
-    let l = load(a, &va.steps.filter())?;
+    let l = load(a, &va.steps.filter(), ssh)?;
     let hosts = select(&l, a)?;
     crate::run::prepare(&l.inv, &l.pb, &hosts, &a.extra)?;
     let steps = l.pb.steps.len();

@@ -246,15 +246,12 @@ claw_lock
 /// boot) and our pid namespace (containers of one image on one kernel share both); then our pid
 /// and our start time (in clock ticks since boot, from `/proc/self/stat`; a pid reused later has
 /// another). Without a boot id or a pid namespace to read, INSTANCE is `unknown`, which
-/// [`local_client_gone`] never matches.
+/// [`local_client_gone`] never matches. Reads files: the command computes it once and passes it
+/// in `run::RunOptions::lock_client`.
 pub fn local_client() -> String {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| {
-        let pid = std::process::id();
-        let instance = instance().unwrap_or_else(|| "unknown".into());
-        format!("{instance}:{pid}:{}", start_time(pid).unwrap_or(0))
-    })
-    .clone()
+    let pid = std::process::id();
+    let instance = instance().unwrap_or_else(|| "unknown".into());
+    format!("{instance}:{pid}:{}", start_time(pid).unwrap_or(0))
 }
 
 /// Whether `client` (as recorded by [`command`]) is a process of this very system (same

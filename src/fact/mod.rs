@@ -123,8 +123,8 @@ pub struct ProbeScript {
     facts: bool,
     /// Read the handler journal of this playbook.
     journal: Option<String>,
-    /// Take the apply lock: (holder description, force).
-    lock: Option<(String, bool)>,
+    /// Take the apply lock: (holder description, this process as a lock client, force).
+    lock: Option<(String, String, bool)>,
     /// The `facts` command's probe: memory, CPUs and uptime too; a preflight problem is
     /// reported with the facts instead of failing the probe.
     report: bool,
@@ -157,13 +157,14 @@ impl ProbeScript {
     }
 
     /// Takes the host's apply lock in this script (see [`lock`]).
-    pub fn take_lock(&mut self, holder: &str, force: bool) {
-        self.lock = Some((holder.to_string(), force));
+    /// `client`: this process as [`lock::local_client`] describes it (computed once per command).
+    pub fn take_lock(&mut self, holder: &str, client: &str, force: bool) {
+        self.lock = Some((holder.to_string(), client.to_string(), force));
     }
 
     /// Whether the lock section is there and breaks the current holder's lock.
     pub fn lock_forced(&self) -> bool {
-        matches!(self.lock, Some((_, true)))
+        matches!(self.lock, Some((_, _, true)))
     }
 
     /// The requests, by id.
@@ -218,8 +219,8 @@ impl ProbeScript {
         if self.report {
             s.push_str(host::SYSTEM);
         }
-        if let Some((holder, force)) = &self.lock {
-            s.push_str(&lock::command(holder, &lock::local_client(), *force));
+        if let Some((holder, client, force)) = &self.lock {
+            s.push_str(&lock::command(holder, client, *force));
         }
         if let Some(pb) = &self.journal {
             s.push_str(&host::journal_command(pb));

@@ -170,6 +170,7 @@ impl Desired {
         a: TemplateArgs,
         templates_dir: &Path,
         ctx: &Map<String, Value>,
+        templates: &crate::template::Renderer<'_>,
     ) -> Result<Self, String> {
         let mode = attrs(
             &a.path,
@@ -184,8 +185,9 @@ impl Desired {
         let vars: serde_json::Map<String, serde_json::Value> = (a.vars.iter())
             .map(|(k, v)| (k.clone(), crate::template::to_json(v)))
             .collect();
-        let text =
-            crate::template::render_with(&file, &source, ctx, &vars).map_err(|e| e.to_string())?;
+        let text = templates
+            .render_with(&file, &source, ctx, &vars)
+            .map_err(|e| e.to_string())?;
         let mut d = Self::new(
             a.path,
             text.into_bytes(),
@@ -627,6 +629,7 @@ impl super::StepKind for TemplateKind {
             super::args(args)?,
             src.templates_dir,
             ctx,
+            src.templates,
         )?))
     }
 

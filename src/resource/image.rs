@@ -16,7 +16,7 @@ use crate::plan::{Action, Change, LocalSource};
 use crate::quote::quote;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,10 +114,17 @@ fn short(id: &str) -> &str {
     &h[..h.len().min(12)]
 }
 
-/// [`inspect_local`], once per reference per run (20 hosts: one `docker` call).
-pub fn local_image(reference: &str) -> Result<LocalImage, String> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Result<LocalImage, String>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
+/// The local images one run has read (held by the run's preparation and reached through
+/// [`Sources`](super::Sources), living as long as the run): [`inspect_local`] once per
+/// reference per run (20 hosts: one `docker` call), its answer or error kept.
+#[derive(Debug, Default)]
+pub struct LocalImages {
+    read: Mutex<HashMap<String, Result<LocalImage, String>>>,
+}
+
+/// [`inspect_local`] through the run's `cache`.
+pub fn local_image(reference: &str, cache: &LocalImages) -> Result<LocalImage, String> {
+    let cache = &cache.read;
     if let Some(r) = cache
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -134,8 +141,8 @@ pub fn local_image(reference: &str) -> Result<LocalImage, String> {
 }
 
 impl Desired {
-    /// From rendered arguments; reads the image on this machine.
-    pub fn from_args(a: Args) -> Result<Self, String> {
+    /// From rendered arguments; reads the image on this machine (once per run: `images`).
+    pub fn from_args(a: Args, images: &LocalImages) -> Result<Self, String> {
         check_ref("image", &a.image)?;
         if let Some(t) = &a.tag {
             check_ref("tag", t)?;
@@ -143,7 +150,7 @@ impl Desired {
                 return Err(format!("`tag = \"{t}\"` must be a name, not an image ID"));
             }
         }
-        let local = local_image(&a.image)?;
+        let local = local_image(&a.image, images)?;
         Ok(Self::new(a, local))
     }
 
@@ -300,11 +307,12 @@ impl super::StepKind for ImageKind {
         &self,
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
-        _: &super::Sources<'_>,
+        src: &super::Sources<'_>,
     ) -> Result<super::Desired, String> {
-        Ok(super::Desired::Image(Desired::from_args(super::args(
-            args,
-        )?)?))
+        Ok(super::Desired::Image(Desired::from_args(
+            super::args(args)?,
+            src.images,
+        )?))
     }
 
     fn makes_watchers_stale(&self) -> bool {

@@ -118,6 +118,10 @@ pub struct Sources<'a> {
     /// `src` of `file` steps is relative to this (the playbook's directory).
     pub files_dir: &'a Path,
     pub templates_dir: &'a Path,
+    /// The local images the run has read (`image` steps; owned by the run).
+    pub images: &'a image::LocalImages,
+    /// Renders the templated arguments and template files, through the run's template cache.
+    pub templates: &'a crate::template::Renderer<'a>,
 }
 
 /// Builds the desired state of a step for one host: renders its templated arguments (and its
@@ -128,7 +132,7 @@ pub fn desired(
     ctx: &Map<String, Value>,
     src: &Sources<'_>,
 ) -> Result<Desired, String> {
-    let rendered = crate::template::render_value(&toml::Value::Table(args.clone()), ctx)?;
+    let rendered = (src.templates).render_value(&toml::Value::Table(args.clone()), ctx)?;
     check_no_nul(kind, &rendered)?;
     kind.desired(rendered, ctx, src)
 }
@@ -557,9 +561,12 @@ mod tests {
     #[test]
     fn nul_is_refused_wherever_it_could_reach_a_shell() {
         let ctx = Map::new();
+        let cache = crate::template::Cache::default();
         let src = Sources {
             files_dir: Path::new("."),
             templates_dir: Path::new("."),
+            images: &Default::default(),
+            templates: &crate::template::Renderer::new(&cache),
         };
         let d = |kind: &str, t: &str| desired(&kind.parse().unwrap(), &args(t), &ctx, &src);
         let e = d("command", r#"run = "echo a\u0000; touch /tmp/x""#).unwrap_err();

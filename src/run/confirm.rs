@@ -27,13 +27,9 @@ pub(super) async fn confirm_by_new_connection(
     let mut host = p.host.clone();
     host.connect_timeout = budget;
     let attempt = async {
-        let r2 = connect(
-            &host,
-            ctx.opts.become_password.clone(),
-            ctx.opts.passphrases.as_ref(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let r2 = connect(&host, ctx.opts.become_password.clone(), &ctx.opts.ssh)
+            .await
+            .map_err(|e| e.to_string())?;
         let res = r2
             .run_ok(&c.confirm_script(&token), &[], timeout)
             .await

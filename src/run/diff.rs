@@ -340,6 +340,8 @@ mod tests {
             &Sources {
                 files_dir: std::path::Path::new("."),
                 templates_dir: std::path::Path::new("."),
+                images: &Default::default(),
+                templates: &crate::template::Renderer::new(&Default::default()),
             },
         )
         .unwrap();
@@ -393,6 +395,8 @@ mod tests {
             &Sources {
                 files_dir: std::path::Path::new("."),
                 templates_dir: std::path::Path::new("."),
+                images: &Default::default(),
+                templates: &crate::template::Renderer::new(&Default::default()),
             },
         )
         .unwrap();
@@ -424,9 +428,12 @@ mod tests {
     /// before that: it is probed again when reached (a link's target had answered for it).
     #[test]
     fn paths_below_a_replaced_directory_are_probed_again() {
+        let cache = crate::template::Cache::default();
         let src = Sources {
             files_dir: std::path::Path::new("."),
             templates_dir: std::path::Path::new("."),
+            images: &Default::default(),
+            templates: &crate::template::Renderer::new(&cache),
         };
         let desired = |kind: &str, t: &str| {
             let kind = kind.parse().unwrap();

@@ -24,7 +24,6 @@ use crate::plan::HostPlan;
 use crate::remote::Remote;
 use crate::resource::Desired;
 use crate::secret::Secret;
-use crate::ssh;
 use std::time::{Duration, Instant};
 use tokio::sync::{SemaphorePermit, watch};
 
@@ -92,15 +91,10 @@ pub(super) async fn host_task(
 /// Connects to the host; None when it cannot (the outcome says why, and counts as a failure).
 async fn open(ctx: &Ctx, p: &Prepared, o: &mut HostOutcome, start: Instant) -> Option<Remote> {
     ctx.observer.phase(&p.host.name, "connecting");
-    let remote = connect(
-        &p.host,
-        ctx.opts.become_password.clone(),
-        ctx.opts.passphrases.as_ref(),
-    )
-    .await;
+    let remote = connect(&p.host, ctx.opts.become_password.clone(), &ctx.opts.ssh).await;
     // Host keys recorded under accept-new (this host's, its jump hosts', or a concurrent
     // host's): each reported once, whatever became of the connection.
-    for (who, key) in ssh::take_learned_host_keys() {
+    for (who, key) in ctx.opts.ssh.take_learned_host_keys() {
         ctx.observer.host_key_learned(&who, &key);
     }
     match remote {

@@ -207,9 +207,11 @@ mod tests {
             .as_object()
             .unwrap()
             .clone();
-        let (real, found) = crate::template::track(|| {
+        let cache = crate::template::Cache::default();
+        let r = crate::template::Renderer::new(&cache);
+        let (real, found) = r.track(|| {
             (templates.iter())
-                .map(|t| crate::template::render_str(t, &ctx).unwrap())
+                .map(|t| r.render_str(t, &ctx).unwrap())
                 .collect::<Vec<_>>()
         });
         assert_eq!(found.len(), templates.len());

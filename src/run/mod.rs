@@ -41,7 +41,6 @@ pub use self::prepare::{PlaybookInfo, Prepared, PreparedStep, prepare};
 use self::outcome::EndGuard;
 use crate::remote::RemoteError;
 use crate::secret::Secret;
-use crate::ssh::PassphraseSource;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, watch};
 
@@ -59,9 +58,15 @@ pub struct RunOptions {
     pub become_password: Option<Secret>,
     /// Fetch current contents of changed files to show diffs (costs one more round trip).
     pub fetch_diffs: bool,
-    pub passphrases: Arc<dyn PassphraseSource>,
+    /// The run's connection state: every host's and confirming connection goes through it
+    /// (one passphrase prompt per key, one connection per jump chain, known_hosts parsed once);
+    /// the host keys learned on the way are reported by each host's task.
+    pub ssh: crate::ssh::Client,
     /// apply: who takes each host's apply lock (operator, machine, pid, playbook); None: no lock.
     pub lock_holder: Option<String>,
+    /// This process as a lock client (`fact::lock::local_client`), computed once by the command:
+    /// recorded in each lock it takes, so a later run can tell a lock left by a dead run.
+    pub lock_client: String,
     /// apply --force-unlock: end the current holder's lock first.
     pub force_unlock: bool,
     /// Set on the first Ctrl-C: hosts stop before their next step, no new host starts.

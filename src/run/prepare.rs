@@ -138,6 +138,11 @@ pub struct PlaybookInfo {
     pub rollout: crate::rollout::Rollout,
     /// The `inventory` variable, the same for every host.
     pub inventory: Value,
+    /// The local images read for `image` steps: once per reference per run (prepare and every
+    /// host's render after its probe share it).
+    pub images: crate::resource::image::LocalImages,
+    /// The run's parsed templates and memoised renders (shared as `images` is).
+    pub templates: crate::template::Cache,
 }
 
 /// A host with its steps checked and ready to probe.
@@ -159,7 +164,7 @@ pub(super) struct Rendered {
     /// Per step: the desired state, or None with the reason it is skipped.
     pub(super) steps: Vec<Result<Desired, String>>,
     pub(super) handlers: Vec<Handler>,
-    /// Per step: the texts of its rendering a secret flowed into (see `template::track`).
+    /// Per step: the texts of its rendering a secret flowed into (see `Renderer::track`).
     pub(super) tainted: Vec<Vec<crate::template::Tainted>>,
     /// The handlers a secret flowed into.
     pub(super) tainted_handlers: Vec<String>,
@@ -177,9 +182,12 @@ pub(super) fn render(
     ctx: &Map<String, Value>,
     reuse: bool,
 ) -> Result<Rendered, Vec<(usize, String)>> {
+    let renderer = crate::template::Renderer::new(&pb.templates);
     let sources = Sources {
         files_dir: &pb.files_dir,
         templates_dir: &pb.templates_dir,
+        images: &pb.images,
+        templates: &renderer,
     };
     let mut errors = Vec::new();
     let mut tracker = Tracker {
@@ -217,12 +225,13 @@ impl Tracker {
     /// The desired state of a step or handler, and the texts of it a secret flowed into.
     fn desired(
         &mut self,
+        templates: &crate::template::Renderer<'_>,
         f: &mut dyn FnMut() -> Result<Desired, String>,
     ) -> (Result<Desired, String>, Vec<crate::template::Tainted>) {
         if !self.reuse {
             return (f(), Vec::new());
         }
-        let (r, t) = crate::template::track(f);
+        let (r, t) = templates.track(f);
         for x in &t {
             if !self.found.contains(x) {
                 self.found.push(x.clone());
@@ -267,7 +276,7 @@ fn render_steps(
             }
         }
         if let Some(w) = &step.when {
-            match crate::template::eval_when(w, ctx) {
+            match sources.templates.eval_when(w, ctx) {
                 Ok(true) => {}
                 Ok(false) => {
                     out.push(Err(format!("when: {w}")));
@@ -280,8 +289,9 @@ fn render_steps(
                 }
             }
         }
-        let (r, t) =
-            tracker.desired(&mut || resource::desired(&step.kind, &step.args, ctx, sources));
+        let (r, t) = tracker.desired(sources.templates, &mut || {
+            resource::desired(&step.kind, &step.args, ctx, sources)
+        });
         tainted[i] = t;
         match r {
             Ok(d) => out.push(Ok(d)),
@@ -309,7 +319,7 @@ fn render_handlers(
     for (j, h) in pb.handlers.iter().enumerate() {
         // A handler whose `when` is false on this host is never run there.
         if let Some(w) = &h.when {
-            match crate::template::eval_when(w, ctx) {
+            match sources.templates.eval_when(w, ctx) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -318,7 +328,9 @@ fn render_handlers(
                 }
             }
         }
-        let (r, t) = tracker.desired(&mut || resource::desired(&h.kind, &h.args, ctx, sources));
+        let (r, t) = tracker.desired(sources.templates, &mut || {
+            resource::desired(&h.kind, &h.args, ctx, sources)
+        });
         if !t.is_empty() {
             tainted_handlers.push(h.name.clone());
         }
@@ -384,6 +396,8 @@ fn playbook_info(inv: &Inventory, pb: &Playbook) -> Result<PlaybookInfo, ConfigE
         task: pb.task.is_some(),
         rollout: pb.rollout.clone(),
         inventory: crate::vars::inventory_value(inv),
+        images: Default::default(),
+        templates: Default::default(),
     })
 }
 
@@ -586,6 +600,8 @@ mod tests {
             task: false,
             rollout: Default::default(),
             inventory: Value::Null,
+            images: Default::default(),
+            templates: Default::default(),
         };
         let steps: Vec<PreparedStep> = (pb.steps.iter())
             .map(|s| PreparedStep {

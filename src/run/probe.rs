@@ -22,7 +22,7 @@ impl HostRun<'_> {
         let started = Instant::now();
         let mut probe = ProbeScript::for_host(&p.playbook.name);
         if let (Mode::Apply, Some(holder)) = (ctx.opts.mode, &ctx.opts.lock_holder) {
-            probe.take_lock(holder, ctx.opts.force_unlock);
+            probe.take_lock(holder, &ctx.opts.lock_client, ctx.opts.force_unlock);
         }
         let ids: Vec<Vec<usize>> = p
             .steps
@@ -86,7 +86,7 @@ impl HostRun<'_> {
                 self.name,
                 "taking over the lock of a lost run of this machine (its process is gone)",
             );
-            probe.take_lock(holder, true);
+            probe.take_lock(holder, &ctx.opts.lock_client, true);
             first = run_probe(remote, probe, ids, names, timeout, false, early).await?;
         }
         match &first.lock {

@@ -6,14 +6,14 @@
 //! - An identity file whose public key the agent already offered (and the server refused) is
 //!   skipped, so encrypted keys are not unlocked for nothing and `MaxAuthTries` is not wasted.
 //! - Encrypted keys ask the [`PassphraseSource`] once per connection; decrypted keys are kept
-//!   in a process-wide cache (keyed by path, size and mtime) so that a fleet of hosts does not
-//!   prompt or run bcrypt once per host. Time spent loading keys (prompts included) does not
+//!   in the command's [`KeyCache`] (in its [`Client`], keyed by path, size and mtime) so that a
+//!   fleet of hosts does not prompt or run bcrypt once per host. Time spent loading keys (prompts included) does not
 //!   count against `connect_timeout`.
 //! - Every attempt is recorded in words for the error message; passphrases never are.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use russh::client::{AuthResult, Handle, Handler};
@@ -24,7 +24,7 @@ use russh::{MethodKind, MethodSet};
 use tokio::time::timeout_at;
 
 use super::known_hosts::fingerprint;
-use super::{ConnectSpec, PassphraseSource, SshError};
+use super::{Client, ConnectSpec, PassphraseSource, SshError};
 
 /// Why an identity file could not be offered.
 #[derive(Debug)]
@@ -50,7 +50,7 @@ struct Failure {
 pub(super) async fn authenticate<H: Handler>(
     handle: &mut Handle<H>,
     spec: &ConnectSpec,
-    pass: &dyn PassphraseSource,
+    client: &Client,
     deadline: &mut tokio::time::Instant,
 ) -> Result<String, SshError> {
     let timeout = |spec: &ConnectSpec| SshError::ConnectTimeout {
@@ -211,7 +211,7 @@ pub(super) async fn authenticate<H: Handler>(
             continue;
         }
         let started = Instant::now();
-        let loaded = load_key(path, pass).await;
+        let loaded = load_key(path, client.passphrases(), client.keys()).await;
         *deadline += started.elapsed();
         let key = match loaded {
             Ok(key) => key,
@@ -408,31 +408,36 @@ struct CachedKey {
     key: Arc<PrivateKey>,
 }
 
-type Gates = Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
-
-fn key_cache() -> &'static Mutex<HashMap<PathBuf, CachedKey>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, CachedKey>>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
+/// The decrypted keys of one command (held by its [`Client`], living as long as it): by path,
+/// valid while the file's size and mtime stay the same; and one async lock per key path, so
+/// that concurrent connections wait for the first one's prompt instead of prompting again.
+#[derive(Default)]
+pub(super) struct KeyCache {
+    keys: Mutex<HashMap<PathBuf, CachedKey>>,
+    gates: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// One async lock per key path, so that concurrent connections wait for the first one's
-/// prompt instead of prompting again.
-fn gate(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
-    static GATES: OnceLock<Gates> = OnceLock::new();
-    let gates = GATES.get_or_init(Default::default);
-    let mut gates = gates.lock().unwrap_or_else(PoisonError::into_inner);
-    gates.entry(path.to_path_buf()).or_default().clone()
+impl KeyCache {
+    /// The prompt gate of `path`.
+    fn gate(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        gates.entry(path.to_path_buf()).or_default().clone()
+    }
 }
 
-/// Loads (and if needed decrypts) a private key, through the process-wide cache.
-async fn load_key(path: &Path, pass: &dyn PassphraseSource) -> Result<Arc<PrivateKey>, KeyProblem> {
-    let gate = gate(path);
+/// Loads (and if needed decrypts) a private key, through the command's key cache.
+async fn load_key(
+    path: &Path,
+    pass: &dyn PassphraseSource,
+    cache: &KeyCache,
+) -> Result<Arc<PrivateKey>, KeyProblem> {
+    let gate = cache.gate(path);
     let _guard = gate.lock().await;
     let meta = tokio::fs::metadata(path)
         .await
         .map_err(|e| KeyProblem::Unreadable(io_reason(&e)))?;
     let (len, modified) = (meta.len(), meta.modified().ok());
-    if let Some(c) = key_cache()
+    if let Some(c) = (cache.keys)
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .get(path)
@@ -460,7 +465,7 @@ async fn load_key(path: &Path, pass: &dyn PassphraseSource) -> Result<Arc<Privat
         Err(e) => return Err(KeyProblem::NotAKey(e.to_string())),
     };
     let key = Arc::new(key);
-    key_cache()
+    (cache.keys)
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(
@@ -541,7 +546,7 @@ SgqtDrBqdBVSn7aSG1dqzXhLilpF31UrecGcCFHMwUF1VertKcIXEUb6P09ABlcgVmkzZ5
         }
     }
 
-    /// The encrypted key in a fresh directory (a fresh path: the key cache is per path).
+    /// The encrypted key in a fresh directory.
     fn write_key() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("id");
@@ -553,35 +558,40 @@ SgqtDrBqdBVSn7aSG1dqzXhLilpF31UrecGcCFHMwUF1VertKcIXEUb6P09ABlcgVmkzZ5
     async fn encrypted_key_asks_once_and_is_cached() {
         let (_dir, p) = write_key();
         let src = Fixed(Some("correct horse"), Default::default());
-        let k1 = load_key(&p, &src).await.unwrap();
-        let k2 = load_key(&p, &src).await.unwrap();
+        let cache = KeyCache::default();
+        let k1 = load_key(&p, &src, &cache).await.unwrap();
+        let k2 = load_key(&p, &src, &cache).await.unwrap();
         assert!(Arc::ptr_eq(&k1, &k2));
         assert_eq!(src.1.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert!(k1.algorithm().is_ed25519());
+        // Another command's cache is its own: it asks again.
+        load_key(&p, &src, &KeyCache::default()).await.unwrap();
+        assert_eq!(src.1.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn key_problems_are_told_apart() {
         let (_dir, p) = write_key();
         let wrong = Fixed(Some("battery staple"), Default::default());
+        let cache = KeyCache::default();
         assert!(matches!(
-            load_key(&p, &wrong).await,
+            load_key(&p, &wrong, &cache).await,
             Err(KeyProblem::WrongPassphrase)
         ));
         let none = Fixed(None, Default::default());
         assert!(matches!(
-            load_key(&p, &none).await,
+            load_key(&p, &none, &cache).await,
             Err(KeyProblem::NoPassphrase)
         ));
         let missing = p.with_file_name("nope");
         assert!(matches!(
-            load_key(&missing, &none).await,
+            load_key(&missing, &none, &cache).await,
             Err(KeyProblem::Unreadable(r)) if r == "no such file"
         ));
         let public = p.with_file_name("id.pub");
         std::fs::write(&public, "ssh-ed25519 AAAA x\n").unwrap();
         assert!(matches!(
-            load_key(&public, &none).await,
+            load_key(&public, &none, &cache).await,
             Err(KeyProblem::NotAKey(_))
         ));
     }

@@ -150,6 +150,39 @@ impl HostEntry {
     }
 }
 
+/// Size and modification time of a file (None: it does not exist).
+type Stamp = Option<(u64, std::time::SystemTime)>;
+
+/// The known_hosts files parsed by one command (held by its `ssh::Client`, living as long as
+/// it): a file is not parsed again while its size and modification time stay the same. Every
+/// connection of a run reads the same file, and parsing it per host grows with the square of
+/// the fleet.
+#[derive(Debug, Default)]
+pub struct KnownHostsCache {
+    files:
+        std::sync::Mutex<std::collections::HashMap<PathBuf, (Stamp, std::sync::Arc<KnownHosts>)>>,
+}
+
+impl KnownHostsCache {
+    /// Like [`KnownHosts::load`], through the cache.
+    pub fn load(&self, path: &Path) -> io::Result<std::sync::Arc<KnownHosts>> {
+        let stamp: Stamp = match std::fs::metadata(path) {
+            Ok(m) => Some((m.len(), m.modified()?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if let Some((s, k)) = (self.files.lock().unwrap_or_else(PoisonError::into_inner)).get(path)
+            && *s == stamp
+        {
+            return Ok(k.clone());
+        }
+        let k = std::sync::Arc::new(KnownHosts::load(path)?);
+        (self.files.lock().unwrap_or_else(PoisonError::into_inner))
+            .insert(path.to_path_buf(), (stamp, k.clone()));
+        Ok(k)
+    }
+}
+
 /// A parsed `known_hosts` file.
 #[derive(Debug, Clone)]
 pub struct KnownHosts {
@@ -170,35 +203,6 @@ impl KnownHosts {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::parse(path, "")),
             Err(e) => Err(e),
         }
-    }
-
-    /// Like [`KnownHosts::load`], but a file already parsed in this process is not parsed again
-    /// while its size and modification time stay the same: every connection of a run reads the
-    /// same file, and parsing it per host grows with the square of the fleet.
-    pub fn load_cached(path: &Path) -> io::Result<std::sync::Arc<KnownHosts>> {
-        use std::collections::HashMap;
-        use std::sync::{Arc, Mutex, OnceLock};
-        type Stamp = Option<(u64, std::time::SystemTime)>;
-        type Cache = Mutex<HashMap<PathBuf, (Stamp, Arc<KnownHosts>)>>;
-        static CACHE: OnceLock<Cache> = OnceLock::new();
-        let stamp: Stamp = match std::fs::metadata(path) {
-            Ok(m) => Some((m.len(), m.modified()?)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        let cache = CACHE.get_or_init(Default::default);
-        if let Some((s, k)) = cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(path)
-            && *s == stamp
-        {
-            return Ok(k.clone());
-        }
-        let k = Arc::new(Self::load(path)?);
-        (cache.lock().unwrap_or_else(PoisonError::into_inner))
-            .insert(path.to_path_buf(), (stamp, k.clone()));
-        Ok(k)
     }
 
     /// Parses the text of a `known_hosts` file; `file` is only used in verdicts and messages.

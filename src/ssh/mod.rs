@@ -2,6 +2,8 @@
 //!
 //! This module is the only user of `russh` in the project. It owns:
 //! - [`ConnectSpec`] (what to connect to and how), [`PassphraseSource`] (how to unlock keys);
+//! - [`Client`]: what the connections of one command share (decrypted keys, jump chains, parsed
+//!   known_hosts, learned host keys), owned by the command and passed to every connect;
 //! - [`Session`]: connect (TCP, key exchange, host-key check, authentication) and
 //!   [`Session::exec`] (one command = one channel = one counted round trip);
 //! - host-key trust in [`known_hosts`] (our own OpenSSH-compatible parser and writer);
@@ -13,6 +15,7 @@
 
 mod auth;
 pub mod capture;
+mod client;
 mod error;
 pub mod known_hosts;
 mod session;
@@ -23,15 +26,14 @@ use std::time::Duration;
 use crate::secret::Secret;
 
 pub use capture::{Dropped, Keep, Limits};
+pub use client::Client;
 pub use error::SshError;
 pub use known_hosts::{HostKeyPolicy, HostKeyStatus, KeyOptions, KnownHosts};
 /// A public key: a host's key as [`Session::scan_host_key`] reads it, or as a known_hosts line
 /// holds it (`PublicKey::from_openssh("ssh-ed25519 AAAA...")`). russh's type, re-exported so
 /// that the modules above `ssh/` use keys without naming russh.
 pub use russh::keys::PublicKey;
-pub use session::{
-    Chunk, ExecOutput, MAX_CHANNELS, Output, Session, SessionStats, take_learned_host_keys,
-};
+pub use session::{Chunk, ExecOutput, MAX_CHANNELS, Output, Session, SessionStats};
 
 /// Default interval between SSH keepalives when the server is silent; the connection is
 /// declared lost after [`KEEPALIVE_MAX`] unanswered ones.

@@ -26,7 +26,7 @@ use tokio::time::timeout_at;
 
 use super::capture::{Capture, Dropped, Keep, Limits};
 use super::known_hosts::{self, AddOutcome, HostKeyStatus, KnownHosts, Marker};
-use super::{ConnectSpec, HostKeyPolicy, KEEPALIVE_MAX, PassphraseSource, SshError, auth};
+use super::{Client, ConnectSpec, HostKeyPolicy, KEEPALIVE_MAX, SshError, auth};
 
 /// Read size of a streamed stdin ([`Session::exec_with`]): large writes make large packets.
 pub const STREAM_CHUNK: usize = 256 * 1024;
@@ -167,6 +167,8 @@ impl Peer {
 pub(super) struct ClientHandler {
     peer: Peer,
     shared: Arc<Shared>,
+    /// The command's known_hosts cache and learned keys.
+    client: Client,
     /// Only read the host key (`known-hosts`): keep it and end the handshake.
     scan: bool,
 }
@@ -184,8 +186,8 @@ impl client::Handler for ClientHandler {
             put(&self.shared.scanned, key.clone());
             return Ok(false);
         }
-        let peer = self.peer.clone();
-        let verdict = tokio::task::spawn_blocking(move || verify_host_key(&peer, &key))
+        let (peer, client) = (self.peer.clone(), self.client.clone());
+        let verdict = tokio::task::spawn_blocking(move || verify_host_key(&peer, &key, &client))
             .await
             .map_err(|e| russh::Error::IO(std::io::Error::other(e)))?;
         match verdict {
@@ -220,8 +222,12 @@ impl client::Handler for ClientHandler {
 }
 
 /// Checks (and under `accept-new` records) the presented key. Blocking (file I/O, flock).
-/// `Ok(Some(fingerprint))` when a new key was recorded.
-fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<SshError>> {
+/// `Ok(Some(fingerprint))` when a new key was recorded (and noted in `client`'s learned keys).
+fn verify_host_key(
+    peer: &Peer,
+    key: &PublicKey,
+    client: &Client,
+) -> Result<Option<String>, Box<SshError>> {
     let error = |file: &std::path::Path, action, reason: String| {
         Box::new(SshError::KnownHosts {
             host: peer.host.clone(),
@@ -245,10 +251,10 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
     // otherwise a different key anywhere is a change.
     let mut files = Vec::new();
     for f in &peer.known_hosts {
-        files.push(KnownHosts::load_cached(f).map_err(|e| error(f, "read", e.to_string()))?);
+        files.push((client.known_hosts().load(f)).map_err(|e| error(f, "read", e.to_string()))?);
     }
     for g in peer.key_options.global.iter().filter(|p| p.exists()) {
-        files.push(KnownHosts::load_cached(g).map_err(|e| error(g, "read", e.to_string()))?);
+        files.push((client.known_hosts().load(g)).map_err(|e| error(g, "read", e.to_string()))?);
     }
     let statuses: Vec<HostKeyStatus> = files.iter().map(|f| f.check(name, port, key)).collect();
     if let Some(i) = statuses
@@ -290,10 +296,7 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
                 known_hosts::fingerprint(key)
             );
             let learned = |note: &str| {
-                learned_keys()
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push((peer.host.clone(), format!("{} {fp}{note}", peer.target)));
+                client.learned(peer.host.clone(), format!("{} {fp}{note}", peer.target));
             };
             match known_hosts::record(first, name, port, key, peer.key_options.hash)
                 .map_err(|e| read_error(e, "update"))?
@@ -320,24 +323,6 @@ fn verify_host_key(peer: &Peer, key: &PublicKey) -> Result<Option<String>, Box<S
         }
         (other, _) => Err(Box::new(refusal(peer, kh, other, key))),
     }
-}
-
-/// Host keys recorded under accept-new by this process and not reported yet: (who, key), who
-/// being the inventory host or `NAME (jump host)`, key `ADDRESS:PORT ALGORITHM SHA256:...`.
-/// Every recording lands here, whatever happens to the connection afterwards (an
-/// authentication failure, a scan), so none goes unreported.
-fn learned_keys() -> &'static Mutex<Vec<(String, String)>> {
-    static LEARNED: std::sync::OnceLock<Mutex<Vec<(String, String)>>> = std::sync::OnceLock::new();
-    LEARNED.get_or_init(Default::default)
-}
-
-/// Takes the host keys recorded under accept-new since the last call (see [`learned_keys`]).
-pub fn take_learned_host_keys() -> Vec<(String, String)> {
-    std::mem::take(
-        &mut *learned_keys()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner),
-    )
 }
 
 /// The error for a refused host key.
@@ -472,19 +457,17 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// Connects (through `spec.jump` hosts, if any), checks the host key against
     /// `spec.known_hosts` (per `spec.policy`) and authenticates. Each connection (hop or host)
-    /// gets `spec.connect_timeout` (passphrase prompts excluded).
-    pub async fn connect(
-        spec: &ConnectSpec,
-        pass: &dyn PassphraseSource,
-    ) -> Result<Session, SshError> {
+    /// gets `spec.connect_timeout` (passphrase prompts excluded). `client`: the command's shared
+    /// state (keys, jump chains, known_hosts, learned keys).
+    pub async fn connect(spec: &ConnectSpec, client: &Client) -> Result<Session, SshError> {
         let started = Instant::now();
-        let hops = shared_hops(spec, pass).await?;
+        let hops = shared_hops(spec, client).await?;
         let through = hops
             .hops
             .last()
             .map(|h| (h.as_ref(), spec.jump.last().map_or("", |j| j.name.as_str())));
         let Established::Session(handle, shared, authenticated_with) =
-            establish(spec, through, pass, false).await?
+            establish(spec, through, client, false).await?
         else {
             unreachable!("establish returns a session unless it scans");
         };
@@ -506,16 +489,13 @@ impl Session {
 
     /// Reads the host key `spec`'s host presents (through its jump hosts, which are connected
     /// and checked as usual), without checking it and without authenticating to the host.
-    pub async fn scan_host_key(
-        spec: &ConnectSpec,
-        pass: &dyn PassphraseSource,
-    ) -> Result<PublicKey, SshError> {
-        let hops = shared_hops(spec, pass).await?;
+    pub async fn scan_host_key(spec: &ConnectSpec, client: &Client) -> Result<PublicKey, SshError> {
+        let hops = shared_hops(spec, client).await?;
         let through = hops
             .hops
             .last()
             .map(|h| (h.as_ref(), spec.jump.last().map_or("", |j| j.name.as_str())));
-        let r = establish(spec, through, pass, true).await;
+        let r = establish(spec, through, client, true).await;
         drop(hops);
         match r? {
             Established::Scanned(key) => Ok(key),
@@ -821,17 +801,14 @@ pub(super) struct HopChain {
 /// Per chain (see [`chain_key`]): the live connections, or why the last attempt failed (and
 /// when).
 #[derive(Default)]
-struct ChainSlot {
+pub(super) struct ChainSlot {
     live: std::sync::Weak<HopChain>,
     failed: Option<(String, bool, Instant)>,
 }
 
-type ChainSlots = Mutex<HashMap<String, Arc<tokio::sync::Mutex<ChainSlot>>>>;
-
-fn chain_slots() -> &'static ChainSlots {
-    static SLOTS: std::sync::OnceLock<ChainSlots> = std::sync::OnceLock::new();
-    SLOTS.get_or_init(Default::default)
-}
+/// The jump chains of one command (held by its [`Client`], living as long as it), by
+/// [`chain_key`].
+pub(super) type ChainSlots = Mutex<HashMap<String, Arc<tokio::sync::Mutex<ChainSlot>>>>;
 
 /// What makes two hosts' jump chains the same connections: every hop's endpoint, user and
 /// keys, and the host-key settings they are checked with.
@@ -853,16 +830,13 @@ fn chain_key(spec: &ConnectSpec) -> String {
 }
 
 /// The jump host connections for `spec`: the live shared ones, else new ones (made once while
-/// other hosts of the chain wait). A failure is remembered for the rest of the process: the
-/// other hosts fail at once with its reason instead of each waiting for the timeout.
-async fn shared_hops(
-    spec: &ConnectSpec,
-    pass: &dyn PassphraseSource,
-) -> Result<Arc<HopChain>, SshError> {
+/// other hosts of the chain wait). A failure is remembered in `client`: the other hosts fail at
+/// once with its reason instead of each waiting for the timeout.
+async fn shared_hops(spec: &ConnectSpec, client: &Client) -> Result<Arc<HopChain>, SshError> {
     if spec.jump.is_empty() {
         return Ok(Arc::new(HopChain { hops: Vec::new() }));
     }
-    let slot = chain_slots()
+    let slot = (client.chains())
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .entry(chain_key(spec))
@@ -886,7 +860,7 @@ async fn shared_hops(
     {
         return Ok(chain);
     }
-    match connect_hops(spec, pass).await {
+    match connect_hops(spec, client).await {
         Ok(hops) => {
             let chain = Arc::new(HopChain { hops });
             slot.live = Arc::downgrade(&chain);
@@ -904,7 +878,7 @@ async fn shared_hops(
 /// handles.
 async fn connect_hops(
     spec: &ConnectSpec,
-    pass: &dyn PassphraseSource,
+    client: &Client,
 ) -> Result<Vec<Arc<Handle<ClientHandler>>>, SshError> {
     let mut hops: Vec<Arc<Handle<ClientHandler>>> = Vec::new();
     let mut via: Option<&str> = None;
@@ -924,7 +898,7 @@ async fn connect_hops(
             ..spec.clone()
         };
         let through = hops.last().map(|h| (h.as_ref(), via.unwrap_or("")));
-        let Established::Session(handle, _, _) = establish(&hop, through, pass, false).await?
+        let Established::Session(handle, _, _) = establish(&hop, through, client, false).await?
         else {
             unreachable!("establish returns a session unless it scans");
         };
@@ -947,7 +921,7 @@ enum Established {
 async fn establish(
     spec: &ConnectSpec,
     through: Option<(&Handle<ClientHandler>, &str)>,
-    pass: &dyn PassphraseSource,
+    client: &Client,
     scan: bool,
 ) -> Result<Established, SshError> {
     let mut deadline = tokio::time::Instant::now() + spec.connect_timeout;
@@ -972,10 +946,11 @@ async fn establish(
     let known = {
         let (name, port) = spec.key_options.lookup(&spec.address, spec.port);
         let (paths, address) = (spec.known_hosts.clone(), name.to_string());
+        let client = client.clone();
         tokio::task::spawn_blocking(move || {
             let mut known = Vec::new();
             for path in &paths {
-                match KnownHosts::load_cached(path) {
+                match client.known_hosts().load(path) {
                     Ok(k) => known.extend(k.known_algorithms(&address, port)),
                     Err(e) => return Err((path.clone(), e)),
                 }
@@ -1011,6 +986,7 @@ async fn establish(
     let handler = ClientHandler {
         peer,
         shared: shared.clone(),
+        client: client.clone(),
         scan,
     };
     let config = Arc::new(config);
@@ -1067,18 +1043,18 @@ async fn establish(
         Ok(Ok(h)) => h,
     };
 
-    let authenticated_with = match auth::authenticate(&mut handle, spec, pass, &mut deadline).await
-    {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
-            )
-            .await;
-            return Err(e);
-        }
-    };
+    let authenticated_with =
+        match auth::authenticate(&mut handle, spec, client, &mut deadline).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
+                )
+                .await;
+                return Err(e);
+            }
+        };
 
     Ok(Established::Session(handle, shared, authenticated_with))
 }
@@ -1290,7 +1266,10 @@ mod tests {
         #[allow(dead_code)]
         fn futures(s: &Session, spec: &ConnectSpec) {
             assert_send(&s.exec("true", None, Duration::ZERO));
-            assert_send(&Session::connect(spec, &super::super::NoPassphrase));
+            assert_send(&Session::connect(
+                spec,
+                &Client::new(std::sync::Arc::new(super::super::NoPassphrase)),
+            ));
         }
     }
 
