@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime};
 use russh::client::{AuthResult, Handle, Handler};
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::keys::{Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{MethodKind, MethodSet};
 use tokio::time::timeout_at;
 
@@ -53,240 +53,315 @@ pub(super) async fn authenticate<H: Handler>(
     client: &Client,
     deadline: &mut tokio::time::Instant,
 ) -> Result<String, SshError> {
-    let timeout = |spec: &ConnectSpec| SshError::ConnectTimeout {
-        host: spec.host.clone(),
-        target: spec.target(),
-        phase: "authentication",
-        timeout: spec.connect_timeout,
+    let mut a = Attempt {
+        handle,
+        spec,
+        deadline,
+        f: Failure {
+            tried: Vec::new(),
+            refused: 0,
+            wrong_passphrase: None,
+            key_problem: None,
+            server_methods: None,
+            closed: false,
+        },
+        rsa_hash: None,
+        refused_keys: Vec::new(),
     };
-    let mut f = Failure {
-        tried: Vec::new(),
-        refused: 0,
-        wrong_passphrase: None,
-        key_problem: None,
-        server_methods: None,
-        closed: false,
-    };
-    // The RSA hash is asked once, and only if an RSA key comes up.
-    let mut rsa_hash: Option<Option<HashAlg>> = None;
-    let mut refused_keys: Vec<PublicKey> = Vec::new();
+    if spec.use_agent
+        && let Some(m) = a.with_agent().await?
+    {
+        return Ok(m);
+    }
+    for path in &spec.identity_files {
+        if let Some(m) = a.with_identity_file(path, client).await? {
+            return Ok(m);
+        }
+    }
+    Err(failure_error(spec, a.f))
+}
 
-    if spec.use_agent {
-        match std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
-            None => f
-                .tried
-                .push("agent: not used (SSH_AUTH_SOCK is not set)".into()),
-            Some(sock) => {
-                let sock = PathBuf::from(sock);
-                match timeout_at(*deadline, AgentClient::connect_uds(&sock)).await {
-                    Err(_) => return Err(timeout(spec)),
-                    Ok(Err(e)) => f
-                        .tried
-                        .push(format!("agent at {}: cannot connect ({e})", sock.display())),
-                    Ok(Ok(mut agent)) => {
-                        if let Some(binding) = handle.agent_session_binding() {
-                            // OpenSSH agents need this for destination-constrained keys; older
-                            // agents answer "unsupported", which is fine.
-                            let _ = timeout_at(*deadline, agent.bind_session(binding, false)).await;
-                        }
-                        let identities =
-                            match timeout_at(*deadline, agent.request_identities()).await {
-                                Err(_) => return Err(timeout(spec)),
-                                Ok(Err(e)) => {
-                                    f.tried.push(format!(
-                                        "agent at {}: cannot list keys ({e})",
-                                        sock.display()
-                                    ));
-                                    Vec::new()
-                                }
-                                Ok(Ok(ids)) => ids,
-                            };
-                        let (mut offered, mut sign_failed, mut certs) = (0, 0, 0);
-                        // IdentitiesOnly: only the agent's keys whose public half is beside an
-                        // identity file (`KEY.pub`), as OpenSSH does.
-                        let allowed: Option<Vec<PublicKey>> = spec.identities_only.then(|| {
-                            spec.identity_files
-                                .iter()
-                                .filter_map(|p| public_key_beside(p))
-                                .collect()
-                        });
-                        let mut skipped = 0;
-                        for id in identities {
-                            let key = match id {
-                                AgentIdentity::PublicKey { key, .. } => key,
-                                AgentIdentity::Certificate { .. } => {
-                                    certs += 1;
-                                    continue;
-                                }
-                            };
-                            if let Some(allowed) = &allowed
-                                && !allowed.iter().any(|a| a.key_data() == key.key_data())
-                            {
-                                skipped += 1;
-                                continue;
-                            }
-                            let hash = if key.algorithm().is_rsa() {
-                                rsa_hash_for(handle, &mut rsa_hash, *deadline)
-                                    .await
-                                    .map_err(|()| timeout(spec))?
-                            } else {
-                                None
-                            };
-                            offered += 1;
-                            let r = timeout_at(
-                                *deadline,
-                                handle.authenticate_publickey_with(
-                                    spec.user.clone(),
-                                    key.clone(),
-                                    hash,
-                                    &mut agent,
-                                ),
-                            )
-                            .await
-                            .map_err(|_| timeout(spec))?;
-                            match r {
-                                Ok(AuthResult::Success) => {
-                                    return Ok(format!("agent key {}", fingerprint(&key)));
-                                }
-                                Ok(AuthResult::Failure {
-                                    remaining_methods, ..
-                                }) => {
-                                    f.refused += 1;
-                                    f.server_methods = Some(remaining_methods);
-                                    refused_keys.push(key);
-                                }
-                                Err(_) => sign_failed += 1,
-                            }
-                            if handle.is_closed() {
-                                f.closed = true;
-                                break;
-                            }
-                        }
-                        let mut line = format!(
-                            "agent at {}: {} refused",
-                            sock.display(),
-                            plural(offered - sign_failed, "key")
-                        );
-                        if sign_failed > 0 {
-                            line.push_str(&format!(
-                                ", {} the agent would not sign with",
-                                plural(sign_failed, "key")
-                            ));
-                        }
-                        if certs > 0 {
-                            line.push_str(&format!(
-                                ", {} skipped (not supported)",
-                                plural(certs, "certificate")
-                            ));
-                        }
-                        if skipped > 0 {
-                            line.push_str(&format!(
-                                ", {} not used (IdentitiesOnly)",
-                                plural(skipped, "key")
-                            ));
-                        }
-                        if offered == 0 && certs == 0 && skipped == 0 {
-                            line = format!("agent at {}: holds no keys", sock.display());
-                        }
-                        f.tried.push(line);
-                    }
-                }
-            }
+/// One authentication in progress: the connection, what has been tried, and the keys the
+/// server refused (not offered again).
+struct Attempt<'a, H: Handler> {
+    handle: &'a mut Handle<H>,
+    spec: &'a ConnectSpec,
+    deadline: &'a mut tokio::time::Instant,
+    f: Failure,
+    /// The RSA hash is asked once, and only if an RSA key comes up.
+    rsa_hash: Option<Option<HashAlg>>,
+    refused_keys: Vec<PublicKey>,
+}
+
+/// What the agent's keys came to, for the line in the error message.
+#[derive(Default)]
+struct AgentTally {
+    offered: usize,
+    sign_failed: usize,
+    certs: usize,
+    skipped: usize,
+}
+
+impl<H: Handler> Attempt<'_, H> {
+    fn timeout(&self) -> SshError {
+        SshError::ConnectTimeout {
+            host: self.spec.host.clone(),
+            target: self.spec.target(),
+            phase: "authentication",
+            timeout: self.spec.connect_timeout,
         }
     }
 
-    for path in &spec.identity_files {
-        if f.closed {
-            f.tried.push(format!("{}: not tried", path.display()));
-            continue;
+    /// The signature hash for a key of `algorithm`: the server's best for RSA, else none.
+    async fn hash_for(&mut self, algorithm: Algorithm) -> Result<Option<HashAlg>, SshError> {
+        if !algorithm.is_rsa() {
+            return Ok(None);
         }
-        let shown = path.display();
-        if let Some(public) = public_key_beside(path)
-            && refused_keys
-                .iter()
-                .any(|k| k.key_data() == public.key_data())
+        rsa_hash_for(self.handle, &mut self.rsa_hash, *self.deadline)
+            .await
+            .map_err(|()| self.timeout())
+    }
+
+    /// Records a refusal by the server (and the methods it still offers).
+    fn refused(&mut self, key: PublicKey, remaining_methods: MethodSet) {
+        self.f.refused += 1;
+        self.f.server_methods = Some(remaining_methods);
+        self.refused_keys.push(key);
+    }
+
+    fn was_refused(&self, key: &PublicKey) -> bool {
+        (self.refused_keys)
+            .iter()
+            .any(|k| k.key_data() == key.key_data())
+    }
+
+    /// Tries the agent at `SSH_AUTH_SOCK`: `Some` with what succeeded, `None` after recording
+    /// what happened in `tried`.
+    async fn with_agent(&mut self) -> Result<Option<String>, SshError> {
+        let Some(sock) = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) else {
+            (self.f.tried).push("agent: not used (SSH_AUTH_SOCK is not set)".into());
+            return Ok(None);
+        };
+        let sock = PathBuf::from(sock);
+        let mut agent = match timeout_at(*self.deadline, AgentClient::connect_uds(&sock)).await {
+            Err(_) => return Err(self.timeout()),
+            Ok(Err(e)) => {
+                (self.f.tried).push(format!("agent at {}: cannot connect ({e})", sock.display()));
+                return Ok(None);
+            }
+            Ok(Ok(agent)) => agent,
+        };
+        if let Some(binding) = self.handle.agent_session_binding() {
+            // OpenSSH agents need this for destination-constrained keys; older
+            // agents answer "unsupported", which is fine.
+            let _ = timeout_at(*self.deadline, agent.bind_session(binding, false)).await;
+        }
+        let identities = match timeout_at(*self.deadline, agent.request_identities()).await {
+            Err(_) => return Err(self.timeout()),
+            Ok(Err(e)) => {
+                (self.f.tried).push(format!(
+                    "agent at {}: cannot list keys ({e})",
+                    sock.display()
+                ));
+                Vec::new()
+            }
+            Ok(Ok(ids)) => ids,
+        };
+        let mut tally = AgentTally::default();
+        if let Some(m) = self
+            .offer_agent_keys(&mut agent, identities, &mut tally)
+            .await?
         {
-            f.tried
-                .push(format!("{shown}: same key as the agent's, refused"));
-            continue;
+            return Ok(Some(m));
+        }
+        self.f.tried.push(agent_line(&sock, &tally));
+        Ok(None)
+    }
+
+    /// Offers the agent's keys in turn (under IdentitiesOnly, only those beside an identity
+    /// file; certificates are skipped), counting in `tally`; stops when the server closes.
+    async fn offer_agent_keys(
+        &mut self,
+        agent: &mut AgentClient<tokio::net::UnixStream>,
+        identities: Vec<AgentIdentity>,
+        tally: &mut AgentTally,
+    ) -> Result<Option<String>, SshError> {
+        let spec = self.spec;
+        // IdentitiesOnly: only the agent's keys whose public half is beside an
+        // identity file (`KEY.pub`), as OpenSSH does.
+        let allowed: Option<Vec<PublicKey>> = spec.identities_only.then(|| {
+            spec.identity_files
+                .iter()
+                .filter_map(|p| public_key_beside(p))
+                .collect()
+        });
+        for id in identities {
+            let key = match id {
+                AgentIdentity::PublicKey { key, .. } => key,
+                AgentIdentity::Certificate { .. } => {
+                    tally.certs += 1;
+                    continue;
+                }
+            };
+            if let Some(allowed) = &allowed
+                && !allowed.iter().any(|a| a.key_data() == key.key_data())
+            {
+                tally.skipped += 1;
+                continue;
+            }
+            let hash = self.hash_for(key.algorithm()).await?;
+            tally.offered += 1;
+            let r = timeout_at(
+                *self.deadline,
+                (self.handle).authenticate_publickey_with(
+                    spec.user.clone(),
+                    key.clone(),
+                    hash,
+                    agent,
+                ),
+            )
+            .await
+            .map_err(|_| self.timeout())?;
+            match r {
+                Ok(AuthResult::Success) => {
+                    return Ok(Some(format!("agent key {}", fingerprint(&key))));
+                }
+                Ok(AuthResult::Failure {
+                    remaining_methods, ..
+                }) => self.refused(key, remaining_methods),
+                Err(_) => tally.sign_failed += 1,
+            }
+            if self.handle.is_closed() {
+                self.f.closed = true;
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Tries the identity file `path` (skipped when the server closed, or when it is a key the
+    /// agent already offered): `Some` with what succeeded, `None` after recording what happened.
+    async fn with_identity_file(
+        &mut self,
+        path: &Path,
+        client: &Client,
+    ) -> Result<Option<String>, SshError> {
+        let shown = path.display();
+        if self.f.closed {
+            self.f.tried.push(format!("{shown}: not tried"));
+            return Ok(None);
+        }
+        if public_key_beside(path).is_some_and(|public| self.was_refused(&public)) {
+            (self.f.tried).push(format!("{shown}: same key as the agent's, refused"));
+            return Ok(None);
         }
         let started = Instant::now();
         let loaded = load_key(path, client.passphrases(), client.keys()).await;
-        *deadline += started.elapsed();
+        *self.deadline += started.elapsed();
         let key = match loaded {
             Ok(key) => key,
             Err(problem) => {
-                let (line, reason, hint) = match problem {
-                    KeyProblem::Unreadable(e) => (
-                        format!("{shown}: cannot read ({e})"),
-                        format!("cannot read the key file ({e})"),
-                        "Fix the identity file path in the inventory or its permissions",
-                    ),
-                    KeyProblem::NoPassphrase => (
-                        format!("{shown}: encrypted, no passphrase given"),
-                        "the key is encrypted and no passphrase was given".to_string(),
-                        "Set CLAW_SSH_PASSPHRASE (or run from a terminal to be prompted), or load \
-                         the key into ssh-agent with `ssh-add`",
-                    ),
-                    KeyProblem::WrongPassphrase => {
-                        f.wrong_passphrase.get_or_insert_with(|| path.clone());
-                        f.tried.push(format!("{shown}: wrong passphrase"));
-                        continue;
-                    }
-                    KeyProblem::NotAKey(e) => (
-                        format!("{shown}: not a usable private key ({e})"),
-                        format!("not a usable private key ({e})"),
-                        "Point the identity file at an OpenSSH, PEM or PKCS#8 private key (not the \
-                         .pub file)",
-                    ),
-                };
-                f.tried.push(line);
-                f.key_problem.get_or_insert((path.clone(), reason, hint));
-                continue;
+                self.f.key_problem_at(path, problem);
+                return Ok(None);
             }
         };
-        if refused_keys
-            .iter()
-            .any(|k| k.key_data() == key.public_key().key_data())
-        {
-            f.tried
-                .push(format!("{shown}: same key as the agent's, refused"));
-            continue;
+        if self.was_refused(key.public_key()) {
+            (self.f.tried).push(format!("{shown}: same key as the agent's, refused"));
+            return Ok(None);
         }
-        let hash = if key.algorithm().is_rsa() {
-            rsa_hash_for(handle, &mut rsa_hash, *deadline)
-                .await
-                .map_err(|()| timeout(spec))?
-        } else {
-            None
-        };
+        let hash = self.hash_for(key.algorithm()).await?;
         let r = timeout_at(
-            *deadline,
-            handle.authenticate_publickey(
-                spec.user.clone(),
+            *self.deadline,
+            (self.handle).authenticate_publickey(
+                self.spec.user.clone(),
                 PrivateKeyWithHashAlg::new(key.clone(), hash),
             ),
         )
         .await
-        .map_err(|_| timeout(spec))?;
+        .map_err(|_| self.timeout())?;
         match r {
-            Ok(AuthResult::Success) => return Ok(format!("key {shown}")),
+            Ok(AuthResult::Success) => return Ok(Some(format!("key {shown}"))),
             Ok(AuthResult::Failure {
                 remaining_methods, ..
             }) => {
-                f.refused += 1;
-                f.server_methods = Some(remaining_methods);
-                refused_keys.push(key.public_key().clone());
-                f.tried.push(format!("{shown}: refused by the server"));
+                self.refused(key.public_key().clone(), remaining_methods);
+                self.f.tried.push(format!("{shown}: refused by the server"));
             }
-            Err(e) => f.tried.push(format!("{shown}: failed ({e})")),
+            Err(e) => self.f.tried.push(format!("{shown}: failed ({e})")),
         }
-        if handle.is_closed() {
-            f.closed = true;
+        if self.handle.is_closed() {
+            self.f.closed = true;
         }
+        Ok(None)
     }
+}
 
-    Err(failure_error(spec, f))
+impl Failure {
+    /// Records why the identity file `path` could not be offered: a line in `tried`, and (the
+    /// first time) the problem with its hint for the error.
+    fn key_problem_at(&mut self, path: &Path, problem: KeyProblem) {
+        let shown = path.display();
+        let (line, reason, hint) = match problem {
+            KeyProblem::Unreadable(e) => (
+                format!("{shown}: cannot read ({e})"),
+                format!("cannot read the key file ({e})"),
+                "Fix the identity file path in the inventory or its permissions",
+            ),
+            KeyProblem::NoPassphrase => (
+                format!("{shown}: encrypted, no passphrase given"),
+                "the key is encrypted and no passphrase was given".to_string(),
+                "Set CLAW_SSH_PASSPHRASE (or run from a terminal to be prompted), or load \
+                 the key into ssh-agent with `ssh-add`",
+            ),
+            KeyProblem::WrongPassphrase => {
+                self.wrong_passphrase
+                    .get_or_insert_with(|| path.to_path_buf());
+                self.tried.push(format!("{shown}: wrong passphrase"));
+                return;
+            }
+            KeyProblem::NotAKey(e) => (
+                format!("{shown}: not a usable private key ({e})"),
+                format!("not a usable private key ({e})"),
+                "Point the identity file at an OpenSSH, PEM or PKCS#8 private key (not the \
+                 .pub file)",
+            ),
+        };
+        self.tried.push(line);
+        self.key_problem
+            .get_or_insert((path.to_path_buf(), reason, hint));
+    }
+}
+
+/// The agent's line in the error message: how many keys were refused, not signed with, or
+/// skipped.
+fn agent_line(sock: &Path, t: &AgentTally) -> String {
+    if t.offered == 0 && t.certs == 0 && t.skipped == 0 {
+        return format!("agent at {}: holds no keys", sock.display());
+    }
+    let mut line = format!(
+        "agent at {}: {} refused",
+        sock.display(),
+        plural(t.offered - t.sign_failed, "key")
+    );
+    if t.sign_failed > 0 {
+        line.push_str(&format!(
+            ", {} the agent would not sign with",
+            plural(t.sign_failed, "key")
+        ));
+    }
+    if t.certs > 0 {
+        line.push_str(&format!(
+            ", {} skipped (not supported)",
+            plural(t.certs, "certificate")
+        ));
+    }
+    if t.skipped > 0 {
+        line.push_str(&format!(
+            ", {} not used (IdentitiesOnly)",
+            plural(t.skipped, "key")
+        ));
+    }
+    line
 }
 
 fn failure_error(spec: &ConnectSpec, f: Failure) -> SshError {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use russh::client::{self, DisconnectReason, Handle};
-use russh::keys::{PublicKey, PublicKeyOrCertificate};
+use russh::keys::{Algorithm, PublicKey, PublicKeyOrCertificate};
 use tokio::time::timeout_at;
 
 use super::host_key::{Peer, order_host_key_algorithms, verify_host_key};
@@ -125,102 +125,36 @@ pub(super) async fn establish(
 ) -> Result<Established, SshError> {
     let mut deadline = tokio::time::Instant::now() + spec.connect_timeout;
     let target = spec.target();
-    let peer = Peer {
-        host: spec.host.clone(),
-        target: target.clone(),
-        address: spec.address.clone(),
-        port: spec.port,
-        known_hosts: spec.known_hosts.clone(),
-        policy: spec.policy,
-        key_options: spec.key_options.clone(),
-    };
     let timeout = |phase| SshError::ConnectTimeout {
         host: spec.host.clone(),
         target: target.clone(),
         phase,
         timeout: spec.connect_timeout,
     };
-
-    // Which key types do we already know for this host?
-    let known = {
-        let (name, port) = spec.key_options.lookup(&spec.address, spec.port);
-        let (paths, address) = (spec.known_hosts.clone(), name.to_string());
-        let client = client.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut known = Vec::new();
-            for path in &paths {
-                match client.known_hosts().load(path) {
-                    Ok(k) => known.extend(k.known_algorithms(&address, port)),
-                    Err(e) => return Err((path.clone(), e)),
-                }
-            }
-            Ok(known)
-        })
-        .await
-        .map_err(|e| (std::path::PathBuf::new(), std::io::Error::other(e)))
-        .and_then(|r| r)
-        .map_err(|(file, e)| SshError::KnownHosts {
-            host: spec.host.clone(),
-            target: target.clone(),
-            file,
-            action: "read",
-            reason: e.to_string(),
-        })?
-    };
-    let mut config = client::Config {
-        nodelay: true,
-        keepalive_interval: Some(spec.keepalive_interval).filter(|d| !d.is_zero()),
-        keepalive_max: KEEPALIVE_MAX,
-        // With keepalive alone, a peer that stops reading is never noticed (russh waits in
-        // its flush); replies to keepalives count as activity, so silent commands survive.
-        inactivity_timeout: Some(spec.keepalive_interval * (KEEPALIVE_MAX as u32 + 2))
-            .filter(|d| !d.is_zero()),
-        ..Default::default()
-    };
-    if !known.is_empty() {
-        config.preferred.key = Cow::Owned(order_host_key_algorithms(&known, &config.preferred.key));
-    }
-
+    let known = known_algorithms(spec, &target, client).await?;
     let shared = Arc::new(Shared::default());
     let handler = ClientHandler {
-        peer,
+        peer: Peer {
+            host: spec.host.clone(),
+            target: target.clone(),
+            address: spec.address.clone(),
+            port: spec.port,
+            known_hosts: spec.known_hosts.clone(),
+            policy: spec.policy,
+            key_options: spec.key_options.clone(),
+        },
         shared: shared.clone(),
         client: client.clone(),
         scan,
     };
-    let config = Arc::new(config);
+    let config = Arc::new(connection_config(spec, &known));
     let handshake = match through {
         None => {
             let stream = tcp_connect(spec, &target, deadline, &timeout).await?;
             timeout_at(deadline, client::connect_stream(config, stream, handler)).await
         }
         Some((jump, jump_name)) => {
-            let channel = match timeout_at(
-                deadline,
-                jump.channel_open_direct_tcpip(
-                    spec.address.clone(),
-                    u32::from(spec.port),
-                    "127.0.0.1",
-                    0,
-                ),
-            )
-            .await
-            {
-                Err(_) => return Err(timeout("opening a channel through the jump host")),
-                Ok(Err(e)) => {
-                    return Err(SshError::Unreachable {
-                        host: spec.host.clone(),
-                        target,
-                        reason: format!(
-                            "jump host {jump_name} could not open a connection to it ({}); \
-                             the jump host's sshd must allow TCP forwarding \
-                             (AllowTcpForwarding) and reach the address",
-                            describe_connection_error(&e)
-                        ),
-                    });
-                }
-                Ok(Ok(c)) => c,
-            };
+            let channel = jump_channel(spec, &target, jump, jump_name, deadline, &timeout).await?;
             timeout_at(
                 deadline,
                 client::connect_stream(config, channel.into_stream(), handler),
@@ -241,21 +175,112 @@ pub(super) async fn establish(
         }
         Ok(Ok(h)) => h,
     };
-
     let authenticated_with =
-        match auth::authenticate(&mut handle, spec, client, &mut deadline).await {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
-                )
-                .await;
-                return Err(e);
-            }
-        };
-
+        authenticate_or_disconnect(&mut handle, spec, client, &mut deadline).await?;
     Ok(Established::Session(handle, shared, authenticated_with))
+}
+
+/// Which key types the known_hosts files already hold for `spec`'s host (read off the async
+/// threads, through the command's cache).
+async fn known_algorithms(
+    spec: &ConnectSpec,
+    target: &str,
+    client: &Client,
+) -> Result<Vec<Algorithm>, SshError> {
+    let (name, port) = spec.key_options.lookup(&spec.address, spec.port);
+    let (paths, address) = (spec.known_hosts.clone(), name.to_string());
+    let client = client.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut known = Vec::new();
+        for path in &paths {
+            match client.known_hosts().load(path) {
+                Ok(k) => known.extend(k.known_algorithms(&address, port)),
+                Err(e) => return Err((path.clone(), e)),
+            }
+        }
+        Ok(known)
+    })
+    .await
+    .map_err(|e| (std::path::PathBuf::new(), std::io::Error::other(e)))
+    .and_then(|r| r)
+    .map_err(|(file, e)| SshError::KnownHosts {
+        host: spec.host.clone(),
+        target: target.to_string(),
+        file,
+        action: "read",
+        reason: e.to_string(),
+    })
+}
+
+/// russh's settings for one connection: keepalives and the inactivity limit from `spec`, and the
+/// host-key algorithms of the `known` keys first.
+fn connection_config(spec: &ConnectSpec, known: &[Algorithm]) -> client::Config {
+    let mut config = client::Config {
+        nodelay: true,
+        keepalive_interval: Some(spec.keepalive_interval).filter(|d| !d.is_zero()),
+        keepalive_max: KEEPALIVE_MAX,
+        // With keepalive alone, a peer that stops reading is never noticed (russh waits in
+        // its flush); replies to keepalives count as activity, so silent commands survive.
+        inactivity_timeout: Some(spec.keepalive_interval * (KEEPALIVE_MAX as u32 + 2))
+            .filter(|d| !d.is_zero()),
+        ..Default::default()
+    };
+    if !known.is_empty() {
+        config.preferred.key = Cow::Owned(order_host_key_algorithms(known, &config.preferred.key));
+    }
+    config
+}
+
+/// A direct-tcpip channel from the jump host `jump` (named `jump_name` in messages) to `spec`'s
+/// address: the stream the SSH handshake with the host runs over.
+async fn jump_channel(
+    spec: &ConnectSpec,
+    target: &str,
+    jump: &Handle<ClientHandler>,
+    jump_name: &str,
+    deadline: tokio::time::Instant,
+    timeout: &(dyn Fn(&'static str) -> SshError + Sync),
+) -> Result<russh::Channel<client::Msg>, SshError> {
+    match timeout_at(
+        deadline,
+        jump.channel_open_direct_tcpip(spec.address.clone(), u32::from(spec.port), "127.0.0.1", 0),
+    )
+    .await
+    {
+        Err(_) => Err(timeout("opening a channel through the jump host")),
+        Ok(Err(e)) => Err(SshError::Unreachable {
+            host: spec.host.clone(),
+            target: target.to_string(),
+            reason: format!(
+                "jump host {jump_name} could not open a connection to it ({}); \
+                 the jump host's sshd must allow TCP forwarding \
+                 (AllowTcpForwarding) and reach the address",
+                describe_connection_error(&e)
+            ),
+        }),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
+/// Authenticates on `handle` (see `auth`); on failure disconnects politely (waiting at most a
+/// second) before returning the error.
+async fn authenticate_or_disconnect(
+    handle: &mut Handle<ClientHandler>,
+    spec: &ConnectSpec,
+    client: &Client,
+    deadline: &mut tokio::time::Instant,
+) -> Result<String, SshError> {
+    match auth::authenticate(handle, spec, client, deadline).await {
+        Ok(m) => Ok(m),
+        Err(e) => {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
+            )
+            .await;
+            Err(e)
+        }
+    }
 }
 
 /// Resolves `spec.address` and opens a TCP connection to it (the first address that answers).

@@ -174,6 +174,9 @@ impl Session {
         Err(res)
     }
 
+    /// Sends `command` on the channel, writes its stdin while reading its output (see
+    /// [`Reader`]), and ends when the channel closes (or the output has had its grace after the
+    /// exit status).
     async fn run(
         &self,
         rx: &mut russh::ChannelReadHalf,
@@ -183,136 +186,73 @@ impl Session {
         stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>>,
         output: Output<'_>,
     ) -> Result<ExecOutput, SshError> {
-        let (mut sink, tee, limits) = match output {
-            Output::Keep(l) => (None, None, l),
-            Output::Sink(w, stderr) => (
-                Some(w),
-                None,
-                Limits {
-                    stdout: Keep::Whole { max: 0 },
-                    stderr,
-                },
-            ),
-            Output::Tee(t, l) => (None, Some(t), l),
-        };
-        let mut stdout_kept = Capture::new(limits.stdout);
-        let mut stderr_kept = Capture::new(limits.stderr);
-        let too_large = |stream: &'static str, max: usize| SshError::OutputTooLarge {
-            host: self.host.clone(),
-            target: self.target.clone(),
-            stream,
-            max,
-        };
+        let mut reader = Reader::new(self, output);
         tx.exec(true, command)
             .await
             .map_err(|_| self.lost("before the command was sent"))?;
         self.bytes_sent
             .fetch_add(command.len() as u64, Ordering::Relaxed);
-
-        let writer = async {
-            let mut w = tx.make_writer();
-            if !stdin.is_empty() {
-                // `write_all` on the whole buffer: the writer cuts it into packets of the
-                // channel's maximum size (not tokio's 8 KiB copy buffer), waiting for window.
-                w.write_all(stdin).await?;
-                self.bytes_sent
-                    .fetch_add(stdin.len() as u64, Ordering::Relaxed);
-            }
-            if let Some(mut src) = stream {
-                use tokio::io::AsyncReadExt;
-                let mut buf = vec![0u8; STREAM_CHUNK];
-                loop {
-                    // A read error ends the stream: the remote side sees it truncated.
-                    let n = match src.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    // Waits for window: the source is read no faster than the target takes it.
-                    w.write_all(&buf[..n]).await?;
-                    self.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-                }
-            }
-            w.flush().await?;
-            tx.eof().await.map_err(std::io::Error::other)
-        };
+        let writer = self.feed_stdin(tx, stdin, stream);
         tokio::pin!(writer);
         let mut writer_done = false;
-        let mut out = ExecOutput::default();
-        // After the exit status, a background child may keep the channel open (its stdout is
-        // ours): give the output a moment to drain, then stop waiting.
-        let mut after_exit: Option<tokio::time::Instant> = None;
         loop {
-            let grace = after_exit
+            let grace = (reader.after_exit)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
-            tokio::select! {
-                () = tokio::time::sleep_until(grace), if after_exit.is_some() => {
+            let next = tokio::select! {
+                () = tokio::time::sleep_until(grace), if reader.after_exit.is_some() => {
                     let _ = tx.close().await;
-                    break;
+                    Next::Stop
                 }
                 // The command may exit without reading all of stdin: then the writer stays
                 // blocked on the window and is simply dropped when the channel closes.
-                _ = &mut writer, if !writer_done => writer_done = true,
-                msg = rx.wait() => match msg {
-                    Some(ChannelMsg::Data { data }) => {
-                        self.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
-                        if let Some(t) = &tee {
-                            // A reader that went away only stops the copy.
-                            let _ = t.send(Chunk::Stdout(data.to_vec())).await;
-                        }
-                        match sink.as_mut() {
-                            None => stdout_kept
-                                .push(&data)
-                                .map_err(|o| too_large("stdout", o.max))?,
-                            Some(w) if out.sink_error.is_none() => {
-                                use tokio::io::AsyncWriteExt;
-                                if let Err(e) = w.write_all(&data).await {
-                                    // The rest is not wanted: stop the command.
-                                    out.sink_error = Some(e.to_string());
-                                    let _ = tx.signal(Sig::KILL).await;
-                                    let _ = tx.close().await;
-                                    break;
-                                }
-                            }
-                            Some(_) => {}
-                        }
-                    }
-                    Some(ChannelMsg::ExtendedData { data, .. }) => {
-                        self.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
-                        if let Some(t) = &tee {
-                            let _ = t.send(Chunk::Stderr(data.to_vec())).await;
-                        }
-                        stderr_kept
-                            .push(&data)
-                            .map_err(|o| too_large("stderr", o.max))?;
-                    }
-                    Some(ChannelMsg::ExitStatus { exit_status }) => {
-                        out.exit_status = Some(exit_status);
-                        after_exit.get_or_insert(tokio::time::Instant::now() + EXIT_GRACE);
-                    }
-                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                        out.exit_signal = Some(signal_text(&signal_name));
-                        after_exit.get_or_insert(tokio::time::Instant::now() + EXIT_GRACE);
-                    }
-                    Some(ChannelMsg::Failure) => {
-                        // sshd keeps a channel whose exec failed open (holding a MaxSessions
-                        // slot) until we close it.
-                        let _ = tx.close().await;
-                        return Err(SshError::ExecRejected {
-                            host: self.host.clone(),
-                            target: self.target.clone(),
-                        });
-                    }
-                    Some(ChannelMsg::Close) | None => break,
-                    Some(_) => {}
-                },
+                _ = &mut writer, if !writer_done => {
+                    writer_done = true;
+                    Next::Read
+                }
+                msg = rx.wait() => reader.on_message(msg, tx).await?,
+            };
+            if let Next::Stop = next {
+                break;
             }
         }
-        if out.exit_status.is_none() && out.exit_signal.is_none() && out.sink_error.is_none() {
+        if !reader.ended() {
             return Err(self.lost("while a command was running (its outcome is unknown)"));
         }
-        (out.stdout, out.stdout_dropped) = stdout_kept.finish();
-        (out.stderr, out.stderr_dropped) = stderr_kept.finish();
-        Ok(out)
+        Ok(reader.finish())
+    }
+
+    /// Writes `stdin`, then `stream` in chunks of [`STREAM_CHUNK`] bytes, each as the channel's
+    /// window allows, then EOF.
+    async fn feed_stdin(
+        &self,
+        tx: &russh::ChannelWriteHalf<client::Msg>,
+        stdin: &[u8],
+        stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send + '_>>,
+    ) -> std::io::Result<()> {
+        let mut w = tx.make_writer();
+        if !stdin.is_empty() {
+            // `write_all` on the whole buffer: the writer cuts it into packets of the
+            // channel's maximum size (not tokio's 8 KiB copy buffer), waiting for window.
+            w.write_all(stdin).await?;
+            self.bytes_sent
+                .fetch_add(stdin.len() as u64, Ordering::Relaxed);
+        }
+        if let Some(mut src) = stream {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; STREAM_CHUNK];
+            loop {
+                // A read error ends the stream: the remote side sees it truncated.
+                let n = match src.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                // Waits for window: the source is read no faster than the target takes it.
+                w.write_all(&buf[..n]).await?;
+                self.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        w.flush().await?;
+        tx.eof().await.map_err(std::io::Error::other)
     }
 
     fn lost(&self, during: &'static str) -> SshError {
@@ -329,6 +269,146 @@ impl Session {
             during,
             reason,
         }
+    }
+}
+
+/// Whether [`Reader`] goes on reading the channel.
+enum Next {
+    Read,
+    Stop,
+}
+
+/// The output side of one running command: where its output goes (kept, sent on, written to a
+/// sink), what has come so far, and when it exited.
+struct Reader<'s, 'o> {
+    session: &'s Session,
+    sink: Option<&'o mut (dyn tokio::io::AsyncWrite + Unpin + Send)>,
+    tee: Option<tokio::sync::mpsc::Sender<Chunk>>,
+    stdout_kept: Capture,
+    stderr_kept: Capture,
+    out: ExecOutput,
+    /// After the exit status, a background child may keep the channel open (its stdout is
+    /// ours): the output is given until then to drain, then no longer waited for.
+    after_exit: Option<tokio::time::Instant>,
+}
+
+impl<'s, 'o> Reader<'s, 'o> {
+    fn new(session: &'s Session, output: Output<'o>) -> Self {
+        let (sink, tee, limits) = match output {
+            Output::Keep(l) => (None, None, l),
+            Output::Sink(w, stderr) => (
+                Some(w),
+                None,
+                Limits {
+                    stdout: Keep::Whole { max: 0 },
+                    stderr,
+                },
+            ),
+            Output::Tee(t, l) => (None, Some(t), l),
+        };
+        Reader {
+            session,
+            sink,
+            tee,
+            stdout_kept: Capture::new(limits.stdout),
+            stderr_kept: Capture::new(limits.stderr),
+            out: ExecOutput::default(),
+            after_exit: None,
+        }
+    }
+
+    fn too_large(&self, stream: &'static str, max: usize) -> SshError {
+        SshError::OutputTooLarge {
+            host: self.session.host.clone(),
+            target: self.session.target.clone(),
+            stream,
+            max,
+        }
+    }
+
+    /// Takes one message of the channel (`None`: the connection is gone).
+    async fn on_message(
+        &mut self,
+        msg: Option<ChannelMsg>,
+        tx: &russh::ChannelWriteHalf<client::Msg>,
+    ) -> Result<Next, SshError> {
+        match msg {
+            Some(ChannelMsg::Data { data }) => return self.on_stdout(&data, tx).await,
+            Some(ChannelMsg::ExtendedData { data, .. }) => {
+                (self.session.bytes_received).fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let Some(t) = &self.tee {
+                    let _ = t.send(Chunk::Stderr(data.to_vec())).await;
+                }
+                (self.stderr_kept)
+                    .push(&data)
+                    .map_err(|o| self.too_large("stderr", o.max))?;
+            }
+            Some(ChannelMsg::ExitStatus { exit_status }) => {
+                self.out.exit_status = Some(exit_status);
+                (self.after_exit).get_or_insert(tokio::time::Instant::now() + EXIT_GRACE);
+            }
+            Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                self.out.exit_signal = Some(signal_text(&signal_name));
+                (self.after_exit).get_or_insert(tokio::time::Instant::now() + EXIT_GRACE);
+            }
+            Some(ChannelMsg::Failure) => {
+                // sshd keeps a channel whose exec failed open (holding a MaxSessions
+                // slot) until we close it.
+                let _ = tx.close().await;
+                return Err(SshError::ExecRejected {
+                    host: self.session.host.clone(),
+                    target: self.session.target.clone(),
+                });
+            }
+            Some(ChannelMsg::Close) | None => return Ok(Next::Stop),
+            Some(_) => {}
+        }
+        Ok(Next::Read)
+    }
+
+    /// Takes a piece of stdout: sent on, then kept or written to the sink. A sink that fails
+    /// stops the command (the rest is not wanted).
+    async fn on_stdout(
+        &mut self,
+        data: &[u8],
+        tx: &russh::ChannelWriteHalf<client::Msg>,
+    ) -> Result<Next, SshError> {
+        (self.session.bytes_received).fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Some(t) = &self.tee {
+            // A reader that went away only stops the copy.
+            let _ = t.send(Chunk::Stdout(data.to_vec())).await;
+        }
+        match self.sink.as_mut() {
+            None => {
+                if let Err(o) = self.stdout_kept.push(data) {
+                    return Err(self.too_large("stdout", o.max));
+                }
+            }
+            Some(w) if self.out.sink_error.is_none() => {
+                if let Err(e) = w.write_all(data).await {
+                    self.out.sink_error = Some(e.to_string());
+                    let _ = tx.signal(Sig::KILL).await;
+                    let _ = tx.close().await;
+                    return Ok(Next::Stop);
+                }
+            }
+            Some(_) => {}
+        }
+        Ok(Next::Read)
+    }
+
+    /// Whether the command said how it ended (an exit status or signal), or the sink failed:
+    /// without either, the connection died while it ran.
+    fn ended(&self) -> bool {
+        let out = &self.out;
+        out.exit_status.is_some() || out.exit_signal.is_some() || out.sink_error.is_some()
+    }
+
+    /// What the command produced, once the channel is closed.
+    fn finish(mut self) -> ExecOutput {
+        (self.out.stdout, self.out.stdout_dropped) = self.stdout_kept.finish();
+        (self.out.stderr, self.out.stderr_dropped) = self.stderr_kept.finish();
+        self.out
     }
 }
 

@@ -1,6 +1,8 @@
 //! The host-key check: the key a server presents against every known_hosts file (the user's
 //! and the system-wide ones), trust on first use under `accept-new`, and the refusal messages.
 
+use std::sync::Arc;
+
 use russh::keys::{Algorithm, PublicKey};
 
 use crate::ssh::known_hosts::{self, AddOutcome, HostKeyStatus, KnownHosts, Marker};
@@ -35,35 +37,66 @@ pub(super) fn verify_host_key(
     key: &PublicKey,
     client: &Client,
 ) -> Result<Option<String>, Box<SshError>> {
-    let error = |file: &std::path::Path, action, reason: String| {
-        Box::new(SshError::KnownHosts {
-            host: peer.host.clone(),
-            target: peer.target.clone(),
-            file: file.to_path_buf(),
-            action,
-            reason,
-        })
-    };
     let Some(first) = peer.known_hosts.first() else {
-        return Err(error(
+        return Err(file_error(
+            peer,
             std::path::Path::new(""),
             "read",
             "no known_hosts file is set".into(),
         ));
     };
-    let read_error = |e: std::io::Error, action| error(first, action, e.to_string());
+    let files = load_files(peer, client)?;
     let (name, port) = peer.key_name();
-    // Every user file and the system-wide files count, as for OpenSSH (the system-wide ones are
-    // read-only): a key revoked in any file is refused; a key recorded in any file is known;
-    // otherwise a different key anywhere is a change.
-    let mut files = Vec::new();
-    for f in &peer.known_hosts {
-        files.push((client.known_hosts().load(f)).map_err(|e| error(f, "read", e.to_string()))?);
-    }
-    for g in peer.key_options.global.iter().filter(|p| p.exists()) {
-        files.push((client.known_hosts().load(g)).map_err(|e| error(g, "read", e.to_string()))?);
-    }
     let statuses: Vec<HostKeyStatus> = files.iter().map(|f| f.check(name, port, key)).collect();
+    if recorded_anywhere(peer, key, &files, &statuses)? {
+        return Ok(None);
+    }
+    match (&statuses[0], peer.policy) {
+        (HostKeyStatus::Unknown, HostKeyPolicy::AcceptNew) => accept_new(peer, key, client, first),
+        (other, _) => Err(Box::new(refusal(peer, &files[0], other, key))),
+    }
+}
+
+/// The error for a known_hosts file that could not be read, updated or used (`action`).
+fn file_error(
+    peer: &Peer,
+    file: &std::path::Path,
+    action: &'static str,
+    reason: String,
+) -> Box<SshError> {
+    Box::new(SshError::KnownHosts {
+        host: peer.host.clone(),
+        target: peer.target.clone(),
+        file: file.to_path_buf(),
+        action,
+        reason,
+    })
+}
+
+/// Every file the key is checked against, through the command's cache: the user's files, then
+/// the system-wide ones that exist. As for OpenSSH, all of them count (the system-wide ones are
+/// read-only).
+fn load_files(peer: &Peer, client: &Client) -> Result<Vec<Arc<KnownHosts>>, Box<SshError>> {
+    let global = peer.key_options.global.iter().filter(|p| p.exists());
+    peer.known_hosts
+        .iter()
+        .chain(global)
+        .map(|f| {
+            (client.known_hosts().load(f)).map_err(|e| file_error(peer, f, "read", e.to_string()))
+        })
+        .collect()
+}
+
+/// What the files say together (`statuses`: the key's status in each): a key revoked in any file
+/// is refused; a key recorded in any file is known (`Ok(true)`); otherwise a different key
+/// anywhere is a change. A host covered only by a `@cert-authority` line is refused too.
+/// `Ok(false)`: no file knows the host.
+fn recorded_anywhere(
+    peer: &Peer,
+    key: &PublicKey,
+    files: &[Arc<KnownHosts>],
+    statuses: &[HostKeyStatus],
+) -> Result<bool, Box<SshError>> {
     if let Some(i) = statuses
         .iter()
         .position(|s| matches!(s, HostKeyStatus::Revoked))
@@ -71,7 +104,7 @@ pub(super) fn verify_host_key(
         return Err(Box::new(refusal(peer, &files[i], &statuses[i], key)));
     }
     if statuses.iter().any(|s| matches!(s, HostKeyStatus::Known)) {
-        return Ok(None);
+        return Ok(true);
     }
     if let Some(i) = statuses
         .iter()
@@ -81,12 +114,14 @@ pub(super) fn verify_host_key(
     }
     // A host vouched for by a certificate authority presents certificates, which we do not check
     // yet: its plain key must not be trusted on first use behind the CA's back.
+    let (name, port) = peer.key_name();
     if let Some(f) = files.iter().find(|f| {
         f.entries_for(name, port)
             .iter()
             .any(|e| e.marker == Marker::CertAuthority)
     }) {
-        return Err(error(
+        return Err(file_error(
+            peer,
             f.file(),
             "check",
             "a @cert-authority line covers this host, and host certificates are not supported yet; \
@@ -94,41 +129,49 @@ pub(super) fn verify_host_key(
                 .into(),
         ));
     }
-    let kh = &files[0];
-    match (&statuses[0], peer.policy) {
-        (HostKeyStatus::Unknown, HostKeyPolicy::AcceptNew) => {
-            let fp = format!(
-                "{} {}",
-                key.algorithm().as_str(),
-                known_hosts::fingerprint(key)
-            );
-            let learned = |note: &str| {
-                client.learned(peer.host.clone(), format!("{} {fp}{note}", peer.target));
-            };
-            match known_hosts::record(first, name, port, key, peer.key_options.hash)
-                .map_err(|e| read_error(e, "update"))?
-            {
-                AddOutcome::Added => {
-                    learned("");
-                    Ok(Some(fp))
-                }
-                // `/dev/null`, a read-only directory: trusted for this connection only, as
-                // OpenSSH does (it warns and goes on); the report says it was not recorded.
-                AddOutcome::NotRecorded(why) => {
-                    learned(&format!(
-                        " (accepted for this run only, not recorded: {why})"
-                    ));
-                    Ok(Some(fp))
-                }
-                AddOutcome::NotAdded(HostKeyStatus::Known) => Ok(None),
-                AddOutcome::NotAdded(other) => {
-                    // Someone recorded a different key meanwhile: explain from the new content.
-                    let kh = KnownHosts::load(first).map_err(|e| read_error(e, "read"))?;
-                    Err(Box::new(refusal(peer, &kh, &other, key)))
-                }
-            }
+    Ok(false)
+}
+
+/// Trust on first use: records the unknown `key` in `first` (the user's first known_hosts file)
+/// and notes it in `client`'s learned keys. A file that cannot hold it leaves the key trusted for
+/// this connection only; a different key recorded meanwhile is a refusal.
+fn accept_new(
+    peer: &Peer,
+    key: &PublicKey,
+    client: &Client,
+    first: &std::path::Path,
+) -> Result<Option<String>, Box<SshError>> {
+    let (name, port) = peer.key_name();
+    let fp = format!(
+        "{} {}",
+        key.algorithm().as_str(),
+        known_hosts::fingerprint(key)
+    );
+    let learned = |note: &str| {
+        client.learned(peer.host.clone(), format!("{} {fp}{note}", peer.target));
+    };
+    match known_hosts::record(first, name, port, key, peer.key_options.hash)
+        .map_err(|e| file_error(peer, first, "update", e.to_string()))?
+    {
+        AddOutcome::Added => {
+            learned("");
+            Ok(Some(fp))
         }
-        (other, _) => Err(Box::new(refusal(peer, kh, other, key))),
+        // `/dev/null`, a read-only directory: trusted for this connection only, as
+        // OpenSSH does (it warns and goes on); the report says it was not recorded.
+        AddOutcome::NotRecorded(why) => {
+            learned(&format!(
+                " (accepted for this run only, not recorded: {why})"
+            ));
+            Ok(Some(fp))
+        }
+        AddOutcome::NotAdded(HostKeyStatus::Known) => Ok(None),
+        AddOutcome::NotAdded(other) => {
+            // Someone recorded a different key meanwhile: explain from the new content.
+            let kh = KnownHosts::load(first)
+                .map_err(|e| file_error(peer, first, "read", e.to_string()))?;
+            Err(Box::new(refusal(peer, &kh, &other, key)))
+        }
     }
 }
 
