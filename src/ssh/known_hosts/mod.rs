@@ -78,17 +78,52 @@ impl fmt::Display for HostKeyPolicy {
 }
 
 impl FromStr for HostKeyPolicy {
-    type Err = String;
+    type Err = UnknownPolicy;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "strict" => Ok(HostKeyPolicy::Strict),
             "accept-new" => Ok(HostKeyPolicy::AcceptNew),
-            other => Err(format!(
-                "unknown host key policy `{other}`: expected \"strict\" or \"accept-new\""
-            )),
+            other => Err(UnknownPolicy {
+                given: other.to_string(),
+            }),
         }
     }
+}
+
+/// A host-key policy spelled neither `strict` nor `accept-new`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown host key policy `{given}`: expected \"strict\" or \"accept-new\"")]
+pub struct UnknownPolicy {
+    /// The spelling given.
+    pub given: String,
+}
+
+/// Why a `known_hosts` line says nothing about any host: the fields needed to know which host it
+/// is about are missing ([`KnownHosts::bad_lines`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadLine {
+    /// A first field starting with `@` that is neither `@cert-authority` nor `@revoked`.
+    #[error("unknown marker `{marker}`")]
+    UnknownMarker { marker: String },
+    /// A marker with nothing after it.
+    #[error("marker without a host field")]
+    NoHostField,
+    /// A host field with nothing after it.
+    #[error("no key after the host field")]
+    NoKey,
+}
+
+/// Why the key of an entry cannot be used ([`HostEntry::key`]): the entry still counts as a
+/// recorded key for the hosts it names, matching no presented key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadKey {
+    /// A key type field and no key data after it.
+    #[error("key type `{key_type}` without key data")]
+    NoKeyData { key_type: String },
+    /// Key data that does not parse as a key of its type.
+    #[error("cannot parse the `{key_type}` key: {reason}")]
+    Unparsable { key_type: String, reason: String },
 }
 
 /// The verdict of [`KnownHosts::check`] for one presented key.
@@ -128,7 +163,7 @@ pub struct HostEntry {
     /// The key type field as written (`ssh-ed25519`, ...).
     pub key_type: String,
     /// The key, or why it could not be parsed.
-    pub key: Result<PublicKey, String>,
+    pub key: Result<PublicKey, BadKey>,
 }
 
 impl HostEntry {
@@ -181,7 +216,7 @@ impl KnownHostsCache {
 pub struct KnownHosts {
     file: PathBuf,
     entries: Vec<HostEntry>,
-    bad_lines: Vec<(usize, String)>,
+    bad_lines: Vec<(usize, BadLine)>,
 }
 
 impl KnownHosts {
@@ -231,7 +266,7 @@ impl KnownHosts {
     }
 
     /// Lines that could not be parsed at all (no host field or no key field), with the reason.
-    pub fn bad_lines(&self) -> &[(usize, String)] {
+    pub fn bad_lines(&self) -> &[(usize, BadLine)] {
         &self.bad_lines
     }
 
@@ -369,11 +404,11 @@ fn lookup_names(host: &str, port: u16) -> Vec<String> {
     names
 }
 
-type ParsedLine = (Marker, String, String, Result<PublicKey, String>);
+type ParsedLine = (Marker, String, String, Result<PublicKey, BadKey>);
 
 /// Parses one physical line: `Ok(None)` for blank lines and comments, `Err` for lines without
 /// the fields needed to know which host they are about.
-fn parse_line(raw: &str) -> Result<Option<ParsedLine>, String> {
+fn parse_line(raw: &str) -> Result<Option<ParsedLine>, BadLine> {
     let raw = raw.strip_suffix('\r').unwrap_or(raw);
     let mut fields = raw.split([' ', '\t']).filter(|f| !f.is_empty());
     let Some(mut first) = fields.next() else {
@@ -386,21 +421,31 @@ fn parse_line(raw: &str) -> Result<Option<ParsedLine>, String> {
         let m = match first {
             "@cert-authority" => Marker::CertAuthority,
             "@revoked" => Marker::Revoked,
-            other => return Err(format!("unknown marker `{other}`")),
+            other => {
+                return Err(BadLine::UnknownMarker {
+                    marker: other.to_string(),
+                });
+            }
         };
-        first = fields.next().ok_or("marker without a host field")?;
+        first = fields.next().ok_or(BadLine::NoHostField)?;
         m
     } else {
         Marker::None
     };
     let hosts = first.to_string();
     let Some(key_type) = fields.next() else {
-        return Err("no key after the host field".to_string());
+        return Err(BadLine::NoKey);
     };
     let key = match fields.next() {
-        None => Err(format!("key type `{key_type}` without key data")),
-        Some(blob) => PublicKey::from_openssh(&format!("{key_type} {blob}"))
-            .map_err(|e| format!("cannot parse the `{key_type}` key: {e}")),
+        None => Err(BadKey::NoKeyData {
+            key_type: key_type.to_string(),
+        }),
+        Some(blob) => {
+            PublicKey::from_openssh(&format!("{key_type} {blob}")).map_err(|e| BadKey::Unparsable {
+                key_type: key_type.to_string(),
+                reason: e.to_string(),
+            })
+        }
     };
     Ok(Some((marker, hosts, key_type.to_string(), key)))
 }
@@ -668,6 +713,40 @@ mod tests {
         assert!(k.entries_for("web5", 22)[0].key.is_err());
         assert_eq!(k.check("web5", 22, &key(ED)), changed(6));
         assert_eq!(k.check("garbage", 22, &key(ED)), HostKeyStatus::Unknown);
+    }
+
+    /// The parse errors read as the messages they were before they were typed.
+    #[test]
+    fn parse_errors_keep_their_words() {
+        let k = kh("garbage\n@bogus web1\n@revoked\nweb2 ssh-ed25519\nweb3 ssh-ed25519 !!x!!\n");
+        let bad: Vec<String> = (k.bad_lines().iter())
+            .map(|(line, e)| format!("{line}: {e}"))
+            .collect();
+        assert_eq!(
+            bad,
+            [
+                "1: no key after the host field",
+                "2: unknown marker `@bogus`",
+                "3: marker without a host field"
+            ]
+        );
+        let key_error = |host| {
+            k.entries_for(host, 22)[0]
+                .key
+                .clone()
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(key_error("web2"), "key type `ssh-ed25519` without key data");
+        assert!(
+            key_error("web3").starts_with("cannot parse the `ssh-ed25519` key: "),
+            "{}",
+            key_error("web3")
+        );
+        assert_eq!(
+            "yes".parse::<HostKeyPolicy>().unwrap_err().to_string(),
+            "unknown host key policy `yes`: expected \"strict\" or \"accept-new\""
+        );
     }
 
     #[test]
