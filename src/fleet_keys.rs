@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use crate::inventory::Host;
 use crate::ssh::known_hosts::{self, AddOutcome, HostKeyStatus, KnownHosts};
-use crate::ssh::{PublicKey, Session};
+use crate::ssh::{PublicKey, Session, SshError};
 
 /// What was found for one host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum KeyState {
     /// A known_hosts file already holds this key.
     Known,
@@ -19,12 +19,35 @@ pub enum KeyState {
     New,
     /// `--pin` recorded it in this file.
     Recorded(PathBuf),
-    /// A file holds a different key for the host: `file:line`. Never replaced.
-    Changed(String),
+    /// A file holds a different key for the host, at `file:line`. Never replaced.
+    Changed { file: PathBuf, line: usize },
     /// The key is `@revoked` for this host.
     Revoked,
-    /// The key could not be read: why.
-    Failed(String),
+    /// The key could not be read (or pinned): why.
+    Failed(KeyFailure),
+}
+
+/// Why a host's key could not be read or pinned ([`KeyState::Failed`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KeyFailure {
+    /// The task reading the key, or checking it, died.
+    #[error("internal error: {reason}")]
+    Internal { reason: String },
+    /// The key exchange with the host (or its jump hosts) failed.
+    #[error(transparent)]
+    Scan(Arc<SshError>),
+    /// A known_hosts file could not be read.
+    #[error("cannot read {}: {reason}", file.display())]
+    Read { file: PathBuf, reason: String },
+    /// `--pin` without any known_hosts file to record in.
+    #[error("no known_hosts file is set")]
+    NoFile,
+    /// `--pin` could not record the key there (a special file, a read-only directory).
+    #[error("not recorded: {why}")]
+    NotRecorded { why: String },
+    /// `--pin` failed to update the file.
+    #[error("cannot update {}: {reason}", file.display())]
+    Update { file: PathBuf, reason: String },
 }
 
 impl KeyState {
@@ -33,7 +56,7 @@ impl KeyState {
             KeyState::Known => "known",
             KeyState::New => "new",
             KeyState::Recorded(_) => "recorded",
-            KeyState::Changed(_) => "CHANGED",
+            KeyState::Changed { .. } => "CHANGED",
             KeyState::Revoked => "REVOKED",
             KeyState::Failed(_) => "failed",
         }
@@ -43,7 +66,7 @@ impl KeyState {
     pub fn is_problem(&self) -> bool {
         matches!(
             self,
-            KeyState::Changed(_) | KeyState::Revoked | KeyState::Failed(_)
+            KeyState::Changed { .. } | KeyState::Revoked | KeyState::Failed(_)
         )
     }
 }
@@ -87,7 +110,9 @@ pub async fn scan(
                 target: String::new(),
                 line: None,
                 fingerprint: None,
-                state: KeyState::Failed(format!("internal error: {e}")),
+                state: KeyState::Failed(KeyFailure::Internal {
+                    reason: e.to_string(),
+                }),
             }),
         }
     }
@@ -101,12 +126,12 @@ async fn one(h: Host, pin: bool, client: &crate::ssh::Client) -> KeyReport {
         target: spec.target(),
         line: None,
         fingerprint: None,
-        state: KeyState::Failed(String::new()),
+        state: KeyState::New,
     };
     let key = match Session::scan_host_key(&spec, client).await {
         Ok(k) => k,
         Err(e) => {
-            r.state = KeyState::Failed(e.to_string());
+            r.state = KeyState::Failed(KeyFailure::Scan(Arc::new(e)));
             return r;
         }
     };
@@ -123,7 +148,11 @@ async fn one(h: Host, pin: bool, client: &crate::ssh::Client) -> KeyReport {
     let state =
         tokio::task::spawn_blocking(move || state_of(&files, &opts, &name, port, &key, pin))
             .await
-            .unwrap_or_else(|e| KeyState::Failed(format!("internal error: {e}")));
+            .unwrap_or_else(|e| {
+                KeyState::Failed(KeyFailure::Internal {
+                    reason: e.to_string(),
+                })
+            });
     r.state = state;
     r
 }
@@ -142,7 +171,12 @@ fn state_of(
     for f in files.iter().cloned().chain(globals) {
         match KnownHosts::load(&f) {
             Ok(kh) => statuses.push(kh.check(address, port, key)),
-            Err(e) => return KeyState::Failed(format!("cannot read {}: {e}", f.display())),
+            Err(e) => {
+                return KeyState::Failed(KeyFailure::Read {
+                    file: f,
+                    reason: e.to_string(),
+                });
+            }
         }
     }
     if statuses.contains(&HostKeyStatus::Revoked) {
@@ -155,24 +189,30 @@ fn state_of(
         .iter()
         .find(|s| matches!(s, HostKeyStatus::Changed { .. }))
     {
-        return KeyState::Changed(format!("{}:{line}", file.display()));
+        return KeyState::Changed {
+            file: file.clone(),
+            line: *line,
+        };
     }
     if !pin {
         return KeyState::New;
     }
     let Some(first) = files.first() else {
-        return KeyState::Failed("no known_hosts file is set".into());
+        return KeyState::Failed(KeyFailure::NoFile);
     };
     match known_hosts::record(first, address, port, key, opts.hash) {
         Ok(AddOutcome::Added) => KeyState::Recorded(first.clone()),
-        Ok(AddOutcome::NotRecorded(why)) => KeyState::Failed(format!("not recorded: {why}")),
+        Ok(AddOutcome::NotRecorded(why)) => KeyState::Failed(KeyFailure::NotRecorded { why }),
         Ok(AddOutcome::NotAdded(HostKeyStatus::Known)) => KeyState::Known,
         Ok(AddOutcome::NotAdded(HostKeyStatus::Revoked)) => KeyState::Revoked,
         Ok(AddOutcome::NotAdded(HostKeyStatus::Changed { line, file })) => {
-            KeyState::Changed(format!("{}:{line}", file.display()))
+            KeyState::Changed { file, line }
         }
         Ok(AddOutcome::NotAdded(HostKeyStatus::Unknown)) => KeyState::New,
-        Err(e) => KeyState::Failed(format!("cannot update {}: {e}", first.display())),
+        Err(e) => KeyState::Failed(KeyFailure::Update {
+            file: first.clone(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -202,17 +242,18 @@ pub fn text(reports: &[KeyReport], pin: bool) -> String {
     }
     for r in problems {
         let why = match &r.state {
-            KeyState::Changed(at) => format!(
-                "the host presents {} but {at} holds a different key; it was not replaced. If the \
+            KeyState::Changed { file, line } => format!(
+                "the host presents {} but {}:{line} holds a different key; it was not replaced. If the \
                  change is expected, remove the old entry (ssh-keygen -R '{}' -f FILE) and run again",
                 r.fingerprint.as_deref().unwrap_or("a key"),
+                file.display(),
                 r.line
                     .as_deref()
                     .and_then(|l| l.split(' ').next())
                     .unwrap_or(&r.target)
             ),
             KeyState::Revoked => "the key it presents is @revoked in a known_hosts file".into(),
-            KeyState::Failed(e) => e.clone(),
+            KeyState::Failed(e) => e.to_string(),
             _ => continue,
         };
         let _ = writeln!(out, "{}: {why}", r.host);
@@ -224,8 +265,8 @@ pub fn text(reports: &[KeyReport], pin: bool) -> String {
 pub fn json(r: &KeyReport) -> serde_json::Value {
     let detail = match &r.state {
         KeyState::Recorded(f) => Some(f.display().to_string()),
-        KeyState::Changed(at) => Some(at.clone()),
-        KeyState::Failed(e) => Some(e.clone()),
+        KeyState::Changed { file, line } => Some(format!("{}:{line}", file.display())),
+        KeyState::Failed(e) => Some(e.to_string()),
         _ => None,
     };
     serde_json::json!({
@@ -252,20 +293,20 @@ mod tests {
         let b = dir.path().join("b");
         let k = key();
         let o = known_hosts::KeyOptions::default();
-        assert_eq!(
+        assert!(matches!(
             state_of(std::slice::from_ref(&a), &o, "192.0.2.1", 22, &k, false),
             KeyState::New
-        );
+        ));
         assert!(!a.exists(), "printing writes nothing");
-        assert_eq!(
-            state_of(&[a.clone(), b.clone()], &o, "192.0.2.1", 22, &k, true),
-            KeyState::Recorded(a.clone())
-        );
+        match state_of(&[a.clone(), b.clone()], &o, "192.0.2.1", 22, &k, true) {
+            KeyState::Recorded(f) => assert_eq!(f, a),
+            s => panic!("{s:?}"),
+        }
         // Known from the first file even when the second is asked first.
-        assert_eq!(
+        assert!(matches!(
             state_of(&[b.clone(), a.clone()], &o, "192.0.2.1", 22, &k, true),
             KeyState::Known
-        );
+        ));
         // A different key recorded: never replaced.
         std::fs::write(
             &b,
@@ -274,7 +315,7 @@ mod tests {
         .unwrap();
         let before = std::fs::read(&b).unwrap();
         match state_of(std::slice::from_ref(&b), &o, "192.0.2.2", 2222, &k, true) {
-            KeyState::Changed(at) => assert!(at.ends_with("b:1"), "{at}"),
+            KeyState::Changed { file, line } => assert_eq!((file, line), (b.clone(), 1)),
             s => panic!("{s:?}"),
         }
         assert_eq!(std::fs::read(&b).unwrap(), before);
@@ -295,7 +336,9 @@ mod tests {
                 target: "10.0.0.2:22".into(),
                 line: None,
                 fingerprint: None,
-                state: KeyState::Failed("host `h2` (10.0.0.2:22): connection refused".into()),
+                state: KeyState::Failed(KeyFailure::NotRecorded {
+                    why: "/dev/null is a character device".into(),
+                }),
             },
         ];
         let t = text(&r, false);
@@ -306,7 +349,7 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("h2: host `h2` (10.0.0.2:22): connection refused"),
+            t.contains("h2: not recorded: /dev/null is a character device"),
             "{t}"
         );
         let p = text(&r, true);

@@ -119,7 +119,7 @@ impl<H: Handler> Attempt<'_, H> {
         }
         rsa_hash_for(self.handle, &mut self.rsa_hash, *self.deadline)
             .await
-            .map_err(|()| self.timeout())
+            .map_err(|_| self.timeout())
     }
 
     /// Records a refusal by the server (and the methods it still offers).
@@ -444,16 +444,17 @@ fn failure_error(spec: &ConnectSpec, f: Failure) -> SshError {
 }
 
 /// The RSA signature hash the server supports, asked once (waits up to 1 s for EXT_INFO).
+/// `Err`: `deadline` passed while waiting for the answer.
 async fn rsa_hash_for<H: Handler>(
     handle: &Handle<H>,
     cache: &mut Option<Option<HashAlg>>,
     deadline: tokio::time::Instant,
-) -> Result<Option<HashAlg>, ()> {
+) -> Result<Option<HashAlg>, tokio::time::error::Elapsed> {
     if let Some(h) = *cache {
         return Ok(h);
     }
     let h = match timeout_at(deadline, handle.best_supported_rsa_hash()).await {
-        Err(_) => return Err(()),
+        Err(elapsed) => return Err(elapsed),
         // No answer: SHA-256 is what every server of the last decade accepts.
         Ok(Err(_)) => Some(HashAlg::Sha256),
         Ok(Ok(h)) => h.flatten(),
