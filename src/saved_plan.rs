@@ -24,10 +24,12 @@
 //! `Debug` redacts). It may change between releases, so a plan is applied only by the build
 //! that made it (`tool`).
 
+mod fingerprint;
+
+pub use fingerprint::{desired, probed};
+
 use crate::error::Error;
-use crate::fact::{HostFacts, Observed, SecretState};
-use crate::plan::{HostPlan, Probed};
-use crate::resource::{Desired, file};
+use crate::plan::HostPlan;
 // The outcome and preparation types, not the runner that drives hosts (which reads saved plans).
 use crate::run::outcome::{HostOutcome, HostState};
 use crate::run::prepare::Prepared;
@@ -84,72 +86,6 @@ impl Key {
         }
         hex::encode(m.finalize().into_bytes())
     }
-}
-
-/// The fingerprints of a host's facts and of each step's probe answers (None: not probed).
-pub fn probed(key: &Key, facts: &HostFacts, observed: &[Option<Vec<Observed>>]) -> Probed {
-    Probed {
-        facts: key.digest(&[b"facts", format!("{facts:?}").as_bytes()]),
-        steps: observed
-            .iter()
-            .map(|o| match o {
-                None => key.digest(&[b"not probed"]),
-                Some(answers) => {
-                    let texts: Vec<Vec<u8>> = answers.iter().map(observed_text).collect();
-                    let mut parts: Vec<&[u8]> = vec![b"probed"];
-                    parts.extend(texts.iter().map(Vec::as_slice));
-                    key.digest(&parts)
-                }
-            })
-            .collect(),
-    }
-}
-
-/// The canonical text of one probe answer: its `Debug` form, and a secret's value (which
-/// `Debug` redacts): a secret rewritten on the host is drift of its step.
-fn observed_text(o: &Observed) -> Vec<u8> {
-    let mut t = format!("{o:?}").into_bytes();
-    if let Observed::Secret(SecretState::Present { value, .. }) = o {
-        t.push(0);
-        t.extend_from_slice(value.expose().as_bytes());
-    }
-    t
-}
-
-/// The canonical text of a step's desired state as rendered offline (stand-in facts and
-/// secrets: no secret value), without what depends on the clock (a certificate's warnings).
-fn desired_text(d: Option<&Desired>) -> String {
-    fn file_text(f: &file::Desired) -> String {
-        format!(
-            "file {:?} sha256 {} mode {:?} owner {:?} group {:?} {:?} sensitive {}",
-            f.path, f.sha256, f.mode, f.owner, f.group, f.state, f.sensitive
-        )
-    }
-    match d {
-        None => "not applied (`when` is false)".into(),
-        Some(Desired::File(f)) => file_text(f),
-        Some(Desired::Cert(c)) => format!(
-            "cert {} / {} / {}",
-            file_text(&c.cert),
-            file_text(&c.key),
-            c.summary
-        ),
-        Some(d) => format!("{d:?}"),
-    }
-}
-
-/// Per step of a prepared host, the fingerprint of its desired state.
-pub fn desired(key: &Key, p: &Prepared) -> Vec<String> {
-    p.steps
-        .iter()
-        .map(|s| {
-            key.digest(&[
-                b"desired",
-                s.step.name.as_bytes(),
-                desired_text(s.probe_desired.as_ref()).as_bytes(),
-            ])
-        })
-        .collect()
 }
 
 /// What a plan was made from (the run's inputs besides the hosts' steps).
@@ -625,8 +561,9 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fact::PathState;
+    use crate::fact::{HostFacts, Observed, PathState, SecretState};
     use crate::plan::{Action, Change, StepPlan};
+    use crate::resource::file;
     use base64::Engine;
 
     const API_KEY: &str = "hunter2-operator-key";
