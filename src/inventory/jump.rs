@@ -20,6 +20,40 @@ pub(super) struct HopCtx<'a> {
     pub(super) fallback_keys: &'a [PathBuf],
 }
 
+/// Why a host's jump hosts cannot be resolved (the caller names the host and its `jump`).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum JumpError {
+    #[error("jump hosts' own ProxyJump nest deeper than {MAX_JUMP_DEPTH} (a loop?)")]
+    TooDeep,
+    #[error(transparent)]
+    BadHop(#[from] ssh_config::BadHop),
+    /// A host-key option of the hop's ssh_config we do not implement ([`Resolved::unsupported`]).
+    #[error("jump host `{host}`: {problem}")]
+    Unsupported { host: String, problem: String },
+    /// A file setting of the hop's ssh_config, set at `origin` (`file:line`).
+    #[error("jump host `{host}`: ssh_config {setting} ({origin}): {source}")]
+    Setting {
+        host: String,
+        setting: &'static str,
+        origin: String,
+        source: HopFileError,
+    },
+    #[error(
+        "jump host `{host}`: the ssh_config ({origin}) sets ProxyCommand, which claw-provision \
+         does not run; use ProxyJump"
+    )]
+    ProxyCommand { host: String, origin: String },
+}
+
+/// A jump host's key or known_hosts file setting that gives no usable file.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HopFileError {
+    #[error(transparent)]
+    Expand(#[from] ssh_config::ExpandError),
+    #[error("none: host keys must be checked against a file")]
+    KnownHostsNone,
+}
+
 /// Deepest chain of jump hosts' own ProxyJump followed.
 const MAX_JUMP_DEPTH: usize = 8;
 
@@ -31,11 +65,9 @@ pub(super) fn resolve_hops(
     ctx: &HopCtx<'_>,
     text: &str,
     depth: usize,
-) -> Result<Vec<JumpHost>, String> {
+) -> Result<Vec<JumpHost>, JumpError> {
     if depth > MAX_JUMP_DEPTH {
-        return Err(format!(
-            "jump hosts' own ProxyJump nest deeper than {MAX_JUMP_DEPTH} (a loop?)"
-        ));
+        return Err(JumpError::TooDeep);
     }
     let mut out = Vec::new();
     for (i, hop) in ssh_config::parse_jump(text)?.into_iter().enumerate() {
@@ -60,8 +92,11 @@ pub(super) fn resolve_hops(
                 depth,
             )?);
         }
-        if let Some(e) = hr.unsupported().into_iter().next() {
-            return Err(format!("jump host `{}`: {e}", hop.host));
+        if let Some(problem) = hr.unsupported().into_iter().next() {
+            return Err(JumpError::Unsupported {
+                host: hop.host,
+                problem,
+            });
         }
         let jump_host = if i == 0 {
             ssh_config::jump_token(own_jump.as_deref().unwrap_or(""))
@@ -80,7 +115,7 @@ fn resolve_hop(
     hop: ssh_config::Hop,
     hr: &Resolved,
     jump_host: &str,
-) -> Result<JumpHost, String> {
+) -> Result<JumpHost, JumpError> {
     let address = hr.hostname.clone().unwrap_or_else(|| hop.host.clone());
     let port = hop.port.or(hr.port).unwrap_or(22);
     let user = hop
@@ -97,17 +132,16 @@ fn resolve_hop(
         jump: jump_host,
         alias: hr.host_key_alias.as_deref(),
     };
-    let in_hop = |what: &str, e: String| {
-        format!(
-            "jump host `{}`: ssh_config {what} ({}): {e}",
-            hop.host,
-            origin(hr, what)
-        )
+    let in_hop = |setting: &'static str, e: HopFileError| JumpError::Setting {
+        host: hop.host.clone(),
+        setting,
+        origin: origin(hr, setting),
+        source: e,
     };
     let identity_files = if hr.identity_files.is_empty() {
         ctx.fallback_keys.to_vec()
     } else {
-        expand_files(&hr.identity_files, &tokens).map_err(|e| in_hop("IdentityFile", e))?
+        expand_files(&hr.identity_files, &tokens).map_err(|e| in_hop("IdentityFile", e.into()))?
     };
     let known_hosts =
         hop_known_hosts(ctx, hr, &tokens).map_err(|e| in_hop("UserKnownHostsFile", e))?;
@@ -134,18 +168,17 @@ fn first_hop_jumps(
     hr: &Resolved,
     own_jump: Option<&str>,
     depth: usize,
-) -> Result<Vec<JumpHost>, String> {
+) -> Result<Vec<JumpHost>, JumpError> {
     if let Some(j) = own_jump {
         return resolve_hops(ctx, j, depth + 1);
     }
     if let Some(cmd) = &hr.proxy_command
         && !cmd.eq_ignore_ascii_case("none")
     {
-        return Err(format!(
-            "jump host `{host}`: the ssh_config ({}) sets ProxyCommand, which claw-provision \
-             does not run; use ProxyJump",
-            origin(hr, "ProxyCommand")
-        ));
+        return Err(JumpError::ProxyCommand {
+            host: host.into(),
+            origin: origin(hr, "ProxyCommand"),
+        });
     }
     Ok(Vec::new())
 }
@@ -156,14 +189,14 @@ fn hop_known_hosts(
     ctx: &HopCtx<'_>,
     hr: &Resolved,
     tokens: &ssh_config::Tokens<'_>,
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, HopFileError> {
     Ok(match (ctx.known_hosts, &hr.user_known_hosts_files) {
         (Some(k), _) => vec![k.clone()],
         (None, Some(files)) => {
             let files: Vec<String> = files.iter().filter(|f| *f != "none").cloned().collect();
             let v = expand_files(&files, tokens)?;
             if v.is_empty() {
-                return Err("none: host keys must be checked against a file".into());
+                return Err(HopFileError::KnownHostsNone);
             }
             v
         }

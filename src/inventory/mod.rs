@@ -226,7 +226,10 @@ fn port_of(file: &Path, src: &str, p: &Spanned<i64>, errors: &mut Vec<ConfigErro
 }
 
 /// Expands `~` and `%` tokens of ssh_config file names.
-fn expand_files(files: &[String], t: &ssh_config::Tokens<'_>) -> Result<Vec<PathBuf>, String> {
+fn expand_files(
+    files: &[String],
+    t: &ssh_config::Tokens<'_>,
+) -> Result<Vec<PathBuf>, ssh_config::ExpandError> {
     files.iter().map(|f| ssh_config::expand(f, t)).collect()
 }
 
@@ -297,6 +300,21 @@ pub(crate) fn find_key(src: &str, from: usize, key: &str) -> Option<usize> {
         off += line.len();
     }
     None
+}
+
+/// Why a host selector (`hosts`, `--limit`) is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error("empty host selector")]
+    Empty,
+    /// An item (`!` removed) that selects nothing: a typo must not silently select nothing.
+    #[error("`{pattern}` matches no host or group of the inventory")]
+    NoMatch { pattern: String },
+    #[error("bad pattern `{pattern}`: {source}")]
+    BadPattern {
+        pattern: String,
+        source: globset::Error,
+    },
 }
 
 impl Inventory {
@@ -395,7 +413,7 @@ impl Inventory {
     /// Hosts matched by a selector: comma-separated host names, group names or globs over host
     /// names; a `!` prefix excludes. `all` and `*` select every host. An item that matches nothing
     /// is an error (a typo in `--limit` must not silently select nothing).
-    pub fn select(&self, selector: &str) -> Result<Vec<&Host>, String> {
+    pub fn select(&self, selector: &str) -> Result<Vec<&Host>, SelectError> {
         let mut include: Vec<bool> = vec![false; self.hosts.len()];
         let mut any_positive = false;
         let items: Vec<&str> = selector
@@ -404,7 +422,7 @@ impl Inventory {
             .filter(|s| !s.is_empty())
             .collect();
         if items.is_empty() {
-            return Err("empty host selector".into());
+            return Err(SelectError::Empty);
         }
         for item in &items {
             if !item.starts_with('!') {
@@ -418,7 +436,9 @@ impl Inventory {
             let (neg, pat) = item.strip_prefix('!').map_or((false, item), |p| (true, p));
             let matched = self.match_pattern(pat)?;
             if matched.is_empty() {
-                return Err(format!("`{pat}` matches no host or group of the inventory"));
+                return Err(SelectError::NoMatch {
+                    pattern: pat.into(),
+                });
             }
             for i in matched {
                 include[i] = !neg;
@@ -433,7 +453,7 @@ impl Inventory {
             .collect())
     }
 
-    fn match_pattern(&self, pat: &str) -> Result<Vec<usize>, String> {
+    fn match_pattern(&self, pat: &str) -> Result<Vec<usize>, SelectError> {
         if pat == "all" || pat == "*" {
             return Ok((0..self.hosts.len()).collect());
         }
@@ -447,7 +467,10 @@ impl Inventory {
                 .collect());
         }
         let glob = globset::Glob::new(pat)
-            .map_err(|e| format!("bad pattern `{pat}`: {e}"))?
+            .map_err(|source| SelectError::BadPattern {
+                pattern: pat.into(),
+                source,
+            })?
             .compile_matcher();
         Ok(self
             .hosts
@@ -533,7 +556,12 @@ groups = ["db"]
         assert_eq!(names("web-*,!web-2"), ["web-1"]);
         assert_eq!(names("!db"), ["web-2", "web-1"]);
         assert_eq!(names("db-1"), ["db-1"]);
-        assert!(i.select("nosuch").unwrap_err().contains("matches no host"));
+        assert!(
+            i.select("nosuch")
+                .unwrap_err()
+                .to_string()
+                .contains("matches no host")
+        );
     }
 
     #[test]

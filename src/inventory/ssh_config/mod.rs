@@ -38,10 +38,10 @@ mod query;
 mod read;
 mod tokens;
 
-pub use proxy_jump::{Hop, jump_token, parse_jump};
+pub use proxy_jump::{BadHop, Hop, HopProblem, jump_token, parse_jump};
 use query::Query;
 use read::parse;
-pub use tokens::{Tokens, expand, home, local_user};
+pub use tokens::{ExpandError, Tokens, expand, home, local_user};
 
 /// A parsed configuration file with its includes.
 #[derive(Debug, Clone, Default)]

@@ -8,6 +8,31 @@ pub struct Hop {
     pub port: Option<u16>,
 }
 
+/// A `ProxyJump` hop that does not parse (`hop` as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("jump host `{hop}`: {why} (want [user@]host[:port])")]
+pub struct BadHop {
+    pub hop: String,
+    pub why: HopProblem,
+}
+
+/// What is wrong with a [`BadHop`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HopProblem {
+    #[error("empty user")]
+    EmptyUser,
+    #[error("unclosed `[`")]
+    UnclosedBracket,
+    #[error("text after `]`")]
+    TextAfterBracket,
+    #[error("no host")]
+    NoHost,
+    #[error("bad host name")]
+    BadHostName,
+    #[error("bad port")]
+    BadPort,
+}
+
 /// `%j` for a ProxyJump value: the host name of its last hop (the one OpenSSH connects to the
 /// target through), empty without a jump.
 pub fn jump_token(jump: &str) -> String {
@@ -18,29 +43,32 @@ pub fn jump_token(jump: &str) -> String {
 }
 
 /// Parses a `ProxyJump` value (`none` is no jump: an empty list).
-pub fn parse_jump(s: &str) -> Result<Vec<Hop>, String> {
+pub fn parse_jump(s: &str) -> Result<Vec<Hop>, BadHop> {
     if s.eq_ignore_ascii_case("none") || s.is_empty() {
         return Ok(Vec::new());
     }
     s.split(',').map(|h| parse_hop(h.trim())).collect()
 }
 
-fn parse_hop(s: &str) -> Result<Hop, String> {
-    let bad = |why: &str| format!("jump host `{s}`: {why} (want [user@]host[:port])");
+fn parse_hop(s: &str) -> Result<Hop, BadHop> {
+    let bad = |why| BadHop {
+        hop: s.to_string(),
+        why,
+    };
     let body = s.strip_prefix("ssh://").unwrap_or(s);
     let (user, hostport) = match body.rsplit_once('@') {
         Some((u, h)) if !u.is_empty() => (Some(u.to_string()), h),
-        Some(_) => return Err(bad("empty user")),
+        Some(_) => return Err(bad(HopProblem::EmptyUser)),
         None => (None, body),
     };
     let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
         let Some((h, after)) = rest.split_once(']') else {
-            return Err(bad("unclosed `[`"));
+            return Err(bad(HopProblem::UnclosedBracket));
         };
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
             None if after.is_empty() => None,
-            None => return Err(bad("text after `]`")),
+            None => return Err(bad(HopProblem::TextAfterBracket)),
         };
         (h, port)
     } else {
@@ -50,16 +78,16 @@ fn parse_hop(s: &str) -> Result<Hop, String> {
         }
     };
     if host.is_empty() {
-        return Err(bad("no host"));
+        return Err(bad(HopProblem::NoHost));
     }
     if host.contains(|c: char| c.is_whitespace() || c == '/') {
-        return Err(bad("bad host name"));
+        return Err(bad(HopProblem::BadHostName));
     }
     let port = match port {
         None => None,
         Some(p) => match p.trim_end_matches('/').parse::<u16>() {
             Ok(n) if n > 0 => Some(n),
-            _ => return Err(bad("bad port")),
+            _ => return Err(bad(HopProblem::BadPort)),
         },
     };
     Ok(Hop {

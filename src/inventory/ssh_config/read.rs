@@ -9,10 +9,70 @@ use std::time::Duration;
 /// Deepest `Include` nesting (OpenSSH's READCONF_MAX_DEPTH).
 const MAX_DEPTH: usize = 16;
 
+/// What is wrong with one line of an ssh_config (the file and line are added by [`parse`]).
+#[derive(Debug, thiserror::Error)]
+enum LineError {
+    /// `kw`: the keyword as written.
+    #[error("`{kw}`: {source}")]
+    Words {
+        kw: String,
+        source: UnbalancedQuotes,
+    },
+    #[error("no argument after keyword `{kw}`")]
+    NoArgument { kw: String },
+    #[error("`{kw}` takes one value, got {got}")]
+    TooManyValues { kw: String, got: usize },
+    #[error("`Port` must be between 1 and 65535, got `{value}`")]
+    BadPort { value: String },
+    #[error("`{key}` must be yes or no, got `{value}`")]
+    NotYesNo { key: &'static str, value: String },
+    #[error("`StrictHostKeyChecking` must be yes, no, ask or accept-new, got `{value}`")]
+    BadStrictHostKeyChecking { value: String },
+    #[error("`{key}`: {source}")]
+    Time {
+        key: &'static str,
+        source: TimeError,
+    },
+    #[error("`Match all` must be alone on its line")]
+    MatchAllNotAlone,
+    #[error("`Match {word}` needs a pattern list")]
+    MatchNeedsPatterns { word: String },
+    #[error(
+        "`Match {word}` is not supported (supported: all, host, originalhost, user, \
+         localuser); pass the settings in the inventory or use --ssh-config none"
+    )]
+    MatchUnsupported { word: String },
+    #[error("unknown `Match` criterion `{criterion}`")]
+    MatchUnknown { criterion: String },
+    #[error("`Match` needs criteria (e.g. `Match host web-*`)")]
+    MatchEmpty,
+    #[error("`Include` nested deeper than {MAX_DEPTH} files")]
+    IncludeTooDeep,
+    #[error("cannot read included file {}: {source}", .file.display())]
+    ReadInclude {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A quote left open on a line.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("unbalanced quotes")]
+struct UnbalancedQuotes;
+
+/// A time value OpenSSH's `convtime` would refuse (`text` as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum TimeError {
+    #[error("`{text}` is not a time (e.g. 30, 30s, 5m, 1h30m)")]
+    NotATime { text: String },
+    #[error("`{text}` is too long (at most {} s)", crate::duration::MAX_SECS)]
+    TooLong { text: String },
+}
+
 /// Splits a line into words as OpenSSH's `argv_split` does: whitespace separates, double or
 /// single quotes group (no escapes but `\"`, `\'`, `\\` inside), `#` at the start of a word ends
 /// the line.
-fn split_words(s: &str) -> Result<Vec<String>, String> {
+fn split_words(s: &str) -> Result<Vec<String>, UnbalancedQuotes> {
     let mut words = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -58,7 +118,7 @@ fn split_words(s: &str) -> Result<Vec<String>, String> {
             }
         }
         if quote.is_some() {
-            return Err("unbalanced quotes".into());
+            return Err(UnbalancedQuotes);
         }
         words.push(w);
     }
@@ -66,14 +126,9 @@ fn split_words(s: &str) -> Result<Vec<String>, String> {
 }
 
 /// OpenSSH's `convtime`: `90`, `30s`, `1m30s`, `1h`, `2d`, `1w` (units case-insensitive).
-fn parse_time(s: &str) -> Result<Duration, String> {
-    let bad = || format!("`{s}` is not a time (e.g. 30, 30s, 5m, 1h30m)");
-    let too_long = || {
-        format!(
-            "`{s}` is too long (at most {} s)",
-            crate::duration::MAX_SECS
-        )
-    };
+fn parse_time(s: &str) -> Result<Duration, TimeError> {
+    let bad = || TimeError::NotATime { text: s.into() };
+    let too_long = || TimeError::TooLong { text: s.into() };
     if s.is_empty() {
         return Err(bad());
     }
@@ -115,11 +170,14 @@ fn add_time(total: u64, num: &str, mult: u64) -> Option<u64> {
         .filter(|t| *t <= crate::duration::MAX_SECS)
 }
 
-fn yes_no(key: &str, v: &str) -> Result<bool, String> {
+fn yes_no(key: &'static str, v: &str) -> Result<bool, LineError> {
     match v.to_ascii_lowercase().as_str() {
         "yes" | "true" => Ok(true),
         "no" | "false" => Ok(false),
-        _ => Err(format!("`{key}` must be yes or no, got `{v}`")),
+        _ => Err(LineError::NotYesNo {
+            key,
+            value: v.into(),
+        }),
     }
 }
 
@@ -132,8 +190,8 @@ pub(super) fn parse(
     let mut items = Vec::new();
     for (i, raw) in src.lines().enumerate() {
         let line = i + 1;
-        let err = |errors: &mut Vec<ConfigError>, msg: String| {
-            errors.push(ConfigError::new(path, line, 1, msg));
+        let err = |errors: &mut Vec<ConfigError>, e: LineError| {
+            errors.push(ConfigError::new(path, line, 1, e.to_string()));
         };
         let (kw, args) = match split_line(raw) {
             None => continue,
@@ -150,10 +208,7 @@ pub(super) fn parse(
                 Ok(c) => items.push(Item::Match(c)),
                 Err(e) => err(errors, e),
             },
-            "include" if depth >= MAX_DEPTH => err(
-                errors,
-                format!("`Include` nested deeper than {MAX_DEPTH} files"),
-            ),
+            "include" if depth >= MAX_DEPTH => err(errors, LineError::IncludeTooDeep),
             "include" => include(&args, depth, &mut items, line, path, errors),
             _ => match value(&keyword, kw, &args) {
                 Ok(Some(value)) => items.push(Item::Opt(Opt {
@@ -171,7 +226,7 @@ pub(super) fn parse(
 
 /// A line's keyword (as written) and its arguments (`Keyword value`, `Keyword=value`,
 /// `Keyword = value`); `None` for a blank or comment line.
-fn split_line(raw: &str) -> Option<Result<(&str, Vec<String>), String>> {
+fn split_line(raw: &str) -> Option<Result<(&str, Vec<String>), LineError>> {
     let t = raw.trim_start();
     if t.is_empty() || t.starts_with('#') {
         return None;
@@ -185,8 +240,11 @@ fn split_line(raw: &str) -> Option<Result<(&str, Vec<String>), String>> {
         rest = r.trim_start();
     }
     Some(match split_words(rest.trim_end()) {
-        Err(e) => Err(format!("`{kw}`: {e}")),
-        Ok(args) if args.is_empty() => Err(format!("no argument after keyword `{kw}`")),
+        Err(source) => Err(LineError::Words {
+            kw: kw.into(),
+            source,
+        }),
+        Ok(args) if args.is_empty() => Err(LineError::NoArgument { kw: kw.into() }),
         Ok(args) => Ok((kw, args)),
     })
 }
@@ -208,11 +266,11 @@ fn include(
                     items.push(Item::Include(inner));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => errors.push(ConfigError::new(
+                Err(source) => errors.push(ConfigError::new(
                     path,
                     line,
                     1,
-                    format!("cannot read included file {}: {e}", file.display()),
+                    LineError::ReadInclude { file, source }.to_string(),
                 )),
             }
         }
@@ -221,10 +279,13 @@ fn include(
 
 /// The setting of one option line (`keyword` lowercased, `kw` as written); `None` for an
 /// option claw-provision does not read.
-fn value(keyword: &str, kw: &str, args: &[String]) -> Result<Option<Value>, String> {
-    let one = || -> Result<String, String> {
+fn value(keyword: &str, kw: &str, args: &[String]) -> Result<Option<Value>, LineError> {
+    let one = || -> Result<String, LineError> {
         if args.len() > 1 && !matches!(keyword, "proxycommand" | "knownhostscommand") {
-            return Err(format!("`{kw}` takes one value, got {}", args.len()));
+            return Err(LineError::TooManyValues {
+                kw: kw.into(),
+                got: args.len(),
+            });
         }
         Ok(args[0].clone())
     };
@@ -235,7 +296,7 @@ fn value(keyword: &str, kw: &str, args: &[String]) -> Result<Option<Value>, Stri
             let v = one()?;
             match v.parse::<u16>() {
                 Ok(p) if p > 0 => Value::Port(p),
-                _ => return Err(format!("`Port` must be between 1 and 65535, got `{v}`")),
+                _ => return Err(LineError::BadPort { value: v }),
             }
         }
         "identityfile" => Value::IdentityFile(one()?),
@@ -260,30 +321,34 @@ fn value(keyword: &str, kw: &str, args: &[String]) -> Result<Option<Value>, Stri
             if v.eq_ignore_ascii_case("none") {
                 Value::ConnectTimeout(None)
             } else {
-                let d = parse_time(&v).map_err(|e| format!("`ConnectTimeout`: {e}"))?;
+                let d = parse_time(&v).map_err(|source| LineError::Time {
+                    key: "ConnectTimeout",
+                    source,
+                })?;
                 Value::ConnectTimeout(Some(d).filter(|d| !d.is_zero()))
             }
         }
-        "serveraliveinterval" => Value::ServerAliveInterval(
-            parse_time(&one()?).map_err(|e| format!("`ServerAliveInterval`: {e}"))?,
-        ),
+        "serveraliveinterval" => {
+            Value::ServerAliveInterval(parse_time(&one()?).map_err(|source| LineError::Time {
+                key: "ServerAliveInterval",
+                source,
+            })?)
+        }
         _ => return Ok(None),
     }))
 }
 
-fn strict_host_key_checking(v: &str) -> Result<StrictHostKeyChecking, String> {
+fn strict_host_key_checking(v: &str) -> Result<StrictHostKeyChecking, LineError> {
     match v.to_ascii_lowercase().as_str() {
         "yes" | "true" => Ok(StrictHostKeyChecking::Yes),
         "no" | "false" | "off" => Ok(StrictHostKeyChecking::No),
         "ask" => Ok(StrictHostKeyChecking::Ask),
         "accept-new" => Ok(StrictHostKeyChecking::AcceptNew),
-        _ => Err(format!(
-            "`StrictHostKeyChecking` must be yes, no, ask or accept-new, got `{v}`"
-        )),
+        _ => Err(LineError::BadStrictHostKeyChecking { value: v.into() }),
     }
 }
 
-fn parse_match(args: &[String]) -> Result<Vec<Criterion>, String> {
+fn parse_match(args: &[String]) -> Result<Vec<Criterion>, LineError> {
     let mut out = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -294,13 +359,13 @@ fn parse_match(args: &[String]) -> Result<Vec<Criterion>, String> {
         let kind = match word.as_str() {
             "all" => {
                 if args.len() != 1 {
-                    return Err("`Match all` must be alone on its line".into());
+                    return Err(LineError::MatchAllNotAlone);
                 }
                 CriterionKind::All
             }
             "host" | "originalhost" | "user" | "localuser" => {
                 let Some(v) = it.next() else {
-                    return Err(format!("`Match {word}` needs a pattern list"));
+                    return Err(LineError::MatchNeedsPatterns { word: word.clone() });
                 };
                 match word.as_str() {
                     "host" => CriterionKind::Host(v.clone()),
@@ -310,17 +375,18 @@ fn parse_match(args: &[String]) -> Result<Vec<Criterion>, String> {
                 }
             }
             "exec" | "canonical" | "final" | "localnetwork" | "tagged" => {
-                return Err(format!(
-                    "`Match {word}` is not supported (supported: all, host, originalhost, user, \
-                     localuser); pass the settings in the inventory or use --ssh-config none"
-                ));
+                return Err(LineError::MatchUnsupported { word: word.clone() });
             }
-            other => return Err(format!("unknown `Match` criterion `{other}`")),
+            other => {
+                return Err(LineError::MatchUnknown {
+                    criterion: other.into(),
+                });
+            }
         };
         out.push(Criterion { negated, kind });
     }
     if out.is_empty() {
-        return Err("`Match` needs criteria (e.g. `Match host web-*`)".into());
+        return Err(LineError::MatchEmpty);
     }
     Ok(out)
 }
@@ -382,6 +448,7 @@ mod tests {
         assert!(
             parse_time("1m6000000000000000w")
                 .unwrap_err()
+                .to_string()
                 .contains("too long")
         );
         assert!(parse_time("99999999999999999999").is_err());

@@ -20,18 +20,27 @@ pub struct Tokens<'a> {
     pub alias: Option<&'a str>,
 }
 
+/// A file name whose `~` or `%` token cannot be expanded (`path` as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    #[error("`{path}`: `~user` paths are not supported; write the full path")]
+    TildeUser { path: String },
+    #[error("`{path}`: unknown token `%{token}`")]
+    UnknownToken { path: String, token: char },
+    #[error("`{path}`: a lone `%` at the end")]
+    LonePercent { path: String },
+}
+
 /// Expands `~` / `~/...` and the tokens `%%` `%C` `%d` `%h` `%i` `%j` `%k` `%L` `%l` `%n` `%p`
 /// `%r` `%u` as OpenSSH does for file names. An unknown token is an error.
-pub fn expand(path: &str, t: &Tokens<'_>) -> Result<PathBuf, String> {
+pub fn expand(path: &str, t: &Tokens<'_>) -> Result<PathBuf, ExpandError> {
     let home = home();
     let tilde = if path == "~" {
         home.display().to_string()
     } else if let Some(rest) = path.strip_prefix("~/") {
         format!("{}/{rest}", home.display())
     } else if path.starts_with('~') {
-        return Err(format!(
-            "`{path}`: `~user` paths are not supported; write the full path"
-        ));
+        return Err(ExpandError::TildeUser { path: path.into() });
     } else {
         path.to_string()
     };
@@ -58,8 +67,13 @@ pub fn expand(path: &str, t: &Tokens<'_>) -> Result<PathBuf, String> {
             Some('p') => out.push_str(&t.port.to_string()),
             Some('r') => out.push_str(t.remote_user),
             Some('u') => out.push_str(&local_user()),
-            Some(o) => return Err(format!("`{path}`: unknown token `%{o}`")),
-            None => return Err(format!("`{path}`: a lone `%` at the end")),
+            Some(token) => {
+                return Err(ExpandError::UnknownToken {
+                    path: path.into(),
+                    token,
+                });
+            }
+            None => return Err(ExpandError::LonePercent { path: path.into() }),
         }
     }
     Ok(PathBuf::from(out))
@@ -145,7 +159,7 @@ mod tests {
             expand("/k/%k", &aliased).unwrap(),
             PathBuf::from("/k/web-alias")
         );
-        assert!(expand("/k/%z", &t).unwrap_err().contains("%z"));
+        assert!(expand("/k/%z", &t).unwrap_err().to_string().contains("%z"));
         assert_eq!(
             expand("%d/x", &t).unwrap(),
             PathBuf::from(format!("{home}/x"))
