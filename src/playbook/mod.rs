@@ -143,6 +143,19 @@ pub struct Playbook {
     pub source: String,
 }
 
+/// A `--task NAME` the playbook does not have (`playbook`: its file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    #[error("{}: --task {name}: this playbook has no tasks", .playbook.display())]
+    NoTasks { playbook: PathBuf, name: String },
+    #[error("{}: --task {name}: no such task (tasks: {})", .playbook.display(), .known.join(", "))]
+    NoSuchTask {
+        playbook: PathBuf,
+        name: String,
+        known: Vec<String>,
+    },
+}
+
 impl Playbook {
     pub fn load(path: &Path) -> Result<Playbook, ConfigErrors> {
         let src = crate::error::read_source(path, "playbook")?;
@@ -195,20 +208,18 @@ impl Playbook {
     /// This playbook with the steps of task `name` instead of its own (same name, variables,
     /// handlers and secrets). Operator secrets become optional: a task that does not use them
     /// must not need them (one that does fails to render, naming the step).
-    pub fn with_task(&self, name: &str) -> Result<Playbook, String> {
+    pub fn with_task(&self, name: &str) -> Result<Playbook, TaskError> {
         let Some(t) = self.tasks.iter().find(|t| t.name == name) else {
-            let known: Vec<&str> = self.tasks.iter().map(|t| t.name.as_str()).collect();
+            let known: Vec<String> = self.tasks.iter().map(|t| t.name.clone()).collect();
+            let (playbook, name) = (self.path.clone(), name.to_string());
             return Err(if known.is_empty() {
-                format!(
-                    "{}: --task {name}: this playbook has no tasks",
-                    self.path.display()
-                )
+                TaskError::NoTasks { playbook, name }
             } else {
-                format!(
-                    "{}: --task {name}: no such task (tasks: {})",
-                    self.path.display(),
-                    known.join(", ")
-                )
+                TaskError::NoSuchTask {
+                    playbook,
+                    name,
+                    known,
+                }
             });
         };
         // The playbook's `secret` steps come first: the task's templates see `secrets.NAME`, and
@@ -413,7 +424,7 @@ name = "build the old one"
         let t2 = p2.with_task("update").unwrap();
         assert_eq!(t2.steps[0].name, "token");
         assert_eq!(t2.steps.len(), 4);
-        let e = p.with_task("nope").unwrap_err();
+        let e = p.with_task("nope").unwrap_err().to_string();
         assert!(e.contains("no such task (tasks: update)"), "{e}");
     }
 
