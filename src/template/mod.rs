@@ -55,6 +55,31 @@ impl std::fmt::Display for RenderError {
     }
 }
 
+impl std::error::Error for RenderError {}
+
+/// A templated string argument that does not render: the message of its [`RenderError`]
+/// without the place (the caller names the step and the argument).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .source.message)]
+pub struct ValueError {
+    pub source: RenderError,
+}
+
+/// For callers whose errors are still text (`?` in a function returning `Result<_, String>`).
+impl From<ValueError> for String {
+    fn from(e: ValueError) -> String {
+        e.to_string()
+    }
+}
+
+/// A `when` expression that does not evaluate (`expr` as written).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`when = {expr:?}`: {}", .source.message)]
+pub struct WhenError {
+    pub expr: String,
+    pub source: RenderError,
+}
+
 /// The innermost message of a Tera error chain, which carries the real cause.
 fn tera_message(e: &tera::Error) -> String {
     let mut msg = e.to_string();
@@ -246,7 +271,7 @@ pub fn render(name: &Path, source: &str, ctx: &Map<String, Value>) -> Result<Str
 
 /// Renders a templated string argument with a cache of its own (see [`render`]); plain strings
 /// are returned as they are.
-pub fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
+pub fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, ValueError> {
     Renderer::new(&Cache::default()).render_str(s, ctx)
 }
 
@@ -373,12 +398,12 @@ impl<'a> Renderer<'a> {
     }
 
     /// Renders a templated string argument; plain strings are returned as they are.
-    pub fn render_str(&self, s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
+    pub fn render_str(&self, s: &str, ctx: &Map<String, Value>) -> Result<String, ValueError> {
         if !s.contains("{{") && !s.contains("{%") && !s.contains("{#") {
             return Ok(s.to_string());
         }
         self.render(Path::new("value"), s, ctx)
-            .map_err(|e| e.message)
+            .map_err(|source| ValueError { source })
     }
 
     /// Renders every string inside a TOML value.
@@ -386,7 +411,7 @@ impl<'a> Renderer<'a> {
         &self,
         v: &toml::Value,
         ctx: &Map<String, Value>,
-    ) -> Result<toml::Value, String> {
+    ) -> Result<toml::Value, ValueError> {
         Ok(match v {
             toml::Value::String(s) => toml::Value::String(self.render_str(s, ctx)?),
             toml::Value::Array(a) => toml::Value::Array(
@@ -397,7 +422,7 @@ impl<'a> Renderer<'a> {
             toml::Value::Table(t) => toml::Value::Table(
                 t.iter()
                     .map(|(k, x)| Ok((k.clone(), self.render_value(x, ctx)?)))
-                    .collect::<Result<_, String>>()?,
+                    .collect::<Result<_, ValueError>>()?,
             ),
             other => other.clone(),
         })
@@ -405,7 +430,7 @@ impl<'a> Renderer<'a> {
 
     /// Evaluates a `when` expression (Tera syntax, e.g. `env == "prod" and host.name !=
     /// "db-1"`). Never tracked: its result is a choice, never shown.
-    pub fn eval_when(&self, expr: &str, ctx: &Map<String, Value>) -> Result<bool, String> {
+    pub fn eval_when(&self, expr: &str, ctx: &Map<String, Value>) -> Result<bool, WhenError> {
         let out = self
             .render_inner(
                 Path::new("when"),
@@ -414,7 +439,10 @@ impl<'a> Renderer<'a> {
                 &Map::new(),
                 false,
             )
-            .map_err(|e| format!("`when = {expr:?}`: {}", e.message))?;
+            .map_err(|source| WhenError {
+                expr: expr.into(),
+                source,
+            })?;
         Ok(out == "true")
     }
 }
@@ -502,11 +530,11 @@ mod tests {
         R.with(|r| r.render_with(name, source, ctx, overlay))
     }
 
-    fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
+    fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, ValueError> {
         R.with(|r| r.render_str(s, ctx))
     }
 
-    fn eval_when(expr: &str, ctx: &Map<String, Value>) -> Result<bool, String> {
+    fn eval_when(expr: &str, ctx: &Map<String, Value>) -> Result<bool, WhenError> {
         R.with(|r| r.eval_when(expr, ctx))
     }
 
@@ -715,7 +743,9 @@ mod tests {
             "filesizeformat",
             "date",
         ] {
-            let e = render_str(&format!("{{{{ secrets.pw | {f} }}}}"), &c).unwrap_err();
+            let e = render_str(&format!("{{{{ secrets.pw | {f} }}}}"), &c)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(f), "{f}: {e}");
         }
     }
@@ -791,7 +821,7 @@ mod tests {
     fn errors_with_a_secret_are_the_marker_renderings() {
         let c = with_secret(PW);
         let (r, _) = track(|| render_str("{{ throw(message=\"bad \" ~ secrets.pw | upper) }}", &c));
-        let e = r.unwrap_err();
+        let e = r.unwrap_err().to_string();
         assert!(e.contains("BAD <SECRET:PW>"), "{e}");
         assert!(!e.contains("QZ'7"), "{e}");
         // A marker rendering that fails where the real one does not: still tainted, hidden.
