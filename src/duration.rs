@@ -36,14 +36,27 @@ impl<'de> Deserialize<'de> for Secs {
 /// longer ones are errors, not overflows (a deadline `now + d` must stay representable).
 pub const MAX_SECS: u64 = i32::MAX as u64;
 
+/// Why a duration text is refused; `text` is the duration as written (trimmed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("invalid duration `{text}` (examples: \"30s\", \"5m\", \"1h\")")]
+    Invalid { text: String },
+    #[error("duration `{text}` is too long (at most {MAX_SECS} s)")]
+    TooLong { text: String },
+    #[error("invalid duration unit in `{text}` (use ms, s, m or h)")]
+    Unit { text: String },
+    #[error("duration `{text}` must be positive")]
+    NotPositive { text: String },
+}
+
 /// Parses `"30"`, `"30s"`, `"5m"`, `"1h"`, `"500ms"`.
-pub fn parse(s: &str) -> Result<Duration, String> {
+pub fn parse(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("invalid duration `{s}` (examples: \"30s\", \"5m\", \"1h\")"))?;
-    let too_long = || format!("duration `{s}` is too long (at most {MAX_SECS} s)");
+        .map_err(|_| DurationError::Invalid { text: s.into() })?;
+    let too_long = || DurationError::TooLong { text: s.into() };
     let secs = |mult: u64| {
         n.checked_mul(mult)
             .filter(|t| *t <= MAX_SECS)
@@ -58,13 +71,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         "m" => secs(60)?,
         "h" => secs(3600)?,
         _ => {
-            return Err(format!(
-                "invalid duration unit in `{s}` (use ms, s, m or h)"
-            ));
+            return Err(DurationError::Unit { text: s.into() });
         }
     };
     if d.is_zero() {
-        return Err(format!("duration `{s}` must be positive"));
+        return Err(DurationError::NotPositive { text: s.into() });
     }
     Ok(d)
 }
@@ -82,11 +93,22 @@ mod tests {
         assert!(parse("0s").is_err());
         assert!(parse("").is_err());
         // Overflows (`n * 3600`) and deadlines past what an Instant holds are errors.
-        assert!(parse("5124095576030432h").unwrap_err().contains("too long"));
-        assert!(parse("99999999999m").unwrap_err().contains("too long"));
+        assert!(
+            parse("5124095576030432h")
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
+        assert!(
+            parse("99999999999m")
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
         assert!(
             parse("18446744073709551615ms")
                 .unwrap_err()
+                .to_string()
                 .contains("too long")
         );
         assert_eq!(parse("2147483647").unwrap().as_secs(), 2147483647);

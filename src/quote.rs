@@ -20,16 +20,34 @@ pub fn quote(value: &str) -> String {
     out
 }
 
+/// Why a remote path is refused (`path` as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemotePathError {
+    #[error("remote path `{path}` must be absolute")]
+    Relative { path: String },
+    #[error("remote path contains a NUL byte")]
+    Nul,
+    #[error("remote path `{path}` must not contain `..`")]
+    DotDot { path: String },
+}
+
+/// For callers whose errors are still text (`?` in a function returning `Result<_, String>`).
+impl From<RemotePathError> for String {
+    fn from(e: RemotePathError) -> String {
+        e.to_string()
+    }
+}
+
 /// Checks that a remote path is absolute, has no `..` component and no NUL byte.
-pub fn check_remote_path(path: &str) -> Result<(), String> {
+pub fn check_remote_path(path: &str) -> Result<(), RemotePathError> {
     if !path.starts_with('/') {
-        return Err(format!("remote path `{path}` must be absolute"));
+        return Err(RemotePathError::Relative { path: path.into() });
     }
     if path.contains('\0') {
-        return Err("remote path contains a NUL byte".to_string());
+        return Err(RemotePathError::Nul);
     }
     if path.split('/').any(|c| c == "..") {
-        return Err(format!("remote path `{path}` must not contain `..`"));
+        return Err(RemotePathError::DotDot { path: path.into() });
     }
     Ok(())
 }

@@ -11,14 +11,26 @@ pub enum Amount {
     Percent(u32),
 }
 
+/// A `serial`/`max_fail` value that is no [`Amount`]: `what` names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{what}` must be a number of hosts{} or a percentage such as \"25%\"", at_least(.allow_zero))]
+pub struct AmountError {
+    pub what: String,
+    /// Whether 0 is allowed (else the message says "at least 1").
+    pub allow_zero: bool,
+}
+
+/// The bound an [`AmountError`] states.
+fn at_least(allow_zero: &bool) -> &'static str {
+    if *allow_zero { "" } else { " (at least 1)" }
+}
+
 impl Amount {
     /// `4`, `"4"` or `"25%"`.
-    pub fn parse(v: &toml::Value, what: &str, allow_zero: bool) -> Result<Amount, String> {
-        let bad = || {
-            format!(
-                "`{what}` must be a number of hosts{} or a percentage such as \"25%\"",
-                if allow_zero { "" } else { " (at least 1)" }
-            )
+    pub fn parse(v: &toml::Value, what: &str, allow_zero: bool) -> Result<Amount, AmountError> {
+        let bad = || AmountError {
+            what: what.into(),
+            allow_zero,
         };
         let a = match v {
             toml::Value::Integer(n) => Amount::Count(usize::try_from(*n).map_err(|_| bad())?),
@@ -141,7 +153,7 @@ mod tests {
         for bad in ["0", "-1", "\"101%\"", "\"x\"", "1.5", "\"0%\""] {
             let e = Amount::parse(&v(bad), "serial", false).unwrap_err();
             assert!(
-                e.contains("`serial` must be a number of hosts"),
+                e.to_string().contains("`serial` must be a number of hosts"),
                 "{bad}: {e}"
             );
         }

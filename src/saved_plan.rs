@@ -24,10 +24,14 @@
 //! `Debug` redacts). It may change between releases, so a plan is applied only by the build
 //! that made it (`tool`).
 
+mod error;
+mod fingerprint;
+
+pub use error::{DriftError, MakeError, ReadError};
+pub use fingerprint::{desired, probed};
+
 use crate::error::Error;
-use crate::fact::{HostFacts, Observed, SecretState};
-use crate::plan::{HostPlan, Probed};
-use crate::resource::{Desired, file};
+use crate::plan::HostPlan;
 // The outcome and preparation types, not the runner that drives hosts (which reads saved plans).
 use crate::run::outcome::{HostOutcome, HostState};
 use crate::run::prepare::Prepared;
@@ -84,72 +88,6 @@ impl Key {
         }
         hex::encode(m.finalize().into_bytes())
     }
-}
-
-/// The fingerprints of a host's facts and of each step's probe answers (None: not probed).
-pub fn probed(key: &Key, facts: &HostFacts, observed: &[Option<Vec<Observed>>]) -> Probed {
-    Probed {
-        facts: key.digest(&[b"facts", format!("{facts:?}").as_bytes()]),
-        steps: observed
-            .iter()
-            .map(|o| match o {
-                None => key.digest(&[b"not probed"]),
-                Some(answers) => {
-                    let texts: Vec<Vec<u8>> = answers.iter().map(observed_text).collect();
-                    let mut parts: Vec<&[u8]> = vec![b"probed"];
-                    parts.extend(texts.iter().map(Vec::as_slice));
-                    key.digest(&parts)
-                }
-            })
-            .collect(),
-    }
-}
-
-/// The canonical text of one probe answer: its `Debug` form, and a secret's value (which
-/// `Debug` redacts): a secret rewritten on the host is drift of its step.
-fn observed_text(o: &Observed) -> Vec<u8> {
-    let mut t = format!("{o:?}").into_bytes();
-    if let Observed::Secret(SecretState::Present { value, .. }) = o {
-        t.push(0);
-        t.extend_from_slice(value.expose().as_bytes());
-    }
-    t
-}
-
-/// The canonical text of a step's desired state as rendered offline (stand-in facts and
-/// secrets: no secret value), without what depends on the clock (a certificate's warnings).
-fn desired_text(d: Option<&Desired>) -> String {
-    fn file_text(f: &file::Desired) -> String {
-        format!(
-            "file {:?} sha256 {} mode {:?} owner {:?} group {:?} {:?} sensitive {}",
-            f.path, f.sha256, f.mode, f.owner, f.group, f.state, f.sensitive
-        )
-    }
-    match d {
-        None => "not applied (`when` is false)".into(),
-        Some(Desired::File(f)) => file_text(f),
-        Some(Desired::Cert(c)) => format!(
-            "cert {} / {} / {}",
-            file_text(&c.cert),
-            file_text(&c.key),
-            c.summary
-        ),
-        Some(d) => format!("{d:?}"),
-    }
-}
-
-/// Per step of a prepared host, the fingerprint of its desired state.
-pub fn desired(key: &Key, p: &Prepared) -> Vec<String> {
-    p.steps
-        .iter()
-        .map(|s| {
-            key.digest(&[
-                b"desired",
-                s.step.name.as_bytes(),
-                desired_text(s.probe_desired.as_ref()).as_bytes(),
-            ])
-        })
-        .collect()
 }
 
 /// What a plan was made from (the run's inputs besides the hosts' steps).
@@ -261,17 +199,15 @@ pub struct PlanFile {
 }
 
 /// The host entry of a planned host: its `plan` event (`report::json`) with fingerprints.
-fn host_entry(key: &Key, p: &Prepared, plan: &HostPlan) -> Result<HostEntry, String> {
+fn host_entry(key: &Key, p: &Prepared, plan: &HostPlan) -> Result<HostEntry, MakeError> {
+    let host = || p.host.name.clone();
     let probed = plan
         .probed
         .as_ref()
-        .ok_or_else(|| format!("host {}: the plan has no fingerprints (bug)", p.host.name))?;
+        .ok_or_else(|| MakeError::NoFingerprints { host: host() })?;
     let desired = desired(key, p);
     if probed.steps.len() != plan.steps.len() || desired.len() != plan.steps.len() {
-        return Err(format!(
-            "host {}: the plan's steps do not match the playbook's (bug)",
-            p.host.name
-        ));
+        return Err(MakeError::StepsMismatch { host: host() });
     }
     let mut v = plan.event(&p.host.name);
     let m = v.as_object_mut().expect("an object");
@@ -285,7 +221,10 @@ fn host_entry(key: &Key, p: &Prepared, plan: &HostPlan) -> Result<HostEntry, Str
             s.insert("probed".into(), pr.clone().into());
         }
     }
-    serde_json::from_value(v).map_err(|e| format!("host {}: {e} (bug)", p.host.name))
+    serde_json::from_value(v).map_err(|source| MakeError::Entry {
+        host: host(),
+        source,
+    })
 }
 
 impl PlanFile {
@@ -295,21 +234,18 @@ impl PlanFile {
         inputs: Inputs,
         prepared: &[Prepared],
         outcomes: &[HostOutcome],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, MakeError> {
         let mut hosts = Vec::new();
         let mut missing = Vec::new();
         for p in prepared {
             let o = outcomes.iter().find(|o| o.name == p.host.name);
             match o.and_then(|o| o.plan.as_ref().filter(|_| o.state != HostState::Failed)) {
                 Some(plan) => hosts.push(host_entry(key, p, plan)?),
-                None => missing.push(p.host.name.as_str()),
+                None => missing.push(p.host.name.clone()),
             }
         }
         if !missing.is_empty() {
-            return Err(format!(
-                "host(s) {} could not be planned (see the summary)",
-                missing.join(", ")
-            ));
+            return Err(MakeError::NotPlanned { hosts: missing });
         }
         Ok(Self {
             format: FORMAT.into(),
@@ -322,40 +258,32 @@ impl PlanFile {
     }
 
     /// The key of its fingerprints.
-    pub fn key(&self) -> Result<Key, String> {
-        Key::from_hex(&self.fingerprint_key)
-            .ok_or_else(|| "`fingerprint_key`: not 64 hex digits".to_string())
+    pub fn key(&self) -> Result<Key, ReadError> {
+        Key::from_hex(&self.fingerprint_key).ok_or(ReadError::BadKey)
     }
 
     /// Parses a plan file's text; checks its format, version and the build that made it.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ReadError> {
         let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| format!("not a saved plan (JSON: {e})"))?;
+            serde_json::from_str(text).map_err(|source| ReadError::NotJson { source })?;
         if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
-            return Err(format!(
-                "not a saved plan (no `\"format\": \"{FORMAT}\"`); make one with `claw-provision plan INVENTORY --out FILE`"
-            ));
+            return Err(ReadError::NotAPlan);
         }
         match v.get("version").and_then(serde_json::Value::as_u64) {
             Some(n) if n == u64::from(VERSION) => {}
-            Some(n) => {
-                return Err(format!(
-                    "plan format version {n} is not supported by this build (it reads version {VERSION}); plan again with this build"
-                ));
-            }
-            None => return Err("`version`: missing or not a number".into()),
+            Some(version) => return Err(ReadError::Version { version }),
+            None => return Err(ReadError::NoVersion),
         }
-        let f: PlanFile = serde_json::from_value(v).map_err(|e| format!("{e}"))?;
+        let f: PlanFile =
+            serde_json::from_value(v).map_err(|source| ReadError::Shape { source })?;
         if f.tool != crate::version::VERSION {
-            return Err(format!(
-                "made by claw-provision {}; this is {}: a plan is applied by the build that made it, plan again",
-                f.tool,
-                crate::version::VERSION
-            ));
+            return Err(ReadError::OtherBuild { tool: f.tool });
         }
         f.key()?;
         if let Some(h) = f.hosts.iter().find(|h| h.steps.is_empty() && h.changes > 0) {
-            return Err(format!("host {}: changes but no steps", h.host));
+            return Err(ReadError::ChangesWithoutSteps {
+                host: h.host.clone(),
+            });
         }
         Ok(f)
     }
@@ -465,12 +393,12 @@ impl PlanFile {
     /// Why a host's state drifted since the plan (the steps, and what), or Ok when the plan
     /// made now is the one saved: same facts, same probe answers, same actions, same pending
     /// handlers. `plan` is the host's plan made now, with fingerprints.
-    pub fn check_host(&self, host: &str, plan: &HostPlan) -> Result<(), String> {
+    pub fn check_host(&self, host: &str, plan: &HostPlan) -> Result<(), DriftError> {
         let Some(saved) = self.hosts.iter().find(|h| h.host == host) else {
-            return Err(format!("host {host} is not in the plan"));
+            return Err(DriftError::NotInPlan { host: host.into() });
         };
         let Some(now) = &plan.probed else {
-            return Err("no fingerprints were made (bug)".into());
+            return Err(DriftError::NoFingerprints);
         };
         let mut drifted = Vec::new();
         if saved.facts != now.facts {
@@ -504,10 +432,7 @@ impl PlanFile {
         if drifted.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "the host changed since the plan: {}; nothing was changed on it: plan again",
-                drifted.join(", ")
-            ))
+            Err(DriftError::Changed { what: drifted })
         }
     }
 }
@@ -625,8 +550,9 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fact::PathState;
+    use crate::fact::{HostFacts, Observed, PathState, SecretState};
     use crate::plan::{Action, Change, StepPlan};
+    use crate::resource::file;
     use base64::Engine;
 
     const API_KEY: &str = "hunter2-operator-key";
@@ -898,7 +824,7 @@ content = "hello {{ who }}\n"
         let with = |k: &str, v: serde_json::Value| {
             let mut t = text.clone();
             t[k] = v;
-            PlanFile::parse(&t.to_string()).unwrap_err()
+            PlanFile::parse(&t.to_string()).unwrap_err().to_string()
         };
         let e = with("version", 2.into());
         assert!(e.contains("plan format version 2 is not supported"), "{e}");
@@ -908,7 +834,7 @@ content = "hello {{ who }}\n"
         assert!(e.contains("made by claw-provision 0.0.1"), "{e}");
         let e = with("fingerprint_key", "abc".into());
         assert!(e.contains("fingerprint_key"), "{e}");
-        let e = PlanFile::parse("{ not json").unwrap_err();
+        let e = PlanFile::parse("{ not json").unwrap_err().to_string();
         assert!(e.contains("not a saved plan"), "{e}");
         let e = PlanFile::read(&site.path("none.plan"))
             .unwrap_err()
@@ -1001,7 +927,8 @@ content = "hello {{ who }}\n"
         );
         let e = plan
             .check_host("h1", &host_plan(&key, &answers(DB_PASSWORD, "edited\n")))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "the host changed since the plan: step `motd` (its probed state changed; it would now: update); nothing was changed on it: plan again"
@@ -1009,7 +936,8 @@ content = "hello {{ who }}\n"
         // A secret rewritten on the host: its step and the file that holds it, no value shown.
         let e = plan
             .check_host("h2", &host_plan(&key, &answers("rotated", "old\n")))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("step `db password`") && e.contains("step `env`"),
             "{e}"
@@ -1019,7 +947,7 @@ content = "hello {{ who }}\n"
         let mut p = host_plan(&key, &answers(DB_PASSWORD, "old\n"));
         p.steps[2].change.action = Action::NoOp;
         p.pending_handlers = vec!["reload app".into()];
-        let e = plan.check_host("h1", &p).unwrap_err();
+        let e = plan.check_host("h1", &p).unwrap_err().to_string();
         assert!(
             e.contains("step `motd` (it would now: ok; the plan said: update)"),
             "{e}"
@@ -1031,6 +959,7 @@ content = "hello {{ who }}\n"
         assert!(
             plan.check_host("h9", &p)
                 .unwrap_err()
+                .to_string()
                 .contains("not in the plan")
         );
     }

@@ -60,9 +60,23 @@ impl Drop for Secret {
     }
 }
 
+/// A secret name that [`check_name`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("secret name `{name}`: use letters, digits and `_` (it is used as `secrets.{name}`)")]
+pub struct BadSecretName {
+    pub name: String,
+}
+
+/// For callers whose errors are still text (`?` in a function returning `Result<_, String>`).
+impl From<BadSecretName> for String {
+    fn from(e: BadSecretName) -> String {
+        e.to_string()
+    }
+}
+
 /// Checks a secret's name: a `secret` step's, an operator-supplied secret's, a key of an env
 /// file. It is used as `secrets.NAME` in templates.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), BadSecretName> {
     let mut c = name.chars();
     let ok = c
         .next()
@@ -71,9 +85,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "secret name `{name}`: use letters, digits and `_` (it is used as `secrets.{name}`)"
-        ))
+        Err(BadSecretName { name: name.into() })
     }
 }
 

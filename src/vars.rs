@@ -8,16 +8,23 @@ use crate::playbook::Playbook;
 use crate::template::table_to_json;
 use serde_json::{Map, Value};
 
+/// Why a `-e` argument is refused (`arg` as given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtraVarError {
+    #[error("`-e {arg}`: expected key=value")]
+    NoEquals { arg: String },
+    #[error("`-e {arg}`: variable names may only contain letters, digits and `_`")]
+    BadName { arg: String },
+}
+
 /// Parses `-e key=value`. Values stay strings (no guessing: `1.10` is not `1.1`).
-pub fn parse_extra(s: &str) -> Result<(String, String), String> {
+pub fn parse_extra(s: &str) -> Result<(String, String), ExtraVarError> {
     let (k, v) = s
         .split_once('=')
-        .ok_or_else(|| format!("`-e {s}`: expected key=value"))?;
+        .ok_or_else(|| ExtraVarError::NoEquals { arg: s.into() })?;
     let k = k.trim();
     if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!(
-            "`-e {s}`: variable names may only contain letters, digits and `_`"
-        ));
+        return Err(ExtraVarError::BadName { arg: s.into() });
     }
     Ok((k.to_string(), v.to_string()))
 }

@@ -40,9 +40,10 @@ pub(super) fn load(
     };
     let mut pb = pb.expect("checked above");
     if let Some(t) = &a.task {
-        pb = pb.with_task(t).map_err(Error::Usage)?;
+        pb = pb.with_task(t).map_err(|e| Error::Usage(e.to_string()))?;
     }
-    let selection = crate::select::select_steps(&mut pb, filter).map_err(Error::Usage)?;
+    let selection =
+        crate::select::select_steps(&mut pb, filter).map_err(|e| Error::Usage(e.to_string()))?;
     Ok(Loaded { inv, pb, selection })
 }
 
@@ -60,7 +61,7 @@ pub(super) fn select<'a>(
     let Some(limit) = &a.limit else {
         return Ok(sel);
     };
-    let lim = crate::select::limit(&l.inv, limit).map_err(Error::Usage)?;
+    let lim = crate::select::limit(&l.inv, limit).map_err(|e| Error::Usage(e.to_string()))?;
     let out: Vec<_> = sel
         .into_iter()
         .filter(|h| lim.iter().any(|x| x.name == h.name))
@@ -81,7 +82,7 @@ pub(super) fn limited_hosts(
     inventory: &Path,
 ) -> Result<Vec<crate::inventory::Host>, Error> {
     let selected = match limit {
-        Some(l) => crate::select::limit(inv, l).map_err(Error::Usage)?,
+        Some(l) => crate::select::limit(inv, l).map_err(|e| Error::Usage(e.to_string()))?,
         None => inv
             .select("all")
             .map_err(|e| Error::Usage(format!("{}: {e}", inventory.display())))?,

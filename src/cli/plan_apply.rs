@@ -129,7 +129,7 @@ fn fingerprint(
 ) -> Result<(Option<saved_plan::Key>, Option<saved_plan::Inputs>), Error> {
     let key = match (&o.saved, plan_file) {
         (Saved::Out(_), _) => Some(saved_plan::Key::random()?),
-        (_, Some(f)) => Some(f.key().map_err(Error::Usage)?),
+        (_, Some(f)) => Some(f.key().map_err(|e| Error::Usage(e.to_string()))?),
         _ => None,
     };
     let inputs = key.as_ref().map(|k| {

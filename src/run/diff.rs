@@ -68,7 +68,7 @@ impl HostRun<'_> {
         {
             o.probe_time = probed.started.elapsed();
             o.plan = Some(plan);
-            return Err(failed("drift", why));
+            return Err(failed("drift", why.to_string()));
         }
         Ok(plan)
     }

@@ -283,7 +283,7 @@ fn render_steps(
                     continue;
                 }
                 Err(e) => {
-                    errors.push((i, e));
+                    errors.push((i, e.to_string()));
                     out.push(Err(String::new()));
                     continue;
                 }
@@ -323,7 +323,7 @@ fn render_handlers(
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
-                    errors.push((n_steps + j, e));
+                    errors.push((n_steps + j, e.to_string()));
                     continue;
                 }
             }

@@ -27,8 +27,12 @@
 //! the only variables are the context's. `when` expressions are rendered untracked: their
 //! result is a choice, never shown. The raw-value search of `run::Mask` stays as a second net.
 
+mod taint;
+
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+use taint::secret_context;
+pub use taint::{HIDDEN, Tainted, marker};
 
 /// A rendering problem, with the place it refers to when known.
 #[derive(Debug, Clone)]
@@ -49,6 +53,31 @@ impl std::fmt::Display for RenderError {
         }
         f.write_str(&self.message)
     }
+}
+
+impl std::error::Error for RenderError {}
+
+/// A templated string argument that does not render: the message of its [`RenderError`]
+/// without the place (the caller names the step and the argument).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .source.message)]
+pub struct ValueError {
+    pub source: RenderError,
+}
+
+/// For callers whose errors are still text (`?` in a function returning `Result<_, String>`).
+impl From<ValueError> for String {
+    fn from(e: ValueError) -> String {
+        e.to_string()
+    }
+}
+
+/// A `when` expression that does not evaluate (`expr` as written).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`when = {expr:?}`: {}", .source.message)]
+pub struct WhenError {
+    pub expr: String,
+    pub source: RenderError,
 }
 
 /// The innermost message of a Tera error chain, which carries the real cause.
@@ -242,7 +271,7 @@ pub fn render(name: &Path, source: &str, ctx: &Map<String, Value>) -> Result<Str
 
 /// Renders a templated string argument with a cache of its own (see [`render`]); plain strings
 /// are returned as they are.
-pub fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
+pub fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, ValueError> {
     Renderer::new(&Cache::default()).render_str(s, ctx)
 }
 
@@ -369,12 +398,12 @@ impl<'a> Renderer<'a> {
     }
 
     /// Renders a templated string argument; plain strings are returned as they are.
-    pub fn render_str(&self, s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
+    pub fn render_str(&self, s: &str, ctx: &Map<String, Value>) -> Result<String, ValueError> {
         if !s.contains("{{") && !s.contains("{%") && !s.contains("{#") {
             return Ok(s.to_string());
         }
         self.render(Path::new("value"), s, ctx)
-            .map_err(|e| e.message)
+            .map_err(|source| ValueError { source })
     }
 
     /// Renders every string inside a TOML value.
@@ -382,7 +411,7 @@ impl<'a> Renderer<'a> {
         &self,
         v: &toml::Value,
         ctx: &Map<String, Value>,
-    ) -> Result<toml::Value, String> {
+    ) -> Result<toml::Value, ValueError> {
         Ok(match v {
             toml::Value::String(s) => toml::Value::String(self.render_str(s, ctx)?),
             toml::Value::Array(a) => toml::Value::Array(
@@ -393,7 +422,7 @@ impl<'a> Renderer<'a> {
             toml::Value::Table(t) => toml::Value::Table(
                 t.iter()
                     .map(|(k, x)| Ok((k.clone(), self.render_value(x, ctx)?)))
-                    .collect::<Result<_, String>>()?,
+                    .collect::<Result<_, ValueError>>()?,
             ),
             other => other.clone(),
         })
@@ -401,7 +430,7 @@ impl<'a> Renderer<'a> {
 
     /// Evaluates a `when` expression (Tera syntax, e.g. `env == "prod" and host.name !=
     /// "db-1"`). Never tracked: its result is a choice, never shown.
-    pub fn eval_when(&self, expr: &str, ctx: &Map<String, Value>) -> Result<bool, String> {
+    pub fn eval_when(&self, expr: &str, ctx: &Map<String, Value>) -> Result<bool, WhenError> {
         let out = self
             .render_inner(
                 Path::new("when"),
@@ -410,152 +439,11 @@ impl<'a> Renderer<'a> {
                 &Map::new(),
                 false,
             )
-            .map_err(|e| format!("`when = {expr:?}`: {}", e.message))?;
+            .map_err(|source| WhenError {
+                expr: expr.into(),
+                source,
+            })?;
         Ok(out == "true")
-    }
-}
-
-/// A text rendered from a secret (see the module docs): never shown, never on a command line.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Tainted {
-    /// The rendering with the real values.
-    pub real: String,
-    /// The rendering with each secret replaced by its [`marker`]: what outputs show.
-    pub display: String,
-    /// The rendering with the second stand-ins (None: it failed).
-    alt: Option<String>,
-}
-
-impl std::fmt::Debug for Tainted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tainted")
-            .field("display", &self.display)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How outputs show secret `name`.
-pub fn marker(name: &str) -> String {
-    format!("<secret:{name}>")
-}
-
-/// The second stand-in of secret `name`: another length and alphabet than the marker's.
-fn alternate(name: &str) -> String {
-    format!("9{}Zq~{}", name.len(), "x7".repeat(name.len() % 5 + 17))
-}
-
-/// What an output shows for a secret-dependent text whose marker rendering failed.
-pub const HIDDEN: &str = "<secret-dependent value>";
-
-/// Whether a value holds (as one of its strings) a text rendered from a secret.
-fn holds_tainted(v: &Value, seen: &[Tainted]) -> bool {
-    match v {
-        Value::String(s) => seen.iter().any(|t| t.real == *s),
-        Value::Array(a) => a.iter().any(|x| holds_tainted(x, seen)),
-        Value::Object(o) => o.values().any(|x| holds_tainted(x, seen)),
-        _ => false,
-    }
-}
-
-/// Whether the variables a template names can carry a secret (see the module docs).
-fn secret_context(
-    p: &Parsed,
-    ctx: &Map<String, Value>,
-    overlay: &Map<String, Value>,
-    seen: &[Tainted],
-) -> bool {
-    // Only the variables the template names are in its context (see [`context`]), also for
-    // `__tera_context`.
-    ctx.iter().chain(overlay).any(|(k, v)| {
-        p.words.contains(k) && ((k == "secrets" && v.is_object()) || holds_tainted(v, seen))
-    })
-}
-
-/// Which substitute a context is built with.
-#[derive(Clone, Copy)]
-enum Stand {
-    Marker,
-    Alternate,
-}
-
-/// `v` with the secrets' values (under `secrets`) and the tainted texts replaced.
-fn substitute(key: Option<&str>, v: &Value, seen: &[Tainted], how: Stand) -> Value {
-    if key == Some("secrets")
-        && let Value::Object(o) = v
-    {
-        return Value::Object(
-            o.keys()
-                .map(|k| {
-                    let s = match how {
-                        Stand::Marker => marker(k),
-                        Stand::Alternate => alternate(k),
-                    };
-                    (k.clone(), Value::String(s))
-                })
-                .collect(),
-        );
-    }
-    match v {
-        Value::String(s) => match seen.iter().find(|t| t.real == *s) {
-            Some(t) => Value::String(match how {
-                Stand::Marker => t.display.clone(),
-                // A text whose alternate rendering failed: any other text.
-                Stand::Alternate => t.alt.clone().unwrap_or_else(|| alternate("")),
-            }),
-            None => v.clone(),
-        },
-        Value::Array(a) => Value::Array(a.iter().map(|x| substitute(None, x, seen, how)).collect()),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, x)| (k.clone(), substitute(None, x, seen, how)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-impl Renderer<'_> {
-    /// Renders a template whose context can carry a secret three times (see the module docs) and
-    /// notes the result as tainted when it depends on a secret.
-    fn render_tainted(
-        &self,
-        key: &str,
-        p: &Parsed,
-        ctx: &Map<String, Value>,
-        overlay: &Map<String, Value>,
-        seen: &[Tainted],
-    ) -> Result<String, tera::Error> {
-        let with = |how: Option<Stand>| {
-            let c = match how {
-                None => context(p, ctx, overlay),
-                Some(how) => {
-                    let mut c = tera::Context::new();
-                    for (k, v) in ctx.iter().chain(overlay) {
-                        if p.words.contains(k) {
-                            c.insert(k.as_str(), &substitute(Some(k), v, seen, how));
-                        }
-                    }
-                    c
-                }
-            };
-            p.tera.render(key, &c)
-        };
-        let display = with(Some(Stand::Marker));
-        let real = match with(None) {
-            Ok(r) => r,
-            // A failure with the real values only: its message may quote them (the runner's
-            // mask hides them); one the marker rendering shares is reported as that one.
-            Err(e) => return Err(display.err().unwrap_or(e)),
-        };
-        let alt = with(Some(Stand::Alternate)).ok();
-        if display.as_ref().ok() != Some(&real) || alt.as_ref() != Some(&real) {
-            self.note_tainted(Tainted {
-                real: real.clone(),
-                display: display.unwrap_or_else(|_| HIDDEN.to_string()),
-                alt,
-            });
-        }
-        Ok(real)
     }
 }
 
@@ -642,11 +530,11 @@ mod tests {
         R.with(|r| r.render_with(name, source, ctx, overlay))
     }
 
-    fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, String> {
+    fn render_str(s: &str, ctx: &Map<String, Value>) -> Result<String, ValueError> {
         R.with(|r| r.render_str(s, ctx))
     }
 
-    fn eval_when(expr: &str, ctx: &Map<String, Value>) -> Result<bool, String> {
+    fn eval_when(expr: &str, ctx: &Map<String, Value>) -> Result<bool, WhenError> {
         R.with(|r| r.eval_when(expr, ctx))
     }
 
@@ -855,7 +743,9 @@ mod tests {
             "filesizeformat",
             "date",
         ] {
-            let e = render_str(&format!("{{{{ secrets.pw | {f} }}}}"), &c).unwrap_err();
+            let e = render_str(&format!("{{{{ secrets.pw | {f} }}}}"), &c)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(f), "{f}: {e}");
         }
     }
@@ -931,7 +821,7 @@ mod tests {
     fn errors_with_a_secret_are_the_marker_renderings() {
         let c = with_secret(PW);
         let (r, _) = track(|| render_str("{{ throw(message=\"bad \" ~ secrets.pw | upper) }}", &c));
-        let e = r.unwrap_err();
+        let e = r.unwrap_err().to_string();
         assert!(e.contains("BAD <SECRET:PW>"), "{e}");
         assert!(!e.contains("QZ'7"), "{e}");
         // A marker rendering that fails where the real one does not: still tainted, hidden.
