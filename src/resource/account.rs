@@ -99,81 +99,9 @@ impl User {
     pub fn diff(&self, o: &UserState) -> Result<Change, String> {
         let n = quote(&self.name);
         match (self.state, o) {
-            (State::Present, UserState::Absent) => {
-                let mut cmd = String::from("useradd");
-                if self.system {
-                    cmd.push_str(" --system");
-                } else {
-                    cmd.push_str(" --create-home");
-                }
-                if let Some(u) = self.uid {
-                    cmd.push_str(&format!(" --uid {u}"));
-                }
-                match &self.group {
-                    Some(g) => cmd.push_str(&format!(" --gid {}", quote(g))),
-                    // A group of the user's name, as Debian does for ordinary users.
-                    None => cmd.push_str(" --user-group"),
-                }
-                if let Some(gs) = self.groups.as_ref().filter(|g| !g.is_empty()) {
-                    cmd.push_str(&format!(" --groups {}", quote(&gs.join(","))));
-                }
-                if let Some(h) = &self.home {
-                    cmd.push_str(&format!(" --home-dir {}", quote(h)));
-                }
-                if let Some(s) = &self.shell {
-                    cmd.push_str(&format!(" --shell {}", quote(s)));
-                }
-                let mut c = Change::new(
-                    Action::Create,
-                    &self.name,
-                    "user does not exist",
-                    format!("getent passwd {n} >/dev/null || {cmd} -- {n}\n"),
-                );
-                c.details.extend(self.uid.map(|u| format!("uid {u}")));
-                c.details
-                    .extend(self.group.iter().map(|g| format!("group {g}")));
-                c.details.extend(
-                    self.groups
-                        .iter()
-                        .map(|g| format!("groups {}", g.join(","))),
-                );
-                c.details
-                    .extend(self.home.iter().map(|h| format!("home {h}")));
-                c.details
-                    .extend(self.shell.iter().map(|s| format!("shell {s}")));
-                Ok(c)
-            }
+            (State::Present, UserState::Absent) => Ok(self.create_change(&n)),
             (State::Present, UserState::Present(u)) => {
-                let mut args = String::new();
-                let mut details = vec![];
-                if let Some(want) = self.uid.filter(|w| *w != u.uid) {
-                    args.push_str(&format!(" --uid {want}"));
-                    details.push(format!("uid {} -> {want}", u.uid));
-                }
-                if let Some(want) = self
-                    .group
-                    .as_ref()
-                    .filter(|w| **w != u.group && **w != u.gid.to_string())
-                {
-                    args.push_str(&format!(" --gid {}", quote(want)));
-                    details.push(format!("group {} -> {want}", u.group));
-                }
-                if let Some(want) = self.groups.as_ref().filter(|w| **w != u.groups) {
-                    args.push_str(&format!(" --groups {}", quote(&want.join(","))));
-                    details.push(format!(
-                        "groups [{}] -> [{}]",
-                        u.groups.join(","),
-                        want.join(",")
-                    ));
-                }
-                if let Some(want) = self.home.as_ref().filter(|w| **w != u.home) {
-                    args.push_str(&format!(" --home {}", quote(want)));
-                    details.push(format!("home {} -> {want}", u.home));
-                }
-                if let Some(want) = self.shell.as_ref().filter(|w| **w != u.shell) {
-                    args.push_str(&format!(" --shell {}", quote(want)));
-                    details.push(format!("shell {} -> {want}", u.shell));
-                }
+                let (args, details) = self.usermod_args(u);
                 if args.is_empty() {
                     return Ok(Change::noop(
                         &self.name,
@@ -197,6 +125,96 @@ impl User {
                 format!("! getent passwd {n} >/dev/null || userdel -- {n}\n"),
             )),
         }
+    }
+
+    /// The change when the user is absent: `useradd` (`n`: the quoted name) with every declared
+    /// attribute, each one a detail.
+    fn create_change(&self, n: &str) -> Change {
+        let cmd = self.useradd_cmd();
+        let mut c = Change::new(
+            Action::Create,
+            &self.name,
+            "user does not exist",
+            format!("getent passwd {n} >/dev/null || {cmd} -- {n}\n"),
+        );
+        c.details.extend(self.uid.map(|u| format!("uid {u}")));
+        c.details
+            .extend(self.group.iter().map(|g| format!("group {g}")));
+        c.details.extend(
+            self.groups
+                .iter()
+                .map(|g| format!("groups {}", g.join(","))),
+        );
+        c.details
+            .extend(self.home.iter().map(|h| format!("home {h}")));
+        c.details
+            .extend(self.shell.iter().map(|s| format!("shell {s}")));
+        c
+    }
+
+    /// `useradd` and its options (without the name): a system account or one with a home, and
+    /// the declared uid, primary group (else a group of the user's name), groups, home, shell.
+    fn useradd_cmd(&self) -> String {
+        let mut cmd = String::from("useradd");
+        if self.system {
+            cmd.push_str(" --system");
+        } else {
+            cmd.push_str(" --create-home");
+        }
+        if let Some(u) = self.uid {
+            cmd.push_str(&format!(" --uid {u}"));
+        }
+        match &self.group {
+            Some(g) => cmd.push_str(&format!(" --gid {}", quote(g))),
+            // A group of the user's name, as Debian does for ordinary users.
+            None => cmd.push_str(" --user-group"),
+        }
+        if let Some(gs) = self.groups.as_ref().filter(|g| !g.is_empty()) {
+            cmd.push_str(&format!(" --groups {}", quote(&gs.join(","))));
+        }
+        if let Some(h) = &self.home {
+            cmd.push_str(&format!(" --home-dir {}", quote(h)));
+        }
+        if let Some(s) = &self.shell {
+            cmd.push_str(&format!(" --shell {}", quote(s)));
+        }
+        cmd
+    }
+
+    /// Compare the declared attributes with the account `u`: the `usermod` options (each with a
+    /// leading space; empty: nothing differs) and one detail per attribute that differs.
+    fn usermod_args(&self, u: &crate::fact::UserInfo) -> (String, Vec<String>) {
+        let mut args = String::new();
+        let mut details = vec![];
+        if let Some(want) = self.uid.filter(|w| *w != u.uid) {
+            args.push_str(&format!(" --uid {want}"));
+            details.push(format!("uid {} -> {want}", u.uid));
+        }
+        if let Some(want) = self
+            .group
+            .as_ref()
+            .filter(|w| **w != u.group && **w != u.gid.to_string())
+        {
+            args.push_str(&format!(" --gid {}", quote(want)));
+            details.push(format!("group {} -> {want}", u.group));
+        }
+        if let Some(want) = self.groups.as_ref().filter(|w| **w != u.groups) {
+            args.push_str(&format!(" --groups {}", quote(&want.join(","))));
+            details.push(format!(
+                "groups [{}] -> [{}]",
+                u.groups.join(","),
+                want.join(",")
+            ));
+        }
+        if let Some(want) = self.home.as_ref().filter(|w| **w != u.home) {
+            args.push_str(&format!(" --home {}", quote(want)));
+            details.push(format!("home {} -> {want}", u.home));
+        }
+        if let Some(want) = self.shell.as_ref().filter(|w| **w != u.shell) {
+            args.push_str(&format!(" --shell {}", quote(want)));
+            details.push(format!("shell {} -> {want}", u.shell));
+        }
+        (args, details)
     }
 }
 
@@ -402,6 +420,40 @@ mod tests {
             c.op.unwrap().script,
             "usermod --groups 'docker' --shell '/bin/sh' -- 'claw'\n"
         );
+    }
+
+    /// An ordinary account gets a home; uid and primary group, given, are set and compared
+    /// (the group by name or number).
+    #[test]
+    fn uid_group_and_home() {
+        let mut u = user(None, None);
+        u.system = false;
+        u.uid = Some(1500);
+        u.group = Some("staff".into());
+        let c = u.diff(&UserState::Absent).unwrap();
+        assert_eq!(
+            c.op.unwrap().script,
+            "getent passwd 'claw' >/dev/null || useradd --create-home --uid 1500 --gid 'staff' --home-dir '/opt/claw-ai' -- 'claw'\n"
+        );
+        assert_eq!(c.details, ["uid 1500", "group staff", "home /opt/claw-ai"]);
+        u.home = Some("/home/claw".into());
+        let c = u.diff(&observed(&[])).unwrap();
+        assert_eq!(
+            c.details,
+            [
+                "uid 999 -> 1500",
+                "group claw -> staff",
+                "home /opt/claw-ai -> /home/claw"
+            ]
+        );
+        assert_eq!(
+            c.op.unwrap().script,
+            "usermod --uid 1500 --gid 'staff' --home '/home/claw' -- 'claw'\n"
+        );
+        u.uid = Some(999);
+        u.group = Some("996".into());
+        u.home = None;
+        assert_eq!(u.diff(&observed(&[])).unwrap().action, Action::NoOp);
     }
 
     #[test]

@@ -283,31 +283,27 @@ mv -f "$st.tmp.$$" "$st"
                 containers,
             } => (current, last, containers),
         };
-        let mut details = self.reasons(current, last.as_ref());
-        for (svc, _) in &current.images {
-            let mine: Vec<_> = containers.iter().filter(|c| &c.service == svc).collect();
-            if mine.is_empty() {
-                details.push(format!("service {svc} has no container"));
-            }
-            for c in mine {
-                if c.state != "running" {
-                    details.push(format!("service {svc} not running ({})", c.state));
-                } else if !c.health.is_empty() && c.health != "healthy" {
-                    details.push(format!("service {svc} is {}", c.health));
-                }
-            }
-        }
-        for c in containers {
-            if !current.images.iter().any(|(s, _)| s == &c.service) {
-                details.push(format!("orphan container of service {}", c.service));
-            }
-        }
+        Ok(self.diff_found(current, last.as_ref(), containers))
+    }
+
+    /// The change for a project docker could read: an up when an input differs from the last
+    /// successful up or a container is not as it should be (a create when there is none), else
+    /// a no-op.
+    fn diff_found(
+        &self,
+        current: &Inputs,
+        last: Option<&Inputs>,
+        containers: &[crate::fact::compose::Container],
+    ) -> Change {
+        let target = self.target();
+        let mut details = self.reasons(current, last);
+        details.extend(container_details(current, containers));
         details.dedup();
         if details.is_empty() {
-            return Ok(Change::noop(
+            return Change::noop(
                 target,
                 format!("up to date, {} service(s) running", current.images.len()),
-            ));
+            );
         }
         let action = if containers.is_empty() {
             Action::Create
@@ -321,8 +317,36 @@ mv -f "$st.tmp.$$" "$st"
             self.up_script(),
         );
         c.details = details;
-        Ok(c)
+        c
     }
+}
+
+/// Compare the containers with the services of `current`: a service without a container, one
+/// not running or not healthy, a container of no service (an orphan).
+fn container_details(
+    current: &Inputs,
+    containers: &[crate::fact::compose::Container],
+) -> Vec<String> {
+    let mut details = vec![];
+    for (svc, _) in &current.images {
+        let mine: Vec<_> = containers.iter().filter(|c| &c.service == svc).collect();
+        if mine.is_empty() {
+            details.push(format!("service {svc} has no container"));
+        }
+        for c in mine {
+            if c.state != "running" {
+                details.push(format!("service {svc} not running ({})", c.state));
+            } else if !c.health.is_empty() && c.health != "healthy" {
+                details.push(format!("service {svc} is {}", c.health));
+            }
+        }
+    }
+    for c in containers {
+        if !current.images.iter().any(|(s, _)| s == &c.service) {
+            details.push(format!("orphan container of service {}", c.service));
+        }
+    }
+    details
 }
 
 /// The `compose` step kind.

@@ -120,17 +120,7 @@ impl Desired {
     pub fn diff(&self, o: &PathState) -> Result<Change, String> {
         let p = quote(&self.path);
         match (self.state, o) {
-            (State::Present, PathState::Absent) => {
-                let mode = self.mode.unwrap_or(DEFAULT_MODE);
-                let mut c = Change::new(
-                    Action::Create,
-                    &self.path,
-                    "directory does not exist",
-                    self.create(&p, mode, ""),
-                );
-                self.details(&mut c, mode);
-                Ok(c)
-            }
+            (State::Present, PathState::Absent) => Ok(self.create_change(&p)),
             (
                 State::Present,
                 PathState::Dir {
@@ -140,46 +130,14 @@ impl Desired {
                     uid,
                     gid,
                 },
-            ) => {
-                let observed = Attrs {
-                    mode: *mode,
-                    owner,
-                    group,
-                    uid: *uid,
-                    gid: *gid,
-                };
-                let d = AttrDiff::new(
-                    self.mode,
-                    self.owner.as_deref(),
-                    self.group.as_deref(),
-                    &observed,
-                );
-                if d.is_empty() {
-                    return Ok(Change::noop(
-                        &self.path,
-                        format!("directory exists ({} {owner}:{group})", fmt_mode(*mode)),
-                    ));
-                }
-                let mut script = accounts_exist(d.owner, d.group);
-                script.push_str(&dir_attr_script(&self.path, &d));
-                let details = d.details;
-                let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
-                c.details = details;
-                Ok(c)
-            }
-            (State::Present, other) if self.force => {
-                let mode = self.mode.unwrap_or(DEFAULT_MODE);
-                let mut c = Change::new(
-                    Action::Update,
-                    &self.path,
-                    format!("{} is in the way (`force`: replaced)", kind_name(other)),
-                    self.create(&p, mode, &format!("{}cd / || exit 1\n", self.remove("-f"))),
-                );
-                c.details.push(format!("replace {}", kind_name(other)));
-                self.details(&mut c, mode);
-                c.clears = Some(self.path.clone());
-                Ok(c)
-            }
+            ) => Ok(self.attrs_change(&Attrs {
+                mode: *mode,
+                owner,
+                group,
+                uid: *uid,
+                gid: *gid,
+            })),
+            (State::Present, other) if self.force => Ok(self.replace_change(&p, other)),
             (State::Present, other) => Err(format!(
                 "`{}` exists but is {}, not a directory; refusing to replace it (set `force = true` to replace it)",
                 self.path,
@@ -212,6 +170,63 @@ impl Desired {
                 kind_name(other)
             )),
         }
+    }
+
+    /// The change when nothing is at the path (`p`, quoted): the directory created, with `mode`
+    /// (default 0755), owner and group.
+    fn create_change(&self, p: &str) -> Change {
+        let mode = self.mode.unwrap_or(DEFAULT_MODE);
+        let mut c = Change::new(
+            Action::Create,
+            &self.path,
+            "directory does not exist",
+            self.create(p, mode, ""),
+        );
+        self.details(&mut c, mode);
+        c
+    }
+
+    /// Compare mode, owner and group with those of the directory there (`observed`): a no-op
+    /// when the declared ones match, else the change that sets those that differ.
+    fn attrs_change(&self, observed: &Attrs) -> Change {
+        let d = AttrDiff::new(
+            self.mode,
+            self.owner.as_deref(),
+            self.group.as_deref(),
+            observed,
+        );
+        if d.is_empty() {
+            let (owner, group) = (observed.owner, observed.group);
+            return Change::noop(
+                &self.path,
+                format!(
+                    "directory exists ({} {owner}:{group})",
+                    fmt_mode(observed.mode)
+                ),
+            );
+        }
+        let mut script = accounts_exist(d.owner, d.group);
+        script.push_str(&dir_attr_script(&self.path, &d));
+        let details = d.details;
+        let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
+        c.details = details;
+        c
+    }
+
+    /// With `force`, the change when something else (`other`) is at the path (`p`, quoted): it
+    /// is removed and the directory created in its place.
+    fn replace_change(&self, p: &str, other: &PathState) -> Change {
+        let mode = self.mode.unwrap_or(DEFAULT_MODE);
+        let mut c = Change::new(
+            Action::Update,
+            &self.path,
+            format!("{} is in the way (`force`: replaced)", kind_name(other)),
+            self.create(p, mode, &format!("{}cd / || exit 1\n", self.remove("-f"))),
+        );
+        c.details.push(format!("replace {}", kind_name(other)));
+        self.details(&mut c, mode);
+        c.clears = Some(self.path.clone());
+        c
     }
 }
 

@@ -210,43 +210,65 @@ physical() { [ "$(pwd -P)" = "$parent" ] || [ "$(pwd -P)" = "$(claw_physdir "$pa
         );
         let spec = self.chown_spec();
         if new {
-            s.push_str(
-                r#"[ -d "$parent" ] || mkdir -p -- "$parent"
-cd -P -- "$parent"
-"#,
-            );
-            if spec.is_some() {
-                // Before anything is made there: no directory of the path may be a link.
-                s.push_str("physical\n");
-            }
-            s.push_str(
-                r#"if [ -e "./$base" ] || [ -L "./$base" ]; then
-  { [ -d "./$base" ] && [ ! -L "./$base" ] && [ -z "$(ls -A -- "./$base")" ]; } || { printf '%s appeared since the plan; refusing to replace it\n' "$dest" >&2; exit 1; }
-else mkdir -- "./$base"; fi
-"#,
-            );
-            if let Some(spec) = &spec {
-                s.push_str(&format!("chown -h -- {} \"./$base\"\n", quote(spec)));
-            }
+            s.push_str(&Self::make_dest(spec.as_deref()));
         } else {
             s.push_str("cd -P -- \"$parent\"\n");
             if let Some(spec) = &spec {
-                // Hand it over only when its owner or group is not the wanted one.
-                let mut cond = vec![];
-                if let Some(o) = &self.owner {
-                    cond.push(format!(
-                        "[ \"$1\" != {o} ] && [ \"$3\" != {o} ]",
-                        o = quote(o)
-                    ));
-                }
-                if let Some(g) = &self.group {
-                    cond.push(format!(
-                        "[ \"$2\" != {g} ] && [ \"$4\" != {g} ]",
-                        g = quote(g)
-                    ));
-                }
-                s.push_str(&format!(
-                    r#"set -- $(stat -c '%u %g %U %G' -- "./$base")
+                s.push_str(&self.hand_over(spec));
+            }
+        }
+        s.push_str("cd -P -- \"./$base\"\n");
+        s.push_str(&self.tree_account());
+        if !new {
+            s.push_str("{ [ -d .git ] && [ ! -L .git ]; } || { printf '%s/.git is no longer a directory; refusing\\n' \"$dest\" >&2; exit 1; }\n");
+        }
+        s
+    }
+
+    /// A new checkout's directory, from inside its parent (`cd -P`): made empty (an empty
+    /// directory already there is taken; anything else stops the script) and, with `spec`
+    /// (`owner:group`, see [`Self::chown_spec`]), handed over with `chown -h`.
+    fn make_dest(spec: Option<&str>) -> String {
+        let mut s = String::from(
+            r#"[ -d "$parent" ] || mkdir -p -- "$parent"
+cd -P -- "$parent"
+"#,
+        );
+        if spec.is_some() {
+            // Before anything is made there: no directory of the path may be a link.
+            s.push_str("physical\n");
+        }
+        s.push_str(
+            r#"if [ -e "./$base" ] || [ -L "./$base" ]; then
+  { [ -d "./$base" ] && [ ! -L "./$base" ] && [ -z "$(ls -A -- "./$base")" ]; } || { printf '%s appeared since the plan; refusing to replace it\n' "$dest" >&2; exit 1; }
+else mkdir -- "./$base"; fi
+"#,
+        );
+        if let Some(spec) = spec {
+            s.push_str(&format!("chown -h -- {} \"./$base\"\n", quote(spec)));
+        }
+        s
+    }
+
+    /// An existing work tree handed to `spec` (`owner:group`) with `chown -hR`, only when its
+    /// owner or group is not the wanted one, and refused when a directory of the path is a link
+    /// another account can change or a file of the tree has a second name.
+    fn hand_over(&self, spec: &str) -> String {
+        let mut cond = vec![];
+        if let Some(o) = &self.owner {
+            cond.push(format!(
+                "[ \"$1\" != {o} ] && [ \"$3\" != {o} ]",
+                o = quote(o)
+            ));
+        }
+        if let Some(g) = &self.group {
+            cond.push(format!(
+                "[ \"$2\" != {g} ] && [ \"$4\" != {g} ]",
+                g = quote(g)
+            ));
+        }
+        format!(
+            r#"set -- $(stat -c '%u %g %U %G' -- "./$base")
 if {{ {cond}; }}; then
   physical
   {{ [ -d "./$base" ] && [ ! -L "./$base" ]; }} || {{ printf '%s is no longer a directory\n' "$dest" >&2; exit 1; }}
@@ -255,19 +277,22 @@ if {{ {cond}; }}; then
   chown -hR -- {spec} "./$base"
 fi
 "#,
-                    cond = cond
-                        .iter()
-                        .map(|c| format!("{{ {c}; }}"))
-                        .collect::<Vec<_>>()
-                        .join(" || "),
-                    spec = quote(spec),
-                ));
-            }
-        }
-        s.push_str("cd -P -- \"./$base\"\n");
+            cond = cond
+                .iter()
+                .map(|c| format!("{{ {c}; }}"))
+                .collect::<Vec<_>>()
+                .join(" || "),
+            spec = quote(spec),
+        )
+    }
+
+    /// `tu`/`tg`/`tgr`: the account git runs as in the work tree entered, `owner` (and `group`)
+    /// when given, else whoever owns the tree; git as root in a tree another account can write
+    /// stops the script (`tree_refuse`).
+    fn tree_account(&self) -> String {
         match &self.owner {
             // The named account, whatever the directory we are in turns out to be.
-            Some(o) => s.push_str(&format!(
+            Some(o) => format!(
                 r#"tu={o}; tg={g}; tgr=--init-groups
 getent passwd "$tu" >/dev/null 2>&1 || tgr=--clear-groups
 [ -n "$tg" ] || tg=$(id -g -- "$tu")
@@ -277,13 +302,9 @@ tree_rootcheck || tree_refuse
 "#,
                 o = quote(o),
                 g = quote(self.group.as_deref().unwrap_or("")),
-            )),
-            None => s.push_str("tree_account || tree_refuse\n"),
+            ),
+            None => "tree_account || tree_refuse\n".to_string(),
         }
-        if !new {
-            s.push_str("{ [ -d .git ] && [ ! -L .git ]; } || { printf '%s/.git is no longer a directory; refusing\\n' \"$dest\" >&2; exit 1; }\n");
-        }
-        s
     }
 
     /// The planned commit into the checkout (as its account: only the objects it lacks, from
@@ -351,21 +372,7 @@ fi
                 "`{dest}` exists but is not a git checkout; refusing to replace it"
             )),
             GitState::Absent(Resolved::Missing) => Err(missing()),
-            GitState::Absent(want) => {
-                let mut c = Change::new(
-                    Action::Create,
-                    dest,
-                    format!("clone {}", q.repo),
-                    self.clone_script(want.commit()),
-                );
-                c.details.push(match want {
-                    Resolved::Unreachable(_) => {
-                        format!("ref {} (commit known after apply)", q.rev)
-                    }
-                    w => self.describe(w),
-                });
-                Ok(c)
-            }
+            GitState::Absent(want) => Ok(self.clone_change(want)),
             GitState::Repo {
                 owner,
                 group,
@@ -376,17 +383,7 @@ fi
                 want,
             } => {
                 let repoint = origin != &q.repo;
-                if repoint && !self.force {
-                    return Err(format!(
-                        "`{dest}` is a checkout of `{origin}`, not `{}`; set `force = true` to re-point it",
-                        q.repo
-                    ));
-                }
-                if *dirty && !self.force {
-                    return Err(format!(
-                        "`{dest}` has local modifications (see `git -C {dest} status`); refusing to discard them (set `force = true` to discard)"
-                    ));
-                }
+                self.refuse_unforced(origin, repoint, *dirty)?;
                 let commit = match want {
                     Resolved::Missing => return Err(missing()),
                     Resolved::Unreachable(e) => {
@@ -402,48 +399,127 @@ fi
                 if repoint {
                     details.push(format!("origin {origin} -> {}", q.repo));
                 }
-                if head.as_deref() != Some(commit.as_str()) {
-                    details.push(format!(
-                        "commit {} -> {}",
-                        head.as_deref().map_or("(none)", short),
-                        short(&commit)
-                    ));
-                }
-                if let Resolved::Branch(_) = want
-                    && branch.as_deref() != Some(q.rev.as_str())
-                {
-                    details.push(format!(
-                        "branch {} -> {}",
-                        branch.as_deref().unwrap_or("(detached)"),
-                        q.rev
-                    ));
-                }
+                details.extend(self.head_details(
+                    head.as_deref(),
+                    &commit,
+                    want,
+                    branch.as_deref(),
+                ));
                 if *dirty {
                     details.push("discard local modifications".into());
                 }
-                if let Some(o) = &self.owner
-                    && !owner.is(o)
-                {
-                    details.push(format!("owner {} -> {o}", owner.name));
-                }
-                if let Some(g) = &self.group
-                    && !group.is(g)
-                {
-                    details.push(format!("group {} -> {g}", group.name));
-                }
-                if details.is_empty() {
-                    return Ok(Change::noop(dest, format!("at {}", self.describe(want))));
-                }
-                let mut c = Change::new(
-                    Action::Update,
-                    dest,
-                    format!("check out {}", self.describe(want)),
-                    self.update_script(Some(&commit), repoint),
-                );
-                c.details = details;
-                Ok(c)
+                details.extend(self.ownership_details(owner, group));
+                Ok(self.checkout_change(want, &commit, repoint, details))
             }
         }
+    }
+
+    /// The change when nothing is at `dest`: a clone of the commit `want` names (known after
+    /// apply when the remote could not be asked yet).
+    fn clone_change(&self, want: &Resolved) -> Change {
+        let q = &self.query;
+        let mut c = Change::new(
+            Action::Create,
+            &q.dest,
+            format!("clone {}", q.repo),
+            self.clone_script(want.commit()),
+        );
+        c.details.push(match want {
+            Resolved::Unreachable(_) => {
+                format!("ref {} (commit known after apply)", q.rev)
+            }
+            w => self.describe(w),
+        });
+        c
+    }
+
+    /// Without `force`, a checkout of another repository (`repoint`) or one with local
+    /// modifications stops the step.
+    fn refuse_unforced(&self, origin: &str, repoint: bool, dirty: bool) -> Result<(), String> {
+        let q = &self.query;
+        let dest = &q.dest;
+        if repoint && !self.force {
+            return Err(format!(
+                "`{dest}` is a checkout of `{origin}`, not `{}`; set `force = true` to re-point it",
+                q.repo
+            ));
+        }
+        if dirty && !self.force {
+            return Err(format!(
+                "`{dest}` has local modifications (see `git -C {dest} status`); refusing to discard them (set `force = true` to discard)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Compare HEAD: the commit checked out against the planned one and, for a branch, the
+    /// branch checked out (None: detached HEAD) against `ref`.
+    fn head_details(
+        &self,
+        head: Option<&str>,
+        commit: &str,
+        want: &Resolved,
+        branch: Option<&str>,
+    ) -> Vec<String> {
+        let rev = self.query.rev.as_str();
+        let mut details = vec![];
+        if head != Some(commit) {
+            details.push(format!(
+                "commit {} -> {}",
+                head.map_or("(none)", short),
+                short(commit)
+            ));
+        }
+        if let Resolved::Branch(_) = want
+            && branch != Some(rev)
+        {
+            details.push(format!(
+                "branch {} -> {}",
+                branch.unwrap_or("(detached)"),
+                rev
+            ));
+        }
+        details
+    }
+
+    /// Compare ownership: the work tree's owner and group against `owner`/`group` (a name or a
+    /// number), where given.
+    fn ownership_details(&self, owner: &git::Account, group: &git::Account) -> Vec<String> {
+        let mut details = vec![];
+        if let Some(o) = &self.owner
+            && !owner.is(o)
+        {
+            details.push(format!("owner {} -> {o}", owner.name));
+        }
+        if let Some(g) = &self.group
+            && !group.is(g)
+        {
+            details.push(format!("group {} -> {g}", group.name));
+        }
+        details
+    }
+
+    /// The change to an existing checkout from what differs (`details`): nothing, a no-op;
+    /// else the planned `commit` checked out (after re-pointing origin when `repoint`).
+    fn checkout_change(
+        &self,
+        want: &Resolved,
+        commit: &str,
+        repoint: bool,
+        details: Vec<String>,
+    ) -> Change {
+        let dest = &self.query.dest;
+        if details.is_empty() {
+            return Change::noop(dest, format!("at {}", self.describe(want)));
+        }
+        let mut c = Change::new(
+            Action::Update,
+            dest,
+            format!("check out {}", self.describe(want)),
+            self.update_script(Some(commit), repoint),
+        );
+        c.details = details;
+        c
     }
 }
 
@@ -724,6 +800,46 @@ mod tests {
         assert!(!s.contains("chown -R"), "{s}");
         assert!(s.contains("local modifications; refusing"), "{s}");
         assert!(!s.contains("checkout -q -f"), "{s}");
+    }
+
+    /// A new checkout's directory is handed to `owner` (after checking its path has no link
+    /// another account can change) only when an owner or group is given; an existing tree is
+    /// handed over when its owner or its group differs; git runs as `owner`/`group` if given.
+    #[test]
+    fn enter_tree_hands_over_only_what_is_asked() {
+        let with = |owner: Option<&str>, group: Option<&str>| {
+            Desired::from_args(Args {
+                owner: owner.map(Into::into),
+                group: group.map(Into::into),
+                ..args("v1")
+            })
+            .unwrap()
+        };
+        let made = with(Some("claw"), None).enter_tree(true);
+        let physical = made.find("cd -P -- \"$parent\"\nphysical\n").expect(&made);
+        assert!(
+            physical < made.find("mkdir -- \"./$base\"").unwrap(),
+            "{made}"
+        );
+        assert!(made.contains("chown -h -- 'claw' \"./$base\"\n"), "{made}");
+        assert!(made.contains("tu='claw'; tg=''"), "{made}");
+        let made = with(None, None).enter_tree(true);
+        assert!(!made.contains("\nphysical\n"), "{made}");
+        assert!(!made.contains("chown"), "{made}");
+        assert!(made.contains("\ntree_account || tree_refuse\n"), "{made}");
+        let kept = with(Some("claw"), Some("app")).enter_tree(false);
+        assert!(
+            kept.contains(
+                "if { { [ \"$1\" != 'claw' ] && [ \"$3\" != 'claw' ]; } || { [ \"$2\" != 'app' ] && [ \"$4\" != 'app' ]; }; }; then"
+            ),
+            "{kept}"
+        );
+        assert!(
+            kept.contains("chown -hR -- 'claw:app' \"./$base\""),
+            "{kept}"
+        );
+        assert!(kept.contains("tu='claw'; tg='app'"), "{kept}");
+        assert!(!with(None, None).enter_tree(false).contains("chown"));
     }
 
     /// Handing a tree over to its new owner (`chown -hR`) stops when a file has a second name:

@@ -105,63 +105,25 @@ impl Desired {
         // Enable before start; stop before disable (the order systemctl --now uses).
         let mut after = String::new();
         if let Some(want) = self.enabled {
-            let is = match enabled {
-                "enabled" | "alias" => Some(true),
-                "disabled" | "masked" | "masked-runtime" | "enabled-runtime" | "linked"
-                | "linked-runtime" => Some(false),
-                // static, indirect, generated, transient, bad: not switchable with enable/disable.
-                _ => None,
-            };
-            match is {
-                Some(is) if is == want => reasons.push(enabled.to_string()),
-                Some(_) if enabled.starts_with("masked") => {
-                    if want {
-                        return Err(format!(
-                            "{} is masked: `systemctl unmask {}` first, if it should run",
-                            self.unit, self.unit
-                        ));
-                    }
-                    reasons.push(enabled.to_string());
-                }
-                Some(_) => {
-                    let verb = if want { "enable" } else { "disable" };
-                    details.push(format!(
-                        "{enabled} -> {}",
-                        if want { "enabled" } else { "disabled" }
-                    ));
-                    let line = format!("systemctl {verb} --quiet -- {u}\n");
+            match self.compare_enabled(want, enabled, &u)? {
+                None => reasons.push(enabled.to_string()),
+                Some((detail, line)) => {
+                    details.push(detail);
                     if want {
                         script.push_str(&line);
                     } else {
                         after.push_str(&line);
                     }
                 }
-                None => {
-                    return Err(format!(
-                        "{} cannot be {} (`systemctl is-enabled`: {enabled}); leave `enabled` unset for it",
-                        self.unit,
-                        if want { "enabled" } else { "disabled" }
-                    ));
-                }
             }
         }
         if let Some(want) = self.running {
-            let is = matches!(active, "active" | "reloading" | "activating" | "refreshing");
-            if is == want {
-                reasons.push(active.to_string());
-            } else {
-                if want && enabled.starts_with("masked") {
-                    return Err(format!(
-                        "{} is masked: `systemctl unmask {}` first, if it should run",
-                        self.unit, self.unit
-                    ));
+            match self.compare_running(want, active, enabled, &u)? {
+                None => reasons.push(active.to_string()),
+                Some((detail, line)) => {
+                    details.push(detail);
+                    script.push_str(&line);
                 }
-                let verb = if want { "start" } else { "stop" };
-                details.push(format!(
-                    "{active} -> {}",
-                    if want { "running" } else { "stopped" }
-                ));
-                script.push_str(&format!("systemctl {verb} -- {u}\n"));
             }
         }
         script.push_str(&after);
@@ -171,6 +133,72 @@ impl Desired {
         let mut c = Change::new(Action::Update, self.target(), details.join(", "), script);
         c.details = details;
         Ok(c)
+    }
+
+    /// Compare `enabled` (`systemctl is-enabled`) with `want`: None when nothing is to do (as
+    /// wanted, or masked and not wanted), else the detail and the `systemctl enable|disable`
+    /// line for the unit (`u`, quoted). A masked unit to enable, or a state enable/disable do
+    /// not switch (static, indirect...), is an error.
+    fn compare_enabled(
+        &self,
+        want: bool,
+        enabled: &str,
+        u: &str,
+    ) -> Result<Option<(String, String)>, String> {
+        let is = match enabled {
+            "enabled" | "alias" => Some(true),
+            "disabled" | "masked" | "masked-runtime" | "enabled-runtime" | "linked"
+            | "linked-runtime" => Some(false),
+            // static, indirect, generated, transient, bad: not switchable with enable/disable.
+            _ => None,
+        };
+        match is {
+            Some(is) if is == want => Ok(None),
+            Some(_) if enabled.starts_with("masked") => {
+                if want {
+                    return Err(format!(
+                        "{} is masked: `systemctl unmask {}` first, if it should run",
+                        self.unit, self.unit
+                    ));
+                }
+                Ok(None)
+            }
+            Some(_) => {
+                let verb = if want { "enable" } else { "disable" };
+                let detail = format!("{enabled} -> {}", if want { "enabled" } else { "disabled" });
+                Ok(Some((detail, format!("systemctl {verb} --quiet -- {u}\n"))))
+            }
+            None => Err(format!(
+                "{} cannot be {} (`systemctl is-enabled`: {enabled}); leave `enabled` unset for it",
+                self.unit,
+                if want { "enabled" } else { "disabled" }
+            )),
+        }
+    }
+
+    /// Compare `active` (`systemctl is-active`) with `want` (running): None when as wanted,
+    /// else the detail and the `systemctl start|stop` line for the unit (`u`, quoted). Starting
+    /// a masked unit (`enabled`) is an error.
+    fn compare_running(
+        &self,
+        want: bool,
+        active: &str,
+        enabled: &str,
+        u: &str,
+    ) -> Result<Option<(String, String)>, String> {
+        let is = matches!(active, "active" | "reloading" | "activating" | "refreshing");
+        if is == want {
+            return Ok(None);
+        }
+        if want && enabled.starts_with("masked") {
+            return Err(format!(
+                "{} is masked: `systemctl unmask {}` first, if it should run",
+                self.unit, self.unit
+            ));
+        }
+        let verb = if want { "start" } else { "stop" };
+        let detail = format!("{active} -> {}", if want { "running" } else { "stopped" });
+        Ok(Some((detail, format!("systemctl {verb} -- {u}\n"))))
     }
 }
 
