@@ -10,6 +10,7 @@ use crate::remote::RemoteError;
 use crate::report::terminal::safe;
 use crate::ssh::capture::Capture;
 use crate::ssh::{Chunk, ExecOutput, Keep, Limits};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -47,31 +48,12 @@ pub async fn run(
     mut show: impl FnMut(Shown<'_>),
 ) -> Vec<HostResult> {
     let opts = Arc::new(opts);
-    let sem = Arc::new(Semaphore::new(opts.forks.max(1)));
-    let command = Arc::new(command);
-    let (tx, mut rx) = mpsc::channel::<Event>(64);
-    let n = hosts.len();
-    let mut names = Vec::new();
-    for (i, h) in hosts.into_iter().enumerate() {
-        names.push((h.name.clone(), h.address.clone()));
-        let (opts, sem, command, tx) = (opts.clone(), sem.clone(), command.clone(), tx.clone());
-        tokio::spawn(async move {
-            let _permit = sem.acquire().await.expect("semaphore is never closed");
-            let r = one_host(i, &h, &command, &opts, &tx).await;
-            let _ = tx.send(Event::Done(i, r)).await;
-        });
-    }
-    drop(tx);
-    let half = (opts.output_limit / 2).max(1);
-    let keep = Keep::Ends {
-        head: half,
-        tail: half,
-    };
-    let mut held: Vec<Option<Held>> = (0..n).map(|_| None).collect();
-    let mut slots: Vec<Option<HostResult>> = (0..n).map(|_| None).collect();
-    let mut results: Vec<Option<HostResult>> = (0..n).map(|_| None).collect();
-    let mut live: Option<Live> = None;
-    let mut next = 0;
+    let names = hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.address.clone()))
+        .collect();
+    let mut rx = spawn_hosts(hosts, command, &opts);
+    let mut printer = Printer::new(names, &opts);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         let ev = tokio::select! {
@@ -82,55 +64,129 @@ pub async fn run(
             _ = tick.tick() => None,
         };
         match ev {
-            Some(Event::Chunk(i, c)) => {
-                let h = held[i].get_or_insert_with(|| Held {
-                    stdout: Capture::new(keep),
-                    stderr: Capture::new(keep),
-                    first_output: None,
-                });
-                h.first_output.get_or_insert_with(Instant::now);
-                match c {
-                    Chunk::Stdout(d) => {
-                        let room = h.stdout.head_room().min(d.len());
-                        let _ = h.stdout.push(&d);
-                        if i == next
-                            && let Some(l) = live.as_mut()
-                            && room > 0
-                        {
-                            show(Shown::Live(&l.text(&d[..room])));
-                        }
-                    }
-                    Chunk::Stderr(d) => {
-                        let _ = h.stderr.push(&d);
-                    }
-                }
-            }
-            Some(Event::Done(i, r)) => slots[i] = Some(r),
+            Some(Event::Chunk(i, c)) => printer.chunk(i, c, &mut show),
+            Some(Event::Done(i, r)) => printer.slots[i] = Some(r),
             None => {}
         }
-        // The head-of-line host goes live once it has printed for a while.
-        if opts.live
-            && live.is_none()
-            && next < n
-            && slots[next].is_none()
-            && let Some(h) = held[next].as_mut()
+        printer.go_live(&mut show);
+        printer.deliver(&mut show);
+    }
+    printer.finish(&mut show)
+}
+
+/// One task per host, each waiting for one of `forks` permits: their events come through the
+/// returned channel, which closes when every task has ended.
+fn spawn_hosts(hosts: Vec<Host>, command: String, opts: &Arc<Options>) -> mpsc::Receiver<Event> {
+    let sem = Arc::new(Semaphore::new(opts.forks.max(1)));
+    let command = Arc::new(command);
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    for (i, h) in hosts.into_iter().enumerate() {
+        let (opts, sem, command, tx) = (opts.clone(), sem.clone(), command.clone(), tx.clone());
+        tokio::spawn(async move {
+            let _permit = sem.acquire().await.expect("semaphore is never closed");
+            let r = one_host(i, &h, &command, &opts, &tx).await;
+            let _ = tx.send(Event::Done(i, r)).await;
+        });
+    }
+    rx
+}
+
+/// What is shown, and when: each host's output kept within the limit until its turn comes (in
+/// inventory order), and the head-of-line host's stdout once it goes live.
+struct Printer {
+    /// Each host's name and address, in inventory order.
+    names: Vec<(String, String)>,
+    /// What is kept of each host's output (first and last halves of `--output-limit`).
+    keep: Keep,
+    /// The head-of-line host may go live.
+    live_allowed: bool,
+    /// Each host's output so far.
+    held: Vec<Option<Held>>,
+    /// Results of hosts that finished and wait for their turn.
+    slots: Vec<Option<HostResult>>,
+    /// Results shown, their output dropped.
+    results: Vec<Option<HostResult>>,
+    /// The head-of-line host, when it is live.
+    live: Option<Live>,
+    /// The head of the line: every host before it was shown.
+    next: usize,
+}
+
+impl Printer {
+    fn new(names: Vec<(String, String)>, opts: &Options) -> Self {
+        let n = names.len();
+        let half = (opts.output_limit / 2).max(1);
+        Self {
+            names,
+            keep: Keep::Ends {
+                head: half,
+                tail: half,
+            },
+            live_allowed: opts.live,
+            held: (0..n).map(|_| None).collect(),
+            slots: (0..n).map(|_| None).collect(),
+            results: (0..n).map(|_| None).collect(),
+            live: None,
+            next: 0,
+        }
+    }
+
+    /// A chunk of host `i`'s output: kept; shown now when `i` is live (what fits in the head).
+    fn chunk(&mut self, i: usize, c: Chunk, show: &mut impl FnMut(Shown<'_>)) {
+        let keep = self.keep;
+        let h = self.held[i].get_or_insert_with(|| Held {
+            stdout: Capture::new(keep),
+            stderr: Capture::new(keep),
+            first_output: None,
+        });
+        h.first_output.get_or_insert_with(Instant::now);
+        match c {
+            Chunk::Stdout(d) => {
+                let room = h.stdout.head_room().min(d.len());
+                let _ = h.stdout.push(&d);
+                if i == self.next
+                    && let Some(l) = self.live.as_mut()
+                    && room > 0
+                {
+                    show(Shown::Live(&l.text(&d[..room])));
+                }
+            }
+            Chunk::Stderr(d) => {
+                let _ = h.stderr.push(&d);
+            }
+        }
+    }
+
+    /// The head-of-line host goes live once it has printed for a while.
+    fn go_live(&mut self, show: &mut impl FnMut(Shown<'_>)) {
+        let next = self.next;
+        if self.live_allowed
+            && self.live.is_none()
+            && next < self.names.len()
+            && self.slots[next].is_none()
+            && let Some(h) = self.held[next].as_mut()
             && h.first_output.is_some_and(|t| t.elapsed() >= LIVE_AFTER)
         {
-            let (name, address) = &names[next];
+            let (name, address) = &self.names[next];
             show(Shown::LiveHeader(name, address));
             let mut l = Live { carry: Vec::new() };
             // What it printed so far (within the head); the rest follows as it arrives.
             if !h.stdout.head().is_empty() {
                 show(Shown::Live(&l.text(h.stdout.head())));
             }
-            live = Some(l);
+            self.live = Some(l);
         }
-        while next < n {
-            let Some(mut r) = slots[next].take() else {
+    }
+
+    /// Shows the finished hosts at the head of the line, in order, and drops their output.
+    fn deliver(&mut self, show: &mut impl FnMut(Shown<'_>)) {
+        while self.next < self.names.len() {
+            let next = self.next;
+            let Some(mut r) = self.slots[next].take() else {
                 break;
             };
-            let was_live = live.take().is_some();
-            if let (Ok(o), Some(h)) = (r.outcome.as_mut(), held[next].take()) {
+            let was_live = self.live.take().is_some();
+            if let (Ok(o), Some(h)) = (r.outcome.as_mut(), self.held[next].take()) {
                 (o.stdout, o.stdout_dropped) = h.stdout.finish();
                 (o.stderr, o.stderr_dropped) = h.stderr.finish();
             }
@@ -143,32 +199,37 @@ pub async fn run(
                 o.stdout = Vec::new();
                 o.stderr = Vec::new();
             }
-            results[next] = Some(r);
-            next += 1;
+            self.results[next] = Some(r);
+            self.next += 1;
         }
     }
-    // A task that ended abnormally sent nothing.
-    let mut out = Vec::new();
-    for (i, (slot, (name, address))) in results.into_iter().zip(names).enumerate() {
-        let r = slot.unwrap_or_else(|| HostResult {
-            name,
-            address,
-            outcome: Err(Failure {
-                unreachable: false,
-                reason: "internal error: the host's task ended abnormally (bug, please report)"
-                    .into(),
-            }),
-            elapsed: Duration::ZERO,
-        });
-        if i >= next {
-            show(Shown::Done {
-                result: &r,
-                live: false,
+
+    /// Every host's result once all tasks ended; a task that ended abnormally sent nothing: its
+    /// host fails (and is shown now).
+    fn finish(self, show: &mut impl FnMut(Shown<'_>)) -> Vec<HostResult> {
+        let mut out = Vec::new();
+        let next = self.next;
+        for (i, (slot, (name, address))) in self.results.into_iter().zip(self.names).enumerate() {
+            let r = slot.unwrap_or_else(|| HostResult {
+                name,
+                address,
+                outcome: Err(Failure {
+                    unreachable: false,
+                    reason: "internal error: the host's task ended abnormally (bug, please report)"
+                        .into(),
+                }),
+                elapsed: Duration::ZERO,
             });
+            if i >= next {
+                show(Shown::Done {
+                    result: &r,
+                    live: false,
+                });
+            }
+            out.push(r);
         }
-        out.push(r);
+        out
     }
-    out
 }
 
 impl Live {
@@ -188,6 +249,18 @@ impl Live {
     }
 }
 
+/// Why a host's `--output-dir` files failed.
+#[derive(Debug, thiserror::Error)]
+enum OutputDirError {
+    #[error("--output-dir: cannot create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--output-dir: cannot write: {0}")]
+    Write(std::io::Error),
+}
+
 /// Files of `--output-dir`: the host's whole stdout and stderr.
 struct Files {
     stdout: tokio::fs::File,
@@ -196,7 +269,7 @@ struct Files {
 
 /// Creates `DIR/HOST.stdout` and `DIR/HOST.stderr` (mode 0600, replacing older ones, never
 /// following a link).
-async fn open_files(dir: &std::path::Path, host: &str) -> Result<Files, String> {
+async fn open_files(dir: &std::path::Path, host: &str) -> Result<Files, OutputDirError> {
     let open = |ext: &str| {
         let p = dir.join(format!("{host}.{ext}"));
         async move {
@@ -207,7 +280,7 @@ async fn open_files(dir: &std::path::Path, host: &str) -> Result<Files, String> 
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
             o.open(&p)
                 .await
-                .map_err(|e| format!("--output-dir: cannot create {}: {e}", p.display()))
+                .map_err(|source| OutputDirError::Create { path: p, source })
         }
     };
     Ok(Files {
@@ -216,6 +289,21 @@ async fn open_files(dir: &std::path::Path, host: &str) -> Result<Files, String> 
     })
 }
 
+/// What the client keeps of a host's output: only what the become diagnostics need (the output
+/// itself flows on to the printer and the files).
+const KEPT_FOR_BECOME: Limits = Limits {
+    stdout: Keep::Ends {
+        head: 4096,
+        tail: 4096,
+    },
+    stderr: Keep::Ends {
+        head: 4096,
+        tail: 4096,
+    },
+};
+
+/// Host `i`'s task: the command run on it, its output passed on to `events` as it arrives; the
+/// become password masked in the reason of a failure.
 async fn one_host(
     i: usize,
     h: &Host,
@@ -224,80 +312,10 @@ async fn one_host(
     events: &mpsc::Sender<Event>,
 ) -> HostResult {
     let start = Instant::now();
-    let pw = opts.become_password.as_ref().map(|p| p.expose().as_bytes());
-    let outcome = async {
-        let mut files = match &opts.output_dir {
-            Some(d) => Some(open_files(d, &h.name).await.map_err(|reason| Failure {
-                unreachable: false,
-                reason,
-            })?),
-            None => None,
-        };
-        let remote = crate::connect::connect(h, opts.become_password.clone(), &opts.ssh)
-            .await
-            .map_err(|e| Failure {
-                unreachable: e.is_unreachable(),
-                reason: e.to_string(),
-            })?;
-        let timeout = opts.timeout.unwrap_or(h.command_timeout);
-        let (tee, mut chunks) = mpsc::channel::<Chunk>(16);
-        // The client keeps only what the become diagnostics need; the output itself flows
-        // on through `events` (shown) and the files.
-        let small = Keep::Ends {
-            head: 4096,
-            tail: 4096,
-        };
-        let limits = Limits {
-            stdout: small,
-            stderr: small,
-        };
-        let copy = async {
-            let mut out_mask = StreamMask::new(pw);
-            let mut err_mask = StreamMask::new(pw);
-            let mut file_error = None;
-            while let Some(c) = chunks.recv().await {
-                let (data, is_out) = match c {
-                    Chunk::Stdout(d) => (out_mask.feed(&d), true),
-                    Chunk::Stderr(d) => (err_mask.feed(&d), false),
-                };
-                forward(i, data, is_out, &mut files, events, &mut file_error).await;
-            }
-            let (o, e) = (out_mask.finish(), err_mask.finish());
-            forward(i, o, true, &mut files, events, &mut file_error).await;
-            forward(i, e, false, &mut files, events, &mut file_error).await;
-            if let Some(f) = files.as_mut() {
-                let _ = f.stdout.flush().await;
-                let _ = f.stderr.flush().await;
-            }
-            file_error
-        };
-        let (res, file_error) = tokio::join!(remote.run_tee(command, tee, limits, timeout), copy);
-        remote.session.close().await;
-        let mut out = res.map_err(|e| Failure {
-            unreachable: false,
-            reason: match e {
-                RemoteError::Timeout(t) => format!(
-                    "timed out after {}s (raise --timeout or the inventory's `command_timeout`)",
-                    t.as_secs()
-                ),
-                other => other.to_string(),
-            },
-        })?;
-        if let Some(e) = file_error {
-            return Err(Failure {
-                unreachable: false,
-                reason: format!("{} ({})", e, out_word(&out)),
-            });
-        }
-        // The output was passed on as it came.
-        out.stdout.clear();
-        out.stderr.clear();
-        out.stdout_dropped = None;
-        out.stderr_dropped = None;
-        Ok(out)
-    }
-    .await;
-    let outcome = match (outcome, &opts.become_password) {
+    let outcome = match (
+        run_on(i, h, command, opts, events).await,
+        &opts.become_password,
+    ) {
         (Err(mut f), Some(pw)) => {
             f.reason = String::from_utf8_lossy(&mask(f.reason.as_bytes(), pw.expose())).into();
             Err(f)
@@ -310,6 +328,90 @@ async fn one_host(
         outcome,
         elapsed: start.elapsed(),
     }
+}
+
+/// Opens the host's files (if asked) and its connection, runs the command with its output
+/// passed on ([`pass_on`]), and closes the connection. The result holds no output.
+async fn run_on(
+    i: usize,
+    h: &Host,
+    command: &str,
+    opts: &Options,
+    events: &mpsc::Sender<Event>,
+) -> Result<ExecOutput, Failure> {
+    let failed = |reason: String| Failure {
+        unreachable: false,
+        reason,
+    };
+    let files = match &opts.output_dir {
+        Some(d) => Some(
+            open_files(d, &h.name)
+                .await
+                .map_err(|e| failed(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let remote = crate::connect::connect(h, opts.become_password.clone(), &opts.ssh)
+        .await
+        .map_err(|e| Failure {
+            unreachable: e.is_unreachable(),
+            reason: e.to_string(),
+        })?;
+    let timeout = opts.timeout.unwrap_or(h.command_timeout);
+    let (tee, chunks) = mpsc::channel::<Chunk>(16);
+    let pw = opts.become_password.as_ref().map(|p| p.expose().as_bytes());
+    let (res, file_error) = tokio::join!(
+        remote.run_tee(command, tee, KEPT_FOR_BECOME, timeout),
+        pass_on(i, chunks, pw, files, events)
+    );
+    remote.session.close().await;
+    let mut out = res.map_err(|e| {
+        failed(match e {
+            RemoteError::Timeout(t) => format!(
+                "timed out after {}s (raise --timeout or the inventory's `command_timeout`)",
+                t.as_secs()
+            ),
+            other => other.to_string(),
+        })
+    })?;
+    if let Some(e) = file_error {
+        return Err(failed(format!("{} ({})", e, out_word(&out))));
+    }
+    // The output was passed on as it came.
+    out.stdout.clear();
+    out.stderr.clear();
+    out.stdout_dropped = None;
+    out.stderr_dropped = None;
+    Ok(out)
+}
+
+/// Passes the host's output on as it arrives: masked (`pw`), to its files (if any) and to the
+/// printer. The first error writing the files, if any (they are not written after it).
+async fn pass_on(
+    i: usize,
+    mut chunks: mpsc::Receiver<Chunk>,
+    pw: Option<&[u8]>,
+    mut files: Option<Files>,
+    events: &mpsc::Sender<Event>,
+) -> Option<OutputDirError> {
+    let mut out_mask = StreamMask::new(pw);
+    let mut err_mask = StreamMask::new(pw);
+    let mut file_error = None;
+    while let Some(c) = chunks.recv().await {
+        let (data, is_out) = match c {
+            Chunk::Stdout(d) => (out_mask.feed(&d), true),
+            Chunk::Stderr(d) => (err_mask.feed(&d), false),
+        };
+        forward(i, data, is_out, &mut files, events, &mut file_error).await;
+    }
+    let (o, e) = (out_mask.finish(), err_mask.finish());
+    forward(i, o, true, &mut files, events, &mut file_error).await;
+    forward(i, e, false, &mut files, events, &mut file_error).await;
+    if let Some(f) = files.as_mut() {
+        let _ = f.stdout.flush().await;
+        let _ = f.stderr.flush().await;
+    }
+    file_error
 }
 
 fn out_word(o: &ExecOutput) -> String {
@@ -327,7 +429,7 @@ async fn forward(
     is_out: bool,
     files: &mut Option<Files>,
     events: &mpsc::Sender<Event>,
-    file_error: &mut Option<String>,
+    file_error: &mut Option<OutputDirError>,
 ) {
     if data.is_empty() {
         return;
@@ -337,7 +439,7 @@ async fn forward(
     {
         let w = if is_out { &mut f.stdout } else { &mut f.stderr };
         if let Err(e) = w.write_all(&data).await {
-            *file_error = Some(format!("--output-dir: cannot write: {e}"));
+            *file_error = Some(OutputDirError::Write(e));
         }
     }
     let c = if is_out {

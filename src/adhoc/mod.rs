@@ -102,15 +102,18 @@ pub enum Shown<'a> {
 
 /// The remote command line: the words joined with spaces, as `ssh host WORDS...` does (the
 /// remote shell then parses it: quoting, pipes and `;` work as in a terminal).
-pub fn command_line(words: &[String]) -> Result<String, String> {
+pub fn command_line(words: &[String]) -> Result<String, NoCommand> {
     let line = words.join(" ");
     if line.trim().is_empty() {
-        return Err(
-            "run: no command given; put it after `--`, e.g. `run INVENTORY -- uptime`".into(),
-        );
+        return Err(NoCommand);
     }
     Ok(line)
 }
+
+/// `run` was given no command (nothing, or only blanks, after `--`).
+#[derive(Debug, thiserror::Error)]
+#[error("run: no command given; put it after `--`, e.g. `run INVENTORY -- uptime`")]
+pub struct NoCommand;
 
 #[cfg(test)]
 mod tests {
@@ -125,7 +128,10 @@ mod tests {
             "echo a b | wc -c"
         );
         assert_eq!(command_line(&w(&["exit 3"])).unwrap(), "exit 3");
-        assert!(command_line(&[]).unwrap_err().contains("no command"));
+        assert_eq!(
+            command_line(&[]).unwrap_err().to_string(),
+            "run: no command given; put it after `--`, e.g. `run INVENTORY -- uptime`"
+        );
         assert!(command_line(&w(&["  "])).is_err());
     }
 }
