@@ -318,7 +318,7 @@ fn resources_never_touch_the_transport() {
                 .filter(|t| {
                     [
                         "src/ssh/",
-                        "src/remote.rs",
+                        "src/remote/",
                         "src/connect.rs",
                         "src/run/",
                         "src/cli/",

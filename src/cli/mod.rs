@@ -311,10 +311,15 @@ impl StepArgs {
     }
 }
 
-fn tag(s: &str) -> Result<String, String> {
+/// An empty name in `--tags`/`--skip-tags` (clap shows it after the value it was given).
+#[derive(Debug, thiserror::Error)]
+#[error("empty tag (tags are comma-separated: --tags web,db)")]
+struct EmptyTag;
+
+fn tag(s: &str) -> Result<String, EmptyTag> {
     let t = s.trim();
     if t.is_empty() {
-        return Err("empty tag (tags are comma-separated: --tags web,db)".into());
+        return Err(EmptyTag);
     }
     Ok(t.to_string())
 }
@@ -441,13 +446,26 @@ fn write_stdout(bytes: &[u8]) -> Result<Outcome, Error> {
     }
 }
 
+/// A bad `--output-limit` (clap shows it after the value it was given).
+#[derive(Debug, thiserror::Error)]
+enum OutputLimitError {
+    /// Not a size (`parse_size`'s reason).
+    #[error("{0}")]
+    Size(String),
+    /// A size below 2 bytes or beyond this machine's memory.
+    #[error("`{value}`: not a usable size")]
+    Unusable { value: String },
+}
+
 /// `--output-limit`: a size of at least 2 bytes.
-fn output_limit(s: &str) -> Result<usize, String> {
-    let n = crate::resource::fetch::parse_size(s)?;
+fn output_limit(s: &str) -> Result<usize, OutputLimitError> {
+    let n = crate::resource::fetch::parse_size(s).map_err(OutputLimitError::Size)?;
     usize::try_from(n)
         .ok()
         .filter(|n| *n >= 2)
-        .ok_or_else(|| format!("`{s}`: not a usable size"))
+        .ok_or_else(|| OutputLimitError::Unusable {
+            value: s.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -551,5 +569,28 @@ mod tests {
         assert!(parse(&["inv.toml", "--become", "--no-become", "--", "id"]).is_err());
         assert!(parse(&["inv.toml", "--forks", "0", "--", "id"]).is_err());
         assert!(parse(&["inv.toml", "--timeout", "soon", "--", "id"]).is_err());
+    }
+
+    /// The value parsers' errors as clap renders them (first line), word for word.
+    #[test]
+    fn value_parser_messages() {
+        let first_line = |e: clap::Error| e.to_string().lines().next().unwrap().to_string();
+        let e = Cli::try_parse_from(["claw-provision", "plan", "inv.toml", "--tags", "a,,b"])
+            .unwrap_err();
+        assert_eq!(
+            first_line(e),
+            "error: invalid value '' for '--tags <TAG,...>': empty tag (tags are comma-separated: --tags web,db)"
+        );
+        let e = parse(&["inv.toml", "--output-limit", "1", "--", "id"]).unwrap_err();
+        assert_eq!(
+            first_line(e),
+            "error: invalid value '1' for '--output-limit <SIZE>': `1`: not a usable size"
+        );
+        let e = parse(&["inv.toml", "--output-limit", "lots", "--", "id"]).unwrap_err();
+        let want = crate::resource::fetch::parse_size("lots").unwrap_err();
+        assert_eq!(
+            first_line(e),
+            format!("error: invalid value 'lots' for '--output-limit <SIZE>': {want}")
+        );
     }
 }

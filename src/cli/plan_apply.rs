@@ -160,7 +160,7 @@ fn fingerprint(
 /// Where the run is shown: JSON events or the text progress, the hosts' order and addresses.
 struct Shown {
     events: Arc<json::Events>,
-    progress: Arc<text::Progress>,
+    progress: Arc<crate::report::progress::Progress>,
     observer: Arc<dyn Observer>,
     order: Vec<String>,
     addresses: HashMap<String, String>,
@@ -170,7 +170,10 @@ struct Shown {
 impl Shown {
     fn new(o: &PlanApply, prepared: &[Prepared]) -> Self {
         let events = Arc::new(json::Events::default());
-        let progress = Arc::new(text::Progress::new(o.mode == Mode::Apply, o.verbosity));
+        let progress = Arc::new(crate::report::progress::Progress::new(
+            o.mode == Mode::Apply,
+            o.verbosity,
+        ));
         let observer: Arc<dyn Observer> = match o.format() {
             Format::Json => Arc::new(json::JsonObserver {
                 events: events.clone(),

@@ -57,9 +57,8 @@ pub enum LockState {
 
 /// The probe section that takes the lock. `holder`: who asks (one line); `client`: this
 /// process ([`local_client`]), recorded so that a later run from the same machine can tell that
-/// the holder's run is gone.
-// Long: one shell script literal (take the lock, its holder process); its parts share
-// variables and quoting, so pieces would not read on their own.
+/// the holder's run is gone. The script's parts share its shell variables (`$b`, `$d`, `$old`,
+/// `$conn`, `$f`), set in this order.
 pub fn command(holder: &str, client: &str, force: bool) -> String {
     let client: String = client
         .chars()
@@ -69,21 +68,38 @@ pub fn command(holder: &str, client: &str, force: bool) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
+    // The holder process's arguments: $1 the lock directory, $2 the fifo, $3 our sshd, $4 who
+    // holds, $5 force or not, $6 our client id, $7 the older version's lock file (if any).
     format!(
-        r#"# In a subshell: its variables and functions stay out of the rest of the probe.
+        "{START}  b={base} old=\n{ROOT_ONLY}{CONNECTION}{HOLDER_START}{HOLDER_FUNCTIONS}{HOLDER_TAKE}  \
+         ' claw-lock \"$d\" \"$f\" \"$conn\" {holder} {force} {client} \"$old\" </dev/null >/dev/null 2>&1 &\n{ANSWER}",
+        base = quote(BASE),
+        holder = quote(&holder),
+        force = if force { "force" } else { "no" },
+        client = quote(&client),
+    )
+}
+
+/// The start: a subshell function (its variables and functions stay out of the rest of the
+/// probe), `err` to report, the user id, and the tools the lock needs.
+const START: &str = r#"# In a subshell: its variables and functions stay out of the rest of the probe.
 claw_lock() (
-  err() {{ printf '@lock\terror\t%s\n' "$1"; }}
+  err() { printf '@lock\terror\t%s\n' "$1"; }
   u=
-  while read -r k v w; do [ "$k" = Uid: ] && {{ u=$v; break; }}; done </proc/self/status
+  while read -r k v w; do [ "$k" = Uid: ] && { u=$v; break; }; done </proc/self/status
   for t in flock setsid mkfifo timeout stat; do
-    command -v "$t" >/dev/null 2>&1 || {{ err "no $t command on the host (util-linux, coreutils)"; return; }}
+    command -v "$t" >/dev/null 2>&1 || { err "no $t command on the host (util-linux, coreutils)"; return; }
   done
-  b={base} old=
-  if [ "$u" = 0 ]; then
+"#;
+
+/// The lock directory `$d`: as root, `$b/lock`, root-only (each file there looked at
+/// without following links, modes fixed, anything else refused; the older version's lock noted in
+/// `$old`); else the login's own.
+const ROOT_ONLY: &str = r#"  if [ "$u" = 0 ]; then
     # Root-only: the directory 0700, its files 0600, root's; looked at without following links.
     d=$b/lock
-    [ ! -L "$b" ] || {{ err "$b is a symbolic link: refusing to keep the apply lock there"; return; }}
-    [ -d "$b" ] || mkdir -p -m 0755 "$b" 2>/dev/null || {{ err "cannot make $b"; return; }}
+    [ ! -L "$b" ] || { err "$b is a symbolic link: refusing to keep the apply lock there"; return; }
+    [ -d "$b" ] || mkdir -p -m 0755 "$b" 2>/dev/null || { err "cannot make $b"; return; }
     # Only root can have made what is in $b: anything unexpected there is refused (replacing it
     # could race with another run doing the same), never followed.
     bad= seen= made=
@@ -110,42 +126,54 @@ claw_lock() (
 $(stat -c '%n %u %a %F' -- "$b" "$d" "$d/apply.lock" "$d/apply.holder" "$b/apply.lock" "$b/apply.holder" 2>/dev/null)
 CLAW_LOCK_STAT
     [ -n "$seen" ] || bad="cannot stat $b"
-    [ -z "$bad" ] || {{ err "$bad"; return; }}
+    [ -z "$bad" ] || { err "$bad"; return; }
     # Missing: made now (another run may make it at the same time).
-    [ -n "$made" ] || mkdir -m 0700 "$d" 2>/dev/null || {{ [ -d "$d" ] && [ ! -L "$d" ]; }} ||
-      {{ err "cannot make $d"; return; }}
+    [ -n "$made" ] || mkdir -m 0700 "$d" 2>/dev/null || { [ -d "$d" ] && [ ! -L "$d" ]; } ||
+      { err "cannot make $d"; return; }
   else
     # Not root (no become): a lock of this login's own.
-    d="${{HOME:-/tmp}}/.claw-provision"; [ -d "$d" ] || mkdir -p -m 0700 "$d" 2>/dev/null
+    d="${HOME:-/tmp}/.claw-provision"; [ -d "$d" ] || mkdir -p -m 0700 "$d" 2>/dev/null
   fi
-  # The nearest sshd above this shell (shell builtins only: no process per level).
+"#;
+
+/// `$conn`: the connection's sshd process, the nearest above this shell.
+const CONNECTION: &str = r#"  # The nearest sshd above this shell (shell builtins only: no process per level).
   conn=; p=$$
   while [ -n "$p" ] && [ "$p" -gt 1 ]; do
     c=; IFS= read -r c <"/proc/$p/comm" 2>/dev/null
     case $c in sshd|sshd-session) conn=$p; break ;; esac
     q=
-    while IFS=' 	' read -r k v; do [ "$k" = PPid: ] && {{ q=$v; break; }}; done <"/proc/$p/status" 2>/dev/null
+    while IFS=' 	' read -r k v; do [ "$k" = PPid: ] && { q=$v; break; }; done <"/proc/$p/status" 2>/dev/null
     p=$q
   done
-  [ -n "$conn" ] || {{ err "no sshd process above this command: cannot tie the lock to the connection"; return; }}
-  f="$d/.answer.$$"
+  [ -n "$conn" ] || { err "no sshd process above this command: cannot tie the lock to the connection"; return; }
+"#;
+
+/// The fifo the holder answers through, and the start of the holder process: detached
+/// (`setsid`), its arguments named, `say` to answer (once; "failed" if it exits silent).
+const HOLDER_START: &str = r#"  f="$d/.answer.$$"
   [ ! -e "$f" ] || rm -f "$f"
-  mkfifo -m 0600 "$f" || {{ err "cannot make a fifo in $d"; return; }}
+  mkfifo -m 0600 "$f" || { err "cannot make a fifo in $d"; return; }
   setsid sh -c '
     umask 077
     d=$1 f=$2 me=$3 old=$7
     said=
-    say() {{ said=1; echo "$1" >"$f"; }}
+    say() { said=1; echo "$1" >"$f"; }
     trap "[ -n \"\$said\" ] || echo \"the lock holder failed\" >\"\$f\"" EXIT
-    # Alive = it exists and is not a zombie (an exited sshd nobody reaped yet counts as gone).
-    alive() {{
+"#;
+
+/// The holder's functions: `alive` (a process, not a zombie), `stop_run` (ends another
+/// run: its sshd stopped, it and everything below ended and waited for) and `old_by_root` (an
+/// older version applying holds the old lock).
+const HOLDER_FUNCTIONS: &str = r#"    # Alive = it exists and is not a zombie (an exited sshd nobody reaped yet counts as gone).
+    alive() {
       s=
-      while read -r k v; do [ "$k" = State: ] && {{ s=$v; break; }}; done <"/proc/$1/status" 2>/dev/null
+      while read -r k v; do [ "$k" = State: ] && { s=$v; break; }; done <"/proc/$1/status" 2>/dev/null
       case $s in ""|Z*) return 1 ;; esac
-    }}
+    }
     # Ends the run whose connection is the sshd process $1 (never ours): stopped first (it
     # starts nothing more), then it and every process below it are ended, and waited for.
-    stop_run() {{
+    stop_run() {
       c=$1
       [ -n "$c" ] && [ "$c" != "$me" ] || return 0
       n=; IFS= read -r n <"/proc/$c/comm" 2>/dev/null
@@ -153,16 +181,16 @@ CLAW_LOCK_STAT
       kill -STOP "$c" 2>/dev/null
       map=
       for s in /proc/[0-9]*/status; do
-        p=${{s#/proc/}}; p=${{p%/status}}; q=
-        while read -r k v; do [ "$k" = PPid: ] && {{ q=$v; break; }}; done <"$s" 2>/dev/null
+        p=${s#/proc/}; p=${p%/status}; q=
+        while read -r k v; do [ "$k" = PPid: ] && { q=$v; break; }; done <"$s" 2>/dev/null
         map="$map $p:$q"
       done
       all=" $c "; more=1
       while [ -n "$more" ]; do
         more=
         for e in $map; do
-          case $all in *" ${{e%%:*}} "*) continue ;; esac
-          case $all in *" ${{e#*:}} "*) all="$all${{e%%:*}} "; more=1 ;; esac
+          case $all in *" ${e%%:*} "*) continue ;; esac
+          case $all in *" ${e#*:} "*) all="$all${e%%:*} "; more=1 ;; esac
         done
       done
       kill -TERM $all 2>/dev/null; kill -CONT "$c" 2>/dev/null
@@ -174,28 +202,32 @@ CLAW_LOCK_STAT
         sleep 0.2; i=$((i + 1))
       done
       kill -KILL $left 2>/dev/null; sleep 0.5
-    }}
+    }
     # Whether a root process (other than this one) has the old lock file open: an older
     # version of claw-provision applying. (Not /proc/locks: it names the process that took the
     # lock, the `flock` command, long gone.) A process of another account is ignored.
-    old_by_root() {{
+    old_by_root() {
       for x in /proc/[0-9]*/fd/*; do
         [ "$x" -ef "$old" ] || continue
-        p=${{x#/proc/}}; p=${{p%%/*}}
+        p=${x#/proc/}; p=${p%%/*}
         [ "$p" != $$ ] || continue
-        u=; while read -r k v w; do [ "$k" = Uid: ] && {{ u=$v; break; }}; done <"/proc/$p/status" 2>/dev/null
+        u=; while read -r k v w; do [ "$k" = Uid: ] && { u=$v; break; }; done <"/proc/$p/status" 2>/dev/null
         [ "$u" != 0 ] || return 0
       done
       return 1
-    }}
-    command exec 9>>"$d/apply.lock" 2>/dev/null || {{ say "cannot open $d/apply.lock"; exit 0; }}
+    }
+"#;
+
+/// The holder takes the lock (and the old one; with `force`, ending their holders first),
+/// writes its description, answers, and holds the lock while the connection's sshd lives.
+const HOLDER_TAKE: &str = r#"    command exec 9>>"$d/apply.lock" 2>/dev/null || { say "cannot open $d/apply.lock"; exit 0; }
     broke= forced=
     if ! flock -w 2 9; then
-      [ "$5" = force ] || {{ say held; exit 0; }}
+      [ "$5" = force ] || { say held; exit 0; }
       forced=1
       broke=$(head -n 1 "$d/apply.holder" 2>/dev/null)
       stop_run "$(sed -n "s/^conn=//p" "$d/apply.holder" 2>/dev/null)"
-      flock -w 15 9 || {{ say "the other run did not let go within 15 s"; exit 0; }}
+      flock -w 15 9 || { say "the other run did not let go within 15 s"; exit 0; }
     fi
     # The lock file of older versions: taken too while this run holds the host, so that an
     # older version waits for it; held by root: an older version is applying.
@@ -204,26 +236,28 @@ CLAW_LOCK_STAT
       if ! old_by_root; then
         exec 8<&-
       elif ! flock -w 2 8; then
-        [ "$5" = force ] || {{ say held-old; exit 0; }}
+        [ "$5" = force ] || { say held-old; exit 0; }
         forced=1
-        broke=$(head -n 1 "${{old%/*}}/apply.holder" 2>/dev/null)
-        stop_run "$(sed -n "s/^conn=//p" "${{old%/*}}/apply.holder" 2>/dev/null)"
-        flock -w 15 8 || {{ say "the run of an older version did not let go within 15 s"; exit 0; }}
+        broke=$(head -n 1 "${old%/*}/apply.holder" 2>/dev/null)
+        stop_run "$(sed -n "s/^conn=//p" "${old%/*}/apply.holder" 2>/dev/null)"
+        flock -w 15 8 || { say "the run of an older version did not let go within 15 s"; exit 0; }
       fi
     fi
     printf "%s since %s\nconn=%s\nclient=%s\n" "$4" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$3" "$6" >"$d/apply.holder.tmp" &&
       mv -f "$d/apply.holder.tmp" "$d/apply.holder"
-    if [ -n "$forced" ]; then say "ok ${{broke:-another run (its description is missing)}}"; else say ok; fi
+    if [ -n "$forced" ]; then say "ok ${broke:-another run (its description is missing)}"; else say ok; fi
     exec </dev/null >/dev/null 2>&1
     # Shell builtins and one `sleep` a second: a fleet of holders must not load its hosts.
     while alive "$3"; do sleep 1; done
     rm -f "$d/apply.holder"
-  ' claw-lock "$d" "$f" "$conn" {holder} {force} {client} "$old" </dev/null >/dev/null 2>&1 &
-  r=$(timeout 30 sh -c 'IFS= read -r r <"$1" && printf %s "$r"' claw-lock-wait "$f") || r="no answer from the lock holder"
+"#;
+
+/// Waits for the holder's answer (30 s) and prints the `@lock` record; then runs the function.
+const ANSWER: &str = r#"  r=$(timeout 30 sh -c 'IFS= read -r r <"$1" && printf %s "$r"' claw-lock-wait "$f") || r="no answer from the lock holder"
   rm -f "$f"
   case $r in
     ok|"ok ") printf '@lock\ttaken\n' ;;
-    ok\ *) printf '@lock\ttaken\t%s\n' "$(printf %s "${{r#ok }}" | tr '\t' ' ' | cut -c 1-300)" ;;
+    ok\ *) printf '@lock\ttaken\t%s\n' "$(printf %s "${r#ok }" | tr '\t' ' ' | cut -c 1-300)" ;;
     held|held-old)
       [ "$r" = held ] || d=$b
       printf '@lock\theld\t%s\t%s\n' "$(head -n 1 "$d/apply.holder" 2>/dev/null | tr '\t' ' ' | cut -c 1-300)" \
@@ -232,13 +266,7 @@ CLAW_LOCK_STAT
   esac
 )
 claw_lock
-"#,
-        base = quote(BASE),
-        holder = quote(&holder),
-        force = if force { "force" } else { "no" },
-        client = quote(&client),
-    )
-}
+"#;
 
 /// This process as a lock client: `INSTANCE:PID:START`. INSTANCE is a digest of what tells this
 /// running system from any other: `/etc/machine-id` (else the host name), the boot id
@@ -467,5 +495,27 @@ mod tests {
         )));
         assert!(!local_client_gone("garbage"));
         assert!(!local_client_gone(&format!("{machine}:x:{start}")));
+    }
+
+    /// The script is pinned (its sha256 for two inputs): cutting it into named parts left it
+    /// byte for byte what it was. A deliberate change to the script updates these.
+    #[test]
+    fn the_script_is_pinned() {
+        use sha2::Digest;
+        let sha = |force| {
+            hex::encode(sha2::Sha256::digest(command(
+                "op@ws (pid 42)",
+                "inst:42:7",
+                force,
+            )))
+        };
+        assert_eq!(
+            sha(false),
+            "812ee20df258a33f54282a50b1e4be837f063969eaed1331327a3cdb64b54bf1"
+        );
+        assert_eq!(
+            sha(true),
+            "9bb7702596eecea215998d9990d6af45a98156353ea170ca4fb98d25ab69a663"
+        );
     }
 }

@@ -300,14 +300,65 @@ impl ProbeScript {
         secret::recover(&String::from_utf8_lossy(out), is_secret)
     }
 
-    /// Parses the script's output.
+    /// Parses the script's output: the preflight first (a missing tool explains any odd record
+    /// after it), then every record, then the batched answers, then whether all were answered.
     pub fn parse(&self, out: &str) -> Result<ProbeResult, ProbeError> {
-        let mut observed: Vec<Option<Observed>> = vec![None; self.requests.len()];
-        let mut pre = preflight::Preflight::default();
         if !out.lines().any(|l| l == "@end") {
-            return Err(FactError("the probe did not finish (output ended early)".into()).into());
+            return Err(unfinished().into());
         }
-        // The preflight first: a missing tool explains any odd record after it.
+        let (pre, problems) = self.parse_preflight(out)?;
+        let mut r = Records::new(self.requests.len());
+        for line in out.lines() {
+            let Some(rest) = line.strip_prefix('@') else {
+                continue;
+            };
+            let mut fields = rest.split('\t');
+            let tag = fields.next().unwrap_or("");
+            let fields: Vec<&str> = fields.collect();
+            self.parse_record(&mut r, tag, &fields)?;
+        }
+        if !r.ended {
+            return Err(unfinished().into());
+        }
+        self.settle_batches(&mut r)?;
+        let observed = r
+            .observed
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                o.ok_or_else(|| ProbeError::Output {
+                    request: Some(i),
+                    error: FactError("no answer from its probe".into()),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if self.facts && !r.facts.complete() {
+            return Err(FactError("the host's facts are incomplete".into()).into());
+        }
+        if self.lock.is_some() && r.lock.is_none() {
+            return Err(FactError("no answer about the apply lock".into()).into());
+        }
+        if self.report && r.system.is_none() {
+            return Err(FactError("no answer about memory, CPUs and uptime".into()).into());
+        }
+        Ok(ProbeResult {
+            observed,
+            preflight: pre,
+            facts: self.facts.then_some(r.facts),
+            journal: r.journal,
+            lock: r.lock,
+            system: r.system,
+            problems,
+        })
+    }
+
+    /// The `@pre-` records: the preflight and its problems. A problem fails the probe (except
+    /// for the `facts` command's, which reports it), as do uploads that do not fit.
+    fn parse_preflight(
+        &self,
+        out: &str,
+    ) -> Result<(preflight::Preflight, Vec<String>), ProbeError> {
+        let mut pre = preflight::Preflight::default();
         for line in out.lines() {
             if let Some(rest) = line.strip_prefix("@pre-") {
                 let mut fields = rest.split('\t');
@@ -320,135 +371,140 @@ impl ProbeScript {
             return Err(ProbeError::Preflight(p.clone()));
         }
         pre.check_free(&self.upload_dirs)?;
-        let mut ended = false;
-        let mut facts = HostFacts::default();
-        let mut journal = Vec::new();
-        let mut lock_state = None;
-        let mut system = None;
-        let mut paths = path::Batch::default();
-        let mut dpkg = apt::Batch::default();
-        let mut secret_batch = secret::Batch::default();
-        for line in out.lines() {
-            let Some(rest) = line.strip_prefix('@') else {
-                continue;
-            };
-            let mut fields = rest.split('\t');
-            let tag = fields.next().unwrap_or("");
-            let fields: Vec<&str> = fields.collect();
-            // Records are named by their tag only: a field may hold a secret.
-            let shown: String = tag.chars().take(40).collect();
-            if tag == "end" {
-                ended = true;
-            } else if tag.starts_with("pre-") {
-                continue;
-            } else if let Some(t) = tag.strip_prefix("fact-") {
-                facts.parse_line(t, &fields)?;
-            } else if paths.take(tag, &fields)?
-                || dpkg.take(tag, &fields)?
-                || secret_batch.take(tag, &fields)?
-            {
-                continue;
-            } else if tag == "sys" && self.report {
-                system = Some(SystemFacts::parse(&fields)?);
-            } else if tag == "lock" {
-                lock_state = Some(lock::parse(&fields)?);
-            } else if tag == "journal" {
-                let name = fields
-                    .first()
-                    .and_then(|n| host::decode_name(n))
-                    .ok_or_else(|| FactError("bad handler journal entry".into()))?;
-                journal.push(name);
-            } else {
-                let id: usize = tag
-                    .parse()
-                    .map_err(|_| FactError(format!("bad record `@{shown}`")))?;
-                let req = self
-                    .requests
-                    .get(id)
-                    .ok_or_else(|| FactError(format!("record for unknown id `@{shown}`")))?;
-                let parsed = match req {
-                    Request::Path(_) => path::parse(&fields).map(Observed::Path),
-                    Request::Guard { .. } => guard::parse(&fields).map(Observed::Guard),
-                    Request::User(_) => account::parse_user(&fields).map(Observed::User),
-                    Request::Group(_) => account::parse_group(&fields).map(Observed::Group),
-                    Request::Secret { .. } => secret::parse(&fields).map(Observed::Secret),
-                    Request::Packages(p) => apt::parse(&fields, p).map(Observed::Dpkg),
-                    Request::Firewall(_) => firewall::parse(&fields).map(Observed::Firewall),
-                    Request::Git(_) => git::parse(&fields).map(Observed::Git),
-                    Request::Compose(_) => compose::parse(&fields).map(Observed::Compose),
-                    Request::Service(_) => service::parse(&fields).map(Observed::Service),
-                    Request::Image(_) => image::parse(&fields).map(Observed::Image),
-                    Request::Fetch(_) => fetch::parse(&fields).map(Observed::Fetch),
-                    Request::Leftovers(_) => {
-                        path::parse_leftovers(&fields).map(Observed::Leftovers)
-                    }
-                };
-                observed[id] = Some(parsed.map_err(|error| ProbeError::Output {
-                    request: Some(id),
-                    error,
-                })?);
-            }
+        Ok((pre, problems))
+    }
+
+    /// One record (`@TAG<TAB>FIELDS...`) other than the preflight's, into `r`.
+    fn parse_record(&self, r: &mut Records, tag: &str, fields: &[&str]) -> Result<(), ProbeError> {
+        // Records are named by their tag only: a field may hold a secret.
+        let shown: String = tag.chars().take(40).collect();
+        if tag == "end" {
+            r.ended = true;
+        } else if tag.starts_with("pre-") {
+            // Read by `parse_preflight`.
+        } else if let Some(t) = tag.strip_prefix("fact-") {
+            r.facts.parse_line(t, fields)?;
+        } else if r.paths.take(tag, fields)?
+            || r.dpkg.take(tag, fields)?
+            || r.secrets.take(tag, fields)?
+        {
+            // Taken by its batch, settled in `settle_batches`.
+        } else if tag == "sys" && self.report {
+            r.system = Some(SystemFacts::parse(fields)?);
+        } else if tag == "lock" {
+            r.lock = Some(lock::parse(fields)?);
+        } else if tag == "journal" {
+            let name = fields
+                .first()
+                .and_then(|n| host::decode_name(n))
+                .ok_or_else(|| FactError("bad handler journal entry".into()))?;
+            r.journal.push(name);
+        } else {
+            let id: usize = tag
+                .parse()
+                .map_err(|_| FactError(format!("bad record `@{shown}`")))?;
+            let req = self
+                .requests
+                .get(id)
+                .ok_or_else(|| FactError(format!("record for unknown id `@{shown}`")))?;
+            r.observed[id] =
+                Some(
+                    parse_answer(req, fields).map_err(|error| ProbeError::Output {
+                        request: Some(id),
+                        error,
+                    })?,
+                );
         }
-        if !ended {
-            return Err(FactError("the probe did not finish (output ended early)".into()).into());
-        }
+        Ok(())
+    }
+
+    /// The answers that came in batches (paths, secret files, packages), each to its request.
+    fn settle_batches(&self, r: &mut Records) -> Result<(), ProbeError> {
         let path_ids: Vec<usize> = (self.requests.iter().enumerate())
             .filter(|(_, r)| matches!(r, Request::Path(_)))
             .map(|(id, _)| id)
             .collect();
-        let states = (paths.states(path_ids.len())).map_err(|(i, error)| ProbeError::Output {
+        let states = (r.paths.states(path_ids.len())).map_err(|(i, error)| ProbeError::Output {
             request: i.and_then(|i| path_ids.get(i).copied()),
             error,
         })?;
         if let Some(states) = states {
             for (id, st) in path_ids.into_iter().zip(states) {
-                observed[id] = Some(Observed::Path(st));
+                r.observed[id] = Some(Observed::Path(st));
             }
         }
-        for (id, st) in secret_batch.states()? {
+        for (id, st) in r.secrets.states()? {
             if let Some(Request::Secret { .. }) = self.requests.get(id) {
-                observed[id] = Some(Observed::Secret(st));
+                r.observed[id] = Some(Observed::Secret(st));
             } else {
                 return Err(FactError(format!("batched secret record for request {id}")).into());
             }
         }
-        for (id, r) in self.requests.iter().enumerate() {
-            if let (Request::Packages(p), None) = (r, &observed[id]) {
-                let state = dpkg.state(p).map_err(|error| ProbeError::Output {
+        for (id, req) in self.requests.iter().enumerate() {
+            if let (Request::Packages(p), None) = (req, &r.observed[id]) {
+                let state = r.dpkg.state(p).map_err(|error| ProbeError::Output {
                     request: Some(id),
                     error,
                 })?;
-                observed[id] = state.map(Observed::Dpkg);
+                r.observed[id] = state.map(Observed::Dpkg);
             }
         }
-        let observed = observed
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| {
-                o.ok_or_else(|| ProbeError::Output {
-                    request: Some(i),
-                    error: FactError("no answer from its probe".into()),
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        if self.facts && !facts.complete() {
-            return Err(FactError("the host's facts are incomplete".into()).into());
+        Ok(())
+    }
+}
+
+/// The error of a probe whose output ended before its `@end` record.
+fn unfinished() -> FactError {
+    FactError("the probe did not finish (output ended early)".into())
+}
+
+/// What the records of one probe said, before the batched answers are settled.
+struct Records {
+    /// One entry per request, by id: None until answered.
+    observed: Vec<Option<Observed>>,
+    /// The `@end` record came.
+    ended: bool,
+    facts: HostFacts,
+    journal: Vec<String>,
+    lock: Option<lock::LockState>,
+    system: Option<SystemFacts>,
+    paths: path::Batch,
+    dpkg: apt::Batch,
+    secrets: secret::Batch,
+}
+
+impl Records {
+    fn new(requests: usize) -> Self {
+        Self {
+            observed: vec![None; requests],
+            ended: false,
+            facts: HostFacts::default(),
+            journal: Vec::new(),
+            lock: None,
+            system: None,
+            paths: path::Batch::default(),
+            dpkg: apt::Batch::default(),
+            secrets: secret::Batch::default(),
         }
-        if self.lock.is_some() && lock_state.is_none() {
-            return Err(FactError("no answer about the apply lock".into()).into());
-        }
-        if self.report && system.is_none() {
-            return Err(FactError("no answer about memory, CPUs and uptime".into()).into());
-        }
-        Ok(ProbeResult {
-            observed,
-            preflight: pre,
-            facts: self.facts.then_some(facts),
-            journal,
-            lock: lock_state,
-            system,
-            problems,
-        })
+    }
+}
+
+/// The answer to one request, parsed by the fact that asked it.
+fn parse_answer(req: &Request, fields: &[&str]) -> Result<Observed, FactError> {
+    match req {
+        Request::Path(_) => path::parse(fields).map(Observed::Path),
+        Request::Guard { .. } => guard::parse(fields).map(Observed::Guard),
+        Request::User(_) => account::parse_user(fields).map(Observed::User),
+        Request::Group(_) => account::parse_group(fields).map(Observed::Group),
+        Request::Secret { .. } => secret::parse(fields).map(Observed::Secret),
+        Request::Packages(p) => apt::parse(fields, p).map(Observed::Dpkg),
+        Request::Firewall(_) => firewall::parse(fields).map(Observed::Firewall),
+        Request::Git(_) => git::parse(fields).map(Observed::Git),
+        Request::Compose(_) => compose::parse(fields).map(Observed::Compose),
+        Request::Service(_) => service::parse(fields).map(Observed::Service),
+        Request::Image(_) => image::parse(fields).map(Observed::Image),
+        Request::Fetch(_) => fetch::parse(fields).map(Observed::Fetch),
+        Request::Leftovers(_) => path::parse_leftovers(fields).map(Observed::Leftovers),
     }
 }
 

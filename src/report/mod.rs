@@ -4,6 +4,7 @@
 //! and host-supplied text reaches it only through [`terminal::safe`].
 
 pub mod json;
+pub mod progress;
 pub mod prompt;
 pub mod terminal;
 pub mod text;

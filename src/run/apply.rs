@@ -273,7 +273,7 @@ impl HostRun<'_> {
             (Ok(out), Some(c)) => {
                 match confirm_by_new_connection(ctx, self.p, remote, c, &out, timeout).await {
                     Ok(()) => Ok(out),
-                    Err(e) => Err(RemoteError::Failed(e)),
+                    Err(e) => Err(RemoteError::Failed(e.to_string())),
                 }
             }
             (res, _) => res,

@@ -6,6 +6,18 @@ use crate::connect::connect;
 use crate::remote::Remote;
 use std::time::{Duration, Instant};
 
+/// Why a firewall change was not kept.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConfirmError {
+    /// The applied script printed no usable rollback token (`Confirm::token`'s reason).
+    #[error("{0}")]
+    NoToken(String),
+    /// No new connection confirmed the change in time: why, and what the rollback check found
+    /// (`Confirm::failure`).
+    #[error("{message}")]
+    NotConfirmed { message: String },
+}
+
 /// Confirms a firewall change through a new SSH connection to the host (the proof that the
 /// new ruleset still lets the operator in). If none can be made in time, the host's timer puts
 /// the previous ruleset back: this waits for that, checks it through the old connection, and
@@ -17,9 +29,11 @@ pub(super) async fn confirm_by_new_connection(
     c: &crate::plan::Confirm,
     out: &crate::ssh::ExecOutput,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), ConfirmError> {
     let started = Instant::now();
-    let token = c.token(&out.stdout_lossy())?;
+    let token = c
+        .token(&out.stdout_lossy())
+        .map_err(ConfirmError::NoToken)?;
     // Leave the host's timer a margin: a confirmation must land before it fires.
     let budget = c.window.saturating_sub(Duration::from_secs(2));
     // A slow connection is still a proof: it may take the whole window (a busy host or client
@@ -51,5 +65,7 @@ pub(super) async fn confirm_by_new_connection(
         .await
         .map(|o| o.stdout_lossy().trim().to_string())
         .map_err(|e| e.to_string());
-    Err(c.failure(&why, rollback.as_deref().map_err(String::as_str)))
+    Err(ConfirmError::NotConfirmed {
+        message: c.failure(&why, rollback.as_deref().map_err(String::as_str)),
+    })
 }

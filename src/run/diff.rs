@@ -55,7 +55,7 @@ impl HostRun<'_> {
             });
         }
         check_space(&probed.probe, &probed.first.preflight, &plan)
-            .map_err(|e| failed("preflight", e))?;
+            .map_err(|e| failed("preflight", e.to_string()))?;
         if let Some(key) = &ctx.opts.fingerprint {
             plan.probed = Some(crate::saved_plan::probed(
                 key,
@@ -194,12 +194,24 @@ pub(super) fn stale_after(d: &Desired, step: &Step, plan: &HostPlan) -> Option<S
         })
 }
 
+/// Uploads that do not fit on one of the target's file systems.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "not enough disk space for the uploads into {dir}: {need_kib} KiB needed, {free_kib} KiB free"
+)]
+struct NoSpace {
+    dir: String,
+    /// What the uploads need, with a margin of 1 MiB.
+    need_kib: u64,
+    free_kib: u64,
+}
+
 /// Refuses uploads that do not fit on the target's file systems.
 fn check_space(
     probe: &ProbeScript,
     pre: &crate::fact::preflight::Preflight,
     plan: &HostPlan,
-) -> Result<(), String> {
+) -> Result<(), NoSpace> {
     let dirs = probe.upload_dirs();
     let mut need = vec![0u64; dirs.len()];
     for s in &plan.steps {
@@ -213,11 +225,11 @@ fn check_space(
         let free = pre.free_kb.get(i).copied().unwrap_or(u64::MAX / 1024) * 1024;
         // Keep a margin: the temp file and the old file exist side by side for a moment.
         if need[i] > 0 && need[i] + 1024 * 1024 > free {
-            return Err(format!(
-                "not enough disk space for the uploads into {d}: {} KiB needed, {} KiB free",
-                need[i] / 1024 + 1024,
-                free / 1024
-            ));
+            return Err(NoSpace {
+                dir: d.clone(),
+                need_kib: need[i] / 1024 + 1024,
+                free_kib: free / 1024,
+            });
         }
     }
     Ok(())
