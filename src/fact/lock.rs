@@ -8,6 +8,10 @@
 //! that finds the lock taken waits up to 2 s for it (the previous run's holder may be exiting),
 //! then reports the holder.
 //!
+//! **Without `flock`** (BusyBox has none), the lock is a symbolic link, `apply.lockd`, naming
+//! the holder's pid, made atomically by `ln -s` and removed when the holder exits; a link whose
+//! holder is gone (killed) is replaced.
+//!
 //! **Root-only.** `flock` needs only an open file, so a lock file another account can read is a
 //! lock any local user can hold forever. The lock directory is `0700` and its files `0600`, all
 //! root's; the probe checks them with `stat` (which does not follow links), fixes their modes,
@@ -75,7 +79,7 @@ claw_lock() (
   err() {{ printf '@lock\terror\t%s\n' "$1"; }}
   u=
   while read -r k v w; do [ "$k" = Uid: ] && {{ u=$v; break; }}; done </proc/self/status
-  for t in flock setsid mkfifo timeout stat; do
+  for t in setsid mkfifo timeout stat; do
     command -v "$t" >/dev/null 2>&1 || {{ err "no $t command on the host (util-linux, coreutils)"; return; }}
   done
   b={base} old=
@@ -188,19 +192,43 @@ CLAW_LOCK_STAT
       done
       return 1
     }}
+    # The lock, waited for at most $1 s: `flock` on $d/apply.lock where the host has it
+    # (util-linux), else (BusyBox has no flock) the symbolic link $d/apply.lockd naming the pid of
+    # this holder, made atomically by `ln -s`; a link whose holder is gone (killed) is stale and
+    # replaced (two runs replacing the same stale link at the same instant could both win: the
+    # price of a host without flock).
+    mine=
+    take() {{
+      if command -v flock >/dev/null 2>&1; then flock -w "$1" 9; return; fi
+      i=0
+      while ! ln -s "$$" "$d/apply.lockd" 2>/dev/null; do
+        h=$(readlink "$d/apply.lockd" 2>/dev/null) || h=
+        if [ -n "$h" ] && ! holder "$h" && [ "$(readlink "$d/apply.lockd" 2>/dev/null)" = "$h" ]; then
+          rm -f "$d/apply.lockd"; continue
+        fi
+        [ $i -lt $(($1 * 5)) ] || return 1
+        sleep 0.2; i=$((i + 1))
+      done
+      mine=1
+    }}
+    # Whether process $1 is a lock holder (alive, and its command line is one).
+    holder() {{
+      alive "$1" || return 1
+      case $(tr "\0" " " <"/proc/$1/cmdline" 2>/dev/null) in *claw-lock*) ;; *) return 1 ;; esac
+    }}
     command exec 9>>"$d/apply.lock" 2>/dev/null || {{ say "cannot open $d/apply.lock"; exit 0; }}
     broke= forced=
-    if ! flock -w 2 9; then
+    if ! take 2; then
       [ "$5" = force ] || {{ say held; exit 0; }}
       forced=1
       broke=$(head -n 1 "$d/apply.holder" 2>/dev/null)
       stop_run "$(sed -n "s/^conn=//p" "$d/apply.holder" 2>/dev/null)"
-      flock -w 15 9 || {{ say "the other run did not let go within 15 s"; exit 0; }}
+      take 15 || {{ say "the other run did not let go within 15 s"; exit 0; }}
     fi
     # The lock file of older versions: taken too while this run holds the host, so that an
     # older version waits for it; held by root: an older version is applying.
     # (Not waited for when another account holds it: that must not slow every apply.)
-    if [ -n "$old" ] && command exec 8<"$old" 2>/dev/null && ! flock -n 8; then
+    if [ -n "$old" ] && command -v flock >/dev/null 2>&1 && command exec 8<"$old" 2>/dev/null && ! flock -n 8; then
       if ! old_by_root; then
         exec 8<&-
       elif ! flock -w 2 8; then
@@ -218,6 +246,7 @@ CLAW_LOCK_STAT
     # Shell builtins and one `sleep` a second: a fleet of holders must not load its hosts.
     while alive "$3"; do sleep 1; done
     rm -f "$d/apply.holder"
+    [ -z "$mine" ] || rm -f "$d/apply.lockd"
   ' claw-lock "$d" "$f" "$conn" {holder} {force} {client} "$old" </dev/null >/dev/null 2>&1 &
   r=$(timeout 30 sh -c 'IFS= read -r r <"$1" && printf %s "$r"' claw-lock-wait "$f") || r="no answer from the lock holder"
   rm -f "$f"
