@@ -9,7 +9,7 @@
 //! `scripts/test.sh` runs before the integration tests; the container is on Docker's default
 //! bridge, reached at its address. A lab that cannot start fails the test, saying why.
 
-use crate::support::{Scratch, claw, ok, repo};
+use crate::support::{Lab, Scratch, claw, ok, repo};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -201,7 +201,7 @@ creates = "{dir}/stamp"
     );
     if let Some(when) = apt {
         p.push_str(&format!(
-            "\n[[steps]]\nname = \"tools\"\nkind = \"apt\"\npackages = [\"curl\"]\n{when}\n"
+            "\n[[steps]]\nname = \"tools\"\nkind = \"apt\"\npackages = [\"openssh-server\"]\n{when}\n"
         ));
     }
     p
@@ -333,5 +333,63 @@ fn portable_steps_run_on_a_busybox_host_and_apt_is_refused_there() {
     assert_eq!(
         host.ssh("cat /srv/mixed/hello.txt"),
         "hello from claw-busybox\n"
+    );
+
+    // A fleet of this host and a Debian one (a light lab host, where the package is installed):
+    // the apt step is refused here only; the Debian host applies the playbook as before.
+    let lab = Lab::up("t-portable", 1);
+    let kh = std::fs::read_to_string(lab.dir.join("known_hosts")).unwrap()
+        + &std::fs::read_to_string(&host.known_hosts).unwrap();
+    let kh = s.file("fleet_known_hosts", &kh);
+    let pb = s.file("fleet.toml", &playbook("/opt/portable-fleet", Some("")));
+    let inv = lab.write_inventory(
+        "portable-fleet.toml",
+        &pb,
+        &[("known_hosts", &format!("{:?}", kh.display().to_string()))],
+    );
+    let mut text_inv = std::fs::read_to_string(&inv).unwrap();
+    text_inv.push_str(&format!(
+        "\n[hosts.bb]\naddress = {:?}\nuser = \"root\"\nidentity_file = {:?}\nbecome = false\n",
+        host.address,
+        host.key.display().to_string()
+    ));
+    std::fs::write(&inv, text_inv).unwrap();
+    let r = claw(
+        &["apply", inv.to_str().unwrap(), "--yes", "--output", "json"],
+        &[],
+    );
+    assert_eq!(r.code, 1, "fleet apply:\n{}", text(&r));
+    let (h1, bb) = (r.host("h1"), r.host("bb"));
+    assert_eq!(
+        (
+            h1["state"].as_str(),
+            h1["changed"].as_u64(),
+            h1["ok"].as_u64()
+        ),
+        (Some("changed"), Some(5), Some(1)),
+        "the Debian host: {h1}"
+    );
+    assert_eq!(
+        (
+            bb["state"].as_str(),
+            bb["failed_at"].as_str(),
+            bb["changed"].as_u64()
+        ),
+        (Some("failed"), Some("tools"), Some(0)),
+        "the BusyBox host: {bb}"
+    );
+    assert!(
+        bb["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("unsupported host for this step: kind `apt`")),
+        "{bb}"
+    );
+    assert_eq!(
+        lab.ssh_ok("h1", "sudo cat /opt/portable-fleet/hello.txt"),
+        "hello from debian\n"
+    );
+    assert_eq!(
+        host.ssh("[ -e /opt/portable-fleet ] && echo changed || echo untouched"),
+        "untouched\n"
     );
 }
