@@ -20,6 +20,8 @@ images() {
     bash tests/lab/full/pypi.sh build
     bash tests/lab/full/stack.sh build
     bash tests/lab/full/stack.sh gitserver-image
+    # The BusyBox userland of tests/portable.rs (a non-Debian host; same cache by recipe hash).
+    bash tests/lab/portable/image.sh build
 }
 phase deps bash tests/lab/lab.sh deps
 phase images images

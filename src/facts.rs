@@ -34,7 +34,8 @@ pub struct Gathered {
     pub system: SystemFacts,
     /// Free KiB per directory of [`FREE_DIRS`], in that order.
     pub free_kb: Vec<u64>,
-    /// Why plan/apply would refuse this host (a missing tool, an unsupported OS).
+    /// Why plan/apply would refuse this host (a missing tool; what a step kind needs is
+    /// checked per step, `resource::kind::Need`).
     pub problems: Vec<String>,
 }
 
@@ -215,10 +216,7 @@ async fn one_host(h: &Host, opts: &Options) -> HostReport {
             .parse(&String::from_utf8_lossy(&out.stdout))
             .map_err(|e| failed(e.to_string()))?;
         let facts = r.facts.unwrap_or_default();
-        let mut problems = r.problems;
-        if let Err(e) = facts.check_supported() {
-            problems.push(e);
-        }
+        let problems = r.problems;
         Ok(Gathered {
             facts,
             system: r.system.unwrap_or_default(),

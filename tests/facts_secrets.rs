@@ -233,13 +233,16 @@ fn facts_secrets_and_the_handler_journal() {
     assert!(!regen.stdout.contains(new.trim()));
 }
 
+/// On a host that is not Debian's, a step that needs apt is refused before any change; the
+/// portable steps run there.
 #[test]
 fn unsupported_os_is_refused_before_any_change() {
     let lab = Lab::up("t-os", 1);
     let s = Scratch::new();
+    let dir = "name = \"os\"\n[[steps]]\nname = \"d\"\nkind = \"dir\"\npath = \"/opt/os-test\"\n";
     let pb = s.file(
         "os.toml",
-        "name = \"os\"\n[[steps]]\nname = \"d\"\nkind = \"dir\"\npath = \"/opt/os-test\"\n",
+        &format!("{dir}[[steps]]\nname = \"pkgs\"\nkind = \"apt\"\npackages = [\"curl\"]\n"),
     );
     let inv = lab.write_inventory("os.toml", &pb, &[]);
     // The host's /etc is its own (an overlay): pretend it is Fedora.
@@ -254,10 +257,16 @@ fn unsupported_os_is_refused_before_any_change() {
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(
-        all.contains("unsupported OS") && all.contains("`fedora` 40"),
+        all.contains("at pkgs: unsupported host for this step: kind `apt` needs apt and dpkg")
+            && all.contains("`fedora` 40"),
         "{all}"
     );
     assert!(!lab.ssh("h1", "test -e /opt/os-test").status.success());
+    let pb = s.file("os.toml", dir);
+    let inv = lab.write_inventory("os.toml", &pb, &[]);
+    let r = claw(&["apply", inv.to_str().unwrap(), "--yes"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(lab.ssh("h1", "test -d /opt/os-test").status.success());
 }
 
 /// A step whose tool an earlier step installs: "known after apply" in the plan, probed again

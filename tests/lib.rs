@@ -47,6 +47,7 @@ mod image_ship;
 mod jump;
 mod known_hosts_files;
 mod no_injection;
+mod portable;
 mod prod_inventory;
 mod rollout;
 mod saved_plan;

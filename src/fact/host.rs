@@ -47,7 +47,13 @@ printf '@fact-hostname\t%s\n' "${u% *}"
 claw_docker_facts
 if [ -n "$claw_docker" ]; then printf '@fact-docker\tyes\t%s\n@fact-compose\t%s\n' "$claw_dv" "$claw_cv"
 else printf '@fact-docker\tno\t\n@fact-compose\t\n'; fi
+c=; for t in useradd groupadd getent git curl nft; do command -v $t >/dev/null 2>&1 && c="$c $t"; done
+printf '@fact-commands\t%s\n' "${c# }"
 "#;
+
+/// The commands [`FACTS`] looks for (`@fact-commands`, the ones present): those a step kind
+/// needs that neither POSIX nor BusyBox give (`Need::Command` of `resource::kind`).
+pub const ASKED_COMMANDS: &[&str] = &["useradd", "groupadd", "getent", "git", "curl", "nft"];
 
 /// The sh snippet of the `facts` command only (plan and apply do not need it): memory, CPUs
 /// online and uptime as ONE `@sys<TAB>MEM_TOTAL_KB<TAB>MEM_AVAILABLE_KB<TAB>CPUS<TAB>UPTIME` record,
@@ -136,6 +142,8 @@ pub struct HostFacts {
     pub docker_version: String,
     /// `docker compose` (v2 plugin) version; empty when missing.
     pub compose_version: String,
+    /// Which of [`ASKED_COMMANDS`] the host has (not part of `facts.*`).
+    pub commands: Vec<String>,
     seen: u8,
 }
 
@@ -176,6 +184,9 @@ impl HostFacts {
                 self.seen |= 16;
             }
             "compose" => self.compose_version = field(0),
+            "commands" => {
+                self.commands = field(0).split_whitespace().map(str::to_string).collect();
+            }
             "kernel" => {
                 self.kernel = field(0);
                 self.seen |= 32;
@@ -196,15 +207,20 @@ impl HostFacts {
         if debian_like(&self.os_id) || debian_like(&self.os_like) {
             return Ok(());
         }
-        let what = if self.os_id.is_empty() {
+        Err(format!(
+            "unsupported OS: the host runs {}; claw-provision manages Debian and Ubuntu (and \
+             their derivatives)",
+            self.os_description()
+        ))
+    }
+
+    /// The OS as the messages name it: `` `fedora` 40 ``, or that it is unknown.
+    pub fn os_description(&self) -> String {
+        if self.os_id.is_empty() {
             "an unknown OS (no ID in /etc/os-release)".to_string()
         } else {
             format!("`{}` {}", self.os_id, self.os_version)
-        };
-        Err(format!(
-            "unsupported OS: the host runs {what}; claw-provision manages Debian and Ubuntu (and \
-             their derivatives)"
-        ))
+        }
     }
 
     /// The `facts` object of the template context.
@@ -242,6 +258,7 @@ impl HostFacts {
             docker: false,
             docker_version: String::new(),
             compose_version: String::new(),
+            commands: ASKED_COMMANDS.iter().map(|c| (*c).to_string()).collect(),
             seen: SEEN_ALL,
         }
     }
@@ -331,6 +348,14 @@ mod tests {
         assert_eq!(f.hostname, uname("-n"));
         assert_eq!(f.kernel, uname("-r"));
         assert!(!f.init.is_empty());
+        // The machine running the tests has getent (glibc) and no command it was not asked about.
+        assert!(f.commands.iter().any(|c| c == "getent"), "{f:?}");
+        assert!(
+            f.commands
+                .iter()
+                .all(|c| ASKED_COMMANDS.contains(&c.as_str())),
+            "{f:?}"
+        );
         // The machine running the tests has Docker (the lab needs it): its daemon answers.
         assert!(f.docker && !f.docker_version.is_empty(), "{f:?}");
     }
@@ -434,6 +459,11 @@ mod tests {
         assert_eq!(g.to_json()["compose"], false);
         assert!(parse("@fact-docker\tmaybe\t\n").is_err());
         assert!(parse("@fact-weird\tx\n").is_err());
+        let c = parse("@fact-commands\tgit nft\n").unwrap();
+        assert_eq!(c.commands, ["git", "nft"]);
+        assert!(!c.complete());
+        assert_eq!(c.to_json(), HostFacts::default().to_json());
+        assert!(parse("@fact-commands\t\n").unwrap().commands.is_empty());
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! that finds the lock taken waits up to 2 s for it (the previous run's holder may be exiting),
 //! then reports the holder.
 //!
+//! **Without `flock`** (BusyBox has none), the lock is a symbolic link, `apply.lockd`, naming
+//! the holder's pid, made atomically by `ln -s` and removed when the holder exits; a link whose
+//! holder is gone (killed) is replaced.
+//!
 //! **Root-only.** `flock` needs only an open file, so a lock file another account can read is a
 //! lock any local user can hold forever. The lock directory is `0700` and its files `0600`, all
 //! root's; the probe checks them with `stat` (which does not follow links), fixes their modes,
@@ -87,7 +91,7 @@ claw_lock() (
   err() { printf '@lock\terror\t%s\n' "$1"; }
   u=
   while read -r k v w; do [ "$k" = Uid: ] && { u=$v; break; }; done </proc/self/status
-  for t in flock setsid mkfifo timeout stat; do
+  for t in setsid mkfifo timeout stat; do
     command -v "$t" >/dev/null 2>&1 || { err "no $t command on the host (util-linux, coreutils)"; return; }
   done
 "#;
@@ -163,8 +167,9 @@ const HOLDER_START: &str = r#"  f="$d/.answer.$$"
 "#;
 
 /// The holder's functions: `alive` (a process, not a zombie), `stop_run` (ends another
-/// run: its sshd stopped, it and everything below ended and waited for) and `old_by_root` (an
-/// older version applying holds the old lock).
+/// run: its sshd stopped, it and everything below ended and waited for), `old_by_root` (an
+/// older version applying holds the old lock), `take` (the lock: `flock`, or a symbolic link
+/// where the host has no flock) and `holder` (whether a pid is a lock holder).
 const HOLDER_FUNCTIONS: &str = r#"    # Alive = it exists and is not a zombie (an exited sshd nobody reaped yet counts as gone).
     alive() {
       s=
@@ -216,23 +221,47 @@ const HOLDER_FUNCTIONS: &str = r#"    # Alive = it exists and is not a zombie (a
       done
       return 1
     }
+    # The lock, waited for at most $1 s: `flock` on $d/apply.lock where the host has it
+    # (util-linux), else (BusyBox has no flock) the symbolic link $d/apply.lockd naming the pid of
+    # this holder, made atomically by `ln -s`; a link whose holder is gone (killed) is stale and
+    # replaced (two runs replacing the same stale link at the same instant could both win: the
+    # price of a host without flock).
+    mine=
+    take() {
+      if command -v flock >/dev/null 2>&1; then flock -w "$1" 9; return; fi
+      i=0
+      while ! ln -s "$$" "$d/apply.lockd" 2>/dev/null; do
+        h=$(readlink "$d/apply.lockd" 2>/dev/null) || h=
+        if [ -n "$h" ] && ! holder "$h" && [ "$(readlink "$d/apply.lockd" 2>/dev/null)" = "$h" ]; then
+          rm -f "$d/apply.lockd"; continue
+        fi
+        [ $i -lt $(($1 * 5)) ] || return 1
+        sleep 0.2; i=$((i + 1))
+      done
+      mine=1
+    }
+    # Whether process $1 is a lock holder (alive, and its command line is one).
+    holder() {
+      alive "$1" || return 1
+      case $(tr "\0" " " <"/proc/$1/cmdline" 2>/dev/null) in *claw-lock*) ;; *) return 1 ;; esac
+    }
 "#;
 
 /// The holder takes the lock (and the old one; with `force`, ending their holders first),
 /// writes its description, answers, and holds the lock while the connection's sshd lives.
 const HOLDER_TAKE: &str = r#"    command exec 9>>"$d/apply.lock" 2>/dev/null || { say "cannot open $d/apply.lock"; exit 0; }
     broke= forced=
-    if ! flock -w 2 9; then
+    if ! take 2; then
       [ "$5" = force ] || { say held; exit 0; }
       forced=1
       broke=$(head -n 1 "$d/apply.holder" 2>/dev/null)
       stop_run "$(sed -n "s/^conn=//p" "$d/apply.holder" 2>/dev/null)"
-      flock -w 15 9 || { say "the other run did not let go within 15 s"; exit 0; }
+      take 15 || { say "the other run did not let go within 15 s"; exit 0; }
     fi
     # The lock file of older versions: taken too while this run holds the host, so that an
     # older version waits for it; held by root: an older version is applying.
     # (Not waited for when another account holds it: that must not slow every apply.)
-    if [ -n "$old" ] && command exec 8<"$old" 2>/dev/null && ! flock -n 8; then
+    if [ -n "$old" ] && command -v flock >/dev/null 2>&1 && command exec 8<"$old" 2>/dev/null && ! flock -n 8; then
       if ! old_by_root; then
         exec 8<&-
       elif ! flock -w 2 8; then
@@ -250,6 +279,7 @@ const HOLDER_TAKE: &str = r#"    command exec 9>>"$d/apply.lock" 2>/dev/null || 
     # Shell builtins and one `sleep` a second: a fleet of holders must not load its hosts.
     while alive "$3"; do sleep 1; done
     rm -f "$d/apply.holder"
+    [ -z "$mine" ] || rm -f "$d/apply.lockd"
 "#;
 
 /// Waits for the holder's answer (30 s) and prints the `@lock` record; then runs the function.
@@ -511,11 +541,11 @@ mod tests {
         };
         assert_eq!(
             sha(false),
-            "812ee20df258a33f54282a50b1e4be837f063969eaed1331327a3cdb64b54bf1"
+            "d83945eef4e8b3413b17fe8227d75710c703a7771bf87f4398056a2fcb748efa"
         );
         assert_eq!(
             sha(true),
-            "9bb7702596eecea215998d9990d6af45a98156353ea170ca4fb98d25ab69a663"
+            "0135a21dd2a5db847c32fd3cfaaa5cac17ce013b2e4de234bf765cbc90cbde59"
         );
     }
 }

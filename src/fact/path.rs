@@ -120,7 +120,10 @@ pub fn command(id: usize, path: &str) -> String {
 /// `@ps<TAB>STAT<TAB>TYPE` per directory or file and one `@ph<TAB>SHA256` per file, in argument
 /// order. If either process fails (a path vanished or cannot be read meanwhile), every path gets
 /// its own `claw_path` record instead, so nothing is ever matched to the wrong path.
-pub const BATCH_FUNCTION: &str = r#"claw_paths() {
+// `stat -c` with the tabs written out (BusyBox's `stat` has no `--printf`, which would read
+// `\t`); `-c` ends each record with a newline.
+pub const BATCH_FUNCTION: &str = concat!(
+    r#"claw_paths() {
   k=; sl=; fl=; i=0
   for p do
     i=$((i+1)); [ $((i % 2)) -eq 0 ] || continue
@@ -132,7 +135,11 @@ pub const BATCH_FUNCTION: &str = r#"claw_paths() {
   done
   st=; hs=; ok=1
   if [ -n "$sl" ]; then
-    st=$(eval "stat --printf '@ps\t%a %U %G %u %g %s\t%F\n' --$sl" 2>/dev/null) || ok=
+    st=$(eval "stat -c '@ps"#,
+    "\t",
+    "%a %U %G %u %g %s",
+    "\t",
+    r#"%F' --$sl" 2>/dev/null) || ok=
   fi
   if [ -n "$fl" ] && [ -n "$ok" ]; then
     hs=$(eval "sha256sum --$fl" 2>/dev/null) || ok=
@@ -148,7 +155,8 @@ pub const BATCH_FUNCTION: &str = r#"claw_paths() {
 $hs
 CLAW_EOF
 }
-"#;
+"#
+);
 
 /// The probe line for every path request at once: `(id, path)` pairs.
 pub fn batch_command(paths: &[(usize, &str)]) -> String {

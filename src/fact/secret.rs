@@ -32,7 +32,8 @@ pub enum SecretState {
 /// file only root can read, say) at any moment. So the file is opened from inside its directory
 /// (`cd -P`, which must land at the directory's path itself, or where the path leads through
 /// links root alone can change: `fact::PHYSDIR_FN`, which the script must define), then one
-/// `stat` compares `lstat` of the name with `fstat` of the open file (`-`, on the fd): the same
+/// `stat` compares `lstat` of the name with `fstat` of the open file (`-`, on the fd; where
+/// `stat` does not know `-`, as BusyBox's, a second one reads `/proc/self/fd/FD`): the same
 /// regular file (device, inode, mode) with a single name (not a hard link to, say, root's
 /// file where `protected_hardlinks` is off) or nothing is read. Whatever is at the name afterwards,
 /// the value is then read from the fd. Changes the working directory.
@@ -43,7 +44,10 @@ claw_secret_open() {
   cd -P -- "$claw_d" 2>/dev/null && { [ "$PWD" = "$claw_d" ] || [ "$PWD" = "$(claw_physdir "$claw_d")" ]; } &&
     [ -f "$claw_n" ] && [ ! -L "$claw_n" ] &&
     eval "command exec $2<\"\$claw_n\"" 2>/dev/null || return 1
-  if claw_s=$(stat -c '%d:%i %h %f|%a %U %G %s' -- "$claw_n" - <&"$2" 2>/dev/null) &&
+  claw_f='%d:%i %h %f|%a %U %G %s'
+  # (BusyBox's `stat` has no `-` for its stdin: the fd's file is reached through /proc instead.)
+  if { claw_s=$(stat -c "$claw_f" -- "$claw_n" - <&"$2" 2>/dev/null) ||
+    claw_s=$({ stat -c "$claw_f" -- "$claw_n" && stat -L -c "$claw_f" -- "/proc/self/fd/$2"; } 2>/dev/null); } &&
     [ "${claw_s%%"$claw_nl"*}" = "${claw_s#*"$claw_nl"}" ]; then
     claw_h=${claw_s%%|*}; claw_st=${claw_s#*|}; claw_st=${claw_st%%"$claw_nl"*}
     case ${claw_h#* } in '1 '8???) return 0;; esac

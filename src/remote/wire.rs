@@ -7,8 +7,14 @@ use crate::quote::quote;
 use crate::secret::Secret;
 use std::time::Duration;
 
-/// Prologue of every script: predictable output, a sane PATH, a known umask.
-const PROLOGUE: &str = "export LC_ALL=C PATH=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH\"; umask 022; cd / || exit 1\n";
+/// Prologue of every script: predictable output, a sane PATH, a known umask, and `rm` made to
+/// take `-rf --one-file-system` where it does not know that option (BusyBox: the option is
+/// dropped; GNU's `rm` is asked once per such call and keeps it).
+const PROLOGUE: &str = concat!(
+    "export LC_ALL=C PATH=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH\"; umask 022; cd / || exit 1\n",
+    "rm() { if [ \"$1 $2\" = \"-rf --one-file-system\" ] && ! command rm --one-file-system -f -- /nonexistent/claw-provision 2>/dev/null; then shift 2; set -- -rf \"$@\"; fi; command rm \"$@\"; }\n"
+);
+
 /// The command line that runs `script`: quoted as one `sh -c` argument, under `timeout`, and
 /// under `sudo` when becoming another user. `send_password`: the become password is the first
 /// line of stdin (`sudo -S`, or read away by the shell when a cached sudo timestamp makes sudo

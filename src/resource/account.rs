@@ -300,6 +300,20 @@ impl super::StepKind for UserKind {
     ) -> Result<super::Desired, String> {
         Ok(super::Desired::User(User::from_args(super::args(args)?)?))
     }
+
+    /// Needs a user account: `useradd`/`usermod` (shadow utilities) and `getent`.
+    fn needs(&self) -> &'static [super::kind::Need] {
+        &[
+            super::kind::Need::Command {
+                name: "useradd",
+                package: "passwd",
+            },
+            super::kind::Need::Command {
+                name: "getent",
+                package: "libc-bin",
+            },
+        ]
+    }
 }
 
 /// The `group` step kind.
@@ -321,6 +335,20 @@ impl super::StepKind for GroupKind {
         _: &super::Sources<'_>,
     ) -> Result<super::Desired, String> {
         Ok(super::Desired::Group(Group::from_args(super::args(args)?)?))
+    }
+
+    /// Needs a group: `groupadd`/`groupmod` (shadow utilities) and `getent`.
+    fn needs(&self) -> &'static [super::kind::Need] {
+        &[
+            super::kind::Need::Command {
+                name: "groupadd",
+                package: "passwd",
+            },
+            super::kind::Need::Command {
+                name: "getent",
+                package: "libc-bin",
+            },
+        ]
     }
 }
 

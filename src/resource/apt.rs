@@ -338,6 +338,11 @@ impl super::StepKind for AptKind {
     ) -> Result<super::Desired, String> {
         Ok(super::Desired::Apt(Desired::from_args(super::args(args)?)?))
     }
+
+    /// Needs apt-get and dpkg.
+    fn needs(&self) -> &'static [super::kind::Need] {
+        &[super::kind::Need::Apt]
+    }
 }
 
 /// Asks for the packages' states.

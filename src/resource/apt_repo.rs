@@ -281,6 +281,11 @@ impl super::StepKind for AptRepoKind {
             src.files_dir,
         )?))
     }
+
+    /// Needs an apt source and keyring, for apt.
+    fn needs(&self) -> &'static [super::kind::Need] {
+        &[super::kind::Need::Apt]
+    }
 }
 
 /// Asks for its two files, then the leftovers beside each.

@@ -371,6 +371,11 @@ impl super::StepKind for ComposeKind {
             args,
         )?)?))
     }
+
+    /// Needs `docker compose`.
+    fn needs(&self) -> &'static [super::kind::Need] {
+        &[super::kind::Need::Docker]
+    }
 }
 
 /// Asks for the project; watches its compose file and env file.

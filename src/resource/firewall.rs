@@ -766,6 +766,17 @@ impl super::StepKind for FirewallKind {
             ctx,
         )?))
     }
+
+    /// Needs `nft`, and systemd to load the ruleset at boot.
+    fn needs(&self) -> &'static [super::kind::Need] {
+        &[
+            super::kind::Need::Command {
+                name: "nft",
+                package: "nftables",
+            },
+            super::kind::Need::Systemd,
+        ]
+    }
 }
 
 /// Asks for the live table and the recorded state.

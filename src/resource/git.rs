@@ -543,6 +543,14 @@ impl super::StepKind for GitKind {
     ) -> Result<super::Desired, String> {
         Ok(super::Desired::Git(Desired::from_args(super::args(args)?)?))
     }
+
+    /// Needs `git` on the host.
+    fn needs(&self) -> &'static [super::kind::Need] {
+        &[super::kind::Need::Command {
+            name: "git",
+            package: "git",
+        }]
+    }
 }
 
 /// Asks for the checkout.

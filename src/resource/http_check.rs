@@ -130,6 +130,14 @@ impl super::StepKind for HttpCheckKind {
             args,
         )?)?))
     }
+
+    /// Needs `curl` on the host (the URL is checked from there).
+    fn needs(&self) -> &'static [super::kind::Need] {
+        &[super::kind::Need::Command {
+            name: "curl",
+            package: "curl",
+        }]
+    }
 }
 
 /// Asks nothing: the check runs at apply.

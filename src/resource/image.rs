@@ -318,6 +318,11 @@ impl super::StepKind for ImageKind {
     fn makes_watchers_stale(&self) -> bool {
         true
     }
+
+    /// Needs `docker` (load, inspect, tag).
+    fn needs(&self) -> &'static [super::kind::Need] {
+        &[super::kind::Need::Docker]
+    }
 }
 
 /// Asks for the image and its tag in the docker daemon.

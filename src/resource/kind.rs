@@ -15,8 +15,79 @@
 //! (plans, JSON, saved plans), where it is written exactly as in the playbook.
 
 use super::{Desired, Sources};
+use crate::fact::host::HostFacts;
 use serde_json::{Map, Value};
 use std::fmt;
+
+/// What a step kind needs from a host beyond a POSIX `sh` and the tools every probe uses (those
+/// of GNU coreutils or BusyBox: `stat`, `sha256sum`, `mktemp`, `df`, `timeout`, `setsid`,
+/// `mkfifo`, `flock`): declared by the kind ([`StepKind::needs`]), checked against the host's
+/// facts before anything changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// `apt-get` and dpkg: a Debian-family host (Debian, Ubuntu and their derivatives).
+    Apt,
+    /// systemd as the init system (`systemctl`).
+    Systemd,
+    /// The Docker CLI (`docker`).
+    Docker,
+    /// A program a probe or an apply script runs, which POSIX and BusyBox do not give: its name
+    /// (one the probe looks for, [`crate::fact::host::ASKED_COMMANDS`]) and the package that
+    /// usually has it.
+    Command {
+        name: &'static str,
+        package: &'static str,
+    },
+}
+
+impl Need {
+    /// Whether the host meets this need, by its facts.
+    pub(crate) fn met_by(self, facts: &HostFacts) -> bool {
+        match self {
+            Need::Apt => facts.check_supported().is_ok(),
+            Need::Systemd => facts.init == "systemd",
+            Need::Docker => facts.docker,
+            Need::Command { name, .. } => facts.commands.iter().any(|c| c == name),
+        }
+    }
+
+    /// What is needed, for the refusal's message.
+    pub(crate) fn describe(self) -> String {
+        match self {
+            Need::Apt => "apt and dpkg (Debian, Ubuntu and their derivatives)".into(),
+            Need::Systemd => "systemd as the init system".into(),
+            Need::Docker => "the Docker CLI (`docker`)".into(),
+            Need::Command { name, package } => format!("`{name}` ({package})"),
+        }
+    }
+
+    /// What the host lacks of it, for the refusal's message.
+    fn lack(self, facts: &HostFacts) -> String {
+        match self {
+            Need::Apt => format!("the host runs {}", facts.os_description()),
+            Need::Systemd if facts.init.is_empty() => "the host's init is unknown".into(),
+            Need::Systemd => format!("the host's init is `{}`", facts.init),
+            Need::Docker => "the host has no `docker` command".into(),
+            Need::Command { name, .. } => format!("the host has no `{name}` command"),
+        }
+    }
+}
+
+/// Refuses a step of kind `kind` on a host that lacks what the kind needs: None when the host
+/// has it all. A Debian-family host is never refused here (each kind reports a missing tool
+/// itself there, as it always did): the check is for the other POSIX hosts, where only the
+/// steps that need what they lack are refused.
+pub(crate) fn unmet_need(kind: Kind, facts: &HostFacts) -> Option<String> {
+    if facts.check_supported().is_ok() {
+        return None;
+    }
+    let need = kind.needs().iter().copied().find(|n| !n.met_by(facts))?;
+    Some(format!(
+        "unsupported host for this step: kind `{kind}` needs {}, and {}",
+        need.describe(),
+        need.lack(facts)
+    ))
+}
 
 /// One step kind: how its arguments are checked and turned into a desired state, and what the
 /// runner must know about it. Implemented by a unit struct in the kind's own file
@@ -74,6 +145,12 @@ pub trait StepKind: Sync {
     /// handler's command).
     fn runs_when_notified(&self) -> bool {
         false
+    }
+
+    /// What the kind needs from a host beyond a POSIX `sh` and the tools every probe uses:
+    /// nothing by default (such a step runs on any POSIX host, BusyBox included).
+    fn needs(&self) -> &'static [Need] {
+        &[]
     }
 }
 
@@ -224,5 +301,117 @@ mod tests {
             .map(|k| (k.as_str(), k.nul_allowed()))
             .collect();
         assert_eq!(nul, [("file", &["content"][..]), ("template", &["vars"])]);
+    }
+
+    /// What each kind needs from a host, and which steps a host that is not Debian's refuses.
+    #[test]
+    fn needs_belong_to_the_kinds_that_need_them() {
+        use crate::fact::host::{ASKED_COMMANDS, FACTS};
+        let needs: Vec<(&str, Vec<String>)> = KINDS
+            .iter()
+            .filter(|k| !k.needs().is_empty())
+            .map(|k| (k.as_str(), k.needs().iter().map(|n| n.describe()).collect()))
+            .collect();
+        let cmd = |c: &str, p: &str| format!("`{c}` ({p})");
+        let apt = "apt and dpkg (Debian, Ubuntu and their derivatives)".to_string();
+        let systemd = "systemd as the init system".to_string();
+        let docker = "the Docker CLI (`docker`)".to_string();
+        assert_eq!(
+            needs,
+            [
+                (
+                    "user",
+                    vec![cmd("useradd", "passwd"), cmd("getent", "libc-bin")]
+                ),
+                (
+                    "group",
+                    vec![cmd("groupadd", "passwd"), cmd("getent", "libc-bin")]
+                ),
+                ("http_check", vec![cmd("curl", "curl")]),
+                ("apt", vec![apt.clone()]),
+                ("apt_repo", vec![apt]),
+                ("firewall", vec![cmd("nft", "nftables"), systemd.clone()]),
+                ("git", vec![cmd("git", "git")]),
+                ("compose", vec![docker.clone()]),
+                ("service", vec![systemd]),
+                ("image", vec![docker]),
+            ]
+        );
+        // The probe looks for every command a kind needs.
+        for k in KINDS {
+            for n in k.needs() {
+                if let Need::Command { name, .. } = n {
+                    assert!(ASKED_COMMANDS.contains(name), "{k}: {name}");
+                }
+            }
+        }
+        assert!(FACTS.contains(&format!("for t in {}; do", ASKED_COMMANDS.join(" "))));
+
+        let facts = |lines: &str| {
+            let mut f = HostFacts::default();
+            for l in lines.lines() {
+                let mut it = l.strip_prefix("@fact-").unwrap().split('\t');
+                let tag = it.next().unwrap();
+                f.parse_line(tag, &it.collect::<Vec<_>>()).unwrap();
+            }
+            f
+        };
+        let kind = |n: &str| Kind::parse(n).unwrap();
+        // A Debian-family host: nothing is refused here (as before needs were declared).
+        let debian = facts("@fact-os\tdebian\t13\ttrixie\t\n@fact-init\tbash\n@fact-commands\t\n");
+        assert!(KINDS.iter().all(|k| unmet_need(*k, &debian).is_none()));
+        // A BusyBox host: the portable kinds run, the others are refused with what they lack.
+        let busybox = facts("@fact-os\tclaw-busybox\t1\t\t\n@fact-init\tsshd\n@fact-commands\t\n");
+        let refused: Vec<&str> = KINDS
+            .iter()
+            .filter(|k| unmet_need(**k, &busybox).is_some())
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                "user",
+                "group",
+                "http_check",
+                "apt",
+                "apt_repo",
+                "firewall",
+                "git",
+                "compose",
+                "service",
+                "image"
+            ]
+        );
+        assert_eq!(
+            unmet_need(kind("apt"), &busybox).unwrap(),
+            "unsupported host for this step: kind `apt` needs apt and dpkg (Debian, Ubuntu and \
+             their derivatives), and the host runs `claw-busybox` 1"
+        );
+        assert_eq!(
+            unmet_need(kind("service"), &busybox).unwrap(),
+            "unsupported host for this step: kind `service` needs systemd as the init system, and \
+             the host's init is `sshd`"
+        );
+        assert_eq!(
+            unmet_need(kind("user"), &busybox).unwrap(),
+            "unsupported host for this step: kind `user` needs `useradd` (passwd), and the host \
+             has no `useradd` command"
+        );
+        // A host that has what a kind needs runs its steps, whatever its OS.
+        let fedora = facts(
+            "@fact-os\tfedora\t40\t\t\n@fact-init\tsystemd\n@fact-docker\tyes\t27.1\n\
+             @fact-commands\tuseradd groupadd getent git curl nft\n",
+        );
+        let refused: Vec<&str> = KINDS
+            .iter()
+            .filter(|k| unmet_need(**k, &fedora).is_some())
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(refused, ["apt", "apt_repo"]);
+        assert!(
+            unmet_need(kind("apt"), &facts("@fact-os\t\t\t\t\n"))
+                .unwrap()
+                .ends_with("and the host runs an unknown OS (no ID in /etc/os-release)")
+        );
     }
 }

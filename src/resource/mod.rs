@@ -307,7 +307,8 @@ fn check_no_nul(kind: &Kind, args: &toml::Value) -> Result<(), String> {
 }
 
 /// Lines that stop a script, before it changes anything, when the owner or group it is about
-/// to set does not exist on the host (numeric ids are taken as they are, like `chown` does).
+/// to set does not exist on the host (numeric ids are taken as they are, like `chown` does):
+/// `getent`, or on a host without it (BusyBox) `/etc/passwd` and `/etc/group`.
 pub fn accounts_exist(owner: Option<&str>, group: Option<&str>) -> String {
     use crate::quote::quote;
     let numeric = |v: &str| v.bytes().all(|b| b.is_ascii_digit());
@@ -319,10 +320,13 @@ pub fn accounts_exist(owner: Option<&str>, group: Option<&str>) -> String {
         let msg = format!(
             "{what} `{v}` does not exist on the host (create it in an earlier step); nothing was changed"
         );
+        // Without `getent` (BusyBox), the local database is read instead.
         s.push_str(&format!(
-            "getent {db} {} >/dev/null || {{ printf '%s\\n' {} >&2; exit 1; }}\n",
-            quote(v),
-            quote(&msg)
+            "getent {db} {v} >/dev/null || {{ ! command -v getent >/dev/null 2>&1 && \
+             awk -F: -v n={v} '$1 == n {{ f = 1 }} END {{ exit !f }}' /etc/{db}; }} || \
+             {{ printf '%s\\n' {} >&2; exit 1; }}\n",
+            quote(&msg),
+            v = quote(v),
         ));
     }
     s

@@ -224,6 +224,11 @@ impl super::StepKind for ServiceKind {
             args,
         )?)?))
     }
+
+    /// Needs `systemctl`.
+    fn needs(&self) -> &'static [super::kind::Need] {
+        &[super::kind::Need::Systemd]
+    }
 }
 
 /// Asks for the unit.

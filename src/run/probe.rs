@@ -1,6 +1,7 @@
 //! Phases 1–3 of a host: the first probe (and the apply lock), the host's secrets, and the
-//! render with its real facts and secrets (probing again the steps whose questions changed);
-//! [`run_probe`] runs one probe script.
+//! render with its real facts and secrets (probing again the steps whose questions changed),
+//! where a step that will run is refused if the host lacks what its kind needs
+//! (`resource::kind::Need`); [`run_probe`] runs one probe script.
 
 use super::host::{HostRun, HostSecrets, Known, Probed};
 use super::mask::Mask;
@@ -10,6 +11,7 @@ use crate::fact::lock::LockState;
 use crate::fact::{Observed, ProbeError, ProbeScript, Request, SecretState};
 use crate::remote::{Remote, RemoteError};
 use crate::resource::Desired;
+use crate::resource::kind::unmet_need;
 use crate::secret::Secret;
 use std::time::{Duration, Instant};
 
@@ -47,7 +49,6 @@ impl HostRun<'_> {
         );
         let first = self.lock(&mut probe, &ids, &early).await?;
         let facts = first.facts.clone().unwrap_or_default();
-        facts.check_supported().map_err(|e| failed("facts", e))?;
         Ok(Probed {
             started,
             probe,
@@ -180,6 +181,12 @@ impl HostRun<'_> {
         let tainted: Vec<bool> = rendered.tainted.iter().map(|t| !t.is_empty()).collect();
         let (desired, skip) =
             desired_states(std::mem::take(&mut rendered.steps), &secrets.generated);
+        // What the steps that run here need from the host (apt, systemd, ...), before any change.
+        for (s, d) in p.steps.iter().zip(&desired) {
+            if let (Some(_), Some(why)) = (d, unmet_need(s.step.kind, &probed.facts)) {
+                return Err(failed(&s.step.name, why));
+            }
+        }
         let observed = self.probe_again(probed, &desired, &tainted, &mask).await?;
         Ok(Known {
             mask,
