@@ -443,7 +443,7 @@ fn write_stdout(bytes: &[u8]) -> Result<Outcome, Error> {
 
 /// `--output-limit`: a size of at least 2 bytes.
 fn output_limit(s: &str) -> Result<usize, String> {
-    let n = crate::resource::fetch::parse_size(s)?;
+    let n = crate::resource::fetch::parse_size(s).map_err(|e| e.to_string())?;
     usize::try_from(n)
         .ok()
         .filter(|n| *n >= 2)

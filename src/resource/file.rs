@@ -21,6 +21,7 @@
 //! Something else at the path (a directory, a symbolic link) is an error unless `force = true`,
 //! which replaces it (a directory with everything in it) by the uploaded file, or removes it.
 
+use super::StepError;
 use super::{
     AttrDiff, Attrs, State, accounts_exist, check_account, check_path, chmod_mode, chown_cmd,
     dir::kind_name, enter_dir, file_attr_script, fmt_mode, parse_mode,
@@ -110,12 +111,12 @@ fn attrs(
     owner: Option<&str>,
     group: Option<&str>,
     force: bool,
-) -> Result<Option<u32>, String> {
+) -> Result<Option<u32>, StepError> {
     check_path(path)?;
     if force && super::dir::PROTECTED.contains(&path) {
-        return Err(format!(
+        return Err(StepError::arg(format!(
             "`force = true` on the system directory `{path}`: refusing to replace it"
-        ));
+        )));
     }
     if let Some(o) = owner {
         check_account("owner", o)?;
@@ -127,7 +128,7 @@ fn attrs(
 }
 
 impl Desired {
-    pub fn from_file_args(a: FileArgs, files_dir: &Path) -> Result<Self, String> {
+    pub fn from_file_args(a: FileArgs, files_dir: &Path) -> Result<Self, StepError> {
         let mode = attrs(
             &a.path,
             a.mode.as_deref(),
@@ -138,18 +139,25 @@ impl Desired {
         let content = match (a.state, a.src, a.content) {
             (State::Absent, None, None) => vec![],
             (State::Absent, _, _) => {
-                return Err("`state = \"absent\"` takes neither `src` nor `content`".into());
+                return Err(StepError::arg(
+                    "`state = \"absent\"` takes neither `src` nor `content`",
+                ));
             }
             (State::Present, Some(_), Some(_)) => {
-                return Err("give either `src` or `content`, not both".into());
+                return Err(StepError::arg("give either `src` or `content`, not both"));
             }
             (State::Present, None, None) => {
-                return Err("missing `src` (a local file) or `content` (inline text)".into());
+                return Err(StepError::arg(
+                    "missing `src` (a local file) or `content` (inline text)",
+                ));
             }
             (State::Present, Some(src), None) => {
                 let p = files_dir.join(&src);
-                std::fs::read(&p)
-                    .map_err(|e| format!("cannot read `src` file {}: {e}", p.display()))?
+                std::fs::read(&p).map_err(|e| StepError::ReadArgFile {
+                    arg: "src",
+                    path: p.clone(),
+                    source: e.into(),
+                })?
             }
             (State::Present, None, Some(c)) => c.into_bytes(),
         };
@@ -171,7 +179,7 @@ impl Desired {
         templates_dir: &Path,
         ctx: &Map<String, Value>,
         templates: &crate::template::Renderer<'_>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StepError> {
         let mode = attrs(
             &a.path,
             a.mode.as_deref(),
@@ -180,14 +188,16 @@ impl Desired {
             a.force,
         )?;
         let file = templates_dir.join(&a.src);
-        let source = std::fs::read_to_string(&file)
-            .map_err(|e| format!("cannot read template {}: {e}", file.display()))?;
+        let source = std::fs::read_to_string(&file).map_err(|e| StepError::ReadTemplate {
+            path: file.clone(),
+            source: e.into(),
+        })?;
         let vars: serde_json::Map<String, serde_json::Value> = (a.vars.iter())
             .map(|(k, v)| (k.clone(), crate::template::to_json(v)))
             .collect();
         let text = templates
             .render_with(&file, &source, ctx, &vars)
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::template)?;
         let mut d = Self::new(
             a.path,
             text.into_bytes(),
@@ -202,7 +212,7 @@ impl Desired {
     }
 
     /// A root-owned file with generated content (e.g. a cron entry).
-    pub fn generated(path: String, content: Vec<u8>, mode: u32) -> Result<Self, String> {
+    pub fn generated(path: String, content: Vec<u8>, mode: u32) -> Result<Self, StepError> {
         check_path(&path)?;
         Ok(Self::new(
             path,
@@ -221,7 +231,7 @@ impl Desired {
         content: Vec<u8>,
         owner: Option<String>,
         group: Option<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StepError> {
         check_path(&path)?;
         Ok(Self::new(
             path,
@@ -235,7 +245,7 @@ impl Desired {
     }
 
     /// The absence of a file.
-    pub fn absent(path: String) -> Result<Self, String> {
+    pub fn absent(path: String) -> Result<Self, StepError> {
         check_path(&path)?;
         Ok(Self::new(
             path,
@@ -356,11 +366,11 @@ impl Desired {
 
     /// [`Self::diff`], and the removal of the `leftovers` the probe found in the file's
     /// directory (see [`with_leftovers`]).
-    pub fn diff_with(&self, o: &PathState, leftovers: &[String]) -> Result<Change, String> {
+    pub fn diff_with(&self, o: &PathState, leftovers: &[String]) -> Result<Change, StepError> {
         Ok(with_leftovers(self.diff(o)?, &self.parent(), leftovers))
     }
 
-    pub fn diff(&self, o: &PathState) -> Result<Change, String> {
+    pub fn diff(&self, o: &PathState) -> Result<Change, StepError> {
         let content = || ContentChange {
             path: self.path.clone(),
             old_sha256: match o {
@@ -486,11 +496,11 @@ impl Desired {
                     self.upload(mode, self.owner.as_deref(), self.group.as_deref(), true),
                 ))
             }
-            (State::Present, other) => Err(format!(
+            (State::Present, other) => Err(StepError::host(format!(
                 "`{}` exists but is {}, not a regular file; refusing to replace it (set `force = true` to replace it)",
                 self.path,
                 kind_name(other)
-            )),
+            ))),
             (State::Absent, PathState::Absent) => Ok(Change::noop(&self.path, "file is absent")),
             (State::Absent, PathState::File { .. }) => Ok(Change::new(
                 Action::Delete,
@@ -507,11 +517,11 @@ impl Desired {
                     self.remove("-rf --one-file-system"),
                 )
             }),
-            (State::Absent, other) => Err(format!(
+            (State::Absent, other) => Err(StepError::host(format!(
                 "`{}` is {}, not a regular file; refusing to remove it (set `force = true` to remove it)",
                 self.path,
                 kind_name(other)
-            )),
+            ))),
         }
     }
 }
@@ -594,7 +604,7 @@ impl super::StepKind for FileKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         src: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::File(Desired::from_file_args(
             super::args(args)?,
             src.files_dir,
@@ -623,7 +633,7 @@ impl super::StepKind for TemplateKind {
         args: toml::Value,
         ctx: &serde_json::Map<String, serde_json::Value>,
         src: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         // The template's own text must not be pre-rendered as an argument: use the raw `vars`.
         Ok(super::Desired::File(Desired::from_template_args(
             super::args(args)?,
@@ -654,7 +664,10 @@ impl super::DesiredState for Desired {
         ]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [
                 crate::fact::Observed::Path(o),
@@ -951,7 +964,7 @@ mod tests {
     /// step refuses, naming the way out.
     #[test]
     fn force_replaces_a_directory_or_link() {
-        let e = want("x", None).diff(&a_dir()).unwrap_err();
+        let e = want("x", None).diff(&a_dir()).unwrap_err().to_string();
         assert!(e.contains("set `force = true`"), "{e}");
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("p");
@@ -981,7 +994,12 @@ mod tests {
         let c = d.diff(&a_dir()).unwrap();
         assert_eq!(c.action, Action::Delete);
         d.force = false;
-        assert!(d.diff(&a_dir()).unwrap_err().contains("refusing to remove"));
+        assert!(
+            d.diff(&a_dir())
+                .unwrap_err()
+                .to_string()
+                .contains("refusing to remove")
+        );
     }
 
     #[test]
@@ -997,7 +1015,9 @@ mod tests {
             sensitive: false,
             force: true,
         };
-        let e = Desired::from_file_args(a, Path::new(".")).unwrap_err();
+        let e = Desired::from_file_args(a, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("refusing"), "{e}");
     }
 
@@ -1055,6 +1075,7 @@ mod tests {
         assert!(
             Desired::from_file_args(a, Path::new("."))
                 .unwrap_err()
+                .to_string()
                 .contains("not both")
         );
     }

@@ -24,6 +24,7 @@
 //!   template unit `claw-provision-firewall@NAME.service` (before network-pre.target, hence
 //!   before Docker) loads it at boot. Without systemd the plan warns that it is not restored.
 
+use super::StepError;
 use crate::fact::FirewallState;
 use crate::fact::firewall::{UNIT_PATH, ruleset_path, state_path, unit_instance};
 use crate::plan::{Action, Change, Confirm, ContentChange, Op};
@@ -163,14 +164,13 @@ pub struct Desired {
 /// window, tells how, for [`Confirm::failure`].
 impl Confirm {
     /// The rollback token the applied script printed (`@fw-token\tTOKEN`).
-    pub fn token(&self, applied_stdout: &str) -> Result<String, String> {
+    pub fn token(&self, applied_stdout: &str) -> Result<String, StepError> {
         applied_stdout
             .lines()
             .find_map(|l| l.strip_prefix("@fw-token\t").map(|t| t.trim().to_string()))
             .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit()))
-            .ok_or_else(|| {
-                "internal error: the firewall change did not report its rollback token (bug)"
-                    .to_string()
+            .ok_or(StepError::Internal {
+                what: "the firewall change did not report its rollback token (bug)",
             })
     }
 
@@ -289,7 +289,7 @@ fn lookup<'a>(ctx: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
 }
 
 /// The IP address of an inventory host, for a peer rule.
-fn host_net(ctx: &Map<String, Value>, name: &str, port: u16) -> Result<Net, String> {
+fn host_net(ctx: &Map<String, Value>, name: &str, port: u16) -> Result<Net, StepError> {
     let addr = lookup(ctx, &["inventory", "hosts", name, "address"])
         .and_then(Value::as_str)
         .unwrap_or_default();
@@ -297,14 +297,14 @@ fn host_net(ctx: &Map<String, Value>, name: &str, port: u16) -> Result<Net, Stri
         .ok()
         .and_then(|a| Net::parse(&a.to_string()))
         .ok_or_else(|| {
-            format!(
+            StepError::arg(format!(
                 "`peers` (port {port}): inventory host `{name}` has the address `{addr}`, not an IP address; give its IP address or network instead"
-            )
+            ))
         })
 }
 
 /// Resolves one `from` item: an IP address/CIDR, an inventory host or an inventory group.
-fn resolve(ctx: &Map<String, Value>, item: &str, port: u16) -> Result<Vec<Net>, String> {
+fn resolve(ctx: &Map<String, Value>, item: &str, port: u16) -> Result<Vec<Net>, StepError> {
     let item = item.trim();
     if let Some(n) = Net::parse(item) {
         return Ok(vec![n]);
@@ -319,9 +319,9 @@ fn resolve(ctx: &Map<String, Value>, item: &str, port: u16) -> Result<Vec<Net>, 
             .map(|h| host_net(ctx, h, port))
             .collect();
     }
-    Err(format!(
+    Err(StepError::arg(format!(
         "`peers` (port {port}): `{item}` is neither an inventory host, an inventory group, an IP address nor a CIDR"
-    ))
+    )))
 }
 
 /// Sorted, deduplicated, without networks covered by another entry (nft refuses overlapping
@@ -344,22 +344,22 @@ fn set<T: std::fmt::Display>(items: &[T]) -> String {
 }
 
 impl Desired {
-    pub fn from_args(a: Args, ctx: &Map<String, Value>) -> Result<Self, String> {
+    pub fn from_args(a: Args, ctx: &Map<String, Value>) -> Result<Self, StepError> {
         let table = a.table.unwrap_or_else(|| DEFAULT_TABLE.into());
         if table.is_empty()
             || table.len() > 64
             || !table.starts_with(|c: char| c.is_ascii_alphabetic())
             || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return Err(format!(
+            return Err(StepError::arg(format!(
                 "`table = \"{table}\"`: a letter, then letters, digits and `_` (at most 64)"
-            ));
+            )));
         }
         let mut ports = a.ports.unwrap_or_else(|| DEFAULT_PORTS.to_vec());
         ports.sort_unstable();
         ports.dedup();
         if ports.contains(&0) || a.peers.iter().any(|p| p.port == 0) {
-            return Err("port 0 is not a TCP port".into());
+            return Err(StepError::arg("port 0 is not a TCP port"));
         }
         // Never lock the provisioner out: the SSH port of the connection must stay open to all.
         // The port sshd listens on: the inventory's port, unless the host's `sshd_port` variable
@@ -370,22 +370,30 @@ impl Desired {
                     .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             })
             .or_else(|| lookup(ctx, &["host", "port"]).and_then(Value::as_u64))
-            .ok_or("internal error: the host's SSH port is not in the template context")?;
-        let confirm_secs =
-            super::compose::parse_duration(a.confirm_timeout.as_deref().unwrap_or("60s"))
-                .map_err(|e| e.replace("wait_timeout", "confirm_timeout"))?;
+            .ok_or(StepError::Internal {
+                what: "the host's SSH port is not in the template context",
+            })?;
+        let confirm_secs = super::compose::parse_duration(
+            "confirm_timeout",
+            a.confirm_timeout.as_deref().unwrap_or("60s"),
+        )?;
         if !(10..=3600).contains(&confirm_secs) {
-            return Err("`confirm_timeout` must be between 10s and 1h".into());
+            return Err(StepError::arg(
+                "`confirm_timeout` must be between 10s and 1h",
+            ));
         }
         if !ports.iter().any(|p| u64::from(*p) == ssh) && !lockout_allowed() {
-            return Err(format!(
+            return Err(StepError::arg(format!(
                 "this ruleset would block SSH port {ssh}, which claw-provision connects to; add {ssh} to `ports`"
-            ));
+            )));
         }
         let mut peers: Vec<Peer> = vec![];
         for p in &a.peers {
             if p.from.is_empty() {
-                return Err(format!("`peers` (port {}): `from` is empty", p.port));
+                return Err(StepError::arg(format!(
+                    "`peers` (port {}): `from` is empty",
+                    p.port
+                )));
             }
             let mut nets = vec![];
             for item in &p.from {
@@ -516,7 +524,7 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
     }
 
     /// Compares with the probe of the live table.
-    pub fn diff(&self, o: &FirewallState) -> Result<Change, String> {
+    pub fn diff(&self, o: &FirewallState) -> Result<Change, StepError> {
         let target = self.target();
         let (live, recorded, ruleset, boot) = match o {
             FirewallState::NoNft => {
@@ -760,7 +768,7 @@ impl super::StepKind for FirewallKind {
         args: toml::Value,
         ctx: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Firewall(Desired::from_args(
             super::args(args)?,
             ctx,
@@ -775,7 +783,10 @@ impl super::DesiredState for Desired {
         vec![p.add(crate::fact::Request::Firewall(self.table.clone()))]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [crate::fact::Observed::Firewall(o)] => Some(self.diff(o)),
             _ => None,
@@ -811,7 +822,7 @@ mod tests {
         assert_eq!(c.token("loaded\n@fw-token\t0a1B9f \n").unwrap(), "0a1B9f");
         let bug = "internal error: the firewall change did not report its rollback token (bug)";
         for out in ["loaded\n", "@fw-token\t\n", "@fw-token\tnot-hex\n"] {
-            assert_eq!(c.token(out).unwrap_err(), bug, "{out:?}");
+            assert_eq!(c.token(out).unwrap_err().to_string(), bug, "{out:?}");
         }
         let script = c.confirm_script("0a1b");
         assert!(script.contains("claw_provision.pending.0a1b"), "{script}");
@@ -869,7 +880,7 @@ mod tests {
         toml::from_str(toml_text).unwrap()
     }
 
-    fn desired(toml_text: &str, port: u16) -> Result<Desired, String> {
+    fn desired(toml_text: &str, port: u16) -> Result<Desired, StepError> {
         Desired::from_args(args(toml_text), &ctx(port))
     }
 
@@ -1006,7 +1017,7 @@ table inet claw_provision {
             ),
         ];
         for (a, port, want) in cases {
-            let e = desired(a, *port).unwrap_err();
+            let e = desired(a, *port).unwrap_err().to_string();
             assert!(e.contains(want), "{a}: {e}");
         }
         // Unknown keys and bad types are refused at load.

@@ -19,7 +19,7 @@ pub(super) async fn confirm_by_new_connection(
     timeout: Duration,
 ) -> Result<(), String> {
     let started = Instant::now();
-    let token = c.token(&out.stdout_lossy())?;
+    let token = c.token(&out.stdout_lossy()).map_err(|e| e.to_string())?;
     // Leave the host's timer a margin: a confirmation must land before it fires.
     let budget = c.window.saturating_sub(Duration::from_secs(2));
     // A slow connection is still a proof: it may take the whole window (a busy host or client
