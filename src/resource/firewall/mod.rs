@@ -31,8 +31,14 @@ use crate::plan::{Action, Change, Confirm, ContentChange, Op};
 use crate::quote::quote;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::net::IpAddr;
 use std::sync::Arc;
+
+mod peers;
+mod ruleset;
+
+pub use peers::{Net, Peer};
+use peers::{lookup, minimal, resolve};
+pub use ruleset::{minimal_ruleset, ruleset};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,86 +65,6 @@ pub struct PeerArgs {
     pub port: u16,
     /// Inventory host names, inventory group names, IP addresses or CIDRs.
     pub from: Vec<String>,
-}
-
-/// One port open to some sources.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub port: u16,
-    /// Normalised, sorted, without entries covered by another one.
-    pub v4: Vec<Net>,
-    pub v6: Vec<Net>,
-}
-
-/// An address or network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Net {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Net {
-    fn max_prefix(addr: &IpAddr) -> u8 {
-        if addr.is_ipv4() { 32 } else { 128 }
-    }
-
-    /// Parses `10.0.0.1`, `10.0.0.0/24`, `fd00::/8`; host bits are cleared.
-    pub fn parse(s: &str) -> Option<Net> {
-        let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.parse().ok()?;
-        let max = Self::max_prefix(&addr);
-        let prefix = match p {
-            None => max,
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse::<u8>().ok().filter(|p| *p <= max)?
-            }
-            Some(_) => return None,
-        };
-        Some(Net {
-            addr: mask(addr, prefix),
-            prefix,
-        })
-    }
-
-    fn contains(&self, other: &Net) -> bool {
-        self.addr.is_ipv4() == other.addr.is_ipv4()
-            && self.prefix <= other.prefix
-            && mask(other.addr, self.prefix) == self.addr
-    }
-}
-
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let m = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix))
-            };
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix))
-            };
-            IpAddr::V6((u128::from(a) & m).into())
-        }
-    }
-}
-
-impl std::fmt::Display for Net {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.prefix == Self::max_prefix(&self.addr) {
-            write!(f, "{}", self.addr)
-        } else {
-            write!(f, "{}/{}", self.addr, self.prefix)
-        }
-    }
 }
 
 /// The desired firewall of one host.
@@ -279,69 +205,6 @@ ExecStart=/usr/sbin/nft -f /etc/claw-provision/firewall/%i.nft
 [Install]
 WantedBy=sysinit.target
 ";
-
-fn lookup<'a>(ctx: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
-    let mut v = ctx.get(path[0])?;
-    for k in &path[1..] {
-        v = v.get(*k)?;
-    }
-    Some(v)
-}
-
-/// The IP address of an inventory host, for a peer rule.
-fn host_net(ctx: &Map<String, Value>, name: &str, port: u16) -> Result<Net, StepError> {
-    let addr = lookup(ctx, &["inventory", "hosts", name, "address"])
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    addr.parse::<IpAddr>()
-        .ok()
-        .and_then(|a| Net::parse(&a.to_string()))
-        .ok_or_else(|| {
-            StepError::arg(format!(
-                "`peers` (port {port}): inventory host `{name}` has the address `{addr}`, not an IP address; give its IP address or network instead"
-            ))
-        })
-}
-
-/// Resolves one `from` item: an IP address/CIDR, an inventory host or an inventory group.
-fn resolve(ctx: &Map<String, Value>, item: &str, port: u16) -> Result<Vec<Net>, StepError> {
-    let item = item.trim();
-    if let Some(n) = Net::parse(item) {
-        return Ok(vec![n]);
-    }
-    if lookup(ctx, &["inventory", "hosts", item]).is_some() {
-        return Ok(vec![host_net(ctx, item, port)?]);
-    }
-    if let Some(members) = lookup(ctx, &["inventory", "groups", item]).and_then(Value::as_array) {
-        return members
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|h| host_net(ctx, h, port))
-            .collect();
-    }
-    Err(StepError::arg(format!(
-        "`peers` (port {port}): `{item}` is neither an inventory host, an inventory group, an IP address nor a CIDR"
-    )))
-}
-
-/// Sorted, deduplicated, without networks covered by another entry (nft refuses overlapping
-/// elements in a set).
-fn minimal(mut nets: Vec<Net>) -> Vec<Net> {
-    nets.sort_by_key(|n| (n.addr, n.prefix));
-    nets.dedup();
-    let all = nets.clone();
-    nets.retain(|n| !all.iter().any(|o| o != n && o.contains(n)));
-    nets
-}
-
-fn set<T: std::fmt::Display>(items: &[T]) -> String {
-    if items.len() == 1 {
-        items[0].to_string()
-    } else {
-        let v: Vec<String> = items.iter().map(ToString::to_string).collect();
-        format!("{{ {} }}", v.join(", "))
-    }
-}
 
 impl Desired {
     pub fn from_args(a: Args, ctx: &Map<String, Value>) -> Result<Self, StepError> {
@@ -655,100 +518,6 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
         }
         s
     }
-}
-
-/// One transaction that creates the table if missing, deletes it, and opens its definition
-/// again with the input chain's policy and what every ruleset accepts (loopback, neighbour
-/// discovery, replies), so that loading it replaces exactly this table, atomically.
-fn table_head(comment: &str, table: &str) -> String {
-    format!(
-        "# {comment}\n\
-         table inet {table}\n\
-         delete table inet {table}\n\
-         table inet {table} {{\n\
-         \tchain input {{\n\
-         \t\ttype filter hook input priority filter; policy drop;\n\
-         \t\tiif \"lo\" accept\n\
-         \t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} accept\n\
-         \t\tct state established,related accept\n"
-    )
-}
-
-/// What the rollback loads when the previous table cannot be loaded back: the SSH port open to
-/// everyone (and loopback, replies, neighbour discovery), everything else dropped.
-pub fn minimal_ruleset(table: &str, ssh_port: u64) -> String {
-    let mut s = table_head(
-        "claw-provision firewall rollback: the saved ruleset could not be loaded back",
-        table,
-    );
-    s.push_str(&format!("\t\ttcp dport {ssh_port} accept\n\t}}\n}}\n"));
-    s
-}
-
-/// The ruleset text of a `firewall` step (see [`table_head`]).
-pub fn ruleset(table: &str, ports: &[u16], peers: &[Peer], icmp: bool, containers: bool) -> String {
-    let mut s = table_head(
-        "managed by claw-provision (firewall step); changes made here are overwritten",
-        table,
-    );
-    s.push_str("\t\tct state invalid drop\n");
-    if icmp {
-        s.push_str("\t\ticmp type echo-request accept\n");
-        s.push_str("\t\ticmpv6 type echo-request accept\n");
-    }
-    s.push_str("\t\tip6 saddr fe80::/10 udp dport 546 accept\n");
-    s.push_str(&format!("\t\ttcp dport {} accept\n", set(ports)));
-    for p in peers {
-        if !p.v4.is_empty() {
-            s.push_str(&format!(
-                "\t\tip saddr {} tcp dport {} accept\n",
-                set(&p.v4),
-                p.port
-            ));
-        }
-        if !p.v6.is_empty() {
-            s.push_str(&format!(
-                "\t\tip6 saddr {} tcp dport {} accept\n",
-                set(&p.v6),
-                p.port
-            ));
-        }
-    }
-    s.push_str("\t}\n");
-    if containers {
-        s.push_str(
-            "\n\tchain forward {\n\
-             \t\ttype filter hook forward priority filter - 10; policy accept;\n\
-             \t\tct state new ct status dnat jump published\n\
-             \t}\n\
-             \n\tchain published {\n",
-        );
-        // One rule per port: `ct original proto-dst` with an anonymous set lacks a data type.
-        for p in ports {
-            s.push_str(&format!(
-                "\t\tmeta l4proto tcp ct original proto-dst {p} return\n"
-            ));
-        }
-        for p in peers {
-            if !p.v4.is_empty() {
-                s.push_str(&format!(
-                    "\t\tip saddr {} meta l4proto tcp ct original proto-dst {} return\n",
-                    set(&p.v4),
-                    p.port
-                ));
-            }
-            if !p.v6.is_empty() {
-                s.push_str(&format!(
-                    "\t\tip6 saddr {} meta l4proto tcp ct original proto-dst {} return\n",
-                    set(&p.v6),
-                    p.port
-                ));
-            }
-        }
-        s.push_str("\t\tdrop\n\t}\n");
-    }
-    s.push_str("}\n");
-    s
 }
 
 /// The `firewall` step kind.
