@@ -314,50 +314,8 @@ impl Desired {
     }
 
     pub fn diff(&self, o: &PathState) -> Result<Change, StepError> {
-        let content = || ContentChange {
-            path: self.path.clone(),
-            old_sha256: match o {
-                PathState::File { sha256, .. } => Some(sha256.clone()),
-                _ => None,
-            },
-            new: self.content.clone(),
-            sensitive: self.sensitive,
-            old: None,
-            keys: None,
-        };
-        let with_upload = |mut c: Change, script: String| {
-            c.op = Some(Op {
-                script,
-                stdin: self.content.clone(),
-                stdin_from: None,
-                show_output: false,
-                stdout_to: None,
-                confirm: None,
-            });
-            c.upload_bytes = self.content.len() as u64;
-            c.upload_dir = Some(self.parent());
-            c.content = Some(content());
-            c
-        };
         match (self.state, o) {
-            (State::Present, PathState::Absent) => {
-                let mode = self.mode.unwrap_or(DEFAULT_MODE);
-                let mut c = Change::new(
-                    Action::Create,
-                    &self.path,
-                    "file does not exist",
-                    String::new(),
-                );
-                c.details.push(format!("mode {}", fmt_mode(mode)));
-                c.details
-                    .extend(self.owner.iter().map(|o| format!("owner {o}")));
-                c.details
-                    .extend(self.group.iter().map(|g| format!("group {g}")));
-                Ok(with_upload(
-                    c,
-                    self.upload(mode, self.owner.as_deref(), self.group.as_deref(), false),
-                ))
-            }
+            (State::Present, PathState::Absent) => Ok(self.create(o)),
             (
                 State::Present,
                 PathState::File {
@@ -377,68 +335,9 @@ impl Desired {
                     uid: *uid,
                     gid: *gid,
                 };
-                let d = AttrDiff::new(
-                    self.mode,
-                    self.owner.as_deref(),
-                    self.group.as_deref(),
-                    &observed,
-                );
-                let mut details = d.details.clone();
-                if *sha256 != self.sha256 {
-                    // Replace the content, keeping (or setting) the attributes.
-                    // Keep the observed owner by id: a name may be `UNKNOWN` to stat.
-                    let owner = self.owner.clone().unwrap_or_else(|| uid.to_string());
-                    let group = self.group.clone().unwrap_or_else(|| gid.to_string());
-                    details.insert(0, "content".into());
-                    let mut c = Change::new(
-                        Action::Update,
-                        &self.path,
-                        "content differs (sha256)",
-                        String::new(),
-                    );
-                    c.details = details;
-                    return Ok(with_upload(
-                        c,
-                        self.upload(
-                            self.mode.unwrap_or(*mode),
-                            Some(&owner),
-                            Some(&group),
-                            false,
-                        ),
-                    ));
-                }
-                if details.is_empty() {
-                    return Ok(Change::noop(
-                        &self.path,
-                        "file is up to date (sha256 match)",
-                    ));
-                }
-                let mut script = accounts_exist(d.owner, d.group);
-                script.push_str(&file_attr_script(&self.path, &d, &[&self.sha256]));
-                let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
-                c.details = details;
-                Ok(c)
+                Ok(self.update(o, &observed, sha256))
             }
-            (State::Present, other) if self.force => {
-                let mode = self.mode.unwrap_or(DEFAULT_MODE);
-                let mut c = Change::new(
-                    Action::Update,
-                    &self.path,
-                    format!("{} is in the way (`force`: replaced)", kind_name(other)),
-                    String::new(),
-                );
-                c.details.push(format!("replace {}", kind_name(other)));
-                c.details.push(format!("mode {}", fmt_mode(mode)));
-                c.details
-                    .extend(self.owner.iter().map(|o| format!("owner {o}")));
-                c.details
-                    .extend(self.group.iter().map(|g| format!("group {g}")));
-                c.clears = Some(self.path.clone());
-                Ok(with_upload(
-                    c,
-                    self.upload(mode, self.owner.as_deref(), self.group.as_deref(), true),
-                ))
-            }
+            (State::Present, other) if self.force => Ok(self.replace(other)),
             (State::Present, other) => Err(StepError::host(format!(
                 "`{}` exists but is {}, not a regular file; refusing to replace it (set `force = true` to replace it)",
                 self.path,
@@ -466,6 +365,111 @@ impl Desired {
                 kind_name(other)
             ))),
         }
+    }
+
+    /// The file where there is none (`o`: absent): uploaded with its attributes, which the
+    /// change lists.
+    fn create(&self, o: &PathState) -> Change {
+        let mode = self.mode.unwrap_or(DEFAULT_MODE);
+        let mut c = Change::new(
+            Action::Create,
+            &self.path,
+            "file does not exist",
+            String::new(),
+        );
+        c.details.extend(self.new_attr_details(mode));
+        let script = self.upload(mode, self.owner.as_deref(), self.group.as_deref(), false);
+        self.with_upload(c, o, script)
+    }
+
+    /// Over the regular file `o` (its attributes `observed`, its content's `sha256`): its
+    /// content uploaded again when it differs (keeping the attributes not managed), else the
+    /// attributes that differ changed, else nothing to do.
+    fn update(&self, o: &PathState, observed: &Attrs<'_>, sha256: &str) -> Change {
+        let d = AttrDiff::new(
+            self.mode,
+            self.owner.as_deref(),
+            self.group.as_deref(),
+            observed,
+        );
+        let mut details = d.details.clone();
+        if sha256 != self.sha256 {
+            // Replace the content, keeping (or setting) the attributes.
+            // Keep the observed owner by id: a name may be `UNKNOWN` to stat.
+            let owner = (self.owner.clone()).unwrap_or_else(|| observed.uid.to_string());
+            let group = (self.group.clone()).unwrap_or_else(|| observed.gid.to_string());
+            details.insert(0, "content".into());
+            let mut c = Change::new(
+                Action::Update,
+                &self.path,
+                "content differs (sha256)",
+                String::new(),
+            );
+            c.details = details;
+            let mode = self.mode.unwrap_or(observed.mode);
+            let script = self.upload(mode, Some(&owner), Some(&group), false);
+            return self.with_upload(c, o, script);
+        }
+        if details.is_empty() {
+            return Change::noop(&self.path, "file is up to date (sha256 match)");
+        }
+        let mut script = accounts_exist(d.owner, d.group);
+        script.push_str(&file_attr_script(&self.path, &d, &[&self.sha256]));
+        let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
+        c.details = details;
+        c
+    }
+
+    /// The file in place of `other` (`force`): what is there removed just before the upload's
+    /// rename.
+    fn replace(&self, other: &PathState) -> Change {
+        let mode = self.mode.unwrap_or(DEFAULT_MODE);
+        let mut c = Change::new(
+            Action::Update,
+            &self.path,
+            format!("{} is in the way (`force`: replaced)", kind_name(other)),
+            String::new(),
+        );
+        c.details.push(format!("replace {}", kind_name(other)));
+        c.details.extend(self.new_attr_details(mode));
+        c.clears = Some(self.path.clone());
+        let script = self.upload(mode, self.owner.as_deref(), self.group.as_deref(), true);
+        self.with_upload(c, other, script)
+    }
+
+    /// The attributes a new file gets, for a change's details: `mode 0644`, `owner x`, ...
+    fn new_attr_details(&self, mode: u32) -> Vec<String> {
+        let mut v = vec![format!("mode {}", fmt_mode(mode))];
+        v.extend(self.owner.iter().map(|o| format!("owner {o}")));
+        v.extend(self.group.iter().map(|g| format!("group {g}")));
+        v
+    }
+
+    /// `c` with the upload `script` as its operation: the content travels on stdin, and the
+    /// change shows it against what the probe found (`o`).
+    fn with_upload(&self, mut c: Change, o: &PathState, script: String) -> Change {
+        c.op = Some(Op {
+            script,
+            stdin: self.content.clone(),
+            stdin_from: None,
+            show_output: false,
+            stdout_to: None,
+            confirm: None,
+        });
+        c.upload_bytes = self.content.len() as u64;
+        c.upload_dir = Some(self.parent());
+        c.content = Some(ContentChange {
+            path: self.path.clone(),
+            old_sha256: match o {
+                PathState::File { sha256, .. } => Some(sha256.clone()),
+                _ => None,
+            },
+            new: self.content.clone(),
+            sensitive: self.sensitive,
+            old: None,
+            keys: None,
+        });
+        c
     }
 }
 
