@@ -37,7 +37,7 @@ mod peers;
 mod ruleset;
 
 pub use peers::{Net, Peer};
-use peers::{lookup, minimal, resolve};
+use peers::{lookup, peers};
 pub use ruleset::{minimal_ruleset, ruleset};
 
 #[derive(Debug, Deserialize)]
@@ -206,18 +206,38 @@ ExecStart=/usr/sbin/nft -f /etc/claw-provision/firewall/%i.nft
 WantedBy=sysinit.target
 ";
 
+/// The `table` argument (default [`DEFAULT_TABLE`]): a name nft and the unit's instance take.
+fn table_name(table: Option<String>) -> Result<String, StepError> {
+    let table = table.unwrap_or_else(|| DEFAULT_TABLE.into());
+    if table.is_empty()
+        || table.len() > 64
+        || !table.starts_with(|c: char| c.is_ascii_alphabetic())
+        || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(StepError::arg(format!(
+            "`table = \"{table}\"`: a letter, then letters, digits and `_` (at most 64)"
+        )));
+    }
+    Ok(table)
+}
+
+/// The port sshd listens on: the inventory's port, unless the host's `sshd_port` variable says
+/// otherwise (the inventory reaches it through a proxy or NAT on another port).
+fn ssh_port(ctx: &Map<String, Value>) -> Result<u64, StepError> {
+    lookup(ctx, &["sshd_port"])
+        .and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        .or_else(|| lookup(ctx, &["host", "port"]).and_then(Value::as_u64))
+        .ok_or(StepError::Internal {
+            what: "the host's SSH port is not in the template context",
+        })
+}
+
 impl Desired {
     pub fn from_args(a: Args, ctx: &Map<String, Value>) -> Result<Self, StepError> {
-        let table = a.table.unwrap_or_else(|| DEFAULT_TABLE.into());
-        if table.is_empty()
-            || table.len() > 64
-            || !table.starts_with(|c: char| c.is_ascii_alphabetic())
-            || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(StepError::arg(format!(
-                "`table = \"{table}\"`: a letter, then letters, digits and `_` (at most 64)"
-            )));
-        }
+        let table = table_name(a.table)?;
         let mut ports = a.ports.unwrap_or_else(|| DEFAULT_PORTS.to_vec());
         ports.sort_unstable();
         ports.dedup();
@@ -225,17 +245,7 @@ impl Desired {
             return Err(StepError::arg("port 0 is not a TCP port"));
         }
         // Never lock the provisioner out: the SSH port of the connection must stay open to all.
-        // The port sshd listens on: the inventory's port, unless the host's `sshd_port` variable
-        // says otherwise (the inventory reaches it through a proxy or NAT on another port).
-        let ssh = lookup(ctx, &["sshd_port"])
-            .and_then(|v| {
-                v.as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            })
-            .or_else(|| lookup(ctx, &["host", "port"]).and_then(Value::as_u64))
-            .ok_or(StepError::Internal {
-                what: "the host's SSH port is not in the template context",
-            })?;
+        let ssh = ssh_port(ctx)?;
         let confirm_secs = super::compose::parse_duration(
             "confirm_timeout",
             a.confirm_timeout.as_deref().unwrap_or("60s"),
@@ -250,45 +260,7 @@ impl Desired {
                 "this ruleset would block SSH port {ssh}, which claw-provision connects to; add {ssh} to `ports`"
             )));
         }
-        let mut peers: Vec<Peer> = vec![];
-        for p in &a.peers {
-            if p.from.is_empty() {
-                return Err(StepError::arg(format!(
-                    "`peers` (port {}): `from` is empty",
-                    p.port
-                )));
-            }
-            let mut nets = vec![];
-            for item in &p.from {
-                nets.extend(resolve(ctx, item, p.port)?);
-            }
-            // Several entries for one port are merged.
-            let peer = match peers.iter_mut().find(|q| q.port == p.port) {
-                Some(q) => q,
-                None => {
-                    peers.push(Peer {
-                        port: p.port,
-                        v4: vec![],
-                        v6: vec![],
-                    });
-                    peers.last_mut().unwrap()
-                }
-            };
-            for n in nets {
-                if n.addr.is_ipv4() {
-                    peer.v4.push(n);
-                } else {
-                    peer.v6.push(n);
-                }
-            }
-        }
-        for p in &mut peers {
-            p.v4 = minimal(std::mem::take(&mut p.v4));
-            p.v6 = minimal(std::mem::take(&mut p.v6));
-        }
-        // Ports open to everyone need no peer rule.
-        peers.retain(|p| !ports.contains(&p.port));
-        peers.sort_by_key(|p| p.port);
+        let peers = peers(ctx, &a.peers, &ports)?;
         let ruleset = ruleset(
             &table,
             &ports,
@@ -400,60 +372,8 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
                 boot,
             } => (live, recorded, ruleset, boot),
         };
-        let mut reasons = vec![];
-        let action = match live {
-            None => {
-                reasons.push("the table does not exist".to_string());
-                Action::Create
-            }
-            Some(_) if recorded.is_none() && ruleset.is_none() => {
-                reasons.push(
-                    "a table of this name exists but was not applied by claw-provision".to_string(),
-                );
-                Action::Update
-            }
-            Some(l) => {
-                if recorded.as_ref() != Some(l) {
-                    reasons.push(
-                        "the live table differs from the one applied (changed by hand or by another tool)"
-                            .to_string(),
-                    );
-                }
-                if ruleset.as_deref() != Some(self.sha256.as_str()) {
-                    reasons.push(if ruleset.is_none() {
-                        "no ruleset applied by claw-provision".to_string()
-                    } else {
-                        "the desired ruleset changed".to_string()
-                    });
-                }
-                Action::Update
-            }
-        };
-        let mut warnings = vec![];
-        match boot {
-            None => warnings.push(
-                "no systemd on this host: the firewall table is not restored after a reboot"
-                    .to_string(),
-            ),
-            Some((unit, enabled)) => {
-                let want = super::file::sha256_hex(UNIT.as_bytes());
-                if unit.as_deref() != Some(want.as_str()) {
-                    reasons.push(format!(
-                        "the boot unit {UNIT_PATH} is {}",
-                        if unit.is_none() {
-                            "missing"
-                        } else {
-                            "out of date"
-                        }
-                    ));
-                } else if !enabled {
-                    reasons.push(format!(
-                        "the boot unit {} is not enabled",
-                        unit_instance(&self.table)
-                    ));
-                }
-            }
-        }
+        let (action, mut reasons) = self.table_reasons(live, recorded, ruleset);
+        let warnings = self.boot_reasons(boot, &mut reasons);
         let summary = self.summary();
         if reasons.is_empty() {
             let mut c = Change::noop(
@@ -487,21 +407,104 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
             clears: None,
             housekeeping: false,
             tidies: vec![],
-            op: Some(Op {
-                script: self.script(),
-                stdin: Arc::new(self.ruleset.clone().into_bytes()),
-                stdin_from: None,
-                show_output: false,
-                stdout_to: None,
-                confirm: Some(Confirm {
-                    table: self.table.clone(),
-                    window: std::time::Duration::from_secs(self.confirm_secs),
-                }),
-            }),
+            op: Some(self.op()),
             upload_bytes: self.ruleset.len() as u64,
             upload_dir: Some("/etc/claw-provision/firewall".into()),
             warnings,
         })
+    }
+
+    /// Whether the table is created or replaced, and why it is replaced, from the sha256 of
+    /// the `live` table, of the one `recorded` by the last apply and of the `ruleset` file it
+    /// loaded (empty reasons: the table is the one applied).
+    fn table_reasons(
+        &self,
+        live: &Option<String>,
+        recorded: &Option<String>,
+        ruleset: &Option<String>,
+    ) -> (Action, Vec<String>) {
+        let mut reasons = vec![];
+        let action = match live {
+            None => {
+                reasons.push("the table does not exist".to_string());
+                Action::Create
+            }
+            Some(_) if recorded.is_none() && ruleset.is_none() => {
+                reasons.push(
+                    "a table of this name exists but was not applied by claw-provision".to_string(),
+                );
+                Action::Update
+            }
+            Some(l) => {
+                if recorded.as_ref() != Some(l) {
+                    reasons.push(
+                        "the live table differs from the one applied (changed by hand or by another tool)"
+                            .to_string(),
+                    );
+                }
+                if ruleset.as_deref() != Some(self.sha256.as_str()) {
+                    reasons.push(if ruleset.is_none() {
+                        "no ruleset applied by claw-provision".to_string()
+                    } else {
+                        "the desired ruleset changed".to_string()
+                    });
+                }
+                Action::Update
+            }
+        };
+        (action, reasons)
+    }
+
+    /// What the probe says of the boot unit (`boot`, see [`FirewallState::Seen`]): adds to
+    /// `reasons` why it must be written or enabled; returns the warnings (no systemd: the
+    /// table is not restored after a reboot).
+    fn boot_reasons(
+        &self,
+        boot: &Option<(Option<String>, bool)>,
+        reasons: &mut Vec<String>,
+    ) -> Vec<String> {
+        let mut warnings = vec![];
+        match boot {
+            None => warnings.push(
+                "no systemd on this host: the firewall table is not restored after a reboot"
+                    .to_string(),
+            ),
+            Some((unit, enabled)) => {
+                let want = super::file::sha256_hex(UNIT.as_bytes());
+                if unit.as_deref() != Some(want.as_str()) {
+                    reasons.push(format!(
+                        "the boot unit {UNIT_PATH} is {}",
+                        if unit.is_none() {
+                            "missing"
+                        } else {
+                            "out of date"
+                        }
+                    ));
+                } else if !enabled {
+                    reasons.push(format!(
+                        "the boot unit {} is not enabled",
+                        unit_instance(&self.table)
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+
+    /// The operation of a change: [`Self::script`] with the ruleset on stdin, confirmed
+    /// through a new connection within the window (see [`Confirm`]).
+    fn op(&self) -> Op {
+        Op {
+            script: self.script(),
+            stdin: Arc::new(self.ruleset.clone().into_bytes()),
+            stdin_from: None,
+            show_output: false,
+            stdout_to: None,
+            confirm: Some(Confirm {
+                table: self.table.clone(),
+                window: std::time::Duration::from_secs(self.confirm_secs),
+            }),
+        }
     }
 
     /// `open 22, 80, 443; 8000 from 2 sources`, for display.
@@ -565,6 +568,7 @@ impl super::DesiredState for Desired {
 
 #[cfg(test)]
 mod tests {
+    use super::peers::minimal;
 
     #[test]
     fn minimal_ruleset_keeps_only_ssh_open() {

@@ -1,7 +1,7 @@
 //! The `peers` argument of a `firewall` step: the addresses and networks ([`Net`]) its `from`
 //! items name, an inventory host or group resolved through the template context.
 
-use super::StepError;
+use super::{PeerArgs, StepError};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 
@@ -109,11 +109,7 @@ fn host_net(ctx: &Map<String, Value>, name: &str, port: u16) -> Result<Net, Step
 }
 
 /// Resolves one `from` item: an IP address/CIDR, an inventory host or an inventory group.
-pub(super) fn resolve(
-    ctx: &Map<String, Value>,
-    item: &str,
-    port: u16,
-) -> Result<Vec<Net>, StepError> {
+fn resolve(ctx: &Map<String, Value>, item: &str, port: u16) -> Result<Vec<Net>, StepError> {
     let item = item.trim();
     if let Some(n) = Net::parse(item) {
         return Ok(vec![n]);
@@ -141,4 +137,53 @@ pub(super) fn minimal(mut nets: Vec<Net>) -> Vec<Net> {
     let all = nets.clone();
     nets.retain(|n| !all.iter().any(|o| o != n && o.contains(n)));
     nets
+}
+
+/// The rules of the `peers` argument (`args`): each port's sources resolved and merged (several
+/// entries for one port make one rule), without a port in `ports`, open to everyone anyway.
+pub(super) fn peers(
+    ctx: &Map<String, Value>,
+    args: &[PeerArgs],
+    ports: &[u16],
+) -> Result<Vec<Peer>, StepError> {
+    let mut peers: Vec<Peer> = vec![];
+    for p in args {
+        if p.from.is_empty() {
+            return Err(StepError::arg(format!(
+                "`peers` (port {}): `from` is empty",
+                p.port
+            )));
+        }
+        let mut nets = vec![];
+        for item in &p.from {
+            nets.extend(resolve(ctx, item, p.port)?);
+        }
+        // Several entries for one port are merged.
+        let peer = match peers.iter_mut().find(|q| q.port == p.port) {
+            Some(q) => q,
+            None => {
+                peers.push(Peer {
+                    port: p.port,
+                    v4: vec![],
+                    v6: vec![],
+                });
+                peers.last_mut().unwrap()
+            }
+        };
+        for n in nets {
+            if n.addr.is_ipv4() {
+                peer.v4.push(n);
+            } else {
+                peer.v6.push(n);
+            }
+        }
+    }
+    for p in &mut peers {
+        p.v4 = minimal(std::mem::take(&mut p.v4));
+        p.v6 = minimal(std::mem::take(&mut p.v6));
+    }
+    // Ports open to everyone need no peer rule.
+    peers.retain(|p| !ports.contains(&p.port));
+    peers.sort_by_key(|p| p.port);
+    Ok(peers)
 }
