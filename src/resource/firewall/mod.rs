@@ -788,6 +788,16 @@ table inet claw_provision {
                 22,
                 "`from` is empty",
             ),
+            (
+                "confirm_timeout = \"5x\"",
+                22,
+                "`confirm_timeout = \"5x\"`: expected a duration such as \"90s\", \"3m\" or \"1h\" (at most 24h)",
+            ),
+            (
+                "confirm_timeout = \"5s\"",
+                22,
+                "`confirm_timeout` must be between 10s and 1h",
+            ),
         ];
         for (a, port, want) in cases {
             let e = desired(a, *port).unwrap_err().to_string();
