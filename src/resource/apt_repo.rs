@@ -84,19 +84,23 @@ fn read_key(files_dir: &Path, rel: &str) -> Result<Vec<u8>, StepError> {
     Ok(data)
 }
 
-pub fn desired(a: Args, files_dir: &Path) -> Result<Desired, StepError> {
-    if a.repo.is_empty()
-        || a.repo.len() > 64
-        || !a
-            .repo
+/// Checks the `repo` argument: the name of the repository's files.
+fn check_repo(repo: &str) -> Result<(), StepError> {
+    if repo.is_empty()
+        || repo.len() > 64
+        || !repo
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(StepError::arg(format!(
-            "`repo = \"{}\"`: the repository's file name, letters, digits, `-` and `_`",
-            a.repo
+            "`repo = \"{repo}\"`: the repository's file name, letters, digits, `-` and `_`"
         )));
     }
+    Ok(())
+}
+
+pub fn desired(a: Args, files_dir: &Path) -> Result<Desired, StepError> {
+    check_repo(&a.repo)?;
     let key_path = format!("{KEYRINGS}/{}.asc", a.repo);
     let sources_path = format!("{SOURCES}/{}.sources", a.repo);
     if a.state == State::Absent {

@@ -347,16 +347,10 @@ impl Desired {
         let cert_shown = cert_file.display().to_string();
         let key_shown = key_file.display().to_string();
         let leaf = parse_chain(&cert_pem, &cert_shown)?;
-        let cert_key = cert_public(&leaf).map_err(|e| StepError::Unusable {
-            what: "certificate",
-            file: cert_shown.clone(),
-            source: Box::new(e),
-        })?;
-        let key = key_public(&key_pem).map_err(|e| StepError::Unusable {
-            what: "private key",
-            file: key_shown.clone(),
-            source: Box::new(e),
-        })?;
+        let cert_key =
+            cert_public(&leaf).map_err(|e| StepError::unusable("certificate", &cert_shown, e))?;
+        let key =
+            key_public(&key_pem).map_err(|e| StepError::unusable("private key", &key_shown, e))?;
         if cert_key != key {
             let kinds = if cert_key.kind() == key.kind() {
                 String::new()

@@ -116,6 +116,15 @@ impl StepError {
         StepError::Input { why: why.into() }
     }
 
+    /// [`StepError::Unusable`]: `e` says why the `what` in the local file `file` cannot be used.
+    pub(crate) fn unusable(what: &'static str, file: &str, e: StepError) -> Self {
+        StepError::Unusable {
+            what,
+            file: file.to_string(),
+            source: Box::new(e),
+        }
+    }
+
     /// [`StepError::Local`].
     pub(crate) fn local(why: impl Into<String>) -> Self {
         StepError::Local { why: why.into() }
