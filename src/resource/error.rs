@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Why a step cannot proceed: its arguments, its local inputs, its template, or what is on the
-/// host. Displayed as the message the step's failure shows.
+/// host. Displayed as the message the step's failure shows. `Clone` (the io errors behind an
+/// `Arc`): a run keeps the error of a local image it could not read for every host's step.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StepError {
     /// The arguments do not have the kind's shape (an unknown key, a wrong type, a missing key):
