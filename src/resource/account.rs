@@ -3,6 +3,7 @@
 //! Only what is declared is managed: an unset `uid`, `home`, `shell` or `groups` is not compared.
 //! `groups` is the exact list of supplementary groups. Removing a user keeps its home directory.
 
+use super::StepError;
 use super::{State, check_account, check_path};
 use crate::fact::{GroupState, UserState};
 use crate::plan::{Action, Change};
@@ -63,10 +64,10 @@ pub struct Group {
 }
 
 impl User {
-    pub fn from_args(a: UserArgs) -> Result<Self, String> {
+    pub fn from_args(a: UserArgs) -> Result<Self, StepError> {
         check_account("name", &a.name)?;
         if a.name == "root" && a.state == State::Absent {
-            return Err("refusing to remove the `root` account".into());
+            return Err(StepError::arg("refusing to remove the `root` account"));
         }
         if let Some(g) = &a.group {
             check_account("group", g)?;
@@ -81,7 +82,7 @@ impl User {
         }
         for (what, p) in [("home", &a.home), ("shell", &a.shell)] {
             if let Some(p) = p {
-                check_path(p).map_err(|e| format!("`{what}`: {e}"))?;
+                check_path(p).map_err(|e| StepError::in_arg(what, e))?;
             }
         }
         Ok(Self {
@@ -96,7 +97,7 @@ impl User {
         })
     }
 
-    pub fn diff(&self, o: &UserState) -> Result<Change, String> {
+    pub fn diff(&self, o: &UserState) -> Result<Change, StepError> {
         let n = quote(&self.name);
         match (self.state, o) {
             (State::Present, UserState::Absent) => Ok(self.create_change(&n)),
@@ -219,10 +220,10 @@ impl User {
 }
 
 impl Group {
-    pub fn from_args(a: GroupArgs) -> Result<Self, String> {
+    pub fn from_args(a: GroupArgs) -> Result<Self, StepError> {
         check_account("name", &a.name)?;
         if a.name == "root" && a.state == State::Absent {
-            return Err("refusing to remove the `root` group".into());
+            return Err(StepError::arg("refusing to remove the `root` group"));
         }
         Ok(Self {
             name: a.name,
@@ -232,7 +233,7 @@ impl Group {
         })
     }
 
-    pub fn diff(&self, o: &GroupState) -> Result<Change, String> {
+    pub fn diff(&self, o: &GroupState) -> Result<Change, StepError> {
         let n = quote(&self.name);
         match (self.state, o) {
             (State::Present, GroupState::Absent) => {
@@ -297,7 +298,7 @@ impl super::StepKind for UserKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::User(User::from_args(super::args(args)?)?))
     }
 
@@ -333,7 +334,7 @@ impl super::StepKind for GroupKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Group(Group::from_args(super::args(args)?)?))
     }
 
@@ -358,7 +359,10 @@ impl super::DesiredState for User {
         vec![p.add(crate::fact::Request::User(self.name.clone()))]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [crate::fact::Observed::User(o)] => Some(self.diff(o)),
             _ => None,
@@ -372,7 +376,10 @@ impl super::DesiredState for Group {
         vec![p.add(crate::fact::Request::Group(self.name.clone()))]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [crate::fact::Observed::Group(o)] => Some(self.diff(o)),
             _ => None,

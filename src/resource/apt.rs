@@ -14,6 +14,7 @@
 //! stay installed after its removal (no autoremove).
 
 use super::State;
+use super::StepError;
 use crate::duration::Secs;
 use crate::fact::{DpkgState, PkgState};
 use crate::plan::{Action, Change};
@@ -52,7 +53,7 @@ pub struct Desired {
 }
 
 /// Checks a package name: Debian's `[a-z0-9][a-z0-9+.-]+`, optionally `:ARCH`.
-pub fn check_package(p: &str) -> Result<(), String> {
+pub fn check_package(p: &str) -> Result<(), StepError> {
     let (name, arch) = match p.split_once(':') {
         Some((n, a)) => (n, Some(a)),
         None => (p, None),
@@ -78,9 +79,9 @@ pub fn check_package(p: &str) -> Result<(), String> {
     } else {
         ""
     };
-    Err(format!(
+    Err(StepError::arg(format!(
         "`packages`: `{p}` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`, optionally `:ARCH`){hint}"
-    ))
+    )))
 }
 
 /// `300s` -> `5m`, for messages.
@@ -94,9 +95,11 @@ fn fmt_duration(d: Duration) -> String {
 }
 
 impl Desired {
-    pub fn from_args(a: Args) -> Result<Self, String> {
+    pub fn from_args(a: Args) -> Result<Self, StepError> {
         if a.packages.is_empty() {
-            return Err("`packages` is empty: list at least one package".into());
+            return Err(StepError::arg(
+                "`packages` is empty: list at least one package",
+            ));
         }
         let mut packages: Vec<String> = vec![];
         // An entry may name several packages separated by spaces: a list from a variable comes
@@ -108,13 +111,17 @@ impl Desired {
             }
         }
         if packages.is_empty() {
-            return Err("`packages` is empty: list at least one package".into());
+            return Err(StepError::arg(
+                "`packages` is empty: list at least one package",
+            ));
         }
         if a.purge && a.state == State::Present {
-            return Err("`purge` goes with `state = \"absent\"`".into());
+            return Err(StepError::arg("`purge` goes with `state = \"absent\"`"));
         }
         if a.install_recommends.is_some() && a.state == State::Absent {
-            return Err("`install_recommends` goes with `state = \"present\"`".into());
+            return Err(StepError::arg(
+                "`install_recommends` goes with `state = \"present\"`",
+            ));
         }
         Ok(Self {
             packages,
@@ -236,12 +243,11 @@ set -- $(claw_state {want} "$@")
         s
     }
 
-    pub fn diff(&self, o: &DpkgState) -> Result<Change, String> {
+    pub fn diff(&self, o: &DpkgState) -> Result<Change, StepError> {
         let DpkgState::Packages(pkgs) = o else {
-            return Err(
-                "dpkg-query not found: the `apt` kind needs a Debian-based host (Debian, Ubuntu, ...)"
-                    .into(),
-            );
+            return Err(StepError::host(
+                "dpkg-query not found: the `apt` kind needs a Debian-based host (Debian, Ubuntu, ...)",
+            ));
         };
         let broken: Vec<String> = pkgs
             .iter()
@@ -251,10 +257,10 @@ set -- $(claw_state {want} "$@")
             })
             .collect();
         if !broken.is_empty() {
-            return Err(format!(
+            return Err(StepError::host(format!(
                 "{}: an earlier dpkg run was interrupted; repair it on the host first (`dpkg --configure -a`, or `apt-get install --reinstall` the package)",
                 broken.join(", ")
-            ));
+            )));
         }
         let target = self.target();
         match self.state {
@@ -335,7 +341,7 @@ impl super::StepKind for AptKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Apt(Desired::from_args(super::args(args)?)?))
     }
 
@@ -351,7 +357,10 @@ impl super::DesiredState for Desired {
         vec![p.add(crate::fact::Request::Packages(self.packages.clone()))]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [crate::fact::Observed::Dpkg(o)] => Some(self.diff(o)),
             _ => None,
@@ -390,6 +399,7 @@ mod tests {
                 lock_timeout: None,
             })
             .unwrap_err()
+            .to_string()
         };
         assert!(e(&[" "]).contains("is empty"));
         assert!(e(&["git $(id)"]).contains("`$(id)` is not a Debian package name"));
@@ -505,12 +515,13 @@ mod tests {
                     what: "half-configured".into(),
                 },
             )]))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("git is half-configured") && e.contains("dpkg --configure -a"),
             "{e}"
         );
-        let e = d.diff(&DpkgState::NoDpkg).unwrap_err();
+        let e = d.diff(&DpkgState::NoDpkg).unwrap_err().to_string();
         assert!(e.contains("Debian-based"), "{e}");
     }
 
@@ -601,7 +612,7 @@ mod tests {
                 "`install_recommends` goes with",
             ),
         ] {
-            let e = Desired::from_args(a).unwrap_err();
+            let e = Desired::from_args(a).unwrap_err().to_string();
             assert!(e.contains(says), "{e}");
         }
         let d = Desired::from_args(args(

@@ -7,6 +7,7 @@
 //! first, so it sees the repository. Packages already installed are not re-installed from a new
 //! repository.
 
+use super::StepError;
 use super::{State, file};
 use crate::plan::{Action, Change, Op};
 use serde::Deserialize;
@@ -44,55 +45,62 @@ pub struct Desired {
 pub const KEYRINGS: &str = "/etc/apt/keyrings";
 pub const SOURCES: &str = "/etc/apt/sources.list.d";
 
-fn word(what: &str, v: &str) -> Result<(), String> {
+fn word(what: &str, v: &str) -> Result<(), StepError> {
     if v.is_empty()
         || v.chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '#')
     {
-        return Err(format!(
+        return Err(StepError::arg(format!(
             "`{what} = \"{v}\"` must be one non-empty word (no spaces, no `#`)"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// Reads and checks the key file.
-fn read_key(files_dir: &Path, rel: &str) -> Result<Vec<u8>, String> {
+fn read_key(files_dir: &Path, rel: &str) -> Result<Vec<u8>, StepError> {
     let p = files_dir.join(rel);
-    let data =
-        std::fs::read(&p).map_err(|e| format!("cannot read `key` file {}: {e}", p.display()))?;
+    let data = std::fs::read(&p).map_err(|e| StepError::ReadArgFile {
+        arg: "key",
+        path: p.clone(),
+        source: e.into(),
+    })?;
     let text = String::from_utf8_lossy(&data);
     if text.contains("PRIVATE KEY") {
-        return Err(format!(
+        return Err(StepError::input(format!(
             "`key` file {} holds a private key: give the repository's PUBLIC key",
             p.display()
-        ));
+        )));
     }
     let begin = text
         .trim_start()
         .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----");
     if !begin || !text.contains("-----END PGP PUBLIC KEY BLOCK-----") {
-        return Err(format!(
+        return Err(StepError::input(format!(
             "`key` file {} is not an ASCII-armored OpenPGP public key (`-----BEGIN PGP PUBLIC KEY BLOCK-----`); convert a binary key with `gpg --enarmor` or export it with `gpg --armor --export`",
             p.display()
-        ));
+        )));
     }
     Ok(data)
 }
 
-pub fn desired(a: Args, files_dir: &Path) -> Result<Desired, String> {
-    if a.repo.is_empty()
-        || a.repo.len() > 64
-        || !a
-            .repo
+/// Checks the `repo` argument: the name of the repository's files.
+fn check_repo(repo: &str) -> Result<(), StepError> {
+    if repo.is_empty()
+        || repo.len() > 64
+        || !repo
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(format!(
-            "`repo = \"{}\"`: the repository's file name, letters, digits, `-` and `_`",
-            a.repo
-        ));
+        return Err(StepError::arg(format!(
+            "`repo = \"{repo}\"`: the repository's file name, letters, digits, `-` and `_`"
+        )));
     }
+    Ok(())
+}
+
+pub fn desired(a: Args, files_dir: &Path) -> Result<Desired, StepError> {
+    check_repo(&a.repo)?;
     let key_path = format!("{KEYRINGS}/{}.asc", a.repo);
     let sources_path = format!("{SOURCES}/{}.sources", a.repo);
     if a.state == State::Absent {
@@ -102,7 +110,7 @@ pub fn desired(a: Args, files_dir: &Path) -> Result<Desired, String> {
             || a.architectures.is_some()
             || a.key.is_some()
         {
-            return Err("`state = \"absent\"` takes only `repo`".into());
+            return Err(StepError::arg("`state = \"absent\"` takes only `repo`"));
         }
         return Ok(Desired {
             repo: a.repo,
@@ -112,24 +120,30 @@ pub fn desired(a: Args, files_dir: &Path) -> Result<Desired, String> {
         });
     }
     let (Some(url), Some(suite), Some(key)) = (a.url, a.suite, a.key) else {
-        return Err("an apt repository needs `url`, `suite` and `key`".into());
+        return Err(StepError::arg(
+            "an apt repository needs `url`, `suite` and `key`",
+        ));
     };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(format!(
+        return Err(StepError::arg(format!(
             "`url = \"{url}\"` must start with http:// or https://"
-        ));
+        )));
     }
     word("url", &url)?;
     word("suite", &suite)?;
     let flat = suite.ends_with('/');
     let components = match (a.components, flat) {
         (Some(c), true) if !c.is_empty() => {
-            return Err("a flat repository (`suite` ending in `/`) takes no `components`".into());
+            return Err(StepError::arg(
+                "a flat repository (`suite` ending in `/`) takes no `components`",
+            ));
         }
         (_, true) => vec![],
         (None, false) => vec!["main".to_string()],
         (Some(c), false) if c.is_empty() => {
-            return Err("`components` is empty: list at least one (e.g. [\"main\"])".into());
+            return Err(StepError::arg(
+                "`components` is empty: list at least one (e.g. [\"main\"])",
+            ));
         }
         (Some(c), false) => c,
     };
@@ -169,7 +183,7 @@ impl Desired {
     }
 
     /// One change for both files: observed states in the order of [`Self::files`].
-    pub fn diff(&self, observed: [&crate::fact::PathState; 2]) -> Result<Change, String> {
+    pub fn diff(&self, observed: [&crate::fact::PathState; 2]) -> Result<Change, StepError> {
         self.diff_with(observed, [&[], &[]])
     }
 
@@ -179,7 +193,7 @@ impl Desired {
         &self,
         observed: [&crate::fact::PathState; 2],
         leftovers: [&[String]; 2],
-    ) -> Result<Change, String> {
+    ) -> Result<Change, StepError> {
         let target = self.repo.clone();
         let files = self.files();
         let mut parts = vec![];
@@ -275,7 +289,7 @@ impl super::StepKind for AptRepoKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         src: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::AptRepo(desired(
             super::args(args)?,
             src.files_dir,
@@ -308,7 +322,10 @@ impl super::DesiredState for Desired {
         ids
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [
                 crate::fact::Observed::Path(a),
@@ -471,7 +488,7 @@ mod tests {
         let with = |f: &dyn Fn(&mut Args)| {
             let mut a = args(dir.path());
             f(&mut a);
-            desired(a, dir.path()).unwrap_err()
+            desired(a, dir.path()).unwrap_err().to_string()
         };
         assert!(with(&|a| a.repo = "../x".into()).contains("file name"));
         assert!(with(&|a| a.url = Some("ftp://x".into())).contains("http://"));
@@ -500,6 +517,7 @@ mod tests {
         assert!(
             desired(a, dir.path())
                 .unwrap_err()
+                .to_string()
                 .contains("takes only `repo`")
         );
     }

@@ -9,6 +9,7 @@
 //!
 //! [`ContentChange`]: crate::plan::ContentChange
 
+use super::StepError;
 use super::{check_path, file};
 use crate::fact::PathState;
 use crate::plan::{Action, Change};
@@ -79,26 +80,27 @@ impl PublicKey {
 }
 
 /// The PEM blocks of a text: (label, DER). Text outside blocks is ignored (as OpenSSL does).
-fn pem_blocks(text: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+fn pem_blocks(text: &str) -> Result<Vec<(String, Vec<u8>)>, StepError> {
     let mut out = vec![];
     let mut rest = text;
     while let Some(start) = rest.find("-----BEGIN ") {
         let block = &rest[start..];
         let label_end = block["-----BEGIN ".len()..]
             .find("-----")
-            .ok_or("a PEM header is not terminated")?;
+            .ok_or_else(|| StepError::input("a PEM header is not terminated"))?;
         let label = &block["-----BEGIN ".len().."-----BEGIN ".len() + label_end];
         let footer = format!("-----END {label}-----");
         let end = block
             .find(&footer)
-            .ok_or_else(|| format!("a `{label}` PEM block has no END line"))?
+            .ok_or_else(|| StepError::input(format!("a `{label}` PEM block has no END line")))?
             + footer.len();
         if block[..end].contains("Proc-Type:") {
             // Legacy OpenSSL encryption headers (`Proc-Type: 4,ENCRYPTED`).
             out.push((format!("ENCRYPTED {label}"), vec![]));
         } else {
-            let (l, der) = pem_rfc7468::decode_vec(&block.as_bytes()[..end])
-                .map_err(|e| format!("a `{label}` PEM block is malformed ({e})"))?;
+            let (l, der) = pem_rfc7468::decode_vec(&block.as_bytes()[..end]).map_err(|e| {
+                StepError::input(format!("a `{label}` PEM block is malformed ({e})"))
+            })?;
             out.push((l.to_string(), der));
         }
         rest = &block[end..];
@@ -106,31 +108,42 @@ fn pem_blocks(text: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
     Ok(out)
 }
 
-fn read_local(what: &str, rel: &str, dir: &Path) -> Result<(std::path::PathBuf, Vec<u8>), String> {
+fn read_local(
+    what: &'static str,
+    rel: &str,
+    dir: &Path,
+) -> Result<(std::path::PathBuf, Vec<u8>), StepError> {
     let p = dir.join(rel);
-    let data =
-        std::fs::read(&p).map_err(|e| format!("cannot read `{what}` file {}: {e}", p.display()))?;
+    let data = std::fs::read(&p).map_err(|e| StepError::ReadArgFile {
+        arg: what,
+        path: p.clone(),
+        source: e.into(),
+    })?;
     Ok((p, data))
 }
 
 /// The leaf certificate of a PEM chain (the first block); every block must be a certificate.
-fn parse_chain(text: &[u8], shown: &str) -> Result<x509_cert::Certificate, String> {
-    let not_cert =
-        || format!("{shown} is not a PEM certificate (no `-----BEGIN CERTIFICATE-----` block)");
+fn parse_chain(text: &[u8], shown: &str) -> Result<x509_cert::Certificate, StepError> {
+    let not_cert = || {
+        StepError::input(format!(
+            "{shown} is not a PEM certificate (no `-----BEGIN CERTIFICATE-----` block)"
+        ))
+    };
     let text = std::str::from_utf8(text).map_err(|_| not_cert())?;
-    let blocks = pem_blocks(text).map_err(|e| format!("{shown}: {e}"))?;
+    let blocks = pem_blocks(text).map_err(|e| StepError::input(format!("{shown}: {e}")))?;
     if blocks.is_empty() {
         return Err(not_cert());
     }
     let mut leaf = None;
     for (label, der) in blocks {
         if label != "CERTIFICATE" {
-            return Err(format!(
+            return Err(StepError::input(format!(
                 "{shown} holds a `{label}` PEM block; `cert` must hold certificates only (the key goes in `key`)"
-            ));
+            )));
         }
-        let c = x509_cert::Certificate::from_der(&der)
-            .map_err(|e| format!("{shown}: a certificate cannot be parsed ({e})"))?;
+        let c = x509_cert::Certificate::from_der(&der).map_err(|e| {
+            StepError::input(format!("{shown}: a certificate cannot be parsed ({e})"))
+        })?;
         leaf.get_or_insert(c);
     }
     leaf.ok_or_else(not_cert)
@@ -140,8 +153,8 @@ fn named_curve(params: Option<&der::asn1::AnyRef<'_>>) -> Option<ObjectIdentifie
     params.and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
 }
 
-fn ec_public(curve: Option<ObjectIdentifier>, secret: &[u8]) -> Result<PublicKey, String> {
-    let bad = || "the EC private key is invalid".to_string();
+fn ec_public(curve: Option<ObjectIdentifier>, secret: &[u8]) -> Result<PublicKey, StepError> {
+    let bad = || StepError::input("the EC private key is invalid");
     match curve {
         Some(c) if c == OID_P256 => Ok(PublicKey::P256(
             p256::SecretKey::from_slice(secret)
@@ -153,16 +166,18 @@ fn ec_public(curve: Option<ObjectIdentifier>, secret: &[u8]) -> Result<PublicKey
                 .map_err(|_| bad())?
                 .public_key(),
         )),
-        Some(c) => Err(format!(
+        Some(c) => Err(StepError::input(format!(
             "EC curve {c} is not supported (P-256 and P-384 are)"
+        ))),
+        None => Err(StepError::input(
+            "the EC private key does not name its curve",
         )),
-        None => Err("the EC private key does not name its curve".into()),
     }
 }
 
-fn sec1_public(der: &[u8], curve: Option<ObjectIdentifier>) -> Result<PublicKey, String> {
+fn sec1_public(der: &[u8], curve: Option<ObjectIdentifier>) -> Result<PublicKey, StepError> {
     let k = sec1::EcPrivateKey::from_der(der)
-        .map_err(|_| "the EC private key cannot be parsed".to_string())?;
+        .map_err(|_| StepError::input("the EC private key cannot be parsed"))?;
     let curve = k
         .parameters
         .and_then(sec1::EcParameters::named_curve)
@@ -170,9 +185,9 @@ fn sec1_public(der: &[u8], curve: Option<ObjectIdentifier>) -> Result<PublicKey,
     ec_public(curve, k.private_key)
 }
 
-fn rsa_public(der: &[u8]) -> Result<PublicKey, String> {
+fn rsa_public(der: &[u8]) -> Result<PublicKey, StepError> {
     let k = pkcs1::RsaPrivateKey::from_der(der)
-        .map_err(|_| "the RSA private key cannot be parsed".to_string())?;
+        .map_err(|_| StepError::input("the RSA private key cannot be parsed"))?;
     Ok(PublicKey::Rsa {
         n: k.modulus.as_bytes().to_vec(),
         e: k.public_exponent.as_bytes().to_vec(),
@@ -180,12 +195,12 @@ fn rsa_public(der: &[u8]) -> Result<PublicKey, String> {
 }
 
 /// The public key of a PEM private key. Errors never quote the key.
-fn key_public(text: &[u8]) -> Result<PublicKey, String> {
+fn key_public(text: &[u8]) -> Result<PublicKey, StepError> {
     let not_key = || {
         "it is not a PEM private key (PKCS#8 `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`)"
             .to_string()
     };
-    let text = std::str::from_utf8(text).map_err(|_| not_key())?;
+    let text = std::str::from_utf8(text).map_err(|_| StepError::input(not_key()))?;
     let blocks = pem_blocks(text)?;
     // `openssl ecparam -genkey` writes an `EC PARAMETERS` block before the key.
     let keys: Vec<&(String, Vec<u8>)> = blocks
@@ -193,21 +208,21 @@ fn key_public(text: &[u8]) -> Result<PublicKey, String> {
         .filter(|(l, _)| l.ends_with("PRIVATE KEY"))
         .collect();
     let [(label, der)] = keys.as_slice() else {
-        return Err(match (keys.len(), blocks.first()) {
+        return Err(StepError::input(match (keys.len(), blocks.first()) {
             (0, None) => not_key(),
             (0, Some((l, _))) => format!("it holds a `{l}` PEM block, not a private key"),
             _ => "it holds several private keys; give one".into(),
-        });
+        }));
     };
     match label.as_str() {
-        l if l.contains("ENCRYPTED") => Err(
-            "the key is encrypted (passphrase-protected), which is not supported: give it unencrypted (e.g. `openssl pkey -in enc.pem -out key.pem`) and keep the file out of version control".into(),
-        ),
+        l if l.contains("ENCRYPTED") => Err(StepError::input(
+            "the key is encrypted (passphrase-protected), which is not supported: give it unencrypted (e.g. `openssl pkey -in enc.pem -out key.pem`) and keep the file out of version control",
+        )),
         "RSA PRIVATE KEY" => rsa_public(der),
         "EC PRIVATE KEY" => sec1_public(der, None),
         "PRIVATE KEY" => {
             let k = pkcs8::PrivateKeyInfoRef::from_der(der)
-                .map_err(|_| "the PKCS#8 private key cannot be parsed".to_string())?;
+                .map_err(|_| StepError::input("the PKCS#8 private key cannot be parsed"))?;
             let inner = k.private_key.as_bytes();
             match k.algorithm.oid {
                 o if o == OID_RSA => rsa_public(inner),
@@ -218,26 +233,30 @@ fn key_public(text: &[u8]) -> Result<PublicKey, String> {
                     let seed = <&OctetStringRef>::from_der(inner)
                         .ok()
                         .and_then(|s| <[u8; 32]>::try_from(s.as_bytes()).ok())
-                        .ok_or("the Ed25519 private key cannot be parsed")?;
+                        .ok_or_else(|| {
+                            StepError::input("the Ed25519 private key cannot be parsed")
+                        })?;
                     let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
                     Ok(PublicKey::Ed25519(sk.verifying_key().to_bytes()))
                 }
-                o => Err(format!(
+                o => Err(StepError::input(format!(
                     "private keys of algorithm {o} are not supported (RSA, EC P-256/P-384 and Ed25519 are)"
-                )),
+                ))),
             }
         }
-        l => Err(format!("it holds a `{l}` PEM block, not a private key")),
+        l => Err(StepError::input(format!(
+            "it holds a `{l}` PEM block, not a private key"
+        ))),
     }
 }
 
 /// The public key of a certificate.
-fn cert_public(c: &x509_cert::Certificate) -> Result<PublicKey, String> {
+fn cert_public(c: &x509_cert::Certificate) -> Result<PublicKey, StepError> {
     let spki = c.tbs_certificate().subject_public_key_info();
     let bits = spki
         .subject_public_key
         .as_bytes()
-        .ok_or("its public key is not a whole number of bytes")?;
+        .ok_or_else(|| StepError::input("its public key is not a whole number of bytes"))?;
     let params = spki
         .algorithm
         .parameters
@@ -246,7 +265,7 @@ fn cert_public(c: &x509_cert::Certificate) -> Result<PublicKey, String> {
     match spki.algorithm.oid {
         o if o == OID_RSA => {
             let k = pkcs1::RsaPublicKey::from_der(bits)
-                .map_err(|_| "its RSA public key cannot be parsed".to_string())?;
+                .map_err(|_| StepError::input("its RSA public key cannot be parsed"))?;
             Ok(PublicKey::Rsa {
                 n: k.modulus.as_bytes().to_vec(),
                 e: k.public_exponent.as_bytes().to_vec(),
@@ -255,21 +274,21 @@ fn cert_public(c: &x509_cert::Certificate) -> Result<PublicKey, String> {
         o if o == OID_EC => match named_curve(params.as_ref()) {
             Some(c) if c == OID_P256 => p256::PublicKey::from_sec1_bytes(bits)
                 .map(PublicKey::P256)
-                .map_err(|_| "its EC public key cannot be parsed".into()),
+                .map_err(|_| StepError::input("its EC public key cannot be parsed")),
             Some(c) if c == OID_P384 => p384::PublicKey::from_sec1_bytes(bits)
                 .map(PublicKey::P384)
-                .map_err(|_| "its EC public key cannot be parsed".into()),
-            c => Err(format!(
+                .map_err(|_| StepError::input("its EC public key cannot be parsed")),
+            c => Err(StepError::input(format!(
                 "its EC curve {} is not supported (P-256 and P-384 are)",
                 c.map_or("(unnamed)".to_string(), |c| c.to_string())
-            )),
+            ))),
         },
         o if o == OID_ED25519 => <[u8; 32]>::try_from(bits)
             .map(PublicKey::Ed25519)
-            .map_err(|_| "its Ed25519 public key cannot be parsed".into()),
-        o => Err(format!(
+            .map_err(|_| StepError::input("its Ed25519 public key cannot be parsed")),
+        o => Err(StepError::input(format!(
             "its public key algorithm {o} is not supported (RSA, EC P-256/P-384 and Ed25519 are)"
-        )),
+        ))),
     }
 }
 
@@ -280,12 +299,12 @@ fn expiry(
     date: &str,
     now: Duration,
     warn_days: u32,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, StepError> {
     let Some(left) = not_after.checked_sub(now).filter(|l| !l.is_zero()) else {
         // Deploying it would break every TLS client: nothing good can come of this plan.
-        return Err(format!(
+        return Err(StepError::input(format!(
             "the certificate in {shown} expired on {date}; renew it before deploying"
-        ));
+        )));
     };
     let days = left.as_secs() / 86_400;
     if left < Duration::from_secs(u64::from(warn_days) * 86_400) {
@@ -302,11 +321,11 @@ fn expiry(
 }
 
 impl Desired {
-    pub fn from_args(a: Args, files_dir: &Path) -> Result<Self, String> {
+    pub fn from_args(a: Args, files_dir: &Path) -> Result<Self, StepError> {
         Self::at(a, files_dir, SystemTime::now())
     }
 
-    fn at(a: Args, files_dir: &Path, now: SystemTime) -> Result<Self, String> {
+    fn at(a: Args, files_dir: &Path, now: SystemTime) -> Result<Self, StepError> {
         let (cert_path, key_path) = match (a.dir, a.cert_path, a.key_path) {
             (Some(d), None, None) => {
                 check_path(&d)?;
@@ -315,33 +334,32 @@ impl Desired {
             }
             (None, Some(c), Some(k)) => (c, k),
             _ => {
-                return Err(
-                    "give either `dir` (for fullchain.pem and privkey.pem) or both `cert_path` and `key_path`"
-                        .into(),
-                );
+                return Err(StepError::arg(
+                    "give either `dir` (for fullchain.pem and privkey.pem) or both `cert_path` and `key_path`",
+                ));
             }
         };
         if cert_path == key_path {
-            return Err("`cert_path` and `key_path` must differ".into());
+            return Err(StepError::arg("`cert_path` and `key_path` must differ"));
         }
         let (cert_file, cert_pem) = read_local("cert", &a.cert, files_dir)?;
         let (key_file, key_pem) = read_local("key", &a.key, files_dir)?;
         let cert_shown = cert_file.display().to_string();
         let key_shown = key_file.display().to_string();
         let leaf = parse_chain(&cert_pem, &cert_shown)?;
-        let cert_key = cert_public(&leaf)
-            .map_err(|e| format!("the certificate in {cert_shown} cannot be used: {e}"))?;
-        let key = key_public(&key_pem)
-            .map_err(|e| format!("the private key in {key_shown} cannot be used: {e}"))?;
+        let cert_key =
+            cert_public(&leaf).map_err(|e| StepError::unusable("certificate", &cert_shown, e))?;
+        let key =
+            key_public(&key_pem).map_err(|e| StepError::unusable("private key", &key_shown, e))?;
         if cert_key != key {
             let kinds = if cert_key.kind() == key.kind() {
                 String::new()
             } else {
                 format!(" (a {} certificate, a {} key)", cert_key.kind(), key.kind())
             };
-            return Err(format!(
+            return Err(StepError::input(format!(
                 "the certificate in {cert_shown} does not match the private key in {key_shown}{kinds}"
-            ));
+            )));
         }
         let validity = leaf.tbs_certificate().validity();
         let date = validity.not_after.to_date_time().to_string();
@@ -364,7 +382,9 @@ impl Desired {
                 file::FileArgs {
                     path,
                     src: None,
-                    content: Some(String::from_utf8(content).map_err(|_| "not text")?),
+                    content: Some(
+                        String::from_utf8(content).map_err(|_| StepError::input("not text"))?,
+                    ),
                     mode: Some(format!("{mode:04o}")),
                     owner: a.owner.clone(),
                     group: a.group.clone(),
@@ -384,7 +404,7 @@ impl Desired {
     }
 
     /// Compares with the observed certificate and key files.
-    pub fn diff(&self, cert: &PathState, key: &PathState) -> Result<Change, String> {
+    pub fn diff(&self, cert: &PathState, key: &PathState) -> Result<Change, StepError> {
         self.diff_with(cert, key, [&[], &[]])
     }
 
@@ -395,7 +415,7 @@ impl Desired {
         cert: &PathState,
         key: &PathState,
         leftovers: [&[String]; 2],
-    ) -> Result<Change, String> {
+    ) -> Result<Change, StepError> {
         let c = self.cert.diff_with(cert, leftovers[0])?;
         // Both in one directory: the certificate's change removes them.
         let lk = if self.key.parent() == self.cert.parent() {
@@ -434,9 +454,9 @@ impl Desired {
                 // Only the key travels on stdin; the (public) certificate is in the script.
                 let from_stdin = "cat > ./new\n";
                 if !s.contains(from_stdin) {
-                    return Err(
-                        "internal error: unexpected upload script (bug, please report)".into(),
-                    );
+                    return Err(StepError::Internal {
+                        what: "unexpected upload script (bug, please report)",
+                    });
                 }
                 s = s.replace(
                     from_stdin,
@@ -506,7 +526,7 @@ impl super::StepKind for CertKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         src: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Cert(Desired::from_args(
             super::args(args)?,
             src.files_dir,
@@ -531,7 +551,10 @@ impl super::DesiredState for Desired {
         ]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [
                 crate::fact::Observed::Path(cert),
@@ -686,7 +709,7 @@ mod tests {
             std::fs::write(d.join(format!("{name}.pem")), chain).unwrap();
         }
 
-        fn load(&self, cert: &str, key: &str) -> Result<Desired, String> {
+        fn load(&self, cert: &str, key: &str) -> Result<Desired, StepError> {
             Desired::from_args(
                 Args {
                     cert: cert.into(),
@@ -787,7 +810,7 @@ mod tests {
             ("a.pem", "a.csr", "not a private key"),
         ];
         for (cert, key, want) in cases {
-            let e = pki.load(cert, key).unwrap_err();
+            let e = pki.load(cert, key).unwrap_err().to_string();
             assert!(e.contains(want), "{cert} {key}: {e}");
             for k in ["a.key", "b.key", "e.key"] {
                 let body = key_body(&std::fs::read(pki.path(k)).unwrap());
@@ -795,9 +818,9 @@ mod tests {
             }
         }
         std::fs::write(pki.path("junk.pem"), "hello\n").unwrap();
-        let e = pki.load("junk.pem", "a.key").unwrap_err();
+        let e = pki.load("junk.pem", "a.key").unwrap_err().to_string();
         assert!(e.contains("is not a PEM certificate"), "{e}");
-        let e = pki.load("a.pem", "junk.pem").unwrap_err();
+        let e = pki.load("a.pem", "junk.pem").unwrap_err().to_string();
         assert!(e.contains("not a PEM private key"), "{e}");
         // Encrypted keys, PKCS#8 and legacy OpenSSL style.
         openssl(
@@ -828,7 +851,7 @@ mod tests {
             ],
         );
         for k in ["enc8.key", "enc1.key"] {
-            let e = pki.load("a.pem", k).unwrap_err();
+            let e = pki.load("a.pem", k).unwrap_err().to_string();
             assert!(
                 e.contains("encrypted") && e.contains("not supported"),
                 "{k}: {e}"
@@ -848,6 +871,7 @@ mod tests {
         assert!(
             Desired::from_args(a, pki.dir.path())
                 .unwrap_err()
+                .to_string()
                 .contains("either `dir`")
         );
         a = Args {
@@ -883,7 +907,7 @@ mod tests {
                 .contains("less than a day")
         );
         assert_eq!(expiry("c", at(10 * day), "D", now, 5).unwrap(), None);
-        let e = expiry("c", now, "D", now, 30).unwrap_err();
+        let e = expiry("c", now, "D", now, 30).unwrap_err().to_string();
         assert_eq!(
             e,
             "the certificate in c expired on D; renew it before deploying"
@@ -910,7 +934,9 @@ mod tests {
             group: None,
             warn_days: Some(5),
         };
-        let e = Desired::at(a, pki.dir.path(), later).unwrap_err();
+        let e = Desired::at(a, pki.dir.path(), later)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expired on"), "{e}");
     }
 

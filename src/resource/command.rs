@@ -1,6 +1,7 @@
 //! `command`: a shell command made idempotent by its guards. It runs when its `creates` path is
 //! absent and its `unless` check fails; with no guard it runs on every apply (the plan says so).
 
+use super::StepError;
 use super::check_path;
 use crate::fact::GuardState;
 use crate::plan::{Action, Change};
@@ -43,20 +44,19 @@ pub struct Desired {
 }
 
 impl Desired {
-    pub fn from_args(a: Args) -> Result<Self, String> {
+    pub fn from_args(a: Args) -> Result<Self, StepError> {
         if a.run.trim().is_empty() {
-            return Err("`run` is empty".into());
+            return Err(StepError::arg("`run` is empty"));
         }
         if let Some(c) = &a.creates {
-            check_path(c).map_err(|e| format!("`creates`: {e}"))?;
+            check_path(c).map_err(|e| StepError::in_arg("creates", e))?;
         }
         let cwd = a.cwd.unwrap_or_else(|| "/".into());
-        check_path(&cwd).map_err(|e| format!("`cwd`: {e}"))?;
+        check_path(&cwd).map_err(|e| StepError::in_arg("cwd", e))?;
         if !a.changes && (a.creates.is_some() || a.unless.is_some()) {
-            return Err(
-                "`changes = false` runs the command on every apply: `creates`/`unless` make no sense with it"
-                    .into(),
-            );
+            return Err(StepError::arg(
+                "`changes = false` runs the command on every apply: `creates`/`unless` make no sense with it",
+            ));
         }
         Ok(Self {
             run: a.run,
@@ -150,7 +150,7 @@ impl super::StepKind for CommandKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Command(Desired::from_args(super::args(
             args,
         )?)?))
@@ -170,7 +170,10 @@ impl super::DesiredState for Desired {
         })]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [crate::fact::Observed::Guard(g)] => Some(Ok(self.diff(g))),
             _ => None,
@@ -214,7 +217,9 @@ mod tests {
             .diff(&GuardState::MustRun);
         assert_eq!(c.action, Action::Run);
         assert!(c.op.unwrap().show_output);
-        let e = Desired::from_args(args(false, Some("true"))).unwrap_err();
+        let e = Desired::from_args(args(false, Some("true")))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`changes = false`"), "{e}");
     }
 

@@ -8,6 +8,7 @@
 //! compose's last error line and, one line per service that is not running or not healthy, its
 //! last 20 log lines (joined by ` | `) are shown: the failure message keeps the last lines of stderr.
 
+use super::StepError;
 use crate::fact::compose::{ComposeState, Inputs, Query, STATE_DIR};
 use crate::plan::{Action, Change};
 use crate::quote::quote;
@@ -58,8 +59,8 @@ pub struct Desired {
     pub state: ComposeStateArg,
 }
 
-/// `90`, `90s`, `3m`, `1h` → seconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
+/// `90`, `90s`, `3m`, `1h` → seconds; `arg` names the argument, for the error.
+pub fn parse_duration(arg: &'static str, s: &str) -> Result<u64, StepError> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().last() {
         Some((i, 's')) => (&t[..i], 1),
@@ -69,13 +70,14 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     };
     match num.parse::<u64>() {
         Ok(n) if n > 0 && n.checked_mul(mult).is_some_and(|v| v <= 86_400) => Ok(n * mult),
-        _ => Err(format!(
-            "`wait_timeout = \"{s}\"`: expected a duration such as \"90s\", \"3m\" or \"1h\" (at most 24h)"
-        )),
+        _ => Err(StepError::Duration {
+            arg,
+            value: s.to_string(),
+        }),
     }
 }
 
-fn check_project(p: &str) -> Result<(), String> {
+fn check_project(p: &str) -> Result<(), StepError> {
     let ok = p.len() <= 64
         && p.chars()
             .next()
@@ -85,20 +87,20 @@ fn check_project(p: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(StepError::arg(format!(
             "`project = \"{p}\"`: a compose project name is lowercase letters, digits, `-` and `_`, starting with a letter or digit"
-        ))
+        )))
     }
 }
 
 impl Desired {
-    pub fn from_args(a: Args) -> Result<Self, String> {
+    pub fn from_args(a: Args) -> Result<Self, StepError> {
         check_project(&a.project)?;
-        super::check_path(&a.file).map_err(|e| format!("`file`: {e}"))?;
+        super::check_path(&a.file).map_err(|e| StepError::in_arg("file", e))?;
         if let Some(e) = &a.env_file {
-            super::check_path(e).map_err(|e| format!("`env_file`: {e}"))?;
+            super::check_path(e).map_err(|e| StepError::in_arg("env_file", e))?;
         }
-        let wait_secs = parse_duration(a.wait_timeout.as_deref().unwrap_or("3m"))?;
+        let wait_secs = parse_duration("wait_timeout", a.wait_timeout.as_deref().unwrap_or("3m"))?;
         Ok(Desired {
             query: Query {
                 project: a.project,
@@ -109,9 +111,9 @@ impl Desired {
                 None | Some("missing") => Pull::Missing,
                 Some("never") => Pull::Never,
                 Some(other) => {
-                    return Err(format!(
+                    return Err(StepError::arg(format!(
                         "`pull = \"{other}\"`: expected \"missing\" or \"never\""
-                    ));
+                    )));
                 }
             },
             wait_secs,
@@ -119,9 +121,9 @@ impl Desired {
                 None | Some("up") => ComposeStateArg::Up,
                 Some("stopped") => ComposeStateArg::Stopped,
                 Some(other) => {
-                    return Err(format!(
+                    return Err(StepError::arg(format!(
                         "`state = \"{other}\"`: expected \"up\" or \"stopped\""
-                    ));
+                    )));
                 }
             },
         })
@@ -234,7 +236,7 @@ mv -f "$st.tmp.$$" "$st"
         r
     }
 
-    pub fn diff(&self, o: &ComposeState) -> Result<Change, String> {
+    pub fn diff(&self, o: &ComposeState) -> Result<Change, StepError> {
         if self.state == ComposeStateArg::Stopped {
             return Ok(self.diff_stopped(o));
         }
@@ -272,10 +274,10 @@ mv -f "$st.tmp.$$" "$st"
                 ));
             }
             ComposeState::BadConfig => {
-                return Err(format!(
+                return Err(StepError::host(format!(
                     "`docker compose config` fails for {} (run `docker compose -p {} -f {} config` on the host to see why)",
                     q.file, q.project, q.file
-                ));
+                )));
             }
             ComposeState::Found {
                 current,
@@ -366,7 +368,7 @@ impl super::StepKind for ComposeKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Compose(Desired::from_args(super::args(
             args,
         )?)?))
@@ -384,7 +386,10 @@ impl super::DesiredState for Desired {
         vec![p.add(crate::fact::Request::Compose(self.query.clone()))]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [crate::fact::Observed::Compose(o)] => Some(self.diff(o)),
             _ => None,
@@ -451,11 +456,11 @@ mod tests {
 
     #[test]
     fn args() {
-        assert_eq!(parse_duration("3m").unwrap(), 180);
-        assert_eq!(parse_duration("90").unwrap(), 90);
-        assert_eq!(parse_duration("1h").unwrap(), 3600);
+        assert_eq!(parse_duration("wait_timeout", "3m").unwrap(), 180);
+        assert_eq!(parse_duration("wait_timeout", "90").unwrap(), 90);
+        assert_eq!(parse_duration("wait_timeout", "1h").unwrap(), 3600);
         for bad in ["", "0s", "3x", "-1m", "m", "25h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+            assert!(parse_duration("wait_timeout", bad).is_err(), "{bad}");
         }
         assert!(check_project("claw-ai_2").is_ok());
         for bad in ["", "Claw", "-x", "a b", "a;b"] {
@@ -477,6 +482,7 @@ mod tests {
         assert!(
             Desired::from_args(bad_pull)
                 .unwrap_err()
+                .to_string()
                 .contains("`pull = \"always\"`")
         );
         assert_eq!(Desired::from_args(a("/x.yml")).unwrap().wait_secs, 180);
@@ -516,7 +522,7 @@ mod tests {
             wait_timeout: None,
             state: Some(state.into()),
         };
-        let e = Desired::from_args(args("down")).unwrap_err();
+        let e = Desired::from_args(args("down")).unwrap_err().to_string();
         assert!(
             e.contains("`state = \"down\"`: expected \"up\" or \"stopped\""),
             "{e}"
@@ -668,6 +674,7 @@ mod tests {
         assert!(
             d.diff(&ComposeState::BadConfig)
                 .unwrap_err()
+                .to_string()
                 .contains("config")
         );
     }

@@ -2,6 +2,7 @@
 //! `file` step whose content is generated from the schedule, user and command.
 
 use super::State;
+use super::StepError;
 use super::file;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -35,16 +36,16 @@ const SHORTCUTS: &[&str] = &[
     "@hourly",
 ];
 
-fn check_schedule(s: &str) -> Result<(), String> {
+fn check_schedule(s: &str) -> Result<(), StepError> {
     let s = s.trim();
     if s.starts_with('@') {
         return if SHORTCUTS.contains(&s) {
             Ok(())
         } else {
-            Err(format!(
+            Err(StepError::arg(format!(
                 "`schedule = \"{s}\"`: unknown shortcut (one of {})",
                 SHORTCUTS.join(", ")
-            ))
+            )))
         };
     }
     // Fields are separated by spaces or tabs: a line break would start another cron line.
@@ -55,40 +56,44 @@ fn check_schedule(s: &str) -> Result<(), String> {
                 .all(|c| c.is_ascii_alphanumeric() || "*/,-".contains(c))
     };
     if fields.len() != 5 || !fields.iter().all(|f| ok_field(f)) {
-        return Err(format!(
+        return Err(StepError::arg(format!(
             "`schedule = \"{s}\"`: expected five fields (minute hour day month weekday), e.g. \"30 3 * * *\", or a shortcut such as \"@daily\""
-        ));
+        )));
     }
     Ok(())
 }
 
 /// The desired file of a cron entry.
-pub fn desired(a: Args) -> Result<file::Desired, String> {
+pub fn desired(a: Args) -> Result<file::Desired, StepError> {
     if a.name.is_empty()
         || !a
             .name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(format!(
+        return Err(StepError::arg(format!(
             "`entry = \"{}\"`: only letters, digits, `-` and `_` (cron skips files with other names)",
             a.name
-        ));
+        )));
     }
     let path = format!("/etc/cron.d/{}", a.name);
     if a.state == State::Absent {
         return file::Desired::absent(path);
     }
     let (Some(schedule), Some(command)) = (a.schedule, a.command) else {
-        return Err("a cron entry needs `schedule` and `command`".into());
+        return Err(StepError::arg(
+            "a cron entry needs `schedule` and `command`",
+        ));
     };
     check_schedule(&schedule)?;
     if command.contains('\n') || command.trim().is_empty() {
-        return Err("`command` must be one non-empty line".into());
+        return Err(StepError::arg("`command` must be one non-empty line"));
     }
     // cron turns an unescaped `%` into a newline (the rest becomes the command's stdin).
     if command.replace("\\%", "").contains('%') {
-        return Err("`command` contains `%`, which cron turns into a newline: write `\\%` or move the command into a script".into());
+        return Err(StepError::arg(
+            "`command` contains `%`, which cron turns into a newline: write `\\%` or move the command into a script",
+        ));
     }
     build(path, &schedule, a.user, &command, &a.env)
 }
@@ -99,7 +104,7 @@ fn build(
     user: Option<String>,
     command: &str,
     env: &BTreeMap<String, String>,
-) -> Result<file::Desired, String> {
+) -> Result<file::Desired, StepError> {
     let user = user.unwrap_or_else(|| "root".into());
     super::check_account("user", &user)?;
     let mut text = String::from("# managed by claw-provision; changes made here are overwritten\n");
@@ -108,9 +113,9 @@ fn build(
             || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             || v.contains('\n')
         {
-            return Err(format!(
+            return Err(StepError::arg(format!(
                 "`env.{k}`: names are letters, digits and `_`; values are one line"
-            ));
+            )));
         }
         text.push_str(&format!("{k}={v}\n"));
     }
@@ -135,7 +140,7 @@ impl super::StepKind for CronKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::File(desired(super::args(args)?)?))
     }
 }
@@ -172,16 +177,19 @@ mod tests {
         assert!(
             desired(args("0 3 * *", "x"))
                 .unwrap_err()
+                .to_string()
                 .contains("five fields")
         );
         assert!(
             desired(args("@sometimes", "x"))
                 .unwrap_err()
+                .to_string()
                 .contains("shortcut")
         );
         assert!(
             desired(args("@daily", "date +%F"))
                 .unwrap_err()
+                .to_string()
                 .contains("`%`")
         );
         assert!(desired(args("@daily", "date +\\%F")).is_ok());
@@ -190,6 +198,7 @@ mod tests {
         assert!(
             desired(args("0 3 * *\n*", "x"))
                 .unwrap_err()
+                .to_string()
                 .contains("five fields")
         );
         assert!(desired(args("0\t3 * * *", "x")).is_ok());

@@ -1,6 +1,7 @@
 //! `dir`: a directory with mode, owner and group, or its absence. Something else at the path (a
 //! file, a symbolic link) is an error unless `force = true`, which replaces (or removes) it.
 
+use super::StepError;
 use super::{
     AttrDiff, Attrs, State, accounts_exist, check_account, check_path, chmod_mode, chown_cmd,
     dir_attr_script, enter_dir, fmt_mode, parse_mode,
@@ -44,7 +45,7 @@ pub const PROTECTED: &[&str] = &[
 const DEFAULT_MODE: u32 = 0o755;
 
 impl Desired {
-    pub fn from_args(a: Args) -> Result<Self, String> {
+    pub fn from_args(a: Args) -> Result<Self, StepError> {
         check_path(&a.path)?;
         if let Some(o) = &a.owner {
             check_account("owner", o)?;
@@ -53,10 +54,10 @@ impl Desired {
             check_account("group", g)?;
         }
         if a.state == State::Absent && PROTECTED.contains(&a.path.as_str()) {
-            return Err(format!(
+            return Err(StepError::arg(format!(
                 "refusing to remove the system directory `{}`",
                 a.path
-            ));
+            )));
         }
         Ok(Self {
             mode: a.mode.as_deref().map(parse_mode).transpose()?,
@@ -117,7 +118,7 @@ impl Desired {
         }
     }
 
-    pub fn diff(&self, o: &PathState) -> Result<Change, String> {
+    pub fn diff(&self, o: &PathState) -> Result<Change, StepError> {
         let p = quote(&self.path);
         match (self.state, o) {
             (State::Present, PathState::Absent) => Ok(self.create_change(&p)),
@@ -138,11 +139,11 @@ impl Desired {
                 gid: *gid,
             })),
             (State::Present, other) if self.force => Ok(self.replace_change(&p, other)),
-            (State::Present, other) => Err(format!(
+            (State::Present, other) => Err(StepError::host(format!(
                 "`{}` exists but is {}, not a directory; refusing to replace it (set `force = true` to replace it)",
                 self.path,
                 kind_name(other)
-            )),
+            ))),
             (State::Absent, PathState::Absent) => {
                 Ok(Change::noop(&self.path, "directory is absent"))
             }
@@ -164,11 +165,11 @@ impl Desired {
                     self.remove("-f"),
                 )
             }),
-            (State::Absent, other) => Err(format!(
+            (State::Absent, other) => Err(StepError::host(format!(
                 "`{}` is {}, not a directory; refusing to remove it (set `force = true` to remove it)",
                 self.path,
                 kind_name(other)
-            )),
+            ))),
         }
     }
 
@@ -258,7 +259,7 @@ impl super::StepKind for DirKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Dir(Desired::from_args(super::args(args)?)?))
     }
 }
@@ -269,7 +270,10 @@ impl super::DesiredState for Desired {
         vec![p.add(crate::fact::Request::Path(self.path.clone()))]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [crate::fact::Observed::Path(o)] => Some(self.diff(o)),
             _ => None,
@@ -345,7 +349,8 @@ mod tests {
     fn force_replaces_a_file_or_link() {
         let e = want(None, None, State::Present)
             .diff(&a_file())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("set `force = true`"), "{e}");
         for o in [a_file(), PathState::Link, PathState::Other] {
             let c = forced(State::Present).diff(&o).unwrap();
@@ -464,7 +469,8 @@ mod tests {
     fn wrong_kind_is_an_error() {
         let e = want(None, None, State::Present)
             .diff(&PathState::Link)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("symbolic link"), "{e}");
     }
 
@@ -480,7 +486,12 @@ mod tests {
                 force: false,
             })
         };
-        assert!(a("/etc", State::Absent).unwrap_err().contains("refusing"));
+        assert!(
+            a("/etc", State::Absent)
+                .unwrap_err()
+                .to_string()
+                .contains("refusing")
+        );
         assert!(a("/etc", State::Present).is_ok());
         assert!(a("opt", State::Present).is_err());
         assert!(a("//etc", State::Absent).is_err());

@@ -5,6 +5,7 @@
 //! sha256 is already there. The copy is streamed into a temporary file beside the destination,
 //! checked against the probed sha256 and renamed into place: never a half-written file.
 
+use super::StepError;
 use super::check_path;
 use crate::fact::FetchState;
 use crate::plan::{Action, Change, LocalFile};
@@ -37,7 +38,7 @@ pub struct Desired {
 }
 
 /// `4G`, `500M`, `64K`, `1T` (powers of 1024, an optional `iB`/`B`), or plain bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, StepError> {
     let t = s.trim();
     let t = t
         .strip_suffix("iB")
@@ -50,29 +51,34 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
                 'M' => 20,
                 'G' => 30,
                 'T' => 40,
-                _ => return Err(format!("`{s}`: unknown unit `{c}` (K, M, G or T)")),
+                _ => {
+                    return Err(StepError::arg(format!(
+                        "`{s}`: unknown unit `{c}` (K, M, G or T)"
+                    )));
+                }
             };
             (&t[..i], shift)
         }
         _ => (t, 0),
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. `4G`, `500M`, `1048576`)"))?;
+    let n: u64 = num.trim().parse().map_err(|_| {
+        StepError::arg(format!(
+            "`{s}` is not a size (e.g. `4G`, `500M`, `1048576`)"
+        ))
+    })?;
     n.checked_mul(1u64 << shift)
         .filter(|v| *v > 0)
-        .ok_or_else(|| format!("`{s}`: not a usable size"))
+        .ok_or_else(|| StepError::arg(format!("`{s}`: not a usable size")))
 }
 
 impl Desired {
-    pub fn from_args(a: Args) -> Result<Self, String> {
-        check_path(&a.src).map_err(|e| format!("`src`: {e}"))?;
+    pub fn from_args(a: Args) -> Result<Self, StepError> {
+        check_path(&a.src).map_err(|e| StepError::in_arg("src", e))?;
         if a.dest.trim().is_empty() {
-            return Err("`dest` is empty".into());
+            return Err(StepError::arg("`dest` is empty"));
         }
         let max_size = match &a.max_size {
-            Some(m) => parse_size(m).map_err(|e| format!("`max_size`: {e}"))?,
+            Some(m) => parse_size(m).map_err(|e| StepError::in_arg("max_size", e))?,
             None => DEFAULT_MAX_SIZE,
         };
         Ok(Self {
@@ -82,11 +88,19 @@ impl Desired {
         })
     }
 
-    pub fn diff(&self, o: &FetchState) -> Result<Change, String> {
+    pub fn diff(&self, o: &FetchState) -> Result<Change, StepError> {
         let (resolved, sha256) = match o {
-            FetchState::Absent => return Err(format!("{} does not exist on the host", self.src)),
+            FetchState::Absent => {
+                return Err(StepError::host(format!(
+                    "{} does not exist on the host",
+                    self.src
+                )));
+            }
             FetchState::NotFile => {
-                return Err(format!("{} is not a regular file on the host", self.src));
+                return Err(StepError::host(format!(
+                    "{} is not a regular file on the host",
+                    self.src
+                )));
             }
             FetchState::File {
                 resolved,
@@ -94,11 +108,11 @@ impl Desired {
                 size,
             } => {
                 if *size > self.max_size {
-                    return Err(format!(
+                    return Err(StepError::host(format!(
                         "{resolved} is {size} bytes, more than the step's `max_size` ({} bytes): \
                          nothing copied; raise `max_size` to copy it",
                         self.max_size
-                    ));
+                    )));
                 }
                 (resolved, sha256)
             }
@@ -111,7 +125,12 @@ impl Desired {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .filter(|n| !n.starts_with('.'))
-            .ok_or_else(|| format!("{} leads to {resolved}: not a usable file name", self.src))?;
+            .ok_or_else(|| {
+                StepError::host(format!(
+                    "{} leads to {resolved}: not a usable file name",
+                    self.src
+                ))
+            })?;
         let local = self.dest.join(&name);
         let target = format!("{resolved} -> {}", local.display());
         let action = match local_sha256(&local) {
@@ -120,7 +139,12 @@ impl Desired {
             }
             Ok(Some(_)) => Action::Update,
             Ok(None) => Action::Create,
-            Err(e) => return Err(format!("cannot read {}: {e}", local.display())),
+            Err(e) => {
+                return Err(StepError::ReadLocal {
+                    path: local,
+                    source: e.into(),
+                });
+            }
         };
         let mut c = Change::new(
             action,
@@ -169,7 +193,7 @@ impl super::StepKind for FetchKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Fetch(Desired::from_args(super::args(
             args,
         )?)?))
@@ -182,7 +206,10 @@ impl super::DesiredState for Desired {
         vec![p.add(crate::fact::Request::Fetch(self.src.clone()))]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [crate::fact::Observed::Fetch(o)] => Some(self.diff(o)),
             _ => None,
@@ -240,11 +267,11 @@ mod tests {
 
     #[test]
     fn max_size() {
-        assert_eq!(parse_size("4G"), Ok(4 << 30));
-        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
-        assert_eq!(parse_size("64k"), Ok(64 << 10));
-        assert_eq!(parse_size("1T"), Ok(1 << 40));
-        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("4G").ok(), Some(4 << 30));
+        assert_eq!(parse_size("500MiB").ok(), Some(500 << 20));
+        assert_eq!(parse_size("64k").ok(), Some(64 << 10));
+        assert_eq!(parse_size("1T").ok(), Some(1 << 40));
+        assert_eq!(parse_size("1000").ok(), Some(1000));
         for bad in ["", "x", "4X", "0", "-1", "99999999999T"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
@@ -259,7 +286,7 @@ mod tests {
             size,
             sha256: "0".repeat(64),
         };
-        let e = small.diff(&file(1025)).unwrap_err();
+        let e = small.diff(&file(1025)).unwrap_err().to_string();
         assert!(e.contains("1025 bytes") && e.contains("max_size"), "{e}");
         let c = small.diff(&file(1024)).unwrap();
         assert_eq!(c.op.unwrap().stdout_to.unwrap().size, 1024);
@@ -270,6 +297,7 @@ mod tests {
                 max_size: Some("lots".into()),
             })
             .unwrap_err()
+            .to_string()
             .contains("max_size")
         );
     }

@@ -29,6 +29,7 @@
 //! checkout lacks. Nothing else changes, and applying again is a no-op. A `plan` of such a
 //! checkout asks the remote for tags until the mirror exists.
 //!
+use super::StepError;
 use super::{check_account, check_path};
 use crate::fact::git::{self, GitState, Query, Resolved};
 use crate::plan::{Action, Change};
@@ -68,7 +69,7 @@ pub struct Desired {
 
 /// A ref name git would accept (`git check-ref-format` rules that matter here), and nothing
 /// a shell or awk could misread.
-fn check_ref(r: &str) -> Result<(), String> {
+fn check_ref(r: &str) -> Result<(), StepError> {
     let bad = r.is_empty()
         || r.starts_with('-')
         || r.starts_with('/')
@@ -81,17 +82,19 @@ fn check_ref(r: &str) -> Result<(), String> {
         || r.chars()
             .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c));
     if bad {
-        return Err(format!(
+        return Err(StepError::arg(format!(
             "`ref = \"{r}\"` is not a valid tag, branch or commit id"
-        ));
+        )));
     }
     Ok(())
 }
 
-fn check_repo(u: &str) -> Result<(), String> {
+fn check_repo(u: &str) -> Result<(), StepError> {
     if u.is_empty() || u.starts_with('-') || u.chars().any(|c| c.is_control() || c.is_whitespace())
     {
-        return Err(format!("`repo = \"{u}\"` is not a repository URL"));
+        return Err(StepError::arg(format!(
+            "`repo = \"{u}\"` is not a repository URL"
+        )));
     }
     // A password in the URL would end up in plans, logs and `.git/config`.
     if let Some((scheme, rest)) = u.split_once("://")
@@ -99,10 +102,9 @@ fn check_repo(u: &str) -> Result<(), String> {
         && let Some((userinfo, _)) = rest.split('/').next().unwrap_or("").rsplit_once('@')
         && userinfo.contains(':')
     {
-        return Err(
-            "`repo` holds a password: use an ssh deploy key (`key`) instead of credentials in the URL"
-                .into(),
-        );
+        return Err(StepError::arg(
+            "`repo` holds a password: use an ssh deploy key (`key`) instead of credentials in the URL",
+        ));
     }
     Ok(())
 }
@@ -112,11 +114,13 @@ fn short(c: &str) -> &str {
 }
 
 impl Desired {
-    pub fn from_args(a: Args) -> Result<Self, String> {
+    pub fn from_args(a: Args) -> Result<Self, StepError> {
         check_repo(&a.repo)?;
         check_path(&a.dest)?;
         if a.dest == "/" {
-            return Err("`dest = \"/\"`: give the checkout its own directory".into());
+            return Err(StepError::arg(
+                "`dest = \"/\"`: give the checkout its own directory",
+            ));
         }
         check_ref(&a.rev)?;
         for (what, v) in [("owner", &a.owner), ("group", &a.group)] {
@@ -128,11 +132,12 @@ impl Desired {
         let mut ssh =
             String::from("ssh -o BatchMode=yes -o ConnectTimeout=15 -o StrictHostKeyChecking=yes");
         if let Some(k) = &a.key {
-            check_remote_path(k).map_err(|e| format!("`key`: {e}"))?;
+            check_remote_path(k).map_err(|e| StepError::in_arg("key", StepError::arg(e)))?;
             ssh.push_str(&format!(" -o IdentitiesOnly=yes -i {}", quote(k)));
         }
         if let Some(k) = &a.known_hosts {
-            check_remote_path(k).map_err(|e| format!("`known_hosts`: {e}"))?;
+            check_remote_path(k)
+                .map_err(|e| StepError::in_arg("known_hosts", StepError::arg(e)))?;
             ssh.push_str(&format!(" -o UserKnownHostsFile={}", quote(k)));
         }
         Ok(Desired {
@@ -362,15 +367,15 @@ fi
         }
     }
 
-    pub fn diff(&self, o: &GitState) -> Result<Change, String> {
+    pub fn diff(&self, o: &GitState) -> Result<Change, StepError> {
         let q = &self.query;
         let dest = &q.dest;
-        let missing = || format!("ref `{}` not found in {}", q.rev, q.repo);
+        let missing = || StepError::host(format!("ref `{}` not found in {}", q.rev, q.repo));
         match o {
             GitState::NoGit => Ok(Change::deferred(dest, "git is not installed yet")),
-            GitState::NotRepo => Err(format!(
+            GitState::NotRepo => Err(StepError::host(format!(
                 "`{dest}` exists but is not a git checkout; refusing to replace it"
-            )),
+            ))),
             GitState::Absent(Resolved::Missing) => Err(missing()),
             GitState::Absent(want) => Ok(self.clone_change(want)),
             GitState::Repo {
@@ -435,19 +440,19 @@ fi
 
     /// Without `force`, a checkout of another repository (`repoint`) or one with local
     /// modifications stops the step.
-    fn refuse_unforced(&self, origin: &str, repoint: bool, dirty: bool) -> Result<(), String> {
+    fn refuse_unforced(&self, origin: &str, repoint: bool, dirty: bool) -> Result<(), StepError> {
         let q = &self.query;
         let dest = &q.dest;
         if repoint && !self.force {
-            return Err(format!(
+            return Err(StepError::host(format!(
                 "`{dest}` is a checkout of `{origin}`, not `{}`; set `force = true` to re-point it",
                 q.repo
-            ));
+            )));
         }
         if dirty && !self.force {
-            return Err(format!(
+            return Err(StepError::host(format!(
                 "`{dest}` has local modifications (see `git -C {dest} status`); refusing to discard them (set `force = true` to discard)"
-            ));
+            )));
         }
         Ok(())
     }
@@ -540,7 +545,7 @@ impl super::StepKind for GitKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Git(Desired::from_args(super::args(args)?)?))
     }
 
@@ -559,7 +564,10 @@ impl super::DesiredState for Desired {
         vec![p.add(crate::fact::Request::Git(self.query.clone()))]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [crate::fact::Observed::Git(o)] => Some(self.diff(o)),
             _ => None,
@@ -778,7 +786,7 @@ mod tests {
                     assert_eq!(c.action, action, "{name}: {c:?}");
                     assert_eq!(c.details, details, "{name}");
                 }
-                (Err(e), Err(want)) => assert!(e.contains(want), "{name}: {e}"),
+                (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{name}: {e}"),
                 (got, _) => panic!("{name}: {got:?}"),
             }
         }
@@ -988,7 +996,7 @@ mod tests {
                 "owner",
             ),
         ] {
-            let e = Desired::from_args(f).unwrap_err();
+            let e = Desired::from_args(f).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         }
         assert!(
@@ -1058,7 +1066,7 @@ mod tests {
             })
             .unwrap()
         };
-        let converge = |rev: &str, force: bool| -> Result<Change, String> {
+        let converge = |rev: &str, force: bool| -> Result<Change, StepError> {
             let s = step(rev, force);
             let out = ok(&git::command_in(0, &s.query, Some(&mirrors)));
             let f: Vec<&str> = out
@@ -1071,7 +1079,7 @@ mod tests {
             if let Some(op) = &c.op {
                 let (good, out) = sh(&op.script);
                 if !good {
-                    return Err(out);
+                    return Err(StepError::host(out));
                 }
             }
             Ok(c)
@@ -1110,6 +1118,7 @@ mod tests {
         assert!(
             converge("v1", false)
                 .unwrap_err()
+                .to_string()
                 .contains("local modifications")
         );
         assert_eq!(ok(&format!("cat {dest}/f")), "local\n");

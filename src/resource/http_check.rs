@@ -1,6 +1,7 @@
 //! `http_check`: a URL checked from the target (curl), with retries and backoff. It changes
 //! nothing: on apply it runs and passes (`ok`) or fails the host; `plan` shows it as a check.
 
+use super::StepError;
 use crate::plan::{Action, Change};
 use crate::quote::quote;
 use serde::Deserialize;
@@ -36,22 +37,24 @@ pub struct Desired {
 }
 
 impl Desired {
-    pub fn from_args(a: Args) -> Result<Self, String> {
+    pub fn from_args(a: Args) -> Result<Self, StepError> {
         if !(a.url.starts_with("http://") || a.url.starts_with("https://"))
             || a.url.chars().any(char::is_whitespace)
         {
-            return Err(format!(
+            return Err(StepError::arg(format!(
                 "`url = \"{}\"`: expected an http:// or https:// URL without spaces",
                 a.url
-            ));
+            )));
         }
         let status = a.status.unwrap_or(200);
         if !(100..=599).contains(&status) {
-            return Err(format!("`status = {status}`: not an HTTP status"));
+            return Err(StepError::arg(format!(
+                "`status = {status}`: not an HTTP status"
+            )));
         }
         let retries = a.retries.unwrap_or(5);
         if retries == 0 || retries > 100 {
-            return Err("`retries` must be between 1 and 100".into());
+            return Err(StepError::arg("`retries` must be between 1 and 100"));
         }
         Ok(Self {
             url: a.url,
@@ -125,7 +128,7 @@ impl super::StepKind for HttpCheckKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::HttpCheck(Desired::from_args(super::args(
             args,
         )?)?))
@@ -146,7 +149,10 @@ impl super::DesiredState for Desired {
         vec![]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [] => Some(Ok(self.diff())),
             _ => None,

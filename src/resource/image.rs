@@ -11,6 +11,7 @@
 //! Present under its ID but a reference missing or pointing elsewhere: `docker tag`.
 //! No docker (or its daemon is not running) on the target: known after apply.
 
+use super::StepError;
 use crate::fact::image::{ImageState, Query, is_image_id};
 use crate::plan::{Action, Change, LocalSource};
 use crate::quote::quote;
@@ -46,7 +47,7 @@ pub const DOCKER_ROOT: &str = "/var/lib/docker";
 
 /// A reference docker accepts as a name or `name:tag` (or an image ID), and nothing an option
 /// parser or a shell could misread.
-fn check_ref(what: &str, r: &str) -> Result<(), String> {
+fn check_ref(what: &str, r: &str) -> Result<(), StepError> {
     let ok = !r.is_empty()
         && r.len() <= 255
         && !r.starts_with(['-', ':', '/', '.'])
@@ -59,15 +60,15 @@ fn check_ref(what: &str, r: &str) -> Result<(), String> {
         } else {
             ""
         };
-        return Err(format!(
+        return Err(StepError::arg(format!(
             "`{what} = \"{r}\"` is not a Docker image reference such as \"name:tag\"{hint}"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// Reads an image's ID and size with `docker image inspect` on this machine.
-fn inspect_local(reference: &str) -> Result<LocalImage, String> {
+fn inspect_local(reference: &str) -> Result<LocalImage, StepError> {
     let out = std::process::Command::new("docker")
         .args([
             "image",
@@ -80,7 +81,9 @@ fn inspect_local(reference: &str) -> Result<LocalImage, String> {
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| {
-            format!("cannot run `docker` on this machine to read image `{reference}`: {e}")
+            StepError::local(format!(
+                "cannot run `docker` on this machine to read image `{reference}`: {e}"
+            ))
         })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -89,12 +92,15 @@ fn inspect_local(reference: &str) -> Result<LocalImage, String> {
             .find(|l| !l.trim().is_empty())
             .unwrap_or("")
             .trim();
-        return Err(format!(
+        return Err(StepError::input(format!(
             "image `{reference}` is not present on this machine (docker image inspect: {err}); build or pull it first"
-        ));
+        )));
     }
-    parse_local(&String::from_utf8_lossy(&out.stdout))
-        .ok_or_else(|| format!("unexpected output of `docker image inspect {reference}`"))
+    parse_local(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+        StepError::local(format!(
+            "unexpected output of `docker image inspect {reference}`"
+        ))
+    })
 }
 
 fn parse_local(s: &str) -> Option<LocalImage> {
@@ -119,11 +125,11 @@ fn short(id: &str) -> &str {
 /// reference per run (20 hosts: one `docker` call), its answer or error kept.
 #[derive(Debug, Default)]
 pub struct LocalImages {
-    read: Mutex<HashMap<String, Result<LocalImage, String>>>,
+    read: Mutex<HashMap<String, Result<LocalImage, StepError>>>,
 }
 
 /// [`inspect_local`] through the run's `cache`.
-pub fn local_image(reference: &str, cache: &LocalImages) -> Result<LocalImage, String> {
+pub fn local_image(reference: &str, cache: &LocalImages) -> Result<LocalImage, StepError> {
     let cache = &cache.read;
     if let Some(r) = cache
         .lock()
@@ -142,12 +148,14 @@ pub fn local_image(reference: &str, cache: &LocalImages) -> Result<LocalImage, S
 
 impl Desired {
     /// From rendered arguments; reads the image on this machine (once per run: `images`).
-    pub fn from_args(a: Args, images: &LocalImages) -> Result<Self, String> {
+    pub fn from_args(a: Args, images: &LocalImages) -> Result<Self, StepError> {
         check_ref("image", &a.image)?;
         if let Some(t) = &a.tag {
             check_ref("tag", t)?;
             if is_image_id(t) {
-                return Err(format!("`tag = \"{t}\"` must be a name, not an image ID"));
+                return Err(StepError::arg(format!(
+                    "`tag = \"{t}\"` must be a name, not an image ID"
+                )));
             }
         }
         let local = local_image(&a.image, images)?;
@@ -230,7 +238,7 @@ got=$(docker image inspect --format '{{{{.Id}}}}' "$img" 2>/dev/null) || got=
     }
 
     /// Compares with the target (pure).
-    pub fn diff(&self, o: &ImageState) -> Result<Change, String> {
+    pub fn diff(&self, o: &ImageState) -> Result<Change, StepError> {
         let q = &self.query;
         let target = match &q.tag {
             Some(t) => format!("{} as {t}", q.image),
@@ -308,7 +316,7 @@ impl super::StepKind for ImageKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         src: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Image(Desired::from_args(
             super::args(args)?,
             src.images,
@@ -332,7 +340,10 @@ impl super::DesiredState for Desired {
         vec![p.add(crate::fact::Request::Image(self.query.clone()))]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [crate::fact::Observed::Image(o)] => Some(self.diff(o)),
             _ => None,
@@ -503,6 +514,7 @@ mod tests {
         assert!(
             check_ref("image", "x@sha256:abc")
                 .unwrap_err()
+                .to_string()
                 .contains("digest")
         );
     }

@@ -14,7 +14,7 @@
 //! [`StepKind::makes_watchers_stale`], ...). The name is for reading playbooks and for output
 //! (plans, JSON, saved plans), where it is written exactly as in the playbook.
 
-use super::{Desired, Sources};
+use super::{Desired, Sources, StepError};
 use crate::fact::host::HostFacts;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -107,7 +107,7 @@ pub trait StepKind: Sync {
         args: toml::Value,
         ctx: &Map<String, Value>,
         src: &Sources<'_>,
-    ) -> Result<Desired, String>;
+    ) -> Result<Desired, StepError>;
 
     /// Top-level arguments that never reach a shell, so they may hold any text, NUL included
     /// (a `file`'s content travels on stdin).

@@ -31,6 +31,7 @@ pub mod command;
 pub mod compose;
 pub mod cron;
 pub mod dir;
+pub mod error;
 pub mod fetch;
 pub mod file;
 pub mod firewall;
@@ -44,6 +45,7 @@ pub mod service;
 use crate::fact::{Observed, ProbeScript};
 use crate::plan::Change;
 use crate::quote::check_remote_path;
+pub use error::StepError;
 pub use kind::{Kind, StepKind};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -83,8 +85,10 @@ pub enum State {
 }
 
 /// A step's arguments, deserialized for its kind: the error is the message alone.
-fn args<A: DeserializeOwned>(v: toml::Value) -> Result<A, String> {
-    A::deserialize(v).map_err(|e| e.message().to_string())
+fn args<A: DeserializeOwned>(v: toml::Value) -> Result<A, StepError> {
+    A::deserialize(v).map_err(|e| StepError::Args {
+        message: e.message().to_string(),
+    })
 }
 
 /// Checks a step's arguments against `A` (for [`StepKind::check_args`]).
@@ -131,8 +135,10 @@ pub fn desired(
     args: &toml::Table,
     ctx: &Map<String, Value>,
     src: &Sources<'_>,
-) -> Result<Desired, String> {
-    let rendered = (src.templates).render_value(&toml::Value::Table(args.clone()), ctx)?;
+) -> Result<Desired, StepError> {
+    let rendered = (src.templates)
+        .render_value(&toml::Value::Table(args.clone()), ctx)
+        .map_err(StepError::template)?;
     check_no_nul(kind, &rendered)?;
     kind.desired(rendered, ctx, src)
 }
@@ -147,7 +153,7 @@ pub trait DesiredState {
     /// Compares with what was observed (the answers to `probe`'s requests, in order). An error
     /// means the step cannot proceed (e.g. a file where a directory is wanted); None, answers
     /// of the wrong type (a bug).
-    fn diff_answers(&self, observed: &[&Observed]) -> Option<Result<Change, String>>;
+    fn diff_answers(&self, observed: &[&Observed]) -> Option<Result<Change, StepError>>;
 
     /// The paths on the target this step manages (its probe reads them).
     fn paths(&self) -> Vec<&str> {
@@ -204,22 +210,24 @@ impl Desired {
 
     /// Compares with what was observed (the answers to `probe`'s requests, in order). An error
     /// means the step cannot proceed (e.g. a file where a directory is wanted).
-    pub fn diff(&self, observed: &[&Observed]) -> Result<Change, String> {
-        self.state().diff_answers(observed).unwrap_or_else(|| {
-            Err("internal error: probe answers of the wrong type (bug, please report)".into())
-        })
+    pub fn diff(&self, observed: &[&Observed]) -> Result<Change, StepError> {
+        self.state()
+            .diff_answers(observed)
+            .unwrap_or(Err(StepError::Internal {
+                what: "probe answers of the wrong type (bug, please report)",
+            }))
     }
 }
 
 /// Parses an octal mode string such as `"0644"` or `"755"`.
-pub fn parse_mode(s: &str) -> Result<u32, String> {
+pub fn parse_mode(s: &str) -> Result<u32, StepError> {
     let t = s.trim();
     if t.is_empty() || t.len() > 4 || !t.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(format!(
+        return Err(StepError::arg(format!(
             "`mode = \"{s}\"`: expected an octal mode such as \"0644\" or \"0755\""
-        ));
+        )));
     }
-    u32::from_str_radix(t, 8).map_err(|e| e.to_string())
+    u32::from_str_radix(t, 8).map_err(|e| StepError::arg(e.to_string()))
 }
 
 /// Formats a mode as four octal digits.
@@ -239,20 +247,20 @@ pub fn same_owner(want: &str, name: &str, id: u32) -> bool {
 }
 
 /// Checks a path a step manages.
-pub fn check_path(path: &str) -> Result<(), String> {
-    check_remote_path(path)?;
+pub fn check_path(path: &str) -> Result<(), StepError> {
+    check_remote_path(path).map_err(StepError::arg)?;
     // One spelling per path: `//etc` or `/./etc` must not slip past checks on `/etc`.
     if path != "/" && path[1..].split('/').any(|c| c.is_empty() || c == ".") {
-        return Err(format!(
+        return Err(StepError::arg(format!(
             "path `{path}` must be normalised (no empty or `.` components, no trailing `/`)"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// Owner/group checks: names of users and groups, or numeric ids. Letters, digits, `-`, `_`
 /// and `.`, not starting with `-` (it would be read as an option by `getent`, `id`, ...).
-pub fn check_account(what: &str, v: &str) -> Result<(), String> {
+pub fn check_account(what: &str, v: &str) -> Result<(), StepError> {
     if v.is_empty()
         || v.len() > 64
         || v.starts_with('-')
@@ -260,9 +268,9 @@ pub fn check_account(what: &str, v: &str) -> Result<(), String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
-        return Err(format!(
+        return Err(StepError::arg(format!(
             "`{what} = {v:?}` is not a valid user or group name (letters, digits, `-`, `_` and `.`, not starting with `-`)"
-        ));
+        )));
     }
     Ok(())
 }
@@ -270,7 +278,7 @@ pub fn check_account(what: &str, v: &str) -> Result<(), String> {
 /// Refuses a NUL byte in any rendered argument that may reach a remote shell: it cannot pass
 /// through one (the command line is cut at the first NUL), so it is an input error, offline.
 /// The arguments that never reach a shell may hold any text ([`StepKind::nul_allowed`]).
-fn check_no_nul(kind: &Kind, args: &toml::Value) -> Result<(), String> {
+fn check_no_nul(kind: &Kind, args: &toml::Value) -> Result<(), StepError> {
     fn find(v: &toml::Value, at: &mut Vec<String>) -> Option<String> {
         match v {
             toml::Value::String(s) if s.contains('\0') => Some(at.join(".")),
@@ -298,9 +306,7 @@ fn check_no_nul(kind: &Kind, args: &toml::Value) -> Result<(), String> {
         }
         let mut at = vec![k.clone()];
         if let Some(key) = find(v, &mut at) {
-            return Err(format!(
-                "`{key}` contains a NUL byte, which cannot be passed to a remote shell"
-            ));
+            return Err(StepError::Nul { key });
         }
     }
     Ok(())
@@ -573,17 +579,24 @@ mod tests {
             templates: &crate::template::Renderer::new(&cache),
         };
         let d = |kind: &str, t: &str| desired(&kind.parse().unwrap(), &args(t), &ctx, &src);
-        let e = d("command", r#"run = "echo a\u0000; touch /tmp/x""#).unwrap_err();
+        let e = d("command", r#"run = "echo a\u0000; touch /tmp/x""#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`run` contains a NUL byte"), "{e}");
-        let e = d("dir", r#"path = "/srv/a\u0000b""#).unwrap_err();
+        let e = d("dir", r#"path = "/srv/a\u0000b""#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`path` contains a NUL byte"), "{e}");
         let e = d(
             "cron",
             "entry = \"x\"\nschedule = \"@daily\"\ncommand = \"true\"\nenv = { A = \"b\\u0000\" }",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("`env.A` contains a NUL byte"), "{e}");
-        let e = d("apt", r#"packages = ["curl", "x\u0000"]"#).unwrap_err();
+        let e = d("apt", r#"packages = ["curl", "x\u0000"]"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`packages.1` contains a NUL byte"), "{e}");
         // File content never reaches a shell (it travels on stdin): any byte goes.
         let Desired::File(f) = d(

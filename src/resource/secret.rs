@@ -5,6 +5,7 @@
 //! If the file is missing while the data it protects exists (`guard`, e.g. the PostgreSQL data
 //! directory), the step stops: a new value would lock the application out of its own data.
 
+use super::StepError;
 use super::{AttrDiff, Attrs, check_account, check_path, file};
 use crate::fact::SecretState;
 use crate::fact::path::PathState;
@@ -47,8 +48,8 @@ pub struct Desired {
 }
 
 impl Desired {
-    pub fn from_args(a: Args) -> Result<Self, String> {
-        crate::secret::check_name(&a.name)?;
+    pub fn from_args(a: Args) -> Result<Self, StepError> {
+        crate::secret::check_name(&a.name).map_err(StepError::arg)?;
         check_path(&a.path)?;
         if let Some(g) = &a.guard {
             check_path(g)?;
@@ -59,10 +60,10 @@ impl Desired {
             }
         }
         if !(8..=1024).contains(&a.length) {
-            return Err(format!(
+            return Err(StepError::arg(format!(
                 "`length = {}`: a secret has 8 to 1024 random bytes",
                 a.length
-            ));
+            )));
         }
         Ok(Self {
             name: a.name,
@@ -76,12 +77,14 @@ impl Desired {
     }
 
     /// The value a missing secret gets: `length` bytes of the OS's RNG, in hex.
-    pub fn generate(&self) -> Result<Secret, String> {
+    pub fn generate(&self) -> Result<Secret, StepError> {
         use rand::TryRngCore;
         let mut buf = vec![0u8; self.length];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut buf)
-            .map_err(|e| format!("the operating system's random generator failed: {e}"))?;
+        rand::rngs::OsRng.try_fill_bytes(&mut buf).map_err(|e| {
+            StepError::local(format!(
+                "the operating system's random generator failed: {e}"
+            ))
+        })?;
         let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
         buf.fill(0);
         Ok(Secret::new(hex))
@@ -98,22 +101,22 @@ impl Desired {
     /// [`Self::diff`], and the removal of the `leftovers` the probe found in the file's
     /// directory: a secret written by an upload cut after its rename is there (value reused),
     /// its private directory too (see [`file::with_leftovers`]).
-    pub fn diff_with(&self, o: &SecretState, leftovers: &[String]) -> Result<Change, String> {
+    pub fn diff_with(&self, o: &SecretState, leftovers: &[String]) -> Result<Change, StepError> {
         Ok(file::with_leftovers(self.diff(o)?, &self.dir(), leftovers))
     }
 
     /// What must happen, given the probe's view of the file.
-    pub fn diff(&self, o: &SecretState) -> Result<Change, String> {
+    pub fn diff(&self, o: &SecretState) -> Result<Change, StepError> {
         let target = format!("{} ({})", self.path, self.name);
         match o {
-            SecretState::NotAFile => Err(format!(
+            SecretState::NotAFile => Err(StepError::host(format!(
                 "{} exists but is not a regular file that can be read without following a \
                  symbolic link (a link, a directory or a FIFO, a link on the way to it, or a \
                  file swapped while it was read: another account may have put it there); \
                  nothing was read from it. Remove it or choose another path for secret `{}`",
                 self.path, self.name
-            )),
-            SecretState::Missing { guarded: true } => Err(format!(
+            ))),
+            SecretState::Missing { guarded: true } => Err(StepError::host(format!(
                 "the file of secret `{}` ({}) is missing, but {} exists: the data it protects is \
                  there, and a new value would lock the application out of it. Restore {} from \
                  a backup (or, to start over deliberately, remove {} yourself)",
@@ -122,11 +125,10 @@ impl Desired {
                 self.guard.as_deref().unwrap_or("its data"),
                 self.path,
                 self.guard.as_deref().unwrap_or("the data"),
-            )),
+            ))),
             SecretState::Missing { guarded: false } => {
-                let value = self.generated.as_ref().ok_or_else(|| {
-                    "internal error: no value generated for a missing secret (bug, please report)"
-                        .to_string()
+                let value = self.generated.as_ref().ok_or(StepError::Internal {
+                    what: "no value generated for a missing secret (bug, please report)",
                 })?;
                 let mut content = value.expose().as_bytes().to_vec();
                 content.push(b'\n');
@@ -200,7 +202,7 @@ impl super::StepKind for SecretKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Secret(Desired::from_args(super::args(
             args,
         )?)?))
@@ -227,7 +229,10 @@ impl super::DesiredState for Desired {
         ]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [
                 crate::fact::Observed::Secret(o),
@@ -315,7 +320,10 @@ mod tests {
         assert_eq!(c.details, vec!["mode 0644 -> 0600"]);
         assert!(c.op.unwrap().script.contains("chmod 00600"));
 
-        let e = d.diff(&SecretState::Missing { guarded: true }).unwrap_err();
+        let e = d
+            .diff(&SecretState::Missing { guarded: true })
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("is missing") && e.contains("/opt/claw-ai/data/postgres"),
             "{e}"

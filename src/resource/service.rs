@@ -4,6 +4,7 @@
 //! `start|stop`. A unit systemd does not know yet (its package is installed by an earlier step)
 //! is "known after apply"; a host without systemd is an error.
 
+use super::StepError;
 use crate::fact::ServiceState;
 use crate::plan::{Action, Change};
 use crate::quote::quote;
@@ -41,7 +42,7 @@ const TYPES: &[&str] = &[
 ];
 
 impl Desired {
-    pub fn from_args(a: Args) -> Result<Self, String> {
+    pub fn from_args(a: Args) -> Result<Self, StepError> {
         let s = a.service.trim();
         let bad = || {
             format!(
@@ -56,20 +57,22 @@ impl Desired {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || ":-_.@".contains(c))
         {
-            return Err(bad());
+            return Err(StepError::arg(bad()));
         }
         let unit = match s.rsplit_once('.') {
             Some((name, ty)) if TYPES.contains(&ty) && !name.is_empty() => s.to_string(),
             Some((_, ty)) if ["device", "slice", "scope"].contains(&ty) => {
-                return Err(format!(
+                return Err(StepError::arg(format!(
                     "`service = \"{s}\"`: unit type `.{ty}` cannot be enabled or started here (one of {})",
                     TYPES.join(", ")
-                ));
+                )));
             }
             _ => format!("{s}.service"),
         };
         if a.enabled.is_none() && a.running.is_none() {
-            return Err("a service step needs `enabled` and/or `running`".into());
+            return Err(StepError::arg(
+                "a service step needs `enabled` and/or `running`",
+            ));
         }
         Ok(Self {
             unit,
@@ -82,13 +85,13 @@ impl Desired {
         self.unit.clone()
     }
 
-    pub fn diff(&self, o: &ServiceState) -> Result<Change, String> {
+    pub fn diff(&self, o: &ServiceState) -> Result<Change, StepError> {
         let (enabled, active) = match o {
             ServiceState::NoSystemd => {
-                return Err(format!(
+                return Err(StepError::host(format!(
                     "service needs systemd: this host does not run it (no /run/systemd/system), so {} cannot be managed",
                     self.unit
-                ));
+                )));
             }
             ServiceState::NotFound => {
                 return Ok(Change::deferred(
@@ -144,7 +147,7 @@ impl Desired {
         want: bool,
         enabled: &str,
         u: &str,
-    ) -> Result<Option<(String, String)>, String> {
+    ) -> Result<Option<(String, String)>, StepError> {
         let is = match enabled {
             "enabled" | "alias" => Some(true),
             "disabled" | "masked" | "masked-runtime" | "enabled-runtime" | "linked"
@@ -156,10 +159,10 @@ impl Desired {
             Some(is) if is == want => Ok(None),
             Some(_) if enabled.starts_with("masked") => {
                 if want {
-                    return Err(format!(
+                    return Err(StepError::host(format!(
                         "{} is masked: `systemctl unmask {}` first, if it should run",
                         self.unit, self.unit
-                    ));
+                    )));
                 }
                 Ok(None)
             }
@@ -168,11 +171,11 @@ impl Desired {
                 let detail = format!("{enabled} -> {}", if want { "enabled" } else { "disabled" });
                 Ok(Some((detail, format!("systemctl {verb} --quiet -- {u}\n"))))
             }
-            None => Err(format!(
+            None => Err(StepError::host(format!(
                 "{} cannot be {} (`systemctl is-enabled`: {enabled}); leave `enabled` unset for it",
                 self.unit,
                 if want { "enabled" } else { "disabled" }
-            )),
+            ))),
         }
     }
 
@@ -185,16 +188,16 @@ impl Desired {
         active: &str,
         enabled: &str,
         u: &str,
-    ) -> Result<Option<(String, String)>, String> {
+    ) -> Result<Option<(String, String)>, StepError> {
         let is = matches!(active, "active" | "reloading" | "activating" | "refreshing");
         if is == want {
             return Ok(None);
         }
         if want && enabled.starts_with("masked") {
-            return Err(format!(
+            return Err(StepError::host(format!(
                 "{} is masked: `systemctl unmask {}` first, if it should run",
                 self.unit, self.unit
-            ));
+            )));
         }
         let verb = if want { "start" } else { "stop" };
         let detail = format!("{active} -> {}", if want { "running" } else { "stopped" });
@@ -219,7 +222,7 @@ impl super::StepKind for ServiceKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Service(Desired::from_args(super::args(
             args,
         )?)?))
@@ -237,7 +240,10 @@ impl super::DesiredState for Desired {
         vec![p.add(crate::fact::Request::Service(self.unit.clone()))]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [crate::fact::Observed::Service(o)] => Some(self.diff(o)),
             _ => None,
@@ -288,6 +294,7 @@ mod tests {
                 running: r,
             })
             .unwrap_err()
+            .to_string()
         };
         assert!(err("", Some(true), None).contains("unit name"));
         assert!(err("docker; reboot", Some(true), None).contains("unit name"));
@@ -439,7 +446,7 @@ mod tests {
                     assert_eq!(c.details, *details, "case {i}");
                     assert_eq!(c.target, "docker.service", "case {i}");
                 }
-                (Err(m), Err(want)) => assert!(m.contains(want), "case {i}: {m}"),
+                (Err(m), Err(want)) => assert!(m.to_string().contains(want), "case {i}: {m}"),
                 (got, _) => panic!("case {i}: {got:?}"),
             }
         }
@@ -452,7 +459,7 @@ mod tests {
         assert_eq!(c.reason, "unit docker.service does not exist yet");
         let c = d.diff(&unit("enabled", "active")).unwrap();
         assert_eq!(c.reason, "enabled, active");
-        let e = d.diff(&ServiceState::NoSystemd).unwrap_err();
+        let e = d.diff(&ServiceState::NoSystemd).unwrap_err().to_string();
         assert!(e.contains("docker.service"), "{e}");
     }
 

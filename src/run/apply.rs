@@ -188,7 +188,7 @@ impl HostRun<'_> {
         let change = match run_probe(remote, &one, &per, names, timeout, private, mask).await {
             Ok(r) => d
                 .diff(&rid.iter().map(|x| &r.observed[*x]).collect::<Vec<_>>())
-                .map_err(|e| failed(&sp.name, mask.text(&e))),
+                .map_err(|e| failed(&sp.name, mask.text(&e.to_string()))),
             Err(e) => Err(e),
         };
         match change {

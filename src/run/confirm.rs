@@ -33,7 +33,7 @@ pub(super) async fn confirm_by_new_connection(
     let started = Instant::now();
     let token = c
         .token(&out.stdout_lossy())
-        .map_err(ConfirmError::NoToken)?;
+        .map_err(|e| ConfirmError::NoToken(e.to_string()))?;
     // Leave the host's timer a margin: a confirmation must land before it fires.
     let budget = c.window.saturating_sub(Duration::from_secs(2));
     // A slow connection is still a proof: it may take the whole window (a busy host or client

@@ -93,7 +93,7 @@ impl HostRun<'_> {
             (Some(why), Ok(c)) => Change::deferred(c.target, why),
             (Some(why), Err(_)) => Change::deferred(String::new(), why),
             (None, diffed) => {
-                let mut c = diffed.map_err(|e| failed(&s.step.name, mask.text(&e)))?;
+                let mut c = diffed.map_err(|e| failed(&s.step.name, mask.text(&e.to_string())))?;
                 // The leftovers of interrupted uploads in a directory are removed by
                 // the first step that changes something there for them: a later step
                 // with nothing else to do is up to date.

@@ -6,7 +6,7 @@ use super::mask::Mask;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::inventory::{Host, Inventory};
 use crate::playbook::{Playbook, Step};
-use crate::resource::{self, Desired, Sources, command};
+use crate::resource::{self, Desired, Sources, StepError, command};
 use crate::secret::Secret;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -226,8 +226,8 @@ impl Tracker {
     fn desired(
         &mut self,
         templates: &crate::template::Renderer<'_>,
-        f: &mut dyn FnMut() -> Result<Desired, String>,
-    ) -> (Result<Desired, String>, Vec<crate::template::Tainted>) {
+        f: &mut dyn FnMut() -> Result<Desired, StepError>,
+    ) -> (Result<Desired, StepError>, Vec<crate::template::Tainted>) {
         if !self.reuse {
             return (f(), Vec::new());
         }
@@ -296,7 +296,7 @@ fn render_steps(
         match r {
             Ok(d) => out.push(Ok(d)),
             Err(e) => {
-                errors.push((i, e));
+                errors.push((i, e.to_string()));
                 out.push(Err(String::new()));
             }
         }
@@ -337,7 +337,7 @@ fn render_handlers(
         match r {
             Ok(Desired::Command(c)) => handlers.push((h.name.clone(), h.timeout, c)),
             Ok(_) => {}
-            Err(e) => errors.push((n_steps + j, e)),
+            Err(e) => errors.push((n_steps + j, e.to_string())),
         }
     }
     (handlers, tainted_handlers)

@@ -121,7 +121,9 @@ impl HostRun<'_> {
                         secrets.push((d.name.clone(), value.clone()));
                     }
                     Observed::Secret(SecretState::Missing { guarded: false }) => {
-                        let v = d.generate().map_err(|e| failed(&s.step.name, e))?;
+                        let v = d
+                            .generate()
+                            .map_err(|e| failed(&s.step.name, e.to_string()))?;
                         secrets.push((d.name.clone(), v.clone()));
                         generated.push((d.name.clone(), v));
                     }
@@ -129,7 +131,7 @@ impl HostRun<'_> {
                     // use the secret fail for want of it).
                     Observed::Secret(obs) => {
                         if let Err(e) = d.diff(obs) {
-                            return Err(failed(&s.step.name, e));
+                            return Err(failed(&s.step.name, e.to_string()));
                         }
                     }
                     _ => {}

@@ -21,9 +21,10 @@
 //! Something else at the path (a directory, a symbolic link) is an error unless `force = true`,
 //! which replaces it (a directory with everything in it) by the uploaded file, or removes it.
 
+use super::StepError;
 use super::{
-    AttrDiff, Attrs, State, accounts_exist, check_account, check_path, chmod_mode, chown_cmd,
-    dir::kind_name, enter_dir, file_attr_script, fmt_mode, parse_mode,
+    AttrDiff, Attrs, State, accounts_exist, check_account, check_path, dir::kind_name, enter_dir,
+    file_attr_script, fmt_mode, parse_mode,
 };
 use crate::fact::PathState;
 use crate::plan::{Action, Change, ContentChange, Op};
@@ -33,6 +34,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
+
+mod upload;
+
+pub use upload::{sweep, with_leftovers};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,12 +115,12 @@ fn attrs(
     owner: Option<&str>,
     group: Option<&str>,
     force: bool,
-) -> Result<Option<u32>, String> {
+) -> Result<Option<u32>, StepError> {
     check_path(path)?;
     if force && super::dir::PROTECTED.contains(&path) {
-        return Err(format!(
+        return Err(StepError::arg(format!(
             "`force = true` on the system directory `{path}`: refusing to replace it"
-        ));
+        )));
     }
     if let Some(o) = owner {
         check_account("owner", o)?;
@@ -127,7 +132,7 @@ fn attrs(
 }
 
 impl Desired {
-    pub fn from_file_args(a: FileArgs, files_dir: &Path) -> Result<Self, String> {
+    pub fn from_file_args(a: FileArgs, files_dir: &Path) -> Result<Self, StepError> {
         let mode = attrs(
             &a.path,
             a.mode.as_deref(),
@@ -138,18 +143,25 @@ impl Desired {
         let content = match (a.state, a.src, a.content) {
             (State::Absent, None, None) => vec![],
             (State::Absent, _, _) => {
-                return Err("`state = \"absent\"` takes neither `src` nor `content`".into());
+                return Err(StepError::arg(
+                    "`state = \"absent\"` takes neither `src` nor `content`",
+                ));
             }
             (State::Present, Some(_), Some(_)) => {
-                return Err("give either `src` or `content`, not both".into());
+                return Err(StepError::arg("give either `src` or `content`, not both"));
             }
             (State::Present, None, None) => {
-                return Err("missing `src` (a local file) or `content` (inline text)".into());
+                return Err(StepError::arg(
+                    "missing `src` (a local file) or `content` (inline text)",
+                ));
             }
             (State::Present, Some(src), None) => {
                 let p = files_dir.join(&src);
-                std::fs::read(&p)
-                    .map_err(|e| format!("cannot read `src` file {}: {e}", p.display()))?
+                std::fs::read(&p).map_err(|e| StepError::ReadArgFile {
+                    arg: "src",
+                    path: p.clone(),
+                    source: e.into(),
+                })?
             }
             (State::Present, None, Some(c)) => c.into_bytes(),
         };
@@ -171,7 +183,7 @@ impl Desired {
         templates_dir: &Path,
         ctx: &Map<String, Value>,
         templates: &crate::template::Renderer<'_>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StepError> {
         let mode = attrs(
             &a.path,
             a.mode.as_deref(),
@@ -180,14 +192,16 @@ impl Desired {
             a.force,
         )?;
         let file = templates_dir.join(&a.src);
-        let source = std::fs::read_to_string(&file)
-            .map_err(|e| format!("cannot read template {}: {e}", file.display()))?;
+        let source = std::fs::read_to_string(&file).map_err(|e| StepError::ReadTemplate {
+            path: file.clone(),
+            source: e.into(),
+        })?;
         let vars: serde_json::Map<String, serde_json::Value> = (a.vars.iter())
             .map(|(k, v)| (k.clone(), crate::template::to_json(v)))
             .collect();
         let text = templates
             .render_with(&file, &source, ctx, &vars)
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::template)?;
         let mut d = Self::new(
             a.path,
             text.into_bytes(),
@@ -202,7 +216,7 @@ impl Desired {
     }
 
     /// A root-owned file with generated content (e.g. a cron entry).
-    pub fn generated(path: String, content: Vec<u8>, mode: u32) -> Result<Self, String> {
+    pub fn generated(path: String, content: Vec<u8>, mode: u32) -> Result<Self, StepError> {
         check_path(&path)?;
         Ok(Self::new(
             path,
@@ -221,7 +235,7 @@ impl Desired {
         content: Vec<u8>,
         owner: Option<String>,
         group: Option<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StepError> {
         check_path(&path)?;
         Ok(Self::new(
             path,
@@ -235,7 +249,7 @@ impl Desired {
     }
 
     /// The absence of a file.
-    pub fn absent(path: String) -> Result<Self, String> {
+    pub fn absent(path: String) -> Result<Self, StepError> {
         check_path(&path)?;
         Ok(Self::new(
             path,
@@ -293,118 +307,15 @@ impl Desired {
         )
     }
 
-    /// The atomic upload script (content on stdin). `replace`: what is at the path (a directory,
-    /// a link) is removed just before the new file is renamed into place.
-    ///
-    /// The directory may be writable by another account, which may rename, remove or replace by
-    /// a link anything in it at any moment. So the script works from inside the directory
-    /// (`enter_dir`: never through a link another account can change) and writes the new file
-    /// in a private directory it creates there (`mktemp -d`: 0700, root's): nobody else can
-    /// touch the file while it gets its owner, mode and content, so `chown`/`chmod`/`cat` act on that file and nothing else.
-    /// The rename (`mv -T`) replaces whatever is at the name, a link included, without following it.
-    fn upload(&self, mode: u32, owner: Option<&str>, group: Option<&str>, replace: bool) -> String {
-        let mut s = String::new();
-        s.push_str("set -e\n");
-        s.push_str(&accounts_exist(owner, group));
-        s.push_str(&format!(
-            "f={}\nd={}\nn={}\n",
-            quote(&self.path),
-            quote(&self.parent()),
-            quote(self.name())
-        ));
-        s.push_str("[ -d \"$d\" ] || { printf 'directory %s does not exist (add a dir step before this one)\\n' \"$d\" >&2; exit 1; }\n");
-        s.push_str(&enter_dir("\"$d\""));
-        // The physical directory (`cd -P` set `PWD`; not `$d` when a root-only link led there).
-        s.push_str("here=$PWD\n");
-        // A run cut short (its connection or the host's sshd killed, SIGKILL: no trap ran)
-        // leaves its private directory; those of the directory are removed first.
-        s.push_str(&sweep());
-        s.push_str("tmp=$(mktemp -d -- ./.claw-provision.XXXXXXXX)\n");
-        s.push_str("trap 'cd -P -- \"$here\" 2>/dev/null && [ \"$(pwd -P)\" = \"$here\" ] && rm -rf --one-file-system -- \"$tmp\"' EXIT\ntrap 'exit 1' HUP INT TERM PIPE\n");
-        // Inside the private directory: it must be the one just made (ours, 0700; setgid when
-        // the directory is), not a link or a directory someone renamed to its name.
-        // (No pattern expansion of `$here`: dash mangles backslashes of a value there.)
-        s.push_str("case $here in /) want=/${tmp#./};; *) want=$here/${tmp#./};; esac\n");
-        s.push_str("cd -P -- \"$tmp\"\n");
-        s.push_str("[ \"$(pwd -P)\" = \"$want\" ] && [ -O . ] && case $(stat -c %a .) in 700|2700) ;; *) false;; esac || { printf 'the private directory %s of the upload was replaced (another account writes in %s); the old file is unchanged\\n' \"$tmp\" \"$d\" >&2; exit 1; }\n");
-        // 0600 from its creation (the private directory already keeps others out; the file
-        // must not depend on it): umask is a builtin, no process.
-        s.push_str("umask 077; : > ./new; umask 022\n");
-        // Owner before mode: chown clears setuid/setgid bits.
-        if let Some(c) = chown_cmd(owner, group, "./new") {
-            s.push_str(&c);
-            s.push('\n');
-        }
-        s.push_str(&format!("chmod {} ./new\n", chmod_mode(mode)));
-        s.push_str("cat > ./new\n");
-        s.push_str(&format!(
-            "sum=$(sha256sum < ./new); sum=${{sum%% *}}\n[ \"$sum\" = {} ] || {{ echo \"upload of $f arrived damaged (sha256 mismatch); the old file is unchanged\" >&2; exit 1; }}\n",
-            self.sha256
-        ));
-        // Durable before it becomes visible: a crash leaves the old file or the new one.
-        s.push_str("sync -- ./new 2>/dev/null || true\n");
-        // The private directory must still be in the managed one (`..` is where it is now).
-        s.push_str("[ \"$(cd .. && pwd -P)\" = \"$here\" ] || { printf 'the private directory of the upload was moved out of %s; the old file is unchanged\\n' \"$d\" >&2; exit 1; }\n");
-        if replace {
-            s.push_str("rm -rf --one-file-system -- \"../$n\"\n");
-        }
-        // -T: never moved INTO a directory that appeared at the path since the probe; a link
-        // at the path is replaced, never followed.
-        s.push_str("mv -fT -- ./new \"../$n\"\n");
-        s
-    }
-
     /// [`Self::diff`], and the removal of the `leftovers` the probe found in the file's
     /// directory (see [`with_leftovers`]).
-    pub fn diff_with(&self, o: &PathState, leftovers: &[String]) -> Result<Change, String> {
+    pub fn diff_with(&self, o: &PathState, leftovers: &[String]) -> Result<Change, StepError> {
         Ok(with_leftovers(self.diff(o)?, &self.parent(), leftovers))
     }
 
-    pub fn diff(&self, o: &PathState) -> Result<Change, String> {
-        let content = || ContentChange {
-            path: self.path.clone(),
-            old_sha256: match o {
-                PathState::File { sha256, .. } => Some(sha256.clone()),
-                _ => None,
-            },
-            new: self.content.clone(),
-            sensitive: self.sensitive,
-            old: None,
-            keys: None,
-        };
-        let with_upload = |mut c: Change, script: String| {
-            c.op = Some(Op {
-                script,
-                stdin: self.content.clone(),
-                stdin_from: None,
-                show_output: false,
-                stdout_to: None,
-                confirm: None,
-            });
-            c.upload_bytes = self.content.len() as u64;
-            c.upload_dir = Some(self.parent());
-            c.content = Some(content());
-            c
-        };
+    pub fn diff(&self, o: &PathState) -> Result<Change, StepError> {
         match (self.state, o) {
-            (State::Present, PathState::Absent) => {
-                let mode = self.mode.unwrap_or(DEFAULT_MODE);
-                let mut c = Change::new(
-                    Action::Create,
-                    &self.path,
-                    "file does not exist",
-                    String::new(),
-                );
-                c.details.push(format!("mode {}", fmt_mode(mode)));
-                c.details
-                    .extend(self.owner.iter().map(|o| format!("owner {o}")));
-                c.details
-                    .extend(self.group.iter().map(|g| format!("group {g}")));
-                Ok(with_upload(
-                    c,
-                    self.upload(mode, self.owner.as_deref(), self.group.as_deref(), false),
-                ))
-            }
+            (State::Present, PathState::Absent) => Ok(self.create(o)),
             (
                 State::Present,
                 PathState::File {
@@ -424,73 +335,14 @@ impl Desired {
                     uid: *uid,
                     gid: *gid,
                 };
-                let d = AttrDiff::new(
-                    self.mode,
-                    self.owner.as_deref(),
-                    self.group.as_deref(),
-                    &observed,
-                );
-                let mut details = d.details.clone();
-                if *sha256 != self.sha256 {
-                    // Replace the content, keeping (or setting) the attributes.
-                    // Keep the observed owner by id: a name may be `UNKNOWN` to stat.
-                    let owner = self.owner.clone().unwrap_or_else(|| uid.to_string());
-                    let group = self.group.clone().unwrap_or_else(|| gid.to_string());
-                    details.insert(0, "content".into());
-                    let mut c = Change::new(
-                        Action::Update,
-                        &self.path,
-                        "content differs (sha256)",
-                        String::new(),
-                    );
-                    c.details = details;
-                    return Ok(with_upload(
-                        c,
-                        self.upload(
-                            self.mode.unwrap_or(*mode),
-                            Some(&owner),
-                            Some(&group),
-                            false,
-                        ),
-                    ));
-                }
-                if details.is_empty() {
-                    return Ok(Change::noop(
-                        &self.path,
-                        "file is up to date (sha256 match)",
-                    ));
-                }
-                let mut script = accounts_exist(d.owner, d.group);
-                script.push_str(&file_attr_script(&self.path, &d, &[&self.sha256]));
-                let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
-                c.details = details;
-                Ok(c)
+                Ok(self.update(o, &observed, sha256))
             }
-            (State::Present, other) if self.force => {
-                let mode = self.mode.unwrap_or(DEFAULT_MODE);
-                let mut c = Change::new(
-                    Action::Update,
-                    &self.path,
-                    format!("{} is in the way (`force`: replaced)", kind_name(other)),
-                    String::new(),
-                );
-                c.details.push(format!("replace {}", kind_name(other)));
-                c.details.push(format!("mode {}", fmt_mode(mode)));
-                c.details
-                    .extend(self.owner.iter().map(|o| format!("owner {o}")));
-                c.details
-                    .extend(self.group.iter().map(|g| format!("group {g}")));
-                c.clears = Some(self.path.clone());
-                Ok(with_upload(
-                    c,
-                    self.upload(mode, self.owner.as_deref(), self.group.as_deref(), true),
-                ))
-            }
-            (State::Present, other) => Err(format!(
+            (State::Present, other) if self.force => Ok(self.replace(other)),
+            (State::Present, other) => Err(StepError::host(format!(
                 "`{}` exists but is {}, not a regular file; refusing to replace it (set `force = true` to replace it)",
                 self.path,
                 kind_name(other)
-            )),
+            ))),
             (State::Absent, PathState::Absent) => Ok(Change::noop(&self.path, "file is absent")),
             (State::Absent, PathState::File { .. }) => Ok(Change::new(
                 Action::Delete,
@@ -507,73 +359,117 @@ impl Desired {
                     self.remove("-rf --one-file-system"),
                 )
             }),
-            (State::Absent, other) => Err(format!(
+            (State::Absent, other) => Err(StepError::host(format!(
                 "`{}` is {}, not a regular file; refusing to remove it (set `force = true` to remove it)",
                 self.path,
                 kind_name(other)
-            )),
+            ))),
         }
     }
-}
 
-/// The lines that remove, from inside a directory (entered with `enter_dir`), the private
-/// directories uploads cut short left there (no trap runs on SIGKILL; a cut after the rename
-/// leaves an empty one next to the new file): names of the exact pattern, directories (not
-/// links) owned by the account the uploads run as; anything else, another account's
-/// included, is left alone. Only where no other account can rename entries of the directory
-/// ([`crate::fact::path::sweepable`]): elsewhere one could rename any of root's directories
-/// there to such a name and have it removed, so nothing is. Under the apply lock no other
-/// upload is using one. Shell builtins, `stat` and `rm` only for each one found; `rm -r` never
-/// follows a link.
-pub fn sweep() -> String {
-    format!(
-        "for t in ./{}; do if [ -d \"$t\" ] && [ ! -L \"$t\" ] && [ -O \"$t\" ] && {}; then rm -rf --one-file-system -- \"$t\"; fi; done\n",
-        crate::fact::path::PRIVATE_DIR_GLOB,
-        crate::fact::path::sweepable(".")
-    )
-}
-
-/// Adds to `c` (a change of a file in `dir`) the removal of the private directories
-/// `leftovers` (names, as the probe found them in `dir`) that uploads cut short left there:
-/// an upload into `dir` removes them first anyway; any other change (attributes, a removal)
-/// does so first; when nothing else changes, their removal is the change, a housekeeping one
-/// (no handler is notified: the file is as wanted). A cut after an upload's rename leaves the
-/// file new and its private directory behind, and no later upload may ever come to that
-/// directory: without this, the leftover would stay forever.
-pub fn with_leftovers(mut c: Change, dir: &str, leftovers: &[String]) -> Change {
-    if leftovers.is_empty() {
-        return c;
+    /// The file where there is none (`o`: absent): uploaded with its attributes, which the
+    /// change lists.
+    fn create(&self, o: &PathState) -> Change {
+        let mode = self.mode.unwrap_or(DEFAULT_MODE);
+        let mut c = Change::new(
+            Action::Create,
+            &self.path,
+            "file does not exist",
+            String::new(),
+        );
+        c.details.extend(self.new_attr_details(mode));
+        let script = self.upload(mode, self.owner.as_deref(), self.group.as_deref(), false);
+        self.with_upload(c, o, script)
     }
-    let detail = format!(
-        "remove an interrupted upload's leftovers in {dir}: {}",
-        leftovers.join(", ")
-    );
-    let sweep = format!("{}{}", enter_dir(&quote(dir)), sweep());
-    match c.action {
-        Action::NoOp => {
-            let mut n = Change::new(
+
+    /// Over the regular file `o` (its attributes `observed`, its content's `sha256`): its
+    /// content uploaded again when it differs (keeping the attributes not managed), else the
+    /// attributes that differ changed, else nothing to do.
+    fn update(&self, o: &PathState, observed: &Attrs<'_>, sha256: &str) -> Change {
+        let d = AttrDiff::new(
+            self.mode,
+            self.owner.as_deref(),
+            self.group.as_deref(),
+            observed,
+        );
+        let mut details = d.details.clone();
+        if sha256 != self.sha256 {
+            // Replace the content, keeping (or setting) the attributes.
+            // Keep the observed owner by id: a name may be `UNKNOWN` to stat.
+            let owner = (self.owner.clone()).unwrap_or_else(|| observed.uid.to_string());
+            let group = (self.group.clone()).unwrap_or_else(|| observed.gid.to_string());
+            details.insert(0, "content".into());
+            let mut c = Change::new(
                 Action::Update,
-                c.target,
-                "an interrupted upload left its private directory",
-                format!("set -e\n{sweep}"),
+                &self.path,
+                "content differs (sha256)",
+                String::new(),
             );
-            n.details.push(detail);
-            n.warnings = c.warnings;
-            n.housekeeping = true;
-            n.tidies.push(dir.to_string());
-            n
+            c.details = details;
+            let mode = self.mode.unwrap_or(observed.mode);
+            let script = self.upload(mode, Some(&owner), Some(&group), false);
+            return self.with_upload(c, o, script);
         }
-        Action::Create | Action::Update | Action::Delete => {
-            if let Some(op) = c.op.as_mut()
-                && c.upload_dir.as_deref() != Some(dir)
-            {
-                op.script = format!("(\n{sweep}) || exit 1\n{}", op.script);
-            }
-            c.details.push(detail);
-            c.tidies.push(dir.to_string());
-            c
+        if details.is_empty() {
+            return Change::noop(&self.path, "file is up to date (sha256 match)");
         }
-        _ => c,
+        let mut script = accounts_exist(d.owner, d.group);
+        script.push_str(&file_attr_script(&self.path, &d, &[&self.sha256]));
+        let mut c = Change::new(Action::Update, &self.path, "attributes differ", script);
+        c.details = details;
+        c
+    }
+
+    /// The file in place of `other` (`force`): what is there removed just before the upload's
+    /// rename.
+    fn replace(&self, other: &PathState) -> Change {
+        let mode = self.mode.unwrap_or(DEFAULT_MODE);
+        let mut c = Change::new(
+            Action::Update,
+            &self.path,
+            format!("{} is in the way (`force`: replaced)", kind_name(other)),
+            String::new(),
+        );
+        c.details.push(format!("replace {}", kind_name(other)));
+        c.details.extend(self.new_attr_details(mode));
+        c.clears = Some(self.path.clone());
+        let script = self.upload(mode, self.owner.as_deref(), self.group.as_deref(), true);
+        self.with_upload(c, other, script)
+    }
+
+    /// The attributes a new file gets, for a change's details: `mode 0644`, `owner x`, ...
+    fn new_attr_details(&self, mode: u32) -> Vec<String> {
+        let mut v = vec![format!("mode {}", fmt_mode(mode))];
+        v.extend(self.owner.iter().map(|o| format!("owner {o}")));
+        v.extend(self.group.iter().map(|g| format!("group {g}")));
+        v
+    }
+
+    /// `c` with the upload `script` as its operation: the content travels on stdin, and the
+    /// change shows it against what the probe found (`o`).
+    fn with_upload(&self, mut c: Change, o: &PathState, script: String) -> Change {
+        c.op = Some(Op {
+            script,
+            stdin: self.content.clone(),
+            stdin_from: None,
+            show_output: false,
+            stdout_to: None,
+            confirm: None,
+        });
+        c.upload_bytes = self.content.len() as u64;
+        c.upload_dir = Some(self.parent());
+        c.content = Some(ContentChange {
+            path: self.path.clone(),
+            old_sha256: match o {
+                PathState::File { sha256, .. } => Some(sha256.clone()),
+                _ => None,
+            },
+            new: self.content.clone(),
+            sensitive: self.sensitive,
+            old: None,
+            keys: None,
+        });
+        c
     }
 }
 
@@ -594,7 +490,7 @@ impl super::StepKind for FileKind {
         args: toml::Value,
         _: &serde_json::Map<String, serde_json::Value>,
         src: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::File(Desired::from_file_args(
             super::args(args)?,
             src.files_dir,
@@ -623,7 +519,7 @@ impl super::StepKind for TemplateKind {
         args: toml::Value,
         ctx: &serde_json::Map<String, serde_json::Value>,
         src: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         // The template's own text must not be pre-rendered as an argument: use the raw `vars`.
         Ok(super::Desired::File(Desired::from_template_args(
             super::args(args)?,
@@ -654,7 +550,10 @@ impl super::DesiredState for Desired {
         ]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [
                 crate::fact::Observed::Path(o),
@@ -951,7 +850,7 @@ mod tests {
     /// step refuses, naming the way out.
     #[test]
     fn force_replaces_a_directory_or_link() {
-        let e = want("x", None).diff(&a_dir()).unwrap_err();
+        let e = want("x", None).diff(&a_dir()).unwrap_err().to_string();
         assert!(e.contains("set `force = true`"), "{e}");
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("p");
@@ -981,7 +880,12 @@ mod tests {
         let c = d.diff(&a_dir()).unwrap();
         assert_eq!(c.action, Action::Delete);
         d.force = false;
-        assert!(d.diff(&a_dir()).unwrap_err().contains("refusing to remove"));
+        assert!(
+            d.diff(&a_dir())
+                .unwrap_err()
+                .to_string()
+                .contains("refusing to remove")
+        );
     }
 
     #[test]
@@ -997,7 +901,9 @@ mod tests {
             sensitive: false,
             force: true,
         };
-        let e = Desired::from_file_args(a, Path::new(".")).unwrap_err();
+        let e = Desired::from_file_args(a, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("refusing"), "{e}");
     }
 
@@ -1055,6 +961,7 @@ mod tests {
         assert!(
             Desired::from_file_args(a, Path::new("."))
                 .unwrap_err()
+                .to_string()
                 .contains("not both")
         );
     }

@@ -24,14 +24,21 @@
 //!   template unit `claw-provision-firewall@NAME.service` (before network-pre.target, hence
 //!   before Docker) loads it at boot. Without systemd the plan warns that it is not restored.
 
+use super::StepError;
 use crate::fact::FirewallState;
 use crate::fact::firewall::{UNIT_PATH, ruleset_path, state_path, unit_instance};
 use crate::plan::{Action, Change, Confirm, ContentChange, Op};
 use crate::quote::quote;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::net::IpAddr;
 use std::sync::Arc;
+
+mod peers;
+mod ruleset;
+
+pub use peers::{Net, Peer};
+use peers::{lookup, peers};
+pub use ruleset::{minimal_ruleset, ruleset};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,86 +67,6 @@ pub struct PeerArgs {
     pub from: Vec<String>,
 }
 
-/// One port open to some sources.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub port: u16,
-    /// Normalised, sorted, without entries covered by another one.
-    pub v4: Vec<Net>,
-    pub v6: Vec<Net>,
-}
-
-/// An address or network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Net {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Net {
-    fn max_prefix(addr: &IpAddr) -> u8 {
-        if addr.is_ipv4() { 32 } else { 128 }
-    }
-
-    /// Parses `10.0.0.1`, `10.0.0.0/24`, `fd00::/8`; host bits are cleared.
-    pub fn parse(s: &str) -> Option<Net> {
-        let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.parse().ok()?;
-        let max = Self::max_prefix(&addr);
-        let prefix = match p {
-            None => max,
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse::<u8>().ok().filter(|p| *p <= max)?
-            }
-            Some(_) => return None,
-        };
-        Some(Net {
-            addr: mask(addr, prefix),
-            prefix,
-        })
-    }
-
-    fn contains(&self, other: &Net) -> bool {
-        self.addr.is_ipv4() == other.addr.is_ipv4()
-            && self.prefix <= other.prefix
-            && mask(other.addr, self.prefix) == self.addr
-    }
-}
-
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let m = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix))
-            };
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix))
-            };
-            IpAddr::V6((u128::from(a) & m).into())
-        }
-    }
-}
-
-impl std::fmt::Display for Net {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.prefix == Self::max_prefix(&self.addr) {
-            write!(f, "{}", self.addr)
-        } else {
-            write!(f, "{}/{}", self.addr, self.prefix)
-        }
-    }
-}
-
 /// The desired firewall of one host.
 #[derive(Debug, Clone)]
 pub struct Desired {
@@ -163,14 +90,13 @@ pub struct Desired {
 /// window, tells how, for [`Confirm::failure`].
 impl Confirm {
     /// The rollback token the applied script printed (`@fw-token\tTOKEN`).
-    pub fn token(&self, applied_stdout: &str) -> Result<String, String> {
+    pub fn token(&self, applied_stdout: &str) -> Result<String, StepError> {
         applied_stdout
             .lines()
             .find_map(|l| l.strip_prefix("@fw-token\t").map(|t| t.trim().to_string()))
             .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit()))
-            .ok_or_else(|| {
-                "internal error: the firewall change did not report its rollback token (bug)"
-                    .to_string()
+            .ok_or(StepError::Internal {
+                what: "the firewall change did not report its rollback token (bug)",
             })
     }
 
@@ -280,144 +206,61 @@ ExecStart=/usr/sbin/nft -f /etc/claw-provision/firewall/%i.nft
 WantedBy=sysinit.target
 ";
 
-fn lookup<'a>(ctx: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value> {
-    let mut v = ctx.get(path[0])?;
-    for k in &path[1..] {
-        v = v.get(*k)?;
+/// The `table` argument (default [`DEFAULT_TABLE`]): a name nft and the unit's instance take.
+fn table_name(table: Option<String>) -> Result<String, StepError> {
+    let table = table.unwrap_or_else(|| DEFAULT_TABLE.into());
+    if table.is_empty()
+        || table.len() > 64
+        || !table.starts_with(|c: char| c.is_ascii_alphabetic())
+        || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(StepError::arg(format!(
+            "`table = \"{table}\"`: a letter, then letters, digits and `_` (at most 64)"
+        )));
     }
-    Some(v)
+    Ok(table)
 }
 
-/// The IP address of an inventory host, for a peer rule.
-fn host_net(ctx: &Map<String, Value>, name: &str, port: u16) -> Result<Net, String> {
-    let addr = lookup(ctx, &["inventory", "hosts", name, "address"])
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    addr.parse::<IpAddr>()
-        .ok()
-        .and_then(|a| Net::parse(&a.to_string()))
-        .ok_or_else(|| {
-            format!(
-                "`peers` (port {port}): inventory host `{name}` has the address `{addr}`, not an IP address; give its IP address or network instead"
-            )
+/// The port sshd listens on: the inventory's port, unless the host's `sshd_port` variable says
+/// otherwise (the inventory reaches it through a proxy or NAT on another port).
+fn ssh_port(ctx: &Map<String, Value>) -> Result<u64, StepError> {
+    lookup(ctx, &["sshd_port"])
+        .and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        .or_else(|| lookup(ctx, &["host", "port"]).and_then(Value::as_u64))
+        .ok_or(StepError::Internal {
+            what: "the host's SSH port is not in the template context",
         })
 }
 
-/// Resolves one `from` item: an IP address/CIDR, an inventory host or an inventory group.
-fn resolve(ctx: &Map<String, Value>, item: &str, port: u16) -> Result<Vec<Net>, String> {
-    let item = item.trim();
-    if let Some(n) = Net::parse(item) {
-        return Ok(vec![n]);
-    }
-    if lookup(ctx, &["inventory", "hosts", item]).is_some() {
-        return Ok(vec![host_net(ctx, item, port)?]);
-    }
-    if let Some(members) = lookup(ctx, &["inventory", "groups", item]).and_then(Value::as_array) {
-        return members
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|h| host_net(ctx, h, port))
-            .collect();
-    }
-    Err(format!(
-        "`peers` (port {port}): `{item}` is neither an inventory host, an inventory group, an IP address nor a CIDR"
-    ))
-}
-
-/// Sorted, deduplicated, without networks covered by another entry (nft refuses overlapping
-/// elements in a set).
-fn minimal(mut nets: Vec<Net>) -> Vec<Net> {
-    nets.sort_by_key(|n| (n.addr, n.prefix));
-    nets.dedup();
-    let all = nets.clone();
-    nets.retain(|n| !all.iter().any(|o| o != n && o.contains(n)));
-    nets
-}
-
-fn set<T: std::fmt::Display>(items: &[T]) -> String {
-    if items.len() == 1 {
-        items[0].to_string()
-    } else {
-        let v: Vec<String> = items.iter().map(ToString::to_string).collect();
-        format!("{{ {} }}", v.join(", "))
-    }
-}
-
 impl Desired {
-    pub fn from_args(a: Args, ctx: &Map<String, Value>) -> Result<Self, String> {
-        let table = a.table.unwrap_or_else(|| DEFAULT_TABLE.into());
-        if table.is_empty()
-            || table.len() > 64
-            || !table.starts_with(|c: char| c.is_ascii_alphabetic())
-            || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(format!(
-                "`table = \"{table}\"`: a letter, then letters, digits and `_` (at most 64)"
-            ));
-        }
+    pub fn from_args(a: Args, ctx: &Map<String, Value>) -> Result<Self, StepError> {
+        let table = table_name(a.table)?;
         let mut ports = a.ports.unwrap_or_else(|| DEFAULT_PORTS.to_vec());
         ports.sort_unstable();
         ports.dedup();
         if ports.contains(&0) || a.peers.iter().any(|p| p.port == 0) {
-            return Err("port 0 is not a TCP port".into());
+            return Err(StepError::arg("port 0 is not a TCP port"));
         }
         // Never lock the provisioner out: the SSH port of the connection must stay open to all.
-        // The port sshd listens on: the inventory's port, unless the host's `sshd_port` variable
-        // says otherwise (the inventory reaches it through a proxy or NAT on another port).
-        let ssh = lookup(ctx, &["sshd_port"])
-            .and_then(|v| {
-                v.as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            })
-            .or_else(|| lookup(ctx, &["host", "port"]).and_then(Value::as_u64))
-            .ok_or("internal error: the host's SSH port is not in the template context")?;
-        let confirm_secs =
-            super::compose::parse_duration(a.confirm_timeout.as_deref().unwrap_or("60s"))
-                .map_err(|e| e.replace("wait_timeout", "confirm_timeout"))?;
+        let ssh = ssh_port(ctx)?;
+        let confirm_secs = super::compose::parse_duration(
+            "confirm_timeout",
+            a.confirm_timeout.as_deref().unwrap_or("60s"),
+        )?;
         if !(10..=3600).contains(&confirm_secs) {
-            return Err("`confirm_timeout` must be between 10s and 1h".into());
-        }
-        if !ports.iter().any(|p| u64::from(*p) == ssh) && !lockout_allowed() {
-            return Err(format!(
-                "this ruleset would block SSH port {ssh}, which claw-provision connects to; add {ssh} to `ports`"
+            return Err(StepError::arg(
+                "`confirm_timeout` must be between 10s and 1h",
             ));
         }
-        let mut peers: Vec<Peer> = vec![];
-        for p in &a.peers {
-            if p.from.is_empty() {
-                return Err(format!("`peers` (port {}): `from` is empty", p.port));
-            }
-            let mut nets = vec![];
-            for item in &p.from {
-                nets.extend(resolve(ctx, item, p.port)?);
-            }
-            // Several entries for one port are merged.
-            let peer = match peers.iter_mut().find(|q| q.port == p.port) {
-                Some(q) => q,
-                None => {
-                    peers.push(Peer {
-                        port: p.port,
-                        v4: vec![],
-                        v6: vec![],
-                    });
-                    peers.last_mut().unwrap()
-                }
-            };
-            for n in nets {
-                if n.addr.is_ipv4() {
-                    peer.v4.push(n);
-                } else {
-                    peer.v6.push(n);
-                }
-            }
+        if !ports.iter().any(|p| u64::from(*p) == ssh) && !lockout_allowed() {
+            return Err(StepError::arg(format!(
+                "this ruleset would block SSH port {ssh}, which claw-provision connects to; add {ssh} to `ports`"
+            )));
         }
-        for p in &mut peers {
-            p.v4 = minimal(std::mem::take(&mut p.v4));
-            p.v6 = minimal(std::mem::take(&mut p.v6));
-        }
-        // Ports open to everyone need no peer rule.
-        peers.retain(|p| !ports.contains(&p.port));
-        peers.sort_by_key(|p| p.port);
+        let peers = peers(ctx, &a.peers, &ports)?;
         let ruleset = ruleset(
             &table,
             &ports,
@@ -516,7 +359,7 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
     }
 
     /// Compares with the probe of the live table.
-    pub fn diff(&self, o: &FirewallState) -> Result<Change, String> {
+    pub fn diff(&self, o: &FirewallState) -> Result<Change, StepError> {
         let target = self.target();
         let (live, recorded, ruleset, boot) = match o {
             FirewallState::NoNft => {
@@ -529,60 +372,8 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
                 boot,
             } => (live, recorded, ruleset, boot),
         };
-        let mut reasons = vec![];
-        let action = match live {
-            None => {
-                reasons.push("the table does not exist".to_string());
-                Action::Create
-            }
-            Some(_) if recorded.is_none() && ruleset.is_none() => {
-                reasons.push(
-                    "a table of this name exists but was not applied by claw-provision".to_string(),
-                );
-                Action::Update
-            }
-            Some(l) => {
-                if recorded.as_ref() != Some(l) {
-                    reasons.push(
-                        "the live table differs from the one applied (changed by hand or by another tool)"
-                            .to_string(),
-                    );
-                }
-                if ruleset.as_deref() != Some(self.sha256.as_str()) {
-                    reasons.push(if ruleset.is_none() {
-                        "no ruleset applied by claw-provision".to_string()
-                    } else {
-                        "the desired ruleset changed".to_string()
-                    });
-                }
-                Action::Update
-            }
-        };
-        let mut warnings = vec![];
-        match boot {
-            None => warnings.push(
-                "no systemd on this host: the firewall table is not restored after a reboot"
-                    .to_string(),
-            ),
-            Some((unit, enabled)) => {
-                let want = super::file::sha256_hex(UNIT.as_bytes());
-                if unit.as_deref() != Some(want.as_str()) {
-                    reasons.push(format!(
-                        "the boot unit {UNIT_PATH} is {}",
-                        if unit.is_none() {
-                            "missing"
-                        } else {
-                            "out of date"
-                        }
-                    ));
-                } else if !enabled {
-                    reasons.push(format!(
-                        "the boot unit {} is not enabled",
-                        unit_instance(&self.table)
-                    ));
-                }
-            }
-        }
+        let (action, mut reasons) = self.table_reasons(live, recorded, ruleset);
+        let warnings = self.boot_reasons(boot, &mut reasons);
         let summary = self.summary();
         if reasons.is_empty() {
             let mut c = Change::noop(
@@ -616,21 +407,104 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
             clears: None,
             housekeeping: false,
             tidies: vec![],
-            op: Some(Op {
-                script: self.script(),
-                stdin: Arc::new(self.ruleset.clone().into_bytes()),
-                stdin_from: None,
-                show_output: false,
-                stdout_to: None,
-                confirm: Some(Confirm {
-                    table: self.table.clone(),
-                    window: std::time::Duration::from_secs(self.confirm_secs),
-                }),
-            }),
+            op: Some(self.op()),
             upload_bytes: self.ruleset.len() as u64,
             upload_dir: Some("/etc/claw-provision/firewall".into()),
             warnings,
         })
+    }
+
+    /// Whether the table is created or replaced, and why it is replaced, from the sha256 of
+    /// the `live` table, of the one `recorded` by the last apply and of the `ruleset` file it
+    /// loaded (empty reasons: the table is the one applied).
+    fn table_reasons(
+        &self,
+        live: &Option<String>,
+        recorded: &Option<String>,
+        ruleset: &Option<String>,
+    ) -> (Action, Vec<String>) {
+        let mut reasons = vec![];
+        let action = match live {
+            None => {
+                reasons.push("the table does not exist".to_string());
+                Action::Create
+            }
+            Some(_) if recorded.is_none() && ruleset.is_none() => {
+                reasons.push(
+                    "a table of this name exists but was not applied by claw-provision".to_string(),
+                );
+                Action::Update
+            }
+            Some(l) => {
+                if recorded.as_ref() != Some(l) {
+                    reasons.push(
+                        "the live table differs from the one applied (changed by hand or by another tool)"
+                            .to_string(),
+                    );
+                }
+                if ruleset.as_deref() != Some(self.sha256.as_str()) {
+                    reasons.push(if ruleset.is_none() {
+                        "no ruleset applied by claw-provision".to_string()
+                    } else {
+                        "the desired ruleset changed".to_string()
+                    });
+                }
+                Action::Update
+            }
+        };
+        (action, reasons)
+    }
+
+    /// What the probe says of the boot unit (`boot`, see [`FirewallState::Seen`]): adds to
+    /// `reasons` why it must be written or enabled; returns the warnings (no systemd: the
+    /// table is not restored after a reboot).
+    fn boot_reasons(
+        &self,
+        boot: &Option<(Option<String>, bool)>,
+        reasons: &mut Vec<String>,
+    ) -> Vec<String> {
+        let mut warnings = vec![];
+        match boot {
+            None => warnings.push(
+                "no systemd on this host: the firewall table is not restored after a reboot"
+                    .to_string(),
+            ),
+            Some((unit, enabled)) => {
+                let want = super::file::sha256_hex(UNIT.as_bytes());
+                if unit.as_deref() != Some(want.as_str()) {
+                    reasons.push(format!(
+                        "the boot unit {UNIT_PATH} is {}",
+                        if unit.is_none() {
+                            "missing"
+                        } else {
+                            "out of date"
+                        }
+                    ));
+                } else if !enabled {
+                    reasons.push(format!(
+                        "the boot unit {} is not enabled",
+                        unit_instance(&self.table)
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+
+    /// The operation of a change: [`Self::script`] with the ruleset on stdin, confirmed
+    /// through a new connection within the window (see [`Confirm`]).
+    fn op(&self) -> Op {
+        Op {
+            script: self.script(),
+            stdin: Arc::new(self.ruleset.clone().into_bytes()),
+            stdin_from: None,
+            show_output: false,
+            stdout_to: None,
+            confirm: Some(Confirm {
+                table: self.table.clone(),
+                window: std::time::Duration::from_secs(self.confirm_secs),
+            }),
+        }
     }
 
     /// `open 22, 80, 443; 8000 from 2 sources`, for display.
@@ -647,100 +521,6 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
         }
         s
     }
-}
-
-/// One transaction that creates the table if missing, deletes it, and opens its definition
-/// again with the input chain's policy and what every ruleset accepts (loopback, neighbour
-/// discovery, replies), so that loading it replaces exactly this table, atomically.
-fn table_head(comment: &str, table: &str) -> String {
-    format!(
-        "# {comment}\n\
-         table inet {table}\n\
-         delete table inet {table}\n\
-         table inet {table} {{\n\
-         \tchain input {{\n\
-         \t\ttype filter hook input priority filter; policy drop;\n\
-         \t\tiif \"lo\" accept\n\
-         \t\ticmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert }} accept\n\
-         \t\tct state established,related accept\n"
-    )
-}
-
-/// What the rollback loads when the previous table cannot be loaded back: the SSH port open to
-/// everyone (and loopback, replies, neighbour discovery), everything else dropped.
-pub fn minimal_ruleset(table: &str, ssh_port: u64) -> String {
-    let mut s = table_head(
-        "claw-provision firewall rollback: the saved ruleset could not be loaded back",
-        table,
-    );
-    s.push_str(&format!("\t\ttcp dport {ssh_port} accept\n\t}}\n}}\n"));
-    s
-}
-
-/// The ruleset text of a `firewall` step (see [`table_head`]).
-pub fn ruleset(table: &str, ports: &[u16], peers: &[Peer], icmp: bool, containers: bool) -> String {
-    let mut s = table_head(
-        "managed by claw-provision (firewall step); changes made here are overwritten",
-        table,
-    );
-    s.push_str("\t\tct state invalid drop\n");
-    if icmp {
-        s.push_str("\t\ticmp type echo-request accept\n");
-        s.push_str("\t\ticmpv6 type echo-request accept\n");
-    }
-    s.push_str("\t\tip6 saddr fe80::/10 udp dport 546 accept\n");
-    s.push_str(&format!("\t\ttcp dport {} accept\n", set(ports)));
-    for p in peers {
-        if !p.v4.is_empty() {
-            s.push_str(&format!(
-                "\t\tip saddr {} tcp dport {} accept\n",
-                set(&p.v4),
-                p.port
-            ));
-        }
-        if !p.v6.is_empty() {
-            s.push_str(&format!(
-                "\t\tip6 saddr {} tcp dport {} accept\n",
-                set(&p.v6),
-                p.port
-            ));
-        }
-    }
-    s.push_str("\t}\n");
-    if containers {
-        s.push_str(
-            "\n\tchain forward {\n\
-             \t\ttype filter hook forward priority filter - 10; policy accept;\n\
-             \t\tct state new ct status dnat jump published\n\
-             \t}\n\
-             \n\tchain published {\n",
-        );
-        // One rule per port: `ct original proto-dst` with an anonymous set lacks a data type.
-        for p in ports {
-            s.push_str(&format!(
-                "\t\tmeta l4proto tcp ct original proto-dst {p} return\n"
-            ));
-        }
-        for p in peers {
-            if !p.v4.is_empty() {
-                s.push_str(&format!(
-                    "\t\tip saddr {} meta l4proto tcp ct original proto-dst {} return\n",
-                    set(&p.v4),
-                    p.port
-                ));
-            }
-            if !p.v6.is_empty() {
-                s.push_str(&format!(
-                    "\t\tip6 saddr {} meta l4proto tcp ct original proto-dst {} return\n",
-                    set(&p.v6),
-                    p.port
-                ));
-            }
-        }
-        s.push_str("\t\tdrop\n\t}\n");
-    }
-    s.push_str("}\n");
-    s
 }
 
 /// The `firewall` step kind.
@@ -760,7 +540,7 @@ impl super::StepKind for FirewallKind {
         args: toml::Value,
         ctx: &serde_json::Map<String, serde_json::Value>,
         _: &super::Sources<'_>,
-    ) -> Result<super::Desired, String> {
+    ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::Firewall(Desired::from_args(
             super::args(args)?,
             ctx,
@@ -786,7 +566,10 @@ impl super::DesiredState for Desired {
         vec![p.add(crate::fact::Request::Firewall(self.table.clone()))]
     }
 
-    fn diff_answers(&self, observed: &[&crate::fact::Observed]) -> Option<Result<Change, String>> {
+    fn diff_answers(
+        &self,
+        observed: &[&crate::fact::Observed],
+    ) -> Option<Result<Change, StepError>> {
         match observed {
             [crate::fact::Observed::Firewall(o)] => Some(self.diff(o)),
             _ => None,
@@ -796,6 +579,7 @@ impl super::DesiredState for Desired {
 
 #[cfg(test)]
 mod tests {
+    use super::peers::minimal;
 
     #[test]
     fn minimal_ruleset_keeps_only_ssh_open() {
@@ -822,7 +606,7 @@ mod tests {
         assert_eq!(c.token("loaded\n@fw-token\t0a1B9f \n").unwrap(), "0a1B9f");
         let bug = "internal error: the firewall change did not report its rollback token (bug)";
         for out in ["loaded\n", "@fw-token\t\n", "@fw-token\tnot-hex\n"] {
-            assert_eq!(c.token(out).unwrap_err(), bug, "{out:?}");
+            assert_eq!(c.token(out).unwrap_err().to_string(), bug, "{out:?}");
         }
         let script = c.confirm_script("0a1b");
         assert!(script.contains("claw_provision.pending.0a1b"), "{script}");
@@ -880,7 +664,7 @@ mod tests {
         toml::from_str(toml_text).unwrap()
     }
 
-    fn desired(toml_text: &str, port: u16) -> Result<Desired, String> {
+    fn desired(toml_text: &str, port: u16) -> Result<Desired, StepError> {
         Desired::from_args(args(toml_text), &ctx(port))
     }
 
@@ -1015,9 +799,19 @@ table inet claw_provision {
                 22,
                 "`from` is empty",
             ),
+            (
+                "confirm_timeout = \"5x\"",
+                22,
+                "`confirm_timeout = \"5x\"`: expected a duration such as \"90s\", \"3m\" or \"1h\" (at most 24h)",
+            ),
+            (
+                "confirm_timeout = \"5s\"",
+                22,
+                "`confirm_timeout` must be between 10s and 1h",
+            ),
         ];
         for (a, port, want) in cases {
-            let e = desired(a, *port).unwrap_err();
+            let e = desired(a, *port).unwrap_err().to_string();
             assert!(e.contains(want), "{a}: {e}");
         }
         // Unknown keys and bad types are refused at load.
