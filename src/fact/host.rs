@@ -149,6 +149,17 @@ pub struct HostFacts {
 
 const SEEN_ALL: u8 = 0b111111;
 
+/// A host whose OS claw-provision does not manage (not of the Debian family): `description`
+/// says what it runs (`HostFacts::os_description`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unsupported OS: the host runs {description}; claw-provision manages Debian and Ubuntu (and \
+     their derivatives)"
+)]
+pub struct UnsupportedOs {
+    pub description: String,
+}
+
 impl HostFacts {
     /// Parses one `@fact-KEY` record (`tag` without `fact-`).
     pub fn parse_line(&mut self, tag: &str, f: &[&str]) -> Result<(), FactError> {
@@ -202,16 +213,14 @@ impl HostFacts {
     }
 
     /// Refuses an OS claw-provision does not manage (before any change).
-    pub fn check_supported(&self) -> Result<(), String> {
+    pub fn check_supported(&self) -> Result<(), UnsupportedOs> {
         let debian_like = |s: &str| s.split_whitespace().any(|w| w == "debian" || w == "ubuntu");
         if debian_like(&self.os_id) || debian_like(&self.os_like) {
             return Ok(());
         }
-        Err(format!(
-            "unsupported OS: the host runs {}; claw-provision manages Debian and Ubuntu (and \
-             their derivatives)",
-            self.os_description()
-        ))
+        Err(UnsupportedOs {
+            description: self.os_description(),
+        })
     }
 
     /// The OS as the messages name it: `` `fedora` 40 ``, or that it is unknown.
@@ -437,6 +446,7 @@ mod tests {
             .unwrap()
             .check_supported()
             .unwrap_err();
+        let e = e.to_string();
         assert!(e.contains("`fedora` 40") && e.contains("Debian"), "{e}");
     }
 
