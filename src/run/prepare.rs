@@ -159,10 +159,25 @@ pub struct Prepared {
 /// A handler as rendered for a host: its name, its timeout, its command.
 pub(super) type Handler = (String, Option<Duration>, command::Desired);
 
+/// Why a step of a render has no desired state; displayed as the reason its plan shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum NotRun {
+    /// Left out by the operator's selection (`--tags`, `--skip-tags`, `--step`): why
+    /// (`Step::not_selected`).
+    #[error("{0}")]
+    NotSelected(String),
+    /// Its `when` expression (as written) is false on this host.
+    #[error("when: {0}")]
+    When(String),
+    /// It does not render: its error goes with the render's errors.
+    #[error("")]
+    Failed,
+}
+
 /// The steps and handlers of a host rendered with one context.
 pub(super) struct Rendered {
-    /// Per step: the desired state, or None with the reason it is skipped.
-    pub(super) steps: Vec<Result<Desired, String>>,
+    /// Per step: the desired state, or why it does not run.
+    pub(super) steps: Vec<Result<Desired, NotRun>>,
     pub(super) handlers: Vec<Handler>,
     /// Per step: the texts of its rendering a secret flowed into (see `Renderer::track`).
     pub(super) tainted: Vec<Vec<crate::template::Tainted>>,
@@ -250,7 +265,7 @@ fn render_steps(
     tracker: &mut Tracker,
     errors: &mut Vec<(usize, String)>,
 ) -> (
-    Vec<Result<Desired, String>>,
+    Vec<Result<Desired, NotRun>>,
     Vec<Vec<crate::template::Tainted>>,
 ) {
     let reuse = tracker.reuse;
@@ -259,7 +274,7 @@ fn render_steps(
     for (i, ps) in steps.iter().enumerate() {
         let step = &ps.step;
         if let (true, Some(why)) = (reuse, &step.not_selected) {
-            out.push(Err(why.clone()));
+            out.push(Err(NotRun::NotSelected(why.clone())));
             continue;
         }
         if reuse && ps.context_free {
@@ -269,7 +284,7 @@ fn render_steps(
                     continue;
                 }
                 (None, Some(w)) => {
-                    out.push(Err(format!("when: {w}")));
+                    out.push(Err(NotRun::When(w.clone())));
                     continue;
                 }
                 (None, None) => {}
@@ -279,12 +294,12 @@ fn render_steps(
             match sources.templates.eval_when(w, ctx) {
                 Ok(true) => {}
                 Ok(false) => {
-                    out.push(Err(format!("when: {w}")));
+                    out.push(Err(NotRun::When(w.clone())));
                     continue;
                 }
                 Err(e) => {
                     errors.push((i, e.to_string()));
-                    out.push(Err(String::new()));
+                    out.push(Err(NotRun::Failed));
                     continue;
                 }
             }
@@ -297,7 +312,7 @@ fn render_steps(
             Ok(d) => out.push(Ok(d)),
             Err(e) => {
                 errors.push((i, e.to_string()));
-                out.push(Err(String::new()));
+                out.push(Err(NotRun::Failed));
             }
         }
     }
@@ -513,7 +528,7 @@ mod tests {
         let r = render(&p[0].steps, &p[0].playbook, &ctx, true).unwrap();
         assert!(r.steps[0].is_ok());
         assert_eq!(
-            r.steps[1].as_ref().unwrap_err(),
+            r.steps[1].as_ref().unwrap_err().to_string(),
             "not selected: no tag of --tags x"
         );
         // Bad input in a step not selected still stops the run before any connection.

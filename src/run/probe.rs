@@ -5,7 +5,7 @@
 
 use super::host::{HostRun, HostSecrets, Known, Probed};
 use super::mask::Mask;
-use super::prepare::full_context;
+use super::prepare::{NotRun, full_context};
 use super::{Mode, StepErr, failed};
 use crate::fact::lock::LockState;
 use crate::fact::{Observed, ProbeError, ProbeScript, Request, SecretState};
@@ -260,7 +260,7 @@ impl HostRun<'_> {
 /// Per step of the render: its desired state (a generated secret given to its `secret` step),
 /// or None and the reason it is skipped.
 fn desired_states(
-    steps: Vec<Result<Desired, String>>,
+    steps: Vec<Result<Desired, NotRun>>,
     generated: &[(String, Secret)],
 ) -> (Vec<Option<Desired>>, Vec<String>) {
     let mut desired: Vec<Option<Desired>> = Vec::new();
@@ -279,7 +279,7 @@ fn desired_states(
             }
             Err(reason) => {
                 desired.push(None);
-                skip.push(reason);
+                skip.push(reason.to_string());
             }
         }
     }
