@@ -5,14 +5,14 @@
 
 use super::audit::{audit_script, audit_started};
 use super::confirm::confirm_by_new_connection;
+use super::failure::{HostFailure, Rescue, StepFailure};
 use super::host::{HostRun, Known};
 use super::prepare::uses_secrets;
 use super::probe::run_probe;
-use super::{HostOutcome, HostState, StepErr, StepStatus, failed};
+use super::{HostOutcome, HostState, StepStatus};
 use crate::fact::ProbeScript;
 use crate::plan::{Change, HostPlan, Op, StepPlan};
 use crate::playbook::Step;
-use crate::remote::RemoteError;
 use crate::ssh::ExecOutput;
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ pub(super) struct Applying<'k> {
     /// the rescue steps do (probed now); the host is failed either way.
     has_rescue: bool,
     /// The first failure of a task with rescue steps.
-    failure: Option<StepErr>,
+    failure: Option<HostFailure>,
     /// The rescue steps that changed something.
     rescued: Vec<String>,
     /// The rescue steps that applied to the host (their `when`).
@@ -50,7 +50,7 @@ impl HostRun<'_> {
         o: &mut HostOutcome,
         plan: &HostPlan,
         known: &'k Known,
-    ) -> Result<Option<Applying<'k>>, StepErr> {
+    ) -> Result<Option<Applying<'k>>, HostFailure> {
         let (ctx, p) = (self.ctx, self.p);
         o.statuses = plan.steps.iter().map(|_| StepStatus::NotRun).collect();
         let mut run = Applying {
@@ -84,10 +84,8 @@ impl HostRun<'_> {
                     return Ok(None);
                 }
                 o.state = HostState::Failed;
-                return Err((
-                    sp.name.clone(),
-                    RemoteError::Failed(format!("stopped before this step: {}", ctx.halt_reason())),
-                ));
+                let reason = ctx.halt_reason();
+                return Err(HostFailure::new(&sp.name, StepFailure::Stopped { reason }));
             }
             if runs_something && sp.change.action != crate::plan::Action::Skip {
                 run.ran_any = true;
@@ -103,17 +101,21 @@ impl HostRun<'_> {
             let result = self.apply_step(o, i, &mut sp, &mut run).await;
             self.step_ended(o, i, &sp, result, step_started, &mut run)?;
         }
-        if let Some((at, e)) = run.failure {
+        if let Some(HostFailure { at, error }) = run.failure {
             // Handlers wait in the journal for the next apply.
             o.state = HostState::Failed;
-            let ran = if run.rescue_ran == 0 {
-                "no rescue step applies to this host (`when`)".to_string()
+            let rescue = if run.rescue_ran == 0 {
+                Rescue::NoneApplies
             } else if run.rescued.is_empty() {
-                "the rescue steps ran and changed nothing".to_string()
+                Rescue::NothingChanged
             } else {
-                format!("the rescue steps ran: {}", run.rescued.join(", "))
+                Rescue::Ran(run.rescued)
             };
-            return Err((at, RemoteError::Failed(format!("{e}; {ran}"))));
+            let first = Box::new(error);
+            return Err(HostFailure::new(
+                at,
+                StepFailure::NotRescued { first, rescue },
+            ));
         }
         Ok(Some(run))
     }
@@ -126,7 +128,7 @@ impl HostRun<'_> {
         i: usize,
         sp: &mut StepPlan,
         run: &mut Applying<'_>,
-    ) -> Result<StepStatus, StepErr> {
+    ) -> Result<StepStatus, HostFailure> {
         let known: &Known = run.known;
         let mask = &known.mask;
         let rescue = self.p.steps[i].step.rescue;
@@ -158,7 +160,8 @@ impl HostRun<'_> {
                         Ok(StepStatus::Changed)
                     }
                 }
-                Err(e) => Err((sp.name.clone(), mask.error(e))),
+                Err(StepFailure::Remote(e)) => Err(HostFailure::new(&sp.name, mask.error(e))),
+                Err(e) => Err(HostFailure::new(&sp.name, e)),
             },
         }
     }
@@ -171,7 +174,7 @@ impl HostRun<'_> {
         i: usize,
         sp: &mut StepPlan,
         known: &Known,
-    ) -> Result<(), StepErr> {
+    ) -> Result<(), HostFailure> {
         let mask = &known.mask;
         let timeout = self.p.steps[i].step.timeout.unwrap_or(self.default_timeout);
         let d = known.desired[i]
@@ -188,16 +191,15 @@ impl HostRun<'_> {
         let change = match run_probe(remote, &one, &per, names, timeout, private, mask).await {
             Ok(r) => d
                 .diff(&rid.iter().map(|x| &r.observed[*x]).collect::<Vec<_>>())
-                .map_err(|e| failed(&sp.name, mask.text(&e.to_string()))),
+                .map_err(|e| HostFailure::new(&sp.name, e)),
             Err(e) => Err(e),
         };
         match change {
-            Ok(c) if c.action == crate::plan::Action::Deferred => Err(failed(
+            Ok(c) if c.action == crate::plan::Action::Deferred => Err(HostFailure::new(
                 &sp.name,
-                mask.text(&format!(
-                    "{} (still, after the earlier steps ran)",
-                    c.reason
-                )),
+                StepFailure::StillDeferred {
+                    reason: mask.text(&c.reason),
+                },
             )),
             Ok(mut c) => {
                 mask.content(
@@ -227,7 +229,7 @@ impl HostRun<'_> {
         sp: &StepPlan,
         op: &Op,
         run: &mut Applying<'_>,
-    ) -> Result<ExecOutput, RemoteError> {
+    ) -> Result<ExecOutput, StepFailure> {
         let (ctx, name, remote, known) = (self.ctx, self.name, self.remote, run.known);
         let action = sp.change.action;
         let timeout = self.p.steps[i].step.timeout.unwrap_or(self.default_timeout);
@@ -271,28 +273,27 @@ impl HostRun<'_> {
         // A firewall change stays only if a NEW connection can confirm it.
         match (res, &op.confirm) {
             (Ok(out), Some(c)) => {
-                match confirm_by_new_connection(ctx, self.p, remote, c, &out, timeout).await {
-                    Ok(()) => Ok(out),
-                    Err(e) => Err(RemoteError::Failed(e.to_string())),
-                }
+                confirm_by_new_connection(ctx, self.p, remote, c, &out, timeout).await?;
+                Ok(out)
             }
-            (res, _) => res,
+            (res, _) => Ok(res?),
         }
     }
 
     /// Records how step `i` (its plan `sp`) ended, started at `started`; the error to stop the
     /// host with (a failure, unless a rescue step is left to run).
-    // The phases share `StepErr`, as large as `RemoteError`; only a failure builds one.
+    // The phases share `HostFailure` (large: a `RemoteError`, a `StepError` inside); only a
+    // failure builds one.
     #[allow(clippy::result_large_err)]
     fn step_ended(
         &self,
         o: &mut HostOutcome,
         i: usize,
         sp: &StepPlan,
-        result: Result<StepStatus, StepErr>,
+        result: Result<StepStatus, HostFailure>,
         started: Instant,
         run: &mut Applying<'_>,
-    ) -> Result<(), StepErr> {
+    ) -> Result<(), HostFailure> {
         let (name, rescue) = (self.name, self.p.steps[i].step.rescue);
         match result {
             Ok(status) => {
@@ -313,21 +314,20 @@ impl HostRun<'_> {
                     name,
                     sp,
                     StepStatus::Failed,
-                    Some(&run.known.mask.text(&e.1.to_string())),
+                    Some(&run.known.mask.text(&e.error.to_string())),
                     started.elapsed(),
                 );
                 o.state = HostState::Failed;
                 match run.failure.take() {
                     None if run.has_rescue && !rescue => run.failure = Some(e),
                     None => return Err(e),
-                    Some((at, first)) => {
-                        return Err((
-                            at,
-                            RemoteError::Failed(format!(
-                                "{first}; then the rescue step `{}` failed too: {}",
-                                e.0, e.1
-                            )),
-                        ));
+                    Some(HostFailure { at, error: first }) => {
+                        let rescue_failed = StepFailure::RescueFailed {
+                            first: Box::new(first),
+                            step: e.at,
+                            then: Box::new(e.error),
+                        };
+                        return Err(HostFailure::new(at, rescue_failed));
                     }
                 }
             }
@@ -341,7 +341,7 @@ impl HostRun<'_> {
         &self,
         o: &mut HostOutcome,
         mut run: Applying<'_>,
-    ) -> Result<(), StepErr> {
+    ) -> Result<(), HostFailure> {
         let (ctx, p, name, known) = (self.ctx, self.p, self.name, run.known);
         let (mask, journal) = (&known.mask, &run.journal);
         for (hname, timeout, cmd) in
@@ -386,7 +386,7 @@ impl HostRun<'_> {
                     let e = mask.error(e);
                     ctx.observer
                         .handler(name, hname, StepStatus::Failed, Some(&e.to_string()));
-                    return Err((format!("handler {hname}"), e));
+                    return Err(HostFailure::new(format!("handler {hname}"), e));
                 }
             }
         }

@@ -2,9 +2,10 @@
 //! the disk space and a saved plan; then the current contents of changed files, to show diffs.
 //! Also why a probe answer is stale by the time its step runs ([`stale_after`]).
 
+use super::HostOutcome;
+use super::failure::{HostFailure, NoSpace, StepFailure};
 use super::host::{HostRun, Known, Probed};
 use super::mask::Mask;
-use super::{HostOutcome, StepErr, failed};
 use crate::fact::{Observed, ProbeScript};
 use crate::plan::{Change, HostPlan, StepPlan};
 use crate::playbook::Step;
@@ -14,14 +15,15 @@ use std::time::Duration;
 
 impl HostRun<'_> {
     /// 4. Diff (pure).
-    // The phases share `StepErr`, as large as `RemoteError`; only a failure builds one.
+    // The phases share `HostFailure` (large: a `RemoteError`, a `StepError` inside); only a
+    // failure builds one.
     #[allow(clippy::result_large_err)]
     pub(super) fn diff(
         &self,
         o: &mut HostOutcome,
         probed: &Probed,
         known: &Known,
-    ) -> Result<HostPlan, StepErr> {
+    ) -> Result<HostPlan, HostFailure> {
         let (ctx, p) = (self.ctx, self.p);
         let mut plan = HostPlan {
             pending_handlers: (probed.first.journal.iter())
@@ -55,7 +57,7 @@ impl HostRun<'_> {
             });
         }
         check_space(&probed.probe, &probed.first.preflight, &plan)
-            .map_err(|e| failed("preflight", e.to_string()))?;
+            .map_err(|e| HostFailure::new("preflight", e))?;
         if let Some(key) = &ctx.opts.fingerprint {
             plan.probed = Some(crate::saved_plan::probed(
                 key,
@@ -68,14 +70,15 @@ impl HostRun<'_> {
         {
             o.probe_time = probed.started.elapsed();
             o.plan = Some(plan);
-            return Err(failed("drift", why.to_string()));
+            return Err(HostFailure::new("drift", why));
         }
         Ok(plan)
     }
 
     /// The change of step `i` (desired `d`, the host's answers `obs`) after the steps of
     /// `plan` before it, as shown.
-    // The phases share `StepErr`, as large as `RemoteError`; only a failure builds one.
+    // The phases share `HostFailure` (large: a `RemoteError`, a `StepError` inside); only a
+    // failure builds one.
     #[allow(clippy::result_large_err)]
     fn diff_step(
         &self,
@@ -84,7 +87,7 @@ impl HostRun<'_> {
         obs: &[Observed],
         plan: &HostPlan,
         known: &Known,
-    ) -> Result<Change, StepErr> {
+    ) -> Result<Change, HostFailure> {
         let (s, mask) = (&self.p.steps[i], &known.mask);
         let diffed = d.diff(&obs.iter().collect::<Vec<_>>());
         // An earlier change makes the answer stale: whatever it says now (even an
@@ -93,7 +96,7 @@ impl HostRun<'_> {
             (Some(why), Ok(c)) => Change::deferred(c.target, why),
             (Some(why), Err(_)) => Change::deferred(String::new(), why),
             (None, diffed) => {
-                let mut c = diffed.map_err(|e| failed(&s.step.name, mask.text(&e.to_string())))?;
+                let mut c = diffed.map_err(|e| HostFailure::new(&s.step.name, e))?;
                 // The leftovers of interrupted uploads in a directory are removed by
                 // the first step that changes something there for them: a later step
                 // with nothing else to do is up to date.
@@ -114,20 +117,14 @@ impl HostRun<'_> {
                 if c.action == crate::plan::Action::Deferred
                     && !plan.steps.iter().any(|x| x.change.action.changes())
                 {
-                    let unselected = if self.p.steps[..i]
-                        .iter()
-                        .any(|x| x.step.not_selected.is_some())
-                    {
-                        "; earlier steps not selected (--tags, --skip-tags, --step) do not run"
-                    } else {
-                        ""
-                    };
-                    return Err(failed(
+                    let unselected =
+                        (self.p.steps[..i].iter()).any(|x| x.step.not_selected.is_some());
+                    return Err(HostFailure::new(
                         &s.step.name,
-                        mask.text(&format!(
-                            "{} (and no earlier step changes anything{unselected})",
-                            c.reason
-                        )),
+                        StepFailure::NeverKnown {
+                            reason: mask.text(&c.reason),
+                            unselected,
+                        },
                     ));
                 }
                 c
@@ -142,11 +139,11 @@ impl HostRun<'_> {
         &self,
         plan: &mut HostPlan,
         mask: &Mask,
-    ) -> Result<(), StepErr> {
+    ) -> Result<(), HostFailure> {
         if self.ctx.opts.fetch_diffs {
             fetch_old_contents(self.remote, plan, self.default_timeout, mask)
                 .await
-                .map_err(|e| ("diff".to_string(), mask.error(e)))?;
+                .map_err(|e| HostFailure::new("diff", mask.error(e)))?;
         }
         Ok(())
     }
@@ -192,18 +189,6 @@ pub(super) fn stale_after(d: &Desired, step: &Step, plan: &HostPlan) -> Option<S
                 .any(|w| w == path)
                 .then(|| format!("step `{}` changes {path} first", s.name))
         })
-}
-
-/// Uploads that do not fit on one of the target's file systems.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "not enough disk space for the uploads into {dir}: {need_kib} KiB needed, {free_kib} KiB free"
-)]
-struct NoSpace {
-    dir: String,
-    /// What the uploads need, with a margin of 1 MiB.
-    need_kib: u64,
-    free_kib: u64,
 }
 
 /// Refuses uploads that do not fit on the target's file systems.

@@ -15,9 +15,10 @@
 //! then the audit record and the session's figures ([`finish`]).
 
 use super::audit::{audit_record, audit_script};
+use super::failure::HostFailure;
 use super::mask::Mask;
 use super::prepare::Rendered;
-use super::{Ctx, Gate, HostOutcome, HostState, Mode, PlanSender, Prepared, StepErr};
+use super::{Ctx, Gate, HostOutcome, HostState, Mode, PlanSender, Prepared};
 use crate::connect::connect;
 use crate::fact::{Observed, ProbeScript};
 use crate::plan::HostPlan;
@@ -68,9 +69,10 @@ pub(super) async fn host_task(
     o.connect_time = start.elapsed();
     let mut run = HostRun::new(ctx, &p, &remote);
     let result = run.drive(&mut o, permit, gate, start_rx).await;
-    if let Err((at, e)) = result {
-        // Every error of the host once more through the host's mask (the one of the operator
-        // secrets and the sudo password before its own secrets were known).
+    if let Err(HostFailure { at, error }) = result {
+        // Every error of the host through the host's mask (the one of the operator secrets and
+        // the sudo password before its own secrets were known): the texts built in the phases
+        // are masked already, the errors they hold (`StepFailure`) here.
         let mask = run.mask.take().unwrap_or_else(|| {
             let pw: Vec<(String, Secret)> = (ctx.opts.become_password.iter())
                 .map(|pw| (String::new(), pw.clone()))
@@ -78,7 +80,7 @@ pub(super) async fn host_task(
             Mask::new(&[p.playbook.operator_secrets.as_slice(), &pw].concat(), &[])
         });
         o.state = HostState::Failed;
-        o.error = Some(mask.text(&e.to_string()));
+        o.error = Some(mask.text(&error.to_string()));
         o.failed_at = Some(at);
     }
     if matches!(o.state, HostState::Failed | HostState::Unreachable) && !o.halted {
@@ -226,7 +228,7 @@ impl<'a> HostRun<'a> {
         permit: SemaphorePermit<'a>,
         gate: Option<(Gate, PlanSender)>,
         batch_start: Option<watch::Receiver<Option<bool>>>,
-    ) -> Result<(), StepErr> {
+    ) -> Result<(), HostFailure> {
         let probed = self.probe().await?;
         let secrets = self.secrets(&probed)?;
         let known = self.render(&probed, &secrets).await?;

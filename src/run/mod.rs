@@ -17,6 +17,7 @@
 //!   answer stale, disk space, the current contents shown in diffs);
 //! - `apply`: phases 7–8 (the steps' changes, then the handlers); `confirm`: a firewall
 //!   change confirmed through a new connection;
+//! - `failure`: why a host failed (the apply layer's error);
 //! - `mask`: hides a host's secrets in everything shown; `audit`: the audit log's lines;
 //! - `outcome`: what reports and saved plans read ([`HostOutcome`], [`Observer`], ...).
 //!
@@ -26,6 +27,7 @@ mod apply;
 mod audit;
 mod confirm;
 mod diff;
+mod failure;
 #[cfg(test)]
 mod fixtures;
 mod host;
@@ -39,7 +41,6 @@ pub use self::outcome::{HostOutcome, HostState, Observer, PlanSender, StepStatus
 pub use self::prepare::{PlaybookInfo, Prepared, PreparedStep, prepare};
 
 use self::outcome::EndGuard;
-use crate::remote::RemoteError;
 use crate::secret::Secret;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, watch};
@@ -294,14 +295,6 @@ fn batch_verdict(
         }
     }
     None
-}
-
-/// A host's failure: where (a step's name, or a phase: `probe`, `lock`, ...) and what.
-type StepErr = (String, RemoteError);
-
-/// A failure at `at` with message `e`.
-fn failed(at: &str, e: String) -> StepErr {
-    (at.to_string(), RemoteError::Failed(e))
 }
 
 #[cfg(test)]

@@ -3,13 +3,14 @@
 //! where a step that will run is refused if the host lacks what its kind needs
 //! (`resource::kind::Need`); [`run_probe`] runs one probe script.
 
+use super::Mode;
+use super::failure::{HostFailure, StepFailure};
 use super::host::{HostRun, HostSecrets, Known, Probed};
 use super::mask::Mask;
 use super::prepare::{NotRun, full_context};
-use super::{Mode, StepErr, failed};
 use crate::fact::lock::LockState;
 use crate::fact::{Observed, ProbeError, ProbeScript, Request, SecretState};
-use crate::remote::{Remote, RemoteError};
+use crate::remote::Remote;
 use crate::resource::Desired;
 use crate::resource::kind::unmet_need;
 use crate::secret::Secret;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 impl HostRun<'_> {
     /// 1. Probe: the host's facts, the handler journal, the secrets and every step's facts
     ///    (as rendered with stand-ins) in one round trip.
-    pub(super) async fn probe(&self) -> Result<Probed, StepErr> {
+    pub(super) async fn probe(&self) -> Result<Probed, HostFailure> {
         let (ctx, p) = (self.ctx, self.p);
         ctx.observer.phase(self.name, "probing");
         let started = Instant::now();
@@ -66,7 +67,7 @@ impl HostRun<'_> {
         probe: &mut ProbeScript,
         ids: &[Vec<usize>],
         early: &Mask,
-    ) -> Result<crate::fact::ProbeResult, StepErr> {
+    ) -> Result<crate::fact::ProbeResult, HostFailure> {
         let (ctx, remote, names) = (self.ctx, self.remote, &self.names);
         let timeout = self.default_timeout;
         let mut first = run_probe(remote, probe, ids, names, timeout, false, early).await?;
@@ -94,24 +95,22 @@ impl HostRun<'_> {
             None | Some(LockState::Taken) => {}
             Some(LockState::TakenFrom(who)) => ctx.observer.lock_broken(self.name, who),
             Some(LockState::Held { who, .. }) => {
-                return Err(failed(
-                    "lock",
-                    format!(
-                        "another apply holds this host: {who}; wait for it to end, or break the lock with --force-unlock"
-                    ),
-                ));
+                let who = who.clone();
+                return Err(HostFailure::new("lock", StepFailure::LockHeld { who }));
             }
             Some(LockState::Error(why)) => {
-                return Err(failed("lock", format!("cannot take the apply lock: {why}")));
+                let why = why.clone();
+                return Err(HostFailure::new("lock", StepFailure::Lock { why }));
             }
         }
         Ok(first)
     }
 
     /// 2. Secrets: read back, or generated now for the ones that do not exist yet.
-    // The phases share `StepErr`, as large as `RemoteError`; only a failure builds one.
+    // The phases share `HostFailure` (large: a `RemoteError`, a `StepError` inside); only a
+    // failure builds one.
     #[allow(clippy::result_large_err)]
-    pub(super) fn secrets(&mut self, probed: &Probed) -> Result<HostSecrets, StepErr> {
+    pub(super) fn secrets(&mut self, probed: &Probed) -> Result<HostSecrets, HostFailure> {
         let mut secrets: Vec<(String, Secret)> = self.p.playbook.operator_secrets.clone();
         let mut generated: Vec<(String, Secret)> = Vec::new();
         for (s, id) in self.p.steps.iter().zip(&probed.ids) {
@@ -123,7 +122,7 @@ impl HostRun<'_> {
                     Observed::Secret(SecretState::Missing { guarded: false }) => {
                         let v = d
                             .generate()
-                            .map_err(|e| failed(&s.step.name, e.to_string()))?;
+                            .map_err(|e| HostFailure::new(&s.step.name, e))?;
                         secrets.push((d.name.clone(), v.clone()));
                         generated.push((d.name.clone(), v));
                     }
@@ -131,7 +130,7 @@ impl HostRun<'_> {
                     // use the secret fail for want of it).
                     Observed::Secret(obs) => {
                         if let Err(e) = d.diff(obs) {
-                            return Err(failed(&s.step.name, e.to_string()));
+                            return Err(HostFailure::new(&s.step.name, e));
                         }
                     }
                     _ => {}
@@ -157,7 +156,7 @@ impl HostRun<'_> {
         &mut self,
         probed: &Probed,
         secrets: &HostSecrets,
-    ) -> Result<Known, StepErr> {
+    ) -> Result<Known, HostFailure> {
         let p = self.p;
         // (The full context lives only for the render: a fleet's contexts are not all kept.)
         let full = full_context(
@@ -173,7 +172,8 @@ impl HostRun<'_> {
             let at = (self.names)
                 .get(*i)
                 .map_or_else(|| "handlers".to_string(), std::string::ToString::to_string);
-            (at, RemoteError::Failed(secrets.mask.text(e)))
+            let why = secrets.mask.text(e);
+            HostFailure::new(at, StepFailure::Render { why })
         })?;
         // Every text a secret flowed into is shown as its marker rendering from now on, and a
         // script holding one goes to the host on stdin (the steps it belongs to are private too).
@@ -186,7 +186,7 @@ impl HostRun<'_> {
         // What the steps that run here need from the host (apt, systemd, ...), before any change.
         for (s, d) in p.steps.iter().zip(&desired) {
             if let (Some(_), Some(why)) = (d, unmet_need(s.step.kind, &probed.facts)) {
-                return Err(failed(&s.step.name, why));
+                return Err(HostFailure::new(&s.step.name, StepFailure::Unmet { why }));
             }
         }
         let observed = self.probe_again(probed, &desired, &tainted, &mask).await?;
@@ -208,7 +208,7 @@ impl HostRun<'_> {
         desired: &[Option<Desired>],
         tainted: &[bool],
         mask: &Mask,
-    ) -> Result<Vec<Option<Vec<Observed>>>, StepErr> {
+    ) -> Result<Vec<Option<Vec<Observed>>>, HostFailure> {
         let (p, ids, first) = (self.p, &probed.ids, &probed.first);
         let mut observed: Vec<Option<Vec<Observed>>> = vec![None; p.steps.len()];
         let mut again = ProbeScript::default();
@@ -298,7 +298,7 @@ pub(super) async fn run_probe(
     timeout: Duration,
     private: bool,
     mask: &Mask,
-) -> Result<crate::fact::ProbeResult, StepErr> {
+) -> Result<crate::fact::ProbeResult, HostFailure> {
     let mut script = probe.script();
     if private {
         script = crate::remote::private(&script);
@@ -306,10 +306,10 @@ pub(super) async fn run_probe(
     let out = remote
         .run(&script, &[], timeout)
         .await
-        .map_err(|e| ("probe".to_string(), mask.error(e)))?;
+        .map_err(|e| HostFailure::new("probe", mask.error(e)))?;
     if !out.success() {
         let why = probe_failure(probe, &out, mask);
-        return Err(("probe".into(), RemoteError::Failed(why)));
+        return Err(HostFailure::new("probe", StepFailure::ProbeFailed { why }));
     }
     probe
         .parse(&String::from_utf8_lossy(&out.stdout))
@@ -324,7 +324,7 @@ pub(super) async fn run_probe(
                     .map_or_else(|| "probe".to_string(), |i| names[i].to_string()),
                 ProbeError::Output { request: None, .. } => "probe".to_string(),
             };
-            (at, RemoteError::Failed(mask.text(&e.to_string())))
+            HostFailure::new(at, e)
         })
 }
 
