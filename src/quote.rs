@@ -31,13 +31,6 @@ pub enum RemotePathError {
     DotDot { path: String },
 }
 
-/// For callers whose errors are still text (`?` in a function returning `Result<_, String>`).
-impl From<RemotePathError> for String {
-    fn from(e: RemotePathError) -> String {
-        e.to_string()
-    }
-}
-
 /// Checks that a remote path is absolute, has no `..` component and no NUL byte.
 pub fn check_remote_path(path: &str) -> Result<(), RemotePathError> {
     if !path.starts_with('/') {

@@ -67,13 +67,6 @@ pub struct BadSecretName {
     pub name: String,
 }
 
-/// For callers whose errors are still text (`?` in a function returning `Result<_, String>`).
-impl From<BadSecretName> for String {
-    fn from(e: BadSecretName) -> String {
-        e.to_string()
-    }
-}
-
 /// Checks a secret's name: a `secret` step's, an operator-supplied secret's, a key of an env
 /// file. It is used as `secrets.NAME` in templates.
 pub fn check_name(name: &str) -> Result<(), BadSecretName> {

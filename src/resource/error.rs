@@ -28,6 +28,14 @@ pub enum StepError {
         source: Box<StepError>,
     },
 
+    /// A remote path argument that is refused (not absolute, a `..` component, a NUL byte).
+    #[error("{0}")]
+    RemotePath(#[from] crate::quote::RemotePathError),
+
+    /// A secret name that is refused.
+    #[error("{0}")]
+    SecretName(#[from] crate::secret::BadSecretName),
+
     /// A duration argument that is not one (or is longer than a day).
     #[error(
         "`{arg} = \"{value}\"`: expected a duration such as \"90s\", \"3m\" or \"1h\" (at most 24h)"

@@ -132,12 +132,11 @@ impl Desired {
         let mut ssh =
             String::from("ssh -o BatchMode=yes -o ConnectTimeout=15 -o StrictHostKeyChecking=yes");
         if let Some(k) = &a.key {
-            check_remote_path(k).map_err(|e| StepError::in_arg("key", StepError::arg(e)))?;
+            check_remote_path(k).map_err(|e| StepError::in_arg("key", e.into()))?;
             ssh.push_str(&format!(" -o IdentitiesOnly=yes -i {}", quote(k)));
         }
         if let Some(k) = &a.known_hosts {
-            check_remote_path(k)
-                .map_err(|e| StepError::in_arg("known_hosts", StepError::arg(e)))?;
+            check_remote_path(k).map_err(|e| StepError::in_arg("known_hosts", e.into()))?;
             ssh.push_str(&format!(" -o UserKnownHostsFile={}", quote(k)));
         }
         Ok(Desired {

@@ -248,7 +248,7 @@ pub fn same_owner(want: &str, name: &str, id: u32) -> bool {
 
 /// Checks a path a step manages.
 pub fn check_path(path: &str) -> Result<(), StepError> {
-    check_remote_path(path).map_err(StepError::arg)?;
+    check_remote_path(path)?;
     // One spelling per path: `//etc` or `/./etc` must not slip past checks on `/etc`.
     if path != "/" && path[1..].split('/').any(|c| c.is_empty() || c == ".") {
         return Err(StepError::arg(format!(

@@ -49,7 +49,7 @@ pub struct Desired {
 
 impl Desired {
     pub fn from_args(a: Args) -> Result<Self, StepError> {
-        crate::secret::check_name(&a.name).map_err(StepError::arg)?;
+        crate::secret::check_name(&a.name)?;
         check_path(&a.path)?;
         if let Some(g) = &a.guard {
             check_path(g)?;

@@ -65,13 +65,6 @@ pub struct ValueError {
     pub source: RenderError,
 }
 
-/// For callers whose errors are still text (`?` in a function returning `Result<_, String>`).
-impl From<ValueError> for String {
-    fn from(e: ValueError) -> String {
-        e.to_string()
-    }
-}
-
 /// A `when` expression that does not evaluate (`expr` as written).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("`when = {expr:?}`: {}", .source.message)]
