@@ -3,10 +3,9 @@
 //! templates included: the client's work before any connection), and building each host's probe
 //! script. The network side is measured by bench/run.sh.
 
-use claw_provision::fact::ProbeScript;
 use claw_provision::inventory::Inventory;
 use claw_provision::playbook::Playbook;
-use claw_provision::run;
+use claw_provision::testing::{self as run, ProbeScript};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 

@@ -24,7 +24,7 @@ use crate::ssh::{self, ConnectSpec, JumpSpec};
 /// Connects to a host (its address, keys, known_hosts, timeouts, jump hosts) and wraps the
 /// session with its become settings. `client`: the command's connection state (passphrases, key
 /// and known_hosts caches, jump chains, learned host keys).
-pub async fn connect(
+pub(crate) async fn connect(
     h: &Host,
     become_password: Option<Secret>,
     client: &ssh::Client,
@@ -44,7 +44,7 @@ fn become_of(h: &Host, password: Option<Secret>) -> Option<Become> {
 
 /// What the transport needs to reach `h`: the inventory's settings, with the usual
 /// `~/.ssh/id_*` keys for a host or hop that names none, and the agent always tried first.
-pub fn spec(h: &Host) -> ConnectSpec {
+pub(crate) fn spec(h: &Host) -> ConnectSpec {
     ConnectSpec {
         host: h.name.clone(),
         address: h.address.clone(),

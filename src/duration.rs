@@ -34,11 +34,11 @@ impl<'de> Deserialize<'de> for Secs {
 
 /// Longest duration accepted (as OpenSSH's `convtime`: `INT_MAX` seconds, about 68 years);
 /// longer ones are errors, not overflows (a deadline `now + d` must stay representable).
-pub const MAX_SECS: u64 = i32::MAX as u64;
+pub(crate) const MAX_SECS: u64 = i32::MAX as u64;
 
 /// Why a duration text is refused; `text` is the duration as written (trimmed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
+pub(crate) enum DurationError {
     #[error("invalid duration `{text}` (examples: \"30s\", \"5m\", \"1h\")")]
     Invalid { text: String },
     #[error("duration `{text}` is too long (at most {MAX_SECS} s)")]
@@ -50,7 +50,7 @@ pub enum DurationError {
 }
 
 /// Parses `"30"`, `"30s"`, `"5m"`, `"1h"`, `"500ms"`.
-pub fn parse(s: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num

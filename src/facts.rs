@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// The directories whose free space is reported (each on the file system holding it).
-pub const FREE_DIRS: [&str; 3] = ["/", "/tmp", "/var"];
+pub(crate) const FREE_DIRS: [&str; 3] = ["/", "/tmp", "/var"];
 
 /// Options of a `facts` run.
-pub struct Options {
+pub(crate) struct Options {
     pub forks: usize,
     pub become_password: Option<Secret>,
     /// The command's connection state (passphrases, key and known_hosts caches, jump chains,
@@ -29,7 +29,7 @@ pub struct Options {
 
 /// What the probe of one host found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gathered {
+pub(crate) struct Gathered {
     pub facts: HostFacts,
     pub system: SystemFacts,
     /// Free KiB per directory of [`FREE_DIRS`], in that order.
@@ -41,14 +41,14 @@ pub struct Gathered {
 
 /// Why a host has no facts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub unreachable: bool,
     pub reason: String,
 }
 
 /// One host's answer.
 #[derive(Debug, Clone)]
-pub struct HostReport {
+pub(crate) struct HostReport {
     pub name: String,
     pub address: String,
     pub outcome: Result<Gathered, Failure>,
@@ -57,7 +57,7 @@ pub struct HostReport {
 
 impl HostReport {
     /// `ok`, `unreachable` or `failed` (sudo, timeout, an unreadable answer).
-    pub fn state(&self) -> &'static str {
+    pub(crate) fn state(&self) -> &'static str {
         match &self.outcome {
             Ok(_) => "ok",
             Err(f) if f.unreachable => "unreachable",
@@ -66,7 +66,7 @@ impl HostReport {
     }
 
     /// The host's entry in the document, its keys in a fixed order (state first).
-    pub fn entry(&self) -> Entry<'_> {
+    pub(crate) fn entry(&self) -> Entry<'_> {
         let (error, facts, resources, problems) = match &self.outcome {
             Ok(g) => (
                 None,
@@ -97,15 +97,16 @@ impl HostReport {
         }
     }
 
-    /// The entry as a JSON value.
-    pub fn to_json(&self) -> Value {
+    /// The entry as a JSON value (the tests read entries this way).
+    #[cfg(test)]
+    pub(crate) fn to_json(&self) -> Value {
         serde_json::to_value(self.entry()).expect("an entry serializes")
     }
 }
 
 /// One host's entry of the document.
 #[derive(Debug, Serialize)]
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     pub state: &'static str,
     pub address: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -122,7 +123,7 @@ pub struct Entry<'a> {
 
 /// Memory, CPUs, uptime and free space of a host.
 #[derive(Debug, Serialize)]
-pub struct Resources {
+pub(crate) struct Resources {
     pub cpus: Option<u64>,
     pub mem_total_kb: Option<u64>,
     pub mem_available_kb: Option<u64>,
@@ -143,7 +144,7 @@ fn ordered_map<S: serde::Serializer>(v: &[(&'static str, u64)], s: S) -> Result<
 
 /// The whole output: one JSON object keyed by host name, in the order of `reports` (inventory
 /// order), pretty-printed, ending with a newline.
-pub fn document(reports: &[HostReport]) -> String {
+pub(crate) fn document(reports: &[HostReport]) -> String {
     if reports.is_empty() {
         return "{}\n".into();
     }
@@ -163,7 +164,7 @@ pub fn document(reports: &[HostReport]) -> String {
 }
 
 /// Probes every host (up to `forks` at a time); the reports come back in the hosts' order.
-pub async fn gather(hosts: Vec<Host>, opts: Options) -> Vec<HostReport> {
+pub(crate) async fn gather(hosts: Vec<Host>, opts: Options) -> Vec<HostReport> {
     let opts = Arc::new(opts);
     let sem = Arc::new(Semaphore::new(opts.forks.max(1)));
     let mut tasks = Vec::new();

@@ -12,7 +12,7 @@ use crate::ssh::{PublicKey, Session, SshError};
 
 /// What was found for one host.
 #[derive(Debug, Clone)]
-pub enum KeyState {
+pub(crate) enum KeyState {
     /// A known_hosts file already holds this key.
     Known,
     /// No file names the host (printed; recorded with `--pin`).
@@ -29,7 +29,7 @@ pub enum KeyState {
 
 /// Why a host's key could not be read or pinned ([`KeyState::Failed`]).
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum KeyFailure {
+pub(crate) enum KeyFailure {
     /// The task reading the key, or checking it, died.
     #[error("internal error: {reason}")]
     Internal { reason: String },
@@ -51,7 +51,7 @@ pub enum KeyFailure {
 }
 
 impl KeyState {
-    pub fn word(&self) -> &'static str {
+    pub(crate) fn word(&self) -> &'static str {
         match self {
             KeyState::Known => "known",
             KeyState::New => "new",
@@ -63,7 +63,7 @@ impl KeyState {
     }
 
     /// Whether the command should exit non-zero for this host.
-    pub fn is_problem(&self) -> bool {
+    pub(crate) fn is_problem(&self) -> bool {
         matches!(
             self,
             KeyState::Changed { .. } | KeyState::Revoked | KeyState::Failed(_)
@@ -73,7 +73,7 @@ impl KeyState {
 
 /// One host's key and its state.
 #[derive(Debug, Clone)]
-pub struct KeyReport {
+pub(crate) struct KeyReport {
     pub host: String,
     /// `address:port`
     pub target: String,
@@ -86,7 +86,7 @@ pub struct KeyReport {
 
 /// Reads every host's key (`forks` at a time) and, with `pin`, records the new ones in each
 /// host's first known_hosts file (atomically with respect to other writers, under its lock).
-pub async fn scan(
+pub(crate) async fn scan(
     hosts: Vec<Host>,
     forks: usize,
     pin: bool,
@@ -218,7 +218,7 @@ fn state_of(
 
 /// The text report: known_hosts lines (each under a comment naming the host and its state),
 /// or with `pin` one line per host. Problems are explained after.
-pub fn text(reports: &[KeyReport], pin: bool) -> String {
+pub(crate) fn text(reports: &[KeyReport], pin: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let width = reports.iter().map(|r| r.host.len()).max().unwrap_or(0);
@@ -262,7 +262,7 @@ pub fn text(reports: &[KeyReport], pin: bool) -> String {
 }
 
 /// One JSON object per host.
-pub fn json(r: &KeyReport) -> serde_json::Value {
+pub(crate) fn json(r: &KeyReport) -> serde_json::Value {
     let detail = match &r.state {
         KeyState::Recorded(f) => Some(f.display().to_string()),
         KeyState::Changed { file, line } => Some(format!("{}:{line}", file.display())),

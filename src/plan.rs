@@ -166,7 +166,7 @@ impl KeyState {
 
 /// The `NAME=value` lines of an env file (blank lines, `#` comments and `export ` allowed; a
 /// later line wins), or None when `data` is not one.
-pub fn env_lines(data: &[u8]) -> Option<Vec<(&str, &[u8])>> {
+pub(crate) fn env_lines(data: &[u8]) -> Option<Vec<(&str, &[u8])>> {
     let text = std::str::from_utf8(data).ok()?;
     let mut out: Vec<(&str, &[u8])> = Vec::new();
     for line in text.lines() {
@@ -185,7 +185,7 @@ pub fn env_lines(data: &[u8]) -> Option<Vec<(&str, &[u8])>> {
 
 /// How the keys of an env file change from `old` (None: the file does not exist) to `new`:
 /// the keys of `new` in order, then the removed ones. None when either is not an env file.
-pub fn env_keys(old: Option<&[u8]>, new: &[u8]) -> Option<Vec<(String, KeyState)>> {
+pub(crate) fn env_keys(old: Option<&[u8]>, new: &[u8]) -> Option<Vec<(String, KeyState)>> {
     let new = env_lines(new)?;
     let old = match old {
         Some(o) => env_lines(o)?,

@@ -27,8 +27,8 @@
 mod error;
 mod fingerprint;
 
-pub use error::{DriftError, MakeError, ReadError};
-pub use fingerprint::{desired, probed};
+pub(crate) use error::{DriftError, MakeError, ReadError};
+pub(crate) use fingerprint::{desired, probed};
 
 use crate::error::Error;
 use crate::plan::HostPlan;
@@ -43,13 +43,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The `format` of a plan file.
-pub const FORMAT: &str = "claw-provision plan";
+pub(crate) const FORMAT: &str = "claw-provision plan";
 /// The version of the file format this build reads and writes.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 /// The key of a plan's fingerprints.
 #[derive(Clone)]
-pub struct Key([u8; 32]);
+pub(crate) struct Key([u8; 32]);
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,7 +59,7 @@ impl std::fmt::Debug for Key {
 
 impl Key {
     /// A new key from the operating system's random generator.
-    pub fn random() -> Result<Self, Error> {
+    pub(crate) fn random() -> Result<Self, Error> {
         use rand::TryRngCore;
         let mut k = [0u8; 32];
         rand::rngs::OsRng.try_fill_bytes(&mut k).map_err(|e| {
@@ -80,7 +80,7 @@ impl Key {
     }
 
     /// HMAC-SHA256 of the parts (each length-prefixed, so no two lists give the same input), hex.
-    pub fn digest(&self, parts: &[&[u8]]) -> String {
+    pub(crate) fn digest(&self, parts: &[&[u8]]) -> String {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key");
         for p in parts {
             m.update(&(p.len() as u64).to_be_bytes());
@@ -93,7 +93,7 @@ impl Key {
 /// What a plan was made from (the run's inputs besides the hosts' steps).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Inputs {
+pub(crate) struct Inputs {
     /// The inventory file as given (for messages; its content is what is compared).
     pub inventory: String,
     pub inventory_fingerprint: String,
@@ -112,7 +112,7 @@ pub struct Inputs {
 }
 
 /// The selection of a run, as the command line gave it.
-pub struct Selection<'a> {
+pub(crate) struct Selection<'a> {
     pub inventory: &'a Path,
     pub playbook: &'a crate::playbook::Playbook,
     pub limit: Option<&'a str>,
@@ -122,7 +122,11 @@ pub struct Selection<'a> {
 }
 
 /// The fingerprints of a run's inputs. Reads the inventory file again (its bytes).
-pub fn inputs(key: &Key, sel: &Selection<'_>, operator_secrets: &[(String, Secret)]) -> Inputs {
+pub(crate) fn inputs(
+    key: &Key,
+    sel: &Selection<'_>,
+    operator_secrets: &[(String, Secret)],
+) -> Inputs {
     let inv = std::fs::read(sel.inventory).unwrap_or_default();
     let mut extra: Vec<&(String, String)> = sel.extra.iter().collect();
     // The last `-e` of a name wins, as in the variables; the order of distinct names is free.
@@ -159,7 +163,7 @@ pub fn inputs(key: &Key, sel: &Selection<'_>, operator_secrets: &[(String, Secre
 /// One step of a saved host plan: the change summary of the `plan` event, and fingerprints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StepEntry {
+pub(crate) struct StepEntry {
     pub name: String,
     pub kind: String,
     pub action: String,
@@ -174,7 +178,7 @@ pub struct StepEntry {
 /// One host of a saved plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HostEntry {
+pub(crate) struct HostEntry {
     pub host: String,
     pub address: String,
     pub changes: usize,
@@ -187,7 +191,7 @@ pub struct HostEntry {
 /// A saved plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlanFile {
+pub(crate) struct PlanFile {
     pub format: String,
     pub version: u32,
     /// `claw-provision --version` of the build that made it.
@@ -229,7 +233,7 @@ fn host_entry(key: &Key, p: &Prepared, plan: &HostPlan) -> Result<HostEntry, Mak
 
 impl PlanFile {
     /// The plan of a run that planned every host (a failed or unreachable host: no plan).
-    pub fn new(
+    pub(crate) fn new(
         key: &Key,
         inputs: Inputs,
         prepared: &[Prepared],
@@ -258,12 +262,12 @@ impl PlanFile {
     }
 
     /// The key of its fingerprints.
-    pub fn key(&self) -> Result<Key, ReadError> {
+    pub(crate) fn key(&self) -> Result<Key, ReadError> {
         Key::from_hex(&self.fingerprint_key).ok_or(ReadError::BadKey)
     }
 
     /// Parses a plan file's text; checks its format, version and the build that made it.
-    pub fn parse(text: &str) -> Result<Self, ReadError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, ReadError> {
         let v: serde_json::Value =
             serde_json::from_str(text).map_err(|source| ReadError::NotJson { source })?;
         if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
@@ -289,14 +293,14 @@ impl PlanFile {
     }
 
     /// Reads a plan file.
-    pub fn read(path: &Path) -> Result<Self, Error> {
+    pub(crate) fn read(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Usage(format!("--plan {}: cannot read it: {e}", path.display())))?;
         Self::parse(&text).map_err(|e| Error::Usage(format!("--plan {}: {e}", path.display())))
     }
 
     /// Writes the plan to `path` atomically (a temporary file beside it, renamed), mode 0600.
-    pub fn write(&self, path: &Path) -> Result<(), Error> {
+    pub(crate) fn write(&self, path: &Path) -> Result<(), Error> {
         let io = |e: std::io::Error| {
             Error::Io(format!(
                 "--out {}: cannot write the plan: {e}",
@@ -309,7 +313,7 @@ impl PlanFile {
 
     /// Why this plan cannot be applied with these inputs and hosts (every reason), or Ok.
     /// `prepared` are the hosts this apply selected, with their steps rendered offline.
-    pub fn check_inputs(
+    pub(crate) fn check_inputs(
         &self,
         key: &Key,
         now: &Inputs,
@@ -393,7 +397,7 @@ impl PlanFile {
     /// Why a host's state drifted since the plan (the steps, and what), or Ok when the plan
     /// made now is the one saved: same facts, same probe answers, same actions, same pending
     /// handlers. `plan` is the host's plan made now, with fingerprints.
-    pub fn check_host(&self, host: &str, plan: &HostPlan) -> Result<(), DriftError> {
+    pub(crate) fn check_host(&self, host: &str, plan: &HostPlan) -> Result<(), DriftError> {
         let Some(saved) = self.hosts.iter().find(|h| h.host == host) else {
             return Err(DriftError::NotInPlan { host: host.into() });
         };

@@ -69,7 +69,7 @@ pub struct BadSecretName {
 
 /// Checks a secret's name: a `secret` step's, an operator-supplied secret's, a key of an env
 /// file. It is used as `secrets.NAME` in templates.
-pub fn check_name(name: &str) -> Result<(), BadSecretName> {
+pub(crate) fn check_name(name: &str) -> Result<(), BadSecretName> {
     let mut c = name.chars();
     let ok = c
         .next()
@@ -84,7 +84,7 @@ pub fn check_name(name: &str) -> Result<(), BadSecretName> {
 
 /// Shortest text searched for as (a form of) a secret value: shorter ones would match
 /// ordinary text everywhere.
-pub const MIN_SEARCHED: usize = 4;
+pub(crate) const MIN_SEARCHED: usize = 4;
 
 /// The forms a secret value commonly takes in text, for the search that backs up taint
 /// tracking (`run::Mask`, `Remote::hide`): the value, shell-quoted (whole and as the quoted
@@ -96,7 +96,7 @@ pub const MIN_SEARCHED: usize = 4;
 /// ASCII is also covered by the search (`run::Mask`) being ASCII-case-insensitive. Forms
 /// shorter than [`MIN_SEARCHED`] are left out. The hex bytes `od` prints (spaced, wrapped over
 /// lines) are searched for by [`SpacedHex`].
-pub fn forms(v: &str) -> Vec<String> {
+pub(crate) fn forms(v: &str) -> Vec<String> {
     use base64::Engine as _;
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     let mut out = vec![v.to_string(), v.trim().to_string()];
@@ -174,7 +174,7 @@ pub fn forms(v: &str) -> Vec<String> {
 /// Values shorter than [`MIN_SEARCHED`] bytes are not searched for. Each value is kept with
 /// what replaces it (`shown`).
 #[derive(Clone, Default)]
-pub struct SpacedHex {
+pub(crate) struct SpacedHex {
     /// Value, what is shown instead, and the KMP failure functions of its bytes and of its
     /// bytes reversed.
     values: Vec<(Secret, String, Vec<usize>, Vec<usize>)>,
@@ -222,7 +222,7 @@ fn scan(
 
 impl SpacedHex {
     /// Adds a value (ignored if shorter than [`MIN_SEARCHED`] bytes).
-    pub fn push(&mut self, v: &Secret, shown: &str) {
+    pub(crate) fn push(&mut self, v: &Secret, shown: &str) {
         let b = v.expose().as_bytes();
         let n = b.len();
         if n >= MIN_SEARCHED {
@@ -233,12 +233,12 @@ impl SpacedHex {
     }
 
     /// What replaces the value of index `i` (as returned by [`SpacedHex::find`]).
-    pub fn shown(&self, i: usize) -> &str {
+    pub(crate) fn shown(&self, i: usize) -> &str {
         &self.values[i].1
     }
 
     /// `(start, end, value index)` of every match in `data` (overlapping ones included).
-    pub fn find(&self, data: &[u8]) -> Vec<(usize, usize, usize)> {
+    pub(crate) fn find(&self, data: &[u8]) -> Vec<(usize, usize, usize)> {
         let mut out = Vec::new();
         if self.values.is_empty() {
             return out;

@@ -58,7 +58,7 @@ pub struct Selection {
 
 /// Why `--tags`/`--skip-tags`/`--step` is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StepFilterError {
+pub(crate) enum StepFilterError {
     /// Tags no step has and an unknown `--step`: all at once, one a line.
     #[error("{}", lines(.problems))]
     Unknown { problems: Vec<FilterProblem> },
@@ -73,7 +73,7 @@ pub enum StepFilterError {
 
 /// One name of a step filter that the playbook does not have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FilterProblem {
+pub(crate) enum FilterProblem {
     /// `flag` is `--tags` or `--skip-tags`; `known`: every tag of the steps.
     #[error("{flag} {tag}: no step of {whose} has the tag `{tag}`{}", tag_hint(.near, .known))]
     UnknownTag {
@@ -145,7 +145,7 @@ fn always_runs(pb: &Playbook, step: &crate::playbook::Step) -> Option<&'static s
 /// Marks the steps of `pb` that `f` leaves out (`Step::not_selected`). Errors, all at once:
 /// a tag no step has, an unknown `--step`, a filter that selects nothing. `None` when the
 /// filter is empty (every step runs).
-pub fn select_steps(
+pub(crate) fn select_steps(
     pb: &mut Playbook,
     f: &StepFilter,
 ) -> Result<Option<Selection>, StepFilterError> {
@@ -289,7 +289,7 @@ fn quoted<S: AsRef<str>>(names: &[S]) -> String {
 }
 
 /// Names close to `want` (a typo away, or containing it, case aside), closest first, at most 5.
-pub fn close_names<'a>(want: &str, names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+pub(crate) fn close_names<'a>(want: &str, names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     let w = want.to_lowercase();
     let limit = (w.chars().count() / 3).max(1);
     let mut near: Vec<(usize, &str)> = names
@@ -335,7 +335,7 @@ fn distance(a: &str, b: &str) -> usize {
 /// One item of `--limit`: a host, group or glob, `!` to exclude; from the command line or from
 /// a line of an `@FILE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LimitItem {
+pub(crate) struct LimitItem {
     pub pattern: String,
     /// The file and 1-based line it was read from.
     pub from: Option<(PathBuf, usize)>,
@@ -343,7 +343,7 @@ pub struct LimitItem {
 
 /// Why `--limit` is refused.
 #[derive(Debug, thiserror::Error)]
-pub enum LimitError {
+pub(crate) enum LimitError {
     #[error("--limit @{file}: cannot read {file}: {source}")]
     Read {
         file: String,
@@ -385,7 +385,7 @@ pub enum LimitError {
 
 /// Splits `--limit` into its items, reading each `@FILE` item (relative to the current
 /// directory): one or more selectors a line, comma-separated, `#` starts a comment.
-pub fn limit_items(arg: &str) -> Result<Vec<LimitItem>, LimitError> {
+pub(crate) fn limit_items(arg: &str) -> Result<Vec<LimitItem>, LimitError> {
     let mut out = Vec::new();
     for item in arg.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match item.strip_prefix('@') {
@@ -410,7 +410,7 @@ pub fn limit_items(arg: &str) -> Result<Vec<LimitItem>, LimitError> {
 }
 
 /// The items of an `@FILE` of `--limit` (see [`limit_items`]); errors name the file and line.
-pub fn parse_limit_file(path: &Path, text: &str) -> Result<Vec<LimitItem>, LimitError> {
+pub(crate) fn parse_limit_file(path: &Path, text: &str) -> Result<Vec<LimitItem>, LimitError> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("");
@@ -445,7 +445,7 @@ pub fn parse_limit_file(path: &Path, text: &str) -> Result<Vec<LimitItem>, Limit
 
 /// The hosts of `inv` that `--limit ARG` selects, in inventory order. Each item is checked on
 /// its own first, so an error names the item (and the file and line it came from).
-pub fn limit<'a>(inv: &'a Inventory, arg: &str) -> Result<Vec<&'a Host>, LimitError> {
+pub(crate) fn limit<'a>(inv: &'a Inventory, arg: &str) -> Result<Vec<&'a Host>, LimitError> {
     let items = limit_items(arg)?;
     let in_arg = |source| LimitError::Item {
         arg: arg.into(),

@@ -9,7 +9,7 @@
 use crate::support::{Lab, ok, repo};
 use claw_provision::inventory::Inventory;
 use claw_provision::playbook::Playbook;
-use claw_provision::resource::{self, Desired, Sources};
+use claw_provision::testing::{self as resource, Desired, Sources};
 use claw_provision::{template, vars};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

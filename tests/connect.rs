@@ -184,7 +184,7 @@ fn concurrent_accept_new_runs_record_each_host_once() {
     eprintln!("5 concurrent runs x 8 hosts: {:?}", started.elapsed());
 
     let text = std::fs::read_to_string(&kh).unwrap();
-    let parsed = claw_provision::ssh::KnownHosts::parse(&kh, &text);
+    let parsed = claw_provision::testing::KnownHosts::parse(&kh, &text);
     assert!(parsed.bad_lines().is_empty(), "{text}");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 9, "the comment and one line per host:\n{text}");

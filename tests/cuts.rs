@@ -209,7 +209,7 @@ fn host_state(lab: &Lab, files: &BTreeMap<&'static str, String>) -> HostState {
 }
 
 #[derive(Default, Debug)]
-pub struct Tally {
+pub(crate) struct Tally {
     cuts: usize,
     mid_apply: usize,
     finished_first: usize,
@@ -235,7 +235,7 @@ fn apply(inv: &str, g: u64, extra: &[&str]) -> Run {
 
 /// Runs `n` cut applies on a fresh one-host lab with `seed`; panics on the first broken
 /// promise, naming the iteration, the seed and the cut.
-pub fn cut_loop(lab_name: &str, n: u64, seed: u64) -> Tally {
+pub(crate) fn cut_loop(lab_name: &str, n: u64, seed: u64) -> Tally {
     let lab = Lab::up(lab_name, 1);
     let s = Scratch::new();
     let pb = s.file("cuts.toml", PLAYBOOK);

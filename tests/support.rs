@@ -6,23 +6,23 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_claw-provision"))
 }
 
 /// A lab of light hosts, removed on drop. A lab that cannot start fails the test with the reason.
-pub struct Lab {
+pub(crate) struct Lab {
     pub name: String,
     pub dir: PathBuf,
     pub json: Value,
 }
 
 #[derive(Debug, Clone)]
-pub struct LabHost {
+pub(crate) struct LabHost {
     pub name: String,
     pub address: String,
     pub sshd_log: PathBuf,
@@ -38,12 +38,12 @@ fn lab_sh(args: &[&str]) -> Output {
 
 impl Lab {
     /// A lab of light hosts (network namespaces), see `lab.sh up`.
-    pub fn up(name: &str, n: usize) -> Lab {
+    pub(crate) fn up(name: &str, n: usize) -> Lab {
         Self::start("up", name, n)
     }
 
     /// A lab of full hosts (containers with their own Docker), see `lab.sh up-full`.
-    pub fn up_full(name: &str, n: usize) -> Lab {
+    pub(crate) fn up_full(name: &str, n: usize) -> Lab {
         Self::start("up-full", name, n)
     }
 
@@ -67,7 +67,7 @@ impl Lab {
     }
 
     /// Runs a command on a host over plain OpenSSH, feeding `input` on its stdin.
-    pub fn ssh_input(&self, host: &str, cmd: &str, input: &[u8]) -> Output {
+    pub(crate) fn ssh_input(&self, host: &str, cmd: &str, input: &[u8]) -> Output {
         use std::io::Write;
         let mut child = Command::new("ssh")
             .arg("-F")
@@ -89,7 +89,7 @@ impl Lab {
         out
     }
 
-    pub fn hosts(&self) -> Vec<LabHost> {
+    pub(crate) fn hosts(&self) -> Vec<LabHost> {
         self.json["hosts"]
             .as_array()
             .expect("hosts")
@@ -102,20 +102,20 @@ impl Lab {
             .collect()
     }
 
-    pub fn host(&self, name: &str) -> LabHost {
+    pub(crate) fn host(&self, name: &str) -> LabHost {
         self.hosts()
             .into_iter()
             .find(|h| h.name == name)
             .expect("lab host")
     }
 
-    pub fn inventory(&self) -> PathBuf {
+    pub(crate) fn inventory(&self) -> PathBuf {
         self.dir.join("inventory.toml")
     }
 
     /// Writes an inventory for this lab naming `playbook`, with `[defaults]` values overridden
     /// (`("user", "\"clawpw\"")`: TOML values as text).
-    pub fn write_inventory(
+    pub(crate) fn write_inventory(
         &self,
         file: &str,
         playbook: &Path,
@@ -160,7 +160,7 @@ impl Lab {
     }
 
     /// Runs a command on a host over plain OpenSSH (as `claw`, sudo available).
-    pub fn ssh(&self, host: &str, cmd: &str) -> Output {
+    pub(crate) fn ssh(&self, host: &str, cmd: &str) -> Output {
         Command::new("ssh")
             .arg("-F")
             .arg(self.dir.join("ssh_config"))
@@ -171,7 +171,7 @@ impl Lab {
     }
 
     /// Like `ssh` but the command must succeed; returns stdout.
-    pub fn ssh_ok(&self, host: &str, cmd: &str) -> String {
+    pub(crate) fn ssh_ok(&self, host: &str, cmd: &str) -> String {
         let o = self.ssh(host, cmd);
         assert!(
             o.status.success(),
@@ -183,7 +183,7 @@ impl Lab {
 
     /// Full lab: makes the lab's signed apt mirror `host`'s package source (its key in
     /// /etc/apt/keyrings, a deb822 sources file), as an operator would by hand.
-    pub fn add_lab_mirror(&self, host: &str) {
+    pub(crate) fn add_lab_mirror(&self, host: &str) {
         let mirror = self.json["mirror"]["url"].as_str().expect("mirror url");
         let key = std::fs::read(self.json["mirror"]["key"].as_str().expect("mirror key"))
             .expect("mirror key file");
@@ -210,7 +210,7 @@ impl Lab {
 
     /// Full lab: installs `packages` (Docker's) from the configured sources with plain ssh + apt
     /// and starts the daemon, waiting until it answers.
-    pub fn install_docker(&self, host: &str, packages: &str) {
+    pub(crate) fn install_docker(&self, host: &str, packages: &str) {
         ok(
             self.ssh(
                 host,
@@ -232,7 +232,7 @@ impl Lab {
 
     /// `lab.sh exec HOST -- ARGS`: root in the host's namespaces, no ssh; the output as it
     /// came (the caller checks the status).
-    pub fn exec(&self, host: &str, args: &[&str]) -> Output {
+    pub(crate) fn exec(&self, host: &str, args: &[&str]) -> Output {
         Command::new("bash")
             .arg(repo().join("tests/lab/lab.sh"))
             .args(["exec", host, "--name", &self.name, "--"])
@@ -241,7 +241,7 @@ impl Lab {
             .expect("lab.sh exec")
     }
 
-    pub fn cmd(&self, args: &[&str]) -> Output {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Output {
         let o = lab_sh(
             args.iter()
                 .copied()
@@ -265,7 +265,7 @@ impl Drop for Lab {
 }
 
 /// Asserts that a command succeeded (showing its output if not); returns its stdout.
-pub fn ok(o: Output, what: &str) -> String {
+pub(crate) fn ok(o: Output, what: &str) -> String {
     assert!(
         o.status.success(),
         "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
@@ -277,7 +277,7 @@ pub fn ok(o: Output, what: &str) -> String {
 }
 
 /// Result of one run of the binary.
-pub struct Run {
+pub(crate) struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -285,7 +285,7 @@ pub struct Run {
 
 impl Run {
     /// JSON events of `--output json`.
-    pub fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         self.stdout
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -293,7 +293,7 @@ impl Run {
             .collect()
     }
 
-    pub fn summary(&self) -> Value {
+    pub(crate) fn summary(&self) -> Value {
         self.events()
             .into_iter()
             .find(|e| e["event"] == "summary")
@@ -301,7 +301,7 @@ impl Run {
     }
 
     /// The summary entry of a host.
-    pub fn host(&self, name: &str) -> Value {
+    pub(crate) fn host(&self, name: &str) -> Value {
         self.summary()["hosts"]
             .as_array()
             .unwrap()
@@ -337,7 +337,7 @@ impl Run {
     }
 }
 
-pub fn claw(args: &[&str], env: &[(&str, &str)]) -> Run {
+pub(crate) fn claw(args: &[&str], env: &[(&str, &str)]) -> Run {
     Run::of(
         claw_command(args, env)
             .output()
@@ -346,19 +346,19 @@ pub fn claw(args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// A run started in the background (to act on the lab while it goes); `wait` collects it.
-pub struct Running(pub std::process::Child);
+pub(crate) struct Running(pub std::process::Child);
 
 impl Running {
-    pub fn id(&self) -> u32 {
+    pub(crate) fn id(&self) -> u32 {
         self.0.id()
     }
 
-    pub fn wait(self) -> Run {
+    pub(crate) fn wait(self) -> Run {
         Run::of(self.0.wait_with_output().expect("wait for claw-provision"))
     }
 }
 
-pub fn claw_spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
+pub(crate) fn claw_spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
     Running(
         claw_command(args, env)
             .stdout(std::process::Stdio::piped())
@@ -369,7 +369,7 @@ pub fn claw_spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
 }
 
 /// Connections and sessions (= remote round trips) the sshd log recorded since `from` bytes.
-pub fn sshd_counts(log: &Path, from: usize) -> (usize, usize) {
+pub(crate) fn sshd_counts(log: &Path, from: usize) -> (usize, usize) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let text = &text[from.min(text.len())..];
     let conns = text
@@ -383,25 +383,25 @@ pub fn sshd_counts(log: &Path, from: usize) -> (usize, usize) {
     (conns, sessions)
 }
 
-pub fn log_len(log: &Path) -> usize {
+pub(crate) fn log_len(log: &Path) -> usize {
     std::fs::metadata(log)
         .map(|m| m.len() as usize)
         .unwrap_or(0)
 }
 
 /// A playbook file in a temp dir (templates beside it in `templates/`).
-pub struct Scratch {
+pub(crate) struct Scratch {
     pub dir: tempfile::TempDir,
 }
 
 impl Scratch {
-    pub fn new() -> Scratch {
+    pub(crate) fn new() -> Scratch {
         Scratch {
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    pub fn file(&self, rel: &str, content: &str) -> PathBuf {
+    pub(crate) fn file(&self, rel: &str, content: &str) -> PathBuf {
         let p = self.dir.path().join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, content).unwrap();

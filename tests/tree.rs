@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 /// One path's type and attributes.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Node {
+pub(crate) struct Node {
     /// `f` file, `d` directory, `l` symbolic link, other letters as `find %y`.
     pub kind: char,
     pub mode: u32,
@@ -32,10 +32,10 @@ impl std::fmt::Debug for Node {
 }
 
 /// Paths (relative to the root, raw bytes) and what is there.
-pub type Tree = BTreeMap<Vec<u8>, Node>;
+pub(crate) type Tree = BTreeMap<Vec<u8>, Node>;
 
 /// Reads everything below `root` on `host` (not `root` itself). A missing root is an empty tree.
-pub fn read(lab: &Lab, host: &str, root: &str) -> Tree {
+pub(crate) fn read(lab: &Lab, host: &str, root: &str) -> Tree {
     let q = claw_provision::quote::quote(root);
     let script = format!(
         "[ -d {q} ] || exit 0; cd {q} || exit 1; \
@@ -86,17 +86,17 @@ pub fn read(lab: &Lab, host: &str, root: &str) -> Tree {
     tree
 }
 
-pub fn sha256(data: &[u8]) -> String {
-    claw_provision::resource::file::sha256_hex(data)
+pub(crate) fn sha256(data: &[u8]) -> String {
+    claw_provision::testing::sha256_hex(data)
 }
 
 /// A path for messages: printable, escapes shown.
-pub fn show(p: &[u8]) -> String {
+pub(crate) fn show(p: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(p))
 }
 
 /// A TOML basic string holding `s` exactly (control characters escaped).
-pub fn toml_str(s: &str) -> String {
+pub(crate) fn toml_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -113,14 +113,14 @@ pub fn toml_str(s: &str) -> String {
 }
 
 /// Users and groups every light lab host has (name, id).
-pub const USERS: &[(&str, u32)] = &[
+pub(crate) const USERS: &[(&str, u32)] = &[
     ("root", 0),
     ("daemon", 1),
     ("www-data", 33),
     ("nobody", 65534),
     ("claw", 1001),
 ];
-pub const GROUPS: &[(&str, u32)] = &[
+pub(crate) const GROUPS: &[(&str, u32)] = &[
     ("root", 0),
     ("adm", 4),
     ("staff", 50),

@@ -41,7 +41,7 @@ struct Live {
 /// shown: a host's [`Shown::Done`] comes in the hosts' order, as soon as that host and every
 /// host before it have finished; the head-of-line host may go live before. The returned
 /// results hold no output (it was shown).
-pub async fn run(
+pub(crate) async fn run(
     hosts: Vec<Host>,
     command: String,
     opts: Options,

@@ -15,9 +15,11 @@ mod fanout;
 mod mask;
 mod render;
 
-pub use fanout::run;
+pub(crate) use fanout::run;
 pub(crate) use mask::mask;
-pub use render::{host_event, live_end, live_header, summary_event, text_block, text_summary};
+pub(crate) use render::{
+    host_event, live_end, live_header, summary_event, text_block, text_summary,
+};
 
 use crate::secret::Secret;
 use crate::ssh::ExecOutput;
@@ -25,10 +27,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default `--output-limit`: what is kept per host and stream for the terminal and JSON.
-pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
+pub(crate) const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
 
 /// Options of an ad-hoc run.
-pub struct Options {
+pub(crate) struct Options {
     pub forks: usize,
     pub become_password: Option<Secret>,
     /// The command's connection state (passphrases, key and known_hosts caches, jump chains,
@@ -46,14 +48,14 @@ pub struct Options {
 
 /// Why a host has no exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub unreachable: bool,
     pub reason: String,
 }
 
 /// What one host did.
 #[derive(Debug)]
-pub struct HostResult {
+pub(crate) struct HostResult {
     pub name: String,
     pub address: String,
     pub outcome: Result<ExecOutput, Failure>,
@@ -62,12 +64,12 @@ pub struct HostResult {
 
 impl HostResult {
     /// The command exited 0.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         matches!(&self.outcome, Ok(o) if o.success())
     }
 
     /// `ok`, `failed` (non-zero exit, signal, timeout, sudo or SSH error) or `unreachable`.
-    pub fn state(&self) -> &'static str {
+    pub(crate) fn state(&self) -> &'static str {
         match &self.outcome {
             Ok(o) if o.success() => "ok",
             Err(f) if f.unreachable => "unreachable",
@@ -90,7 +92,7 @@ impl HostResult {
 }
 
 /// What the caller shows, in order.
-pub enum Shown<'a> {
+pub(crate) enum Shown<'a> {
     /// The head-of-line host goes live: its header ([`live_header`]), then [`Shown::Live`]
     /// text, then [`Shown::Done`] with `live` set.
     LiveHeader(&'a str, &'a str),
@@ -102,7 +104,7 @@ pub enum Shown<'a> {
 
 /// The remote command line: the words joined with spaces, as `ssh host WORDS...` does (the
 /// remote shell then parses it: quoting, pipes and `;` work as in a terminal).
-pub fn command_line(words: &[String]) -> Result<String, NoCommand> {
+pub(crate) fn command_line(words: &[String]) -> Result<String, NoCommand> {
     let line = words.join(" ");
     if line.trim().is_empty() {
         return Err(NoCommand);
@@ -113,7 +115,7 @@ pub fn command_line(words: &[String]) -> Result<String, NoCommand> {
 /// `run` was given no command (nothing, or only blanks, after `--`).
 #[derive(Debug, thiserror::Error)]
 #[error("run: no command given; put it after `--`, e.g. `run INVENTORY -- uptime`")]
-pub struct NoCommand;
+pub(crate) struct NoCommand;
 
 #[cfg(test)]
 mod tests {

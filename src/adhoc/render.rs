@@ -14,7 +14,7 @@ const ALL_OUTPUT_HINT: &str =
 
 /// A host's block of text output: a header line, its stdout, then its stderr (marked).
 /// Host-supplied text is shown [`safe`].
-pub fn text_block(r: &HostResult) -> String {
+pub(crate) fn text_block(r: &HostResult) -> String {
     let mut out = format!("==> {} ({}): {}", r.name, r.address, r.result_word());
     match &r.outcome {
         Err(f) => {
@@ -46,13 +46,13 @@ fn add_stderr(out: &mut String, o: &ExecOutput) {
 }
 
 /// The header of a host shown live (its result comes in [`live_end`]).
-pub fn live_header(name: &str, address: &str) -> String {
+pub(crate) fn live_header(name: &str, address: &str) -> String {
     format!("==> {name} ({address}): running\n")
 }
 
 /// The end of a live host's block: what its stdout kept after the part shown live (when
 /// bytes were dropped), its stderr, and a closing line with its result.
-pub fn live_end(r: &HostResult, printed_newline: bool) -> String {
+pub(crate) fn live_end(r: &HostResult, printed_newline: bool) -> String {
     let mut out = String::new();
     if !printed_newline {
         out.push('\n');
@@ -89,7 +89,7 @@ pub fn live_end(r: &HostResult, printed_newline: bool) -> String {
 
 /// The closing table: each host's result and time (without `table`, `-q`: not), then the
 /// reasons of failed hosts and the count of hosts where the command exited 0.
-pub fn text_summary(results: &[HostResult], table: bool) -> String {
+pub(crate) fn text_summary(results: &[HostResult], table: bool) -> String {
     let width = results
         .iter()
         .map(|r| r.name.len())
@@ -147,7 +147,7 @@ fn host_fields(r: &HostResult) -> Value {
 
 /// The `host` event: the host's result with its stdout and stderr (as text, invalid UTF-8
 /// replaced; where bytes were not kept, a line says so) and how many bytes were not kept.
-pub fn host_event(r: &HostResult) -> Value {
+pub(crate) fn host_event(r: &HostResult) -> Value {
     let mut v = host_fields(r);
     let (out, err, dropped) = match &r.outcome {
         Ok(o) => (
@@ -169,7 +169,7 @@ pub fn host_event(r: &HostResult) -> Value {
 }
 
 /// The closing `summary` event.
-pub fn summary_event(results: &[HostResult], elapsed: Duration) -> Value {
+pub(crate) fn summary_event(results: &[HostResult], elapsed: Duration) -> Value {
     let count = |w: &str| results.iter().filter(|r| r.state() == w).count();
     json!({
         "event": "summary",

@@ -459,7 +459,8 @@ enum OutputLimitError {
 
 /// `--output-limit`: a size of at least 2 bytes.
 fn output_limit(s: &str) -> Result<usize, OutputLimitError> {
-    let n = crate::resource::fetch::parse_size(s).map_err(|e| OutputLimitError::Size(e.to_string()))?;
+    let n =
+        crate::resource::fetch::parse_size(s).map_err(|e| OutputLimitError::Size(e.to_string()))?;
     usize::try_from(n)
         .ok()
         .filter(|n| *n >= 2)

@@ -31,7 +31,7 @@ pub enum GroupState {
 }
 
 /// Probe line for a user: the passwd entry, the primary group's name, all group names.
-pub fn user_command(id: usize, name: &str) -> String {
+pub(crate) fn user_command(id: usize, name: &str) -> String {
     let n = quote(name);
     format!(
         "if e=$(getent passwd {n}); then g=${{e#*:*:*:}}; g=$(getent group \"${{g%%:*}}\"); g=${{g%%:*}}; printf '@%s\\tuser\\t%s\\t%s\\t%s\\n' {id} \"$e\" \"$g\" \"$(id -Gn {n} 2>/dev/null)\"; else printf '@%s\\tnouser\\n' {id}; fi\n"
@@ -39,7 +39,7 @@ pub fn user_command(id: usize, name: &str) -> String {
 }
 
 /// Probe line for a group.
-pub fn group_command(id: usize, name: &str) -> String {
+pub(crate) fn group_command(id: usize, name: &str) -> String {
     format!(
         "if e=$(getent group {}); then printf '@%s\\tgroup\\t%s\\n' {id} \"$e\"; else printf '@%s\\tnogroup\\n' {id}; fi\n",
         quote(name)
@@ -50,7 +50,7 @@ fn num(s: &str) -> Result<u32, FactError> {
     s.parse().map_err(|_| FactError(format!("bad id `{s}`")))
 }
 
-pub fn parse_user(fields: &[&str]) -> Result<UserState, FactError> {
+pub(crate) fn parse_user(fields: &[&str]) -> Result<UserState, FactError> {
     match fields {
         ["nouser"] => Ok(UserState::Absent),
         ["user", passwd, group, all] => {
@@ -86,7 +86,7 @@ pub fn parse_user(fields: &[&str]) -> Result<UserState, FactError> {
     }
 }
 
-pub fn parse_group(fields: &[&str]) -> Result<GroupState, FactError> {
+pub(crate) fn parse_group(fields: &[&str]) -> Result<GroupState, FactError> {
     match fields {
         ["nogroup"] => Ok(GroupState::Absent),
         ["group", entry] => {

@@ -36,7 +36,7 @@ pub enum DpkgState {
 /// union of the names (instead of one per package). Prints `@dpkg-none` without `dpkg-query`,
 /// else `@dpkg-ok` and one `@dpkg<TAB>NAME<TAB>STATUS|VERSION|ARCH` line per instance dpkg knows
 /// (an unknown name prints nothing). [`Batch`] turns them into each request's record.
-pub fn batch_command(packages: &[&str]) -> String {
+pub(crate) fn batch_command(packages: &[&str]) -> String {
     let mut names: Vec<&str> = packages
         .iter()
         .map(|p| p.split_once(':').map_or(*p, |(n, _)| n))
@@ -52,7 +52,7 @@ pub fn batch_command(packages: &[&str]) -> String {
 
 /// The batched dpkg answer being collected from the output.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// None: no answer yet; Some(None): no dpkg-query; Some(Some(..)): (name, instance) pairs.
     seen: Option<Option<Vec<(String, String)>>>,
     /// dpkg-query's exit status (1 = some name unknown, which is normal).
@@ -61,7 +61,7 @@ pub struct Batch {
 
 impl Batch {
     /// Takes one record of the batch; false if `tag` is not one.
-    pub fn take(&mut self, tag: &str, fields: &[&str]) -> Result<bool, FactError> {
+    pub(crate) fn take(&mut self, tag: &str, fields: &[&str]) -> Result<bool, FactError> {
         match (tag, fields) {
             ("dpkg-none", []) => self.seen = Some(None),
             ("dpkg-ok", []) => self.seen = Some(Some(vec![])),
@@ -79,7 +79,7 @@ impl Batch {
     }
 
     /// The state of `packages` (one request), or None when the batch did not answer.
-    pub fn state(&self, packages: &[String]) -> Result<Option<DpkgState>, FactError> {
+    pub(crate) fn state(&self, packages: &[String]) -> Result<Option<DpkgState>, FactError> {
         let Some(seen) = &self.seen else {
             return Ok(None);
         };
@@ -159,7 +159,7 @@ fn summarise(name: &str, instances: &str) -> Result<PkgState, FactError> {
 }
 
 /// Parses the fields after `@ID`; `packages` are the requested names, in order.
-pub fn parse(fields: &[&str], packages: &[String]) -> Result<DpkgState, FactError> {
+pub(crate) fn parse(fields: &[&str], packages: &[String]) -> Result<DpkgState, FactError> {
     match fields {
         ["nodpkg"] => Ok(DpkgState::NoDpkg),
         ["dpkg", rest @ ..] => {

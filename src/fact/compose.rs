@@ -10,7 +10,7 @@ use super::FactError;
 use crate::quote::quote;
 
 /// Where the state of the last successful `up` of each project is recorded.
-pub const STATE_DIR: &str = "/var/lib/claw-provision/compose";
+pub(crate) const STATE_DIR: &str = "/var/lib/claw-provision/compose";
 
 /// What a compose step asks about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub enum ComposeState {
 /// Shell prelude shared by the probe and the apply script: variables `p f e st`, the function `dc`
 /// (docker compose on the project) and `claw_compose_current` (prints the inputs, one per line:
 /// `compose SHA`, `env SHA`, `image SERVICE ID`; fails when the files or the config cannot be read).
-pub fn prelude(q: &Query) -> String {
+pub(crate) fn prelude(q: &Query) -> String {
     format!(
         r#"p={p}; f={f}; e={e}; st={st}
 dc() {{ if [ -n "$e" ]; then docker compose -p "$p" -f "$f" --env-file "$e" "$@"; else docker compose -p "$p" -f "$f" "$@"; fi; }}
@@ -108,7 +108,7 @@ CLAW_EOF
 }
 
 /// The probe snippet (in a subshell: its variables and functions do not leak).
-pub fn command(id: usize, q: &Query) -> String {
+pub(crate) fn command(id: usize, q: &Query) -> String {
     format!(
         r#"(
 id={id}
@@ -156,7 +156,7 @@ fn image_id_ok(s: &str) -> bool {
 }
 
 /// Parses the space-separated inputs (`compose SHA env SHA image SVC ID ...`).
-pub fn parse_inputs(s: &str) -> Result<Inputs, FactError> {
+pub(crate) fn parse_inputs(s: &str) -> Result<Inputs, FactError> {
     let bad = |what: &str| FactError(format!("bad compose inputs: {what}"));
     let mut t = s.split_whitespace();
     let mut i = Inputs::default();
@@ -188,7 +188,7 @@ pub fn parse_inputs(s: &str) -> Result<Inputs, FactError> {
 }
 
 /// Parses `SERVICE|STATE|HEALTH ...`.
-pub fn parse_containers(s: &str) -> Result<Vec<Container>, FactError> {
+pub(crate) fn parse_containers(s: &str) -> Result<Vec<Container>, FactError> {
     if s.trim() == "@error" {
         return Err(FactError(
             "`docker compose ps` failed on the project".into(),
@@ -210,7 +210,7 @@ pub fn parse_containers(s: &str) -> Result<Vec<Container>, FactError> {
 }
 
 /// Parses the fields after `@ID`.
-pub fn parse(fields: &[&str]) -> Result<ComposeState, FactError> {
+pub(crate) fn parse(fields: &[&str]) -> Result<ComposeState, FactError> {
     match fields {
         ["nodocker"] => Ok(ComposeState::NoDocker),
         ["nocompose"] => Ok(ComposeState::NoCompose),

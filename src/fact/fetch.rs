@@ -22,7 +22,7 @@ pub enum FetchState {
 }
 
 /// The probe snippet (in a subshell: its variables do not leak).
-pub fn command(id: usize, path: &str) -> String {
+pub(crate) fn command(id: usize, path: &str) -> String {
     format!(
         r#"(
 id={id}; p={p}
@@ -40,7 +40,7 @@ fi
 }
 
 /// Parses the fields of one record.
-pub fn parse(fields: &[&str]) -> Result<FetchState, FactError> {
+pub(crate) fn parse(fields: &[&str]) -> Result<FetchState, FactError> {
     match fields {
         ["absent"] => Ok(FetchState::Absent),
         ["notfile"] => Ok(FetchState::NotFile),

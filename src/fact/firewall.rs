@@ -8,20 +8,20 @@ use super::FactError;
 use crate::quote::quote;
 
 /// Where a `firewall` step keeps its applied ruleset and its state, per table name.
-pub fn ruleset_path(table: &str) -> String {
+pub(crate) fn ruleset_path(table: &str) -> String {
     format!("/etc/claw-provision/firewall/{table}.nft")
 }
 
 /// sha256 of the live listing right after the last apply.
-pub fn state_path(table: &str) -> String {
+pub(crate) fn state_path(table: &str) -> String {
     format!("/var/lib/claw-provision/firewall/{table}.sha256")
 }
 
 /// The systemd template unit that loads the ruleset at boot (instance = table name).
-pub const UNIT_PATH: &str = "/etc/systemd/system/claw-provision-firewall@.service";
+pub(crate) const UNIT_PATH: &str = "/etc/systemd/system/claw-provision-firewall@.service";
 
 /// The unit instance of a table.
-pub fn unit_instance(table: &str) -> String {
+pub(crate) fn unit_instance(table: &str) -> String {
     format!("claw-provision-firewall@{table}.service")
 }
 
@@ -44,7 +44,7 @@ pub enum FirewallState {
 }
 
 /// Shell function shared by every firewall probe (defined once per script, read-only).
-pub const FUNCTION: &str = r#"claw_fw() {
+pub(crate) const FUNCTION: &str = r#"claw_fw() {
   if ! command -v nft >/dev/null 2>&1; then printf '@%s\tno-nft\n' "$1"; return; fi
   # One `nft` (a process costs the host a fork): a missing table is its ENOENT error.
   if l=$(nft list table inet "$2" 2>&1); then
@@ -66,7 +66,7 @@ pub const FUNCTION: &str = r#"claw_fw() {
 "#;
 
 /// The probe line for one table.
-pub fn command(id: usize, table: &str) -> String {
+pub(crate) fn command(id: usize, table: &str) -> String {
     format!(
         "claw_fw {id} {} {} {} {} {}\n",
         quote(table),
@@ -90,7 +90,7 @@ fn sha(what: &str, s: &str) -> Result<Option<String>, FactError> {
 }
 
 /// Parses the fields after `@ID`.
-pub fn parse(fields: &[&str]) -> Result<FirewallState, FactError> {
+pub(crate) fn parse(fields: &[&str]) -> Result<FirewallState, FactError> {
     match fields {
         ["no-nft"] => Ok(FirewallState::NoNft),
         ["error", msg] => Err(FactError(format!(

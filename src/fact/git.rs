@@ -108,14 +108,14 @@ impl Account {
 }
 
 /// Seconds `git ls-remote` may take in a probe.
-pub const LS_REMOTE_TIMEOUT: u32 = 20;
+pub(crate) const LS_REMOTE_TIMEOUT: u32 = 20;
 
 /// The directory of the mirrors when the script runs as root.
-pub const MIRROR_DIR: &str = "/var/lib/claw-provision/git";
+pub(crate) const MIRROR_DIR: &str = "/var/lib/claw-provision/git";
 
 /// The mirror's file name in the mirror directory: `dest` encoded (`/` is `%2F`), cut and
 /// completed by a hash of `dest` when that would be too long for a file name.
-pub fn mirror_name(dest: &str) -> String {
+pub(crate) fn mirror_name(dest: &str) -> String {
     use sha2::{Digest, Sha256};
     let e = super::host::encode_name(dest);
     if e.len() <= 200 {
@@ -138,7 +138,7 @@ pub fn mirror_name(dest: &str) -> String {
 ///   group nor other, and `tu=.` (git then runs directly, no `setpriv`);
 /// - `tree_refuse`: the error of a refused `tree_rootcheck`, and exit;
 /// - `tree ARGS...`: ARGS in the current directory as `tu:tg`, privileges dropped for good.
-pub fn shell_lib(optional_locks: bool, mirrors: Option<&str>) -> String {
+pub(crate) fn shell_lib(optional_locks: bool, mirrors: Option<&str>) -> String {
     let base = match mirrors {
         Some(d) => format!("mb={}\n", quote(d)),
         None => format!(
@@ -194,12 +194,12 @@ printf '%s\n%s\n%s\n%s\n' "$o" "$h" "$b" "$d"
 "#;
 
 /// The probe snippet (in a subshell: its variables and functions do not leak).
-pub fn command(id: usize, q: &Query) -> String {
+pub(crate) fn command(id: usize, q: &Query) -> String {
     command_in(id, q, None)
 }
 
 /// [`command`] with another directory of mirrors (tests on the build machine).
-pub fn command_in(id: usize, q: &Query, mirrors: Option<&str>) -> String {
+pub(crate) fn command_in(id: usize, q: &Query, mirrors: Option<&str>) -> String {
     let hex = is_commit_id(&q.rev);
     format!(
         r#"(
@@ -254,7 +254,7 @@ fi
 }
 
 /// A full (40 hex digits) commit id.
-pub fn is_commit_id(s: &str) -> bool {
+pub(crate) fn is_commit_id(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
@@ -278,7 +278,7 @@ fn parse_resolved(f: &[&str]) -> Result<Resolved, FactError> {
 }
 
 /// Parses the fields after `@ID`.
-pub fn parse(fields: &[&str]) -> Result<GitState, FactError> {
+pub(crate) fn parse(fields: &[&str]) -> Result<GitState, FactError> {
     match fields {
         ["nogit"] => Ok(GitState::NoGit),
         ["rootunsafe", what] => Err(FactError(format!(

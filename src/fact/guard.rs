@@ -16,7 +16,7 @@ pub enum GuardState {
 
 /// The probe snippet. `unless` is an operator-written read-only check; it runs with stdin closed,
 /// in a shell of its own that gets its text from the environment (never on a command line).
-pub fn command(id: usize, creates: Option<&str>, unless: Option<&str>) -> String {
+pub(crate) fn command(id: usize, creates: Option<&str>, unless: Option<&str>) -> String {
     let mut s = String::from("if false; then :\n");
     if let Some(c) = creates {
         s.push_str(&format!(
@@ -34,7 +34,7 @@ pub fn command(id: usize, creates: Option<&str>, unless: Option<&str>) -> String
     s
 }
 
-pub fn parse(fields: &[&str]) -> Result<GuardState, FactError> {
+pub(crate) fn parse(fields: &[&str]) -> Result<GuardState, FactError> {
     match fields {
         ["creates"] => Ok(GuardState::CreatesExists),
         ["unless"] => Ok(GuardState::UnlessSucceeded),

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 /// v2 plugin's version, empty when missing). Docker is asked with a timeout (10 s): a hung daemon
 /// must not hang the probe. Called once at the top level of a script that needs it (the compose
 /// and image probes run in subshells, which would not keep the answer).
-pub const DOCKER_FUNCTION: &str = r#"claw_docker_facts() {
+pub(crate) const DOCKER_FUNCTION: &str = r#"claw_docker_facts() {
   [ -z "${claw_docker_asked:-}" ] || return 0
   claw_docker_asked=1; claw_docker=; claw_dv=; claw_cv=
   command -v docker >/dev/null 2>&1 || return 0
@@ -35,7 +35,7 @@ pub const DOCKER_FUNCTION: &str = r#"claw_docker_facts() {
 
 /// The sh snippet that prints the host's facts: `@fact-KEY<TAB>value` lines (needs
 /// [`DOCKER_FUNCTION`]). Shell builtins where they do: every process costs the host a fork.
-pub const FACTS: &str = r#"( . /etc/os-release 2>/dev/null
+pub(crate) const FACTS: &str = r#"( . /etc/os-release 2>/dev/null
   printf '@fact-os\t%s\t%s\t%s\t%s\n' "${ID:-}" "${VERSION_ID:-}" "${VERSION_CODENAME:-}" "${ID_LIKE:-}" )
 u=$(uname -nrm)
 printf '@fact-arch\t%s\t%s\n' "${u##* }" "$(dpkg --print-architecture 2>/dev/null)"
@@ -53,13 +53,13 @@ printf '@fact-commands\t%s\n' "${c# }"
 
 /// The commands [`FACTS`] looks for (`@fact-commands`, the ones present): those a step kind
 /// needs that neither POSIX nor BusyBox give (`Need::Command` of `resource::kind`).
-pub const ASKED_COMMANDS: &[&str] = &["useradd", "groupadd", "getent", "git", "curl", "nft"];
+pub(crate) const ASKED_COMMANDS: &[&str] = &["useradd", "groupadd", "getent", "git", "curl", "nft"];
 
 /// The sh snippet of the `facts` command only (plan and apply do not need it): memory, CPUs
 /// online and uptime as ONE `@sys<TAB>MEM_TOTAL_KB<TAB>MEM_AVAILABLE_KB<TAB>CPUS<TAB>UPTIME` record,
 /// read from /proc and /sys with shell builtins (no process). CPUS is the kernel's list of online
 /// CPUs (`0-3,6`), counted by [`SystemFacts::parse`]; a value the host does not offer is empty.
-pub const SYSTEM: &str = r#"m=; a=
+pub(crate) const SYSTEM: &str = r#"m=; a=
 while read -r k v _; do
   case $k in MemTotal:) m=$v ;; MemAvailable:) a=$v; break ;; esac
 done 2>/dev/null </proc/meminfo
@@ -276,13 +276,13 @@ impl HostFacts {
 /// Where the handler journal of a playbook lives on the target: one empty file per pending
 /// handler, created before the step that notifies it changes anything and removed when the
 /// handler succeeded, so a notification survives a failed or interrupted run.
-pub fn journal_dir(playbook: &str) -> String {
+pub(crate) fn journal_dir(playbook: &str) -> String {
     format!("/var/lib/claw-provision/handlers/{}", encode_name(playbook))
 }
 
 /// A file name for any handler or playbook name: bytes outside `[A-Za-z0-9._-]` as `%XX`
 /// (and a leading `.` too, so no name is hidden or is `.`/`..`).
-pub fn encode_name(name: &str) -> String {
+pub(crate) fn encode_name(name: &str) -> String {
     let mut s = String::new();
     for (i, b) in name.bytes().enumerate() {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0) {
@@ -295,7 +295,7 @@ pub fn encode_name(name: &str) -> String {
 }
 
 /// The inverse of [`encode_name`]; None for a name it did not produce.
-pub fn decode_name(s: &str) -> Option<String> {
+pub(crate) fn decode_name(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -313,7 +313,7 @@ pub fn decode_name(s: &str) -> Option<String> {
 }
 
 /// The snippet that lists the journal: `@journal<TAB>encoded-name` lines.
-pub fn journal_command(playbook: &str) -> String {
+pub(crate) fn journal_command(playbook: &str) -> String {
     format!(
         "for f in {}/*; do [ -f \"$f\" ] && printf '@journal\\t%s\\n' \"${{f##*/}}\"; done\n",
         crate::quote::quote(&journal_dir(playbook))

@@ -35,7 +35,7 @@ pub enum ImageState {
 }
 
 /// The probe snippet (in a subshell: its variables do not leak).
-pub fn command(id: usize, q: &Query) -> String {
+pub(crate) fn command(id: usize, q: &Query) -> String {
     format!(
         r#"(
 id={id}; img={img}; tag={tag}; want={want}
@@ -58,7 +58,7 @@ fi
 }
 
 /// `sha256:` followed by 64 lowercase hex digits.
-pub fn is_image_id(s: &str) -> bool {
+pub(crate) fn is_image_id(s: &str) -> bool {
     s.strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
@@ -76,7 +76,7 @@ fn id_field(s: &str) -> Result<Option<String>, FactError> {
 }
 
 /// Parses the fields of one record.
-pub fn parse(fields: &[&str]) -> Result<ImageState, FactError> {
+pub(crate) fn parse(fields: &[&str]) -> Result<ImageState, FactError> {
     match fields {
         ["nodocker"] => Ok(ImageState::NoDocker),
         ["nodaemon"] => Ok(ImageState::NoDaemon),

@@ -39,10 +39,7 @@ use super::FactError;
 use crate::quote::quote;
 
 /// The state directory on the target; the lock of older versions is `apply.lock` there.
-pub const BASE: &str = "/var/lib/claw-provision";
-
-/// The lock directory on the target (root-only).
-pub const DIR: &str = "/var/lib/claw-provision/lock";
+pub(crate) const BASE: &str = "/var/lib/claw-provision";
 
 /// What the probe reported about the lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +60,7 @@ pub enum LockState {
 /// process ([`local_client`]), recorded so that a later run from the same machine can tell that
 /// the holder's run is gone. The script's parts share its shell variables (`$b`, `$d`, `$old`,
 /// `$conn`, `$f`), set in this order.
-pub fn command(holder: &str, client: &str, force: bool) -> String {
+pub(crate) fn command(holder: &str, client: &str, force: bool) -> String {
     let client: String = client
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == ':' || *c == '-')
@@ -306,7 +303,7 @@ claw_lock
 /// another). Without a boot id or a pid namespace to read, INSTANCE is `unknown`, which
 /// [`local_client_gone`] never matches. Reads files: the command computes it once and passes it
 /// in `run::RunOptions::lock_client`.
-pub fn local_client() -> String {
+pub(crate) fn local_client() -> String {
     let pid = std::process::id();
     let instance = instance().unwrap_or_else(|| "unknown".into());
     format!("{instance}:{pid}:{}", start_time(pid).unwrap_or(0))
@@ -317,7 +314,7 @@ pub fn local_client() -> String {
 /// lost its connection and ended), and only the host's sshd has not noticed yet (a cut link:
 /// until its running command ends, or `ClientAliveInterval`). `false` for another system's
 /// client (a clone of this machine included), ours alive, or anything unclear.
-pub fn local_client_gone(client: &str) -> bool {
+pub(crate) fn local_client_gone(client: &str) -> bool {
     let mut parts = client.rsplitn(3, ':');
     let (Some(start), Some(pid), Some(recorded)) = (parts.next(), parts.next(), parts.next())
     else {
@@ -405,7 +402,7 @@ fn start_time(pid: u32) -> Option<u64> {
 }
 
 /// Parses the fields of the `@lock` record.
-pub fn parse(fields: &[&str]) -> Result<LockState, FactError> {
+pub(crate) fn parse(fields: &[&str]) -> Result<LockState, FactError> {
     match fields {
         ["taken"] => Ok(LockState::Taken),
         ["taken", who] => Ok(LockState::TakenFrom(if who.trim().is_empty() {

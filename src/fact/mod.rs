@@ -4,33 +4,33 @@
 //! Every record a snippet prints is a line `@ID<TAB>...`, so the parser can tell which request it
 //! answers. **Invariant:** probe snippets have no side effects.
 
-pub mod account;
-pub mod apt;
-pub mod compose;
-pub mod fetch;
-pub mod firewall;
-pub mod git;
-pub mod guard;
-pub mod host;
-pub mod image;
-pub mod lock;
-pub mod path;
-pub mod preflight;
-pub mod secret;
-pub mod service;
+pub(crate) mod account;
+pub(crate) mod apt;
+pub(crate) mod compose;
+pub(crate) mod fetch;
+pub(crate) mod firewall;
+pub(crate) mod git;
+pub(crate) mod guard;
+pub(crate) mod host;
+pub(crate) mod image;
+pub(crate) mod lock;
+pub(crate) mod path;
+pub(crate) mod preflight;
+pub(crate) mod secret;
+pub(crate) mod service;
 
-pub use account::{GroupState, UserInfo, UserState};
-pub use apt::{DpkgState, PkgState};
-pub use compose::ComposeState;
-pub use fetch::FetchState;
-pub use firewall::FirewallState;
-pub use git::GitState;
-pub use guard::GuardState;
-pub use host::{HostFacts, SystemFacts};
-pub use image::ImageState;
-pub use path::PathState;
-pub use secret::SecretState;
-pub use service::ServiceState;
+pub(crate) use account::{GroupState, UserInfo, UserState};
+pub(crate) use apt::{DpkgState, PkgState};
+pub(crate) use compose::ComposeState;
+pub(crate) use fetch::FetchState;
+pub(crate) use firewall::FirewallState;
+pub(crate) use git::GitState;
+pub(crate) use guard::GuardState;
+pub(crate) use host::{HostFacts, SystemFacts};
+pub(crate) use image::ImageState;
+pub(crate) use path::PathState;
+pub(crate) use secret::SecretState;
+pub(crate) use service::ServiceState;
 
 /// Something a step needs to know about the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -535,7 +535,7 @@ pub struct ProbeResult {
 /// others: a sticky world-writable directory such as /tmp is refused too). That is the case of
 /// merged-usr's `/lib -> usr/lib`, `/var/run -> /run`, or a link an administrator made to a
 /// data volume. Only called when a path is reached through a link (see `resource::enter_dir`).
-pub const PHYSDIR_FN: &str = r#"claw_physdir() {
+pub(crate) const PHYSDIR_FN: &str = r#"claw_physdir() {
   _r=$1; _c=; _n=0
   while [ -n "$_r" ]; do
     _h=${_r%%/*}

@@ -30,7 +30,7 @@ pub enum PathState {
 }
 
 /// Shell function shared by every path probe (defined once per script).
-pub const FUNCTION: &str = r#"claw_path() {
+pub(crate) const FUNCTION: &str = r#"claw_path() {
   if [ -L "$2" ]; then printf '@%s\tlink\n' "$1"
   elif [ -d "$2" ]; then printf '@%s\tdir\t%s\n' "$1" "$(stat -c '%a %U %G %u %g' -- "$2")"
   elif [ -f "$2" ]; then
@@ -43,13 +43,13 @@ pub const FUNCTION: &str = r#"claw_path() {
 
 /// The name an upload gives its private directory (`mktemp -d` in the file's directory, see
 /// `resource::file`): this prefix and 8 letters or digits.
-pub const PRIVATE_DIR_PREFIX: &str = ".claw-provision.";
+pub(crate) const PRIVATE_DIR_PREFIX: &str = ".claw-provision.";
 
 /// The shell pattern of [`PRIVATE_DIR_PREFIX`] names (mktemp's X's are ASCII letters and digits).
-pub const PRIVATE_DIR_GLOB: &str = ".claw-provision.[0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z]";
+pub(crate) const PRIVATE_DIR_GLOB: &str = ".claw-provision.[0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z]";
 
 /// Whether `name` is the name of an upload's private directory.
-pub fn is_private_dir_name(name: &str) -> bool {
+pub(crate) fn is_private_dir_name(name: &str) -> bool {
     name.strip_prefix(PRIVATE_DIR_PREFIX)
         .is_some_and(|x| x.len() == 8 && x.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
@@ -60,7 +60,7 @@ pub fn is_private_dir_name(name: &str) -> bool {
 /// account renamed to that name (to have it removed, tree and all): the directory is owned by
 /// root or the one running, and it is not writable by group or others, or it has the sticky
 /// bit (then only an entry's owner, or the directory's, can rename it). One `stat`.
-pub fn sweepable(word: &str) -> String {
+pub(crate) fn sweepable(word: &str) -> String {
     format!(
         "claw_m=$(stat -c '%u %a' -- {word}) && {{ [ \"${{claw_m%% *}}\" = 0 ] || [ -O {word} ]; }} && {{ [ $((0${{claw_m#* }} & 01000)) -ne 0 ] || [ $((0${{claw_m#* }} & 022)) -eq 0 ]; }}"
     )
@@ -71,7 +71,7 @@ pub fn sweepable(word: &str) -> String {
 /// runs as: the one the uploads run as; nobody else's), as `@ID<TAB>leftovers[<TAB>NAME]...`;
 /// none when others could have renamed them there (see [`sweepable`]: then they are left
 /// alone). Shell builtins, and a `stat` of DIR only when there is a candidate.
-pub const LEFTOVERS_FUNCTION: &str = r#"claw_leftovers() {
+pub(crate) const LEFTOVERS_FUNCTION: &str = r#"claw_leftovers() {
   printf '@%s\tleftovers' "$1"
   for t in "${2%/}"/.claw-provision.[0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z][0-9A-Za-z]; do
     if [ -d "$t" ] && [ ! -L "$t" ] && [ -O "$t" ]; then
@@ -83,12 +83,12 @@ pub const LEFTOVERS_FUNCTION: &str = r#"claw_leftovers() {
 "#;
 
 /// The probe line asking for the leftovers of interrupted uploads in `dir`.
-pub fn leftovers_command(id: usize, dir: &str) -> String {
+pub(crate) fn leftovers_command(id: usize, dir: &str) -> String {
     format!("claw_leftovers {id} {}\n", quote(dir))
 }
 
 /// Parses the fields after `@ID` of a `claw_leftovers` record: the names, sorted.
-pub fn parse_leftovers(fields: &[&str]) -> Result<Vec<String>, FactError> {
+pub(crate) fn parse_leftovers(fields: &[&str]) -> Result<Vec<String>, FactError> {
     match fields {
         ["leftovers", names @ ..] => {
             let mut v = Vec::with_capacity(names.len());
@@ -109,8 +109,9 @@ pub fn parse_leftovers(fields: &[&str]) -> Result<Vec<String>, FactError> {
     }
 }
 
-/// The probe line for one path (the fallback of [`batch_command`]).
-pub fn command(id: usize, path: &str) -> String {
+/// The probe line for one path (the fallback of [`batch_command`]; the tests call it).
+#[cfg(test)]
+pub(crate) fn command(id: usize, path: &str) -> String {
     format!("claw_path {id} {}\n", quote(path))
 }
 
@@ -122,7 +123,7 @@ pub fn command(id: usize, path: &str) -> String {
 /// its own `claw_path` record instead, so nothing is ever matched to the wrong path.
 // `stat -c` with the tabs written out (BusyBox's `stat` has no `--printf`, which would read
 // `\t`); `-c` ends each record with a newline.
-pub const BATCH_FUNCTION: &str = concat!(
+pub(crate) const BATCH_FUNCTION: &str = concat!(
     r#"claw_paths() {
   k=; sl=; fl=; i=0
   for p do
@@ -159,7 +160,7 @@ CLAW_EOF
 );
 
 /// The probe line for every path request at once: `(id, path)` pairs.
-pub fn batch_command(paths: &[(usize, &str)]) -> String {
+pub(crate) fn batch_command(paths: &[(usize, &str)]) -> String {
     let mut s = String::from("claw_paths");
     for (id, p) in paths {
         s.push_str(&format!(" {id} {}", quote(p)));
@@ -170,7 +171,7 @@ pub fn batch_command(paths: &[(usize, &str)]) -> String {
 
 /// The batched answer ([`BATCH_FUNCTION`]) being collected from the output.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     kinds: Option<String>,
     stats: Vec<(String, String)>,
     hashes: Vec<String>,
@@ -178,7 +179,7 @@ pub struct Batch {
 
 impl Batch {
     /// Takes one record of the batch (`paths`, `ps` or `ph`); false if `tag` is not one.
-    pub fn take(&mut self, tag: &str, fields: &[&str]) -> Result<bool, FactError> {
+    pub(crate) fn take(&mut self, tag: &str, fields: &[&str]) -> Result<bool, FactError> {
         match (tag, fields) {
             ("paths", [k]) if self.kinds.is_none() => self.kinds = Some(k.to_string()),
             ("ps", [st, ty]) => self.stats.push((st.to_string(), ty.to_string())),
@@ -194,7 +195,7 @@ impl Batch {
     /// The states of the batched paths, in the order they were asked; None when the batch did
     /// not answer (its paths were then answered one by one). An error comes with the position
     /// (in the batch) of the path whose records are bad, when one is to blame.
-    pub fn states(
+    pub(crate) fn states(
         &self,
         count: usize,
     ) -> Result<Option<Vec<PathState>>, (Option<usize>, FactError)> {
@@ -277,7 +278,7 @@ fn num<T: TryFrom<u64>>(s: &str, radix_octal: bool) -> Result<T, FactError> {
 }
 
 /// Parses the fields after `@ID`.
-pub fn parse(fields: &[&str]) -> Result<PathState, FactError> {
+pub(crate) fn parse(fields: &[&str]) -> Result<PathState, FactError> {
     match fields {
         ["absent"] => Ok(PathState::Absent),
         ["link"] => Ok(PathState::Link),

@@ -4,13 +4,13 @@ use super::FactError;
 use crate::quote::quote;
 
 /// Start of every probe script: checks the target's requirements.
-pub const HEADER: &str = "exec </dev/null\ncommand -v sha256sum >/dev/null 2>&1 && echo '@pre-sha256sum\tyes' || echo '@pre-sha256sum\tno'\n\
+pub(crate) const HEADER: &str = "exec </dev/null\ncommand -v sha256sum >/dev/null 2>&1 && echo '@pre-sha256sum\tyes' || echo '@pre-sha256sum\tno'\n\
 command -v stat >/dev/null 2>&1 && echo '@pre-stat\tyes' || echo '@pre-stat\tno'\n";
 
 /// Shell function: the free space (KiB) of the file system holding each directory (or its
 /// nearest existing ancestor), one `@pre-free<TAB>INDEX<TAB>DF-LINE` each, from ONE `df` (one
 /// `df` per directory only if that fails, e.g. a directory vanished meanwhile).
-pub const FREE_FUNCTION: &str = r#"claw_free() {
+pub(crate) const FREE_FUNCTION: &str = r#"claw_free() {
   n=$#
   for d do
     while [ ! -d "$d" ]; do d=${d%/*}; [ -n "$d" ] || d=/; done
@@ -29,7 +29,7 @@ CLAW_EOF
 "#;
 
 /// The call of [`FREE_FUNCTION`] for the upload directories, in order.
-pub fn free_space(dirs: &[String]) -> String {
+pub(crate) fn free_space(dirs: &[String]) -> String {
     let mut s = String::from("claw_free");
     for d in dirs {
         s.push(' ');

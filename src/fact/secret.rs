@@ -37,7 +37,7 @@ pub enum SecretState {
 /// regular file (device, inode, mode) with a single name (not a hard link to, say, root's
 /// file where `protected_hardlinks` is off) or nothing is read. Whatever is at the name afterwards,
 /// the value is then read from the fd. Changes the working directory.
-pub const OPEN_FUNCTION: &str = r#"claw_nl='
+pub(crate) const OPEN_FUNCTION: &str = r#"claw_nl='
 '
 claw_secret_open() {
   claw_d=${1%/*}; claw_n=./${1##*/}; [ -n "$claw_d" ] || claw_d=/
@@ -60,7 +60,7 @@ claw_secret_open() {
 /// `@ID<TAB>present<TAB>MODE OWNER GROUP<TAB>BASE64`, `@ID<TAB>missing<TAB>0|1` or
 /// `@ID<TAB>other` (not a regular file, or not one that could be read without following a
 /// link). Arguments: id, path, guard ("" = none).
-pub const FUNCTION: &str = r#"claw_secret() {
+pub(crate) const FUNCTION: &str = r#"claw_secret() {
   if [ -f "$2" ] && [ ! -L "$2" ]; then
     if claw_secret_open "$2" 9; then
       if claw_v=$(base64 -w0 <&9); then printf '@%s\tpresent\t%s\t%s\n' "$1" "${claw_st% *}" "$claw_v"
@@ -79,7 +79,7 @@ pub const FUNCTION: &str = r#"claw_secret() {
 /// `@secrets-st<TAB>MODE OWNER GROUP SIZE` per file and `@secrets-od<TAB>HEX BYTES` lines
 /// (1 MiB each), these three repeated per group. If `od` fails, each file of the group is read
 /// from its fd on its own. The working directory is restored afterwards.
-pub const BATCH_FUNCTION: &str = r#"claw_secrets_flush() {
+pub(crate) const BATCH_FUNCTION: &str = r#"claw_secrets_flush() {
   [ -n "$claw_fb" ] || return 0
   if claw_v=$(od -An -v -tx1 -w1048576 -- $claw_fds 2>/dev/null); then
     printf '@secrets\t%s\n' "$claw_ids"
@@ -118,7 +118,7 @@ claw_secrets() {
 "#;
 
 /// The call of [`BATCH_FUNCTION`] for `(id, path, guard)` triples.
-pub fn batch_command(secrets: &[(usize, &str, Option<&str>)]) -> String {
+pub(crate) fn batch_command(secrets: &[(usize, &str, Option<&str>)]) -> String {
     let mut s = String::from("claw_secrets");
     for (id, p, g) in secrets {
         s.push_str(&format!(" {id} {} {}", quote(p), quote(g.unwrap_or(""))));
@@ -129,7 +129,7 @@ pub fn batch_command(secrets: &[(usize, &str, Option<&str>)]) -> String {
 
 /// The probe line for one secret (needs [`FUNCTION`]); scripts use [`batch_command`].
 #[cfg(test)]
-pub fn command(id: usize, path: &str, guard: Option<&str>) -> String {
+pub(crate) fn command(id: usize, path: &str, guard: Option<&str>) -> String {
     format!(
         "claw_secret {id} {} {}\n",
         quote(path),
@@ -139,7 +139,7 @@ pub fn command(id: usize, path: &str, guard: Option<&str>) -> String {
 
 /// The batched answer ([`BATCH_FUNCTION`]) being collected from the output.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     ids: Option<Vec<usize>>,
     stats: Vec<String>,
     bytes: Option<String>,
@@ -147,7 +147,7 @@ pub struct Batch {
 
 impl Batch {
     /// Takes one record of the batch; false if `tag` is not one. Never echoes a field.
-    pub fn take(&mut self, tag: &str, fields: &[&str]) -> Result<bool, FactError> {
+    pub(crate) fn take(&mut self, tag: &str, fields: &[&str]) -> Result<bool, FactError> {
         let bad = || {
             FactError(format!(
                 "bad batched secret record `@{tag}` (contents not shown)"
@@ -174,7 +174,7 @@ impl Batch {
     }
 
     /// The present secrets answered by the batch, by id.
-    pub fn states(&self) -> Result<Vec<(usize, SecretState)>, FactError> {
+    pub(crate) fn states(&self) -> Result<Vec<(usize, SecretState)>, FactError> {
         let Some(ids) = &self.ids else {
             return Ok(vec![]);
         };
@@ -220,7 +220,7 @@ impl Batch {
 /// batch (`@secrets-st` sizes, `@secrets-od` hex bytes); whatever does not decode is passed
 /// over, never reported. A record cut off (the output ends inside it, or the batch's bytes
 /// fall short of its sizes) gives the start of its value, as far as it decodes.
-pub fn recover(out: &str, is_secret: impl Fn(usize) -> bool) -> Vec<Secret> {
+pub(crate) fn recover(out: &str, is_secret: impl Fn(usize) -> bool) -> Vec<Secret> {
     let mut values: Vec<Vec<u8>> = Vec::new();
     let mut sizes: Vec<usize> = Vec::new();
     let mut hex: Vec<u8> = Vec::new();
@@ -277,7 +277,7 @@ pub fn recover(out: &str, is_secret: impl Fn(usize) -> bool) -> Vec<Secret> {
 }
 
 /// Parses the fields after `@ID`.
-pub fn parse(f: &[&str]) -> Result<SecretState, FactError> {
+pub(crate) fn parse(f: &[&str]) -> Result<SecretState, FactError> {
     let bad = || FactError("bad secret record (contents not shown)".into());
     match f {
         ["missing", g] => Ok(SecretState::Missing { guarded: *g == "1" }),

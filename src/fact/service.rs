@@ -21,7 +21,7 @@ pub enum ServiceState {
 }
 
 /// The probe snippet (in a subshell: its variables do not leak).
-pub fn command(id: usize, unit: &str) -> String {
+pub(crate) fn command(id: usize, unit: &str) -> String {
     format!(
         r#"(
 id={id}; u={u}
@@ -47,7 +47,7 @@ fn word(s: &str) -> bool {
 }
 
 /// Parses the fields after `@ID`.
-pub fn parse(fields: &[&str]) -> Result<ServiceState, FactError> {
+pub(crate) fn parse(fields: &[&str]) -> Result<ServiceState, FactError> {
     match fields {
         ["nosystemd"] => Ok(ServiceState::NoSystemd),
         ["notfound"] => Ok(ServiceState::NotFound),

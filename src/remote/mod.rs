@@ -14,7 +14,7 @@
 mod to_file;
 mod wire;
 
-pub use wire::{command_line, private};
+pub(crate) use wire::{command_line, private};
 use wire::{sudo_asks_line, wire};
 
 use crate::plan::LocalSource;
@@ -25,14 +25,14 @@ use std::time::Duration;
 
 /// How to become another user.
 #[derive(Debug, Clone)]
-pub struct Become {
+pub(crate) struct Become {
     pub user: String,
     pub password: Option<Secret>,
 }
 
 /// A failure of one remote command.
 #[derive(Debug, thiserror::Error)]
-pub enum RemoteError {
+pub(crate) enum RemoteError {
     #[error("{0}")]
     Ssh(#[from] SshError),
     #[error("timed out after {}s (raise the step's `timeout` or the inventory's `command_timeout`)", .0.as_secs())]
@@ -47,7 +47,7 @@ pub enum RemoteError {
 const CLIENT_MARGIN: Duration = Duration::from_secs(15);
 
 /// A host's connection plus its become settings.
-pub struct Remote {
+pub(crate) struct Remote {
     pub session: Session,
     pub become_: Option<Become>,
     /// Secret values of this host (see [`Remote::hide`]).
@@ -58,7 +58,7 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn new(session: Session, become_: Option<Become>) -> Self {
+    pub(crate) fn new(session: Session, become_: Option<Become>) -> Self {
         Self {
             session,
             become_,
@@ -99,14 +99,14 @@ impl Remote {
 
     /// Secret values that must never reach a command line: from now on, a script that holds
     /// one is sent on stdin (read by a fixed loader), never as an argument.
-    pub fn hide(&self, values: impl IntoIterator<Item = Secret>) {
+    pub(crate) fn hide(&self, values: impl IntoIterator<Item = Secret>) {
         let mut h = self.hidden.write().unwrap_or_else(PoisonError::into_inner);
         h.extend(values.into_iter().filter(|v| !v.is_empty()));
     }
 
     /// Runs a script (one round trip). Non-zero exit is returned as `Ok` with its status;
     /// timeouts and sudo failures are errors.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         script: &str,
         stdin: &[u8],
@@ -117,7 +117,7 @@ impl Remote {
     }
 
     /// Runs a script whose output is kept within `limits` (see [`Remote::run`]).
-    pub async fn run_with(
+    pub(crate) async fn run_with(
         &self,
         script: &str,
         stdin: &[u8],
@@ -129,7 +129,7 @@ impl Remote {
     }
 
     /// Runs a script whose output is sent to `tee` as it arrives (and kept within `limits`).
-    pub async fn run_tee(
+    pub(crate) async fn run_tee(
         &self,
         script: &str,
         tee: tokio::sync::mpsc::Sender<Chunk>,
@@ -144,7 +144,7 @@ impl Remote {
     /// in chunks (never held whole in memory). The pipeline runs on this machine without a
     /// shell; a stage that fails (non-zero exit, or cannot be started) fails the command with
     /// its stderr, even when the script succeeded on what it got.
-    pub async fn run_stream_ok(
+    pub(crate) async fn run_stream_ok(
         &self,
         script: &str,
         stdin: &[u8],
@@ -352,7 +352,7 @@ impl Remote {
     }
     /// Runs a step's or handler's command, which must succeed: its output is kept within
     /// [`Limits::COMMAND`] (its two ends; the middle of a long output is dropped and counted).
-    pub async fn run_op_ok(
+    pub(crate) async fn run_op_ok(
         &self,
         script: &str,
         stdin: &[u8],
@@ -368,7 +368,7 @@ impl Remote {
     }
 
     /// Runs a script that must succeed; a failure carries the end of its stderr.
-    pub async fn run_ok(
+    pub(crate) async fn run_ok(
         &self,
         script: &str,
         stdin: &[u8],
@@ -384,12 +384,12 @@ impl Remote {
 
 /// "exit status 2: <last lines of stderr>", never stdout: for commands whose standard output
 /// can hold secrets (the probe reads the host's secret files; scripts holding secret material).
-pub fn describe_failure_stderr(out: &ExecOutput) -> String {
+pub(crate) fn describe_failure_stderr(out: &ExecOutput) -> String {
     describe_output(out, false)
 }
 
 /// "exit status 2: <last lines of stderr>" (of stdout when stderr is empty).
-pub fn describe_failure(out: &ExecOutput) -> String {
+pub(crate) fn describe_failure(out: &ExecOutput) -> String {
     describe_output(out, true)
 }
 

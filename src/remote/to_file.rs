@@ -12,7 +12,7 @@ impl Remote {
     /// renamed into place only when the script succeeded and the data has the sha256 `want`
     /// (when given). More than `max` bytes stops the copy. On any failure the temporary file is
     /// removed: `dest` is either the old file or the whole new one.
-    pub async fn run_to_file(
+    pub(crate) async fn run_to_file(
         &self,
         script: &str,
         dest: &std::path::Path,

@@ -19,7 +19,7 @@ const PROLOGUE: &str = concat!(
 /// under `sudo` when becoming another user. `send_password`: the become password is the first
 /// line of stdin (`sudo -S`, or read away by the shell when a cached sudo timestamp makes sudo
 /// skip it); else sudo may not ask (`-n`). Pure, unit-tested.
-pub fn command_line(
+pub(crate) fn command_line(
     script: &str,
     become_: Option<&Become>,
     send_password: bool,
@@ -51,7 +51,7 @@ const PRIVATE: &str = "# claw-provision: private\n";
 /// The script marked private: `Remote` sends it on stdin, not as an argument, whatever it holds.
 /// For scripts that carry secret material other than a value `Remote::hide` knows (the sha256
 /// of a secret file's content, say).
-pub fn private(script: &str) -> String {
+pub(crate) fn private(script: &str) -> String {
     format!("{PRIVATE}{script}")
 }
 

@@ -282,7 +282,7 @@ impl Group {
 }
 
 /// The `user` step kind.
-pub struct UserKind;
+pub(crate) struct UserKind;
 
 impl super::StepKind for UserKind {
     fn name(&self) -> &'static str {
@@ -318,7 +318,7 @@ impl super::StepKind for UserKind {
 }
 
 /// The `group` step kind.
-pub struct GroupKind;
+pub(crate) struct GroupKind;
 
 impl super::StepKind for GroupKind {
     fn name(&self) -> &'static str {

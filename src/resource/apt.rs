@@ -41,7 +41,7 @@ pub struct Args {
 
 /// Default wait for apt/dpkg locks: well under the default `command_timeout` (5 min), so the
 /// step reports the busy lock instead of timing out.
-pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
 pub struct Desired {
@@ -53,7 +53,7 @@ pub struct Desired {
 }
 
 /// Checks a package name: Debian's `[a-z0-9][a-z0-9+.-]+`, optionally `:ARCH`.
-pub fn check_package(p: &str) -> Result<(), StepError> {
+pub(crate) fn check_package(p: &str) -> Result<(), StepError> {
     let (name, arch) = match p.split_once(':') {
         Some((n, a)) => (n, Some(a)),
         None => (p, None),
@@ -325,7 +325,7 @@ set -- $(claw_state {want} "$@")
 }
 
 /// The `apt` step kind.
-pub struct AptKind;
+pub(crate) struct AptKind;
 
 impl super::StepKind for AptKind {
     fn name(&self) -> &'static str {

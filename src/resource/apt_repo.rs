@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Args {
+pub(crate) struct Args {
     /// The files' name (`REPO.sources`, `REPO.asc`): letters, digits, `-`, `_`.
     pub repo: String,
     /// Base URL (`http://` or `https://`).
@@ -42,8 +42,8 @@ pub struct Desired {
     pub state: State,
 }
 
-pub const KEYRINGS: &str = "/etc/apt/keyrings";
-pub const SOURCES: &str = "/etc/apt/sources.list.d";
+pub(crate) const KEYRINGS: &str = "/etc/apt/keyrings";
+pub(crate) const SOURCES: &str = "/etc/apt/sources.list.d";
 
 fn word(what: &str, v: &str) -> Result<(), StepError> {
     if v.is_empty()
@@ -99,7 +99,7 @@ fn check_repo(repo: &str) -> Result<(), StepError> {
     Ok(())
 }
 
-pub fn desired(a: Args, files_dir: &Path) -> Result<Desired, StepError> {
+pub(crate) fn desired(a: Args, files_dir: &Path) -> Result<Desired, StepError> {
     check_repo(&a.repo)?;
     let key_path = format!("{KEYRINGS}/{}.asc", a.repo);
     let sources_path = format!("{SOURCES}/{}.sources", a.repo);
@@ -273,7 +273,7 @@ impl Desired {
 }
 
 /// The `apt_repo` step kind.
-pub struct AptRepoKind;
+pub(crate) struct AptRepoKind;
 
 impl super::StepKind for AptRepoKind {
     fn name(&self) -> &'static str {

@@ -510,7 +510,7 @@ impl Desired {
 }
 
 /// The `cert` step kind.
-pub struct CertKind;
+pub(crate) struct CertKind;
 
 impl super::StepKind for CertKind {
     fn name(&self) -> &'static str {

@@ -134,7 +134,7 @@ impl Desired {
 }
 
 /// The `command` step kind (also the kind of handlers).
-pub struct CommandKind;
+pub(crate) struct CommandKind;
 
 impl super::StepKind for CommandKind {
     fn name(&self) -> &'static str {

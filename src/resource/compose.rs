@@ -60,7 +60,7 @@ pub struct Desired {
 }
 
 /// `90`, `90s`, `3m`, `1h` → seconds; `arg` names the argument, for the error.
-pub fn parse_duration(arg: &'static str, s: &str) -> Result<u64, StepError> {
+pub(crate) fn parse_duration(arg: &'static str, s: &str) -> Result<u64, StepError> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().last() {
         Some((i, 's')) => (&t[..i], 1),
@@ -352,7 +352,7 @@ fn container_details(
 }
 
 /// The `compose` step kind.
-pub struct ComposeKind;
+pub(crate) struct ComposeKind;
 
 impl super::StepKind for ComposeKind {
     fn name(&self) -> &'static str {

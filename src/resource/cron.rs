@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Args {
+pub(crate) struct Args {
     /// File name under /etc/cron.d (letters, digits, `-` and `_`: cron ignores other names).
     #[serde(rename = "entry")]
     pub name: String,
@@ -64,7 +64,7 @@ fn check_schedule(s: &str) -> Result<(), StepError> {
 }
 
 /// The desired file of a cron entry.
-pub fn desired(a: Args) -> Result<file::Desired, StepError> {
+pub(crate) fn desired(a: Args) -> Result<file::Desired, StepError> {
     if a.name.is_empty()
         || !a
             .name
@@ -124,7 +124,7 @@ fn build(
 }
 
 /// The `cron` step kind (a file in `/etc/cron.d`).
-pub struct CronKind;
+pub(crate) struct CronKind;
 
 impl super::StepKind for CronKind {
     fn name(&self) -> &'static str {

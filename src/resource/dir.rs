@@ -36,7 +36,7 @@ pub struct Desired {
 }
 
 /// Directories that `state = "absent"` (and a `file` step's `force`) refuses to remove.
-pub const PROTECTED: &[&str] = &[
+pub(crate) const PROTECTED: &[&str] = &[
     "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root",
     "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
 ];
@@ -232,7 +232,7 @@ impl Desired {
 }
 
 /// "a file", "a symbolic link"... for messages.
-pub fn kind_name(o: &PathState) -> &'static str {
+pub(crate) fn kind_name(o: &PathState) -> &'static str {
     match o {
         PathState::Absent => "absent",
         PathState::File { .. } => "a regular file",
@@ -243,7 +243,7 @@ pub fn kind_name(o: &PathState) -> &'static str {
 }
 
 /// The `dir` step kind.
-pub struct DirKind;
+pub(crate) struct DirKind;
 
 impl super::StepKind for DirKind {
     fn name(&self) -> &'static str {

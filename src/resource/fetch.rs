@@ -28,7 +28,7 @@ pub struct Args {
 
 /// The default `max_size`: 4 GiB (a host, or a file that grew, cannot fill this machine's
 /// disk unasked).
-pub const DEFAULT_MAX_SIZE: u64 = 4 << 30;
+pub(crate) const DEFAULT_MAX_SIZE: u64 = 4 << 30;
 
 #[derive(Debug, Clone)]
 pub struct Desired {
@@ -38,7 +38,7 @@ pub struct Desired {
 }
 
 /// `4G`, `500M`, `64K`, `1T` (powers of 1024, an optional `iB`/`B`), or plain bytes.
-pub fn parse_size(s: &str) -> Result<u64, StepError> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, StepError> {
     let t = s.trim();
     let t = t
         .strip_suffix("iB")
@@ -177,7 +177,7 @@ fn local_sha256(p: &Path) -> std::io::Result<Option<String>> {
 }
 
 /// The `fetch` step kind.
-pub struct FetchKind;
+pub(crate) struct FetchKind;
 
 impl super::StepKind for FetchKind {
     fn name(&self) -> &'static str {

@@ -528,7 +528,7 @@ fi
 }
 
 /// The `git` step kind.
-pub struct GitKind;
+pub(crate) struct GitKind;
 
 impl super::StepKind for GitKind {
     fn name(&self) -> &'static str {

@@ -112,7 +112,7 @@ done
 }
 
 /// The `http_check` step kind.
-pub struct HttpCheckKind;
+pub(crate) struct HttpCheckKind;
 
 impl super::StepKind for HttpCheckKind {
     fn name(&self) -> &'static str {

@@ -43,7 +43,7 @@ pub struct Desired {
 }
 
 /// Where Docker keeps images on the target (for the free-space check).
-pub const DOCKER_ROOT: &str = "/var/lib/docker";
+pub(crate) const DOCKER_ROOT: &str = "/var/lib/docker";
 
 /// A reference docker accepts as a name or `name:tag` (or an image ID), and nothing an option
 /// parser or a shell could misread.
@@ -129,7 +129,7 @@ pub struct LocalImages {
 }
 
 /// [`inspect_local`] through the run's `cache`.
-pub fn local_image(reference: &str, cache: &LocalImages) -> Result<LocalImage, StepError> {
+pub(crate) fn local_image(reference: &str, cache: &LocalImages) -> Result<LocalImage, StepError> {
     let cache = &cache.read;
     if let Some(r) = cache
         .lock()
@@ -300,7 +300,7 @@ fn human_size(b: u64) -> String {
 }
 
 /// The `image` step kind.
-pub struct ImageKind;
+pub(crate) struct ImageKind;
 
 impl super::StepKind for ImageKind {
     fn name(&self) -> &'static str {

@@ -23,30 +23,30 @@
 //! [`Op`]: crate::plan::Op
 //! [`Request`]: crate::fact::Request
 
-pub mod account;
-pub mod apt;
-pub mod apt_repo;
-pub mod cert;
-pub mod command;
-pub mod compose;
-pub mod cron;
-pub mod dir;
-pub mod error;
-pub mod fetch;
-pub mod file;
-pub mod firewall;
-pub mod git;
-pub mod http_check;
-pub mod image;
-pub mod kind;
-pub mod secret;
-pub mod service;
+pub(crate) mod account;
+pub(crate) mod apt;
+pub(crate) mod apt_repo;
+pub(crate) mod cert;
+pub(crate) mod command;
+pub(crate) mod compose;
+pub(crate) mod cron;
+pub(crate) mod dir;
+pub(crate) mod error;
+pub(crate) mod fetch;
+pub(crate) mod file;
+pub(crate) mod firewall;
+pub(crate) mod git;
+pub(crate) mod http_check;
+pub(crate) mod image;
+pub(crate) mod kind;
+pub(crate) mod secret;
+pub(crate) mod service;
 
 use crate::fact::{Observed, ProbeScript};
 use crate::plan::Change;
 use crate::quote::check_remote_path;
-pub use error::StepError;
-pub use kind::{Kind, StepKind};
+pub(crate) use error::StepError;
+pub(crate) use kind::{Kind, StepKind};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -54,7 +54,7 @@ use std::path::Path;
 
 /// Every step kind: the one registry (a kind's `impl StepKind` lives in its own file). The order
 /// is the one error messages list the kinds in.
-pub const KINDS: &[Kind] = &[
+pub(crate) const KINDS: &[Kind] = &[
     Kind::new(&dir::DirKind),
     Kind::new(&file::FileKind),
     Kind::new(&file::TemplateKind),
@@ -145,7 +145,7 @@ pub fn desired(
 
 /// What a desired state does against the host: the facts it asks the probe for, and the diff
 /// against the answers. Implemented by each kind's desired state, in the kind's file.
-pub trait DesiredState {
+pub(crate) trait DesiredState {
     /// Registers the facts this step needs; returns their request ids, in the order
     /// `diff_answers` expects the answers (empty: it needs none).
     fn probe(&self, p: &mut ProbeScript) -> Vec<usize>;
@@ -220,7 +220,7 @@ impl Desired {
 }
 
 /// Parses an octal mode string such as `"0644"` or `"755"`.
-pub fn parse_mode(s: &str) -> Result<u32, StepError> {
+pub(crate) fn parse_mode(s: &str) -> Result<u32, StepError> {
     let t = s.trim();
     if t.is_empty() || t.len() > 4 || !t.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
         return Err(StepError::arg(format!(
@@ -231,23 +231,23 @@ pub fn parse_mode(s: &str) -> Result<u32, StepError> {
 }
 
 /// Formats a mode as four octal digits.
-pub fn fmt_mode(m: u32) -> String {
+pub(crate) fn fmt_mode(m: u32) -> String {
     format!("{m:04o}")
 }
 
 /// The mode argument of `chmod`: five octal digits, so that GNU chmod also clears setuid/setgid
 /// bits a directory inherited (with four digits it keeps them, and the next plan shows drift).
-pub fn chmod_mode(m: u32) -> String {
+pub(crate) fn chmod_mode(m: u32) -> String {
     format!("{m:05o}")
 }
 
 /// Whether `want` (a name or a numeric id) designates the observed owner.
-pub fn same_owner(want: &str, name: &str, id: u32) -> bool {
+pub(crate) fn same_owner(want: &str, name: &str, id: u32) -> bool {
     want == name || want.parse::<u32>().is_ok_and(|w| w == id)
 }
 
 /// Checks a path a step manages.
-pub fn check_path(path: &str) -> Result<(), StepError> {
+pub(crate) fn check_path(path: &str) -> Result<(), StepError> {
     check_remote_path(path)?;
     // One spelling per path: `//etc` or `/./etc` must not slip past checks on `/etc`.
     if path != "/" && path[1..].split('/').any(|c| c.is_empty() || c == ".") {
@@ -260,7 +260,7 @@ pub fn check_path(path: &str) -> Result<(), StepError> {
 
 /// Owner/group checks: names of users and groups, or numeric ids. Letters, digits, `-`, `_`
 /// and `.`, not starting with `-` (it would be read as an option by `getent`, `id`, ...).
-pub fn check_account(what: &str, v: &str) -> Result<(), StepError> {
+pub(crate) fn check_account(what: &str, v: &str) -> Result<(), StepError> {
     if v.is_empty()
         || v.len() > 64
         || v.starts_with('-')
@@ -315,7 +315,7 @@ fn check_no_nul(kind: &Kind, args: &toml::Value) -> Result<(), StepError> {
 /// Lines that stop a script, before it changes anything, when the owner or group it is about
 /// to set does not exist on the host (numeric ids are taken as they are, like `chown` does):
 /// `getent`, or on a host without it (BusyBox) `/etc/passwd` and `/etc/group`.
-pub fn accounts_exist(owner: Option<&str>, group: Option<&str>) -> String {
+pub(crate) fn accounts_exist(owner: Option<&str>, group: Option<&str>) -> String {
     use crate::quote::quote;
     let numeric = |v: &str| v.bytes().all(|b| b.is_ascii_digit());
     let mut s = String::new();
@@ -340,7 +340,7 @@ pub fn accounts_exist(owner: Option<&str>, group: Option<&str>) -> String {
 
 /// The mode/owner/group changes between desired (None = not managed) and observed attributes.
 #[derive(Debug, Default)]
-pub struct AttrDiff<'a> {
+pub(crate) struct AttrDiff<'a> {
     pub mode: Option<u32>,
     pub owner: Option<&'a str>,
     pub group: Option<&'a str>,
@@ -352,7 +352,7 @@ pub struct AttrDiff<'a> {
 }
 
 /// Observed attributes of a path.
-pub struct Attrs<'a> {
+pub(crate) struct Attrs<'a> {
     pub mode: u32,
     pub owner: &'a str,
     pub group: &'a str,
@@ -361,7 +361,7 @@ pub struct Attrs<'a> {
 }
 
 impl<'a> AttrDiff<'a> {
-    pub fn new(
+    pub(crate) fn new(
         mode: Option<u32>,
         owner: Option<&'a str>,
         group: Option<&'a str>,
@@ -391,12 +391,12 @@ impl<'a> AttrDiff<'a> {
         d
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.details.is_empty()
     }
 
     /// `chmod`/`chown` lines that make the change on `quoted_path`.
-    pub fn script(&self, quoted_path: &str) -> String {
+    pub(crate) fn script(&self, quoted_path: &str) -> String {
         let mut s = String::new();
         // Owner before mode: chown clears setuid/setgid bits.
         if let Some(c) = chown_cmd(self.owner, self.group, quoted_path) {
@@ -412,7 +412,7 @@ impl<'a> AttrDiff<'a> {
 
 /// The shell function that resolves a path through links only root can change (it lives with the
 /// probe snippets, which use it too).
-pub use crate::fact::PHYSDIR_FN;
+pub(crate) use crate::fact::PHYSDIR_FN;
 
 /// Shell lines that make the directory `word` (a quoted path or `"$var"`) the current directory,
 /// or stop the script. Root acts on what it found there through the current directory (relative
@@ -425,7 +425,7 @@ pub use crate::fact::PHYSDIR_FN;
 /// [`PHYSDIR_FN`], which accepts only links nobody but root can change, and the directory
 /// entered must be the physical one that resolution computed: a link another account can
 /// change (or one swapped in between) is refused.
-pub fn enter_dir(word: &str) -> String {
+pub(crate) fn enter_dir(word: &str) -> String {
     format!(
         "{PHYSDIR_FN}cd -P -- {word} 2>/dev/null && {{ [ \"$(pwd -P)\" = {word} ] || [ \"$(pwd -P)\" = \"$(claw_physdir {word})\" ]; }} || {{ printf '%s is not a directory, or is reached through a symbolic link another account than root can change (not followed); nothing was changed\\n' {word} >&2; exit 1; }}\n"
     )
@@ -444,7 +444,7 @@ pub fn enter_dir(word: &str) -> String {
 /// Left: a FIFO swapped in between the `[ -f ]` test and the open makes the open wait for a
 /// writer (POSIX sh cannot open with `O_NONBLOCK` or a timeout); the run then waits until it is
 /// interrupted, and nothing is changed.
-pub fn file_attr_script(path: &str, d: &AttrDiff, sha256: &[&str]) -> String {
+pub(crate) fn file_attr_script(path: &str, d: &AttrDiff, sha256: &[&str]) -> String {
     use crate::quote::quote;
     let (dir, name) = match path.rfind('/') {
         Some(0) => ("/", &path[1..]),
@@ -474,14 +474,18 @@ pub fn file_attr_script(path: &str, d: &AttrDiff, sha256: &[&str]) -> String {
 
 /// The lines that apply `d` to the directory `path` without following a link: they act on `.`
 /// after `enter_dir`.
-pub fn dir_attr_script(path: &str, d: &AttrDiff) -> String {
+pub(crate) fn dir_attr_script(path: &str, d: &AttrDiff) -> String {
     let mut s = enter_dir(&crate::quote::quote(path));
     s.push_str(&d.script("."));
     s
 }
 
 /// Ownership change commands for `path` (already quoted) from desired owner/group.
-pub fn chown_cmd(owner: Option<&str>, group: Option<&str>, quoted_path: &str) -> Option<String> {
+pub(crate) fn chown_cmd(
+    owner: Option<&str>,
+    group: Option<&str>,
+    quoted_path: &str,
+) -> Option<String> {
     use crate::quote::quote;
     match (owner, group) {
         (Some(o), Some(g)) => Some(format!(

@@ -186,7 +186,7 @@ impl Desired {
 }
 
 /// The `secret` step kind.
-pub struct SecretKind;
+pub(crate) struct SecretKind;
 
 impl super::StepKind for SecretKind {
     fn name(&self) -> &'static str {

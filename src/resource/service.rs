@@ -206,7 +206,7 @@ impl Desired {
 }
 
 /// The `service` step kind.
-pub struct ServiceKind;
+pub(crate) struct ServiceKind;
 
 impl super::StepKind for ServiceKind {
     fn name(&self) -> &'static str {

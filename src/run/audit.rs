@@ -4,7 +4,7 @@
 use super::{HostOutcome, Prepared, StepStatus};
 
 /// Where the audit log of applies lives on a target.
-pub const AUDIT_LOG: &str = "/var/log/claw-provision/audit.log";
+pub(crate) const AUDIT_LOG: &str = "/var/log/claw-provision/audit.log";
 
 /// One audit line (JSON): operator, playbook, task, result, changed steps and handlers, the
 /// failed step. Never an error text or a value: names only, so no secret can reach it.

@@ -36,9 +36,9 @@ pub(crate) mod outcome;
 pub(crate) mod prepare;
 mod probe;
 
-pub use self::audit::AUDIT_LOG;
-pub use self::outcome::{HostOutcome, HostState, Observer, PlanSender, StepStatus};
-pub use self::prepare::{PlaybookInfo, Prepared, PreparedStep, prepare};
+pub(crate) use self::outcome::{HostOutcome, HostState, Observer, PlanSender, StepStatus};
+pub(crate) use self::prepare::Prepared;
+pub use self::prepare::prepare;
 
 use self::outcome::EndGuard;
 use crate::secret::Secret;
@@ -47,13 +47,13 @@ use tokio::sync::{Semaphore, watch};
 
 /// Plan or apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Plan,
     Apply,
 }
 
 /// Options of a run that are not in the input files.
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     pub mode: Mode,
     pub forks: usize,
     pub become_password: Option<Secret>,
@@ -81,7 +81,7 @@ pub struct RunOptions {
 }
 
 /// The decision after the plan was shown: apply or not.
-pub type Gate = watch::Receiver<Option<bool>>;
+pub(crate) type Gate = watch::Receiver<Option<bool>>;
 
 struct Ctx {
     opts: RunOptions,
@@ -131,7 +131,7 @@ impl Ctx {
 /// Runs every prepared host concurrently (up to `forks`). When `gate` is given, each host
 /// stops after its plan and waits for the decision (apply with confirmation); `plans` receives
 /// each host's plan as soon as it is known.
-pub async fn run(
+pub(crate) async fn run(
     prepared: Vec<Prepared>,
     opts: RunOptions,
     observer: Arc<dyn Observer>,

@@ -51,7 +51,7 @@ impl StepStatus {
 }
 
 /// Where hosts send their plan (Some) before waiting at the gate, and None when they end.
-pub type PlanSender = tokio::sync::mpsc::UnboundedSender<(String, Option<HostPlan>)>;
+pub(crate) type PlanSender = tokio::sync::mpsc::UnboundedSender<(String, Option<HostPlan>)>;
 
 /// Sends the end marker of a host to the confirmation gate when dropped.
 pub(super) struct EndGuard(pub(super) Option<(PlanSender, String)>);
@@ -120,7 +120,7 @@ impl HostOutcome {
 }
 
 /// Events a run reports while it goes (progress lines, JSON events).
-pub trait Observer: Send + Sync {
+pub(crate) trait Observer: Send + Sync {
     fn phase(&self, _host: &str, _phase: &str) {}
     /// A step of apply ended, after `elapsed` (probing it again included).
     fn step(

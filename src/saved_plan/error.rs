@@ -5,7 +5,7 @@ use super::{FORMAT, VERSION};
 
 /// Why `plan --out FILE` writes no plan.
 #[derive(Debug, thiserror::Error)]
-pub enum MakeError {
+pub(crate) enum MakeError {
     #[error("host {host}: the plan has no fingerprints (bug)")]
     NoFingerprints { host: String },
     #[error("host {host}: the plan's steps do not match the playbook's (bug)")]
@@ -21,7 +21,7 @@ pub enum MakeError {
 
 /// Why a plan file's text is refused.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     #[error("`fingerprint_key`: not 64 hex digits")]
     BadKey,
     #[error("not a saved plan (JSON: {source})")]
@@ -51,7 +51,7 @@ pub enum ReadError {
 
 /// Why a host is not applied from the plan: it is not in it, or its state changed since.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DriftError {
+pub(crate) enum DriftError {
     #[error("host {host} is not in the plan")]
     NotInPlan { host: String },
     #[error("no fingerprints were made (bug)")]

@@ -8,7 +8,7 @@ use crate::resource::{Desired, file};
 use crate::run::prepare::Prepared;
 
 /// The fingerprints of a host's facts and of each step's probe answers (None: not probed).
-pub fn probed(key: &Key, facts: &HostFacts, observed: &[Option<Vec<Observed>>]) -> Probed {
+pub(crate) fn probed(key: &Key, facts: &HostFacts, observed: &[Option<Vec<Observed>>]) -> Probed {
     Probed {
         facts: key.digest(&[b"facts", format!("{facts:?}").as_bytes()]),
         steps: observed
@@ -60,7 +60,7 @@ fn desired_text(d: Option<&Desired>) -> String {
 }
 
 /// Per step of a prepared host, the fingerprint of its desired state.
-pub fn desired(key: &Key, p: &Prepared) -> Vec<String> {
+pub(crate) fn desired(key: &Key, p: &Prepared) -> Vec<String> {
     p.steps
         .iter()
         .map(|s| {

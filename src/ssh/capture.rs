@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 /// How much of one output stream (stdout or stderr) the client keeps in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Keep {
+pub(crate) enum Keep {
     /// Everything, up to `max` bytes; a command that prints more is stopped and the call fails
     /// ([`super::SshError::OutputTooLarge`]). For output that is parsed (probes, checks).
     Whole { max: usize },
@@ -17,7 +17,7 @@ pub enum Keep {
 
 /// What the client keeps of a command's stdout and stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub stdout: Keep,
     pub stderr: Keep,
 }
@@ -27,7 +27,7 @@ const MIB: usize = 1024 * 1024;
 impl Limits {
     /// Probes and other parsed output: a probe prints a few KiB per step (the current
     /// contents fetched for diffs have their own bound); 16 MiB is far beyond any honest answer.
-    pub const PROBE: Limits = Limits {
+    pub(crate) const PROBE: Limits = Limits {
         stdout: Keep::Whole { max: 16 * MIB },
         stderr: Keep::Ends {
             head: 16 * 1024,
@@ -35,7 +35,7 @@ impl Limits {
         },
     };
     /// Steps' commands: their output is shown (`output = true`) or explains a failure.
-    pub const COMMAND: Limits = Limits {
+    pub(crate) const COMMAND: Limits = Limits {
         stdout: Keep::Ends {
             head: 256 * 1024,
             tail: 256 * 1024,
@@ -49,7 +49,7 @@ impl Limits {
 
 /// Where bytes were dropped from a stream kept by [`Keep::Ends`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Dropped {
+pub(crate) struct Dropped {
     /// Offset in the kept bytes where the dropped ones were.
     pub at: usize,
     /// How many bytes were dropped.
@@ -58,7 +58,7 @@ pub struct Dropped {
 
 /// One stream being captured.
 #[derive(Debug)]
-pub struct Capture {
+pub(crate) struct Capture {
     keep: Keep,
     head: Vec<u8>,
     tail: VecDeque<u8>,
@@ -67,12 +67,12 @@ pub struct Capture {
 
 /// [`Capture::push`] in [`Keep::Whole`] mode went over the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflow {
+pub(crate) struct Overflow {
     pub max: usize,
 }
 
 impl Capture {
-    pub fn new(keep: Keep) -> Self {
+    pub(crate) fn new(keep: Keep) -> Self {
         Self {
             keep,
             head: Vec::new(),
@@ -82,7 +82,7 @@ impl Capture {
     }
 
     /// Adds bytes read from the stream.
-    pub fn push(&mut self, mut data: &[u8]) -> Result<(), Overflow> {
+    pub(crate) fn push(&mut self, mut data: &[u8]) -> Result<(), Overflow> {
         match self.keep {
             Keep::Whole { max } => {
                 if self.head.len() + data.len() > max {
@@ -113,12 +113,12 @@ impl Capture {
     }
 
     /// The bytes kept at the start of the stream (all of them with [`Keep::Whole`]).
-    pub fn head(&self) -> &[u8] {
+    pub(crate) fn head(&self) -> &[u8] {
         &self.head
     }
 
     /// How many more bytes go to the head (with [`Keep::Ends`]; 0 otherwise).
-    pub fn head_room(&self) -> usize {
+    pub(crate) fn head_room(&self) -> usize {
         match self.keep {
             Keep::Ends { head, .. } => head.saturating_sub(self.head.len()),
             Keep::Whole { .. } => 0,
@@ -126,7 +126,7 @@ impl Capture {
     }
 
     /// The kept bytes and where bytes were dropped (if any were).
-    pub fn finish(self) -> (Vec<u8>, Option<Dropped>) {
+    pub(crate) fn finish(self) -> (Vec<u8>, Option<Dropped>) {
         let at = self.head.len();
         let mut v = self.head;
         v.extend(self.tail);
@@ -142,7 +142,7 @@ impl Capture {
 /// dropped where they were dropped. `stream` names the stream ("stdout", "stderr"), `hint`
 /// says how to get them all. The lines cut by the drop are dropped whole (so no part of a
 /// value that masking would have recognised whole is shown).
-pub fn shown(kept: &[u8], dropped: Option<Dropped>, stream: &str, hint: &str) -> String {
+pub(crate) fn shown(kept: &[u8], dropped: Option<Dropped>, stream: &str, hint: &str) -> String {
     match dropped {
         None => String::from_utf8_lossy(kept).into_owned(),
         Some(d) => {

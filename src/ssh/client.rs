@@ -22,7 +22,7 @@ use super::session::ChainSlots;
 /// - the host keys recorded under accept-new and not reported yet
 ///   ([`Client::take_learned_host_keys`]).
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     inner: Arc<Inner>,
 }
 
@@ -42,7 +42,7 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// A client with empty caches that unlocks keys with `passphrases`.
-    pub fn new(passphrases: Arc<dyn PassphraseSource>) -> Client {
+    pub(crate) fn new(passphrases: Arc<dyn PassphraseSource>) -> Client {
         Client {
             inner: Arc::new(Inner {
                 passphrases,
@@ -58,7 +58,7 @@ impl Client {
     /// the inventory host or `NAME (jump host)`, key `ADDRESS:PORT ALGORITHM SHA256:...`. Every
     /// recording lands here, whatever happens to the connection afterwards (an authentication
     /// failure, a scan), so none goes unreported.
-    pub fn take_learned_host_keys(&self) -> Vec<(String, String)> {
+    pub(crate) fn take_learned_host_keys(&self) -> Vec<(String, String)> {
         std::mem::take(
             &mut *self
                 .inner

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// An SSH transport failure. `host` is the inventory name, `target` the `address:port`.
 #[derive(Debug, thiserror::Error)]
-pub enum SshError {
+pub(crate) enum SshError {
     /// The address could not be resolved.
     #[error(
         "host `{host}` ({target}) is unreachable: cannot resolve `{address}`: {reason}; check the \
@@ -254,14 +254,6 @@ pub enum SshError {
          configuration for this account (ForceCommand, restricted shell) and its log"
     )]
     ExecRejected { host: String, target: String },
-
-    /// Any other SSH protocol failure.
-    #[error("SSH error with host `{host}` ({target}): {reason}")]
-    Protocol {
-        host: String,
-        target: String,
-        reason: String,
-    },
 }
 
 /// `64 MiB`, `512 KiB`, `100 bytes`.
@@ -277,7 +269,7 @@ pub(crate) fn size(n: usize) -> String {
 impl SshError {
     /// Whether the host could not be reached at all (name resolution, TCP connect, connect
     /// timeout, connection closed during the handshake): the caller reports it "unreachable".
-    pub fn is_unreachable(&self) -> bool {
+    pub(crate) fn is_unreachable(&self) -> bool {
         match self {
             SshError::Resolve { .. }
             | SshError::Unreachable { .. }
@@ -290,27 +282,19 @@ impl SshError {
     }
 
     /// Whether an established connection broke; the session is unusable afterwards.
-    pub fn is_connection_lost(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_connection_lost(&self) -> bool {
         matches!(self, SshError::ConnectionLost { .. })
     }
 
     /// Whether the host key was refused (changed, unknown under `strict`, or revoked).
-    pub fn is_host_key(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_host_key(&self) -> bool {
         matches!(
             self,
             SshError::HostKeyChanged { .. }
                 | SshError::HostKeyUnknown { .. }
                 | SshError::HostKeyRevoked { .. }
-        )
-    }
-
-    /// Whether authentication failed (server refused, bad or missing key, wrong passphrase).
-    pub fn is_auth(&self) -> bool {
-        matches!(
-            self,
-            SshError::AuthFailed { .. }
-                | SshError::WrongPassphrase { .. }
-                | SshError::KeyFile { .. }
         )
     }
 }

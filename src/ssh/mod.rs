@@ -14,10 +14,10 @@
 //! Facts about russh 0.65.1 that shaped this code are in `shared/notes/russh.md`.
 
 mod auth;
-pub mod capture;
+pub(crate) mod capture;
 mod client;
 mod error;
-pub mod known_hosts;
+pub(crate) mod known_hosts;
 mod session;
 
 use std::path::{Path, PathBuf};
@@ -25,25 +25,26 @@ use std::time::Duration;
 
 use crate::secret::Secret;
 
-pub use capture::{Dropped, Keep, Limits};
-pub use client::Client;
-pub use error::SshError;
-pub use known_hosts::{HostKeyPolicy, HostKeyStatus, KeyOptions, KnownHosts};
+pub(crate) use capture::{Keep, Limits};
+pub(crate) use client::Client;
+pub(crate) use error::SshError;
+pub use known_hosts::KnownHosts;
+pub(crate) use known_hosts::{HostKeyPolicy, KeyOptions};
 /// A public key: a host's key as [`Session::scan_host_key`] reads it, or as a known_hosts line
 /// holds it (`PublicKey::from_openssh("ssh-ed25519 AAAA...")`). russh's type, re-exported so
 /// that the modules above `ssh/` use keys without naming russh.
-pub use russh::keys::PublicKey;
-pub use session::{Chunk, ExecOutput, MAX_CHANNELS, Output, Session, SessionStats};
+pub(crate) use russh::keys::PublicKey;
+pub(crate) use session::{Chunk, ExecOutput, Output, Session, SessionStats};
 
 /// Default interval between SSH keepalives when the server is silent; the connection is
 /// declared lost after [`KEEPALIVE_MAX`] unanswered ones.
-pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// Unanswered keepalives before the connection is declared lost.
-pub const KEEPALIVE_MAX: usize = 3;
+pub(crate) const KEEPALIVE_MAX: usize = 3;
 
 /// Everything needed to open one connection to one host.
 #[derive(Debug, Clone)]
-pub struct ConnectSpec {
+pub(crate) struct ConnectSpec {
     /// Inventory name, for messages.
     pub host: String,
     /// IP address or DNS name to connect to; also the name looked up in `known_hosts`.
@@ -73,7 +74,7 @@ pub struct ConnectSpec {
 
 /// One jump host.
 #[derive(Debug, Clone)]
-pub struct JumpSpec {
+pub(crate) struct JumpSpec {
     /// As written in the inventory or ssh_config, for messages.
     pub name: String,
     pub address: String,
@@ -89,7 +90,7 @@ pub struct JumpSpec {
 
 impl ConnectSpec {
     /// `address:port` as shown in messages (`[v6addr]:port` for IPv6 addresses).
-    pub fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         target(&self.address, self.port)
     }
 }
@@ -97,14 +98,16 @@ impl ConnectSpec {
 /// Supplies passphrases for encrypted private keys (from `CLAW_SSH_PASSPHRASE` or a prompt;
 /// implemented by the caller). Called at most once per key file and connection, only when the
 /// key is actually needed; may block (a terminal prompt). Returning `None` skips the key.
-pub trait PassphraseSource: Send + Sync {
+pub(crate) trait PassphraseSource: Send + Sync {
     fn passphrase(&self, key_path: &Path) -> Option<Secret>;
 }
 
 /// A [`PassphraseSource`] that never has a passphrase (encrypted keys are skipped).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NoPassphrase;
+pub(crate) struct NoPassphrase;
 
+#[cfg(test)]
 impl PassphraseSource for NoPassphrase {
     fn passphrase(&self, _key_path: &Path) -> Option<Secret> {
         None
@@ -112,7 +115,7 @@ impl PassphraseSource for NoPassphrase {
 }
 
 /// `address:port`, bracketing IPv6 addresses.
-pub fn target_of(address: &str, port: u16) -> String {
+pub(crate) fn target_of(address: &str, port: u16) -> String {
     target(address, port)
 }
 

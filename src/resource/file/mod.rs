@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 mod upload;
 
-pub use upload::{sweep, with_leftovers};
+pub(crate) use upload::with_leftovers;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -474,7 +474,7 @@ impl Desired {
 }
 
 /// The `file` step kind.
-pub struct FileKind;
+pub(crate) struct FileKind;
 
 impl super::StepKind for FileKind {
     fn name(&self) -> &'static str {
@@ -503,7 +503,7 @@ impl super::StepKind for FileKind {
 }
 
 /// The `template` step kind: a file rendered from a template.
-pub struct TemplateKind;
+pub(crate) struct TemplateKind;
 
 impl super::StepKind for TemplateKind {
     fn name(&self) -> &'static str {

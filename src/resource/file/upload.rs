@@ -84,7 +84,7 @@ impl Desired {
 /// there to such a name and have it removed, so nothing is. Under the apply lock no other
 /// upload is using one. Shell builtins, `stat` and `rm` only for each one found; `rm -r` never
 /// follows a link.
-pub fn sweep() -> String {
+pub(crate) fn sweep() -> String {
     format!(
         "for t in ./{}; do if [ -d \"$t\" ] && [ ! -L \"$t\" ] && [ -O \"$t\" ] && {}; then rm -rf --one-file-system -- \"$t\"; fi; done\n",
         crate::fact::path::PRIVATE_DIR_GLOB,
@@ -99,7 +99,7 @@ pub fn sweep() -> String {
 /// (no handler is notified: the file is as wanted). A cut after an upload's rename leaves the
 /// file new and its private directory behind, and no later upload may ever come to that
 /// directory: without this, the leftover would stay forever.
-pub fn with_leftovers(mut c: Change, dir: &str, leftovers: &[String]) -> Change {
+pub(crate) fn with_leftovers(mut c: Change, dir: &str, leftovers: &[String]) -> Change {
     if leftovers.is_empty() {
         return c;
     }

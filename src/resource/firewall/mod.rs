@@ -36,9 +36,11 @@ use std::sync::Arc;
 mod peers;
 mod ruleset;
 
-pub use peers::{Net, Peer};
+#[cfg(test)]
+use peers::Net;
+pub(crate) use peers::Peer;
 use peers::{lookup, peers};
-pub use ruleset::{minimal_ruleset, ruleset};
+pub(crate) use ruleset::{minimal_ruleset, ruleset};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,18 +180,18 @@ fn rolled_back_script(table: &str, token: &str) -> String {
 /// The environment variable that lets a test force a ruleset which blocks the SSH port (to prove
 /// the rollback). Only a build with the cargo feature `test-lockout-switch` (the integration tests'
 /// build, never a release) looks at it.
-pub const TEST_ALLOW_LOCKOUT: &str = "CLAW_PROVISION_TEST_ALLOW_SSH_LOCKOUT";
+pub(crate) const TEST_ALLOW_LOCKOUT: &str = "CLAW_PROVISION_TEST_ALLOW_SSH_LOCKOUT";
 
 /// Whether this build lets [`TEST_ALLOW_LOCKOUT`] switch the lock-out guard off, and it is set.
 fn lockout_allowed() -> bool {
     cfg!(feature = "test-lockout-switch") && std::env::var_os(TEST_ALLOW_LOCKOUT).is_some()
 }
 
-pub const DEFAULT_TABLE: &str = "claw_provision";
+pub(crate) const DEFAULT_TABLE: &str = "claw_provision";
 const DEFAULT_PORTS: &[u16] = &[22, 80, 443];
 
 /// The boot unit (systemd template, instance = table name).
-pub const UNIT: &str = "# managed by claw-provision (firewall step)
+pub(crate) const UNIT: &str = "# managed by claw-provision (firewall step)
 [Unit]
 Description=claw-provision firewall: nftables table inet %i
 DefaultDependencies=no
@@ -524,7 +526,7 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
 }
 
 /// The `firewall` step kind.
-pub struct FirewallKind;
+pub(crate) struct FirewallKind;
 
 impl super::StepKind for FirewallKind {
     fn name(&self) -> &'static str {

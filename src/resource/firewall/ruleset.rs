@@ -22,7 +22,7 @@ fn table_head(comment: &str, table: &str) -> String {
 
 /// What the rollback loads when the previous table cannot be loaded back: the SSH port open to
 /// everyone (and loopback, replies, neighbour discovery), everything else dropped.
-pub fn minimal_ruleset(table: &str, ssh_port: u64) -> String {
+pub(crate) fn minimal_ruleset(table: &str, ssh_port: u64) -> String {
     let mut s = table_head(
         "claw-provision firewall rollback: the saved ruleset could not be loaded back",
         table,
@@ -32,7 +32,13 @@ pub fn minimal_ruleset(table: &str, ssh_port: u64) -> String {
 }
 
 /// The ruleset text of a `firewall` step (see [`table_head`]).
-pub fn ruleset(table: &str, ports: &[u16], peers: &[Peer], icmp: bool, containers: bool) -> String {
+pub(crate) fn ruleset(
+    table: &str,
+    ports: &[u16],
+    peers: &[Peer],
+    icmp: bool,
+    containers: bool,
+) -> String {
     let mut s = table_head(
         "managed by claw-provision (firewall step); changes made here are overwritten",
         table,

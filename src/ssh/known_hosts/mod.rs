@@ -42,7 +42,9 @@ use hmac::{Hmac, Mac};
 use russh::keys::{Algorithm, HashAlg, PublicKey};
 use sha1::Sha1;
 
-pub use update::{AddOutcome, add_if_unknown, entry_line, entry_line_as, record};
+pub(crate) use update::{AddOutcome, entry_line_as, record};
+#[cfg(test)]
+use update::{add_if_unknown, entry_line};
 
 /// What to do with a host key that `known_hosts` does not know yet. A key that differs from a
 /// recorded one is refused under every policy.
@@ -128,7 +130,7 @@ pub enum BadKey {
 
 /// The verdict of [`KnownHosts::check`] for one presented key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostKeyStatus {
+pub(crate) enum HostKeyStatus {
     /// A trusted entry for this host holds exactly this key.
     Known,
     /// No entry names this host (revoked entries for other keys aside).
@@ -160,8 +162,6 @@ pub struct HostEntry {
     pub marker: Marker,
     /// The host field as written (a pattern list or one hashed name).
     pub hosts: String,
-    /// The key type field as written (`ssh-ed25519`, ...).
-    pub key_type: String,
     /// The key, or why it could not be parsed.
     pub key: Result<PublicKey, BadKey>,
 }
@@ -173,7 +173,7 @@ impl HostEntry {
     }
 
     /// Whether this entry records exactly `key`.
-    pub fn holds(&self, key: &PublicKey) -> bool {
+    pub(crate) fn holds(&self, key: &PublicKey) -> bool {
         matches!(&self.key, Ok(k) if k.key_data() == key.key_data())
     }
 }
@@ -186,14 +186,14 @@ type Stamp = Option<(u64, std::time::SystemTime)>;
 /// connection of a run reads the same file, and parsing it per host grows with the square of
 /// the fleet.
 #[derive(Debug, Default)]
-pub struct KnownHostsCache {
+pub(crate) struct KnownHostsCache {
     files:
         std::sync::Mutex<std::collections::HashMap<PathBuf, (Stamp, std::sync::Arc<KnownHosts>)>>,
 }
 
 impl KnownHostsCache {
     /// Like [`KnownHosts::load`], through the cache.
-    pub fn load(&self, path: &Path) -> io::Result<std::sync::Arc<KnownHosts>> {
+    pub(crate) fn load(&self, path: &Path) -> io::Result<std::sync::Arc<KnownHosts>> {
         let stamp: Stamp = match std::fs::metadata(path) {
             Ok(m) => Some((m.len(), m.modified()?)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -222,7 +222,7 @@ pub struct KnownHosts {
 impl KnownHosts {
     /// Reads and parses `path`. A missing file is an empty one, and so is a special file
     /// ([`special`]: never opened, a FIFO would block); any other read error is returned.
-    pub fn load(path: &Path) -> io::Result<KnownHosts> {
+    pub(crate) fn load(path: &Path) -> io::Result<KnownHosts> {
         if special(path).is_some() {
             return Ok(Self::parse(path, ""));
         }
@@ -243,11 +243,10 @@ impl KnownHosts {
             let line = i + 1;
             match parse_line(raw) {
                 Ok(None) => {}
-                Ok(Some((marker, hosts, key_type, key))) => entries.push(HostEntry {
+                Ok(Some((marker, hosts, _, key))) => entries.push(HostEntry {
                     line,
                     marker,
                     hosts,
-                    key_type,
                     key,
                 }),
                 Err(reason) => bad_lines.push((line, reason)),
@@ -261,7 +260,7 @@ impl KnownHosts {
     }
 
     /// The file this was read from.
-    pub fn file(&self) -> &Path {
+    pub(crate) fn file(&self) -> &Path {
         &self.file
     }
 
@@ -277,7 +276,7 @@ impl KnownHosts {
     }
 
     /// Checks the key a server presented for `host`:`port`.
-    pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> HostKeyStatus {
+    pub(crate) fn check(&self, host: &str, port: u16, key: &PublicKey) -> HostKeyStatus {
         let entries = self.entries_for(host, port);
         if entries
             .iter()
@@ -308,7 +307,7 @@ impl KnownHosts {
 
     /// The algorithms of the trusted keys recorded for `host`:`port`, in file order, without
     /// duplicates. Used to make the server present a key we can check (OpenSSH does the same).
-    pub fn known_algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
+    pub(crate) fn known_algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
         let mut out: Vec<Algorithm> = Vec::new();
         for e in self.entries_for(host, port) {
             if e.marker != Marker::None {
@@ -326,7 +325,8 @@ impl KnownHosts {
 }
 
 /// System-wide known_hosts files (OpenSSH's `GlobalKnownHostsFile` default), read, never written.
-pub const DEFAULT_GLOBAL: &[&str] = &["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
+pub(crate) const DEFAULT_GLOBAL: &[&str] =
+    &["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
 
 /// How a host's key is looked up and recorded besides the user's files and the policy:
 /// ssh_config's `HostKeyAlias`, `GlobalKnownHostsFile` and `HashKnownHosts`.
@@ -363,7 +363,7 @@ impl KeyOptions {
 
 /// Why `path` is not a file to read or write as known_hosts (a device, a FIFO, a socket; links
 /// followed), or `None` for a regular file, a directory (its read fails as usual) or nothing.
-pub fn special(path: &Path) -> Option<&'static str> {
+pub(crate) fn special(path: &Path) -> Option<&'static str> {
     use std::os::unix::fs::FileTypeExt;
     let t = std::fs::metadata(path).ok()?.file_type();
     if t.is_char_device() {
@@ -381,7 +381,7 @@ pub fn special(path: &Path) -> Option<&'static str> {
 
 /// The name under which `host`:`port` is recorded: `host` for port 22, else `[host]:port`.
 /// Lower-cased, like OpenSSH does with host names.
-pub fn host_port_name(host: &str, port: u16) -> String {
+pub(crate) fn host_port_name(host: &str, port: u16) -> String {
     let host = host.to_ascii_lowercase();
     if port == 22 {
         host
@@ -391,7 +391,7 @@ pub fn host_port_name(host: &str, port: u16) -> String {
 }
 
 /// The OpenSSH-style SHA-256 fingerprint of a key: `SHA256:` + unpadded base64.
-pub fn fingerprint(key: &PublicKey) -> String {
+pub(crate) fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 

@@ -26,7 +26,7 @@ use super::{HostKeyStatus, KnownHosts, host_port_name, special};
 
 /// The outcome of [`record`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AddOutcome {
+pub(crate) enum AddOutcome {
     /// The entry was appended to the file.
     Added,
     /// Nothing was written: the file (as re-read under the lock) gave this verdict instead of
@@ -50,7 +50,8 @@ pub enum AddOutcome {
 /// serialise on an `flock` of `PATH.lock` beside the file: not of the file itself, whose inode
 /// the rename replaces (a lock on the old inode would not exclude a writer that opened the new
 /// one). A symbolic link is followed: the file it names is replaced, the link stays.
-pub fn add_if_unknown(
+#[cfg(test)]
+pub(crate) fn add_if_unknown(
     path: &Path,
     host: &str,
     port: u16,
@@ -62,7 +63,7 @@ pub fn add_if_unknown(
 /// [`add_if_unknown`], the entry hashed when `hash` (`HashKnownHosts yes`). A special file is
 /// never written, and neither is a file whose directory is read-only or not ours to write:
 /// [`AddOutcome::NotRecorded`].
-pub fn record(
+pub(crate) fn record(
     path: &Path,
     host: &str,
     port: u16,
@@ -299,13 +300,19 @@ fn replace_file(
 }
 
 /// The `known_hosts` line recorded for a new host: `host key-type base64` (or `[host]:port ...`).
-pub fn entry_line(host: &str, port: u16, key: &PublicKey) -> io::Result<String> {
+#[cfg(test)]
+pub(crate) fn entry_line(host: &str, port: u16, key: &PublicKey) -> io::Result<String> {
     entry_line_as(host, port, key, false)
 }
 
 /// [`entry_line`], with the host field hashed when `hash` (`|1|base64(salt)|base64(HMAC-SHA1)`,
 /// a random 20-byte salt, as `HashKnownHosts yes` and `ssh-keygen -H` write).
-pub fn entry_line_as(host: &str, port: u16, key: &PublicKey, hash: bool) -> io::Result<String> {
+pub(crate) fn entry_line_as(
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+    hash: bool,
+) -> io::Result<String> {
     let mut key = key.clone();
     key.set_comment("");
     let text = key

@@ -109,8 +109,8 @@ fn describe_connection_error(e: &russh::Error) -> String {
 
 /// What [`establish`] ended with.
 pub(super) enum Established {
-    /// Connected and authenticated: the handle, its shared state, what authenticated.
-    Session(Handle<ClientHandler>, Arc<Shared>, String),
+    /// Connected and authenticated: the handle and its shared state.
+    Session(Handle<ClientHandler>, Arc<Shared>),
     /// Scan mode: the key the server presented (the handshake was ended there).
     Scanned(PublicKey),
 }
@@ -175,9 +175,8 @@ pub(super) async fn establish(
         }
         Ok(Ok(h)) => h,
     };
-    let authenticated_with =
-        authenticate_or_disconnect(&mut handle, spec, client, &mut deadline).await?;
-    Ok(Established::Session(handle, shared, authenticated_with))
+    authenticate_or_disconnect(&mut handle, spec, client, &mut deadline).await?;
+    Ok(Established::Session(handle, shared))
 }
 
 /// Which key types the known_hosts files already hold for `spec`'s host (read off the async

@@ -16,7 +16,7 @@ use crate::ssh::SshError;
 use crate::ssh::capture::{Capture, Dropped, Keep, Limits};
 
 /// Read size of a streamed stdin ([`Session::exec_with`]): large writes make large packets.
-pub const STREAM_CHUNK: usize = 256 * 1024;
+pub(super) const STREAM_CHUNK: usize = 256 * 1024;
 
 /// How long output may still arrive after a command's exit status before the channel is
 /// closed (a background child holding stdout open must not hold the run until its timeout).
@@ -24,7 +24,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// What a remote command produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExecOutput {
+pub(crate) struct ExecOutput {
     /// The exit code, if the command exited normally.
     pub exit_status: Option<u32>,
     /// The signal name (`TERM`, `KILL`, ...) if the command was killed by one.
@@ -44,34 +44,29 @@ pub struct ExecOutput {
 
 impl ExecOutput {
     /// Exit status 0.
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.exit_status == Some(0)
     }
 
     /// stdout as text (invalid UTF-8 replaced).
-    pub fn stdout_lossy(&self) -> Cow<'_, str> {
+    pub(crate) fn stdout_lossy(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(&self.stdout)
-    }
-
-    /// stderr as text (invalid UTF-8 replaced).
-    pub fn stderr_lossy(&self) -> Cow<'_, str> {
-        String::from_utf8_lossy(&self.stderr)
     }
 
     /// stdout as text, with a line saying how many bytes were not kept where they were
     /// dropped (`hint`: how to get them all).
-    pub fn stdout_shown(&self, hint: &str) -> String {
+    pub(crate) fn stdout_shown(&self, hint: &str) -> String {
         crate::ssh::capture::shown(&self.stdout, self.stdout_dropped, "stdout", hint)
     }
 
     /// stderr as text, marked as [`ExecOutput::stdout_shown`].
-    pub fn stderr_shown(&self, hint: &str) -> String {
+    pub(crate) fn stderr_shown(&self, hint: &str) -> String {
         crate::ssh::capture::shown(&self.stderr, self.stderr_dropped, "stderr", hint)
     }
 }
 
 /// Where a command's output goes; every byte is either kept within [`Limits`] or passed on.
-pub enum Output<'a> {
+pub(crate) enum Output<'a> {
     /// Kept in [`ExecOutput`] within these limits.
     Keep(Limits),
     /// stdout written to the sink as it arrives (never held whole in memory); stderr kept.
@@ -83,7 +78,7 @@ pub enum Output<'a> {
 
 /// A piece of a command's output, as it arrived ([`Output::Tee`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Chunk {
+pub(crate) enum Chunk {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
 }
@@ -95,7 +90,7 @@ impl Session {
     /// channel); on expiry the channel is closed and [`SshError::Timeout`] returned — wrap the
     /// remote command in `timeout` too, signals are not reliable. The output is kept within
     /// [`Limits::PROBE`] (more stdout is [`SshError::OutputTooLarge`]).
-    pub async fn exec(
+    pub(crate) async fn exec(
         &self,
         command: &str,
         stdin: Option<&[u8]>,
@@ -118,7 +113,7 @@ impl Session {
     /// stream early (EOF is still sent); the caller checks the source. `stream` is dropped
     /// when the command ends, even if it was not read to its end. With [`Output::Sink`], a
     /// write error is reported in `sink_error` (the rest of stdout is then drained and dropped).
-    pub async fn exec_with(
+    pub(crate) async fn exec_with(
         &self,
         command: &str,
         stdin: &[u8],

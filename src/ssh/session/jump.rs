@@ -120,8 +120,7 @@ async fn connect_hops(
             ..spec.clone()
         };
         let through = hops.last().map(|h| (h.as_ref(), via.unwrap_or("")));
-        let Established::Session(handle, _, _) = establish(&hop, through, client, false).await?
-        else {
+        let Established::Session(handle, _) = establish(&hop, through, client, false).await? else {
             unreachable!("establish returns a session unless it scans");
         };
         hops.push(Arc::new(handle));

@@ -31,12 +31,12 @@ use tokio::sync::Semaphore;
 
 use super::{Client, ConnectSpec, SshError};
 use establish::{ClientHandler, Established, Shared, establish};
-pub use exec::{Chunk, ExecOutput, Output};
+pub(crate) use exec::{Chunk, ExecOutput, Output};
 pub(super) use jump::ChainSlots;
 use jump::{HopChain, shared_hops};
 
 /// Channels (concurrent commands) per connection; sshd's default `MaxSessions` is 10.
-pub const MAX_CHANNELS: usize = 8;
+pub(crate) const MAX_CHANNELS: usize = 8;
 
 /// Counters of one session (a snapshot).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub struct SessionStats {
 
 /// An established, authenticated SSH connection to one host. `Send + Sync`: share it with
 /// `Arc` to run up to [`MAX_CHANNELS`] commands concurrently.
-pub struct Session {
+pub(crate) struct Session {
     handle: Arc<Handle<ClientHandler>>,
     /// Jump host connections, kept open as long as the session (dropped after `handle`).
     hops: Arc<HopChain>,
@@ -70,7 +70,6 @@ pub struct Session {
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
     connect_time: Duration,
-    authenticated_with: String,
 }
 
 impl std::fmt::Debug for Session {
@@ -88,15 +87,14 @@ impl Session {
     /// `spec.known_hosts` (per `spec.policy`) and authenticates. Each connection (hop or host)
     /// gets `spec.connect_timeout` (passphrase prompts excluded). `client`: the command's shared
     /// state (keys, jump chains, known_hosts, learned keys).
-    pub async fn connect(spec: &ConnectSpec, client: &Client) -> Result<Session, SshError> {
+    pub(crate) async fn connect(spec: &ConnectSpec, client: &Client) -> Result<Session, SshError> {
         let started = Instant::now();
         let hops = shared_hops(spec, client).await?;
         let through = hops
             .hops
             .last()
             .map(|h| (h.as_ref(), spec.jump.last().map_or("", |j| j.name.as_str())));
-        let Established::Session(handle, shared, authenticated_with) =
-            establish(spec, through, client, false).await?
+        let Established::Session(handle, shared) = establish(spec, through, client, false).await?
         else {
             unreachable!("establish returns a session unless it scans");
         };
@@ -112,13 +110,15 @@ impl Session {
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             connect_time: started.elapsed(),
-            authenticated_with,
         })
     }
 
     /// Reads the host key `spec`'s host presents (through its jump hosts, which are connected
     /// and checked as usual), without checking it and without authenticating to the host.
-    pub async fn scan_host_key(spec: &ConnectSpec, client: &Client) -> Result<PublicKey, SshError> {
+    pub(crate) async fn scan_host_key(
+        spec: &ConnectSpec,
+        client: &Client,
+    ) -> Result<PublicKey, SshError> {
         let hops = shared_hops(spec, client).await?;
         let through = hops
             .hops
@@ -133,7 +133,7 @@ impl Session {
     }
 
     /// A snapshot of the counters.
-    pub fn stats(&self) -> SessionStats {
+    pub(crate) fn stats(&self) -> SessionStats {
         SessionStats {
             connections: 1,
             channels: self.channels.load(Ordering::Relaxed),
@@ -144,18 +144,13 @@ impl Session {
         }
     }
 
-    /// What authenticated the session: `agent key SHA256:...` or `key /path/to/id`.
-    pub fn authenticated_with(&self) -> &str {
-        &self.authenticated_with
-    }
-
     /// Whether the connection is gone (exec would fail with `ConnectionLost`).
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.handle.is_closed()
     }
 
     /// Disconnects politely and waits (briefly) for the connection to wind down.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             self.handle
