@@ -426,3 +426,118 @@ fn the_globals_check_sees_them() {
         ]
     );
 }
+
+/// The longest a function may be (from its `fn` line to its closing brace) and a file before
+/// its `#[cfg(test)]` module (issue 18: past that, a reader loses the thread; cut along the
+/// logic's seams, or write the reason above the function and name it here).
+const MAX_FN_LINES: usize = 80;
+const MAX_FILE_LINES: usize = 600;
+/// Functions allowed past [`MAX_FN_LINES`], as (file, name), each with its reason above it.
+const LONG_FNS_ALLOWED: &[(&str, &str)] = &[];
+/// Files allowed past [`MAX_FILE_LINES`] before their tests.
+const LONG_FILES_ALLOWED: &[&str] = &[];
+
+/// Each function of a file (tests left out) with its length in lines, as rustfmt lays code out:
+/// the body closes with a `}` at the indentation of its `fn` line. A declaration without a body
+/// (`fn f();` in a trait) is not counted.
+fn function_lengths(text: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let Some(at) = trimmed.find("fn ") else {
+            continue;
+        };
+        let head = &trimmed[..at];
+        let is_fn = head
+            .split_whitespace()
+            .all(|w| ["pub", "async", "const", "unsafe"].contains(&w) || w.starts_with("pub("));
+        if !is_fn || trimmed.starts_with("//") {
+            continue;
+        }
+        let name: String = trimmed[at + 3..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        // The signature ends at the first line ending in `{` (a body) or `;` (none).
+        let Some(open) = (i..lines.len()).find(|&j| {
+            let l = lines[j].trim_end();
+            l.ends_with('{') || l.ends_with(';') || l.ends_with('}')
+        }) else {
+            continue;
+        };
+        let opened = lines[open].trim_end();
+        if opened.ends_with(';') {
+            continue;
+        }
+        if opened.ends_with('}') {
+            out.push((name, open - i + 1));
+            continue;
+        }
+        let close = format!("{indent}}}");
+        if let Some(end) = (open + 1..lines.len()).find(|&j| lines[j].trim_end() == close) {
+            out.push((name, end - i + 1));
+        }
+    }
+    out
+}
+
+/// A file up to its `#[cfg(test)] mod NAME {` (at column 0, where rustfmt puts it).
+fn before_tests(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = (0..lines.len())
+        .find(|&i| {
+            lines[i] == "#[cfg(test)]"
+                && lines[i + 1..]
+                    .iter()
+                    .find(|n| !n.starts_with("#["))
+                    .is_some_and(|n| n.starts_with("mod ") && n.ends_with('{'))
+        })
+        .unwrap_or(lines.len());
+    lines[..end].join("\n")
+}
+
+/// No function over [`MAX_FN_LINES`] and no file over [`MAX_FILE_LINES`] before its tests, but
+/// those named in the allow lists.
+#[test]
+fn functions_and_files_stay_short() {
+    let mut long = Vec::new();
+    for (path, text) in sources() {
+        let text = before_tests(&text);
+        let n = text.lines().count();
+        if n > MAX_FILE_LINES && !LONG_FILES_ALLOWED.contains(&path.as_str()) {
+            long.push(format!("{path}: {n} lines"));
+        }
+        for (name, len) in function_lengths(&text) {
+            let allowed = LONG_FNS_ALLOWED.contains(&(path.as_str(), name.as_str()));
+            if len > MAX_FN_LINES && !allowed {
+                long.push(format!("{path}: fn {name}: {len} lines"));
+            }
+        }
+    }
+    assert!(long.is_empty(), "too long (cut along the seams): {long:?}");
+}
+
+#[test]
+fn the_length_check_sees_them() {
+    let body = "        x();\n".repeat(3);
+    let t = format!(
+        "impl A {{\n    pub(crate) async fn long(\n        a: u8,\n    ) -> u8 {{\n{body}    }}\n\
+         \n    fn short() {{}}\n}}\ntrait T {{\n    fn declared(&self);\n}}\nconst fn c() -> u8 {{\n    1\n}}"
+    );
+    assert_eq!(
+        before_tests(&format!("{t}\n#[cfg(test)]\nmod tests {{\n}}\n")),
+        t
+    );
+    let cfg_use = "#[cfg(test)]\nuse a::b;\nfn x() {}";
+    assert_eq!(before_tests(cfg_use), cfg_use);
+    assert_eq!(
+        function_lengths(&t),
+        [
+            ("long".to_string(), 7),
+            ("short".to_string(), 1),
+            ("c".to_string(), 3)
+        ]
+    );
+}

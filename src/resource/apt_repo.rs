@@ -224,29 +224,7 @@ impl Desired {
                 "[ -d {KEYRINGS} ] || mkdir -p -m 0755 {KEYRINGS}\n"
             ));
         }
-        let mut stdin: Vec<u8> = vec![];
-        let mut details = vec![];
-        let mut reasons = vec![];
-        for c in &changed {
-            let op = c.op.as_ref().expect("a changing file diff has an op");
-            details.push(if c.details.is_empty() || c.action == Action::Create {
-                format!("{} {}", c.action.word(), c.target)
-            } else {
-                format!("{} {}: {}", c.action.word(), c.target, c.details.join(", "))
-            });
-            reasons.push(format!("{}: {}", c.target, c.reason));
-            if op.stdin.is_empty() {
-                script.push_str(&format!("(\n{})\n", op.script));
-            } else {
-                // Exactly this file's bytes from the shared stdin (full blocks from a pipe).
-                script.push_str(&format!(
-                    "dd bs={} count=1 iflag=fullblock 2>/dev/null | (\n{})\n",
-                    op.stdin.len(),
-                    op.script
-                ));
-                stdin.extend_from_slice(&op.stdin);
-            }
-        }
+        let (stdin, details, reasons) = join_changes(&changed, &mut script);
         let mut c = Change::new(action, target, reasons.join("; "), script);
         c.op = Some(Op {
             script: c.op.take().map(|o| o.script).unwrap_or_default(),
@@ -270,6 +248,36 @@ impl Desired {
         c.tidies = changed.iter().flat_map(|x| x.tidies.clone()).collect();
         Ok(c)
     }
+}
+
+/// The files' changes joined into one step: each file's script in a subshell appended to
+/// `script` (a file whose content travels on stdin takes exactly its bytes of the shared stdin
+/// by `dd`), and the shared stdin, the details and the reasons.
+fn join_changes(changed: &[&Change], script: &mut String) -> (Vec<u8>, Vec<String>, Vec<String>) {
+    let mut stdin: Vec<u8> = vec![];
+    let mut details = vec![];
+    let mut reasons = vec![];
+    for c in changed {
+        let op = c.op.as_ref().expect("a changing file diff has an op");
+        details.push(if c.details.is_empty() || c.action == Action::Create {
+            format!("{} {}", c.action.word(), c.target)
+        } else {
+            format!("{} {}: {}", c.action.word(), c.target, c.details.join(", "))
+        });
+        reasons.push(format!("{}: {}", c.target, c.reason));
+        if op.stdin.is_empty() {
+            script.push_str(&format!("(\n{})\n", op.script));
+        } else {
+            // Exactly this file's bytes from the shared stdin (full blocks from a pipe).
+            script.push_str(&format!(
+                "dd bs={} count=1 iflag=fullblock 2>/dev/null | (\n{})\n",
+                op.stdin.len(),
+                op.script
+            ));
+            stdin.extend_from_slice(&op.stdin);
+        }
+    }
+    (stdin, details, reasons)
 }
 
 /// The `apt_repo` step kind.

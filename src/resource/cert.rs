@@ -448,33 +448,9 @@ impl Desired {
             }
             let file = name(&d.path);
             details.extend(ch.details.iter().map(|x| format!("{file} {x}")));
-            let Some(op) = &ch.op else { continue };
-            let mut s = op.script.clone();
-            if !op.stdin.is_empty() && std::ptr::eq(d, &self.cert) {
-                // Only the key travels on stdin; the (public) certificate is in the script.
-                let from_stdin = "cat > ./new\n";
-                if !s.contains(from_stdin) {
-                    return Err(StepError::Internal {
-                        what: "unexpected upload script (bug, please report)",
-                    });
-                }
-                s = s.replace(
-                    from_stdin,
-                    &format!(
-                        "printf '%s' {} > ./new\n",
-                        quote(&String::from_utf8_lossy(&d.content))
-                    ),
-                );
-            } else if !op.stdin.is_empty() {
-                change.op = Some(crate::plan::Op {
-                    script: String::new(),
-                    stdin: op.stdin.clone(),
-                    stdin_from: None,
-                    show_output: false,
-                    stdout_to: None,
-                    confirm: None,
-                });
-            }
+            let Some(s) = self.file_script(ch, d, &mut change)? else {
+                continue;
+            };
             // A subshell per file: each upload has its own variables and traps; `set -e` holds
             // in both and stops the step at the first failure.
             script.push_str(&format!("(\n{s})\n"));
@@ -506,6 +482,45 @@ impl Desired {
             .all(|x| x.housekeeping || x.action == Action::NoOp);
         change.tidies = [&c, &k].iter().flat_map(|x| x.tidies.clone()).collect();
         Ok(change)
+    }
+
+    /// The script of one file's change (`ch`, the change of `d`), None when it has none. The
+    /// key's content travels on stdin (kept in `change.op` until the joined op is made); the
+    /// (public) certificate's is written into its script.
+    fn file_script(
+        &self,
+        ch: &Change,
+        d: &file::Desired,
+        change: &mut Change,
+    ) -> Result<Option<String>, StepError> {
+        let Some(op) = &ch.op else { return Ok(None) };
+        let mut s = op.script.clone();
+        if !op.stdin.is_empty() && std::ptr::eq(d, &self.cert) {
+            // Only the key travels on stdin; the (public) certificate is in the script.
+            let from_stdin = "cat > ./new\n";
+            if !s.contains(from_stdin) {
+                return Err(StepError::Internal {
+                    what: "unexpected upload script (bug, please report)",
+                });
+            }
+            s = s.replace(
+                from_stdin,
+                &format!(
+                    "printf '%s' {} > ./new\n",
+                    quote(&String::from_utf8_lossy(&d.content))
+                ),
+            );
+        } else if !op.stdin.is_empty() {
+            change.op = Some(crate::plan::Op {
+                script: String::new(),
+                stdin: op.stdin.clone(),
+                stdin_from: None,
+                show_output: false,
+                stdout_to: None,
+                confirm: None,
+            });
+        }
+        Ok(Some(s))
     }
 }
 
