@@ -5,11 +5,14 @@
 //! to change; an `apt` step is refused there before anything changes, naming the host and the
 //! step, and the same playbook runs once that step's `when` leaves the host out.
 //!
+//! Without `flock`, the apply lock is a symbolic link: a second apply is refused while one holds
+//! it, a stale link (its process gone, or not a lock holder) is replaced, `--force-unlock` works.
+//!
 //! The image is built (or found in Docker's cache by its recipe's hash) by `image.sh build`, which
 //! `scripts/test.sh` runs before the integration tests; the container is on Docker's default
 //! bridge, reached at its address. A lab that cannot start fails the test, saying why.
 
-use crate::support::{Lab, Scratch, claw, ok, repo};
+use crate::support::{Lab, Scratch, claw, claw_spawn, ok, repo};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -37,9 +40,9 @@ impl Drop for BusyBoxHost {
 }
 
 impl BusyBoxHost {
-    /// Builds (or finds) the image, starts a container with fresh host and client keys, and
-    /// waits for its sshd.
-    fn start(files: &Path) -> BusyBoxHost {
+    /// Builds (or finds) the image, starts a container (`test`: this test's, in its name) with
+    /// fresh host and client keys, and waits for its sshd.
+    fn start(files: &Path, test: &str) -> BusyBoxHost {
         let out = run(Command::new("bash")
             .arg(repo().join("tests/lab/portable/image.sh"))
             .arg("build"));
@@ -66,7 +69,7 @@ impl BusyBoxHost {
             mounted.join("authorized_keys"),
         )
         .unwrap();
-        let name = format!("claw-portable-{}", std::process::id());
+        let name = format!("claw-portable-{test}-{}", std::process::id());
         let _ = Command::new("docker").args(["rm", "-f", &name]).output();
         let mut host = BusyBoxHost {
             name: name.clone(),
@@ -214,7 +217,7 @@ fn text(r: &crate::support::Run) -> String {
 #[test]
 fn portable_steps_run_on_a_busybox_host_and_apt_is_refused_there() {
     let s = Scratch::new();
-    let host = BusyBoxHost::start(s.dir.path());
+    let host = BusyBoxHost::start(s.dir.path(), "steps");
 
     // The host's userland is BusyBox's: every command on PATH is an applet (sshd aside), there
     // is no flock, getent, apt or dpkg-query, and the OS is not Debian's.
@@ -391,5 +394,144 @@ fn portable_steps_run_on_a_busybox_host_and_apt_is_refused_there() {
     assert_eq!(
         host.ssh("[ -e /opt/portable-fleet ] && echo changed || echo untouched"),
         "untouched\n"
+    );
+}
+
+/// Waits (up to `limit`) until `f` is true.
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const LOCKD: &str = "/var/lib/claw-provision/lock/apply.lockd";
+
+#[test]
+fn the_apply_lock_works_without_flock() {
+    let s = Scratch::new();
+    let host = BusyBoxHost::start(s.dir.path(), "lock");
+    let slow = s.file(
+        "slow.toml",
+        "name = \"slow\"\n\n[[steps]]\nname = \"s\"\nkind = \"command\"\nrun = \"sleep 8\"\n",
+    );
+    let slow_inv = host.inventory(&s, "slow-inventory.toml", &slow);
+    let quick = s.file(
+        "quick.toml",
+        "name = \"quick\"\n\n[[steps]]\nname = \"mark\"\nkind = \"command\"\n\
+         run = \"echo x >> /root/quick-runs\"\n",
+    );
+    let inv = host.inventory(&s, "quick-inventory.toml", &quick);
+    let apply = |extra: &[&str]| {
+        let mut args = vec!["apply", inv.as_str(), "--yes", "--output", "json"];
+        args.extend_from_slice(extra);
+        claw(&args, &[])
+    };
+    let link = || host.ssh(&format!("readlink {LOCKD} || true"));
+    let runs = || {
+        host.ssh("cat /root/quick-runs 2>/dev/null | wc -l")
+            .trim()
+            .to_string()
+    };
+    let start_slow = || {
+        let r = claw_spawn(&["apply", &slow_inv, "--yes", "--output", "json"], &[]);
+        wait_for("the slow run's lock", Duration::from_secs(20), || {
+            !link().trim().is_empty()
+        });
+        r
+    };
+
+    // A run holds the lock (the link names its holder as PID:START): a second one is refused,
+    // with the message a host with flock gives, and changes nothing.
+    let running = start_slow();
+    let named = link();
+    let (pid, start) = named.trim().split_once(':').expect("PID:START");
+    assert_eq!(
+        host.ssh(&format!(
+            "sed 's/.*) //' /proc/{pid}/stat | cut -d ' ' -f 20"
+        ))
+        .trim(),
+        start,
+        "the link names the holder's start time"
+    );
+    let r = apply(&[]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let e = r.host("bb")["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("another apply holds this host: ") && e.contains("playbook slow"),
+        "{e}"
+    );
+    assert!(e.contains("break the lock with --force-unlock"), "{e}");
+    assert_eq!(runs(), "0");
+    let r = running.wait();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    wait_for("the link to go", Duration::from_secs(10), || {
+        link().trim().is_empty()
+    });
+
+    // Stale links are replaced: a dead process's, an older form (a bare pid), a live process
+    // that is not a lock holder (with its real start time), a live process that looks like one
+    // (root's, `claw-lock` in its command line) but started at another time (its pid reused),
+    // one that looks like one but is another account's (`nobody`), and a guard left by a
+    // killed run.
+    let live = |cmd: &str, start: &str| {
+        format!(
+            "{cmd} </dev/null >/dev/null 2>&1 & p=$!; sleep 0.5; \
+             ln -s \"$p:{start}\" {LOCKD}; [ -d /proc/$p ] && echo live"
+        )
+    };
+    let real = "$(sed 's/.*) //' /proc/$p/stat | cut -d ' ' -f 20)";
+    let stale = [
+        format!("ln -s 4194000:1 {LOCKD}"),
+        format!("ln -s 1 {LOCKD}"),
+        live("sleep 600", real),
+        live("sh -c 'sleep 600; true' claw-lock", "1"),
+        live(
+            "su -s /bin/sh -c 'exec sh -c \"sleep 600; true\" claw-lock' nobody",
+            real,
+        ),
+        format!("ln -s 4194000:1 {LOCKD} && ln -s 4194001:2 {LOCKD}.break"),
+    ];
+    for (n, make) in stale.iter().enumerate() {
+        let said = host.ssh(make);
+        let expected = if (2..=4).contains(&n) { "live\n" } else { "" };
+        assert_eq!(said, expected, "{make}");
+        let r = apply(&[]);
+        assert_eq!(r.code, 0, "{make}:\n{}\n{}", r.stdout, r.stderr);
+        assert_eq!(runs(), (n + 1).to_string(), "{make}");
+        wait_for("the link to go", Duration::from_secs(10), || {
+            link().trim().is_empty()
+        });
+        assert_eq!(
+            host.ssh("ls -A /var/lib/claw-provision/lock | grep lockd || true"),
+            "",
+            "{make}: nothing left"
+        );
+    }
+
+    // --force-unlock ends the holding run and takes the lock, naming that run.
+    let running = start_slow();
+    let r = apply(&["--force-unlock"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let broken: Vec<serde_json::Value> = r
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "lock_broken")
+        .collect();
+    assert_eq!(broken.len(), 1, "{}", r.stdout);
+    assert!(
+        broken[0]["holder"]
+            .as_str()
+            .is_some_and(|h| h.contains("playbook slow")),
+        "{}",
+        broken[0]
+    );
+    assert_eq!(runs(), (stale.len() + 1).to_string());
+    let r = running.wait();
+    assert_ne!(
+        r.code, 0,
+        "the ended run fails:\n{}\n{}",
+        r.stdout, r.stderr
     );
 }

@@ -9,8 +9,11 @@
 //! then reports the holder.
 //!
 //! **Without `flock`** (BusyBox has none), the lock is a symbolic link, `apply.lockd`, naming
-//! the holder's pid, made atomically by `ln -s` and removed when the holder exits; a link whose
-//! holder is gone (killed) is replaced.
+//! the holder as `PID:START` (its start time: a reused pid is another process), made atomically
+//! by `ln -s` and removed when the holder exits (only while it still names it). A link whose
+//! holder is gone (killed), or that names a process that is not a lock holder of this account,
+//! is stale: it is removed under a guard (`apply.lockd.break`, made the same way) and read again
+//! there, so two runs never both remove it, then taken as usual.
 //!
 //! **Root-only.** `flock` needs only an open file, so a lock file another account can read is a
 //! lock any local user can hold forever. The lock directory is `0700` and its files `0600`, all
@@ -219,28 +222,55 @@ const HOLDER_FUNCTIONS: &str = r#"    # Alive = it exists and is not a zombie (a
       return 1
     }
     # The lock, waited for at most $1 s: `flock` on $d/apply.lock where the host has it
-    # (util-linux), else (BusyBox has no flock) the symbolic link $d/apply.lockd naming the pid of
-    # this holder, made atomically by `ln -s`; a link whose holder is gone (killed) is stale and
-    # replaced (two runs replacing the same stale link at the same instant could both win: the
-    # price of a host without flock).
-    mine=
+    # (util-linux), else (BusyBox has no flock) the symbolic link $d/apply.lockd naming this
+    # holder (`PID:START`, see `ident`), made atomically by `ln -s`; a link whose holder is gone
+    # (killed; its pid maybe reused) is stale and removed (`unstale`), then taken as usual.
+    mine= myid= lu=
     take() {
       if command -v flock >/dev/null 2>&1; then flock -w "$1" 9; return; fi
+      myid=$(ident $$) || return 1
+      while read -r k v w; do [ "$k" = Uid: ] && { lu=$v; break; }; done <"/proc/$$/status"
       i=0
-      while ! ln -s "$$" "$d/apply.lockd" 2>/dev/null; do
+      while ! ln -s "$myid" "$d/apply.lockd" 2>/dev/null; do
         h=$(readlink "$d/apply.lockd" 2>/dev/null) || h=
-        if [ -n "$h" ] && ! holder "$h" && [ "$(readlink "$d/apply.lockd" 2>/dev/null)" = "$h" ]; then
-          rm -f "$d/apply.lockd"; continue
-        fi
         [ $i -lt $(($1 * 5)) ] || return 1
-        sleep 0.2; i=$((i + 1))
+        i=$((i + 1))
+        [ -n "$h" ] && ! holder "$h" && unstale "$d/apply.lockd" "$h" || sleep 0.2
       done
       mine=1
     }
-    # Whether process $1 is a lock holder (alive, and its command line is one).
+    # Removes the link $1 if it still names $2 (a holder that is gone). Under a guard, the link
+    # "$1.break" naming this holder, made atomically, and the link read again under it: two runs
+    # never both remove it (one could remove the link the other has just made). A guard whose
+    # holder is gone is removed the same way (three levels at most). False when another holder
+    # is at it.
+    unstale() {
+      if ln -s "$myid" "$1.break" 2>/dev/null; then
+        [ "$(readlink "$1" 2>/dev/null)" != "$2" ] || rm -f "$1"
+        rm -f "$1.break"
+        return 0
+      fi
+      g=$(readlink "$1.break" 2>/dev/null) || return 0
+      case $1 in *.break.break) return 1 ;; esac
+      ! holder "$g" && unstale "$1.break" "$g"
+    }
+    # The identity of process $1: `PID:START`, START its start time (field 22 of
+    # /proc/PID/stat, after the command name in parentheses): a pid reused later has another.
+    ident() {
+      st=; IFS= read -r st 2>/dev/null <"/proc/$1/stat" || [ -n "$st" ] || return 1
+      set -- "$1" ${st##*)}
+      [ $# -ge 21 ] || return 1
+      echo "$1:${21}"
+    }
+    # Whether $1 (`PID:START`) names a lock holder: that very process (its start time), alive, of
+    # this account (root when root holds the lock), its command line that of a holder.
     holder() {
-      alive "$1" || return 1
-      case $(tr "\0" " " <"/proc/$1/cmdline" 2>/dev/null) in *claw-lock*) ;; *) return 1 ;; esac
+      hp=${1%%:*}
+      case $hp in ""|*[!0-9]*) return 1 ;; esac
+      [ "$(ident "$hp")" = "$1" ] && alive "$hp" || return 1
+      hu=; while read -r k v w; do [ "$k" = Uid: ] && { hu=$v; break; }; done 2>/dev/null <"/proc/$hp/status"
+      [ "$hu" = "$lu" ] || return 1
+      case $(tr "\0" " " <"/proc/$hp/cmdline" 2>/dev/null) in *claw-lock*) ;; *) return 1 ;; esac
     }
 "#;
 
@@ -276,7 +306,8 @@ const HOLDER_TAKE: &str = r#"    command exec 9>>"$d/apply.lock" 2>/dev/null || 
     # Shell builtins and one `sleep` a second: a fleet of holders must not load its hosts.
     while alive "$3"; do sleep 1; done
     rm -f "$d/apply.holder"
-    [ -z "$mine" ] || rm -f "$d/apply.lockd"
+    # The link only while it still names this holder.
+    [ -z "$mine" ] || [ "$(readlink "$d/apply.lockd" 2>/dev/null)" != "$myid" ] || rm -f "$d/apply.lockd"
 "#;
 
 /// Waits for the holder's answer (30 s) and prints the `@lock` record; then runs the function.
@@ -538,11 +569,11 @@ mod tests {
         };
         assert_eq!(
             sha(false),
-            "d83945eef4e8b3413b17fe8227d75710c703a7771bf87f4398056a2fcb748efa"
+            "467a55c31e01f4950aaf3be4cc5e45082d86eebdfa987f33da8256be0be88e1c"
         );
         assert_eq!(
             sha(true),
-            "0135a21dd2a5db847c32fd3cfaaa5cac17ce013b2e4de234bf765cbc90cbde59"
+            "6cda2768c8e0a6bc3cf122f42aa1fa9198be4dec1602960ccfa91ba36dba0dd6"
         );
     }
 }

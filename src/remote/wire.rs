@@ -7,12 +7,14 @@ use crate::quote::quote;
 use crate::secret::Secret;
 use std::time::Duration;
 
-/// Prologue of every script: predictable output, a sane PATH, a known umask, and `rm` made to
-/// take `-rf --one-file-system` where it does not know that option (BusyBox: the option is
-/// dropped; GNU's `rm` is asked once per such call and keeps it).
+/// Prologue of every script: predictable output, a sane PATH, a known umask, and, where `rm`
+/// is not GNU's (BusyBox installs its applets as symbolic links; GNU's `rm` is a regular file),
+/// an `rm` that takes `-rf --one-file-system` even when it does not know that option (it is
+/// then dropped). Found without starting a process; on a GNU host nothing is defined and
+/// scripts run as they always did.
 const PROLOGUE: &str = concat!(
     "export LC_ALL=C PATH=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH\"; umask 022; cd / || exit 1\n",
-    "rm() { if [ \"$1 $2\" = \"-rf --one-file-system\" ] && ! command rm --one-file-system -f -- /nonexistent/claw-provision 2>/dev/null; then shift 2; set -- -rf \"$@\"; fi; command rm \"$@\"; }\n"
+    "if [ -h /bin/rm ] || [ -h /usr/bin/rm ]; then rm() { if [ \"${1-} ${2-}\" = \"-rf --one-file-system\" ] && ! command rm --one-file-system -f 2>/dev/null; then shift 2; set -- -rf \"$@\"; fi; command rm \"$@\"; }; fi\n"
 );
 
 /// The command line that runs `script`: quoted as one `sh -c` argument, under `timeout`, and
@@ -87,6 +89,44 @@ pub(super) fn wire(script: &str, hidden: &[Secret]) -> (String, Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prologue's text, pinned: on a GNU host (an `rm` that is a regular file) it defines
+    /// nothing beyond the environment, so users' scripts (`set -u`, `set -x`) run as they did.
+    #[test]
+    fn the_prologue_is_pinned() {
+        assert_eq!(
+            PROLOGUE,
+            "export LC_ALL=C PATH=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH\"; \
+             umask 022; cd / || exit 1\n\
+             if [ -h /bin/rm ] || [ -h /usr/bin/rm ]; then \
+             rm() { if [ \"${1-} ${2-}\" = \"-rf --one-file-system\" ] && \
+             ! command rm --one-file-system -f 2>/dev/null; then shift 2; set -- -rf \"$@\"; fi; \
+             command rm \"$@\"; }; fi\n"
+        );
+    }
+
+    /// On this (GNU) host `rm` stays the command: no function, nothing in `set -x`'s trace,
+    /// and a `set -u` script calling `rm` with one operand runs.
+    #[test]
+    fn on_a_gnu_host_rm_is_left_alone() {
+        assert!(!std::fs::symlink_metadata("/bin/rm").unwrap().is_symlink());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x");
+        std::fs::write(&f, "").unwrap();
+        let script = format!(
+            "{PROLOGUE}set -eux; case $(command -V rm) in *function*) exit 3 ;; esac; rm {}",
+            f.display()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(!f.exists());
+        let trace = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(trace.matches("rm ").count(), 1, "{trace}");
+    }
 
     #[test]
     fn plain() {

@@ -143,6 +143,10 @@ impl super::StepKind for CronKind {
     ) -> Result<super::Desired, StepError> {
         Ok(super::Desired::File(desired(super::args(args)?)?))
     }
+
+    fn needs(&self) -> &'static [super::kind::Need] {
+        &[super::kind::Need::CronD]
+    }
 }
 
 #[cfg(test)]

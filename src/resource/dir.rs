@@ -318,7 +318,12 @@ mod tests {
             .unwrap();
         assert_eq!(c.action, Action::Create);
         let s = c.op.unwrap().script;
-        assert!(s.starts_with("getent passwd 'claw' >/dev/null || {"), "{s}");
+        assert!(
+            s.starts_with(
+                "if command -v getent >/dev/null 2>&1; then getent passwd 'claw' >/dev/null; else "
+            ),
+            "{s}"
+        );
         let tail = format!(
             "\nif [ -e '/opt' ] || [ -L '/opt' ]; then\n{}[ -d './demo' ] || mkdir -- './demo'\nelse\nmkdir -p -- '/opt/demo'\nfi\n{}chown -- 'claw' .\nchmod 00750 .\n",
             enter_dir("'/opt'"),

@@ -29,6 +29,9 @@ pub enum Need {
     Apt,
     /// systemd as the init system (`systemctl`).
     Systemd,
+    /// A cron daemon that reads `/etc/cron.d` (Debian's `cron`; BusyBox's `crond` reads only
+    /// its own crontabs, so a file there would never run): known of Debian-family hosts only.
+    CronD,
     /// The Docker CLI (`docker`).
     Docker,
     /// A program a probe or an apply script runs, which POSIX and BusyBox do not give: its name
@@ -46,6 +49,7 @@ impl Need {
         match self {
             Need::Apt => facts.check_supported().is_ok(),
             Need::Systemd => facts.init == "systemd",
+            Need::CronD => facts.check_supported().is_ok(),
             Need::Docker => facts.docker,
             Need::Command { name, .. } => facts.commands.iter().any(|c| c == name),
         }
@@ -56,6 +60,9 @@ impl Need {
         match self {
             Need::Apt => "apt and dpkg (Debian, Ubuntu and their derivatives)".into(),
             Need::Systemd => "systemd as the init system".into(),
+            Need::CronD => {
+                "a cron daemon that reads /etc/cron.d (Debian, Ubuntu and their derivatives)".into()
+            }
             Need::Docker => "the Docker CLI (`docker`)".into(),
             Need::Command { name, package } => format!("`{name}` ({package})"),
         }
@@ -64,7 +71,7 @@ impl Need {
     /// What the host lacks of it, for the refusal's message.
     fn lack(self, facts: &HostFacts) -> String {
         match self {
-            Need::Apt => format!("the host runs {}", facts.os_description()),
+            Need::Apt | Need::CronD => format!("the host runs {}", facts.os_description()),
             Need::Systemd if facts.init.is_empty() => "the host's init is unknown".into(),
             Need::Systemd => format!("the host's init is `{}`", facts.init),
             Need::Docker => "the host has no `docker` command".into(),
@@ -327,6 +334,13 @@ mod tests {
                     "group",
                     vec![cmd("groupadd", "passwd"), cmd("getent", "libc-bin")]
                 ),
+                (
+                    "cron",
+                    vec![
+                        "a cron daemon that reads /etc/cron.d (Debian, Ubuntu and their derivatives)"
+                            .to_string()
+                    ]
+                ),
                 ("http_check", vec![cmd("curl", "curl")]),
                 ("apt", vec![apt.clone()]),
                 ("apt_repo", vec![apt]),
@@ -372,6 +386,7 @@ mod tests {
             [
                 "user",
                 "group",
+                "cron",
                 "http_check",
                 "apt",
                 "apt_repo",
@@ -393,6 +408,11 @@ mod tests {
              the host's init is `sshd`"
         );
         assert_eq!(
+            unmet_need(kind("cron"), &busybox).unwrap(),
+            "unsupported host for this step: kind `cron` needs a cron daemon that reads \
+             /etc/cron.d (Debian, Ubuntu and their derivatives), and the host runs `claw-busybox` 1"
+        );
+        assert_eq!(
             unmet_need(kind("user"), &busybox).unwrap(),
             "unsupported host for this step: kind `user` needs `useradd` (passwd), and the host \
              has no `useradd` command"
@@ -407,7 +427,7 @@ mod tests {
             .filter(|k| unmet_need(**k, &fedora).is_some())
             .map(|k| k.as_str())
             .collect();
-        assert_eq!(refused, ["apt", "apt_repo"]);
+        assert_eq!(refused, ["cron", "apt", "apt_repo"]);
         assert!(
             unmet_need(kind("apt"), &facts("@fact-os\t\t\t\t\n"))
                 .unwrap()

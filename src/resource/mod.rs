@@ -326,10 +326,11 @@ pub(crate) fn accounts_exist(owner: Option<&str>, group: Option<&str>) -> String
         let msg = format!(
             "{what} `{v}` does not exist on the host (create it in an earlier step); nothing was changed"
         );
-        // Without `getent` (BusyBox), the local database is read instead.
+        // Without `getent` (BusyBox), the local database is read instead (looked for first:
+        // no "getent: not found" on such a host).
         s.push_str(&format!(
-            "getent {db} {v} >/dev/null || {{ ! command -v getent >/dev/null 2>&1 && \
-             awk -F: -v n={v} '$1 == n {{ f = 1 }} END {{ exit !f }}' /etc/{db}; }} || \
+            "if command -v getent >/dev/null 2>&1; then getent {db} {v} >/dev/null; \
+             else awk -F: -v n={v} '$1 == n {{ f = 1 }} END {{ exit !f }}' /etc/{db}; fi || \
              {{ printf '%s\\n' {} >&2; exit 1; }}\n",
             quote(&msg),
             v = quote(v),
@@ -798,5 +799,36 @@ content = "a\u0000b""#,
         let o = run(&accounts_exist(Some("root"), Some("root")));
         assert!(o.status.success());
         assert_eq!(o.stdout, b"reached\n");
+    }
+
+    /// Without `getent` on PATH (BusyBox), `/etc/passwd` and `/etc/group` are read, and the
+    /// shell says nothing of the missing command.
+    #[test]
+    fn accounts_are_checked_without_getent() {
+        let bin = tempfile::tempdir().unwrap();
+        let awk = ["/usr/bin/awk", "/bin/awk"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap();
+        std::os::unix::fs::symlink(awk, bin.path().join("awk")).unwrap();
+        let run = |script: &str| {
+            std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("{script}echo reached"))
+                .env("PATH", bin.path())
+                .output()
+                .unwrap()
+        };
+        let o = run(&accounts_exist(Some("root"), Some("root")));
+        assert_eq!(
+            (o.stdout.as_slice(), String::from_utf8_lossy(&o.stderr)),
+            (&b"reached\n"[..], "".into())
+        );
+        let o = run(&accounts_exist(Some("claw-no-such-user"), None));
+        assert!(!o.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "owner `claw-no-such-user` does not exist on the host (create it in an earlier step); nothing was changed\n"
+        );
     }
 }
