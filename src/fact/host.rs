@@ -47,13 +47,15 @@ printf '@fact-hostname\t%s\n' "${u% *}"
 claw_docker_facts
 if [ -n "$claw_docker" ]; then printf '@fact-docker\tyes\t%s\n@fact-compose\t%s\n' "$claw_dv" "$claw_cv"
 else printf '@fact-docker\tno\t\n@fact-compose\t\n'; fi
-c=; for t in useradd groupadd getent git curl nft; do command -v $t >/dev/null 2>&1 && c="$c $t"; done
+c=; for t in useradd groupadd getent git curl nft setpriv; do command -v $t >/dev/null 2>&1 && c="$c $t"; done
 printf '@fact-commands\t%s\n' "${c# }"
 "#;
 
 /// The commands [`FACTS`] looks for (`@fact-commands`, the ones present): those a step kind
 /// needs that neither POSIX nor BusyBox give (`Need::Command` of `resource::kind`).
-pub(crate) const ASKED_COMMANDS: &[&str] = &["useradd", "groupadd", "getent", "git", "curl", "nft"];
+pub(crate) const ASKED_COMMANDS: &[&str] = &[
+    "useradd", "groupadd", "getent", "git", "curl", "nft", "setpriv",
+];
 
 /// The sh snippet of the `facts` command only (plan and apply do not need it): memory, CPUs
 /// online and uptime as ONE `@sys<TAB>MEM_TOTAL_KB<TAB>MEM_AVAILABLE_KB<TAB>CPUS<TAB>UPTIME` record,

@@ -549,11 +549,19 @@ impl super::StepKind for GitKind {
     }
 
     /// Needs `git` on the host.
+    /// git, and `setpriv` (git in a checkout runs as its owner; the kind does not see whether
+    /// a step names an `owner`, so every git step asks for it).
     fn needs(&self) -> &'static [super::kind::Need] {
-        &[super::kind::Need::Command {
-            name: "git",
-            package: "git",
-        }]
+        &[
+            super::kind::Need::Command {
+                name: "git",
+                package: "git",
+            },
+            super::kind::Need::Command {
+                name: "setpriv",
+                package: "util-linux",
+            },
+        ]
     }
 }
 

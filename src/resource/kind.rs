@@ -345,7 +345,7 @@ mod tests {
                 ("apt", vec![apt.clone()]),
                 ("apt_repo", vec![apt]),
                 ("firewall", vec![cmd("nft", "nftables"), systemd.clone()]),
-                ("git", vec![cmd("git", "git")]),
+                ("git", vec![cmd("git", "git"), cmd("setpriv", "util-linux")]),
                 ("compose", vec![docker.clone()]),
                 ("service", vec![systemd]),
                 ("image", vec![docker]),
@@ -420,7 +420,7 @@ mod tests {
         // A host that has what a kind needs runs its steps, whatever its OS.
         let fedora = facts(
             "@fact-os\tfedora\t40\t\t\n@fact-init\tsystemd\n@fact-docker\tyes\t27.1\n\
-             @fact-commands\tuseradd groupadd getent git curl nft\n",
+             @fact-commands\tuseradd groupadd getent git curl nft setpriv\n",
         );
         let refused: Vec<&str> = KINDS
             .iter()
