@@ -169,7 +169,9 @@ const HOLDER_START: &str = r#"  f="$d/.answer.$$"
 /// The holder's functions: `alive` (a process, not a zombie), `stop_run` (ends another
 /// run: its sshd stopped, it and everything below ended and waited for), `old_by_root` (an
 /// older version applying holds the old lock), `take` (the lock: `flock`, or a symbolic link
-/// where the host has no flock) and `holder` (whether a pid is a lock holder).
+/// naming the holder as `PID:START` where the host has no flock), `unstale` (removes a stale
+/// link under a guard link), `ident` (a process's `PID:START`) and `holder` (whether a link's
+/// `PID:START` is a live lock holder of this account).
 const HOLDER_FUNCTIONS: &str = r#"    # Alive = it exists and is not a zombie (an exited sshd nobody reaped yet counts as gone).
     alive() {
       s=

@@ -8,13 +8,13 @@ use crate::secret::Secret;
 use std::time::Duration;
 
 /// Prologue of every script: predictable output, a sane PATH, a known umask, and, where `rm`
-/// is not GNU's (BusyBox installs its applets as symbolic links; GNU's `rm` is a regular file),
-/// an `rm` that takes `-rf --one-file-system` even when it does not know that option (it is
-/// then dropped). Found without starting a process; on a GNU host nothing is defined and
-/// scripts run as they always did.
+/// is not GNU's, an `rm` that takes `-rf --one-file-system` even when it does not know that
+/// option (it is then dropped). Told apart without starting a process: BusyBox installs its
+/// applets as symbolic links, or as hard links to /bin/busybox; GNU's `rm` is a regular file of
+/// its own. On a GNU host nothing is defined and scripts run as they always did.
 const PROLOGUE: &str = concat!(
     "export LC_ALL=C PATH=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH\"; umask 022; cd / || exit 1\n",
-    "if [ -h /bin/rm ] || [ -h /usr/bin/rm ]; then rm() { if [ \"${1-} ${2-}\" = \"-rf --one-file-system\" ] && ! command rm --one-file-system -f 2>/dev/null; then shift 2; set -- -rf \"$@\"; fi; command rm \"$@\"; }; fi\n"
+    "if [ -h /bin/rm ] || [ -h /usr/bin/rm ] || [ /bin/rm -ef /bin/busybox ]; then rm() { if [ \"${1-} ${2-}\" = \"-rf --one-file-system\" ] && ! command rm --one-file-system -f 2>/dev/null; then shift 2; set -- -rf \"$@\"; fi; command rm \"$@\"; }; fi\n"
 );
 
 /// The command line that runs `script`: quoted as one `sh -c` argument, under `timeout`, and
@@ -98,7 +98,7 @@ mod tests {
             PROLOGUE,
             "export LC_ALL=C PATH=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH\"; \
              umask 022; cd / || exit 1\n\
-             if [ -h /bin/rm ] || [ -h /usr/bin/rm ]; then \
+             if [ -h /bin/rm ] || [ -h /usr/bin/rm ] || [ /bin/rm -ef /bin/busybox ]; then \
              rm() { if [ \"${1-} ${2-}\" = \"-rf --one-file-system\" ] && \
              ! command rm --one-file-system -f 2>/dev/null; then shift 2; set -- -rf \"$@\"; fi; \
              command rm \"$@\"; }; fi\n"
@@ -109,7 +109,11 @@ mod tests {
     /// and a `set -u` script calling `rm` with one operand runs.
     #[test]
     fn on_a_gnu_host_rm_is_left_alone() {
-        assert!(!std::fs::symlink_metadata("/bin/rm").unwrap().is_symlink());
+        let rm = std::fs::symlink_metadata("/bin/rm").unwrap();
+        assert!(
+            !rm.is_symlink(),
+            "this test needs a build machine whose /bin/rm is GNU's (a regular file), as Debian's"
+        );
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("x");
         std::fs::write(&f, "").unwrap();

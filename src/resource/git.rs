@@ -548,7 +548,6 @@ impl super::StepKind for GitKind {
         Ok(super::Desired::Git(Desired::from_args(super::args(args)?)?))
     }
 
-    /// Needs `git` on the host.
     /// git, and `setpriv` (git in a checkout runs as its owner; the kind does not see whether
     /// a step names an `owner`, so every git step asks for it).
     fn needs(&self) -> &'static [super::kind::Need] {

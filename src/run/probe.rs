@@ -287,9 +287,9 @@ fn desired_states(
 }
 
 /// Runs a probe script and parses its answer; errors name the step whose record was bad.
-/// `private`: it asks about a text a secret flowed into (it goes on stdin). Its errors are
-/// masked with `mask`; a failure is described by its stderr only (its stdout holds the host's
-/// secret files).
+/// `private`: it asks about a text a secret flowed into (it goes on stdin). A failure is
+/// described by its stderr only (its stdout holds the host's secret files), masked with `mask`;
+/// a bad answer is kept as a `ProbeError`, masked where the host's failure is shown.
 pub(super) async fn run_probe(
     remote: &Remote,
     probe: &ProbeScript,
