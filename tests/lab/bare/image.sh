@@ -8,8 +8,8 @@
 #   image.sh tag       print the tag only (no docker call, no build)
 #   image.sh prune     remove claw-lab/bare images whose tag is not the current recipe's
 #
-# The tag is the sha256 of this script: any change to it builds a new image, an unchanged script reuses
-# the cached one at once. Needs root and docker; installs mmdebstrap with apt-get if it is missing. The
+# The tag is the sha256 of this script and of ../image-lib.sh (the part the lab's imported images
+# share): any change to either builds a new image, an unchanged pair reuses the cached one at once. Needs root and docker; installs mmdebstrap with apt-get if it is missing. The
 # Debian mirror is read from this machine's apt sources (override: CLAW_LAB_DEBIAN_MIRROR=URL). Only this
 # machine downloads.
 set -euo pipefail
@@ -21,29 +21,16 @@ REPO_NAME=claw-lab/bare
 LOCK=/run/lock/claw-lab-bare-image.lock
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-die() { echo "bare/image.sh: $*" >&2; exit 1; }
-say() { echo "bare/image.sh: $*" >&2; }
-usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$SELF" >&2; exit 2; }
-
-tag() {
-    local h
-    h=$(sha256sum <"$SELF")
-    echo "$REPO_NAME:${h:0:12}"
-}
-
-have_image() { docker image inspect --format '{{.Id}}' "$1" >/dev/null 2>&1; }
+NAME=bare/image.sh
+# shellcheck source=../image-lib.sh
+source "$HERE/../image-lib.sh"
 
 # shellcheck source=../full/debian-mirror.sh
 source "$HERE/../full/debian-mirror.sh"
 
 build() {
     local tag=$1 mirror tmp t0=$SECONDS
-    if ! command -v mmdebstrap >/dev/null; then
-        say "installing mmdebstrap"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q mmdebstrap >&2 ||
-            { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mmdebstrap >&2; } ||
-            die "apt-get install mmdebstrap failed"
-    fi
+    need_mmdebstrap
     mirror=$(debian_mirror)
     tmp=$(mktemp -d /tmp/claw-lab-bare.XXXXXX)
     # shellcheck disable=SC2064
@@ -66,32 +53,4 @@ build() {
     rm -rf "$tmp"; trap - EXIT
 }
 
-image() {
-    local t
-    t=$(tag)
-    if ! have_image "$t"; then
-        [ "$(id -u)" = 0 ] || die "must run as root to build the image"
-        mkdir -p "$(dirname "$LOCK")"
-        exec 9>"$LOCK"
-        flock 9                           # one build at a time; a parallel caller then finds the image
-        have_image "$t" || build "$t"
-        exec 9>&-
-    fi
-    echo "$t"
-}
-
-prune() { # images still used by a container are kept
-    local t i
-    t=$(tag)
-    for i in $(docker images --format '{{.Repository}}:{{.Tag}}' "$REPO_NAME" | grep -vxF "$t" || true); do
-        if docker rmi "$i" >/dev/null 2>&1; then say "removed $i"; else say "kept $i (in use)"; fi
-    done
-}
-
-cmd=${1:-}; [ $# -gt 0 ] && shift
-case $cmd in
-    build|image) [ $# -eq 0 ] || usage; image ;;
-    tag) [ $# -eq 0 ] || usage; tag ;;
-    prune) [ $# -eq 0 ] || usage; prune ;;
-    *) usage ;;
-esac
+lab_image_main "$@"
