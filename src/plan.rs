@@ -74,8 +74,23 @@ pub struct Op {
     pub stdout_to: Option<LocalFile>,
     /// A firewall change the host rolls back by itself unless confirmed through a new SSH
     /// connection within `window` (the script prints `@fw-token\tTOKEN`). The protocol's
-    /// scripts and messages are [`Confirm`]'s methods, in `resource/firewall.rs`.
+    /// scripts and messages are [`Confirm`]'s methods, in `resource/firewall/`.
     pub confirm: Option<Confirm>,
+}
+
+impl Op {
+    /// A plain command: `script`, fed `stdin` (nothing streamed, output not shown or kept, no
+    /// confirmation).
+    pub fn new(script: String, stdin: Arc<Vec<u8>>) -> Self {
+        Self {
+            script,
+            stdin,
+            stdin_from: None,
+            show_output: false,
+            stdout_to: None,
+            confirm: None,
+        }
+    }
 }
 
 /// See [`Op::confirm`].
@@ -293,14 +308,7 @@ impl Change {
     ) -> Self {
         Self {
             action,
-            op: Some(Op {
-                script,
-                stdin: Arc::new(vec![]),
-                stdin_from: None,
-                show_output: false,
-                stdout_to: None,
-                confirm: None,
-            }),
+            op: Some(Op::new(script, Arc::new(vec![]))),
             ..Self::noop(target, reason)
         }
     }

@@ -226,14 +226,8 @@ impl Desired {
         }
         let (stdin, details, reasons) = join_changes(&changed, &mut script);
         let mut c = Change::new(action, target, reasons.join("; "), script);
-        c.op = Some(Op {
-            script: c.op.take().map(|o| o.script).unwrap_or_default(),
-            stdin: Arc::new(stdin),
-            stdin_from: None,
-            show_output: false,
-            stdout_to: None,
-            confirm: None,
-        });
+        let script = c.op.take().map(|o| o.script).unwrap_or_default();
+        c.op = Some(Op::new(script, Arc::new(stdin)));
         c.details = details;
         c.upload_bytes = changed.iter().map(|c| c.upload_bytes).sum();
         c.upload_dir = changed.iter().find_map(|c| c.upload_dir.clone());

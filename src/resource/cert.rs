@@ -467,14 +467,7 @@ impl Desired {
             cc.sensitive = true;
         }
         let stdin = change.op.take().map(|o| o.stdin).unwrap_or_default();
-        change.op = Some(crate::plan::Op {
-            script,
-            stdin,
-            stdin_from: None,
-            show_output: false,
-            stdout_to: None,
-            confirm: None,
-        });
+        change.op = Some(crate::plan::Op::new(script, stdin));
         change.details = details;
         change.warnings = self.warnings.clone();
         change.housekeeping = [&c, &k]
@@ -511,14 +504,7 @@ impl Desired {
                 ),
             );
         } else if !op.stdin.is_empty() {
-            change.op = Some(crate::plan::Op {
-                script: String::new(),
-                stdin: op.stdin.clone(),
-                stdin_from: None,
-                show_output: false,
-                stdout_to: None,
-                confirm: None,
-            });
+            change.op = Some(crate::plan::Op::new(String::new(), op.stdin.clone()));
         }
         Ok(Some(s))
     }

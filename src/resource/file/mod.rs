@@ -448,14 +448,7 @@ impl Desired {
     /// `c` with the upload `script` as its operation: the content travels on stdin, and the
     /// change shows it against what the probe found (`o`).
     fn with_upload(&self, mut c: Change, o: &PathState, script: String) -> Change {
-        c.op = Some(Op {
-            script,
-            stdin: self.content.clone(),
-            stdin_from: None,
-            show_output: false,
-            stdout_to: None,
-            confirm: None,
-        });
+        c.op = Some(Op::new(script, self.content.clone()));
         c.upload_bytes = self.content.len() as u64;
         c.upload_dir = Some(self.parent());
         c.content = Some(ContentChange {
