@@ -3,7 +3,7 @@
 //! screen, move the cursor, set the window title, write the clipboard with OSC 52, ...) and
 //! bidirectional-text controls make a line read other than it is. They are shown escaped.
 //!
-//! **Invariant:** every text printer of `report/` (and `run`'s output in `adhoc.rs`) passes
+//! **Invariant:** every text printer of `report/` (and `run`'s output in `adhoc/`) passes
 //! host-supplied text through [`safe`] before adding its own colours. JSON lines go through
 //! [`json_safe`]: serde escapes C0 controls in strings, but not DEL, C1 or bidi controls, which a
 //! terminal showing the JSON (`cat`, a CI log) would act on just the same.
