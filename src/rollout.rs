@@ -1,6 +1,7 @@
 //! Rollout policy (`[rollout]` of a playbook): hosts in batches (`serial`), a failure budget over
-//! the whole run (`max_fail`), a health gate between batches, and the order of the hosts. Pure:
-//! the runner asks it how to cut the hosts and whether to go on.
+//! the whole run (`max_fail`), a health gate between batches, the order of the hosts, and an
+//! order of groups (`groups`: each group's hosts in batches of their own, one group after the
+//! other). Pure: the runner asks it how to cut the hosts and whether to go on.
 
 use serde::Deserialize;
 
@@ -86,6 +87,12 @@ pub struct Rollout {
     /// batch that was applied before the next batch starts.
     pub health: Option<String>,
     pub order: Order,
+    /// Inventory groups, in the order their hosts go: each group's hosts (those not in an
+    /// earlier group) are cut into batches of their own, then the hosts of no listed group.
+    /// Empty: every host as one group.
+    pub groups: Vec<String>,
+    /// The line of `groups` in the playbook (for errors found with the inventory).
+    pub groups_line: usize,
 }
 
 impl Rollout {
@@ -102,6 +109,27 @@ impl Rollout {
             .step_by(size)
             .map(|s| s..(s + size).min(total))
             .collect()
+    }
+
+    /// The batches of this run: host indexes into `names`, in rollout order. `groups_of` gives
+    /// each host's groups. With `groups`, each group's hosts (in the host order) form batches of
+    /// `serial` of their own (a percentage of that group), one group after the other; hosts of
+    /// no listed group come last, the same way.
+    pub fn plan(&self, names: &[String], groups_of: &[Vec<String>]) -> Vec<Vec<usize>> {
+        let order = self.order(names);
+        let rank = |i: usize| {
+            (self.groups.iter())
+                .position(|g| groups_of[i].contains(g))
+                .unwrap_or(self.groups.len())
+        };
+        let mut out = Vec::new();
+        for r in 0..=self.groups.len() {
+            let part: Vec<usize> = order.iter().copied().filter(|&i| rank(i) == r).collect();
+            for b in self.batches(part.len()) {
+                out.push(part[b].to_vec());
+            }
+        }
+        out
     }
 
     /// Whether `failed` failures out of `total` hosts exceed the budget.
@@ -127,6 +155,69 @@ impl Rollout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_go_one_after_the_other_each_in_batches_of_its_own() {
+        let names: Vec<String> = ["e1", "a1", "d", "a2", "x", "a3", "ae"]
+            .map(String::from)
+            .into();
+        let groups_of: Vec<Vec<String>> = [
+            &["edge"][..],
+            &["app"],
+            &["data"],
+            &["app"],
+            &[],
+            &["app"],
+            &["app", "edge"],
+        ]
+        .iter()
+        .map(|g| g.iter().map(|s| (*s).to_string()).collect())
+        .collect();
+        let r = Rollout {
+            serial: Some(Amount::Count(2)),
+            groups: vec!["data".into(), "app".into(), "edge".into()],
+            ..Rollout::default()
+        };
+        let shown = |b: Vec<Vec<usize>>| -> Vec<Vec<&str>> {
+            b.iter()
+                .map(|x| x.iter().map(|i| names[*i].as_str()).collect())
+                .collect()
+        };
+        assert_eq!(
+            shown(r.plan(&names, &groups_of)),
+            [
+                vec!["d"],
+                vec!["a1", "a2"],
+                vec!["a3", "ae"],
+                vec!["e1"],
+                vec!["x"]
+            ]
+        );
+        // Without groups: the batches of the whole run, as before.
+        let plain = Rollout {
+            serial: Some(Amount::Count(3)),
+            ..Rollout::default()
+        };
+        assert_eq!(
+            shown(plain.plan(&names, &groups_of)),
+            [vec!["e1", "a1", "d"], vec!["a2", "x", "a3"], vec!["ae"]]
+        );
+        // A percentage is of each group.
+        let half = Rollout {
+            serial: Some(Amount::Percent(50)),
+            groups: vec!["app".into()],
+            ..Rollout::default()
+        };
+        assert_eq!(
+            shown(half.plan(&names, &groups_of)),
+            [
+                vec!["a1", "a2"],
+                vec!["a3", "ae"],
+                vec!["e1", "d"],
+                vec!["x"]
+            ]
+        );
+    }
 
     fn v(s: &str) -> toml::Value {
         toml::from_str::<toml::Table>(&format!("x = {s}")).unwrap()["x"].clone()

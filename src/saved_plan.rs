@@ -712,7 +712,7 @@ content = "hello {{ who }}\n"
                 step("motd", "file", motd),
             ],
             pending_handlers: vec![],
-            probed: Some(probed(key, &HostFacts::placeholder(), observed)),
+            probed: Some(probed(key, &HostFacts::placeholder(), observed, &[])),
         }
     }
 
@@ -776,8 +776,8 @@ content = "hello {{ who }}\n"
     fn fingerprints_are_stable_keyed_and_change_with_what_they_cover() {
         let key = Key::random().unwrap();
         let facts = HostFacts::placeholder();
-        let a = probed(&key, &facts, &answers(DB_PASSWORD, "old\n"));
-        assert_eq!(a, probed(&key, &facts, &answers(DB_PASSWORD, "old\n")));
+        let a = probed(&key, &facts, &answers(DB_PASSWORD, "old\n"), &[]);
+        assert_eq!(a, probed(&key, &facts, &answers(DB_PASSWORD, "old\n"), &[]));
         assert_eq!(a.steps.len(), 3);
         assert!(a.steps.iter().all(|s| s.len() == 64));
         // Another key: unrelated fingerprints for the same state.
@@ -785,18 +785,19 @@ content = "hello {{ who }}\n"
             &Key::random().unwrap(),
             &facts,
             &answers(DB_PASSWORD, "old\n"),
+            &[],
         );
         assert_ne!(a.facts, other.facts);
         assert!(a.steps.iter().zip(&other.steps).all(|(x, y)| x != y));
         // A changed file changes its step only.
-        let b = probed(&key, &facts, &answers(DB_PASSWORD, "edited\n"));
+        let b = probed(&key, &facts, &answers(DB_PASSWORD, "edited\n"), &[]);
         assert_eq!(
             (a.steps[0] == b.steps[0], a.steps[1] == b.steps[1]),
             (true, true)
         );
         assert_ne!(a.steps[2], b.steps[2]);
         // A secret rewritten on the host changes its step (and the file holding it).
-        let c = probed(&key, &facts, &answers("another-password", "old\n"));
+        let c = probed(&key, &facts, &answers("another-password", "old\n"), &[]);
         assert_ne!(a.steps[0], c.steps[0]);
         assert_ne!(a.steps[1], c.steps[1]);
         assert_eq!(a.steps[2], c.steps[2]);
@@ -805,10 +806,10 @@ content = "hello {{ who }}\n"
         f2.docker = !f2.docker;
         assert_ne!(
             a.facts,
-            probed(&key, &f2, &answers(DB_PASSWORD, "old\n")).facts
+            probed(&key, &f2, &answers(DB_PASSWORD, "old\n"), &[]).facts
         );
         // Not probed and probed with no answer differ; parts are length-prefixed.
-        let none = probed(&key, &facts, &[None, Some(vec![])]);
+        let none = probed(&key, &facts, &[None, Some(vec![])], &[]);
         assert_ne!(none.steps[0], none.steps[1]);
         assert_ne!(key.digest(&[b"ab", b"c"]), key.digest(&[b"a", b"bc"]));
         // The desired fingerprints of the same inputs are the same in two preparations.

@@ -37,13 +37,7 @@ pub fn host_vars(
     extra: &[(String, String)],
 ) -> Map<String, Value> {
     let mut m = table_to_json(&pb.defaults);
-    m.extend(table_to_json(&inv.default_vars));
-    for g in &host.groups {
-        if let Some(group) = inv.groups.get(g) {
-            m.extend(table_to_json(&group.vars));
-        }
-    }
-    m.extend(table_to_json(&host.vars));
+    m.extend(inventory_vars(inv, host));
     m.extend(table_to_json(&pb.vars));
     for (k, v) in extra {
         m.insert(k.clone(), Value::String(v.clone()));
@@ -85,8 +79,22 @@ pub fn host_context(
     m
 }
 
+/// A host's variables as the inventory layers them: defaults < its groups < the host.
+fn inventory_vars(inv: &Inventory, host: &Host) -> Map<String, Value> {
+    let mut m = table_to_json(&inv.default_vars);
+    for g in &host.groups {
+        if let Some(group) = inv.groups.get(g) {
+            m.extend(table_to_json(&group.vars));
+        }
+    }
+    m.extend(table_to_json(&host.vars));
+    m
+}
+
 /// The `inventory` variable: every host (name, address, port, groups, vars) and every group's
-/// members. Built once per run and shared: a copy per host would grow with the square of the
+/// members. A host's `vars` are as the inventory sets them for it (defaults < its groups < the
+/// host; not the playbook's or `-e`): what another host publishes, e.g. the port its group
+/// serves on. Built once per run and shared: a copy per host would grow with the square of the
 /// fleet.
 pub fn inventory_value(inv: &Inventory) -> Value {
     let hosts: Map<String, Value> = inv
@@ -95,7 +103,7 @@ pub fn inventory_value(inv: &Inventory) -> Value {
         .map(|h| {
             (
                 h.name.clone(),
-                serde_json::json!({"name": h.name, "address": h.address, "port": h.port, "groups": h.groups, "vars": table_to_json(&h.vars)}),
+                serde_json::json!({"name": h.name, "address": h.address, "port": h.port, "groups": h.groups, "vars": inventory_vars(inv, h)}),
             )
         })
         .collect();
@@ -151,6 +159,19 @@ vars = { d = "host", e = "host", f = "host" }
         let ctx = context(&inv, &inv.hosts[0], &pb, &extra);
         assert_eq!(ctx["inventory"]["groups"]["g1"], serde_json::json!(["h"]));
         assert_eq!(ctx["host"]["name"], "h");
+        // Another host sees this one's variables as the inventory layers them (what its groups
+        // publish, e.g. a port), without the playbook's and `-e`.
+        let seen = &ctx["inventory"]["hosts"]["h"]["vars"];
+        for (k, want) in [
+            ("a", "defaults"),
+            ("b", "g1"),
+            ("c", "g2"),
+            ("d", "host"),
+            ("e", "host"),
+        ] {
+            assert_eq!(seen[k], want, "{k}");
+        }
+        assert_eq!(seen["f"], "host", "-e is this run's, not the host's");
     }
 
     #[test]

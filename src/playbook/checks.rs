@@ -143,11 +143,15 @@ pub(super) fn parse_rollout(
                     format!("rollout: `health = \"{h}\"` names no step of the playbook"),
                 ));
             }
+            let groups_line =
+                crate::error::line_col(src, find_key(src, at, "groups").unwrap_or(at)).0;
             crate::rollout::Rollout {
                 serial,
                 max_fail,
                 health: r.health,
                 order: r.order,
+                groups: r.groups,
+                groups_line,
             }
         }
     }

@@ -56,6 +56,8 @@ struct RawRollout {
     health: Option<String>,
     #[serde(default)]
     order: crate::rollout::Order,
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,10 @@
 //!
 //! If the file is missing while the data it protects exists (`guard`, e.g. the PostgreSQL data
 //! directory), the step stops: a new value would lock the application out of its own data.
+//!
+//! With `source = "GROUP"`, the value crosses hosts: the one host of GROUP that runs the step
+//! keeps the value (generated there once), and every other host that runs the step writes that
+//! value ([`Desired::given`]; the runner's `cross` module finds the source and brings it).
 
 use super::StepError;
 use super::{AttrDiff, Attrs, check_account, check_path, file};
@@ -28,6 +32,9 @@ pub struct Args {
     pub guard: Option<String>,
     pub owner: Option<String>,
     pub group: Option<String>,
+    /// The group whose one host keeps the value; the other hosts running the step write it
+    /// (a template: the same on every host; empty: none).
+    pub source: Option<String>,
 }
 
 fn default_length() -> usize {
@@ -45,6 +52,19 @@ pub struct Desired {
     pub group: Option<String>,
     /// The value generated for this run when the file is missing (set by the runner).
     pub generated: Option<Secret>,
+    /// `source`: the group whose one host keeps the value.
+    pub source: Option<String>,
+    /// On a host that takes the value from its source: that value (set by the runner).
+    pub given: Option<Given>,
+}
+
+/// The value a host takes from the host that keeps it (`source`).
+#[derive(Debug, Clone)]
+pub struct Given {
+    /// The host that keeps the value, as plans name it (with how it was read, e.g. `db-1
+    /// (read only: not in this run)`).
+    pub from: String,
+    pub value: Secret,
 }
 
 impl Desired {
@@ -73,6 +93,9 @@ impl Desired {
             owner: a.owner,
             group: a.group,
             generated: None,
+            // An empty `source` (a template that renders none): the value stays on each host.
+            source: a.source.filter(|g| !g.is_empty()),
+            given: None,
         })
     }
 
@@ -108,6 +131,14 @@ impl Desired {
     /// What must happen, given the probe's view of the file.
     pub fn diff(&self, o: &SecretState) -> Result<Change, StepError> {
         let target = format!("{} ({})", self.path, self.name);
+        if let (Some(g), false) = (&self.given, matches!(o, SecretState::NotAFile)) {
+            return self.diff_given(g, o, target);
+        }
+        self.diff_own(o, target)
+    }
+
+    /// [`Self::diff`] of a host that keeps its own value (or has it already).
+    fn diff_own(&self, o: &SecretState, target: String) -> Result<Change, StepError> {
         match o {
             SecretState::NotAFile => Err(StepError::host(format!(
                 "{} exists but is not a regular file that can be read without following a \
@@ -182,6 +213,46 @@ impl Desired {
                 Ok(c)
             }
         }
+    }
+}
+
+impl Desired {
+    /// A host that takes the value from its source (`given`): the file is written with that
+    /// value when it is missing or holds another one (the source's value is the truth; a
+    /// `guard` matters only where a value is generated), else its attributes are set.
+    fn diff_given(&self, g: &Given, o: &SecretState, target: String) -> Result<Change, StepError> {
+        let want = g.value.expose();
+        let (action, reason) = match o {
+            SecretState::Present { value, .. } if value.expose() == want => {
+                let mut c = self.diff_own(o, target)?;
+                if !c.action.changes() {
+                    c.reason = format!("same value as on {}", g.from);
+                }
+                return Ok(c);
+            }
+            SecretState::Present { .. } => (
+                crate::plan::Action::Update,
+                format!("another value: replaced by the one kept on {}", g.from),
+            ),
+            _ => (
+                crate::plan::Action::Create,
+                format!("the value kept on {}", g.from),
+            ),
+        };
+        let mut content = want.as_bytes().to_vec();
+        content.push(b'\n');
+        let f = file::Desired::secret(
+            self.path.clone(),
+            content,
+            self.owner.clone(),
+            self.group.clone(),
+        )?;
+        let mut c = f.diff(&PathState::Absent)?;
+        c.action = action;
+        c.target = target;
+        c.details.insert(0, reason.clone());
+        c.reason = reason;
+        Ok(c)
     }
 }
 
@@ -260,6 +331,7 @@ mod tests {
             guard: guard.map(String::from),
             owner: None,
             group: None,
+            source: None,
         })
         .unwrap()
     }
@@ -346,6 +418,40 @@ mod tests {
         assert!(op.script.contains("chmod 00600 ./new"));
     }
 
+    /// A host that takes the value kept on another writes that value (its own is replaced;
+    /// a `guard` does not stop it: no value is generated here), and it travels on stdin only.
+    #[test]
+    fn a_taken_value_is_written_as_its_source_keeps_it() {
+        let mut d = desired(Some("/opt/claw-ai/data/postgres"));
+        d.given = Some(Given {
+            from: "db-1".into(),
+            value: Secret::new("kept-on-db"),
+        });
+        for guarded in [false, true] {
+            let c = d.diff(&SecretState::Missing { guarded }).unwrap();
+            assert_eq!(c.action, Action::Create);
+            assert_eq!(c.reason, "the value kept on db-1");
+            assert_eq!(c.content.as_ref().unwrap().new.as_slice(), b"kept-on-db\n");
+            assert!(!c.op.unwrap().script.contains("kept-on-db"));
+        }
+        let same = SecretState::Present {
+            value: Secret::new("kept-on-db"),
+            mode: 0o600,
+            owner: "root".into(),
+            group: "root".into(),
+        };
+        let c = d.diff(&same).unwrap();
+        assert_eq!(
+            (c.action, c.reason.as_str()),
+            (Action::NoOp, "same value as on db-1")
+        );
+        let c = d.diff(&present(0o600)).unwrap();
+        assert_eq!(c.action, Action::Update);
+        assert_eq!(c.reason, "another value: replaced by the one kept on db-1");
+        assert_eq!(c.details[0], c.reason);
+        assert!(d.diff(&SecretState::NotAFile).is_err());
+    }
+
     #[test]
     fn bad_args() {
         let mk = |name: &str, length: usize| {
@@ -356,6 +462,7 @@ mod tests {
                 guard: None,
                 owner: None,
                 group: None,
+                source: None,
             })
         };
         assert!(mk("ok_name1", 32).is_ok());

@@ -5,6 +5,8 @@
 
 use super::audit::{audit_script, audit_started};
 use super::confirm::confirm_by_new_connection;
+use super::cross::Role;
+use super::cross::exchange::Answer;
 use super::failure::{HostFailure, Rescue, StepFailure};
 use super::host::{HostRun, Known};
 use super::prepare::uses_secrets;
@@ -17,8 +19,10 @@ use crate::ssh::ExecOutput;
 use std::time::Instant;
 
 /// Phase 7's state while it goes through the steps, and what it leaves for phase 8.
-pub(super) struct Applying<'k> {
-    known: &'k Known,
+pub(super) struct Applying {
+    /// What phase 3 found (replaced by the late render once the values generated on other
+    /// hosts exist: `cross::take`).
+    known: std::sync::Arc<Known>,
     /// The handler journal's directory on the host.
     journal: String,
     /// A task with rescue steps: the first failure is kept, the remaining steps do not run and
@@ -45,16 +49,16 @@ impl HostRun<'_> {
     ///    notifies handlers first records them in the journal on the target (same command), so
     ///    a failure later in the run does not lose them. None: the host stopped before it ran
     ///    anything (it has not started).
-    pub(super) async fn apply_steps<'k>(
+    pub(super) async fn apply_steps(
         &self,
         o: &mut HostOutcome,
         plan: &HostPlan,
-        known: &'k Known,
-    ) -> Result<Option<Applying<'k>>, HostFailure> {
+        known: Known,
+    ) -> Result<Option<Applying>, HostFailure> {
         let (ctx, p) = (self.ctx, self.p);
         o.statuses = plan.steps.iter().map(|_| StepStatus::NotRun).collect();
         let mut run = Applying {
-            known,
+            known: std::sync::Arc::new(known),
             journal: crate::fact::host::journal_dir(&p.playbook.name),
             has_rescue: p.steps.iter().any(|s| s.step.rescue),
             failure: None,
@@ -127,15 +131,25 @@ impl HostRun<'_> {
         o: &mut HostOutcome,
         i: usize,
         sp: &mut StepPlan,
-        run: &mut Applying<'_>,
+        run: &mut Applying,
     ) -> Result<StepStatus, HostFailure> {
-        let known: &Known = run.known;
+        if run.known.awaits[i].is_some() && run.known.late.is_some() {
+            // A value generated on another host flows into this step: wait for it (and stop
+            // here if the run was halted meanwhile).
+            run.known = std::sync::Arc::new(self.late_render(&run.known).await?);
+            if self.ctx.halted() {
+                o.halted = true;
+                let reason = self.ctx.halt_reason();
+                return Err(HostFailure::new(&sp.name, StepFailure::Stopped { reason }));
+            }
+        }
+        let known = run.known.clone();
         let mask = &known.mask;
         let rescue = self.p.steps[i].step.rescue;
         let probe_now = sp.change.action == crate::plan::Action::Deferred
             || (rescue && known.desired[i].is_some());
         if probe_now {
-            self.probe_deferred(o, i, sp, known).await?;
+            self.probe_deferred(o, i, sp, &known).await?;
         }
         match (&sp.change.op, sp.change.action) {
             (_, crate::plan::Action::Skip) => Ok(StepStatus::Skipped),
@@ -151,6 +165,7 @@ impl HostRun<'_> {
                         // A passing check changes nothing.
                         Ok(StepStatus::Ok)
                     } else {
+                        self.gives(i, &known, action);
                         run.changed = true;
                         for n in &sp.notify {
                             if !run.notified.contains(n) {
@@ -163,6 +178,34 @@ impl HostRun<'_> {
                 Err(StepFailure::Remote(e)) => Err(HostFailure::new(&sp.name, mask.error(e))),
                 Err(e) => Err(HostFailure::new(&sp.name, e)),
             },
+        }
+    }
+
+    /// Step `i` changed (`action`): a value generated here that other hosts take is published
+    /// to them once its file was created (an update of a present secret keeps the value read,
+    /// published already).
+    fn gives(&self, i: usize, known: &Known, action: crate::plan::Action) {
+        use crate::resource::Desired;
+        if let (Some(Role::Source), Some(Desired::Secret(d)), crate::plan::Action::Create) = (
+            self.p.playbook.links.role(i, self.name),
+            &known.desired[i],
+            action,
+        ) && let Some(value) = &d.generated
+        {
+            let (value, from) = (value.clone(), self.name.to_string());
+            (self.ctx.exchange).publish(i, Answer::Stored { value, from });
+        }
+    }
+
+    /// Step `i`, probed again, found its secret's file present: if other hosts take it, that
+    /// value is theirs (whatever phase 2 read or generated).
+    fn gives_present(&self, i: usize, observed: &crate::fact::Observed) {
+        use crate::fact::{Observed, SecretState};
+        if let (Some(Role::Source), Observed::Secret(SecretState::Present { value, .. })) =
+            (self.p.playbook.links.role(i, self.name), observed)
+        {
+            let (value, from) = (value.clone(), self.name.to_string());
+            (self.ctx.exchange).publish(i, Answer::Stored { value, from });
         }
     }
 
@@ -189,9 +232,13 @@ impl HostRun<'_> {
         per[i] = rid.clone();
         let (remote, names, private) = (self.remote, &self.names, known.tainted[i]);
         let change = match run_probe(remote, &one, &per, names, timeout, private, mask).await {
-            Ok(r) => d
-                .diff(&rid.iter().map(|x| &r.observed[*x]).collect::<Vec<_>>())
-                .map_err(|e| HostFailure::new(&sp.name, e)),
+            Ok(r) => {
+                if let Some(first) = rid.first() {
+                    self.gives_present(i, &r.observed[*first]);
+                }
+                d.diff(&rid.iter().map(|x| &r.observed[*x]).collect::<Vec<_>>())
+                    .map_err(|e| HostFailure::new(&sp.name, e))
+            }
             Err(e) => Err(e),
         };
         match change {
@@ -228,9 +275,9 @@ impl HostRun<'_> {
         i: usize,
         sp: &StepPlan,
         op: &Op,
-        run: &mut Applying<'_>,
+        run: &mut Applying,
     ) -> Result<ExecOutput, StepFailure> {
-        let (ctx, name, remote, known) = (self.ctx, self.name, self.remote, run.known);
+        let (ctx, name, remote, known) = (self.ctx, self.name, self.remote, run.known.clone());
         let action = sp.change.action;
         let timeout = self.p.steps[i].step.timeout.unwrap_or(self.default_timeout);
         ctx.observer
@@ -292,7 +339,7 @@ impl HostRun<'_> {
         sp: &StepPlan,
         result: Result<StepStatus, HostFailure>,
         started: Instant,
-        run: &mut Applying<'_>,
+        run: &mut Applying,
     ) -> Result<(), HostFailure> {
         let (name, rescue) = (self.name, self.p.steps[i].step.rescue);
         match result {
@@ -340,9 +387,13 @@ impl HostRun<'_> {
     pub(super) async fn run_handlers(
         &self,
         o: &mut HostOutcome,
-        mut run: Applying<'_>,
+        mut run: Applying,
     ) -> Result<(), HostFailure> {
-        let (ctx, p, name, known) = (self.ctx, self.p, self.name, run.known);
+        if run.known.late.is_some() && !run.notified.is_empty() {
+            // The handlers too are rendered with the values generated on other hosts.
+            run.known = std::sync::Arc::new(self.late_render(&run.known).await?);
+        }
+        let (ctx, p, name, known) = (self.ctx, self.p, self.name, run.known.clone());
         let (mask, journal) = (&known.mask, &run.journal);
         for (hname, timeout, cmd) in
             (known.rendered.handlers.iter()).filter(|(n, _, _)| run.notified.contains(n))

@@ -63,6 +63,7 @@ impl HostRun<'_> {
                 key,
                 &probed.facts,
                 &known.observed,
+                &known.received,
             ));
         }
         if let Some(saved) = &ctx.opts.saved
@@ -92,9 +93,11 @@ impl HostRun<'_> {
         let diffed = d.diff(&obs.iter().collect::<Vec<_>>());
         // An earlier change makes the answer stale: whatever it says now (even an
         // error, e.g. a file an earlier step creates), the step is probed again.
-        let mut c = match (stale_after(d, &s.step, plan), diffed) {
+        // A value generated on another host in this run flows into it: known after that apply.
+        let stale = (known.awaits[i].clone()).or_else(|| stale_after(d, &s.step, plan));
+        let mut c = match (stale, diffed) {
             (Some(why), Ok(c)) => Change::deferred(c.target, why),
-            (Some(why), Err(_)) => Change::deferred(String::new(), why),
+            (Some(why), Err(_)) => Change::deferred(d.paths().join(", "), why),
             (None, diffed) => {
                 let mut c = diffed.map_err(|e| HostFailure::new(&s.step.name, e))?;
                 // The leftovers of interrupted uploads in a directory are removed by

@@ -60,6 +60,9 @@ pub(super) enum StepFailure {
     /// renderer's message.
     #[error("{why}")]
     Render { why: String },
+    /// A value this step takes from another host cannot be had: why (naming that host).
+    #[error("{why}")]
+    Source { why: String },
     /// The host lacks what the step's kind needs (`resource::kind::unmet_need`).
     #[error("{why}")]
     Unmet { why: String },

@@ -73,12 +73,17 @@ pub(super) async fn host_task(
         // Every error of the host through the host's mask (the one of the operator secrets and
         // the sudo password before its own secrets were known): the texts built in the phases
         // are masked already, the errors they hold (`StepFailure`) here.
-        let mask = run.mask.take().unwrap_or_else(|| {
-            let pw: Vec<(String, Secret)> = (ctx.opts.become_password.iter())
-                .map(|pw| (String::new(), pw.clone()))
-                .collect();
-            Mask::new(&[p.playbook.operator_secrets.as_slice(), &pw].concat(), &[])
-        });
+        let mask = run
+            .mask
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .unwrap_or_else(|| {
+                let pw: Vec<(String, Secret)> = (ctx.opts.become_password.iter())
+                    .map(|pw| (String::new(), pw.clone()))
+                    .collect();
+                Mask::new(&[p.playbook.operator_secrets.as_slice(), &pw].concat(), &[])
+            });
         o.state = HostState::Failed;
         o.error = Some(mask.text(&error.to_string()));
         o.failed_at = Some(at);
@@ -162,8 +167,9 @@ pub(super) struct HostRun<'a> {
     pub(super) names: Vec<&'a str>,
     /// The host's `command_timeout`.
     pub(super) default_timeout: Duration,
-    /// The host's mask once its secrets are known (phase 2; phase 3 adds what they flowed into).
-    pub(super) mask: Option<Mask>,
+    /// The host's mask once its secrets are known (phase 2; phase 3 adds what they flowed into,
+    /// an apply's late render the values generated on other hosts).
+    pub(super) mask: std::sync::Mutex<Option<Mask>>,
 }
 
 /// What phase 1 found.
@@ -187,6 +193,8 @@ pub(super) struct HostSecrets {
     pub(super) secrets: Vec<(String, Secret)>,
     /// The host's secrets generated in this run (the `secret` steps write them).
     pub(super) generated: Vec<(String, Secret)>,
+    /// The values taken from other hosts.
+    pub(super) taken: super::cross::taken::Taken,
     /// `secrets` and the sudo password: what the mask hides.
     pub(super) all: Vec<(String, Secret)>,
     /// The mask of `all` (the render's errors are masked with it).
@@ -206,6 +214,13 @@ pub(super) struct Known {
     pub(super) skip: Vec<String>,
     /// Per step: the host's answers (None: not probed).
     pub(super) observed: Vec<Option<Vec<Observed>>>,
+    /// Per step: why it is known only after another host's apply (a value generated there
+    /// flows into it).
+    pub(super) awaits: Vec<Option<String>>,
+    /// Per step: what a saved plan binds of the value it takes from another host.
+    pub(super) received: Vec<Option<Vec<u8>>>,
+    /// What an apply needs to render again once those values exist (None: none is pending).
+    pub(super) late: Option<Box<super::cross::taken::Late>>,
 }
 
 impl<'a> HostRun<'a> {
@@ -217,8 +232,14 @@ impl<'a> HostRun<'a> {
             name: &p.host.name,
             names: p.steps.iter().map(|s| s.step.name.as_str()).collect(),
             default_timeout: p.host.command_timeout,
-            mask: None,
+            mask: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The host's mask from now on; a script holding what it hides goes to the host on stdin.
+    pub(super) fn set_mask(&self, mask: &Mask) {
+        self.remote.hide(mask.needles());
+        *self.mask.lock().expect("not poisoned") = Some(mask.clone());
     }
 
     /// The host's phases, in order (see the module's documentation).
@@ -230,7 +251,7 @@ impl<'a> HostRun<'a> {
         batch_start: Option<watch::Receiver<Option<bool>>>,
     ) -> Result<(), HostFailure> {
         let probed = self.probe().await?;
-        let secrets = self.secrets(&probed)?;
+        let secrets = self.secrets(&probed).await?;
         let known = self.render(&probed, &secrets).await?;
         let mut plan = self.diff(o, &probed, &known)?;
         self.fetch_diffs(&mut plan, &known.mask).await?;
@@ -250,7 +271,7 @@ impl<'a> HostRun<'a> {
             return Ok(());
         };
         o.waited = wait_started.elapsed();
-        let Some(applied) = self.apply_steps(o, &plan, &known).await? else {
+        let Some(applied) = self.apply_steps(o, &plan, known).await? else {
             return Ok(());
         };
         self.run_handlers(o, applied).await

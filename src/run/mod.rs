@@ -18,6 +18,8 @@
 //! - `apply`: phases 7–8 (the steps' changes, then the handlers); `confirm`: a firewall
 //!   change confirmed through a new connection;
 //! - `failure`: why a host failed (the apply layer's error);
+//! - `cross`: values across hosts (a `secret` step with a `source`): found and checked offline,
+//!   exchanged between the hosts' tasks at run time;
 //! - `mask`: hides a host's secrets in everything shown; `audit`: the audit log's lines;
 //! - `outcome`: what reports and saved plans read ([`HostOutcome`], [`Observer`], ...).
 //!
@@ -26,6 +28,7 @@
 mod apply;
 mod audit;
 mod confirm;
+pub(crate) mod cross;
 mod diff;
 mod failure;
 #[cfg(test)]
@@ -96,6 +99,8 @@ struct Ctx {
     halt: std::sync::atomic::AtomicBool,
     /// Ties a host's audit records of this run together (`started`, then `finished`).
     run_id: String,
+    /// The values that cross hosts: their sources publish them, the hosts that take them wait.
+    exchange: cross::exchange::Exchange,
 }
 
 impl Ctx {
@@ -143,6 +148,15 @@ pub(crate) async fn run(
         _ => crate::rollout::Rollout::default(),
     };
     let total = prepared.len();
+    let links = prepared
+        .first()
+        .map(|p| p.playbook.links.clone())
+        .unwrap_or_default();
+    let (batches, batch_of) = batches(&prepared, &rollout, opts.mode);
+    let apply = opts.mode == Mode::Apply;
+    // Hosts that connect batch by batch (apply --yes) cannot wait for a source of a later batch
+    // to be probed: it is read ahead, as one outside the run is.
+    let ahead = cross::exchange::read_ahead(&links, &batch_of, gate.is_none() && apply);
     let ctx = Arc::new(Ctx {
         sem: Semaphore::new(opts.forks.max(1)),
         opts,
@@ -152,9 +166,51 @@ pub(crate) async fn run(
         failures: Default::default(),
         halt: Default::default(),
         run_id: hex::encode(rand::random::<[u8; 8]>()),
+        exchange: cross::exchange::Exchange::new(links, batch_of, apply, &ahead),
     });
-    let (starts, tasks) = spawn_hosts(&ctx, prepared, gate);
-    await_batches(&ctx, starts, tasks).await
+    let ahead = cross::ahead::spawn(&ctx, &prepared, ahead);
+    let (starts, tasks) = spawn_hosts(&ctx, prepared, &batches, gate);
+    let outcomes = await_batches(&ctx, starts, tasks).await;
+    for t in ahead {
+        t.abort();
+    }
+    outcomes
+}
+
+/// The batches of a run (host indexes, `Rollout::plan`) and each host's batch in the apply's
+/// rollout: a plan probes every host at once (`rollout` is the default one then) but says what
+/// the apply's batches will allow a host that takes a value from another.
+fn batches(
+    prepared: &[Prepared],
+    rollout: &crate::rollout::Rollout,
+    mode: Mode,
+) -> (Vec<Vec<usize>>, std::collections::HashMap<String, usize>) {
+    let names: Vec<String> = prepared.iter().map(|p| p.host.name.clone()).collect();
+    let groups_of: Vec<Vec<String>> = prepared.iter().map(|p| p.host.groups.clone()).collect();
+    let mut batches = rollout.plan(&names, &groups_of);
+    let applied = match (mode, prepared.first()) {
+        (Mode::Plan, Some(p)) => p.playbook.rollout.plan(&names, &groups_of),
+        _ => batches.clone(),
+    };
+    let batch_of = (applied.into_iter().enumerate())
+        .flat_map(|(b, hosts)| hosts.into_iter().map(move |i| (i, b)))
+        .map(|(i, b)| (names[i].clone(), b))
+        .collect();
+    // Within a batch, the hosts that keep values for others start first: the hosts that take
+    // them wait for their answers (lending their fork slot meanwhile).
+    if let Some(p) = prepared.first() {
+        let gives = |i: &usize| {
+            p.playbook
+                .links
+                .shared
+                .iter()
+                .any(|s| s.source == names[*i])
+        };
+        for b in &mut batches {
+            b.sort_by_key(|i| !gives(i));
+        }
+    }
+    (batches, batch_of)
 }
 
 /// A host's task: its batch, its index, name and address, and the task.
@@ -166,26 +222,24 @@ type HostTask = (
     tokio::task::JoinHandle<HostOutcome>,
 );
 
-/// Spawns every host's task: each waits for its batch's start signal (one sender per batch).
+/// Spawns every host's task: each waits for its batch's start signal (one sender per batch)
+/// and, when it ends, fails the values it was to give and did not (`Gives`).
 fn spawn_hosts(
     ctx: &Arc<Ctx>,
     prepared: Vec<Prepared>,
+    batches: &[Vec<usize>],
     gate: Option<(Gate, PlanSender)>,
 ) -> (Vec<watch::Sender<Option<bool>>>, Vec<HostTask>) {
-    let total = ctx.total;
-    // Hosts in rollout order, cut into batches; each host waits for its batch's start signal
-    // (before connecting; with a confirmation, after the decision) so that a batch starts only
-    // when the one before it ended and the policy allows.
-    let names: Vec<String> = prepared.iter().map(|p| p.host.name.clone()).collect();
-    let order = ctx.rollout.order(&names);
-    let batches = ctx.rollout.batches(total);
+    // Hosts in rollout order, cut into batches (`batches`: `Rollout::plan`); each host waits
+    // for its batch's start signal (before connecting; with a confirmation, after the
+    // decision) so that a batch starts only when the one before it ended and the policy allows.
     let mut slots: Vec<Option<Prepared>> = prepared.into_iter().map(Some).collect();
     let mut starts = Vec::new();
     let mut tasks = Vec::new();
-    for (b, range) in batches.iter().enumerate() {
+    for (b, batch) in batches.iter().enumerate() {
         let (start_tx, start_rx) = watch::channel(None::<bool>);
         starts.push(start_tx);
-        for &i in &order[range.clone()] {
+        for &i in batch {
             let p = slots[i].take().expect("each host once");
             let ctx = ctx.clone();
             let gate = gate.clone();
@@ -196,7 +250,9 @@ fn spawn_hosts(
             let ended = EndGuard(gate.as_ref().map(|(_, tx)| (tx.clone(), name.clone())));
             let task = tokio::spawn(async move {
                 let _ended = ended;
+                let gives = cross::exchange::Gives::new(&ctx.exchange, &p.host.name);
                 let outcome = host::host_task(&ctx, p, gate, start).await;
+                gives.ended(&outcome);
                 ctx.observer.host_done(&outcome);
                 outcome
             });

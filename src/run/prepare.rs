@@ -143,6 +143,8 @@ pub struct PlaybookInfo {
     pub images: crate::resource::image::LocalImages,
     /// The run's parsed templates and memoised renders (shared as `images` is).
     pub templates: crate::template::Cache,
+    /// The values that cross hosts (`secret` steps with a `source`).
+    pub links: super::cross::Links,
 }
 
 /// A host with its steps checked and ready to probe.
@@ -413,18 +415,20 @@ fn playbook_info(inv: &Inventory, pb: &Playbook) -> Result<PlaybookInfo, ConfigE
         inventory: crate::vars::inventory_value(inv),
         images: Default::default(),
         templates: Default::default(),
+        links: Default::default(),
     })
 }
 
 /// Checks every step for every host offline (with stand-in facts and secrets) and works out
-/// what the first probe asks. All problems are returned together.
+/// what the first probe asks, and which values cross hosts (`cross::link`: the sources outside
+/// `hosts` are prepared too, to be found). All problems are returned together.
 pub fn prepare(
     inv: &Inventory,
     pb: &Playbook,
     hosts: &[&Host],
     extra: &[(String, String)],
 ) -> Result<Vec<Prepared>, ConfigErrors> {
-    let info = Arc::new(playbook_info(inv, pb)?);
+    let mut info = playbook_info(inv, pb)?;
     let stand_in_secrets: Vec<(String, Secret)> = info
         .secret_names
         .iter()
@@ -439,56 +443,111 @@ pub fn prepare(
             )
         })
         .collect();
-    let mut errors = Vec::new();
-    let mut out = Vec::new();
-    for host in hosts {
-        let base = crate::vars::host_context(inv, host, pb, extra);
-        let ctx = full_context(
-            &base,
-            &info.inventory,
-            &crate::fact::HostFacts::placeholder(),
-            &stand_in_secrets,
-        );
-        let mut steps: Vec<PreparedStep> = pb
-            .steps
-            .iter()
-            .zip(&free)
-            .map(|(s, (free, names))| PreparedStep {
-                step: s.clone(),
-                probe_desired: None,
-                context_free: *free,
-                names_secrets: *names,
-            })
-            .collect();
-        match render(&steps, &info, &ctx, false) {
-            Ok(r) => {
-                for (ps, d) in steps.iter_mut().zip(r.steps) {
-                    // A step not selected is checked, but not probed.
-                    ps.probe_desired = d.ok().filter(|_| ps.step.not_selected.is_none());
-                }
-            }
-            Err(es) => {
-                for (i, e) in es {
-                    let s = pb
-                        .steps
-                        .get(i)
-                        .unwrap_or_else(|| &pb.handlers[i - pb.steps.len()]);
-                    errors.push(step_error(pb, s, host, &e));
-                }
-            }
-        }
-        out.push(Prepared {
-            host: (*host).clone(),
+    let mut errors = check_rollout_groups(inv, pb);
+    let outside = super::cross::candidates(inv, pb, hosts);
+    // A host outside the run is prepared to find the sources; its errors are reported too (a
+    // render that fails says nothing of which steps run there).
+    let done: Vec<(&Host, Vec<PreparedStep>, Map<String, Value>)> = (hosts.iter().copied())
+        .chain(outside)
+        .map(|host| {
+            let base = crate::vars::host_context(inv, host, pb, extra);
+            let ctx = full_context(
+                &base,
+                &info.inventory,
+                &crate::fact::HostFacts::placeholder(),
+                &stand_in_secrets,
+            );
+            let steps = prepare_host(pb, host, &free, &info, &ctx, &mut errors);
+            (host, steps, base)
+        })
+        .collect();
+    let seen: Vec<super::cross::Seen<'_>> = (done.iter().enumerate())
+        .map(|(k, (host, steps, _))| super::cross::Seen {
+            host,
+            in_run: k < hosts.len(),
+            steps: steps.iter().map(|s| s.probe_desired.as_ref()).collect(),
+        })
+        .collect();
+    match super::cross::link(inv, pb, &seen) {
+        Ok(links) => info.links = links,
+        Err(es) => errors.extend(es),
+    }
+    drop(seen);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let info = Arc::new(info);
+    Ok((done.into_iter().take(hosts.len()))
+        .map(|(host, steps, base)| Prepared {
+            host: host.clone(),
             steps,
             base,
             playbook: info.clone(),
-        });
+        })
+        .collect())
+}
+
+/// `[rollout] groups` names groups of the inventory.
+fn check_rollout_groups(inv: &Inventory, pb: &Playbook) -> Vec<ConfigError> {
+    let known: Vec<&str> = inv.groups.keys().map(String::as_str).collect();
+    (pb.rollout.groups.iter())
+        .filter(|g| *g != "all" && !inv.groups.contains_key(*g))
+        .map(|g| {
+            ConfigError::new(
+                &pb.path,
+                pb.rollout.groups_line,
+                0,
+                format!(
+                    "rollout: `groups`: the inventory has no group `{g}` (its groups: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })
+        .collect()
+}
+
+/// One host's steps rendered with the stand-ins (`ctx`); its errors go to `errors`.
+fn prepare_host(
+    pb: &Playbook,
+    host: &Host,
+    free: &[(bool, bool)],
+    info: &PlaybookInfo,
+    ctx: &Map<String, Value>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<PreparedStep> {
+    let mut steps: Vec<PreparedStep> = pb
+        .steps
+        .iter()
+        .zip(free)
+        .map(|(s, (free, names))| PreparedStep {
+            step: s.clone(),
+            probe_desired: None,
+            context_free: *free,
+            names_secrets: *names,
+        })
+        .collect();
+    match render(&steps, info, ctx, false) {
+        Ok(r) => {
+            for (ps, d) in steps.iter_mut().zip(r.steps) {
+                // A step not selected is checked, but not probed.
+                ps.probe_desired = d.ok().filter(|_| ps.step.not_selected.is_none());
+            }
+        }
+        Err(es) => {
+            for (i, e) in es {
+                let s = pb
+                    .steps
+                    .get(i)
+                    .unwrap_or_else(|| &pb.handlers[i - pb.steps.len()]);
+                errors.push(step_error(pb, s, host, &e));
+            }
+        }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    steps
 }
 
 #[cfg(test)]
@@ -536,6 +595,34 @@ mod tests {
         crate::select::select_steps(&mut pb, &filter).unwrap();
         let e = prepare(&inv, &pb, &hosts, &[]).unwrap_err().to_string();
         assert!(e.contains("step `b` on host `h1`"), "{e}");
+    }
+
+    #[test]
+    fn rollout_groups_name_groups_of_the_inventory() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv_path = dir.path().join("inv.toml");
+        std::fs::write(
+            &inv_path,
+            "[defaults]\nuser = \"u\"\n[groups.data]\n[groups.app]\n[hosts.h1]\ngroups = [\"app\"]\n",
+        )
+        .unwrap();
+        let inv = Inventory::load_with(&inv_path, &crate::inventory::SshConfigChoice::Off).unwrap();
+        let hosts: Vec<&Host> = inv.hosts.iter().collect();
+        let src = |groups: &str| {
+            format!(
+                "name = \"p\"\n[rollout]\nserial = 1\ngroups = {groups}\n\
+                 [[steps]]\nname = \"a\"\nkind = \"dir\"\npath = \"/a\"\n"
+            )
+        };
+        let pb = Playbook::parse(&dir.path().join("pb.toml"), &src("[\"data\", \"all\"]")).unwrap();
+        assert!(prepare(&inv, &pb, &hosts, &[]).is_ok());
+        let pb =
+            Playbook::parse(&dir.path().join("pb.toml"), &src("[\"data\", \"edge\"]")).unwrap();
+        let e = prepare(&inv, &pb, &hosts, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("pb.toml:4: rollout: `groups`: the inventory has no group `edge` (its groups: app, data)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -617,6 +704,7 @@ mod tests {
             inventory: Value::Null,
             images: Default::default(),
             templates: Default::default(),
+            links: Default::default(),
         };
         let steps: Vec<PreparedStep> = (pb.steps.iter())
             .map(|s| PreparedStep {

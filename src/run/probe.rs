@@ -4,6 +4,8 @@
 //! (`resource::kind::Need`); [`run_probe`] runs one probe script.
 
 use super::Mode;
+use super::cross::Role;
+use super::cross::exchange::Answer;
 use super::failure::{HostFailure, StepFailure};
 use super::host::{HostRun, HostSecrets, Known, Probed};
 use super::mask::Mask;
@@ -106,49 +108,80 @@ impl HostRun<'_> {
         Ok(first)
     }
 
-    /// 2. Secrets: read back, or generated now for the ones that do not exist yet.
+    /// 2. Secrets: read back, or generated now for the ones that do not exist yet; a value
+    ///    kept on another host is taken from it (`cross`: waits for its source's probe), and a
+    ///    value kept here is published to the hosts that take it.
+    pub(super) async fn secrets(&mut self, probed: &Probed) -> Result<HostSecrets, HostFailure> {
+        let mut hs = HostSecrets {
+            secrets: self.p.playbook.operator_secrets.clone(),
+            generated: Vec::new(),
+            taken: super::cross::taken::Taken::default(),
+            all: Vec::new(),
+            mask: Mask::new(&[], &[]),
+        };
+        for (i, (s, id)) in self.p.steps.iter().zip(&probed.ids).enumerate() {
+            let (Some(Desired::Secret(d)), [k, ..]) = (&s.probe_desired, id.as_slice()) else {
+                continue;
+            };
+            let observed = &probed.first.observed[*k];
+            match self.p.playbook.links.role(i, self.name) {
+                Some(Role::Taker(source)) => {
+                    self.take_secret(i, d, source, observed, &mut hs).await?;
+                }
+                role => self.own_secret(i, d, observed, role.is_some(), &mut hs)?,
+            }
+        }
+        // The sudo password is masked too (a command's error text could echo it), and the
+        // values a host that takes its value from another keeps (they are replaced).
+        hs.all = [hs.secrets.as_slice(), &probed.become_pw, &hs.taken.own].concat();
+        hs.mask = Mask::new(&hs.all, &[]);
+        // From here on, a script that holds a secret value goes to the host on stdin.
+        self.set_mask(&hs.mask);
+        Ok(hs)
+    }
+
+    /// A secret kept on this host (step `i`, desired `d`, as the probe saw it): read back, or
+    /// generated now; `gives`: it is published to the hosts that take it.
     // The phases share `HostFailure` (large: a `RemoteError`, a `StepError` inside); only a
     // failure builds one.
     #[allow(clippy::result_large_err)]
-    pub(super) fn secrets(&mut self, probed: &Probed) -> Result<HostSecrets, HostFailure> {
-        let mut secrets: Vec<(String, Secret)> = self.p.playbook.operator_secrets.clone();
-        let mut generated: Vec<(String, Secret)> = Vec::new();
-        for (s, id) in self.p.steps.iter().zip(&probed.ids) {
-            if let (Some(Desired::Secret(d)), [i, ..]) = (&s.probe_desired, id.as_slice()) {
-                match &probed.first.observed[*i] {
-                    Observed::Secret(SecretState::Present { value, .. }) => {
-                        secrets.push((d.name.clone(), value.clone()));
-                    }
-                    Observed::Secret(SecretState::Missing { guarded: false }) => {
-                        let v = d
-                            .generate()
-                            .map_err(|e| HostFailure::new(&s.step.name, e))?;
-                        secrets.push((d.name.clone(), v.clone()));
-                        generated.push((d.name.clone(), v));
-                    }
-                    // Guarded or blocked: the step's own error says why (before templates that
-                    // use the secret fail for want of it).
-                    Observed::Secret(obs) => {
-                        if let Err(e) = d.diff(obs) {
-                            return Err(HostFailure::new(&s.step.name, e));
-                        }
-                    }
-                    _ => {}
+    fn own_secret(
+        &self,
+        i: usize,
+        d: &crate::resource::secret::Desired,
+        observed: &Observed,
+        gives: bool,
+        hs: &mut HostSecrets,
+    ) -> Result<(), HostFailure> {
+        let s = &self.p.steps[i];
+        match observed {
+            Observed::Secret(SecretState::Present { value, .. }) => {
+                hs.secrets.push((d.name.clone(), value.clone()));
+                if gives {
+                    let (value, from) = (value.clone(), self.name.to_string());
+                    self.ctx.exchange.publish(i, Answer::Stored { value, from });
                 }
             }
+            Observed::Secret(SecretState::Missing { guarded: false }) => {
+                let v = d
+                    .generate()
+                    .map_err(|e| HostFailure::new(&s.step.name, e))?;
+                hs.secrets.push((d.name.clone(), v.clone()));
+                hs.generated.push((d.name.clone(), v));
+                if gives {
+                    self.ctx.exchange.publish(i, Answer::Generating);
+                }
+            }
+            // Guarded or blocked: the step's own error says why (before templates that
+            // use the secret fail for want of it).
+            Observed::Secret(obs) => {
+                if let Err(e) = d.diff(obs) {
+                    return Err(HostFailure::new(&s.step.name, e));
+                }
+            }
+            _ => {}
         }
-        // The sudo password is masked too (a command's error text could echo it).
-        let all = [secrets.as_slice(), &probed.become_pw].concat();
-        let mask = Mask::new(&all, &[]);
-        // From here on, a script that holds a secret value goes to the host on stdin.
-        self.remote.hide(mask.needles());
-        self.mask = Some(mask.clone());
-        Ok(HostSecrets {
-            secrets,
-            generated,
-            all,
-            mask,
-        })
+        Ok(())
     }
 
     /// 3. Render with the real facts and secrets; re-probe the steps whose questions changed.
@@ -178,11 +211,16 @@ impl HostRun<'_> {
         // Every text a secret flowed into is shown as its marker rendering from now on, and a
         // script holding one goes to the host on stdin (the steps it belongs to are private too).
         let mask = Mask::new(&secrets.all, &rendered.found);
-        self.remote.hide(mask.needles());
-        self.mask = Some(mask.clone());
+        self.set_mask(&mask);
+        // The steps a value still to be generated on another host flows into: known after
+        // its apply.
+        let awaits = self.awaits(probed, secrets, &rendered);
         let tainted: Vec<bool> = rendered.tainted.iter().map(|t| !t.is_empty()).collect();
-        let (desired, skip) =
-            desired_states(std::mem::take(&mut rendered.steps), &secrets.generated);
+        let (desired, skip) = desired_states(
+            std::mem::take(&mut rendered.steps),
+            &secrets.generated,
+            &secrets.taken.given,
+        );
         // What the steps that run here need from the host (apt, systemd, ...), before any change.
         for (s, d) in p.steps.iter().zip(&desired) {
             if let (Some(_), Some(why)) = (d, unmet_need(s.step.kind, &probed.facts)) {
@@ -197,6 +235,14 @@ impl HostRun<'_> {
             desired,
             skip,
             observed,
+            awaits,
+            received: (secrets.taken).received(p.steps.len(), &p.playbook.links),
+            late: (secrets.taken).late(
+                &probed.facts,
+                &secrets.secrets,
+                &probed.become_pw,
+                &secrets.generated,
+            ),
         })
     }
 
@@ -257,15 +303,17 @@ impl HostRun<'_> {
     }
 }
 
-/// Per step of the render: its desired state (a generated secret given to its `secret` step),
-/// or None and the reason it is skipped.
-fn desired_states(
+/// Per step of the render: its desired state (a generated secret given to its `secret` step,
+/// a value taken from another host to the step that writes it), or None and the reason it is
+/// skipped.
+pub(super) fn desired_states(
     steps: Vec<Result<Desired, NotRun>>,
     generated: &[(String, Secret)],
+    given: &[(usize, crate::resource::secret::Given)],
 ) -> (Vec<Option<Desired>>, Vec<String>) {
     let mut desired: Vec<Option<Desired>> = Vec::new();
     let mut skip: Vec<String> = Vec::new();
-    for r in steps {
+    for (i, r) in steps.into_iter().enumerate() {
         match r {
             Ok(mut d) => {
                 if let Desired::Secret(sd) = &mut d {
@@ -273,6 +321,9 @@ fn desired_states(
                         .iter()
                         .find(|(n, _)| *n == sd.name)
                         .map(|(_, v)| v.clone());
+                    sd.given = (given.iter())
+                        .find(|(j, _)| *j == i)
+                        .map(|(_, g)| g.clone());
                 }
                 desired.push(Some(d));
                 skip.push(String::new());

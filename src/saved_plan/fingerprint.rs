@@ -7,18 +7,29 @@ use crate::plan::Probed;
 use crate::resource::{Desired, file};
 use crate::run::prepare::Prepared;
 
-/// The fingerprints of a host's facts and of each step's probe answers (None: not probed).
-pub(crate) fn probed(key: &Key, facts: &HostFacts, observed: &[Option<Vec<Observed>>]) -> Probed {
+/// The fingerprints of a host's facts and of each step's probe answers (None: not probed),
+/// with what the step takes from another host (`received`: its source and value, or that its
+/// source generates it): a value changed on its source is drift of the step that takes it.
+pub(crate) fn probed(
+    key: &Key,
+    facts: &HostFacts,
+    observed: &[Option<Vec<Observed>>],
+    received: &[Option<Vec<u8>>],
+) -> Probed {
     Probed {
         facts: key.digest(&[b"facts", format!("{facts:?}").as_bytes()]),
         steps: observed
             .iter()
-            .map(|o| match o {
+            .enumerate()
+            .map(|(i, o)| match o {
                 None => key.digest(&[b"not probed"]),
                 Some(answers) => {
                     let texts: Vec<Vec<u8>> = answers.iter().map(observed_text).collect();
                     let mut parts: Vec<&[u8]> = vec![b"probed"];
                     parts.extend(texts.iter().map(Vec::as_slice));
+                    if let Some(Some(r)) = received.get(i) {
+                        parts.extend([b"received".as_slice(), r.as_slice()]);
+                    }
                     key.digest(&parts)
                 }
             })
