@@ -24,6 +24,7 @@ mod confirm;
 mod connect;
 mod converge;
 mod converge_fuzz;
+mod cross_host;
 mod cuts;
 mod docker_host;
 mod exit_codes;

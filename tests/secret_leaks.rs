@@ -92,7 +92,7 @@ run = "printf '%s' {{ secrets.PINECONE_API_KEY | shell_quote }} > /dev/null; sle
 
 /// A loop run as root inside the lab host (its mount namespace) until `stop` exists there
 /// (at most 10 minutes); its stdout goes to `out`.
-fn host_loop(lab: &Lab, host: &str, body: &str, stop: &str, out: &Path) -> Child {
+pub(crate) fn host_loop(lab: &Lab, host: &str, body: &str, stop: &str, out: &Path) -> Child {
     let script = format!(
         "rm -f {stop}; while [ ! -e {stop} ] && [ $SECONDS -lt 600 ]; do {body}; done | awk '!seen[$0]++'"
     );
@@ -108,7 +108,7 @@ fn host_loop(lab: &Lab, host: &str, body: &str, stop: &str, out: &Path) -> Child
         .expect("lab.sh exec")
 }
 
-fn stop_loop(lab: &Lab, host: &str, stop: &str, mut child: Child) {
+pub(crate) fn stop_loop(lab: &Lab, host: &str, stop: &str, mut child: Child) {
     // The host's /tmp is the lab's hosts/HOST/tmp.
     let name = stop.strip_prefix("/tmp/").expect("a file in /tmp");
     std::fs::write(lab.dir.join(format!("hosts/{host}/tmp/{name}")), "").unwrap();
@@ -124,7 +124,7 @@ fn stop_loop(lab: &Lab, host: &str, stop: &str, mut child: Child) {
 
 /// Every form a leaked value could take in text: raw, base64 (standard, URL-safe, with and
 /// without padding), URL-encoded (upper- and lowercase hex).
-fn forms(v: &str) -> Vec<String> {
+pub(crate) fn forms(v: &str) -> Vec<String> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     let mut out = vec![v.to_string()];
     for e in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
