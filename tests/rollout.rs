@@ -514,3 +514,79 @@ changes = false
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.host("h3")["state"], "changed");
 }
+
+/// `[rollout] groups`: each group's hosts go in batches of their own, one group after the other
+/// (the data host before the app hosts, one at a time), then the hosts of no listed group.
+#[test]
+fn groups_go_one_after_the_other() {
+    let pb = r#"name = "rollout-groups"
+
+[rollout]
+serial = 1
+groups = ["data", "app"]
+
+[[steps]]
+name = "work dir"
+kind = "dir"
+path = "/opt/rg"
+
+[[steps]]
+name = "stamp"
+kind = "command"
+run = "date +%s%N > /opt/rg/started; sleep 0.3; date +%s%N > /opt/rg/ended"
+creates = "/opt/rg/ended"
+"#;
+    let (lab, inv) = lab_with("t-rollout-groups", 4, pb);
+    // h3 is the data host, h1 and h2 the app hosts (inventory order), h4 in no listed group.
+    let text = std::fs::read_to_string(&inv).unwrap().replace(
+        "[groups.lab]\n",
+        "[groups.lab]\n[groups.data]\n[groups.app]\n",
+    );
+    let text = ["h1", "h2", "h3"].iter().fold(text, |t, h| {
+        let role = if *h == "h3" { "data" } else { "app" };
+        let head = format!("[hosts.{h}]\n");
+        let at = t.find(&head).unwrap();
+        let from = at + t[at..].find("groups = [\"lab\"]").unwrap();
+        format!(
+            "{}groups = [\"lab\", \"{role}\"]{}",
+            &t[..from],
+            &t[from + "groups = [\"lab\"]".len()..]
+        )
+    });
+    std::fs::write(&inv, text).unwrap();
+    let r = claw(&["apply", inv.to_str().unwrap(), "--yes"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let stamp = |h: &str, f: &str| -> u128 {
+        ok(lab.exec(h, &["cat", &format!("/opt/rg/{f}")]), "stamp")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // Each host started only after the one before it in the rollout had ended.
+    let order = ["h3", "h1", "h2", "h4"];
+    for w in order.windows(2) {
+        assert!(
+            stamp(w[0], "ended") <= stamp(w[1], "started"),
+            "{} ended after {} started",
+            w[0],
+            w[1]
+        );
+    }
+    // A group the inventory does not have is refused before any connection.
+    let bad = std::fs::read_to_string(lab.dir.join("t-rollout-groups.toml"))
+        .unwrap()
+        .replace("[\"data\", \"app\"]", "[\"data\", \"edge\"]");
+    std::fs::write(lab.dir.join("t-rollout-groups.toml"), bad).unwrap();
+    let r = claw(&["plan", inv.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "t-rollout-groups.toml:5: rollout: `groups`: the inventory has no group `edge`"
+        ),
+        "{}",
+        r.stderr
+    );
+    eprintln!(
+        "rollout groups: 4 hosts in 4 batches, data first, then app one by one, then the rest"
+    );
+}
