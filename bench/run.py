@@ -67,9 +67,11 @@ def stats(xs):
 def sshd_counts(lab, marks):
     conns = sessions = 0
     for h in lab["hosts"]:
-        text = Path(h["sshd_log"]).read_text(errors="replace")[marks[h["name"]]:]
-        conns += text.count("Accepted publickey for")
-        sessions += text.count("Starting session:")
+        # Bytes: the marks are byte offsets (read as text, the logs' CRLF would become LF and
+        # the window would drift by a character per line logged before the mark).
+        text = Path(h["sshd_log"]).read_bytes()[marks[h["name"]]:]
+        conns += text.count(b"Accepted publickey for")
+        sessions += text.count(b"Starting session:")
     return conns, sessions
 
 
