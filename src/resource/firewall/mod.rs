@@ -4,6 +4,11 @@
 //! - Input: loopback, established/related traffic, IPv6 neighbour discovery, ping (`icmp`), the
 //!   TCP `ports` open to everyone and the `peers` ports open only to named sources (inventory
 //!   hosts, inventory groups, IP addresses or CIDRs). Everything else is dropped (no reset).
+//! - Per host: a port may be a string that renders to a number (`port = "{{ backend_port }}"`,
+//!   see [`port`]); a `from` entry that renders to an empty string is dropped, and a peer left
+//!   with no source (or naming only empty groups) opens its port to nobody: no rule, and the
+//!   plan says `5432 from no source`. One step shared by hosts of different roles can so open
+//!   a port only where the host's groups and variables say so.
 //! - Containers (`containers = true`): Docker publishes ports by DNAT in PREROUTING, so those
 //!   connections never reach the input hook. A forward chain at priority `filter - 10` (before
 //!   Docker's own filter chains, whether Docker uses iptables-nft or legacy iptables) drops new
@@ -34,19 +39,21 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 
 mod peers;
+mod port;
 mod ruleset;
 
 #[cfg(test)]
 use peers::Net;
 pub(crate) use peers::Peer;
 use peers::{lookup, peers};
+pub(crate) use port::PortArg;
 pub(crate) use ruleset::{minimal_ruleset, ruleset};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
-    /// TCP ports open to everyone (default 22, 80, 443).
-    pub ports: Option<Vec<u16>>,
+    /// TCP ports open to everyone (default 22, 80, 443); integers or strings that render to one.
+    pub ports: Option<Vec<PortArg>>,
     /// TCP ports open only to some sources.
     #[serde(default)]
     pub peers: Vec<PeerArgs>,
@@ -64,8 +71,10 @@ pub struct Args {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerArgs {
-    pub port: u16,
-    /// Inventory host names, inventory group names, IP addresses or CIDRs.
+    /// An integer, or a string that renders to one (`"{{ backend_port }}"`).
+    pub port: PortArg,
+    /// Inventory host names, inventory group names, IP addresses or CIDRs; an entry that
+    /// renders to an empty string is dropped.
     pub from: Vec<String>,
 }
 
@@ -240,12 +249,15 @@ fn ssh_port(ctx: &Map<String, Value>) -> Result<u64, StepError> {
 impl Desired {
     pub fn from_args(a: Args, ctx: &Map<String, Value>) -> Result<Self, StepError> {
         let table = table_name(a.table)?;
-        let mut ports = a.ports.unwrap_or_else(|| DEFAULT_PORTS.to_vec());
+        let mut ports = match &a.ports {
+            Some(ports) => ports
+                .iter()
+                .map(|p| p.resolve("ports"))
+                .collect::<Result<Vec<u16>, _>>()?,
+            None => DEFAULT_PORTS.to_vec(),
+        };
         ports.sort_unstable();
         ports.dedup();
-        if ports.contains(&0) || a.peers.iter().any(|p| p.port == 0) {
-            return Err(StepError::arg("port 0 is not a TCP port"));
-        }
         // Never lock the provisioner out: the SSH port of the connection must stay open to all.
         let ssh = ssh_port(ctx)?;
         let confirm_secs = super::compose::parse_duration(
@@ -509,17 +521,19 @@ printf '%s\n' "${{l%% *}}" > {state}".new.$token"
         }
     }
 
-    /// `open 22, 80, 443; 8000 from 2 sources`, for display.
+    /// `open 22, 80, 443; 8000 from 2 sources; 5432 from no source`, for display (a peer
+    /// without sources opens nothing).
     fn summary(&self) -> String {
         let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
         let mut s = format!("open {}", ports.join(", "));
         for p in &self.peers {
             let n = p.v4.len() + p.v6.len();
-            s.push_str(&format!(
-                "; {} from {n} source{}",
-                p.port,
-                if n == 1 { "" } else { "s" }
-            ));
+            let from = match n {
+                0 => "no source".to_string(),
+                1 => "1 source".to_string(),
+                n => format!("{n} sources"),
+            };
+            s.push_str(&format!("; {} from {from}", p.port));
         }
         s
     }
@@ -648,7 +662,8 @@ mod tests {
 
     fn ctx(port: u16) -> Map<String, Value> {
         let v = json!({
-            "host": {"name": "h1", "address": "10.0.0.2", "port": port},
+            "backend_port": 8000,
+            "host": {"name": "h1", "address": "10.0.0.2", "port": port, "groups": ["app"]},
             "inventory": {
                 "hosts": {
                     "h1": {"name": "h1", "address": "10.0.0.2", "port": port, "groups": ["app"]},
@@ -656,7 +671,7 @@ mod tests {
                     "web2": {"name": "web2", "address": "fd00::3", "port": 22, "groups": ["web"]},
                     "dns": {"name": "dns", "address": "web.example.com", "port": 22, "groups": []},
                 },
-                "groups": {"web": ["web1", "web2"], "app": ["h1"], "all": ["h1", "web1", "web2", "dns"]},
+                "groups": {"web": ["web1", "web2"], "app": ["h1"], "edge": [], "all": ["h1", "web1", "web2", "dns"]},
             },
         });
         v.as_object().unwrap().clone()
@@ -765,6 +780,146 @@ table inet claw_provision {
         }
     }
 
+    /// The step as a run builds it for a host: checked unrendered (as at load), then rendered
+    /// with `ctx` through the template renderer and deserialised.
+    fn rendered(toml_text: &str, ctx: &Map<String, Value>) -> Result<Desired, StepError> {
+        let kind: crate::resource::Kind = "firewall".parse().unwrap();
+        let args: toml::Table = toml::from_str(toml_text).unwrap();
+        kind.check_args(toml::Value::Table(args.clone()))
+            .unwrap_or_else(|e| panic!("{toml_text}: refused at load: {e}"));
+        let cache = crate::template::Cache::default();
+        let src = super::super::Sources {
+            files_dir: std::path::Path::new("."),
+            templates_dir: std::path::Path::new("."),
+            images: &Default::default(),
+            templates: &crate::template::Renderer::new(&cache),
+        };
+        match super::super::desired(&kind, &args, ctx, &src)? {
+            super::super::Desired::Firewall(d) => Ok(d),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// One step for every role: ports from variables, sources that depend on the host's groups.
+    /// A peer left without sources opens nothing and the summary says so.
+    #[test]
+    fn peers_rendered_per_host() {
+        let step = r#"
+            ports = [22, "{{ https_port }}"]
+            peers = [
+                { port = 5432, from = ["{% if 'data' in host.groups %}app{% endif %}"] },
+                { port = "{{ backend_port }}", from = ["{% if 'app' in host.groups %}web{% endif %}", " "] },
+                { port = 6379, from = ["edge"] },
+            ]
+        "#;
+        let mut app = ctx(22);
+        app.insert("https_port".into(), json!("443"));
+        let mut data = app.clone();
+        data["host"]["groups"] = json!(["data"]);
+        // (host, summary, lines present, text absent)
+        type Case<'a> = (
+            &'a Map<String, Value>,
+            &'a str,
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let cases: [Case; 2] = [
+            (
+                &app,
+                "open 22, 443; 5432 from no source; 6379 from no source; 8000 from 2 sources",
+                &[
+                    "tcp dport { 22, 443 } accept",
+                    "ip saddr 10.0.0.3 tcp dport 8000 accept",
+                    "ip6 saddr fd00::3 tcp dport 8000 accept",
+                    "ip saddr 10.0.0.3 meta l4proto tcp ct original proto-dst 8000 return",
+                ],
+                &["5432", "6379"],
+            ),
+            (
+                &data,
+                "open 22, 443; 5432 from 1 source; 6379 from no source; 8000 from no source",
+                &[
+                    "ip saddr 10.0.0.2 tcp dport 5432 accept",
+                    "ip saddr 10.0.0.2 meta l4proto tcp ct original proto-dst 5432 return",
+                ],
+                &["8000", "6379", "ip6 saddr fd00"],
+            ),
+        ];
+        for (c, summary, present, absent) in cases {
+            let d = rendered(step, c).unwrap();
+            assert_eq!(d.summary(), summary);
+            let lines: Vec<&str> = d.ruleset.lines().map(str::trim).collect();
+            for p in present {
+                assert!(lines.contains(p), "missing `{p}` in\n{}", d.ruleset);
+            }
+            for p in absent {
+                assert!(!d.ruleset.contains(p), "unexpected `{p}` in\n{}", d.ruleset);
+            }
+            // Deterministic: the same host renders the same ruleset.
+            assert_eq!(rendered(step, c).unwrap().ruleset, d.ruleset);
+        }
+        // An entry rendered empty beside a source, for the same port: that source only.
+        let d = rendered(
+            r#"peers = [{ port = 8000, from = ["{{ '' }}"] }, { port = 8000, from = ["", "h1"] }]"#,
+            &app,
+        )
+        .unwrap();
+        assert_eq!(d.summary(), "open 22, 80, 443; 8000 from 1 source");
+        // A port open to everyone needs no peer rule, sources or not.
+        let d = rendered(r#"peers = [{ port = "80", from = [""] }]"#, &app).unwrap();
+        assert_eq!(d.summary(), "open 22, 80, 443");
+    }
+
+    /// Ports that render to something else than a TCP port number are refused, with the
+    /// argument and the rendered value; an integer out of range is refused at load.
+    #[test]
+    fn templated_port_refusals() {
+        let mut c = ctx(22);
+        for (v, want) in [
+            (
+                "80a",
+                r#"`peers`: port "80a" (as rendered) is not a TCP port: an integer from 1 to 65535"#,
+            ),
+            ("", r#"`peers`: port "" (as rendered) is not"#),
+            ("+80", r#"`peers`: port "+80" (as rendered) is not"#),
+            ("70000", r#"`peers`: port "70000" (as rendered) is not"#),
+            ("-1", r#"`peers`: port "-1" (as rendered) is not"#),
+            ("0", "`peers`: port 0 is not a TCP port"),
+        ] {
+            c.insert("p".into(), json!(v));
+            let e = rendered(r#"peers = [{ port = "{{ p }}", from = ["h1"] }]"#, &c)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{v:?}: {e}");
+        }
+        c.insert("p".into(), json!("http"));
+        let e = rendered(r#"ports = [22, "{{ p }}"]"#, &c)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            r#"`ports`: port "http" (as rendered) is not a TCP port: an integer from 1 to 65535"#
+        );
+        // " 8080 " is a port: surrounding blanks are trimmed.
+        c.insert("p".into(), json!(" 8080 "));
+        let d = rendered(r#"ports = [22, "{{ p }}"]"#, &c).unwrap();
+        assert_eq!(d.ports, [22, 8080]);
+        for (a, want) in [
+            (
+                "ports = [70000]",
+                "port 70000 is not a TCP port (1 to 65535)",
+            ),
+            ("ports = [-22]", "port -22 is not a TCP port (1 to 65535)"),
+            (
+                "peers = [{ port = 1.5, from = [\"h1\"] }]",
+                "expected a TCP port: an integer, or a string that renders to one",
+            ),
+        ] {
+            let e = toml::from_str::<Args>(a).unwrap_err().to_string();
+            assert!(e.contains(want), "{a}: {e}");
+        }
+    }
+
     #[test]
     fn refusals() {
         let cases: &[(&str, u16, &str)] = &[
@@ -778,7 +933,12 @@ table inet claw_provision {
                 22,
                 "would block SSH port 22",
             ),
-            ("ports = [22, 0]", 22, "port 0"),
+            ("ports = [22, 0]", 22, "`ports`: port 0 is not a TCP port"),
+            (
+                "peers = [{ port = 0, from = [\"h1\"] }]",
+                22,
+                "`peers`: port 0 is not a TCP port",
+            ),
             ("table = \"1x\"", 22, "`table = \"1x\"`"),
             ("table = \"a-b\"", 22, "letters, digits and `_`"),
             (

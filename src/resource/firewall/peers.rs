@@ -1,11 +1,13 @@
 //! The `peers` argument of a `firewall` step: the addresses and networks ([`Net`]) its `from`
-//! items name, an inventory host or group resolved through the template context.
+//! items name, an inventory host or group resolved through the template context. An item that
+//! renders to an empty string names nothing, and so does an inventory group without hosts: a
+//! peer left without sources is kept (the plan says `PORT from no source`) but opens nothing.
 
 use super::{PeerArgs, StepError};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 
-/// One port open to some sources.
+/// One port open to some sources (none: the port stays closed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub port: u16,
@@ -108,7 +110,8 @@ fn host_net(ctx: &Map<String, Value>, name: &str, port: u16) -> Result<Net, Step
         })
 }
 
-/// Resolves one `from` item: an IP address/CIDR, an inventory host or an inventory group.
+/// Resolves one `from` item: an IP address/CIDR, an inventory host or an inventory group (a
+/// group without hosts resolves to nothing).
 fn resolve(ctx: &Map<String, Value>, item: &str, port: u16) -> Result<Vec<Net>, StepError> {
     let item = item.trim();
     if let Some(n) = Net::parse(item) {
@@ -139,8 +142,11 @@ pub(super) fn minimal(mut nets: Vec<Net>) -> Vec<Net> {
     nets
 }
 
-/// The rules of the `peers` argument (`args`): each port's sources resolved and merged (several
-/// entries for one port make one rule), without a port in `ports`, open to everyone anyway.
+/// The rules of the `peers` argument (`args`, rendered for the host): each port's sources
+/// resolved and merged (several entries for one port make one rule), without a port in
+/// `ports`, open to everyone anyway. `from` entries rendered empty are dropped; a port left
+/// without sources stays in the list, with none. A `from` list written empty is an error (it
+/// can never name anything: a typo, not a choice of the host).
 pub(super) fn peers(
     ctx: &Map<String, Value>,
     args: &[PeerArgs],
@@ -148,22 +154,22 @@ pub(super) fn peers(
 ) -> Result<Vec<Peer>, StepError> {
     let mut peers: Vec<Peer> = vec![];
     for p in args {
+        let port = p.port.resolve("peers")?;
         if p.from.is_empty() {
             return Err(StepError::arg(format!(
-                "`peers` (port {}): `from` is empty",
-                p.port
+                "`peers` (port {port}): `from` is empty"
             )));
         }
         let mut nets = vec![];
-        for item in &p.from {
-            nets.extend(resolve(ctx, item, p.port)?);
+        for item in p.from.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
+            nets.extend(resolve(ctx, item, port)?);
         }
         // Several entries for one port are merged.
-        let peer = match peers.iter_mut().find(|q| q.port == p.port) {
+        let peer = match peers.iter_mut().find(|q| q.port == port) {
             Some(q) => q,
             None => {
                 peers.push(Peer {
-                    port: p.port,
+                    port,
                     v4: vec![],
                     v6: vec![],
                 });
