@@ -2,8 +2,10 @@
 //! affects that host): listeners on 22/80/443/8080 in h1, connections tried from h2 and h3.
 //! Open ports connect, others time out (dropped, not reset); a second apply changes nothing;
 //! a hand edit of our table is found by plan and replaced; another table survives; a port open
-//! to one peer only; a ruleset that would close the SSH port is refused at plan time; and all
-//! of it again with sshd on port 2222.
+//! to one peer only (its port and sources rendered per host: a source rendered empty names
+//! nothing, a peer without sources opens nothing); a port that renders to no number and a
+//! ruleset that would close the SSH port are refused at plan time; and all of it again with
+//! sshd on port 2222.
 
 use crate::support::{Lab, Scratch, claw};
 use std::path::PathBuf;
@@ -162,16 +164,36 @@ fn firewall_drops_what_is_not_open() {
     assert_ne!(r.code, 0);
     assert_eq!(table(&lab), applied, "a refused ruleset changes nothing");
 
-    // 8080 open to h2 only (by inventory host name): h3 is dropped.
-    let inv_peer = lab.write_inventory(
-        "peer.toml",
+    // A port that renders to no number is refused with the step and the value.
+    let inv_bad = lab.write_inventory(
+        "badport.toml",
         &playbook(
             &s,
-            "peer.toml",
-            "peers = [{ port = 8080, from = [\"h2\"] }]",
+            "badport.toml",
+            "peers = [{ port = \"{{ host.name }}\", from = [\"h2\"] }]",
         ),
         &[],
     );
+    let r = claw(&["plan", inv_bad.to_str().unwrap()], &[]);
+    let out = r.stdout.clone() + &r.stderr;
+    assert!(
+        r.code != 0
+            && out.contains(
+                "step `firewall` on host `h1`: `peers`: port \"h1\" (as rendered) is not a TCP port"
+            ),
+        "{out}"
+    );
+
+    // 8080 open to h2 only (by inventory host name; the port from a variable): h3 is dropped.
+    // The entry for h3 renders empty on h1 and 8443 is left with no source: no rule for it.
+    let peer_pb = s.file(
+        "peer.toml",
+        "name = \"firewall\"\nhosts = \"h1\"\n\n[vars]\nfw_port = 8080\n\n\
+         [[steps]]\nname = \"firewall\"\nkind = \"firewall\"\n\
+         peers = [{ port = \"{{ fw_port }}\", from = [\"h2\", \"{% if host.name == 'h3' %}h3{% endif %}\"] }, \
+         { port = 8443, from = [\"{% if host.name == 'h3' %}h2{% endif %}\"] }]\n",
+    );
+    let inv_peer = lab.write_inventory("peer.toml", &peer_pb, &[]);
     let inv_peer = inv_peer.to_str().unwrap();
     let h2 = lab.host("h2").address;
     let plan = claw(&["plan", inv_peer], &[]);
@@ -179,11 +201,15 @@ fn firewall_drops_what_is_not_open() {
         plan.stdout.contains("desired ruleset changed")
             && plan
                 .stdout
-                .contains(&format!("+\t\tip saddr {h2} tcp dport 8080 accept")),
+                .contains(&format!("+\t\tip saddr {h2} tcp dport 8080 accept"))
+            && plan
+                .stdout
+                .contains("8080 from 1 source; 8443 from no source"),
         "the plan shows the ruleset diff:\n{}",
         plan.stdout
     );
     assert_eq!(apply(inv_peer), 1);
+    assert!(!table(&lab).contains("8443"), "{}", table(&lab));
     assert_eq!(connect(&lab, "h2", &h1, 8080), Tcp::Connected);
     assert_eq!(connect(&lab, "h3", &h1, 8080), Tcp::TimedOut);
     assert_eq!(connect(&lab, "h3", &h1, 80), Tcp::Connected);
