@@ -181,7 +181,7 @@ build_docker() { # NAME TMP_TAG: `DOCKER_BUILDKIT=0 docker build` of $HERE/NAME,
 spec_gitserver() {
     SUITE=trixie VARIANT=essential
     PKGS=(openssh-server git)
-    FILES=(backend stack/gitserver-init.sh)
+    FILES=(backend stack/gitserver-init.sh stack/backend-v2.patch)
     CHANGES=(
         "ENV PATH=$BASE_PATH"
         'EXPOSE 22'
@@ -204,12 +204,15 @@ EOF
     add_user "$r" git 1000 /home/git /usr/bin/git-shell 'git remote'
     install -d -m 755 -o 1000 -g 1000 "$r/home/git"
 
-    # /srv/git/backend.git: tests/lab/full/backend as commit v1 on main, then v2 with a new VERSION, and v3
-    # (branch broken) whose /health fails, for the update rollback test. Fixed
-    # dates and author, so the commit ids depend only on the content.
+    # /srv/git/backend.git: tests/lab/full/backend as commit v1 on main, then v2 with a new VERSION and
+    # stack/backend-v2.patch (migration 0002 and the code using it; made with `git diff` against backend/, so
+    # regenerate it when app.py changes: the build fails if it no longer applies), and v3 (branch broken, from
+    # v2) whose /health fails, for the update rollback test. Fixed dates and author, so the commit ids depend
+    # only on the content.
     local src=/tmp/backend-src
     mkdir -p "$r$src"
     copy_tree "$HERE/backend" "$r$src"
+    install -m 644 "$HERE/stack/backend-v2.patch" "$r/tmp/backend-v2.patch"
     # shellcheck disable=SC2016 # expanded by the inner sh
     in_root "$r" sh -euc '
         export GIT_AUTHOR_NAME="claw lab" GIT_AUTHOR_EMAIL=lab@claw.invalid
@@ -222,7 +225,8 @@ EOF
         git tag -a v1 -m "release 1.0.0"
         export GIT_AUTHOR_DATE="2026-01-02T00:00:00Z" GIT_COMMITTER_DATE="2026-01-02T00:00:00Z"
         echo 2.0.0 >VERSION
-        git commit -q -a -m "claw-ai backend 2.0.0"
+        git apply --index /tmp/backend-v2.patch
+        git commit -q -a -m "claw-ai backend 2.0.0 (items get a label: migration 0002)"
         git tag -a v2 -m "release 2.0.0"
         # v3: a release whose /health always fails (503), on a branch of its own: main stays at v2
         git checkout -q -b broken
@@ -236,7 +240,7 @@ EOF
         git push -q /srv/git/backend.git main broken v1 v2 v3
         chown -R git:git /srv/git
     ' sh "$src"
-    rm -rf "${r:?}$src"
+    rm -rf "${r:?}$src" "${r:?}/tmp/backend-v2.patch"
 }
 
 # ------------------------------------------------------------------------------- shared build steps
