@@ -161,15 +161,7 @@ impl Desired {
                 let value = self.generated.as_ref().ok_or(StepError::Internal {
                     what: "no value generated for a missing secret (bug, please report)",
                 })?;
-                let mut content = value.expose().as_bytes().to_vec();
-                content.push(b'\n');
-                let f = file::Desired::secret(
-                    self.path.clone(),
-                    content,
-                    self.owner.clone(),
-                    self.group.clone(),
-                )?;
-                let mut c = f.diff(&PathState::Absent)?;
+                let mut c = self.write(value.expose())?;
                 c.target = target;
                 c.reason = format!("new random value ({} bytes, hex)", self.length);
                 Ok(c)
@@ -217,6 +209,20 @@ impl Desired {
 }
 
 impl Desired {
+    /// The upload of `value` (and a newline) as the secret's file: a new 0600 file renamed
+    /// over whatever is there; the value travels on stdin.
+    fn write(&self, value: &str) -> Result<Change, StepError> {
+        let mut content = value.as_bytes().to_vec();
+        content.push(b'\n');
+        let f = file::Desired::secret(
+            self.path.clone(),
+            content,
+            self.owner.clone(),
+            self.group.clone(),
+        )?;
+        f.diff(&PathState::Absent)
+    }
+
     /// A host that takes the value from its source (`given`): the file is written with that
     /// value when it is missing or holds another one (the source's value is the truth; a
     /// `guard` matters only where a value is generated), else its attributes are set.
@@ -239,15 +245,7 @@ impl Desired {
                 format!("the value kept on {}", g.from),
             ),
         };
-        let mut content = want.as_bytes().to_vec();
-        content.push(b'\n');
-        let f = file::Desired::secret(
-            self.path.clone(),
-            content,
-            self.owner.clone(),
-            self.group.clone(),
-        )?;
-        let mut c = f.diff(&PathState::Absent)?;
+        let mut c = self.write(want)?;
         c.action = action;
         c.target = target;
         c.details.insert(0, reason.clone());
