@@ -327,6 +327,9 @@ pub struct StepPlan {
     pub notify: Vec<String>,
     /// What the step's command printed (`output = true`), secrets masked; set by apply.
     pub output: Option<String>,
+    /// The step does not apply to this host: its `when` is false there (not: left out by the
+    /// operator's selection). A rollout's health gate passes such a host.
+    pub not_here: bool,
 }
 
 /// Everything that would happen on one host.

@@ -694,6 +694,7 @@ content = "hello {{ who }}\n"
             change,
             notify: vec![],
             output: None,
+            not_here: false,
         };
         let mut motd = Change::new(Action::Update, "/etc/motd", "content", "true".into());
         motd.details = vec!["content".into()];

@@ -436,6 +436,7 @@ mod tests {
             change,
             notify: vec![],
             output: None,
+            not_here: false,
         }
     }
 

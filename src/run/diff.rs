@@ -54,6 +54,9 @@ impl HostRun<'_> {
                 makes_watchers_stale: s.step.kind.makes_watchers_stale(),
                 notify,
                 output: None,
+                not_here: known.desired[i].is_none()
+                    && s.step.not_selected.is_none()
+                    && s.step.when.is_some(),
             });
         }
         check_space(&probed.probe, &probed.first.preflight, &plan)

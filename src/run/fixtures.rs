@@ -16,6 +16,7 @@ pub(super) fn step(kind: &str, change: Change) -> StepPlan {
             .makes_watchers_stale(),
         notify: vec![],
         output: None,
+        not_here: false,
     }
 }
 

@@ -318,7 +318,8 @@ async fn await_batches(
 }
 
 /// Why no further batch may start after batch `b` (None: go on): the failure budget is
-/// exceeded, or a host of the batch did not pass the health step.
+/// exceeded, or a host of the batch did not pass the health step (a host on which the step's
+/// `when` is false passes; one that skipped it otherwise does not).
 fn batch_verdict(
     rollout: &crate::rollout::Rollout,
     batch: &[&HostOutcome],
@@ -337,9 +338,11 @@ fn batch_verdict(
         if o.state == HostState::NotStarted {
             continue;
         }
+        // Passed, or the step does not apply to the host (its `when`: a role without it).
         let passed = o.plan.as_ref().is_some_and(|p| {
             p.steps.iter().zip(&o.statuses).any(|(s, st)| {
-                &s.name == health && matches!(st, StepStatus::Ok | StepStatus::Changed)
+                &s.name == health
+                    && (matches!(st, StepStatus::Ok | StepStatus::Changed) || s.not_here)
             })
         });
         if !passed {
@@ -400,5 +403,12 @@ mod tests {
         );
         let skipped = host("d", HostState::Ok, Some(StepStatus::Skipped));
         assert!(batch_verdict(&gated, &[&skipped], 0, 3, 0).is_some());
+        // Its `when` false there (a role without a health step): passes.
+        let mut elsewhere = host("e", HostState::Ok, Some(StepStatus::Skipped));
+        elsewhere.plan.as_mut().unwrap().steps[0].not_here = true;
+        assert_eq!(
+            batch_verdict(&gated, &[&elsewhere, &healthy], 0, 3, 0),
+            None
+        );
     }
 }
