@@ -516,7 +516,8 @@ changes = false
 }
 
 /// `[rollout] groups`: each group's hosts go in batches of their own, one group after the other
-/// (the data host before the app hosts, one at a time), then the hosts of no listed group.
+/// (the data host before the app hosts, one at a time), then the hosts of no listed group; the
+/// health gate's step runs on the app hosts only, and the others pass the gate.
 #[test]
 fn groups_go_one_after_the_other() {
     let pb = r#"name = "rollout-groups"
@@ -524,6 +525,7 @@ fn groups_go_one_after_the_other() {
 [rollout]
 serial = 1
 groups = ["data", "app"]
+health = "app healthy"
 
 [[steps]]
 name = "work dir"
@@ -535,6 +537,14 @@ name = "stamp"
 kind = "command"
 run = "date +%s%N > /opt/rg/started; sleep 0.3; date +%s%N > /opt/rg/ended"
 creates = "/opt/rg/ended"
+
+# The health gate's step runs on the app hosts only: the data host (and h4) pass the gate.
+[[steps]]
+name = "app healthy"
+kind = "command"
+run = "test -e /opt/rg/ended"
+changes = false
+when = "'app' in host.groups"
 "#;
     let (lab, inv) = lab_with("t-rollout-groups", 4, pb);
     // h3 is the data host, h1 and h2 the app hosts (inventory order), h4 in no listed group.
