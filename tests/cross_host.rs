@@ -461,7 +461,11 @@ fn cycles_unknown_groups_and_two_sources_fail_offline() {
         (
             "unknown",
             vec![("u", "nosuch")],
-            vec!["step `u`", "`source = \"nosuch\"`", "no group `nosuch`"],
+            vec![
+                "step `u`",
+                "`source = \"nosuch\"`",
+                "no group or host `nosuch`",
+            ],
         ),
         (
             "two",

@@ -32,8 +32,8 @@ pub struct Args {
     pub guard: Option<String>,
     pub owner: Option<String>,
     pub group: Option<String>,
-    /// The group whose one host keeps the value; the other hosts running the step write it
-    /// (a template: the same on every host; empty: none).
+    /// The group whose one host keeps the value (or that host's name); the other hosts running
+    /// the step write it (a template: the same on every host; empty: none).
     pub source: Option<String>,
 }
 

@@ -95,13 +95,13 @@ pub(super) fn candidates<'a>(inv: &'a Inventory, pb: &Playbook, run: &[&Host]) -
     let all = inv.select(&pb.hosts).unwrap_or_default();
     all.into_iter()
         .filter(|h| !run.iter().any(|r| r.name == h.name))
-        .filter(|h| {
-            templated
-                || sources
-                    .iter()
-                    .any(|g| *g == "all" || h.groups.iter().any(|x| x == g))
-        })
+        .filter(|h| templated || sources.iter().any(|g| is_named(h, g)))
         .collect()
+}
+
+/// Whether `source` names host `h`: `all`, a group of it, or its name.
+fn is_named(h: &Host, source: &str) -> bool {
+    source == "all" || h.name == source || h.groups.iter().any(|x| x == source)
 }
 
 /// A prepared host as the linking sees it: the host, whether it is in the run, and per step
@@ -141,11 +141,17 @@ pub(super) fn link(
         }
         let group = match rendered_source(i, seen) {
             Ok(None) => continue,
-            Ok(Some(g)) if g == "all" || inv.groups.contains_key(g) => g,
+            Ok(Some(g))
+                if g == "all"
+                    || inv.groups.contains_key(g)
+                    || inv.hosts.iter().any(|h| h.name == g) =>
+            {
+                g
+            }
             Ok(Some(g)) => {
                 let known: Vec<&str> = inv.groups.keys().map(String::as_str).collect();
                 errors.push(err(format!(
-                    "`source = \"{g}\"`: the inventory has no group `{g}` (its groups: {})",
+                    "`source = \"{g}\"`: the inventory has no group or host `{g}` (its groups: {})",
                     if known.is_empty() {
                         "none".to_string()
                     } else {
@@ -212,7 +218,7 @@ fn rendered_source<'a>(i: usize, seen: &[Seen<'a>]) -> Result<Option<&'a str>, S
 /// of the run that take its value (None: no host of the run runs it).
 fn shared(i: usize, group: &str, seen: &[Seen<'_>]) -> Result<Option<Shared>, String> {
     let runs = |x: &&Seen<'_>| x.steps.get(i).is_some_and(Option::is_some);
-    let in_group = |x: &&Seen<'_>| group == "all" || x.host.groups.iter().any(|g| g == group);
+    let in_group = |x: &&Seen<'_>| is_named(x.host, group);
     let takers_and_source: Vec<&Seen<'_>> = seen.iter().filter(|x| x.in_run).filter(runs).collect();
     if takers_and_source.is_empty() {
         return Ok(None);
@@ -222,15 +228,16 @@ fn shared(i: usize, group: &str, seen: &[Seen<'_>]) -> Result<Option<Shared>, St
         [one] => one,
         [] => {
             return Err(format!(
-                "`source = \"{group}\"`: no host of group `{group}` runs this step (a host of \
-                 the group that is in the playbook's `hosts` and whose `when` holds keeps the value)"
+                "`source = \"{group}\"`: no host of `{group}` runs this step (a host of the group, \
+                 or the host of that name, in the playbook's `hosts` and whose `when` holds keeps \
+                 the value)"
             ));
         }
         many => {
             let names: Vec<&str> = many.iter().map(|x| x.host.name.as_str()).collect();
             return Err(format!(
                 "`source = \"{group}\"`: {} hosts of group `{group}` run this step ({}); the value \
-                 is kept on one host: name a group of one host",
+                 is kept on one host: name a group of one host, or the host",
                 many.len(),
                 names.join(", ")
             ));
@@ -404,7 +411,7 @@ mod tests {
     fn a_bad_source_is_an_error_naming_the_file_the_line_and_the_step() {
         let e = prepared(&secret_step("pw", "pw", "dta", ""), None).unwrap_err();
         assert!(
-            e.contains("pb.toml:2:") && e.contains("step `pw`: `source = \"dta\"`: the inventory has no group `dta` (its groups: app, data)"),
+            e.contains("pb.toml:2:") && e.contains("step `pw`: `source = \"dta\"`: the inventory has no group or host `dta` (its groups: app, data)"),
             "{e}"
         );
         let e = prepared(&secret_step("pw", "pw", "app", ""), None).unwrap_err();
@@ -414,7 +421,11 @@ mod tests {
         );
         let only_app = secret_step("pw", "pw", "data", "when = \"host.name != 'db'\"");
         let e = prepared(&only_app, None).unwrap_err();
-        assert!(e.contains("no host of group `data` runs this step"), "{e}");
+        assert!(e.contains("no host of `data` runs this step"), "{e}");
+        // A host named as the source.
+        let l = prepared(&secret_step("pw", "pw", "db", ""), Some(&["w1"])).unwrap();
+        assert_eq!((l.shared[0].source.as_str(), l.outside.len()), ("db", 1));
+        assert_eq!(l.shared[0].takers, ["w1"]);
         let e = prepared(
             &secret_step("pw", "pw", "data", "").replace("\"data\"", "3"),
             None,
