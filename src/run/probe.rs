@@ -200,14 +200,7 @@ impl HostRun<'_> {
         );
         let rendered = super::prepare::render(&p.steps, &p.playbook, &full, true);
         drop(full);
-        let mut rendered = rendered.map_err(|es| {
-            let (i, e) = &es[0];
-            let at = (self.names)
-                .get(*i)
-                .map_or_else(|| "handlers".to_string(), std::string::ToString::to_string);
-            let why = secrets.mask.text(e);
-            HostFailure::new(at, StepFailure::Render { why })
-        })?;
+        let mut rendered = rendered.map_err(|es| self.render_failure(&es, &secrets.mask))?;
         // Every text a secret flowed into is shown as its marker rendering from now on, and a
         // script holding one goes to the host on stdin (the steps it belongs to are private too).
         let mask = Mask::new(&secrets.all, &rendered.found);
@@ -244,6 +237,16 @@ impl HostRun<'_> {
                 &secrets.generated,
             ),
         })
+    }
+
+    /// The failure of a render that did not go through: its first error (`es`: per step or
+    /// handler, numbered after the steps), at that step, masked with `mask`.
+    pub(super) fn render_failure(&self, es: &[(usize, String)], mask: &Mask) -> HostFailure {
+        let (i, e) = &es[0];
+        let at = (self.names.get(*i))
+            .map_or_else(|| "handlers".to_string(), std::string::ToString::to_string);
+        let why = mask.text(e);
+        HostFailure::new(at, StepFailure::Render { why })
     }
 
     /// The host's answers for each step rendered (`desired`): the first probe's where the

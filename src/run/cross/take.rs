@@ -199,13 +199,8 @@ impl HostRun<'_> {
         }
         let all = [secrets.as_slice(), &late.extra].concat();
         let full = full_context(&p.base, &p.playbook.inventory, &late.facts, &secrets);
-        let mut rendered = render(&p.steps, &p.playbook, &full, true).map_err(|es| {
-            let (i, e) = &es[0];
-            let at = (self.names.get(*i))
-                .map_or_else(|| "handlers".into(), std::string::ToString::to_string);
-            let why = Mask::new(&all, &[]).text(e);
-            HostFailure::new(at, StepFailure::Render { why })
-        })?;
+        let mut rendered = render(&p.steps, &p.playbook, &full, true)
+            .map_err(|es| self.render_failure(&es, &Mask::new(&all, &[])))?;
         let mask = Mask::new(&all, &rendered.found);
         self.set_mask(&mask);
         let tainted: Vec<bool> = rendered.tainted.iter().map(|t| !t.is_empty()).collect();
